@@ -1,0 +1,47 @@
+-- Core store: immutable resource versions, the current-version pointer, identifier tokens.
+
+-- Every version of every resource, never updated or deleted (see the trigger below).
+-- seq orders the whole store for system history; body is the exact JSON text (NULL = delete).
+-- TEXT rather than JSONB: JSONB reorders keys, and clients get back exactly what was stored.
+CREATE TABLE resource_version (
+    seq           BIGSERIAL PRIMARY KEY,
+    resource_type TEXT    NOT NULL,
+    id            TEXT    NOT NULL,
+    version       BIGINT  NOT NULL,
+    last_updated  BIGINT  NOT NULL, -- milliseconds since the Unix epoch, UTC
+    method        TEXT    NOT NULL CHECK (method IN ('POST', 'PUT', 'PATCH', 'DELETE')),
+    deleted       BOOLEAN NOT NULL DEFAULT FALSE,
+    body          TEXT,
+    UNIQUE (resource_type, id, version)
+);
+CREATE INDEX resource_version_type_seq ON resource_version (resource_type, seq);
+CREATE INDEX resource_version_last_updated ON resource_version (last_updated);
+
+CREATE FUNCTION resource_version_immutable() RETURNS trigger AS $$
+BEGIN
+    RAISE EXCEPTION 'resource versions are immutable';
+END;
+$$ LANGUAGE plpgsql;
+CREATE TRIGGER resource_version_immutable BEFORE UPDATE OR DELETE ON resource_version
+    FOR EACH ROW EXECUTE FUNCTION resource_version_immutable();
+
+-- The current version of each resource; writers check `version` to never lose an update.
+CREATE TABLE resource (
+    resource_type TEXT    NOT NULL,
+    id            TEXT    NOT NULL,
+    version       BIGINT  NOT NULL,
+    deleted       BOOLEAN NOT NULL,
+    last_updated  BIGINT  NOT NULL,
+    PRIMARY KEY (resource_type, id)
+);
+
+-- Token index rows of current, live resources (identifiers, for conditional interactions).
+CREATE TABLE resource_token (
+    resource_type TEXT NOT NULL,
+    id            TEXT NOT NULL,
+    param         TEXT NOT NULL,
+    system        TEXT,
+    code          TEXT NOT NULL
+);
+CREATE INDEX resource_token_lookup ON resource_token (resource_type, param, code, system);
+CREATE INDEX resource_token_owner ON resource_token (resource_type, id);

@@ -1,0 +1,8 @@
+//! L0: pure FHIR R4 basics — ids and instants, the Outcome error type, the definitions
+//! registry built from fhir-profiles/, and the validator. No I/O, no HTTP, no SQL.
+
+pub mod definitions;
+pub mod outcome;
+pub mod types;
+pub mod validation;
+pub mod resource;

@@ -1,0 +1,246 @@
+//! L2: the only place with SQL. One [`Store`] trait, two implementations (SQLite, PostgreSQL),
+//! chosen from the database URL at start; migrations live in migrations/sqlite and
+//! migrations/postgres and are applied by [`open`].
+//!
+//! Every resource version is an immutable row (type, id, version, lastUpdated, method, deleted,
+//! exact JSON text). Writes go through a [`Transaction`]: the interaction layer locks the
+//! resource, reads the current version, decides, and writes — and the write itself re-checks
+//! the expected previous version, so a concurrent writer can never be lost silently.
+
+mod postgres;
+mod sql;
+mod sqlite;
+
+use crate::fhir::outcome::{ErrorKind, Outcome};
+use crate::fhir::types::{Instant, VersionId};
+use async_trait::async_trait;
+use std::sync::Arc;
+
+pub use postgres::PostgresStore;
+pub use sqlite::SqliteStore;
+
+/// The HTTP verb that produced a version, as history reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    Post,
+    Put,
+    Patch,
+    Delete,
+}
+
+impl Method {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Post => "POST",
+            Method::Put => "PUT",
+            Method::Patch => "PATCH",
+            Method::Delete => "DELETE",
+        }
+    }
+
+    fn parse(s: &str) -> Method {
+        match s {
+            "POST" => Method::Post,
+            "PATCH" => Method::Patch,
+            "DELETE" => Method::Delete,
+            _ => Method::Put,
+        }
+    }
+}
+
+/// One stored version of a resource.
+#[derive(Debug, Clone)]
+pub struct StoredVersion {
+    pub resource_type: String,
+    pub id: String,
+    pub version: VersionId,
+    pub last_updated: Instant,
+    pub method: Method,
+    pub deleted: bool,
+    /// The exact JSON text (None for a delete).
+    pub body: Option<Arc<str>>,
+}
+
+/// A token index row (for now: identifiers, used by conditional interactions).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRow {
+    pub param: String,
+    pub system: Option<String>,
+    pub code: String,
+}
+
+/// Index rows written with a version, replacing the resource's previous rows.
+#[derive(Debug, Clone, Default)]
+pub struct IndexRows {
+    pub tokens: Vec<TokenRow>,
+}
+
+/// A version to write.
+#[derive(Debug, Clone)]
+pub struct NewVersion {
+    pub resource_type: String,
+    pub id: String,
+    pub version: VersionId,
+    /// The version this one replaces; None when the resource must not exist yet.
+    pub previous: Option<VersionId>,
+    pub last_updated: Instant,
+    pub method: Method,
+    pub body: Option<String>,
+    pub index: IndexRows,
+}
+
+/// One value of a token criterion: `[system|]code`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenValue {
+    /// None: any system; Some(None): no system; Some(Some(s)): system s.
+    pub system: Option<Option<String>>,
+    /// None: any code (`system|`).
+    pub code: Option<String>,
+}
+
+/// A criterion of a conditional interaction; criteria are ANDed, values within one ORed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Criterion {
+    Id(Vec<String>),
+    Token { param: String, values: Vec<TokenValue> },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HistoryScope {
+    System,
+    Type(String),
+    Instance(String, String),
+}
+
+/// Keyset position in a history listing (newest first).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cursor {
+    /// Entries older than this sequence number (the next page).
+    Before(i64),
+    /// Entries newer than this sequence number (the previous page).
+    After(i64),
+}
+
+#[derive(Debug, Clone)]
+pub struct HistoryQuery {
+    pub since: Option<Instant>,
+    pub cursor: Option<Cursor>,
+    pub count: u32,
+}
+
+/// A page of history, newest first, with each entry's sequence number.
+#[derive(Debug, Clone)]
+pub struct HistoryPage {
+    pub entries: Vec<(i64, StoredVersion)>,
+    /// All entries matching scope and `_since`, regardless of paging.
+    pub total: u64,
+    /// Whether entries newer than the first one of the page exist (for `previous`).
+    pub has_newer: bool,
+    /// Whether entries older than the last one of the page exist (for `next`).
+    pub has_older: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A concurrent writer changed the resource (version check or unique key failed).
+    #[error("concurrent modification")]
+    Conflict,
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    #[error("database error: {0}")]
+    Internal(String),
+}
+
+impl From<StoreError> for Outcome {
+    fn from(e: StoreError) -> Outcome {
+        match e {
+            StoreError::Conflict => Outcome::new(
+                ErrorKind::Conflict,
+                "The resource was changed by a concurrent request; retry",
+            ),
+            StoreError::Unavailable(_) => {
+                Outcome::new(ErrorKind::Unavailable, "The database is unavailable; retry later")
+            }
+            StoreError::Internal(_) => Outcome::internal("Database error"),
+        }
+    }
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Reads outside a transaction and the way into one.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// "sqlite" or "postgres".
+    fn backend(&self) -> &'static str;
+    async fn begin(&self) -> StoreResult<Box<dyn Transaction>>;
+    /// The current version (possibly a delete), or None if the resource never existed.
+    async fn read(&self, resource_type: &str, id: &str) -> StoreResult<Option<StoredVersion>>;
+    async fn vread(
+        &self,
+        resource_type: &str,
+        id: &str,
+        version: VersionId,
+    ) -> StoreResult<Option<StoredVersion>>;
+    async fn history(&self, scope: &HistoryScope, query: &HistoryQuery)
+    -> StoreResult<HistoryPage>;
+    /// Checks the database answers.
+    async fn ping(&self) -> StoreResult<()>;
+}
+
+/// One database transaction. Dropping it without commit rolls back.
+#[async_trait]
+pub trait Transaction: Send {
+    /// Serializes writers of one resource until the transaction ends.
+    async fn lock_resource(&mut self, resource_type: &str, id: &str) -> StoreResult<()>;
+    /// Serializes transactions that name the same key (e.g. identical conditional-create
+    /// criteria) until the transaction ends.
+    async fn lock_key(&mut self, key: &str) -> StoreResult<()>;
+    async fn current(&mut self, resource_type: &str, id: &str)
+    -> StoreResult<Option<StoredVersion>>;
+    /// Ids of live resources of `resource_type` matching every criterion (at most `limit`).
+    async fn find(
+        &mut self,
+        resource_type: &str,
+        criteria: &[Criterion],
+        limit: u32,
+    ) -> StoreResult<Vec<String>>;
+    /// Writes a version; fails with Conflict when `previous` is no longer current.
+    async fn write(&mut self, version: &NewVersion) -> StoreResult<()>;
+    async fn commit(self: Box<Self>) -> StoreResult<()>;
+}
+
+/// Opens (creating and migrating if needed) the store a URL names:
+/// `sqlite:path` / `sqlite://path` or `postgres://…` / `postgresql://…`.
+pub async fn open(url: &str) -> anyhow::Result<Arc<dyn Store>> {
+    if url.starts_with("sqlite:") {
+        Ok(Arc::new(SqliteStore::open(url).await?))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Arc::new(PostgresStore::open(url).await?))
+    } else {
+        anyhow::bail!("unsupported database URL scheme (use sqlite:PATH or postgres://…)")
+    }
+}
+
+/// Maps sqlx errors: unique violations are conflicts, pool/IO trouble is unavailability.
+fn map_err(e: sqlx::Error) -> StoreError {
+    match &e {
+        sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict,
+        sqlx::Error::Database(db) => {
+            let msg = db.message().to_string();
+            // SQLite busy/locked, PostgreSQL serialization failure / deadlock
+            if msg.contains("database is locked")
+                || msg.contains("busy")
+                || matches!(db.code().as_deref(), Some("40001") | Some("40P01"))
+            {
+                StoreError::Unavailable(msg)
+            } else {
+                StoreError::Internal(msg)
+            }
+        }
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
+            StoreError::Unavailable(e.to_string())
+        }
+        _ => StoreError::Internal(e.to_string()),
+    }
+}

@@ -1,0 +1,140 @@
+//! The PostgreSQL store: the production and scale-out backend. Stateless Healporium nodes
+//! share one database; writers of one resource serialize on a transaction-scoped advisory lock
+//! and the current-version row is updated only if it still holds the expected version.
+
+use super::sql::{
+    SELECT_CURRENT, SELECT_VERSION, fetch_version, find_query, read_history, write_version,
+};
+use super::{
+    Criterion, HistoryPage, HistoryQuery, HistoryScope, NewVersion, Store, StoreResult,
+    StoredVersion, Transaction, map_err,
+};
+use crate::fhir::types::VersionId;
+use anyhow::Context;
+use async_trait::async_trait;
+use sqlx::Postgres;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use std::str::FromStr;
+use std::time::Duration;
+
+pub struct PostgresStore {
+    pool: PgPool,
+}
+
+impl PostgresStore {
+    pub async fn open(url: &str) -> anyhow::Result<PostgresStore> {
+        let options = PgConnectOptions::from_str(url).context("invalid PostgreSQL URL")?;
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(options)
+            .await
+            .context("cannot connect to PostgreSQL")?;
+        sqlx::migrate!("migrations/postgres")
+            .run(&pool)
+            .await
+            .context("cannot migrate the PostgreSQL database")?;
+        Ok(PostgresStore { pool })
+    }
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    fn backend(&self) -> &'static str {
+        "postgres"
+    }
+
+    async fn begin(&self) -> StoreResult<Box<dyn Transaction>> {
+        let tx = self.pool.begin().await.map_err(map_err)?;
+        Ok(Box::new(PgTx { tx }))
+    }
+
+    async fn read(&self, resource_type: &str, id: &str) -> StoreResult<Option<StoredVersion>> {
+        let mut conn = self.pool.acquire().await.map_err(map_err)?;
+        fetch_version::<Postgres>(&mut conn, SELECT_CURRENT, resource_type, id, None).await
+    }
+
+    async fn vread(
+        &self,
+        resource_type: &str,
+        id: &str,
+        version: VersionId,
+    ) -> StoreResult<Option<StoredVersion>> {
+        let mut conn = self.pool.acquire().await.map_err(map_err)?;
+        fetch_version::<Postgres>(&mut conn, SELECT_VERSION, resource_type, id, Some(version))
+            .await
+    }
+
+    async fn history(
+        &self,
+        scope: &HistoryScope,
+        query: &HistoryQuery,
+    ) -> StoreResult<HistoryPage> {
+        let mut conn = self.pool.acquire().await.map_err(map_err)?;
+        read_history::<Postgres>(&mut conn, scope, query).await
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map(|_| ())
+            .map_err(map_err)
+    }
+}
+
+struct PgTx {
+    tx: sqlx::Transaction<'static, Postgres>,
+}
+
+impl PgTx {
+    async fn advisory_lock(&mut self, key: &str) -> StoreResult<()> {
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+            .bind(key)
+            .execute(&mut *self.tx)
+            .await
+            .map(|_| ())
+            .map_err(map_err)
+    }
+}
+
+#[async_trait]
+impl Transaction for PgTx {
+    async fn lock_resource(&mut self, resource_type: &str, id: &str) -> StoreResult<()> {
+        self.advisory_lock(&format!("resource:{resource_type}/{id}"))
+            .await
+    }
+
+    async fn lock_key(&mut self, key: &str) -> StoreResult<()> {
+        self.advisory_lock(&format!("key:{key}")).await
+    }
+
+    async fn current(
+        &mut self,
+        resource_type: &str,
+        id: &str,
+    ) -> StoreResult<Option<StoredVersion>> {
+        fetch_version::<Postgres>(&mut self.tx, SELECT_CURRENT, resource_type, id, None).await
+    }
+
+    async fn find(
+        &mut self,
+        resource_type: &str,
+        criteria: &[Criterion],
+        limit: u32,
+    ) -> StoreResult<Vec<String>> {
+        find_query::<Postgres>(resource_type, criteria, limit)
+            .build_query_scalar()
+            .fetch_all(&mut *self.tx)
+            .await
+            .map_err(map_err)
+    }
+
+    async fn write(&mut self, v: &NewVersion) -> StoreResult<()> {
+        write_version::<Postgres>(&mut self.tx, v).await
+    }
+
+    async fn commit(self: Box<Self>) -> StoreResult<()> {
+        self.tx.commit().await.map_err(map_err)
+    }
+}

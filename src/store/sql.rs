@@ -1,0 +1,423 @@
+//! SQL shared by the SQLite and PostgreSQL stores: statements both dialects accept, row
+//! decoding, and the dynamic queries (conditional criteria, history), built with sqlx's
+//! QueryBuilder so each dialect gets its own placeholders.
+
+use super::{
+    Criterion, Cursor, HistoryPage, HistoryQuery, HistoryScope, Method, NewVersion, StoreError,
+    StoreResult, StoredVersion, map_err,
+};
+use crate::fhir::types::Instant;
+use sqlx::{ColumnIndex, Database, Decode, Encode, QueryBuilder, Row, Type};
+
+pub(super) const VERSION_COLUMNS: &str =
+    "v.seq, v.resource_type, v.id, v.version, v.last_updated, v.method, v.deleted, v.body";
+
+pub(super) const SELECT_CURRENT: &str = "SELECT v.seq, v.resource_type, v.id, v.version, \
+     v.last_updated, v.method, v.deleted, v.body FROM resource r JOIN resource_version v \
+     ON v.resource_type = r.resource_type AND v.id = r.id AND v.version = r.version \
+     WHERE r.resource_type = $1 AND r.id = $2";
+
+pub(super) const SELECT_VERSION: &str = "SELECT v.seq, v.resource_type, v.id, v.version, \
+     v.last_updated, v.method, v.deleted, v.body FROM resource_version v \
+     WHERE v.resource_type = $1 AND v.id = $2 AND v.version = $3";
+
+pub(super) const INSERT_VERSION: &str = "INSERT INTO resource_version \
+     (resource_type, id, version, last_updated, method, deleted, body) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7)";
+
+pub(super) const INSERT_CURRENT: &str = "INSERT INTO resource \
+     (resource_type, id, version, deleted, last_updated) VALUES ($1, $2, $3, $4, $5)";
+
+pub(super) const DELETE_TOKENS: &str =
+    "DELETE FROM resource_token WHERE resource_type = $1 AND id = $2";
+
+pub(super) const INSERT_TOKEN: &str = "INSERT INTO resource_token \
+     (resource_type, id, param, system, code) VALUES ($1, $2, $3, $4, $5)";
+
+/// Decodes a row selected with [`VERSION_COLUMNS`].
+pub(super) fn version_from_row<'r, R>(row: &'r R) -> StoreResult<(i64, StoredVersion)>
+where
+    R: Row,
+    usize: ColumnIndex<R>,
+    i64: Decode<'r, R::Database> + Type<R::Database>,
+    String: Decode<'r, R::Database> + Type<R::Database>,
+    bool: Decode<'r, R::Database> + Type<R::Database>,
+{
+    let get = |e: sqlx::Error| StoreError::Internal(e.to_string());
+    let seq: i64 = row.try_get(0).map_err(get)?;
+    let body: Option<String> = row.try_get(7).map_err(get)?;
+    let method: String = row.try_get(5).map_err(get)?;
+    Ok((
+        seq,
+        StoredVersion {
+            resource_type: row.try_get(1).map_err(get)?,
+            id: row.try_get(2).map_err(get)?,
+            version: row.try_get(3).map_err(get)?,
+            last_updated: Instant::from_millis(row.try_get(4).map_err(get)?),
+            method: Method::parse(&method),
+            deleted: row.try_get(6).map_err(get)?,
+            body: body.map(Into::into),
+        },
+    ))
+}
+
+/// `SELECT r.id FROM resource r WHERE …` for conditional-interaction criteria.
+pub(super) fn find_query<DB>(
+    resource_type: &str,
+    criteria: &[Criterion],
+    limit: u32,
+) -> QueryBuilder<DB>
+where
+    DB: Database,
+    for<'q> String: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<String>: Encode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+    for<'q> bool: Encode<'q, DB> + Type<DB>,
+{
+    let mut qb = QueryBuilder::new("SELECT r.id FROM resource r WHERE r.resource_type = ");
+    qb.push_bind(resource_type.to_string());
+    qb.push(" AND r.deleted = ");
+    qb.push_bind(false);
+    for c in criteria {
+        match c {
+            Criterion::Id(ids) => {
+                qb.push(" AND r.id IN (");
+                let mut sep = qb.separated(", ");
+                for id in ids {
+                    sep.push_bind(id.clone());
+                }
+                qb.push(")");
+            }
+            Criterion::Token { param, values } => {
+                qb.push(
+                    " AND EXISTS (SELECT 1 FROM resource_token t WHERE t.resource_type = \
+                     r.resource_type AND t.id = r.id AND t.param = ",
+                );
+                qb.push_bind(param.clone());
+                qb.push(" AND (");
+                for (i, v) in values.iter().enumerate() {
+                    if i > 0 {
+                        qb.push(" OR ");
+                    }
+                    qb.push("(1 = 1");
+                    if let Some(code) = &v.code {
+                        qb.push(" AND t.code = ");
+                        qb.push_bind(code.clone());
+                    }
+                    match &v.system {
+                        None => {}
+                        Some(None) => {
+                            qb.push(" AND t.system IS NULL");
+                        }
+                        Some(Some(s)) => {
+                            qb.push(" AND t.system = ");
+                            qb.push_bind(s.clone());
+                        }
+                    }
+                    qb.push(")");
+                }
+                qb.push("))");
+            }
+        }
+    }
+    qb.push(" ORDER BY r.id LIMIT ");
+    qb.push_bind(i64::from(limit));
+    qb
+}
+
+/// Appends the WHERE clause of a history listing.
+fn push_history_filter<DB>(
+    qb: &mut QueryBuilder<DB>,
+    scope: &HistoryScope,
+    query: &HistoryQuery,
+    with_cursor: bool,
+) where
+    DB: Database,
+    for<'q> String: Encode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+{
+    qb.push(" WHERE 1 = 1");
+    match scope {
+        HistoryScope::System => {}
+        HistoryScope::Type(t) => {
+            qb.push(" AND v.resource_type = ");
+            qb.push_bind(t.clone());
+        }
+        HistoryScope::Instance(t, id) => {
+            qb.push(" AND v.resource_type = ");
+            qb.push_bind(t.clone());
+            qb.push(" AND v.id = ");
+            qb.push_bind(id.clone());
+        }
+    }
+    if let Some(since) = query.since {
+        qb.push(" AND v.last_updated >= ");
+        qb.push_bind(since.millis());
+    }
+    if with_cursor {
+        match query.cursor {
+            Some(Cursor::Before(seq)) => {
+                qb.push(" AND v.seq < ");
+                qb.push_bind(seq);
+            }
+            Some(Cursor::After(seq)) => {
+                qb.push(" AND v.seq > ");
+                qb.push_bind(seq);
+            }
+            None => {}
+        }
+    }
+}
+
+/// The page query: one row more than asked for tells whether another page exists.
+pub(super) fn history_page_query<DB>(scope: &HistoryScope, query: &HistoryQuery) -> QueryBuilder<DB>
+where
+    DB: Database,
+    for<'q> String: Encode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+{
+    let mut qb = QueryBuilder::new(format!("SELECT {VERSION_COLUMNS} FROM resource_version v"));
+    push_history_filter(&mut qb, scope, query, true);
+    let order = if matches!(query.cursor, Some(Cursor::After(_))) {
+        "ASC"
+    } else {
+        "DESC"
+    };
+    qb.push(format!(" ORDER BY v.seq {order} LIMIT "));
+    qb.push_bind(i64::from(query.count) + 1);
+    qb
+}
+
+pub(super) fn history_count_query<DB>(
+    scope: &HistoryScope,
+    query: &HistoryQuery,
+) -> QueryBuilder<DB>
+where
+    DB: Database,
+    for<'q> String: Encode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+{
+    let mut qb = QueryBuilder::new("SELECT COUNT(*) FROM resource_version v");
+    push_history_filter(&mut qb, scope, query, false);
+    qb
+}
+
+/// Whether rows newer than `seq` exist (after a `Before` page), as a query.
+pub(super) fn history_exists_query<DB>(
+    scope: &HistoryScope,
+    query: &HistoryQuery,
+    cursor: Cursor,
+) -> QueryBuilder<DB>
+where
+    DB: Database,
+    for<'q> String: Encode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+{
+    let probe = HistoryQuery {
+        cursor: Some(cursor),
+        ..query.clone()
+    };
+    let mut qb = QueryBuilder::new("SELECT COUNT(*) FROM (SELECT 1 FROM resource_version v");
+    push_history_filter(&mut qb, scope, &probe, true);
+    qb.push(" LIMIT 1) AS probe");
+    qb
+}
+
+/// Assembles a page from rows fetched by [`history_page_query`] (count + 1 rows at most).
+pub(super) fn assemble_page(
+    mut rows: Vec<(i64, StoredVersion)>,
+    query: &HistoryQuery,
+    total: u64,
+    other_side_exists: bool,
+) -> HistoryPage {
+    let more = rows.len() > query.count as usize;
+    rows.truncate(query.count as usize);
+    match query.cursor {
+        Some(Cursor::After(_)) => {
+            rows.reverse();
+            HistoryPage {
+                entries: rows,
+                total,
+                has_newer: more,
+                has_older: other_side_exists,
+            }
+        }
+        Some(Cursor::Before(_)) => HistoryPage {
+            entries: rows,
+            total,
+            has_newer: other_side_exists,
+            has_older: more,
+        },
+        None => HistoryPage {
+            entries: rows,
+            total,
+            has_newer: false,
+            has_older: more,
+        },
+    }
+}
+
+/// The cursor on the other side of a page, to probe whether anything lies beyond it.
+pub(super) fn opposite_cursor(query: &HistoryQuery) -> Option<Cursor> {
+    match query.cursor {
+        Some(Cursor::Before(seq)) => Some(Cursor::After(seq - 1)),
+        Some(Cursor::After(seq)) => Some(Cursor::Before(seq + 1)),
+        None => None,
+    }
+}
+
+pub(super) const UPDATE_CURRENT_RETURNING: &str = "UPDATE resource SET version = $3, deleted = $4, \
+     last_updated = $5 WHERE resource_type = $1 AND id = $2 AND version = $6 RETURNING version";
+
+/// Writes a version, moves the current pointer (checking the expected previous version) and
+/// replaces the resource's index rows — on the caller's transaction connection.
+pub(super) async fn write_version<DB>(
+    conn: &mut DB::Connection,
+    v: &NewVersion,
+) -> StoreResult<()>
+where
+    DB: Database,
+    for<'e> &'e mut DB::Connection: sqlx::Executor<'e, Database = DB>,
+    DB::Arguments: sqlx::IntoArguments<DB>,
+    for<'q> String: Encode<'q, DB> + Type<DB>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<&'q str>: Encode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+    for<'q> bool: Encode<'q, DB> + Type<DB>,
+    for<'r> i64: Decode<'r, DB>,
+    usize: ColumnIndex<DB::Row>,
+{
+    let deleted = v.body.is_none();
+    sqlx::query::<DB>(INSERT_VERSION)
+        .bind(v.resource_type.as_str())
+        .bind(v.id.as_str())
+        .bind(v.version)
+        .bind(v.last_updated.millis())
+        .bind(v.method.as_str())
+        .bind(deleted)
+        .bind(v.body.as_deref())
+        .execute(&mut *conn)
+        .await
+        .map_err(map_err)?;
+    match v.previous {
+        None => {
+            sqlx::query::<DB>(INSERT_CURRENT)
+                .bind(v.resource_type.as_str())
+                .bind(v.id.as_str())
+                .bind(v.version)
+                .bind(deleted)
+                .bind(v.last_updated.millis())
+                .execute(&mut *conn)
+                .await
+                .map_err(map_err)?;
+        }
+        Some(previous) => {
+            let moved = sqlx::query::<DB>(UPDATE_CURRENT_RETURNING)
+                .bind(v.resource_type.as_str())
+                .bind(v.id.as_str())
+                .bind(v.version)
+                .bind(deleted)
+                .bind(v.last_updated.millis())
+                .bind(previous)
+                .fetch_optional(&mut *conn)
+                .await
+                .map_err(map_err)?;
+            if moved.is_none() {
+                return Err(StoreError::Conflict);
+            }
+        }
+    }
+    sqlx::query::<DB>(DELETE_TOKENS)
+        .bind(v.resource_type.as_str())
+        .bind(v.id.as_str())
+        .execute(&mut *conn)
+        .await
+        .map_err(map_err)?;
+    if !deleted {
+        for t in &v.index.tokens {
+            sqlx::query::<DB>(INSERT_TOKEN)
+                .bind(v.resource_type.as_str())
+                .bind(v.id.as_str())
+                .bind(t.param.as_str())
+                .bind(t.system.as_deref())
+                .bind(t.code.as_str())
+                .execute(&mut *conn)
+                .await
+                .map_err(map_err)?;
+        }
+    }
+    Ok(())
+}
+
+/// Reads one version with [`SELECT_CURRENT`] (type, id) or [`SELECT_VERSION`] (type, id, version).
+pub(super) async fn fetch_version<DB>(
+    conn: &mut DB::Connection,
+    sql: &'static str,
+    resource_type: &str,
+    id: &str,
+    version: Option<i64>,
+) -> StoreResult<Option<StoredVersion>>
+where
+    DB: Database,
+    for<'e> &'e mut DB::Connection: sqlx::Executor<'e, Database = DB>,
+    DB::Arguments: sqlx::IntoArguments<DB>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+    for<'r> i64: Decode<'r, DB>,
+    for<'r> String: Decode<'r, DB> + Type<DB>,
+    for<'r> bool: Decode<'r, DB> + Type<DB>,
+    usize: ColumnIndex<DB::Row>,
+{
+    let mut q = sqlx::query::<DB>(sql).bind(resource_type).bind(id);
+    if let Some(v) = version {
+        q = q.bind(v);
+    }
+    let row = q.fetch_optional(&mut *conn).await.map_err(map_err)?;
+    row.map(|r| version_from_row(&r).map(|(_, v)| v)).transpose()
+}
+
+/// A page of history with its total and whether pages exist on either side.
+pub(super) async fn read_history<DB>(
+    conn: &mut DB::Connection,
+    scope: &HistoryScope,
+    query: &HistoryQuery,
+) -> StoreResult<HistoryPage>
+where
+    DB: Database,
+    for<'e> &'e mut DB::Connection: sqlx::Executor<'e, Database = DB>,
+    DB::Arguments: sqlx::IntoArguments<DB>,
+    for<'q> String: Encode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+    for<'r> i64: Decode<'r, DB>,
+    for<'r> String: Decode<'r, DB>,
+    for<'r> bool: Decode<'r, DB> + Type<DB>,
+    (i64,): for<'r> sqlx::FromRow<'r, DB::Row>,
+    usize: ColumnIndex<DB::Row>,
+{
+    let rows = history_page_query::<DB>(scope, query)
+        .build()
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(map_err)?;
+    let rows = rows
+        .iter()
+        .map(version_from_row)
+        .collect::<StoreResult<Vec<_>>>()?;
+    let total: i64 = history_count_query::<DB>(scope, query)
+        .build_query_scalar()
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(map_err)?;
+    let other = match opposite_cursor(query) {
+        Some(c) => {
+            let n: i64 = history_exists_query::<DB>(scope, query, c)
+                .build_query_scalar()
+                .fetch_one(&mut *conn)
+                .await
+                .map_err(map_err)?;
+            n > 0
+        }
+        None => false,
+    };
+    Ok(assemble_page(rows, query, total.max(0) as u64, other))
+}
