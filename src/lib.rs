@@ -9,5 +9,12 @@
 //! - L4 [`api`]: the axum edge — routes, extractors, the ErrorKind → HTTP table in use.
 //! - [`app`] wires it together; [`config`] and [`telemetry`] serve `main`.
 
+pub mod api;
+pub mod app;
+pub mod config;
 pub mod fhir;
+pub mod fhirpath;
+pub mod interaction;
+pub mod search;
 pub mod store;
+pub mod telemetry;

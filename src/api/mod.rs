@@ -1,0 +1,558 @@
+//! L4: the axum edge. Routes turn HTTP requests into [`FhirRequest`]s, hand them to the
+//! interaction layer, and turn [`FhirResponse`]s and [`Outcome`]s back into HTTP — every
+//! error body an OperationOutcome, its status from [`ErrorKind::table`].
+//!
+//! axum and http types live here and in web/ only.
+
+mod negotiate;
+
+use crate::fhir::outcome::{ErrorKind, Outcome};
+use crate::fhir::resource::parse_json_object;
+use crate::fhir::types::etag;
+use crate::interaction::{
+    self, Body, Context, FhirRequest, FhirResponse, HistoryParams, Interaction, PatchBody,
+    Status, Target, apply_prefer,
+};
+use crate::store::HistoryScope;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection};
+use axum::extract::{FromRequest, FromRequestParts, Path, RawQuery, Request, State};
+use axum::http::header::{CONTENT_TYPE, ETAG, HOST, LAST_MODIFIED, LOCATION};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use negotiate::{BodyKind, Format};
+use std::sync::Arc;
+
+pub use negotiate::negotiate;
+
+/// Shared state of the HTTP edge.
+#[derive(Clone)]
+pub struct ApiState {
+    pub ctx: Context,
+    /// The public FHIR base URL when configured; else derived from the Host header.
+    pub base_url: Option<Arc<str>>,
+    /// The path prefix of the FHIR API, e.g. `/fhir`.
+    pub prefix: Arc<str>,
+}
+
+/// The FHIR API router, mounted at `prefix`.
+pub fn router(state: ApiState) -> Router {
+    let prefix = state.prefix.to_string();
+    let api = Router::new()
+        .route("/metadata", get(metadata))
+        .route("/_history", get(history_system))
+        .route("/", post(not_yet_bundle))
+        .route(
+            "/{type}",
+            post(create)
+                .put(update_conditional)
+                .patch(patch_conditional)
+                .delete(delete_conditional)
+                .get(not_yet_search),
+        )
+        .route("/{type}/_history", get(history_type))
+        .route(
+            "/{type}/{id}",
+            get(read).put(update).patch(patch).delete(delete),
+        )
+        .route("/{type}/{id}/_history", get(history_instance))
+        .route("/{type}/{id}/_history/{vid}", get(vread))
+        .method_not_allowed_fallback(method_not_allowed)
+        .fallback(not_found)
+        .with_state(state);
+    Router::new().nest(&prefix, api).fallback(not_found)
+}
+
+/// An error on its way out as an OperationOutcome.
+pub struct ApiError(pub Outcome);
+
+impl From<Outcome> for ApiError {
+    fn from(o: Outcome) -> Self {
+        ApiError(o)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let outcome = self.0;
+        let status =
+            StatusCode::from_u16(outcome.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        if outcome.kind.is_fault() {
+            tracing::error!(kind = ?outcome.kind, status = status.as_u16(), "request failed");
+        } else {
+            tracing::warn!(kind = ?outcome.kind, status = status.as_u16(), "request rejected");
+        }
+        let body = serde_json::to_vec(&outcome.to_resource()).unwrap_or_default();
+        (
+            status,
+            [(CONTENT_TYPE, HeaderValue::from_static(FHIR_JSON))],
+            body,
+        )
+            .into_response()
+    }
+}
+
+const FHIR_JSON: &str = "application/fhir+json; charset=utf-8";
+const PLAIN_JSON: &str = "application/json; charset=utf-8";
+
+type ApiResult = Result<Response, ApiError>;
+
+/// Path parameters, with rejections as OperationOutcomes.
+struct FhirPath<T>(T);
+
+impl<S, T> FromRequestParts<S> for FhirPath<T>
+where
+    S: Send + Sync,
+    T: serde::de::DeserializeOwned + Send,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Path(t)| FhirPath(t))
+            .map_err(|e: PathRejection| {
+                ApiError(Outcome::bad_request(format!("Invalid URL path: {}", e.body_text())))
+            })
+    }
+}
+
+/// The request body, with a too-large body as 413 and other failures as 400.
+struct FhirBody(Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for FhirBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        Bytes::from_request(req, state)
+            .await
+            .map(FhirBody)
+            .map_err(|e: BytesRejection| {
+                if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError(Outcome::new(
+                        ErrorKind::PayloadTooLarge,
+                        "The request body is larger than this server accepts",
+                    ))
+                } else {
+                    ApiError(Outcome::bad_request("The request body could not be read"))
+                }
+            })
+    }
+}
+
+/// The query string as pairs (400 if it cannot be decoded).
+fn query_pairs(raw: &Option<String>) -> Result<Vec<(String, String)>, ApiError> {
+    match raw {
+        None => Ok(Vec::new()),
+        Some(q) => serde_urlencoded::from_str(q)
+            .map_err(|_| ApiError(Outcome::bad_request("The query string cannot be decoded"))),
+    }
+}
+
+/// The query string without the response-shaping parameters, as conditional criteria.
+fn criteria(raw: &Option<String>) -> String {
+    raw.clone().unwrap_or_default()
+}
+
+/// The FHIR base URL the client sees.
+fn base_url(state: &ApiState, headers: &HeaderMap) -> String {
+    if let Some(b) = &state.base_url {
+        return b.to_string();
+    }
+    let host = headers
+        .get(HOST)
+        .and_then(|h| h.to_str().ok())
+        .filter(|h| {
+            !h.is_empty()
+                && h.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b))
+        })
+        .unwrap_or("localhost");
+    format!("http://{host}{}", state.prefix)
+}
+
+/// Builds the HTTP response of a successful interaction.
+fn respond(response: FhirResponse, format: Format) -> ApiResult {
+    let status = StatusCode::from_u16(response.status.code()).unwrap_or(StatusCode::OK);
+    let mut headers = HeaderMap::new();
+    if let Some(v) = response.version {
+        if let Ok(h) = HeaderValue::from_str(&etag(v)) {
+            headers.insert(ETAG, h);
+        }
+    }
+    if let Some(lm) = response.last_modified {
+        if let Ok(h) = HeaderValue::from_str(&lm.to_http_date()) {
+            headers.insert(LAST_MODIFIED, h);
+        }
+    }
+    if let Some(loc) = &response.location {
+        if matches!(response.status, Status::Created | Status::Ok) {
+            if let Ok(h) = HeaderValue::from_str(loc) {
+                headers.insert(LOCATION, h);
+            }
+        }
+    }
+    let body = match (&response.body, response.status) {
+        (_, Status::NotModified | Status::NoContent) | (None, _) => Vec::new(),
+        (Some(Body::Raw(text)), _) if !format.pretty => text.as_bytes().to_vec(),
+        (Some(body), _) => {
+            let value = body.to_value().map_err(ApiError)?;
+            let bytes = if format.pretty {
+                serde_json::to_vec_pretty(&value)
+            } else {
+                serde_json::to_vec(&value)
+            };
+            bytes.map_err(|_| ApiError(Outcome::internal("Cannot serialize the response")))?
+        }
+    };
+    if !body.is_empty() {
+        headers.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static(if format.plain_json { PLAIN_JSON } else { FHIR_JSON }),
+        );
+    }
+    Ok((status, headers, body).into_response())
+}
+
+/// Runs an interaction and renders its result.
+async fn run(
+    state: &ApiState,
+    headers: &HeaderMap,
+    format: Format,
+    interaction: Interaction,
+) -> ApiResult {
+    let request = FhirRequest {
+        base: base_url(state, headers),
+        interaction,
+        preconditions: negotiate::preconditions(headers)?,
+    };
+    let is_write = matches!(
+        request.interaction,
+        Interaction::Create { .. }
+            | Interaction::Update { .. }
+            | Interaction::Patch { .. }
+            | Interaction::Delete { .. }
+    );
+    let mut response = interaction::handle(&state.ctx, request).await?;
+    if is_write {
+        response = apply_prefer(response, negotiate::prefer_return(headers));
+    }
+    respond(response, format)
+}
+
+/// Reads a resource body: Content-Type must be FHIR JSON, the body a JSON object.
+fn resource_body(headers: &HeaderMap, body: &Bytes) -> Result<serde_json::Value, ApiError> {
+    negotiate::body_kind(headers, false)?;
+    Ok(parse_json_object(body)?)
+}
+
+fn patch_body(headers: &HeaderMap, body: &Bytes) -> Result<PatchBody, ApiError> {
+    match negotiate::body_kind(headers, true)? {
+        BodyKind::JsonPatch => {
+            let v: serde_json::Value = serde_json::from_slice(body).map_err(|_| {
+                ApiError(Outcome::new(
+                    ErrorKind::Structure,
+                    "The JSON Patch body is not valid JSON",
+                ))
+            })?;
+            Ok(PatchBody::Json(v))
+        }
+        BodyKind::FhirJson => Ok(PatchBody::FhirPath(parse_json_object(body)?)),
+    }
+}
+
+async fn metadata(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> ApiResult {
+    let format = negotiate(&headers, &query_pairs(&raw)?)?;
+    run(&state, &headers, format, Interaction::Capabilities).await
+}
+
+async fn history_system(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> ApiResult {
+    let query = query_pairs(&raw)?;
+    let format = negotiate(&headers, &query)?;
+    let params = HistoryParams::parse(&query)?;
+    run(
+        &state,
+        &headers,
+        format,
+        Interaction::History {
+            scope: HistoryScope::System,
+            params,
+        },
+    )
+    .await
+}
+
+async fn history_type(
+    State(state): State<ApiState>,
+    FhirPath(resource_type): FhirPath<String>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> ApiResult {
+    let query = query_pairs(&raw)?;
+    let format = negotiate(&headers, &query)?;
+    let params = HistoryParams::parse(&query)?;
+    run(
+        &state,
+        &headers,
+        format,
+        Interaction::History {
+            scope: HistoryScope::Type(resource_type),
+            params,
+        },
+    )
+    .await
+}
+
+async fn history_instance(
+    State(state): State<ApiState>,
+    FhirPath((resource_type, id)): FhirPath<(String, String)>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> ApiResult {
+    let query = query_pairs(&raw)?;
+    let format = negotiate(&headers, &query)?;
+    let params = HistoryParams::parse(&query)?;
+    run(
+        &state,
+        &headers,
+        format,
+        Interaction::History {
+            scope: HistoryScope::Instance(resource_type, id),
+            params,
+        },
+    )
+    .await
+}
+
+async fn read(
+    State(state): State<ApiState>,
+    FhirPath((resource_type, id)): FhirPath<(String, String)>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> ApiResult {
+    let format = negotiate(&headers, &query_pairs(&raw)?)?;
+    run(
+        &state,
+        &headers,
+        format,
+        Interaction::Read { resource_type, id },
+    )
+    .await
+}
+
+async fn vread(
+    State(state): State<ApiState>,
+    FhirPath((resource_type, id, version)): FhirPath<(String, String, String)>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> ApiResult {
+    let format = negotiate(&headers, &query_pairs(&raw)?)?;
+    run(
+        &state,
+        &headers,
+        format,
+        Interaction::VRead {
+            resource_type,
+            id,
+            version,
+        },
+    )
+    .await
+}
+
+async fn create(
+    State(state): State<ApiState>,
+    FhirPath(resource_type): FhirPath<String>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+    FhirBody(body): FhirBody,
+) -> ApiResult {
+    let format = negotiate(&headers, &query_pairs(&raw)?)?;
+    interaction::resource_type(&state.ctx, &resource_type)?;
+    let resource = resource_body(&headers, &body)?;
+    run(
+        &state,
+        &headers,
+        format,
+        Interaction::Create {
+            resource_type,
+            resource,
+        },
+    )
+    .await
+}
+
+async fn update(
+    State(state): State<ApiState>,
+    FhirPath((resource_type, id)): FhirPath<(String, String)>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+    FhirBody(body): FhirBody,
+) -> ApiResult {
+    let format = negotiate(&headers, &query_pairs(&raw)?)?;
+    interaction::resource_type(&state.ctx, &resource_type)?;
+    let resource = resource_body(&headers, &body)?;
+    run(
+        &state,
+        &headers,
+        format,
+        Interaction::Update {
+            resource_type,
+            target: Target::Id(id),
+            resource,
+        },
+    )
+    .await
+}
+
+async fn update_conditional(
+    State(state): State<ApiState>,
+    FhirPath(resource_type): FhirPath<String>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+    FhirBody(body): FhirBody,
+) -> ApiResult {
+    let format = negotiate(&headers, &query_pairs(&raw)?)?;
+    interaction::resource_type(&state.ctx, &resource_type)?;
+    let resource = resource_body(&headers, &body)?;
+    run(
+        &state,
+        &headers,
+        format,
+        Interaction::Update {
+            resource_type,
+            target: Target::Criteria(criteria(&raw)),
+            resource,
+        },
+    )
+    .await
+}
+
+async fn patch(
+    State(state): State<ApiState>,
+    FhirPath((resource_type, id)): FhirPath<(String, String)>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+    FhirBody(body): FhirBody,
+) -> ApiResult {
+    let format = negotiate(&headers, &query_pairs(&raw)?)?;
+    interaction::resource_type(&state.ctx, &resource_type)?;
+    let patch = patch_body(&headers, &body)?;
+    run(
+        &state,
+        &headers,
+        format,
+        Interaction::Patch {
+            resource_type,
+            target: Target::Id(id),
+            patch,
+        },
+    )
+    .await
+}
+
+async fn patch_conditional(
+    State(state): State<ApiState>,
+    FhirPath(resource_type): FhirPath<String>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+    FhirBody(body): FhirBody,
+) -> ApiResult {
+    let format = negotiate(&headers, &query_pairs(&raw)?)?;
+    interaction::resource_type(&state.ctx, &resource_type)?;
+    let patch = patch_body(&headers, &body)?;
+    run(
+        &state,
+        &headers,
+        format,
+        Interaction::Patch {
+            resource_type,
+            target: Target::Criteria(criteria(&raw)),
+            patch,
+        },
+    )
+    .await
+}
+
+async fn delete(
+    State(state): State<ApiState>,
+    FhirPath((resource_type, id)): FhirPath<(String, String)>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> ApiResult {
+    let format = negotiate(&headers, &query_pairs(&raw)?)?;
+    run(
+        &state,
+        &headers,
+        format,
+        Interaction::Delete {
+            resource_type,
+            target: Target::Id(id),
+        },
+    )
+    .await
+}
+
+async fn delete_conditional(
+    State(state): State<ApiState>,
+    FhirPath(resource_type): FhirPath<String>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> ApiResult {
+    let format = negotiate(&headers, &query_pairs(&raw)?)?;
+    run(
+        &state,
+        &headers,
+        format,
+        Interaction::Delete {
+            resource_type,
+            target: Target::Criteria(criteria(&raw)),
+        },
+    )
+    .await
+}
+
+async fn not_yet_search(
+    State(state): State<ApiState>,
+    FhirPath(resource_type): FhirPath<String>,
+) -> ApiResult {
+    interaction::resource_type(&state.ctx, &resource_type)?;
+    Err(ApiError(Outcome::new(
+        ErrorKind::NotImplemented,
+        "Search is not implemented yet; the CapabilityStatement lists what is",
+    )))
+}
+
+async fn not_yet_bundle() -> ApiResult {
+    Err(ApiError(Outcome::new(
+        ErrorKind::NotImplemented,
+        "Batch and transaction Bundles are not implemented yet",
+    )))
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError(Outcome::new(
+        ErrorKind::MethodNotAllowed,
+        "This method is not allowed on this URL",
+    ))
+}
+
+async fn not_found() -> ApiError {
+    ApiError(Outcome::not_found("No such endpoint"))
+}
+
+/// The response of a panic caught by the panic layer: a 500 OperationOutcome.
+pub fn panic_response() -> Response {
+    ApiError(Outcome::internal("Internal server error")).into_response()
+}

@@ -1,0 +1,119 @@
+//! Wiring: opens the store, builds the router with its tower layers, and serves it until
+//! Ctrl-C or SIGTERM.
+
+use crate::api::{self, ApiState};
+use crate::config::Config;
+use crate::fhir::definitions::Definitions;
+use crate::fhir::validation::Validator;
+use crate::interaction::Context;
+use crate::store::{self, Store};
+use anyhow::Context as _;
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::header::{AUTHORIZATION, COOKIE, PROXY_AUTHORIZATION, SET_COOKIE};
+use std::sync::Arc;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::sensitive_headers::{
+    SetSensitiveRequestHeadersLayer, SetSensitiveResponseHeadersLayer,
+};
+
+/// Options of the HTTP application that do not concern the store.
+#[derive(Debug, Clone)]
+pub struct AppOptions {
+    pub base_url: Option<String>,
+    pub prefix: String,
+    pub max_body_bytes: usize,
+}
+
+impl Default for AppOptions {
+    fn default() -> Self {
+        AppOptions {
+            base_url: None,
+            prefix: "/fhir".to_string(),
+            max_body_bytes: 16 * 1024 * 1024,
+        }
+    }
+}
+
+/// The whole HTTP application on a store.
+pub fn router(store: Arc<dyn Store>, options: &AppOptions) -> Router {
+    let state = ApiState {
+        ctx: Context::new(store),
+        base_url: options.base_url.as_deref().map(Into::into),
+        prefix: options.prefix.as_str().into(),
+    };
+    api::router(state)
+        .layer(DefaultBodyLimit::max(options.max_body_bytes))
+        .layer(CatchPanicLayer::custom(|_| api::panic_response()))
+        .layer(crate::telemetry::http_trace())
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .layer(SetSensitiveResponseHeadersLayer::new([SET_COOKIE]))
+        .layer(SetSensitiveRequestHeadersLayer::new([
+            AUTHORIZATION,
+            PROXY_AUTHORIZATION,
+            COOKIE,
+        ]))
+}
+
+/// Loads the compiled-in definitions and builds the validators up front, so a defect shows
+/// at start rather than on a request.
+pub fn warm_up() -> anyhow::Result<()> {
+    let defs = Definitions::r4();
+    anyhow::ensure!(!defs.resource_types().is_empty(), "no resource types loaded");
+    Validator::r4()
+        .warm_up()
+        .map_err(|e| anyhow::anyhow!("validator: {e}"))
+}
+
+/// Runs `healporium serve`.
+pub async fn serve(config: Config) -> anyhow::Result<()> {
+    warm_up()?;
+    let store = store::open(config.database_url.expose()).await?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let options = AppOptions {
+        base_url: config.base_url.clone(),
+        prefix: config.prefix.clone(),
+        max_body_bytes: config.max_body_bytes,
+    };
+    let backend = store.backend();
+    let app = router(store, &options);
+    tracing::info!(
+        address = %config.listen,
+        store = backend,
+        database = %config.database_url,
+        "Healporium listening: http://{}{}/metadata",
+        config.listen,
+        config.prefix
+    );
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("server error")?;
+    tracing::info!("Healporium stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+}

@@ -1,0 +1,223 @@
+//! Typed configuration from flags and environment, validated at start; the only reader of
+//! the process environment. Bad values are one-line errors, never panics.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::fmt;
+use std::net::SocketAddr;
+
+/// Healporium: a FHIR R4 server for patients, doctors, pharmacies and insurers.
+#[derive(Debug, Parser)]
+#[command(
+    name = "healporium",
+    version,
+    about = "Healporium: a FHIR R4 (4.0.1) server",
+    long_about = "Healporium: a FHIR R4 (4.0.1) server.\n\n\
+        Start it with `healporium serve`; it listens on http://127.0.0.1:8080 with the FHIR API \
+        under /fhir (try http://127.0.0.1:8080/fhir/metadata) and keeps its data in the SQLite \
+        file healporium.db, created on first start. Give --database-url postgres://… to use \
+        PostgreSQL instead."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the FHIR server.
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address and port to listen on.
+    #[arg(long, env = "HEALPORIUM_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: String,
+
+    /// Where data lives: `sqlite:PATH` (created on first start) or
+    /// `postgres://USER@HOST:PORT/DATABASE`.
+    #[arg(long, env = "DATABASE_URL", default_value = "sqlite:healporium.db", hide_env_values = true)]
+    pub database_url: String,
+
+    /// The public URL of the FHIR API, as clients reach it (for links and Location headers),
+    /// e.g. https://fhir.example.org/fhir. Default: http://<Host header>/fhir.
+    #[arg(long, env = "HEALPORIUM_BASE_URL")]
+    pub base_url: Option<String>,
+
+    /// Largest request body accepted, in bytes (larger bodies get 413).
+    #[arg(long, env = "HEALPORIUM_MAX_BODY_BYTES", default_value_t = 16 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+
+    /// Log line format.
+    #[arg(long, env = "HEALPORIUM_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// Log filter (tracing EnvFilter syntax), e.g. `info` or `healporium=debug`.
+    #[arg(long, env = "RUST_LOG", default_value = "info")]
+    pub log: String,
+}
+
+/// A database URL; its Display and Debug hide any password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DatabaseUrl(String);
+
+impl DatabaseUrl {
+    pub fn parse(s: &str) -> Result<DatabaseUrl, String> {
+        let s = s.trim();
+        if let Some(path) = s.strip_prefix("sqlite:") {
+            let path = path.trim_start_matches("//");
+            if path.is_empty() || path.starts_with(":memory:") {
+                return Err(
+                    "--database-url: give SQLite a file, e.g. sqlite:healporium.db".to_string()
+                );
+            }
+            Ok(DatabaseUrl(s.to_string()))
+        } else if s.starts_with("postgres://") || s.starts_with("postgresql://") {
+            Ok(DatabaseUrl(s.to_string()))
+        } else {
+            Err(format!(
+                "--database-url: unsupported URL {}; use sqlite:PATH or postgres://USER@HOST/DB",
+                redact(s)
+            ))
+        }
+    }
+
+    /// The URL itself, for the store to connect with. Never log it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        self.0.starts_with("postgres")
+    }
+}
+
+/// `postgres://user:secret@host/db` → `postgres://user:***@host/db`.
+fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.chars().take(40).collect();
+    };
+    let Some((userinfo, host)) = rest.split_once('@') else {
+        return url.to_string();
+    };
+    match userinfo.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_string(),
+    }
+}
+
+impl fmt::Display for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&redact(&self.0))
+    }
+}
+
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DatabaseUrl({self})")
+    }
+}
+
+/// The validated configuration of `healporium serve`.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub database_url: DatabaseUrl,
+    pub base_url: Option<String>,
+    /// Path prefix of the FHIR API.
+    pub prefix: String,
+    pub max_body_bytes: usize,
+    pub log_format: LogFormat,
+    pub log: String,
+}
+
+impl Config {
+    pub fn from_args(args: ServeArgs) -> Result<Config, String> {
+        let listen: SocketAddr = args.listen.parse().map_err(|_| {
+            format!(
+                "--listen: '{}' is not an address such as 127.0.0.1:8080",
+                args.listen
+            )
+        })?;
+        let database_url = DatabaseUrl::parse(&args.database_url)?;
+        let base_url = match args.base_url {
+            None => None,
+            Some(b) => {
+                let b = b.trim_end_matches('/').to_string();
+                if !(b.starts_with("http://") || b.starts_with("https://")) || b.contains(' ') {
+                    return Err(format!(
+                        "--base-url: '{b}' is not an http(s) URL such as https://fhir.example.org/fhir"
+                    ));
+                }
+                Some(b)
+            }
+        };
+        if args.max_body_bytes < 1024 {
+            return Err("--max-body-bytes: must be at least 1024".to_string());
+        }
+        if tracing_subscriber::EnvFilter::try_new(&args.log).is_err() {
+            return Err(format!("--log: '{}' is not a valid log filter", args.log));
+        }
+        Ok(Config {
+            listen,
+            database_url,
+            base_url,
+            prefix: "/fhir".to_string(),
+            max_body_bytes: args.max_body_bytes,
+            log_format: args.log_format,
+            log: args.log,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(extra: &[&str]) -> Result<Config, String> {
+        let mut argv = vec!["healporium", "serve"];
+        argv.extend_from_slice(extra);
+        let cli = Cli::try_parse_from(argv).map_err(|e| e.to_string())?;
+        let Command::Serve(a) = cli.command;
+        Config::from_args(a)
+    }
+
+    #[test]
+    fn defaults() {
+        let c = args(&[]).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.database_url.expose(), "sqlite:healporium.db");
+        assert_eq!(c.prefix, "/fhir");
+    }
+
+    #[test]
+    fn bad_values_are_one_line_errors() {
+        for bad in [
+            &["--listen", "nowhere"][..],
+            &["--database-url", "mysql://x"],
+            &["--database-url", "sqlite::memory:"],
+            &["--base-url", "ftp://x"],
+            &["--max-body-bytes", "10"],
+            &["--log", "[[["],
+        ] {
+            let e = args(bad).unwrap_err();
+            assert!(!e.contains('\n'), "{e}");
+        }
+    }
+
+    #[test]
+    fn passwords_never_print() {
+        let u = DatabaseUrl::parse("postgres://app:hunter2@db:5432/fhir").unwrap();
+        assert!(!format!("{u} {u:?}").contains("hunter2"));
+        let e = DatabaseUrl::parse("mysql://app:hunter2@db/x").unwrap_err();
+        assert!(!e.contains("hunter2"));
+    }
+}

@@ -1,0 +1,268 @@
+//! L3: FHIR REST semantics with no HTTP types. A [`FhirRequest`] goes in, a [`FhirResponse`]
+//! (or an [`Outcome`]) comes out, so REST calls, Bundle entries, imports and the web app all
+//! run exactly the same code.
+//!
+//! One file per interaction, named like the spec. Conditional logic lives in `conditional`
+//! and runs inside the same database transaction as the write it guards.
+
+pub mod capabilities;
+mod conditional;
+mod create;
+mod delete;
+mod history;
+mod patch;
+mod read;
+mod update;
+mod vread;
+mod write;
+
+use crate::fhir::definitions::Definitions;
+use crate::fhir::outcome::{Issue, Outcome};
+use crate::fhir::types::{Instant, VersionId};
+use crate::fhir::validation::Validator;
+use crate::store::{HistoryScope, Store};
+use serde_json::Value;
+use std::sync::Arc;
+
+pub use history::HistoryParams;
+
+/// What the interactions need: the store and the definitions.
+#[derive(Clone)]
+pub struct Context {
+    pub store: Arc<dyn Store>,
+    pub defs: &'static Definitions,
+    pub validator: &'static Validator,
+}
+
+impl Context {
+    pub fn new(store: Arc<dyn Store>) -> Context {
+        Context {
+            store,
+            defs: Definitions::r4(),
+            validator: Validator::r4(),
+        }
+    }
+}
+
+/// Which resource an instance-level write addresses.
+#[derive(Debug, Clone)]
+pub enum Target {
+    Id(String),
+    /// A conditional interaction's criteria (a query string).
+    Criteria(String),
+}
+
+/// The body of a PATCH.
+#[derive(Debug, Clone)]
+pub enum PatchBody {
+    /// application/json-patch+json
+    Json(Value),
+    /// a FHIRPath Patch Parameters resource
+    FhirPath(Value),
+}
+
+#[derive(Debug, Clone)]
+pub enum Interaction {
+    Capabilities,
+    Read {
+        resource_type: String,
+        id: String,
+    },
+    VRead {
+        resource_type: String,
+        id: String,
+        version: String,
+    },
+    Create {
+        resource_type: String,
+        resource: Value,
+    },
+    Update {
+        resource_type: String,
+        target: Target,
+        resource: Value,
+    },
+    Patch {
+        resource_type: String,
+        target: Target,
+        patch: PatchBody,
+    },
+    Delete {
+        resource_type: String,
+        target: Target,
+    },
+    History {
+        scope: HistoryScope,
+        params: HistoryParams,
+    },
+}
+
+/// HTTP-independent preconditions (headers in REST, entry.request fields in Bundles).
+#[derive(Debug, Clone, Default)]
+pub struct Preconditions {
+    pub if_match: Option<VersionId>,
+    /// If-None-Match on a read: the version the client holds (`*` is any version).
+    pub if_none_match: Option<IfNoneMatch>,
+    pub if_modified_since: Option<Instant>,
+    /// If-None-Exist on a create: the criteria query string.
+    pub if_none_exist: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IfNoneMatch {
+    Any,
+    Version(VersionId),
+}
+
+#[derive(Debug, Clone)]
+pub struct FhirRequest {
+    /// The FHIR base URL the client used, e.g. `http://localhost:8080/fhir`.
+    pub base: String,
+    pub interaction: Interaction,
+    pub preconditions: Preconditions,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Ok,
+    Created,
+    NoContent,
+    NotModified,
+}
+
+impl Status {
+    pub fn code(self) -> u16 {
+        match self {
+            Status::Ok => 200,
+            Status::Created => 201,
+            Status::NoContent => 204,
+            Status::NotModified => 304,
+        }
+    }
+}
+
+/// A resource body: the stored JSON text as is, or a value built by the server.
+#[derive(Debug, Clone)]
+pub enum Body {
+    Raw(Arc<str>),
+    Json(Value),
+}
+
+impl Body {
+    pub fn to_value(&self) -> Result<Value, Outcome> {
+        match self {
+            Body::Json(v) => Ok(v.clone()),
+            Body::Raw(s) => serde_json::from_str(s)
+                .map_err(|_| Outcome::internal("A stored resource is not valid JSON")),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct FhirResponse {
+    pub status: Status,
+    pub body: Option<Body>,
+    /// Absolute URL of the version written (`…/Patient/1/_history/2`).
+    pub location: Option<String>,
+    pub version: Option<VersionId>,
+    pub last_modified: Option<Instant>,
+    /// Information for `Prefer: return=OperationOutcome`.
+    pub issues: Vec<Issue>,
+}
+
+impl FhirResponse {
+    fn new(status: Status) -> FhirResponse {
+        FhirResponse {
+            status,
+            body: None,
+            location: None,
+            version: None,
+            last_modified: None,
+            issues: Vec::new(),
+        }
+    }
+}
+
+/// What a client asked for with `Prefer: return=…`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PreferReturn {
+    Minimal,
+    #[default]
+    Representation,
+    OperationOutcome,
+}
+
+/// Shapes a write's response body as the client preferred.
+pub fn apply_prefer(mut response: FhirResponse, prefer: PreferReturn) -> FhirResponse {
+    match prefer {
+        PreferReturn::Representation => {}
+        PreferReturn::Minimal => response.body = None,
+        PreferReturn::OperationOutcome => {
+            let issues = if response.issues.is_empty() {
+                vec![Issue::information("informational", "The interaction succeeded")]
+            } else {
+                response.issues.clone()
+            };
+            response.body = Some(Body::Json(crate::fhir::outcome::operation_outcome(&issues)));
+            if response.status == Status::NoContent {
+                response.status = Status::Ok;
+            }
+        }
+    }
+    response
+}
+
+/// Runs one interaction.
+pub async fn handle(ctx: &Context, req: FhirRequest) -> Result<FhirResponse, Outcome> {
+    let FhirRequest {
+        base,
+        interaction,
+        preconditions,
+    } = req;
+    match interaction {
+        Interaction::Capabilities => Ok(capabilities::response(ctx, &base)),
+        Interaction::Read { resource_type, id } => {
+            read::read(ctx, &resource_type, &id, &preconditions).await
+        }
+        Interaction::VRead {
+            resource_type,
+            id,
+            version,
+        } => vread::vread(ctx, &resource_type, &id, &version).await,
+        Interaction::Create {
+            resource_type,
+            resource,
+        } => create::create(ctx, &base, &resource_type, resource, &preconditions).await,
+        Interaction::Update {
+            resource_type,
+            target,
+            resource,
+        } => update::update(ctx, &base, &resource_type, target, resource, &preconditions).await,
+        Interaction::Patch {
+            resource_type,
+            target,
+            patch,
+        } => patch::patch(ctx, &base, &resource_type, target, patch, &preconditions).await,
+        Interaction::Delete {
+            resource_type,
+            target,
+        } => delete::delete(ctx, &resource_type, target, &preconditions).await,
+        Interaction::History { scope, params } => {
+            history::history(ctx, &base, &scope, &params).await
+        }
+    }
+}
+
+/// The canonical resource type named in a URL, or 404.
+pub fn resource_type<'a>(ctx: &'a Context, name: &str) -> Result<&'a str, Outcome> {
+    ctx.defs.resource_type(name).ok_or_else(|| {
+        Outcome::new(
+            crate::fhir::outcome::ErrorKind::UnknownType,
+            format!("'{}' is not a FHIR R4 resource type", clip(name)),
+        )
+    })
+}
+
+fn clip(s: &str) -> String {
+    s.chars().take(64).collect()
+}

@@ -1,0 +1,43 @@
+//! read (`GET [base]/[type]/[id]`), with conditional read (If-None-Match, If-Modified-Since).
+
+use super::{Body, Context, FhirResponse, IfNoneMatch, Preconditions, Status, resource_type};
+use crate::fhir::outcome::{ErrorKind, Outcome};
+use crate::fhir::types::Id;
+
+pub(super) async fn read(
+    ctx: &Context,
+    resource_type_name: &str,
+    id: &str,
+    pre: &Preconditions,
+) -> Result<FhirResponse, Outcome> {
+    let rt = resource_type(ctx, resource_type_name)?;
+    let id = Id::parse(id)?;
+    let Some(v) = ctx.store.read(rt, id.as_str()).await? else {
+        return Err(Outcome::not_found(format!("{rt}/{id} is not known")));
+    };
+    if v.deleted {
+        return Err(Outcome::new(
+            ErrorKind::Gone,
+            format!("{rt}/{id} was deleted (version {})", v.version),
+        ));
+    }
+    let not_modified = match pre.if_none_match {
+        Some(IfNoneMatch::Any) => true,
+        Some(IfNoneMatch::Version(n)) => n == v.version,
+        // If-None-Match, when present, decides alone (RFC 9110 13.2.2)
+        None => pre
+            .if_modified_since
+            .is_some_and(|since| v.last_updated.truncate_to_second() <= since),
+    };
+    let mut response = FhirResponse::new(if not_modified {
+        Status::NotModified
+    } else {
+        Status::Ok
+    });
+    if !not_modified {
+        response.body = v.body.clone().map(Body::Raw);
+    }
+    response.version = Some(v.version);
+    response.last_modified = Some(v.last_updated);
+    Ok(response)
+}

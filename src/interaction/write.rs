@@ -1,0 +1,163 @@
+//! The write path shared by create, update, patch and delete: If-Match, no-op detection,
+//! stamping `id`/`meta`, index extraction, and the version row — all on the caller's
+//! transaction, which the caller commits.
+
+use super::{Body, FhirResponse, Status};
+use crate::fhir::outcome::{ErrorKind, Issue, Outcome};
+use crate::fhir::resource::{same_content, stamp};
+use crate::fhir::types::{Instant, VersionId, etag};
+use crate::search;
+use crate::store::{Method, NewVersion, StoredVersion, Transaction};
+use serde_json::Value;
+
+/// Fails with 412 unless `if_match` names the current version.
+pub(super) fn check_if_match(
+    current: Option<&StoredVersion>,
+    if_match: Option<VersionId>,
+) -> Result<(), Outcome> {
+    let Some(expected) = if_match else {
+        return Ok(());
+    };
+    match current {
+        Some(c) if c.version == expected && !c.deleted => Ok(()),
+        Some(c) => Err(Outcome::new(
+            ErrorKind::VersionConflict,
+            format!(
+                "If-Match {} does not match the current version {}",
+                etag(expected),
+                etag(c.version)
+            ),
+        )),
+        None => Err(Outcome::new(
+            ErrorKind::VersionConflict,
+            format!("If-Match {} given for a resource that does not exist", etag(expected)),
+        )),
+    }
+}
+
+/// The response describing an existing version (no write happened).
+pub(super) fn existing(base: &str, v: &StoredVersion, status: Status) -> FhirResponse {
+    FhirResponse {
+        status,
+        body: v.body.clone().map(Body::Raw),
+        location: Some(location(base, &v.resource_type, &v.id, v.version)),
+        version: Some(v.version),
+        last_modified: Some(v.last_updated),
+        issues: Vec::new(),
+    }
+}
+
+pub(super) fn location(base: &str, resource_type: &str, id: &str, version: VersionId) -> String {
+    format!("{base}/{resource_type}/{id}/_history/{version}")
+}
+
+/// A timestamp for the next version: now, but never before the current version's.
+fn next_timestamp(current: Option<&StoredVersion>) -> Instant {
+    let now = Instant::now();
+    match current {
+        Some(c) if c.last_updated > now => c.last_updated,
+        _ => now,
+    }
+}
+
+/// Stores `resource` (already validated) as the next version of `resource_type/id`, unless it
+/// equals the current version (a no-op update, which writes nothing and answers 200).
+pub(super) async fn put_version(
+    tx: &mut dyn Transaction,
+    base: &str,
+    resource_type: &str,
+    id: &str,
+    mut resource: Value,
+    method: Method,
+    current: Option<&StoredVersion>,
+) -> Result<FhirResponse, Outcome> {
+    if let Some(obj) = resource.as_object_mut() {
+        obj.insert("id".into(), Value::String(id.to_string()));
+    }
+    let live = current.filter(|c| !c.deleted);
+    if let Some(cur) = live {
+        if let Some(body) = &cur.body {
+            let stored: Value = serde_json::from_str(body)
+                .map_err(|_| Outcome::internal("A stored resource is not valid JSON"))?;
+            if same_content(&stored, &resource) {
+                let mut response = existing(base, cur, Status::Ok);
+                response.issues.push(Issue::information(
+                    "informational",
+                    "No change: the content equals the current version, no version was created",
+                ));
+                return Ok(response);
+            }
+        }
+    }
+    let version = current.map_or(1, |c| c.version + 1);
+    let last_updated = next_timestamp(current);
+    stamp(&mut resource, id, version, last_updated);
+    let text = serde_json::to_string(&resource)
+        .map_err(|_| Outcome::internal("Cannot serialize the resource"))?;
+    let index = search::index::extract(&resource);
+    tx.write(&NewVersion {
+        resource_type: resource_type.to_string(),
+        id: id.to_string(),
+        version,
+        previous: current.map(|c| c.version),
+        last_updated,
+        method,
+        body: Some(text.clone()),
+        index,
+    })
+    .await?;
+    let status = if live.is_some() {
+        Status::Ok
+    } else {
+        Status::Created
+    };
+    Ok(FhirResponse {
+        status,
+        body: Some(Body::Raw(text.into())),
+        location: Some(location(base, resource_type, id, version)),
+        version: Some(version),
+        last_modified: Some(last_updated),
+        issues: Vec::new(),
+    })
+}
+
+/// Writes a delete version on top of a live `current` version.
+pub(super) async fn delete_version(
+    tx: &mut dyn Transaction,
+    current: &StoredVersion,
+) -> Result<FhirResponse, Outcome> {
+    let version = current.version + 1;
+    let last_updated = next_timestamp(Some(current));
+    tx.write(&NewVersion {
+        resource_type: current.resource_type.clone(),
+        id: current.id.clone(),
+        version,
+        previous: Some(current.version),
+        last_updated,
+        method: Method::Delete,
+        body: None,
+        index: Default::default(),
+    })
+    .await?;
+    let mut response = FhirResponse::new(Status::NoContent);
+    response.version = Some(version);
+    response.last_modified = Some(last_updated);
+    response.issues.push(Issue::information(
+        "informational",
+        format!("Deleted {}/{}", current.resource_type, current.id),
+    ));
+    Ok(response)
+}
+
+/// The body's resourceType must be the URL's (400 otherwise).
+pub(super) fn check_body_type(resource: &Value, resource_type: &str) -> Result<(), Outcome> {
+    match resource.get("resourceType").and_then(Value::as_str) {
+        Some(t) if t == resource_type => Ok(()),
+        Some(t) => Err(Outcome::bad_request(format!(
+            "The body is a {} but the URL names {resource_type}",
+            t.chars().take(64).collect::<String>()
+        ))
+        .at("resourceType")),
+        None => Err(Outcome::new(ErrorKind::Structure, "The body has no resourceType").at("resourceType")),
+    }
+}
