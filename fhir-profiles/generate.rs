@@ -74,10 +74,10 @@ pub fn generate(shared_fhir: &Path) -> GenResult<BTreeMap<PathBuf, String>> {
     let value_sets = value_sets_of(&bindings)?;
     for t in &types {
         for e in &t.elements {
-            if let Some(vs) = &e.binding {
-                if !value_sets.contains_key(vs) {
-                    return Err(format!("{}: required binding {vs} has no entry", e.path));
-                }
+            if let Some(vs) = &e.binding
+                && !value_sets.contains_key(vs)
+            {
+                return Err(format!("{}: required binding {vs} has no entry", e.path));
             }
         }
     }
@@ -219,10 +219,10 @@ fn system_type(type_name: &str, kind: &str, path: &str, system: &str, ty: &Value
         return "id".to_string();
     }
     for ext in ty["extension"].as_array().into_iter().flatten() {
-        if ext["url"] == "http://hl7.org/fhir/StructureDefinition/structuredefinition-fhir-type" {
-            if let Some(t) = ext["valueUrl"].as_str() {
-                return t.to_string();
-            }
+        if ext["url"] == "http://hl7.org/fhir/StructureDefinition/structuredefinition-fhir-type"
+            && let Some(t) = ext["valueUrl"].as_str()
+        {
+            return t.to_string();
         }
     }
     match system {
@@ -408,18 +408,22 @@ impl SchemaCtx<'_> {
             // the validator checks contained/entry resources against their own type
             return json!({"$ref": type_ref("Resource", self.in_datatypes)});
         }
-        if ty == "code" {
-            if let Some(vs) = &e.binding {
-                if let Some((Some(codes), _)) = self.value_sets.get(vs) {
-                    return json!({"enum": codes});
-                }
-            }
+        if ty == "code"
+            && let Some(vs) = &e.binding
+            && let Some((Some(codes), _)) = self.value_sets.get(vs)
+        {
+            return json!({"enum": codes});
         }
         json!({"$ref": type_ref(ty, self.in_datatypes)})
     }
 
     /// Adds the JSON properties for element `e` (name, `_name`, or every choice variant).
-    fn add_properties(&self, e: &Element, props: &mut Map<String, Value>, required: &mut Vec<String>) {
+    fn add_properties(
+        &self,
+        e: &Element,
+        props: &mut Map<String, Value>,
+        required: &mut Vec<String>,
+    ) {
         let name = e.path.rsplit('.').next().unwrap_or(&e.path);
         let many = e.max != "1";
         let variants: Vec<(String, &str)> = if let Some(stem) = name.strip_suffix("[x]") {
@@ -428,7 +432,11 @@ impl SchemaCtx<'_> {
                 .map(|t| (format!("{stem}{}", capitalize(t)), t.as_str()))
                 .collect()
         } else {
-            let ty = e.types.first().map(String::as_str).unwrap_or("BackboneElement");
+            let ty = e
+                .types
+                .first()
+                .map(String::as_str)
+                .unwrap_or("BackboneElement");
             vec![(name.to_string(), ty)]
         };
         let choice = name.ends_with("[x]");
@@ -444,11 +452,7 @@ impl SchemaCtx<'_> {
                     arr["minItems"] = json!(e.min);
                 }
                 // null items are how FHIR JSON aligns a primitive array with its `_name` array
-                arr["items"] = if is_primitive {
-                    nullable(value)
-                } else {
-                    value
-                };
+                arr["items"] = if is_primitive { nullable(value) } else { value };
                 arr
             } else {
                 value
@@ -623,24 +627,28 @@ fn main() {
         }
     };
     let schemas = out_dir.join("schemas");
-    if schemas.exists() {
-        if let Err(e) = std::fs::remove_dir_all(&schemas) {
-            eprintln!("gen-profiles: {}: {e}", schemas.display());
-            std::process::exit(1);
-        }
+    if schemas.exists()
+        && let Err(e) = std::fs::remove_dir_all(&schemas)
+    {
+        eprintln!("gen-profiles: {}: {e}", schemas.display());
+        std::process::exit(1);
     }
     for (rel, content) in &files {
         let path = out_dir.join(rel);
-        if let Some(parent) = path.parent() {
-            if let Err(e) = std::fs::create_dir_all(parent) {
-                eprintln!("gen-profiles: {}: {e}", parent.display());
-                std::process::exit(1);
-            }
+        if let Some(parent) = path.parent()
+            && let Err(e) = std::fs::create_dir_all(parent)
+        {
+            eprintln!("gen-profiles: {}: {e}", parent.display());
+            std::process::exit(1);
         }
         if let Err(e) = std::fs::write(&path, content) {
             eprintln!("gen-profiles: {}: {e}", path.display());
             std::process::exit(1);
         }
     }
-    println!("gen-profiles: wrote {} files to {}", files.len(), out_dir.display());
+    println!(
+        "gen-profiles: wrote {} files to {}",
+        files.len(),
+        out_dir.display()
+    );
 }

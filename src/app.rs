@@ -61,7 +61,10 @@ pub fn router(store: Arc<dyn Store>, options: &AppOptions) -> Router {
 /// at start rather than on a request.
 pub fn warm_up() -> anyhow::Result<()> {
     let defs = Definitions::r4();
-    anyhow::ensure!(!defs.resource_types().is_empty(), "no resource types loaded");
+    anyhow::ensure!(
+        !defs.resource_types().is_empty(),
+        "no resource types loaded"
+    );
     Validator::r4()
         .warm_up()
         .map_err(|e| anyhow::anyhow!("validator: {e}"))

@@ -44,7 +44,12 @@ pub struct ServeArgs {
 
     /// Where data lives: `sqlite:PATH` (created on first start) or
     /// `postgres://USER@HOST:PORT/DATABASE`.
-    #[arg(long, env = "DATABASE_URL", default_value = "sqlite:healporium.db", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "sqlite:healporium.db",
+        hide_env_values = true
+    )]
     pub database_url: String,
 
     /// The public URL of the FHIR API, as clients reach it (for links and Location headers),
@@ -76,7 +81,7 @@ impl DatabaseUrl {
             let path = path.trim_start_matches("//");
             if path.is_empty() || path.starts_with(":memory:") {
                 return Err(
-                    "--database-url: give SQLite a file, e.g. sqlite:healporium.db".to_string()
+                    "--database-url: give SQLite a file, e.g. sqlite:healporium.db".to_string(),
                 );
             }
             Ok(DatabaseUrl(s.to_string()))

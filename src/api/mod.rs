@@ -10,8 +10,8 @@ use crate::fhir::outcome::{ErrorKind, Outcome};
 use crate::fhir::resource::parse_json_object;
 use crate::fhir::types::etag;
 use crate::interaction::{
-    self, Body, Context, FhirRequest, FhirResponse, HistoryParams, Interaction, PatchBody,
-    Status, Target, apply_prefer,
+    self, Body, Context, FhirRequest, FhirResponse, HistoryParams, Interaction, PatchBody, Status,
+    Target, apply_prefer,
 };
 use crate::store::HistoryScope;
 use axum::Router;
@@ -115,7 +115,10 @@ where
             .await
             .map(|Path(t)| FhirPath(t))
             .map_err(|e: PathRejection| {
-                ApiError(Outcome::bad_request(format!("Invalid URL path: {}", e.body_text())))
+                ApiError(Outcome::bad_request(format!(
+                    "Invalid URL path: {}",
+                    e.body_text()
+                )))
             })
     }
 }
@@ -178,22 +181,21 @@ fn base_url(state: &ApiState, headers: &HeaderMap) -> String {
 fn respond(response: FhirResponse, format: Format) -> ApiResult {
     let status = StatusCode::from_u16(response.status.code()).unwrap_or(StatusCode::OK);
     let mut headers = HeaderMap::new();
-    if let Some(v) = response.version {
-        if let Ok(h) = HeaderValue::from_str(&etag(v)) {
-            headers.insert(ETAG, h);
-        }
+    if let Some(v) = response.version
+        && let Ok(h) = HeaderValue::from_str(&etag(v))
+    {
+        headers.insert(ETAG, h);
     }
-    if let Some(lm) = response.last_modified {
-        if let Ok(h) = HeaderValue::from_str(&lm.to_http_date()) {
-            headers.insert(LAST_MODIFIED, h);
-        }
+    if let Some(lm) = response.last_modified
+        && let Ok(h) = HeaderValue::from_str(&lm.to_http_date())
+    {
+        headers.insert(LAST_MODIFIED, h);
     }
-    if let Some(loc) = &response.location {
-        if matches!(response.status, Status::Created | Status::Ok) {
-            if let Ok(h) = HeaderValue::from_str(loc) {
-                headers.insert(LOCATION, h);
-            }
-        }
+    if let Some(loc) = &response.location
+        && matches!(response.status, Status::Created | Status::Ok)
+        && let Ok(h) = HeaderValue::from_str(loc)
+    {
+        headers.insert(LOCATION, h);
     }
     let body = match (&response.body, response.status) {
         (_, Status::NotModified | Status::NoContent) | (None, _) => Vec::new(),
@@ -211,7 +213,11 @@ fn respond(response: FhirResponse, format: Format) -> ApiResult {
     if !body.is_empty() {
         headers.insert(
             CONTENT_TYPE,
-            HeaderValue::from_static(if format.plain_json { PLAIN_JSON } else { FHIR_JSON }),
+            HeaderValue::from_static(if format.plain_json {
+                PLAIN_JSON
+            } else {
+                FHIR_JSON
+            }),
         );
     }
     Ok((status, headers, body).into_response())

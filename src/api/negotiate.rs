@@ -257,26 +257,70 @@ mod tests {
     fn negotiation() {
         let ok = |headers: HeaderMap, query: Vec<(String, String)>| negotiate(&headers, &query);
         assert!(ok(h(&[]), q(&[])).is_ok());
-        assert!(ok(h(&[("accept", "text/html,application/xhtml+xml,*/*;q=0.8")]), q(&[])).is_ok());
-        assert!(ok(h(&[("accept", "application/fhir+json; fhirVersion=4.3")]), q(&[])).is_ok());
-        assert!(ok(h(&[("accept", "application/fhir+json; fhirVersion=5.0")]), q(&[])).is_err());
+        assert!(
+            ok(
+                h(&[("accept", "text/html,application/xhtml+xml,*/*;q=0.8")]),
+                q(&[])
+            )
+            .is_ok()
+        );
+        assert!(
+            ok(
+                h(&[("accept", "application/fhir+json; fhirVersion=4.3")]),
+                q(&[])
+            )
+            .is_ok()
+        );
+        assert!(
+            ok(
+                h(&[("accept", "application/fhir+json; fhirVersion=5.0")]),
+                q(&[])
+            )
+            .is_err()
+        );
         assert!(ok(h(&[("accept", "application/fhir+xml")]), q(&[])).is_err());
-        assert!(ok(h(&[("accept", "application/fhir+xml")]), q(&[("_format", "json")])).is_ok());
+        assert!(
+            ok(
+                h(&[("accept", "application/fhir+xml")]),
+                q(&[("_format", "json")])
+            )
+            .is_ok()
+        );
         assert!(ok(h(&[]), q(&[("_format", "xml")])).is_err());
-        let f = ok(h(&[("accept", "application/json")]), q(&[("_pretty", "true")])).unwrap();
+        let f = ok(
+            h(&[("accept", "application/json")]),
+            q(&[("_pretty", "true")]),
+        )
+        .unwrap();
         assert!(f.pretty && f.plain_json);
     }
 
     #[test]
     fn content_types() {
         assert_eq!(
-            body_kind(&h(&[("content-type", "application/fhir+json; charset=UTF-8")]), false).unwrap(),
+            body_kind(
+                &h(&[("content-type", "application/fhir+json; charset=UTF-8")]),
+                false
+            )
+            .unwrap(),
             BodyKind::FhirJson
         );
-        assert!(body_kind(&h(&[("content-type", "application/fhir+json; fhirVersion=4.3")]), false).is_ok());
+        assert!(
+            body_kind(
+                &h(&[("content-type", "application/fhir+json; fhirVersion=4.3")]),
+                false
+            )
+            .is_ok()
+        );
         assert!(body_kind(&h(&[("content-type", "application/xml")]), false).is_err());
         assert!(body_kind(&h(&[]), false).is_err());
-        assert!(body_kind(&h(&[("content-type", "application/json-patch+json")]), false).is_err());
+        assert!(
+            body_kind(
+                &h(&[("content-type", "application/json-patch+json")]),
+                false
+            )
+            .is_err()
+        );
         assert_eq!(
             body_kind(&h(&[("content-type", "application/json-patch+json")]), true).unwrap(),
             BodyKind::JsonPatch
@@ -285,9 +329,15 @@ mod tests {
 
     #[test]
     fn headers() {
-        assert_eq!(prefer_return(&h(&[("prefer", "return=minimal")])), PreferReturn::Minimal);
         assert_eq!(
-            prefer_return(&h(&[("prefer", "handling=strict, return=OperationOutcome")])),
+            prefer_return(&h(&[("prefer", "return=minimal")])),
+            PreferReturn::Minimal
+        );
+        assert_eq!(
+            prefer_return(&h(&[(
+                "prefer",
+                "handling=strict, return=OperationOutcome"
+            )])),
             PreferReturn::OperationOutcome
         );
         let p = preconditions(&h(&[

@@ -201,9 +201,9 @@ impl Definitions {
                 _ => JsonKind::String,
             };
             let regex = match p.regex {
-                Some(r) => Some(
-                    Regex::new(&format!("^(?:{r})$")).map_err(|e| format!("{name}: {e}"))?,
-                ),
+                Some(r) => {
+                    Some(Regex::new(&format!("^(?:{r})$")).map_err(|e| format!("{name}: {e}"))?)
+                }
                 None => None,
             };
             primitives.insert(name, Primitive { json, regex });

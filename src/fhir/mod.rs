@@ -3,6 +3,6 @@
 
 pub mod definitions;
 pub mod outcome;
+pub mod resource;
 pub mod types;
 pub mod validation;
-pub mod resource;

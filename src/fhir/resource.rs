@@ -8,7 +8,10 @@ use serde_json::{Map, Value};
 /// Parses a request body as a JSON object (400 with line and column when it is not one).
 pub fn parse_json_object(body: &[u8]) -> Result<Value, Outcome> {
     if body.iter().all(u8::is_ascii_whitespace) {
-        return Err(Outcome::new(ErrorKind::Structure, "The request body is empty"));
+        return Err(Outcome::new(
+            ErrorKind::Structure,
+            "The request body is empty",
+        ));
     }
     let value: Value = serde_json::from_slice(body).map_err(|e| {
         Outcome::new(
@@ -126,8 +129,13 @@ mod tests {
         assert!(same_content(&a, &b));
         let c = json!({"active": true, "id": "1", "resourceType": "Patient", "meta": {"tag": [{"code": "a"}]}});
         assert!(!same_content(&a, &c));
-        let d: Value = serde_json::from_str(r#"{"resourceType":"Observation","valueQuantity":{"value":1.50}}"#).unwrap();
-        let e: Value = serde_json::from_str(r#"{"resourceType":"Observation","valueQuantity":{"value":1.5}}"#).unwrap();
+        let d: Value = serde_json::from_str(
+            r#"{"resourceType":"Observation","valueQuantity":{"value":1.50}}"#,
+        )
+        .unwrap();
+        let e: Value =
+            serde_json::from_str(r#"{"resourceType":"Observation","valueQuantity":{"value":1.5}}"#)
+                .unwrap();
         assert!(!same_content(&d, &e));
     }
 

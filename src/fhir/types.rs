@@ -61,7 +61,10 @@ pub type VersionId = i64;
 pub fn parse_etag(s: &str) -> Option<VersionId> {
     let s = s.trim();
     let s = s.strip_prefix("W/").unwrap_or(s);
-    let s = s.strip_prefix('"').and_then(|s| s.strip_suffix('"')).unwrap_or(s);
+    let s = s
+        .strip_prefix('"')
+        .and_then(|s| s.strip_suffix('"'))
+        .unwrap_or(s);
     let v: VersionId = s.parse().ok()?;
     (v >= 1).then_some(v)
 }

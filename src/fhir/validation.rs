@@ -119,20 +119,15 @@ impl Validator {
         };
         match obj.get("resourceType").and_then(Value::as_str) {
             None => {
-                issues.push(
-                    Issue::error("structure", "Missing resourceType").at("resourceType"),
-                );
+                issues.push(Issue::error("structure", "Missing resourceType").at("resourceType"));
                 None
             }
             Some(t) => match self.defs.resource_type(t) {
                 Some(t) => Some(t.to_string()),
                 None => {
                     issues.push(
-                        Issue::error(
-                            "structure",
-                            format!("Unknown resource type '{t}'"),
-                        )
-                        .at("resourceType"),
+                        Issue::error("structure", format!("Unknown resource type '{t}'"))
+                            .at("resourceType"),
                     );
                     None
                 }
@@ -204,7 +199,9 @@ impl Validator {
             ValidationErrorKind::Type { kind } => (
                 Issue::error(
                     "structure",
-                    format!("Wrong JSON type: expected {kind:?}").replace("Single(", "").replace(')', ""),
+                    format!("Wrong JSON type: expected {kind:?}")
+                        .replace("Single(", "")
+                        .replace(')', ""),
                 )
                 .at(expr),
                 true,
@@ -260,10 +257,7 @@ impl Validator {
                 Issue::error("structure", "Wrong resourceType").at(expr),
                 true,
             ),
-            _ => (
-                Issue::error("structure", "Invalid content").at(expr),
-                true,
-            ),
+            _ => (Issue::error("structure", "Invalid content").at(expr), true),
         }
     }
 
@@ -291,7 +285,9 @@ impl Validator {
                 continue;
             }
             let plain = key.strip_prefix('_').unwrap_or(&key);
-            let prop = context.as_deref().and_then(|c| self.defs.property(c, plain));
+            let prop = context
+                .as_deref()
+                .and_then(|c| self.defs.property(c, plain));
             match prop {
                 Some(p) => {
                     push_segment(&mut expr, &p);
@@ -387,10 +383,10 @@ impl Walker<'_> {
                 continue;
             }
             if let Some(plain) = key.strip_prefix('_') {
-                if let Some(p) = self.defs.property(context, plain) {
-                    if self.defs.is_primitive(p.type_name) {
-                        self.primitive_extensions(obj, plain, child, &p, expr);
-                    }
+                if let Some(p) = self.defs.property(context, plain)
+                    && self.defs.is_primitive(p.type_name)
+                {
+                    self.primitive_extensions(obj, plain, child, &p, expr);
                 }
                 continue;
             }
@@ -418,13 +414,7 @@ impl Walker<'_> {
     }
 
     /// A null in a primitive array is allowed only opposite a non-null `_name` item.
-    fn null_item(
-        &mut self,
-        obj: &serde_json::Map<String, Value>,
-        key: &str,
-        i: usize,
-        expr: &str,
-    ) {
+    fn null_item(&mut self, obj: &serde_json::Map<String, Value>, key: &str, i: usize, expr: &str) {
         let ext = obj
             .get(&format!("_{key}"))
             .and_then(Value::as_array)
@@ -458,19 +448,18 @@ impl Walker<'_> {
             (JsonKind::Number | JsonKind::Integer, Value::Number(n)) => {
                 // arbitrary_precision keeps the text exactly as sent
                 let text = n.to_string();
-                if let Some(re) = &prim.regex {
-                    if !re.is_match(&text) {
-                        self.error(
-                            "value",
-                            format!("Invalid {type_name} value '{}'", clip(&text)),
-                            expr.to_string(),
-                        );
-                    }
+                if let Some(re) = &prim.regex
+                    && !re.is_match(&text)
+                {
+                    self.error(
+                        "value",
+                        format!("Invalid {type_name} value '{}'", clip(&text)),
+                        expr.to_string(),
+                    );
                 }
             }
             (JsonKind::String, Value::String(s)) => {
-                if matches!(type_name, "date" | "dateTime" | "instant") && !is_calendar_valid(s)
-                {
+                if matches!(type_name, "date" | "dateTime" | "instant") && !is_calendar_valid(s) {
                     self.error(
                         "value",
                         format!("'{}' is not a valid calendar date", clip(s)),
@@ -502,15 +491,15 @@ impl Walker<'_> {
         push_segment(&mut base, p);
         match ext {
             Value::Array(items) => {
-                if let Some(values) = obj.get(plain).and_then(Value::as_array) {
-                    if values.len() != items.len() {
-                        self.error(
-                            "structure",
-                            format!("_{plain} must have as many items as {plain}"),
-                            base.clone(),
-                        );
-                        *self.structural = true;
-                    }
+                if let Some(values) = obj.get(plain).and_then(Value::as_array)
+                    && values.len() != items.len()
+                {
+                    self.error(
+                        "structure",
+                        format!("_{plain} must have as many items as {plain}"),
+                        base.clone(),
+                    );
+                    *self.structural = true;
                 }
                 for (i, item) in items.iter().enumerate() {
                     if !item.is_null() {
@@ -536,7 +525,11 @@ impl Walker<'_> {
 
     fn nested_resource(&mut self, v: &Value, p: &Property<'_>, expr: &str) {
         if self.nesting >= MAX_RESOURCE_NESTING {
-            self.error("too-costly", "Resources nested too deeply", expr.to_string());
+            self.error(
+                "too-costly",
+                "Resources nested too deeply",
+                expr.to_string(),
+            );
             return;
         }
         let mut local = Vec::new();
@@ -552,8 +545,14 @@ impl Walker<'_> {
         if is_contained {
             self.contained_rules(v, expr);
         }
-        self.validator
-            .validate_resource(v, &rt, expr, self.nesting + 1, self.issues, self.structural);
+        self.validator.validate_resource(
+            v,
+            &rt,
+            expr,
+            self.nesting + 1,
+            self.issues,
+            self.structural,
+        );
     }
 
     /// dom-2 (no nested contained) and dom-4 (no versionId/lastUpdated) for a contained resource.
@@ -671,7 +670,9 @@ impl Walker<'_> {
                     .is_some_and(|codings| {
                         codings.iter().any(|c| {
                             let system_ok = match c.get("system").and_then(Value::as_str) {
-                                Some(s) => vs.systems.is_empty() || vs.systems.iter().any(|x| x == s),
+                                Some(s) => {
+                                    vs.systems.is_empty() || vs.systems.iter().any(|x| x == s)
+                                }
                                 None => true,
                             };
                             system_ok
@@ -686,11 +687,7 @@ impl Walker<'_> {
                     } else {
                         format!("{expr}.{}", e.name)
                     };
-                    self.error(
-                        "code-invalid",
-                        "No coding from the required value set",
-                        at,
-                    );
+                    self.error("code-invalid", "No coding from the required value set", at);
                 }
             }
         }
@@ -744,14 +741,21 @@ mod tests {
         check(
             json!({"resourceType": "Patient", "foo": 1, "name": [{"famly": "x"}]}),
             ErrorKind::Structure,
-            &[("structure", "Patient.foo"), ("structure", "Patient.name[0].famly")],
+            &[
+                ("structure", "Patient.foo"),
+                ("structure", "Patient.name[0].famly"),
+            ],
         );
         check(
             json!({"resourceType": "Patient", "name": {"family": "x"}}),
             ErrorKind::Structure,
             &[("structure", "Patient.name")],
         );
-        check(json!({"resourceType": "Nope"}), ErrorKind::Structure, &[("structure", "resourceType")]);
+        check(
+            json!({"resourceType": "Nope"}),
+            ErrorKind::Structure,
+            &[("structure", "resourceType")],
+        );
         check(json!([1]), ErrorKind::Structure, &[("structure", "")]);
     }
 
@@ -772,7 +776,10 @@ mod tests {
             json!({"resourceType": "Observation", "code": {"text": "x"},
                    "valueString": "a", "valueBoolean": true}),
             ErrorKind::Invalid,
-            &[("required", "Observation.status"), ("structure", "Observation.value")],
+            &[
+                ("required", "Observation.status"),
+                ("structure", "Observation.value"),
+            ],
         );
         check(
             json!({"resourceType": "Patient", "link": [{"type": "seealso"}]}),

@@ -23,17 +23,26 @@ pub(super) async fn create(
     }
     ctx.validator.validate(&resource)?;
     let mut tx = ctx.store.begin().await?;
-    if let Some(query) = &pre.if_none_exist {
-        if let Some(found) = conditional::resolve(tx.as_mut(), rt, query).await? {
-            let current = tx
-                .current(rt, &found)
-                .await?
-                .ok_or_else(|| Outcome::internal("A matched resource has no current version"))?;
-            return Ok(existing(base, &current, Status::Ok));
-        }
+    if let Some(query) = &pre.if_none_exist
+        && let Some(found) = conditional::resolve(tx.as_mut(), rt, query).await?
+    {
+        let current = tx
+            .current(rt, &found)
+            .await?
+            .ok_or_else(|| Outcome::internal("A matched resource has no current version"))?;
+        return Ok(existing(base, &current, Status::Ok));
     }
     let id = Id::generate();
-    let response = put_version(tx.as_mut(), base, rt, id.as_str(), resource, Method::Post, None).await?;
+    let response = put_version(
+        tx.as_mut(),
+        base,
+        rt,
+        id.as_str(),
+        resource,
+        Method::Post,
+        None,
+    )
+    .await?;
     tx.commit().await?;
     Ok(response)
 }

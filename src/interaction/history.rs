@@ -124,15 +124,15 @@ pub(super) async fn history(
         json!({"relation": "self", "url": link(params.cursor)}),
         json!({"relation": "first", "url": link(None)}),
     ];
-    if page.has_newer {
-        if let Some((seq, _)) = page.entries.first() {
-            links.push(json!({"relation": "previous", "url": link(Some(Cursor::After(*seq)))}));
-        }
+    if page.has_newer
+        && let Some((seq, _)) = page.entries.first()
+    {
+        links.push(json!({"relation": "previous", "url": link(Some(Cursor::After(*seq)))}));
     }
-    if page.has_older {
-        if let Some((seq, _)) = page.entries.last() {
-            links.push(json!({"relation": "next", "url": link(Some(Cursor::Before(*seq)))}));
-        }
+    if page.has_older
+        && let Some((seq, _)) = page.entries.last()
+    {
+        links.push(json!({"relation": "next", "url": link(Some(Cursor::Before(*seq)))}));
     }
     let entries = page
         .entries
@@ -147,10 +147,10 @@ pub(super) async fn history(
         "entry": entries,
     });
     let mut bundle = bundle;
-    if entries_is_empty(&bundle) {
-        if let Some(obj) = bundle.as_object_mut() {
-            obj.shift_remove("entry");
-        }
+    if entries_is_empty(&bundle)
+        && let Some(obj) = bundle.as_object_mut()
+    {
+        obj.shift_remove("entry");
     }
     let mut response = FhirResponse::new(Status::Ok);
     response.body = Some(Body::Json(bundle));

@@ -199,7 +199,10 @@ pub fn apply_prefer(mut response: FhirResponse, prefer: PreferReturn) -> FhirRes
         PreferReturn::Minimal => response.body = None,
         PreferReturn::OperationOutcome => {
             let issues = if response.issues.is_empty() {
-                vec![Issue::information("informational", "The interaction succeeded")]
+                vec![Issue::information(
+                    "informational",
+                    "The interaction succeeded",
+                )]
             } else {
                 response.issues.clone()
             };

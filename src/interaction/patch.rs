@@ -30,7 +30,10 @@ pub(super) async fn patch(
         return Err(Outcome::not_found(format!("{rt}/{id} is not known")));
     };
     if current.deleted {
-        return Err(Outcome::new(ErrorKind::Gone, format!("{rt}/{id} was deleted")));
+        return Err(Outcome::new(
+            ErrorKind::Gone,
+            format!("{rt}/{id} was deleted"),
+        ));
     }
     check_if_match(Some(&current), pre.if_match)?;
     let body = current
@@ -54,7 +57,16 @@ pub(super) async fn patch(
         o.kind = ErrorKind::Invalid;
         o
     })?;
-    let response = put_version(tx.as_mut(), base, rt, &id, resource, Method::Patch, Some(&current)).await?;
+    let response = put_version(
+        tx.as_mut(),
+        base,
+        rt,
+        &id,
+        resource,
+        Method::Patch,
+        Some(&current),
+    )
+    .await?;
     tx.commit().await?;
     Ok(response)
 }
@@ -82,7 +94,10 @@ fn apply(ctx: &Context, rt: &str, resource: &mut Value, patch: &PatchBody) -> Re
             let defs = ctx.defs;
             let is_list = |keys: &[&str]| defs.is_array_path(rt, keys);
             crate::fhirpath::patch::apply_fhirpath_patch(resource, params, &is_list).map_err(|e| {
-                let mut o = Outcome::new(ErrorKind::Invalid, format!("FHIRPath Patch failed: {}", e.message));
+                let mut o = Outcome::new(
+                    ErrorKind::Invalid,
+                    format!("FHIRPath Patch failed: {}", e.message),
+                );
                 if let Some(op) = e.operation {
                     o = o.at(op);
                 }

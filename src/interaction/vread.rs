@@ -12,7 +12,12 @@ pub(super) async fn vread(
 ) -> Result<FhirResponse, Outcome> {
     let rt = resource_type(ctx, resource_type_name)?;
     let id = Id::parse(id)?;
-    let missing = || Outcome::not_found(format!("{rt}/{id} has no version {}", version.chars().take(20).collect::<String>()));
+    let missing = || {
+        Outcome::not_found(format!(
+            "{rt}/{id} has no version {}",
+            version.chars().take(20).collect::<String>()
+        ))
+    };
     let Ok(n) = version.parse::<i64>() else {
         return Err(missing());
     };

@@ -30,7 +30,10 @@ pub(super) fn check_if_match(
         )),
         None => Err(Outcome::new(
             ErrorKind::VersionConflict,
-            format!("If-Match {} given for a resource that does not exist", etag(expected)),
+            format!(
+                "If-Match {} given for a resource that does not exist",
+                etag(expected)
+            ),
         )),
     }
 }
@@ -75,18 +78,18 @@ pub(super) async fn put_version(
         obj.insert("id".into(), Value::String(id.to_string()));
     }
     let live = current.filter(|c| !c.deleted);
-    if let Some(cur) = live {
-        if let Some(body) = &cur.body {
-            let stored: Value = serde_json::from_str(body)
-                .map_err(|_| Outcome::internal("A stored resource is not valid JSON"))?;
-            if same_content(&stored, &resource) {
-                let mut response = existing(base, cur, Status::Ok);
-                response.issues.push(Issue::information(
-                    "informational",
-                    "No change: the content equals the current version, no version was created",
-                ));
-                return Ok(response);
-            }
+    if let Some(cur) = live
+        && let Some(body) = &cur.body
+    {
+        let stored: Value = serde_json::from_str(body)
+            .map_err(|_| Outcome::internal("A stored resource is not valid JSON"))?;
+        if same_content(&stored, &resource) {
+            let mut response = existing(base, cur, Status::Ok);
+            response.issues.push(Issue::information(
+                "informational",
+                "No change: the content equals the current version, no version was created",
+            ));
+            return Ok(response);
         }
     }
     let version = current.map_or(1, |c| c.version + 1);
@@ -158,6 +161,8 @@ pub(super) fn check_body_type(resource: &Value, resource_type: &str) -> Result<(
             t.chars().take(64).collect::<String>()
         ))
         .at("resourceType")),
-        None => Err(Outcome::new(ErrorKind::Structure, "The body has no resourceType").at("resourceType")),
+        None => Err(
+            Outcome::new(ErrorKind::Structure, "The body has no resourceType").at("resourceType"),
+        ),
     }
 }

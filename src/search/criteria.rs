@@ -3,7 +3,25 @@
 
 use crate::fhir::definitions::Definitions;
 use crate::fhir::outcome::Outcome;
-use crate::store::{Criterion, TokenValue};
+
+/// One value of a token criterion: `[system|]code`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenValue {
+    /// None: any system; Some(None): no system; Some(Some(s)): system s.
+    pub system: Option<Option<String>>,
+    /// None: any code (`system|`).
+    pub code: Option<String>,
+}
+
+/// A criterion of a conditional interaction; criteria are ANDed, values within one ORed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Criterion {
+    Id(Vec<String>),
+    Token {
+        param: String,
+        values: Vec<TokenValue>,
+    },
+}
 
 /// Query parameters that shape the response and are not criteria.
 const RESULT_PARAMETERS: &[&str] = &["_format", "_pretty", "_summary", "_elements"];

@@ -1,8 +1,21 @@
 //! Index rows extracted from a resource version. For now the `identifier` tokens of the
 //! resource's top-level `identifier` element, which conditional interactions match on.
 
-use crate::store::{IndexRows, TokenRow};
 use serde_json::Value;
+
+/// A token index row (for now: identifiers, used by conditional interactions).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRow {
+    pub param: String,
+    pub system: Option<String>,
+    pub code: String,
+}
+
+/// Index rows written with a version, replacing the resource's previous rows.
+#[derive(Debug, Clone, Default)]
+pub struct IndexRows {
+    pub tokens: Vec<TokenRow>,
+}
 
 pub fn extract(resource: &Value) -> IndexRows {
     let mut tokens = Vec::new();
@@ -40,7 +53,9 @@ mod tests {
             {"system": "s", "value": "1"}, {"value": "2"}, {"system": "s"}, {"system": "s", "value": "1"}]}));
         assert_eq!(rows.tokens.len(), 2);
         assert_eq!(rows.tokens[1].system, None);
-        let single = extract(&json!({"resourceType": "Bundle", "identifier": {"system": "s", "value": "b"}}));
+        let single = extract(
+            &json!({"resourceType": "Bundle", "identifier": {"system": "s", "value": "b"}}),
+        );
         assert_eq!(single.tokens.len(), 1);
     }
 }

@@ -13,6 +13,8 @@ mod sqlite;
 
 use crate::fhir::outcome::{ErrorKind, Outcome};
 use crate::fhir::types::{Instant, VersionId};
+use crate::search::criteria::Criterion;
+use crate::search::index::IndexRows;
 use async_trait::async_trait;
 use std::sync::Arc;
 
@@ -61,20 +63,6 @@ pub struct StoredVersion {
     pub body: Option<Arc<str>>,
 }
 
-/// A token index row (for now: identifiers, used by conditional interactions).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TokenRow {
-    pub param: String,
-    pub system: Option<String>,
-    pub code: String,
-}
-
-/// Index rows written with a version, replacing the resource's previous rows.
-#[derive(Debug, Clone, Default)]
-pub struct IndexRows {
-    pub tokens: Vec<TokenRow>,
-}
-
 /// A version to write.
 #[derive(Debug, Clone)]
 pub struct NewVersion {
@@ -87,22 +75,6 @@ pub struct NewVersion {
     pub method: Method,
     pub body: Option<String>,
     pub index: IndexRows,
-}
-
-/// One value of a token criterion: `[system|]code`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TokenValue {
-    /// None: any system; Some(None): no system; Some(Some(s)): system s.
-    pub system: Option<Option<String>>,
-    /// None: any code (`system|`).
-    pub code: Option<String>,
-}
-
-/// A criterion of a conditional interaction; criteria are ANDed, values within one ORed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Criterion {
-    Id(Vec<String>),
-    Token { param: String, values: Vec<TokenValue> },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -158,9 +130,10 @@ impl From<StoreError> for Outcome {
                 ErrorKind::Conflict,
                 "The resource was changed by a concurrent request; retry",
             ),
-            StoreError::Unavailable(_) => {
-                Outcome::new(ErrorKind::Unavailable, "The database is unavailable; retry later")
-            }
+            StoreError::Unavailable(_) => Outcome::new(
+                ErrorKind::Unavailable,
+                "The database is unavailable; retry later",
+            ),
             StoreError::Internal(_) => Outcome::internal("Database error"),
         }
     }
@@ -196,8 +169,11 @@ pub trait Transaction: Send {
     /// Serializes transactions that name the same key (e.g. identical conditional-create
     /// criteria) until the transaction ends.
     async fn lock_key(&mut self, key: &str) -> StoreResult<()>;
-    async fn current(&mut self, resource_type: &str, id: &str)
-    -> StoreResult<Option<StoredVersion>>;
+    async fn current(
+        &mut self,
+        resource_type: &str,
+        id: &str,
+    ) -> StoreResult<Option<StoredVersion>>;
     /// Ids of live resources of `resource_type` matching every criterion (at most `limit`).
     async fn find(
         &mut self,

@@ -6,10 +6,11 @@ use super::sql::{
     SELECT_CURRENT, SELECT_VERSION, fetch_version, find_query, read_history, write_version,
 };
 use super::{
-    Criterion, HistoryPage, HistoryQuery, HistoryScope, NewVersion, Store, StoreResult,
-    StoredVersion, Transaction, map_err,
+    HistoryPage, HistoryQuery, HistoryScope, NewVersion, Store, StoreResult, StoredVersion,
+    Transaction, map_err,
 };
 use crate::fhir::types::VersionId;
+use crate::search::criteria::Criterion;
 use anyhow::Context;
 use async_trait::async_trait;
 use sqlx::Postgres;
@@ -61,8 +62,7 @@ impl Store for PostgresStore {
         version: VersionId,
     ) -> StoreResult<Option<StoredVersion>> {
         let mut conn = self.pool.acquire().await.map_err(map_err)?;
-        fetch_version::<Postgres>(&mut conn, SELECT_VERSION, resource_type, id, Some(version))
-            .await
+        fetch_version::<Postgres>(&mut conn, SELECT_VERSION, resource_type, id, Some(version)).await
     }
 
     async fn history(

@@ -3,10 +3,11 @@
 //! QueryBuilder so each dialect gets its own placeholders.
 
 use super::{
-    Criterion, Cursor, HistoryPage, HistoryQuery, HistoryScope, Method, NewVersion, StoreError,
-    StoreResult, StoredVersion, map_err,
+    Cursor, HistoryPage, HistoryQuery, HistoryScope, Method, NewVersion, StoreError, StoreResult,
+    StoredVersion, map_err,
 };
 use crate::fhir::types::Instant;
+use crate::search::criteria::Criterion;
 use sqlx::{ColumnIndex, Database, Decode, Encode, QueryBuilder, Row, Type};
 
 pub(super) const VERSION_COLUMNS: &str =
@@ -271,10 +272,7 @@ pub(super) const UPDATE_CURRENT_RETURNING: &str = "UPDATE resource SET version =
 
 /// Writes a version, moves the current pointer (checking the expected previous version) and
 /// replaces the resource's index rows — on the caller's transaction connection.
-pub(super) async fn write_version<DB>(
-    conn: &mut DB::Connection,
-    v: &NewVersion,
-) -> StoreResult<()>
+pub(super) async fn write_version<DB>(conn: &mut DB::Connection, v: &NewVersion) -> StoreResult<()>
 where
     DB: Database,
     for<'e> &'e mut DB::Connection: sqlx::Executor<'e, Database = DB>,
@@ -373,7 +371,8 @@ where
         q = q.bind(v);
     }
     let row = q.fetch_optional(&mut *conn).await.map_err(map_err)?;
-    row.map(|r| version_from_row(&r).map(|(_, v)| v)).transpose()
+    row.map(|r| version_from_row(&r).map(|(_, v)| v))
+        .transpose()
 }
 
 /// A page of history with its total and whether pages exist on either side.

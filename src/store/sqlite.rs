@@ -8,14 +8,15 @@ use super::sql::{
     SELECT_CURRENT, SELECT_VERSION, fetch_version, find_query, read_history, write_version,
 };
 use super::{
-    Criterion, HistoryPage, HistoryQuery, HistoryScope, NewVersion, Store, StoreResult,
-    StoredVersion, Transaction, map_err,
+    HistoryPage, HistoryQuery, HistoryScope, NewVersion, Store, StoreResult, StoredVersion,
+    Transaction, map_err,
 };
 use crate::fhir::types::VersionId;
+use crate::search::criteria::Criterion;
 use anyhow::Context;
 use async_trait::async_trait;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 use sqlx::Sqlite;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 use std::str::FromStr;
 use std::time::Duration;
 

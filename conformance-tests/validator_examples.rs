@@ -1,42 +1,18 @@
 //! The validator against the official R4 examples (all must pass) and against hand-broken
 //! copies of them (each must fail with the right expression).
 
+use crate::common::official_examples;
 use healporium::fhir::validation::Validator;
 use serde_json::Value;
-use std::path::PathBuf;
-
-fn shared() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fhir")
-}
 
 fn examples() -> Vec<(String, Value)> {
-    let mut out = Vec::new();
-    let dir = shared().join("examples");
-    let mut types: Vec<_> = std::fs::read_dir(&dir)
-        .expect("../shared/fhir/examples is readable")
-        .filter_map(Result::ok)
-        .filter(|e| e.path().is_dir())
-        .collect();
-    types.sort_by_key(|e| e.path());
-    for t in types {
-        let mut files: Vec<_> = std::fs::read_dir(t.path())
-            .unwrap()
-            .filter_map(Result::ok)
-            .collect();
-        files.sort_by_key(|e| e.path());
-        for f in files {
-            let text = std::fs::read_to_string(f.path()).unwrap();
-            let v: Value = serde_json::from_str(&text).unwrap();
-            out.push((f.file_name().to_string_lossy().to_string(), v));
-        }
-    }
-    out
+    official_examples()
 }
 
 #[test]
 fn every_official_example_is_valid() {
     let all = examples();
-    assert!(all.len() >= 278, "found {} examples", all.len());
+    assert_eq!(all.len(), 278, "found {} examples", all.len());
     let mut failures = Vec::new();
     for (name, v) in &all {
         if let Err(o) = Validator::r4().validate(v) {
@@ -72,8 +48,14 @@ fn broken_copies_of_every_example_are_rejected_with_expressions() {
             .iter()
             .flat_map(|i| i.expression.iter().map(String::as_str))
             .collect();
-        assert!(exprs.contains(&format!("{rt}.notAnElement").as_str()), "{name}: {exprs:?}");
-        assert!(exprs.contains(&format!("{rt}.id").as_str()), "{name}: {exprs:?}");
+        assert!(
+            exprs.contains(&format!("{rt}.notAnElement").as_str()),
+            "{name}: {exprs:?}"
+        );
+        assert!(
+            exprs.contains(&format!("{rt}.id").as_str()),
+            "{name}: {exprs:?}"
+        );
         assert_eq!(o.status(), 400, "{name}");
     }
 }

@@ -1,0 +1,125 @@
+//! The CapabilityStatement describes what is implemented — and every interaction it
+//! advertises works.
+
+use crate::backends;
+use crate::common::{Server, official_examples};
+use healporium::fhir::validation::Validator;
+use healporium::interaction::capabilities::{SYSTEM_INTERACTIONS, TYPE_INTERACTIONS};
+use serde_json::{Value, json};
+
+backends!(
+    capability_statement_is_valid_and_complete,
+    every_advertised_interaction_works
+);
+
+async fn capability_statement_is_valid_and_complete(s: Server) {
+    let cs = s.get("metadata").await.expect(200).json();
+    Validator::r4()
+        .validate(&cs)
+        .expect("a valid CapabilityStatement");
+    assert_eq!(cs["fhirVersion"], "4.0.1");
+    assert_eq!(cs["kind"], "instance");
+    assert_eq!(cs["implementation"]["url"], s.base.as_str());
+    let resources = cs["rest"][0]["resource"].as_array().unwrap();
+    assert_eq!(resources.len(), 146);
+    let sys: Vec<&str> = cs["rest"][0]["interaction"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["code"].as_str().unwrap())
+        .collect();
+    assert_eq!(sys, SYSTEM_INTERACTIONS);
+    for r in resources {
+        let codes: Vec<&str> = r["interaction"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["code"].as_str().unwrap())
+            .collect();
+        assert_eq!(codes, TYPE_INTERACTIONS, "{}", r["type"]);
+        assert!(
+            !codes.contains(&"search-type"),
+            "search is not advertised before it exists"
+        );
+    }
+}
+
+/// Runs every advertised type interaction on every type that has an official example.
+async fn every_advertised_interaction_works(s: Server) {
+    let cs = s.get("metadata").await.expect(200).json();
+    let mut done = std::collections::BTreeSet::new();
+    for (_, example) in official_examples() {
+        let rt = example["resourceType"].as_str().unwrap().to_string();
+        if !done.insert(rt.clone()) {
+            continue;
+        }
+        let entry = cs["rest"][0]["resource"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["type"] == rt.as_str())
+            .unwrap();
+        for code in entry["interaction"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["code"].as_str().unwrap())
+        {
+            exercise(&s, &rt, &example, code).await;
+        }
+    }
+    assert!(done.len() >= 29);
+    let h = s.get("_history?_count=1").await.expect(200).json();
+    assert_eq!(h["type"], "history");
+}
+
+async fn exercise(s: &Server, rt: &str, example: &Value, code: &str) {
+    let id = format!("cap-{}", code);
+    let mut body = example.clone();
+    body["id"] = json!(id);
+    let path = format!("{rt}/{id}");
+    match code {
+        "create" => {
+            s.post(rt, example).await.expect(201);
+        }
+        "update" => {
+            s.put(&path, &body).await.expect(201);
+            let mut changed = body.clone();
+            changed["language"] = json!("en");
+            s.put(&path, &changed).await.expect(200);
+        }
+        "read" => {
+            s.put(&path, &body).await.expect(201);
+            s.get(&path).await.expect(200);
+        }
+        "vread" => {
+            s.put(&path, &body).await.expect(201);
+            s.get(&format!("{path}/_history/1")).await.expect(200);
+        }
+        "patch" => {
+            s.put(&path, &body).await.expect(201);
+            let ops = json!([{"op": "add", "path": "/language", "value": "de"}]);
+            s.patch_with(&path, "application/json-patch+json", &ops, &[])
+                .await
+                .expect(200);
+        }
+        "delete" => {
+            s.put(&path, &body).await.expect(201);
+            s.delete(&path).await.expect(204);
+            s.get(&path).await.expect(410);
+        }
+        "history-instance" => {
+            s.put(&path, &body).await.expect(201);
+            assert_eq!(
+                s.get(&format!("{path}/_history")).await.expect(200).json()["total"],
+                1
+            );
+        }
+        "history-type" => {
+            s.get(&format!("{rt}/_history")).await.expect(200);
+        }
+        other => panic!("advertised interaction {other} has no conformance check"),
+    }
+    // clean slate for the next interaction of this type
+    s.delete(&path).await;
+}

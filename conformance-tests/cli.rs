@@ -1,0 +1,157 @@
+//! The `healporium` binary as a newcomer meets it: --help, clear one-line errors for bad
+//! configuration, and `serve` creating and migrating its SQLite file on first start.
+
+use crate::common::{Backend, fresh_database};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_healporium"))
+}
+
+#[test]
+fn help_explains_serve() {
+    let out = bin().arg("--help").output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("serve"), "{text}");
+    let out = bin().args(["serve", "--help"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    for flag in [
+        "--listen",
+        "--database-url",
+        "127.0.0.1:8080",
+        "sqlite:healporium.db",
+        "DATABASE_URL",
+    ] {
+        assert!(text.contains(flag), "serve --help mentions {flag}: {text}");
+    }
+}
+
+#[test]
+fn bad_configuration_is_one_clear_line() {
+    for args in [
+        vec!["serve", "--listen", "nowhere"],
+        vec![
+            "serve",
+            "--database-url",
+            "mysql://root:secret@localhost/db",
+        ],
+        vec!["serve", "--base-url", "not a url"],
+    ] {
+        let out = bin().args(&args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
+        assert!(err.starts_with("error: "), "{err}");
+        assert!(!err.contains("secret"), "secrets never print: {err}");
+        assert!(!err.contains("panicked"));
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Starts `healporium serve` and waits until /fhir/metadata answers.
+fn serve(
+    dir: &std::path::Path,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> (std::process::Child, String) {
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut cmd = bin();
+    cmd.current_dir(dir)
+        .args(["serve", "--listen", &listen])
+        .args(extra)
+        .env_remove("DATABASE_URL")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let url = format!("http://{listen}/fhir/metadata");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if std::net::TcpStream::connect(&listen).is_ok() {
+            return (child, url);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    child.kill().ok();
+    child.wait().ok();
+    panic!("server did not start");
+}
+
+#[tokio::test]
+async fn serve_creates_and_migrates_sqlite_on_first_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, url) = serve(dir.path(), &[], &[]);
+    let cs: serde_json::Value = reqwest::get(&url).await.unwrap().json().await.unwrap();
+    assert!(
+        cs["implementation"]["description"]
+            .as_str()
+            .unwrap()
+            .contains("sqlite")
+    );
+    assert!(
+        dir.path().join("healporium.db").exists(),
+        "the default SQLite file is created"
+    );
+    child.kill().ok();
+    child.wait().ok();
+    // second start on the same file: already migrated
+    let (mut child, url) = serve(dir.path(), &[], &[]);
+    assert!(reqwest::get(&url).await.unwrap().status().is_success());
+    child.kill().ok();
+    child.wait().ok();
+}
+
+#[tokio::test]
+async fn database_url_env_switches_to_postgres() {
+    let Some((pg, _, _schema)) = fresh_database(Backend::Postgres).await else {
+        eprintln!("skipped: HEALPORIUM_TEST_DATABASE_URL not set");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, url) = serve(dir.path(), &[], &[("DATABASE_URL", &pg)]);
+    let cs: serde_json::Value = reqwest::get(&url).await.unwrap().json().await.unwrap();
+    assert!(
+        cs["implementation"]["description"]
+            .as_str()
+            .unwrap()
+            .contains("postgres")
+    );
+    assert!(!dir.path().join("healporium.db").exists());
+    child.kill().ok();
+    child.wait().ok();
+}
+
+#[test]
+fn unreachable_database_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = bin()
+        .current_dir(dir.path())
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--database-url",
+            "sqlite:/nonexistent-dir/x/healporium.db",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.starts_with("error: cannot open the SQLite database"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"));
+}

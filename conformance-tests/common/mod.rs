@@ -1,0 +1,362 @@
+//! Test harness: starts the real Healporium router on a real database (a fresh SQLite file,
+//! or a fresh PostgreSQL schema when HEALPORIUM_TEST_DATABASE_URL is set) on a real port,
+//! and talks HTTP to it.
+//!
+//! `backends!(name, …)` turns each `async fn name(s: Server)` into two tests, one per
+//! database. Without HEALPORIUM_TEST_DATABASE_URL the PostgreSQL half is skipped — unless
+//! CI=true, where a missing PostgreSQL is a failure.
+
+#![allow(dead_code)]
+
+pub mod fhir_xml;
+
+use healporium::app::AppOptions;
+use reqwest::{Method, Response, StatusCode};
+use serde_json::Value;
+use std::path::PathBuf;
+
+pub const FHIR_JSON: &str = "application/fhir+json";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+pub struct Server {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub backend: Backend,
+    _dir: Option<tempfile::TempDir>,
+    pg_schema: Option<(String, String)>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.task.abort();
+        if let Some((admin_url, schema)) = self.pg_schema.take() {
+            // best effort: the CI database itself is dropped at the end of the run anyway
+            let _ = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build();
+                if let Ok(rt) = rt {
+                    rt.block_on(async {
+                        use sqlx::Connection;
+                        if let Ok(mut c) = sqlx::PgConnection::connect(&admin_url).await {
+                            let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                                "DROP SCHEMA IF EXISTS {schema} CASCADE"
+                            )))
+                            .execute(&mut c)
+                            .await;
+                        }
+                    });
+                }
+            })
+            .join();
+        }
+    }
+}
+
+pub fn shared() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fhir")
+}
+
+/// The PostgreSQL URL to test against, None to skip (panics under CI=true).
+pub fn postgres_url() -> Option<String> {
+    match std::env::var("HEALPORIUM_TEST_DATABASE_URL") {
+        Ok(u) if !u.is_empty() => Some(u),
+        _ => {
+            if std::env::var("CI").is_ok_and(|v| v == "true") {
+                panic!(
+                    "CI=true but HEALPORIUM_TEST_DATABASE_URL is not set: PostgreSQL tests must run"
+                );
+            }
+            None
+        }
+    }
+}
+
+/// A database URL for a fresh store of `backend` (and what to clean up).
+pub async fn fresh_database(
+    backend: Backend,
+) -> Option<(String, Option<tempfile::TempDir>, Option<(String, String)>)> {
+    match backend {
+        Backend::Sqlite => {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let url = format!("sqlite:{}", dir.path().join("test.db").display());
+            Some((url, Some(dir), None))
+        }
+        Backend::Postgres => {
+            let admin = postgres_url()?;
+            let schema = format!("hp_test_{}", uuid_simple());
+            use sqlx::Connection;
+            let mut c = sqlx::PgConnection::connect(&admin)
+                .await
+                .expect("connect to HEALPORIUM_TEST_DATABASE_URL");
+            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+                .execute(&mut c)
+                .await
+                .expect("create test schema");
+            let sep = if admin.contains('?') { '&' } else { '?' };
+            let url = format!("{admin}{sep}options=-c%20search_path%3D{schema}");
+            Some((url, None, Some((admin, schema))))
+        }
+    }
+}
+
+fn uuid_simple() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!(
+        "{}_{}_{}",
+        std::process::id(),
+        t % 1_000_000_000_000,
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Starts a server on a fresh database; None when the backend is not available here.
+pub async fn start(backend: Backend) -> Option<Server> {
+    start_with(backend, AppOptions::default()).await
+}
+
+pub async fn start_with(backend: Backend, options: AppOptions) -> Option<Server> {
+    let (url, dir, pg_schema) = fresh_database(backend).await?;
+    let store = healporium::store::open(&url).await.expect("open store");
+    let app = healporium::app::router(store, &options);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Some(Server {
+        base: format!("http://{addr}{}", options.prefix),
+        client: reqwest::Client::new(),
+        backend,
+        _dir: dir,
+        pg_schema,
+        task,
+    })
+}
+
+/// Defines one test per backend for each `async fn name(s: Server)`.
+#[macro_export]
+macro_rules! backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    if let Some(s) = $crate::common::start($crate::common::Backend::Sqlite).await {
+                        super::$name(s).await;
+                    }
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    match $crate::common::start($crate::common::Backend::Postgres).await {
+                        Some(s) => super::$name(s).await,
+                        None => eprintln!("skipped: HEALPORIUM_TEST_DATABASE_URL not set"),
+                    }
+                }
+            )*
+        }
+    };
+}
+
+/// A response read whole.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: reqwest::header::HeaderMap,
+    pub text: String,
+}
+
+impl Reply {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.text)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?} {}", self.status, self.text))
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    pub fn etag(&self) -> Option<&str> {
+        self.header("etag")
+    }
+
+    /// Asserts the status and, for errors, that the body is an OperationOutcome.
+    #[track_caller]
+    pub fn expect(self, status: u16) -> Reply {
+        assert_eq!(
+            self.status.as_u16(),
+            status,
+            "unexpected status; body: {}",
+            self.text
+        );
+        if status >= 400 {
+            let v = self.json();
+            assert_eq!(v["resourceType"], "OperationOutcome", "{}", self.text);
+            assert!(v["issue"][0]["code"].is_string());
+            assert_eq!(
+                self.header("content-type"),
+                Some("application/fhir+json; charset=utf-8")
+            );
+        }
+        self
+    }
+
+    /// The expressions of every issue of an OperationOutcome body.
+    pub fn expressions(&self) -> Vec<String> {
+        self.json()["issue"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|i| i["expression"].as_array().cloned().unwrap_or_default())
+            .filter_map(|e| e.as_str().map(str::to_string))
+            .collect()
+    }
+}
+
+impl Server {
+    pub fn url(&self, path: &str) -> String {
+        if path.is_empty() {
+            self.base.clone()
+        } else {
+            format!("{}/{}", self.base, path.trim_start_matches('/'))
+        }
+    }
+
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<String>,
+    ) -> Reply {
+        let mut req = self.client.request(method, self.url(path));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        if let Some(b) = body {
+            req = req.body(b);
+        }
+        let resp: Response = req.send().await.expect("request");
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let text = resp.text().await.unwrap_or_default();
+        Reply {
+            status,
+            headers,
+            text,
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> Reply {
+        self.send(Method::GET, path, &[], None).await
+    }
+
+    pub async fn get_with(&self, path: &str, headers: &[(&str, &str)]) -> Reply {
+        self.send(Method::GET, path, headers, None).await
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> Reply {
+        self.post_with(path, body, &[]).await
+    }
+
+    pub async fn post_with(&self, path: &str, body: &Value, headers: &[(&str, &str)]) -> Reply {
+        let mut h = vec![("content-type", FHIR_JSON)];
+        h.extend_from_slice(headers);
+        self.send(Method::POST, path, &h, Some(body.to_string()))
+            .await
+    }
+
+    pub async fn put(&self, path: &str, body: &Value) -> Reply {
+        self.put_with(path, body, &[]).await
+    }
+
+    pub async fn put_with(&self, path: &str, body: &Value, headers: &[(&str, &str)]) -> Reply {
+        let mut h = vec![("content-type", FHIR_JSON)];
+        h.extend_from_slice(headers);
+        self.send(Method::PUT, path, &h, Some(body.to_string()))
+            .await
+    }
+
+    pub async fn patch_with(
+        &self,
+        path: &str,
+        content_type: &str,
+        body: &Value,
+        headers: &[(&str, &str)],
+    ) -> Reply {
+        let mut h = vec![("content-type", content_type)];
+        h.extend_from_slice(headers);
+        self.send(Method::PATCH, path, &h, Some(body.to_string()))
+            .await
+    }
+
+    pub async fn delete(&self, path: &str) -> Reply {
+        self.send(Method::DELETE, path, &[], None).await
+    }
+
+    /// Creates a resource and returns its id.
+    pub async fn create(&self, body: &Value) -> String {
+        let rt = body["resourceType"].as_str().expect("resourceType");
+        let r = self.post(rt, body).await.expect(201);
+        r.json()["id"].as_str().expect("id").to_string()
+    }
+
+    /// The total of the system history: how many versions the store holds.
+    pub async fn version_count(&self) -> u64 {
+        self.get("_history?_count=0").await.expect(200).json()["total"]
+            .as_u64()
+            .expect("total")
+    }
+}
+
+/// Every official example as (file name, resource), in a stable order.
+pub fn official_examples() -> Vec<(String, Value)> {
+    let mut out = Vec::new();
+    let dir = shared().join("examples");
+    let mut types: Vec<_> = std::fs::read_dir(&dir)
+        .expect("../shared/fhir/examples is readable")
+        .filter_map(Result::ok)
+        .filter(|e| e.path().is_dir())
+        .collect();
+    types.sort_by_key(|e| e.path());
+    for t in types {
+        let mut files: Vec<_> = std::fs::read_dir(t.path())
+            .expect("readable")
+            .filter_map(Result::ok)
+            .collect();
+        files.sort_by_key(|e| e.path());
+        for f in files {
+            let text = std::fs::read_to_string(f.path()).expect("readable");
+            let v: Value = serde_json::from_str(&text).expect("example is JSON");
+            out.push((f.file_name().to_string_lossy().to_string(), v));
+        }
+    }
+    out
+}
+
+/// A resource without `meta` and `id`, for comparing what went in with what came out.
+pub fn without_meta(v: &Value) -> Value {
+    let mut v = v.clone();
+    if let Some(o) = v.as_object_mut() {
+        o.shift_remove("meta");
+        o.shift_remove("id");
+    }
+    v
+}

@@ -1,0 +1,18 @@
+//! The conformance suite: black-box tests of the real server on real databases (SQLite
+//! always, PostgreSQL when HEALPORIUM_TEST_DATABASE_URL is set), plus the checks that keep
+//! the code base honest (architecture, generated tables).
+
+mod common;
+
+mod architecture;
+mod capabilities;
+mod cli;
+mod concurrency;
+mod conditional;
+mod errors;
+mod examples;
+mod history;
+mod patch;
+mod profiles;
+mod rest;
+mod validator_examples;
