@@ -11,6 +11,7 @@ mod concurrency;
 mod conditional;
 mod errors;
 mod examples;
+mod fhirpath_suite;
 mod history;
 mod patch;
 mod profiles;

@@ -14,6 +14,8 @@ pub struct XmlElement {
     pub attrs: Vec<(String, String)>,
     pub children: Vec<XmlElement>,
     pub raw_xhtml: Option<String>,
+    /// Character content (entities resolved), for non-FHIR XML such as test-case files.
+    pub text: String,
 }
 
 impl XmlElement {
@@ -75,6 +77,7 @@ pub fn parse(xml: &str) -> Vec<XmlElement> {
                     attrs,
                     children: Vec::new(),
                     raw_xhtml: None,
+                    text: String::new(),
                 });
             }
             Event::Empty(e) => {
@@ -99,6 +102,7 @@ pub fn parse(xml: &str) -> Vec<XmlElement> {
                     attrs,
                     children: Vec::new(),
                     raw_xhtml: None,
+                    text: String::new(),
                 };
                 match stack.last_mut() {
                     Some(parent) => parent.children.push(el),
@@ -119,6 +123,33 @@ pub fn parse(xml: &str) -> Vec<XmlElement> {
                 match stack.last_mut() {
                     Some(parent) => parent.children.push(el),
                     None => roots.push(el),
+                }
+            }
+            Event::Text(t) if div_depth == 0 => {
+                if let Some(top) = stack.last_mut() {
+                    top.text
+                        .push_str(&t.xml_content(quick_xml::XmlVersion::Implicit1_0));
+                }
+            }
+            Event::CData(t) if div_depth == 0 => {
+                if let Some(top) = stack.last_mut() {
+                    top.text.push_str(&t.into_inner());
+                }
+            }
+            Event::GeneralRef(r) if div_depth == 0 => {
+                if let Some(top) = stack.last_mut() {
+                    let c = match r.resolve_char_ref() {
+                        Ok(Some(c)) => Some(c),
+                        _ => match r.xml_content(quick_xml::XmlVersion::Implicit1_0).as_ref() {
+                            "lt" => Some('<'),
+                            "gt" => Some('>'),
+                            "amp" => Some('&'),
+                            "quot" => Some('"'),
+                            "apos" => Some('\''),
+                            _ => None,
+                        },
+                    };
+                    top.text.extend(c);
                 }
             }
             Event::Eof => break,

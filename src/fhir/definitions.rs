@@ -377,6 +377,18 @@ impl Definitions {
     }
 }
 
+/// Element types for FHIRPath (`is`, `as`, `ofType`, `type()`): backbone elements are named by
+/// their path (`Patient.contact`), everything else by its FHIR type.
+impl crate::fhirpath::TypeInfo for Definitions {
+    fn element_type(&self, parent: &str, element: &str) -> Option<String> {
+        let prop = self.property(parent, element)?;
+        if prop.element.content_ref.is_some() || prop.element.has_children {
+            return self.context_of(&prop).map(str::to_string);
+        }
+        Some(prop.type_name.to_string())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
