@@ -17,7 +17,7 @@ use crate::store::HistoryScope;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};
-use axum::extract::{FromRequest, FromRequestParts, Path, RawQuery, Request, State};
+use axum::extract::{FromRequest, FromRequestParts, Path, Request, State};
 use axum::http::header::{CONTENT_TYPE, ETAG, HOST, LAST_MODIFIED, LOCATION};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
@@ -155,11 +155,6 @@ fn query_pairs(raw: &Option<String>) -> Result<Vec<(String, String)>, ApiError> 
     }
 }
 
-/// The query string without the response-shaping parameters, as conditional criteria.
-fn criteria(raw: &Option<String>) -> String {
-    raw.clone().unwrap_or_default()
-}
-
 /// The FHIR base URL the client sees.
 fn base_url(state: &ApiState, headers: &HeaderMap) -> String {
     if let Some(b) = &state.base_url {
@@ -223,288 +218,239 @@ fn respond(response: FhirResponse, format: Format) -> ApiResult {
     Ok((status, headers, body).into_response())
 }
 
-/// Runs an interaction and renders its result.
-async fn run(
-    state: &ApiState,
-    headers: &HeaderMap,
+/// What every FHIR handler takes from the request head: headers, the query (decoded and
+/// raw, for criteria) and the negotiated response format (406 before anything else runs).
+struct Call {
+    headers: HeaderMap,
+    query: Vec<(String, String)>,
+    raw_query: Option<String>,
     format: Format,
-    interaction: Interaction,
-) -> ApiResult {
-    let request = FhirRequest {
-        base: base_url(state, headers),
-        interaction,
-        preconditions: negotiate::preconditions(headers)?,
-    };
-    let is_write = matches!(
-        request.interaction,
-        Interaction::Create { .. }
-            | Interaction::Update { .. }
-            | Interaction::Patch { .. }
-            | Interaction::Delete { .. }
-    );
-    let mut response = interaction::handle(&state.ctx, request).await?;
-    if is_write {
-        response = apply_prefer(response, negotiate::prefer_return(headers));
+}
+
+impl FromRequestParts<ApiState> for Call {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        _state: &ApiState,
+    ) -> Result<Self, Self::Rejection> {
+        let raw_query = parts.uri.query().map(str::to_string);
+        let query = query_pairs(&raw_query)?;
+        let format = negotiate(&parts.headers, &query)?;
+        Ok(Call {
+            headers: parts.headers.clone(),
+            query,
+            raw_query,
+            format,
+        })
     }
-    respond(response, format)
 }
 
-/// Reads a resource body: Content-Type must be FHIR JSON, the body a JSON object.
-fn resource_body(headers: &HeaderMap, body: &Bytes) -> Result<serde_json::Value, ApiError> {
-    negotiate::body_kind(headers, false)?;
-    Ok(parse_json_object(body)?)
-}
+impl Call {
+    /// The conditional criteria of the URL (the whole query string).
+    fn criteria(&self) -> Target {
+        Target::Criteria(self.raw_query.clone().unwrap_or_default())
+    }
 
-fn patch_body(headers: &HeaderMap, body: &Bytes) -> Result<PatchBody, ApiError> {
-    match negotiate::body_kind(headers, true)? {
-        BodyKind::JsonPatch => {
-            let v: serde_json::Value = serde_json::from_slice(body).map_err(|_| {
-                ApiError(Outcome::new(
-                    ErrorKind::Structure,
-                    "The JSON Patch body is not valid JSON",
-                ))
-            })?;
-            Ok(PatchBody::Json(v))
+    /// A resource body for `resource_type`: known type, FHIR JSON media type, a JSON object.
+    fn resource(
+        &self,
+        state: &ApiState,
+        resource_type: &str,
+        body: &Bytes,
+    ) -> Result<serde_json::Value, ApiError> {
+        interaction::resource_type(&state.ctx, resource_type)?;
+        negotiate::body_kind(&self.headers, false)?;
+        Ok(parse_json_object(body)?)
+    }
+
+    /// A PATCH body: JSON Patch or a FHIRPath Patch Parameters resource.
+    fn patch(
+        &self,
+        state: &ApiState,
+        resource_type: &str,
+        body: &Bytes,
+    ) -> Result<PatchBody, ApiError> {
+        interaction::resource_type(&state.ctx, resource_type)?;
+        match negotiate::body_kind(&self.headers, true)? {
+            BodyKind::JsonPatch => {
+                let v: serde_json::Value = serde_json::from_slice(body).map_err(|_| {
+                    ApiError(Outcome::new(
+                        ErrorKind::Structure,
+                        "The JSON Patch body is not valid JSON",
+                    ))
+                })?;
+                Ok(PatchBody::Json(v))
+            }
+            BodyKind::FhirJson => Ok(PatchBody::FhirPath(parse_json_object(body)?)),
         }
-        BodyKind::FhirJson => Ok(PatchBody::FhirPath(parse_json_object(body)?)),
+    }
+
+    /// Runs an interaction and renders its result (writes honour `Prefer: return=…`).
+    async fn run(self, state: &ApiState, interaction: Interaction) -> ApiResult {
+        let request = FhirRequest {
+            base: base_url(state, &self.headers),
+            interaction,
+            preconditions: negotiate::preconditions(&self.headers)?,
+        };
+        let is_write = matches!(
+            request.interaction,
+            Interaction::Create { .. }
+                | Interaction::Update { .. }
+                | Interaction::Patch { .. }
+                | Interaction::Delete { .. }
+        );
+        let mut response = interaction::handle(&state.ctx, request).await?;
+        if is_write {
+            response = apply_prefer(response, negotiate::prefer_return(&self.headers));
+        }
+        respond(response, self.format)
+    }
+
+    async fn history(self, state: &ApiState, scope: HistoryScope) -> ApiResult {
+        let params = HistoryParams::parse(&self.query)?;
+        self.run(state, Interaction::History { scope, params })
+            .await
     }
 }
 
-async fn metadata(
-    State(state): State<ApiState>,
-    headers: HeaderMap,
-    RawQuery(raw): RawQuery,
-) -> ApiResult {
-    let format = negotiate(&headers, &query_pairs(&raw)?)?;
-    run(&state, &headers, format, Interaction::Capabilities).await
+async fn metadata(State(state): State<ApiState>, call: Call) -> ApiResult {
+    call.run(&state, Interaction::Capabilities).await
 }
 
-async fn history_system(
-    State(state): State<ApiState>,
-    headers: HeaderMap,
-    RawQuery(raw): RawQuery,
-) -> ApiResult {
-    let query = query_pairs(&raw)?;
-    let format = negotiate(&headers, &query)?;
-    let params = HistoryParams::parse(&query)?;
-    run(
-        &state,
-        &headers,
-        format,
-        Interaction::History {
-            scope: HistoryScope::System,
-            params,
-        },
-    )
-    .await
+async fn history_system(State(state): State<ApiState>, call: Call) -> ApiResult {
+    call.history(&state, HistoryScope::System).await
 }
 
 async fn history_type(
     State(state): State<ApiState>,
     FhirPath(resource_type): FhirPath<String>,
-    headers: HeaderMap,
-    RawQuery(raw): RawQuery,
+    call: Call,
 ) -> ApiResult {
-    let query = query_pairs(&raw)?;
-    let format = negotiate(&headers, &query)?;
-    let params = HistoryParams::parse(&query)?;
-    run(
-        &state,
-        &headers,
-        format,
-        Interaction::History {
-            scope: HistoryScope::Type(resource_type),
-            params,
-        },
-    )
-    .await
+    call.history(&state, HistoryScope::Type(resource_type))
+        .await
 }
 
 async fn history_instance(
     State(state): State<ApiState>,
     FhirPath((resource_type, id)): FhirPath<(String, String)>,
-    headers: HeaderMap,
-    RawQuery(raw): RawQuery,
+    call: Call,
 ) -> ApiResult {
-    let query = query_pairs(&raw)?;
-    let format = negotiate(&headers, &query)?;
-    let params = HistoryParams::parse(&query)?;
-    run(
-        &state,
-        &headers,
-        format,
-        Interaction::History {
-            scope: HistoryScope::Instance(resource_type, id),
-            params,
-        },
-    )
-    .await
+    call.history(&state, HistoryScope::Instance(resource_type, id))
+        .await
 }
 
 async fn read(
     State(state): State<ApiState>,
     FhirPath((resource_type, id)): FhirPath<(String, String)>,
-    headers: HeaderMap,
-    RawQuery(raw): RawQuery,
+    call: Call,
 ) -> ApiResult {
-    let format = negotiate(&headers, &query_pairs(&raw)?)?;
-    run(
-        &state,
-        &headers,
-        format,
-        Interaction::Read { resource_type, id },
-    )
-    .await
+    call.run(&state, Interaction::Read { resource_type, id })
+        .await
 }
 
 async fn vread(
     State(state): State<ApiState>,
     FhirPath((resource_type, id, version)): FhirPath<(String, String, String)>,
-    headers: HeaderMap,
-    RawQuery(raw): RawQuery,
+    call: Call,
 ) -> ApiResult {
-    let format = negotiate(&headers, &query_pairs(&raw)?)?;
-    run(
-        &state,
-        &headers,
-        format,
-        Interaction::VRead {
-            resource_type,
-            id,
-            version,
-        },
-    )
-    .await
+    let interaction = Interaction::VRead {
+        resource_type,
+        id,
+        version,
+    };
+    call.run(&state, interaction).await
 }
 
 async fn create(
     State(state): State<ApiState>,
     FhirPath(resource_type): FhirPath<String>,
-    headers: HeaderMap,
-    RawQuery(raw): RawQuery,
+    call: Call,
     FhirBody(body): FhirBody,
 ) -> ApiResult {
-    let format = negotiate(&headers, &query_pairs(&raw)?)?;
-    interaction::resource_type(&state.ctx, &resource_type)?;
-    let resource = resource_body(&headers, &body)?;
-    run(
-        &state,
-        &headers,
-        format,
-        Interaction::Create {
-            resource_type,
-            resource,
-        },
-    )
-    .await
+    let resource = call.resource(&state, &resource_type, &body)?;
+    let interaction = Interaction::Create {
+        resource_type,
+        resource,
+    };
+    call.run(&state, interaction).await
 }
 
 async fn update(
     State(state): State<ApiState>,
     FhirPath((resource_type, id)): FhirPath<(String, String)>,
-    headers: HeaderMap,
-    RawQuery(raw): RawQuery,
+    call: Call,
     FhirBody(body): FhirBody,
 ) -> ApiResult {
-    let format = negotiate(&headers, &query_pairs(&raw)?)?;
-    interaction::resource_type(&state.ctx, &resource_type)?;
-    let resource = resource_body(&headers, &body)?;
-    run(
-        &state,
-        &headers,
-        format,
-        Interaction::Update {
-            resource_type,
-            target: Target::Id(id),
-            resource,
-        },
-    )
-    .await
+    let resource = call.resource(&state, &resource_type, &body)?;
+    let target = Target::Id(id);
+    let interaction = Interaction::Update {
+        resource_type,
+        target,
+        resource,
+    };
+    call.run(&state, interaction).await
 }
 
 async fn update_conditional(
     State(state): State<ApiState>,
     FhirPath(resource_type): FhirPath<String>,
-    headers: HeaderMap,
-    RawQuery(raw): RawQuery,
+    call: Call,
     FhirBody(body): FhirBody,
 ) -> ApiResult {
-    let format = negotiate(&headers, &query_pairs(&raw)?)?;
-    interaction::resource_type(&state.ctx, &resource_type)?;
-    let resource = resource_body(&headers, &body)?;
-    run(
-        &state,
-        &headers,
-        format,
-        Interaction::Update {
-            resource_type,
-            target: Target::Criteria(criteria(&raw)),
-            resource,
-        },
-    )
-    .await
+    let resource = call.resource(&state, &resource_type, &body)?;
+    let target = call.criteria();
+    let interaction = Interaction::Update {
+        resource_type,
+        target,
+        resource,
+    };
+    call.run(&state, interaction).await
 }
 
 async fn patch(
     State(state): State<ApiState>,
     FhirPath((resource_type, id)): FhirPath<(String, String)>,
-    headers: HeaderMap,
-    RawQuery(raw): RawQuery,
+    call: Call,
     FhirBody(body): FhirBody,
 ) -> ApiResult {
-    let format = negotiate(&headers, &query_pairs(&raw)?)?;
-    interaction::resource_type(&state.ctx, &resource_type)?;
-    let patch = patch_body(&headers, &body)?;
-    run(
-        &state,
-        &headers,
-        format,
-        Interaction::Patch {
-            resource_type,
-            target: Target::Id(id),
-            patch,
-        },
-    )
-    .await
+    let patch = call.patch(&state, &resource_type, &body)?;
+    let target = Target::Id(id);
+    let interaction = Interaction::Patch {
+        resource_type,
+        target,
+        patch,
+    };
+    call.run(&state, interaction).await
 }
 
 async fn patch_conditional(
     State(state): State<ApiState>,
     FhirPath(resource_type): FhirPath<String>,
-    headers: HeaderMap,
-    RawQuery(raw): RawQuery,
+    call: Call,
     FhirBody(body): FhirBody,
 ) -> ApiResult {
-    let format = negotiate(&headers, &query_pairs(&raw)?)?;
-    interaction::resource_type(&state.ctx, &resource_type)?;
-    let patch = patch_body(&headers, &body)?;
-    run(
-        &state,
-        &headers,
-        format,
-        Interaction::Patch {
-            resource_type,
-            target: Target::Criteria(criteria(&raw)),
-            patch,
-        },
-    )
-    .await
+    let patch = call.patch(&state, &resource_type, &body)?;
+    let target = call.criteria();
+    let interaction = Interaction::Patch {
+        resource_type,
+        target,
+        patch,
+    };
+    call.run(&state, interaction).await
 }
 
 async fn delete(
     State(state): State<ApiState>,
     FhirPath((resource_type, id)): FhirPath<(String, String)>,
-    headers: HeaderMap,
-    RawQuery(raw): RawQuery,
+    call: Call,
 ) -> ApiResult {
-    let format = negotiate(&headers, &query_pairs(&raw)?)?;
-    run(
+    let target = Target::Id(id);
+    call.run(
         &state,
-        &headers,
-        format,
         Interaction::Delete {
             resource_type,
-            target: Target::Id(id),
+            target,
         },
     )
     .await
@@ -513,17 +459,14 @@ async fn delete(
 async fn delete_conditional(
     State(state): State<ApiState>,
     FhirPath(resource_type): FhirPath<String>,
-    headers: HeaderMap,
-    RawQuery(raw): RawQuery,
+    call: Call,
 ) -> ApiResult {
-    let format = negotiate(&headers, &query_pairs(&raw)?)?;
-    run(
+    let target = call.criteria();
+    call.run(
         &state,
-        &headers,
-        format,
         Interaction::Delete {
             resource_type,
-            target: Target::Criteria(criteria(&raw)),
+            target,
         },
     )
     .await
