@@ -181,6 +181,7 @@ async fn delete_is_logical_and_idempotent(s: Server) {
     let r = s.delete(&format!("Patient/{id}")).await.expect(204);
     assert_eq!(r.etag(), Some("W/\"2\""));
     assert!(r.text.is_empty());
+    assert_eq!(r.header("content-type"), None, "a 204 has no Content-Type");
     s.get(&format!("Patient/{id}")).await.expect(410);
     s.get(&format!("Patient/{id}/_history/2")).await.expect(410);
     s.get(&format!("Patient/{id}/_history/1")).await.expect(200);

@@ -26,10 +26,12 @@ pub struct RequestSpan;
 
 impl<B> MakeSpan<B> for RequestSpan {
     fn make_span(&mut self, req: &Request<B>) -> Span {
+        // a client may choose the request id; only a plain token reaches the logs
         let id = req
             .headers()
             .get("x-request-id")
             .and_then(|v| v.to_str().ok())
+            .filter(|v| is_plain_token(v))
             .unwrap_or("-");
         tracing::info_span!(
             "request",
@@ -38,6 +40,13 @@ impl<B> MakeSpan<B> for RequestSpan {
             request_id = %id,
         )
     }
+}
+
+fn is_plain_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
 }
 
 pub type HttpTrace = TraceLayer<
@@ -51,4 +60,15 @@ pub fn http_trace() -> HttpTrace {
     TraceLayer::new_for_http()
         .make_span_with(RequestSpan)
         .on_response(DefaultOnResponse::new().level(Level::INFO))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn only_plain_request_ids_are_logged() {
+        assert!(super::is_plain_token("3f2a-11ee.b_x"));
+        assert!(!super::is_plain_token("John Smith, DOB 1970-01-01"));
+        assert!(!super::is_plain_token(&"x".repeat(65)));
+        assert!(!super::is_plain_token(""));
+    }
 }

@@ -215,7 +215,8 @@ fn respond(response: FhirResponse, format: Format) -> ApiResult {
             }),
         );
     }
-    Ok((status, headers, body).into_response())
+    // an empty body gets no Content-Type (axum would call a byte vector octet-stream)
+    Ok((status, headers, axum::body::Body::from(body)).into_response())
 }
 
 /// What every FHIR handler takes from the request head: headers, the query (decoded and
