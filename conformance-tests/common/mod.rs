@@ -59,8 +59,15 @@ impl Drop for Server {
     }
 }
 
+/// ../shared/fhir next to the checkout: the specification material the tests compare with.
 pub fn shared() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fhir")
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fhir");
+    assert!(
+        dir.join("definitions").is_dir(),
+        "the tests need ../shared/fhir beside this checkout ({} is missing)",
+        dir.display()
+    );
+    dir
 }
 
 /// The PostgreSQL URL to test against, None to skip (panics under CI=true).
