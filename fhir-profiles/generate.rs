@@ -100,7 +100,150 @@ pub fn generate(shared_fhir: &Path) -> GenResult<BTreeMap<PathBuf, String>> {
             pretty(&resource_schema(t, &primitives, &types, &value_sets)?),
         );
     }
+    let search_params = read_json(&defs.join("search-parameters.json"))?;
+    out.insert(
+        PathBuf::from("search-parameters.json"),
+        search_parameters_json(&search_params)?,
+    );
+    let compartment = read_json(&defs.join("compartmentdefinition-patient.json"))?;
+    out.insert(
+        PathBuf::from("compartment-patient.json"),
+        compartment_json(&compartment)?,
+    );
     Ok(out)
+}
+
+/// Splits a FHIRPath union at top-level `|` (outside parentheses and string literals).
+fn split_union(expr: &str) -> Vec<String> {
+    let mut parts = Vec::new();
+    let mut depth = 0i32;
+    let mut quoted = false;
+    let mut cur = String::new();
+    for c in expr.chars() {
+        match c {
+            '\'' => quoted = !quoted,
+            '(' if !quoted => depth += 1,
+            ')' if !quoted => depth -= 1,
+            '|' if !quoted && depth == 0 => {
+                parts.push(cur.trim().to_string());
+                cur.clear();
+                continue;
+            }
+            _ => {}
+        }
+        cur.push(c);
+    }
+    parts.push(cur.trim().to_string());
+    parts
+}
+
+/// The type a union part navigates from: `Observation` for `(Observation.value as Quantity)`.
+fn leading_type(part: &str) -> &str {
+    let p = part.trim_start_matches(['(', ' ']);
+    let end = p
+        .find(|c: char| !c.is_ascii_alphanumeric())
+        .unwrap_or(p.len());
+    &p[..end]
+}
+
+/// `search-parameters.json`: for each base type, its parameters (code, type, the expression
+/// restricted to that base, reference targets, composite components), one line each.
+fn search_parameters_json(bundle: &Value) -> GenResult<String> {
+    let mut by_url = BTreeMap::new();
+    for e in bundle["entry"]
+        .as_array()
+        .ok_or("search parameters: no entry")?
+    {
+        let sp = &e["resource"];
+        if let (Some(url), Some(code)) = (sp["url"].as_str(), sp["code"].as_str()) {
+            by_url.insert(url.to_string(), code.to_string());
+        }
+    }
+    let mut by_base: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+    for e in bundle["entry"].as_array().into_iter().flatten() {
+        let sp = &e["resource"];
+        let code = str_of(sp, "code")?;
+        let bases: Vec<&str> = sp["base"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        for base in &bases {
+            let mut m = Map::new();
+            m.insert("code".into(), json!(code));
+            m.insert("type".into(), sp["type"].clone());
+            if let Some(expr) = sp["expression"].as_str() {
+                let expr = if bases.len() == 1 {
+                    expr.to_string()
+                } else {
+                    let parts: Vec<String> = split_union(expr)
+                        .into_iter()
+                        .filter(|p| leading_type(p) == *base)
+                        .collect();
+                    if parts.is_empty() {
+                        expr.to_string()
+                    } else {
+                        parts.join(" | ")
+                    }
+                };
+                m.insert("expression".into(), json!(expr));
+            }
+            if let Some(t) = sp["target"].as_array() {
+                m.insert("targets".into(), Value::Array(t.clone()));
+            }
+            if let Some(components) = sp["component"].as_array() {
+                let comps: Vec<Value> = components
+                    .iter()
+                    .map(|c| {
+                        let def = c["definition"].as_str().unwrap_or("");
+                        json!({
+                            "param": by_url.get(def).cloned().unwrap_or_else(|| def.to_string()),
+                            "expression": c["expression"],
+                        })
+                    })
+                    .collect();
+                m.insert("components".into(), Value::Array(comps));
+            }
+            by_base
+                .entry(base.to_string())
+                .or_default()
+                .push(Value::Object(m));
+        }
+    }
+    let mut s = String::from("{\n");
+    let types: Vec<String> = by_base
+        .iter_mut()
+        .map(|(base, params)| {
+            params.sort_by(|a, b| a["code"].as_str().cmp(&b["code"].as_str()));
+            let lines: Vec<String> = params.iter().map(|p| format!("    {p}")).collect();
+            format!("  {}: [\n{}\n  ]", json!(base), lines.join(",\n"))
+        })
+        .collect();
+    s.push_str(&types.join(",\n"));
+    s.push_str("\n}\n");
+    Ok(s)
+}
+
+/// `compartment-patient.json`: for each resource type, the parameters that put it in a
+/// Patient's compartment.
+fn compartment_json(def: &Value) -> GenResult<String> {
+    let mut out = BTreeMap::new();
+    for r in def["resource"]
+        .as_array()
+        .ok_or("compartment: no resource")?
+    {
+        let params: Vec<&str> = r["param"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        if !params.is_empty() {
+            out.insert(str_of(r, "code")?.to_string(), params);
+        }
+    }
+    Ok(pretty(&json!(out)))
 }
 
 fn read_json(path: &Path) -> GenResult<Value> {

@@ -1,4 +1,4 @@
--- Core store: immutable resource versions, the current-version pointer, identifier tokens.
+-- Core store: immutable resource versions, the current-version pointer, index rows.
 
 -- Every version of every resource, never updated or deleted (see the trigger below).
 -- seq orders the whole store for system history; body is the exact JSON text (NULL = delete).
@@ -45,3 +45,24 @@ CREATE TABLE resource_token (
 );
 CREATE INDEX resource_token_lookup ON resource_token (resource_type, param, code, system);
 CREATE INDEX resource_token_owner ON resource_token (resource_type, id);
+
+-- Reference search-parameter rows of current, live resources (compartments, _include, chains).
+CREATE TABLE resource_reference (
+    resource_type TEXT NOT NULL,
+    id            TEXT NOT NULL,
+    param         TEXT NOT NULL,
+    target_type   TEXT NOT NULL,
+    target_id     TEXT NOT NULL
+);
+CREATE INDEX resource_reference_target ON resource_reference (target_type, target_id, param);
+CREATE INDEX resource_reference_owner ON resource_reference (resource_type, id);
+
+-- Every local reference of current, live resources (referential integrity, $everything).
+CREATE TABLE resource_link (
+    resource_type TEXT NOT NULL,
+    id            TEXT NOT NULL,
+    target_type   TEXT NOT NULL,
+    target_id     TEXT NOT NULL
+);
+CREATE INDEX resource_link_target ON resource_link (target_type, target_id);
+CREATE INDEX resource_link_owner ON resource_link (resource_type, id);

@@ -3,6 +3,7 @@
 
 pub mod definitions;
 pub mod outcome;
+pub mod references;
 pub mod resource;
 pub mod types;
 pub mod validation;

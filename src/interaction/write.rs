@@ -97,7 +97,7 @@ pub(super) async fn put_version(
     stamp(&mut resource, id, version, last_updated);
     let text = serde_json::to_string(&resource)
         .map_err(|_| Outcome::internal("Cannot serialize the resource"))?;
-    let index = search::index::extract(&resource);
+    let index = search::index::extract(&resource, Some(base));
     tx.write(&NewVersion {
         resource_type: resource_type.to_string(),
         id: id.to_string(),

@@ -4,3 +4,4 @@
 
 pub mod criteria;
 pub mod index;
+pub mod parameters;

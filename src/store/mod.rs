@@ -159,6 +159,19 @@ pub trait Store: Send + Sync + 'static {
     -> StoreResult<HistoryPage>;
     /// Checks the database answers.
     async fn ping(&self) -> StoreResult<()>;
+    /// Reference-parameter rows pointing at `target_type` (one id, or any):
+    /// (resource_type, id, param, target_id).
+    async fn referencing(
+        &self,
+        target_type: &str,
+        target_id: Option<&str>,
+    ) -> StoreResult<Vec<(String, String, String, String)>>;
+    /// The local resources that `sources` reference, distinct.
+    async fn links_from(&self, sources: &[(String, String)]) -> StoreResult<Vec<(String, String)>>;
+    /// The current, live versions of `keys` (missing and deleted ones are left out).
+    async fn read_many(&self, keys: &[(String, String)]) -> StoreResult<Vec<StoredVersion>>;
+    /// Ids of the live resources of a type.
+    async fn live_ids(&self, resource_type: &str) -> StoreResult<Vec<String>>;
 }
 
 /// One database transaction. Dropping it without commit rolls back.
@@ -181,6 +194,20 @@ pub trait Transaction: Send {
         criteria: &[Criterion],
         limit: u32,
     ) -> StoreResult<Vec<String>>;
+    /// A given version, as this transaction sees it.
+    async fn version(
+        &mut self,
+        resource_type: &str,
+        id: &str,
+        version: VersionId,
+    ) -> StoreResult<Option<StoredVersion>>;
+    /// Live resources referencing `target_type/target_id` anywhere (at most `limit`).
+    async fn referrers(
+        &mut self,
+        target_type: &str,
+        target_id: &str,
+        limit: u32,
+    ) -> StoreResult<Vec<(String, String)>>;
     /// Writes a version; fails with Conflict when `previous` is no longer current.
     async fn write(&mut self, version: &NewVersion) -> StoreResult<()>;
     async fn commit(self: Box<Self>) -> StoreResult<()>;

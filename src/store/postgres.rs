@@ -3,7 +3,7 @@
 //! and the current-version row is updated only if it still holds the expected version.
 
 use super::sql::{
-    SELECT_CURRENT, SELECT_VERSION, fetch_version, find_query, read_history, write_version,
+    self, SELECT_CURRENT, SELECT_VERSION, fetch_version, find_query, read_history, write_version,
 };
 use super::{
     HistoryPage, HistoryQuery, HistoryScope, NewVersion, Store, StoreResult, StoredVersion,
@@ -74,6 +74,30 @@ impl Store for PostgresStore {
         read_history::<Postgres>(&mut conn, scope, query).await
     }
 
+    async fn referencing(
+        &self,
+        target_type: &str,
+        target_id: Option<&str>,
+    ) -> StoreResult<Vec<(String, String, String, String)>> {
+        let mut conn = self.pool.acquire().await.map_err(map_err)?;
+        sql::referencing::<Postgres>(&mut conn, target_type, target_id).await
+    }
+
+    async fn links_from(&self, sources: &[(String, String)]) -> StoreResult<Vec<(String, String)>> {
+        let mut conn = self.pool.acquire().await.map_err(map_err)?;
+        sql::links_from::<Postgres>(&mut conn, sources).await
+    }
+
+    async fn read_many(&self, keys: &[(String, String)]) -> StoreResult<Vec<StoredVersion>> {
+        let mut conn = self.pool.acquire().await.map_err(map_err)?;
+        sql::read_many::<Postgres>(&mut conn, keys).await
+    }
+
+    async fn live_ids(&self, resource_type: &str) -> StoreResult<Vec<String>> {
+        let mut conn = self.pool.acquire().await.map_err(map_err)?;
+        sql::live_ids::<Postgres>(&mut conn, resource_type).await
+    }
+
     async fn ping(&self) -> StoreResult<()> {
         sqlx::query("SELECT 1")
             .execute(&self.pool)
@@ -128,6 +152,31 @@ impl Transaction for PgTx {
             .fetch_all(&mut *self.tx)
             .await
             .map_err(map_err)
+    }
+
+    async fn version(
+        &mut self,
+        resource_type: &str,
+        id: &str,
+        version: VersionId,
+    ) -> StoreResult<Option<StoredVersion>> {
+        fetch_version::<Postgres>(
+            &mut self.tx,
+            SELECT_VERSION,
+            resource_type,
+            id,
+            Some(version),
+        )
+        .await
+    }
+
+    async fn referrers(
+        &mut self,
+        target_type: &str,
+        target_id: &str,
+        limit: u32,
+    ) -> StoreResult<Vec<(String, String)>> {
+        sql::referrers::<Postgres>(&mut self.tx, target_type, target_id, limit).await
     }
 
     async fn write(&mut self, v: &NewVersion) -> StoreResult<()> {

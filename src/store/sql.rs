@@ -29,12 +29,6 @@ pub(super) const INSERT_VERSION: &str = "INSERT INTO resource_version \
 pub(super) const INSERT_CURRENT: &str = "INSERT INTO resource \
      (resource_type, id, version, deleted, last_updated) VALUES ($1, $2, $3, $4, $5)";
 
-pub(super) const DELETE_TOKENS: &str =
-    "DELETE FROM resource_token WHERE resource_type = $1 AND id = $2";
-
-pub(super) const INSERT_TOKEN: &str = "INSERT INTO resource_token \
-     (resource_type, id, param, system, code) VALUES ($1, $2, $3, $4, $5)";
-
 /// Decodes a row selected with [`VERSION_COLUMNS`].
 pub(super) fn version_from_row<'r, R>(row: &'r R) -> StoreResult<(i64, StoredVersion)>
 where
@@ -280,6 +274,7 @@ where
     for<'q> String: Encode<'q, DB> + Type<DB>,
     for<'q> &'q str: Encode<'q, DB> + Type<DB>,
     for<'q> Option<&'q str>: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<String>: Encode<'q, DB> + Type<DB>,
     for<'q> i64: Encode<'q, DB> + Type<DB>,
     for<'q> bool: Encode<'q, DB> + Type<DB>,
     for<'r> i64: Decode<'r, DB>,
@@ -325,27 +320,66 @@ where
             }
         }
     }
-    sqlx::query::<DB>(DELETE_TOKENS)
-        .bind(v.resource_type.as_str())
-        .bind(v.id.as_str())
-        .execute(&mut *conn)
-        .await
-        .map_err(map_err)?;
-    if !deleted {
-        for t in &v.index.tokens {
-            sqlx::query::<DB>(INSERT_TOKEN)
-                .bind(v.resource_type.as_str())
-                .bind(v.id.as_str())
-                .bind(t.param.as_str())
-                .bind(t.system.as_deref())
-                .bind(t.code.as_str())
-                .execute(&mut *conn)
-                .await
-                .map_err(map_err)?;
+    if v.previous.is_some() {
+        for table in ["resource_token", "resource_reference", "resource_link"] {
+            sqlx::query::<DB>(sqlx::AssertSqlSafe(format!(
+                "DELETE FROM {table} WHERE resource_type = $1 AND id = $2"
+            )))
+            .bind(v.resource_type.as_str())
+            .bind(v.id.as_str())
+            .execute(&mut *conn)
+            .await
+            .map_err(map_err)?;
         }
+    }
+    if deleted {
+        return Ok(());
+    }
+    let rt = v.resource_type.as_str();
+    let id = v.id.as_str();
+    for chunk in v.index.tokens.chunks(INSERT_CHUNK) {
+        let mut qb = QueryBuilder::<DB>::new(
+            "INSERT INTO resource_token (resource_type, id, param, system, code) ",
+        );
+        qb.push_values(chunk, |mut b, t| {
+            b.push_bind(rt.to_string())
+                .push_bind(id.to_string())
+                .push_bind(t.param.clone())
+                .push_bind(t.system.clone())
+                .push_bind(t.code.clone());
+        });
+        qb.build().execute(&mut *conn).await.map_err(map_err)?;
+    }
+    for chunk in v.index.references.chunks(INSERT_CHUNK) {
+        let mut qb = QueryBuilder::<DB>::new(
+            "INSERT INTO resource_reference (resource_type, id, param, target_type, target_id) ",
+        );
+        qb.push_values(chunk, |mut b, r| {
+            b.push_bind(rt.to_string())
+                .push_bind(id.to_string())
+                .push_bind(r.param.clone())
+                .push_bind(r.target_type.clone())
+                .push_bind(r.target_id.clone());
+        });
+        qb.build().execute(&mut *conn).await.map_err(map_err)?;
+    }
+    for chunk in v.index.links.chunks(INSERT_CHUNK) {
+        let mut qb = QueryBuilder::<DB>::new(
+            "INSERT INTO resource_link (resource_type, id, target_type, target_id) ",
+        );
+        qb.push_values(chunk, |mut b, l| {
+            b.push_bind(rt.to_string())
+                .push_bind(id.to_string())
+                .push_bind(l.target_type.clone())
+                .push_bind(l.target_id.clone());
+        });
+        qb.build().execute(&mut *conn).await.map_err(map_err)?;
     }
     Ok(())
 }
+
+/// Rows per multi-row INSERT (well under SQLite's bound-parameter limit).
+const INSERT_CHUNK: usize = 200;
 
 /// Reads one version with [`SELECT_CURRENT`] (type, id) or [`SELECT_VERSION`] (type, id, version).
 pub(super) async fn fetch_version<DB>(
@@ -419,4 +453,166 @@ where
         None => false,
     };
     Ok(assemble_page(rows, query, total.max(0) as u64, other))
+}
+
+/// Live resources that reference `target_type/target_id` anywhere (resource_link).
+pub(super) async fn referrers<DB>(
+    conn: &mut DB::Connection,
+    target_type: &str,
+    target_id: &str,
+    limit: u32,
+) -> StoreResult<Vec<(String, String)>>
+where
+    DB: Database,
+    for<'e> &'e mut DB::Connection: sqlx::Executor<'e, Database = DB>,
+    DB::Arguments: sqlx::IntoArguments<DB>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+    (String, String): for<'r> sqlx::FromRow<'r, DB::Row>,
+{
+    sqlx::query_as::<DB, (String, String)>(
+        "SELECT DISTINCT resource_type, id FROM resource_link \
+         WHERE target_type = $1 AND target_id = $2 ORDER BY resource_type, id LIMIT $3",
+    )
+    .bind(target_type)
+    .bind(target_id)
+    .bind(i64::from(limit))
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(map_err)
+}
+
+/// Reference-parameter rows pointing at `target_type` (one id, or any when `target_id` is None):
+/// (resource_type, id, param, target_id).
+pub(super) async fn referencing<DB>(
+    conn: &mut DB::Connection,
+    target_type: &str,
+    target_id: Option<&str>,
+) -> StoreResult<Vec<(String, String, String, String)>>
+where
+    DB: Database,
+    for<'e> &'e mut DB::Connection: sqlx::Executor<'e, Database = DB>,
+    DB::Arguments: sqlx::IntoArguments<DB>,
+    for<'q> String: Encode<'q, DB> + Type<DB>,
+    (String, String, String, String): for<'r> sqlx::FromRow<'r, DB::Row>,
+{
+    let mut qb = QueryBuilder::<DB>::new(
+        "SELECT resource_type, id, param, target_id FROM resource_reference WHERE target_type = ",
+    );
+    qb.push_bind(target_type.to_string());
+    if let Some(id) = target_id {
+        qb.push(" AND target_id = ");
+        qb.push_bind(id.to_string());
+    }
+    qb.build_query_as()
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(map_err)
+}
+
+/// The local resources that `sources` reference (resource_link), distinct.
+pub(super) async fn links_from<DB>(
+    conn: &mut DB::Connection,
+    sources: &[(String, String)],
+) -> StoreResult<Vec<(String, String)>>
+where
+    DB: Database,
+    for<'e> &'e mut DB::Connection: sqlx::Executor<'e, Database = DB>,
+    DB::Arguments: sqlx::IntoArguments<DB>,
+    for<'q> String: Encode<'q, DB> + Type<DB>,
+    (String, String): for<'r> sqlx::FromRow<'r, DB::Row>,
+{
+    let mut out = Vec::new();
+    for chunk in sources.chunks(INSERT_CHUNK) {
+        let mut qb = QueryBuilder::<DB>::new(
+            "SELECT DISTINCT target_type, target_id FROM resource_link WHERE (resource_type, id) IN (",
+        );
+        push_keys(&mut qb, chunk);
+        qb.push(")");
+        let rows: Vec<(String, String)> = qb
+            .build_query_as()
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(map_err)?;
+        out.extend(rows);
+    }
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
+fn push_keys<DB>(qb: &mut QueryBuilder<DB>, keys: &[(String, String)])
+where
+    DB: Database,
+    for<'q> String: Encode<'q, DB> + Type<DB>,
+{
+    for (i, (t, id)) in keys.iter().enumerate() {
+        if i > 0 {
+            qb.push(", ");
+        }
+        qb.push("(");
+        qb.push_bind(t.clone());
+        qb.push(", ");
+        qb.push_bind(id.clone());
+        qb.push(")");
+    }
+}
+
+/// The current, live versions of `keys` (missing and deleted ones are left out).
+pub(super) async fn read_many<DB>(
+    conn: &mut DB::Connection,
+    keys: &[(String, String)],
+) -> StoreResult<Vec<StoredVersion>>
+where
+    DB: Database,
+    for<'e> &'e mut DB::Connection: sqlx::Executor<'e, Database = DB>,
+    DB::Arguments: sqlx::IntoArguments<DB>,
+    for<'q> String: Encode<'q, DB> + Type<DB>,
+    for<'q> bool: Encode<'q, DB> + Type<DB>,
+    for<'r> i64: Decode<'r, DB> + Type<DB>,
+    for<'r> String: Decode<'r, DB>,
+    for<'r> bool: Decode<'r, DB> + Type<DB>,
+    usize: ColumnIndex<DB::Row>,
+{
+    let mut out = Vec::new();
+    for chunk in keys.chunks(INSERT_CHUNK) {
+        let mut qb = QueryBuilder::<DB>::new(format!(
+            "SELECT {VERSION_COLUMNS} FROM resource r JOIN resource_version v \
+             ON v.resource_type = r.resource_type AND v.id = r.id AND v.version = r.version \
+             WHERE r.deleted = "
+        ));
+        qb.push_bind(false);
+        qb.push(" AND (r.resource_type, r.id) IN (");
+        push_keys(&mut qb, chunk);
+        qb.push(")");
+        let rows = qb.build().fetch_all(&mut *conn).await.map_err(map_err)?;
+        for row in &rows {
+            out.push(version_from_row(row)?.1);
+        }
+    }
+    Ok(out)
+}
+
+/// Ids of the live resources of a type.
+pub(super) async fn live_ids<DB>(
+    conn: &mut DB::Connection,
+    resource_type: &str,
+) -> StoreResult<Vec<String>>
+where
+    DB: Database,
+    for<'e> &'e mut DB::Connection: sqlx::Executor<'e, Database = DB>,
+    DB::Arguments: sqlx::IntoArguments<DB>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    for<'q> bool: Encode<'q, DB> + Type<DB>,
+    (String,): for<'r> sqlx::FromRow<'r, DB::Row>,
+{
+    let rows: Vec<(String,)> = sqlx::query_as::<DB, (String,)>(
+        "SELECT id FROM resource WHERE resource_type = $1 AND deleted = $2 ORDER BY id",
+    )
+    .bind(resource_type)
+    .bind(false)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(map_err)?;
+    Ok(rows.into_iter().map(|(id,)| id).collect())
 }

@@ -5,7 +5,7 @@
 //! upgrade; readers use a separate pool and run concurrently (WAL).
 
 use super::sql::{
-    SELECT_CURRENT, SELECT_VERSION, fetch_version, find_query, read_history, write_version,
+    self, SELECT_CURRENT, SELECT_VERSION, fetch_version, find_query, read_history, write_version,
 };
 use super::{
     HistoryPage, HistoryQuery, HistoryScope, NewVersion, Store, StoreResult, StoredVersion,
@@ -91,6 +91,30 @@ impl Store for SqliteStore {
         read_history::<Sqlite>(&mut conn, scope, query).await
     }
 
+    async fn referencing(
+        &self,
+        target_type: &str,
+        target_id: Option<&str>,
+    ) -> StoreResult<Vec<(String, String, String, String)>> {
+        let mut conn = self.read.acquire().await.map_err(map_err)?;
+        sql::referencing::<Sqlite>(&mut conn, target_type, target_id).await
+    }
+
+    async fn links_from(&self, sources: &[(String, String)]) -> StoreResult<Vec<(String, String)>> {
+        let mut conn = self.read.acquire().await.map_err(map_err)?;
+        sql::links_from::<Sqlite>(&mut conn, sources).await
+    }
+
+    async fn read_many(&self, keys: &[(String, String)]) -> StoreResult<Vec<StoredVersion>> {
+        let mut conn = self.read.acquire().await.map_err(map_err)?;
+        sql::read_many::<Sqlite>(&mut conn, keys).await
+    }
+
+    async fn live_ids(&self, resource_type: &str) -> StoreResult<Vec<String>> {
+        let mut conn = self.read.acquire().await.map_err(map_err)?;
+        sql::live_ids::<Sqlite>(&mut conn, resource_type).await
+    }
+
     async fn ping(&self) -> StoreResult<()> {
         sqlx::query("SELECT 1")
             .execute(&self.read)
@@ -133,6 +157,31 @@ impl Transaction for SqliteTx {
             .fetch_all(&mut *self.tx)
             .await
             .map_err(map_err)
+    }
+
+    async fn version(
+        &mut self,
+        resource_type: &str,
+        id: &str,
+        version: VersionId,
+    ) -> StoreResult<Option<StoredVersion>> {
+        fetch_version::<Sqlite>(
+            &mut self.tx,
+            SELECT_VERSION,
+            resource_type,
+            id,
+            Some(version),
+        )
+        .await
+    }
+
+    async fn referrers(
+        &mut self,
+        target_type: &str,
+        target_id: &str,
+        limit: u32,
+    ) -> StoreResult<Vec<(String, String)>> {
+        sql::referrers::<Sqlite>(&mut self.tx, target_type, target_id, limit).await
     }
 
     async fn write(&mut self, v: &NewVersion) -> StoreResult<()> {
