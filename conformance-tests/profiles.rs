@@ -33,7 +33,7 @@ fn fhir_profiles_are_generated_from_shared() {
     );
     assert_eq!(
         files.len(),
-        148,
-        "elements.json + datatypes + 146 resource schemas"
+        150,
+        "elements, search parameters, compartment, datatypes + 146 schemas"
     );
 }

@@ -100,10 +100,10 @@ fn walk(
     let Some(obj) = node.as_object_mut() else {
         return;
     };
-    if context == "Reference" {
-        if let Some(Value::String(r)) = obj.get_mut("reference") {
-            f(expr, r);
-        }
+    if context == "Reference"
+        && let Some(Value::String(r)) = obj.get_mut("reference")
+    {
+        f(expr, r);
     }
     for (key, child) in obj.iter_mut() {
         if key.starts_with('_') || key == "resourceType" {

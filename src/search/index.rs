@@ -53,18 +53,17 @@ pub fn extract(resource: &Value, base: Option<&str>) -> IndexRows {
         .and_then(Value::as_str)
         .unwrap_or("");
     for (expression, reference) in collect(resource, rt) {
-        if let Some(l) = parse_local(&reference, base) {
-            if !rows
+        if let Some(l) = parse_local(&reference, base)
+            && !rows
                 .links
                 .iter()
                 .any(|x| x.target_type == l.resource_type && x.target_id == l.id)
-            {
-                rows.links.push(LinkRow {
-                    target_type: l.resource_type,
-                    target_id: l.id,
-                    expression,
-                });
-            }
+        {
+            rows.links.push(LinkRow {
+                target_type: l.resource_type,
+                target_id: l.id,
+                expression,
+            });
         }
     }
     rows
