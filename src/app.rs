@@ -24,6 +24,8 @@ pub struct AppOptions {
     pub base_url: Option<String>,
     pub prefix: String,
     pub max_body_bytes: usize,
+    /// Reject references to local resources that do not exist, and deletes of referenced ones.
+    pub referential_integrity: bool,
 }
 
 impl Default for AppOptions {
@@ -32,14 +34,17 @@ impl Default for AppOptions {
             base_url: None,
             prefix: "/fhir".to_string(),
             max_body_bytes: 16 * 1024 * 1024,
+            referential_integrity: true,
         }
     }
 }
 
 /// The whole HTTP application on a store.
 pub fn router(store: Arc<dyn Store>, options: &AppOptions) -> Router {
+    let mut ctx = Context::new(store);
+    ctx.integrity = options.referential_integrity;
     let state = ApiState {
-        ctx: Context::new(store),
+        ctx,
         base_url: options.base_url.as_deref().map(Into::into),
         prefix: options.prefix.as_str().into(),
     };
@@ -81,6 +86,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         base_url: config.base_url.clone(),
         prefix: config.prefix.clone(),
         max_body_bytes: config.max_body_bytes,
+        referential_integrity: config.referential_integrity,
     };
     let backend = store.backend();
     let app = router(store, &options);

@@ -36,6 +36,12 @@ pub enum LogFormat {
     Json,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OnOff {
+    On,
+    Off,
+}
+
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     /// Address and port to listen on.
@@ -60,6 +66,11 @@ pub struct ServeArgs {
     /// Largest request body accepted, in bytes (larger bodies get 413).
     #[arg(long, env = "HEALPORIUM_MAX_BODY_BYTES", default_value_t = 16 * 1024 * 1024)]
     pub max_body_bytes: usize,
+
+    /// Referential integrity: reject references to local resources that do not exist, and
+    /// deletes of resources others reference (unless `_cascade=delete`).
+    #[arg(long, env = "HEALPORIUM_REFERENTIAL_INTEGRITY", value_enum, default_value_t = OnOff::On)]
+    pub referential_integrity: OnOff,
 
     /// Log line format.
     #[arg(long, env = "HEALPORIUM_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
@@ -140,6 +151,7 @@ pub struct Config {
     /// Path prefix of the FHIR API.
     pub prefix: String,
     pub max_body_bytes: usize,
+    pub referential_integrity: bool,
     pub log_format: LogFormat,
     pub log: String,
 }
@@ -177,6 +189,7 @@ impl Config {
             base_url,
             prefix: "/fhir".to_string(),
             max_body_bytes: args.max_body_bytes,
+            referential_integrity: args.referential_integrity == OnOff::On,
             log_format: args.log_format,
             log: args.log,
         })

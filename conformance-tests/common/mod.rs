@@ -154,6 +154,47 @@ pub async fn start_with(backend: Backend, options: AppOptions) -> Option<Server>
     })
 }
 
+/// A server without referential integrity, for loading resources whose references point at
+/// resources that are not loaded (the official examples).
+pub async fn start_lenient(backend: Backend) -> Option<Server> {
+    start_with(
+        backend,
+        AppOptions {
+            referential_integrity: false,
+            ..AppOptions::default()
+        },
+    )
+    .await
+}
+
+/// Like [`backends!`], on servers without referential integrity.
+#[macro_export]
+macro_rules! lenient_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    if let Some(s) = $crate::common::start_lenient($crate::common::Backend::Sqlite).await {
+                        super::$name(s).await;
+                    }
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    match $crate::common::start_lenient($crate::common::Backend::Postgres).await {
+                        Some(s) => super::$name(s).await,
+                        None => eprintln!("skipped: HEALPORIUM_TEST_DATABASE_URL not set"),
+                    }
+                }
+            )*
+        }
+    };
+}
+
 /// Defines one test per backend for each `async fn name(s: Server)`.
 #[macro_export]
 macro_rules! backends {

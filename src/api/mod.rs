@@ -293,6 +293,10 @@ impl Call {
             base: base_url(state, &self.headers),
             interaction,
             preconditions: negotiate::preconditions(&self.headers)?,
+            cascade: self
+                .query
+                .iter()
+                .any(|(k, v)| k == "_cascade" && v == "delete"),
         };
         let is_write = matches!(
             request.interaction,

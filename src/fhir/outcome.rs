@@ -34,6 +34,9 @@ pub enum ErrorKind {
     NotImplemented,
     /// The database is unreachable or overloaded; retrying may help.
     Unavailable,
+    /// Concurrent transactions collided (deadlock, serialization failure); the whole
+    /// transaction can be retried as it was.
+    Contention,
     /// A fault of the server itself.
     Internal,
 }
@@ -57,6 +60,7 @@ impl ErrorKind {
             ErrorKind::PayloadTooLarge => (413, "too-long"),
             ErrorKind::NotImplemented => (501, "not-supported"),
             ErrorKind::Unavailable => (503, "transient"),
+            ErrorKind::Contention => (503, "transient"),
             ErrorKind::Internal => (500, "exception"),
         }
     }
@@ -234,6 +238,7 @@ mod tests {
             ErrorKind::PayloadTooLarge,
             ErrorKind::NotImplemented,
             ErrorKind::Unavailable,
+            ErrorKind::Contention,
             ErrorKind::Internal,
         ];
         for k in kinds {

@@ -1,5 +1,6 @@
 //! create (`POST [base]/[type]`), with If-None-Exist (conditional create).
 
+use super::session::Session;
 use super::write::{check_body_type, existing, put_version};
 use super::{Context, FhirResponse, Preconditions, Status, conditional, resource_type};
 use crate::fhir::outcome::Outcome;
@@ -11,38 +12,52 @@ pub(super) async fn create(
     ctx: &Context,
     base: &str,
     resource_type_name: &str,
-    mut resource: Value,
+    resource: Value,
     pre: &Preconditions,
 ) -> Result<FhirResponse, Outcome> {
+    let (rt, resource) = prepare(ctx, resource_type_name, resource)?;
+    let mut s = Session::begin(ctx, base).await?;
+    let response = create_in(&mut s, rt, resource, pre.if_none_exist.as_deref(), None).await?;
+    s.finish().await?;
+    Ok(response)
+}
+
+/// Checks a create body (type, validation) and drops its id — "If an id is provided, the
+/// server SHALL ignore it."
+pub(super) fn prepare<'a>(
+    ctx: &'a Context,
+    resource_type_name: &str,
+    mut resource: Value,
+) -> Result<(&'a str, Value), Outcome> {
     let rt = resource_type(ctx, resource_type_name)?;
     check_body_type(&resource, rt)?;
-    // "If an id is provided, the server SHALL ignore it."
     if let Some(obj) = resource.as_object_mut() {
         obj.shift_remove("id");
         obj.shift_remove("_id");
     }
     ctx.validator.validate(&resource)?;
-    let mut tx = ctx.store.begin().await?;
-    if let Some(query) = &pre.if_none_exist
-        && let Some(found) = conditional::resolve(tx.as_mut(), rt, query).await?
+    Ok((rt, resource))
+}
+
+/// Creates a prepared resource in the session: with `if_none_exist`, an existing match is
+/// returned instead (200); `id` is a server id chosen in advance (transaction Bundles).
+pub(super) async fn create_in(
+    s: &mut Session,
+    rt: &str,
+    resource: Value,
+    if_none_exist: Option<&str>,
+    id: Option<Id>,
+) -> Result<FhirResponse, Outcome> {
+    if let Some(query) = if_none_exist
+        && let Some(found) = conditional::resolve(s.tx(), rt, query).await?
     {
-        let current = tx
+        let current = s
+            .tx()
             .current(rt, &found)
             .await?
             .ok_or_else(|| Outcome::internal("A matched resource has no current version"))?;
-        return Ok(existing(base, &current, Status::Ok));
+        return Ok(existing(&s.base, &current, Status::Ok));
     }
-    let id = Id::generate();
-    let response = put_version(
-        tx.as_mut(),
-        base,
-        rt,
-        id.as_str(),
-        resource,
-        Method::Post,
-        None,
-    )
-    .await?;
-    tx.commit().await?;
-    Ok(response)
+    let id = id.unwrap_or_else(Id::generate);
+    put_version(s, rt, id.as_str(), resource, Method::Post, None).await
 }

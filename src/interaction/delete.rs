@@ -1,29 +1,45 @@
 //! delete (`DELETE [base]/[type]/[id]`) and conditional delete (`DELETE [base]/[type]?…`).
 //! Logical and idempotent: deleting a deleted or unknown resource writes nothing and
-//! answers 204, as http.html allows.
+//! answers 204, as http.html allows. With referential integrity on, a resource others
+//! reference is not deleted (409) unless `_cascade=delete` deletes them too.
 
+use super::session::Session;
 use super::write::{check_if_match, delete_version};
 use super::{Context, FhirResponse, Preconditions, Status, Target, conditional, resource_type};
 use crate::fhir::outcome::{Issue, Outcome};
-use crate::fhir::types::Id;
+use crate::fhir::types::{Id, VersionId};
 
 pub(super) async fn delete(
     ctx: &Context,
+    base: &str,
     resource_type_name: &str,
     target: Target,
     pre: &Preconditions,
+    cascade: bool,
 ) -> Result<FhirResponse, Outcome> {
     let rt = resource_type(ctx, resource_type_name)?;
-    let mut tx = ctx.store.begin().await?;
+    let mut s = Session::begin(ctx, base).await?;
+    s.cascade_deletes(cascade);
+    let response = delete_in(&mut s, rt, &target, pre.if_match).await?;
+    s.finish().await?;
+    Ok(response)
+}
+
+pub(super) async fn delete_in(
+    s: &mut Session,
+    rt: &str,
+    target: &Target,
+    if_match: Option<VersionId>,
+) -> Result<FhirResponse, Outcome> {
     let id = match target {
-        Target::Id(id) => Id::parse(&id)?.as_str().to_string(),
-        Target::Criteria(query) => match conditional::resolve(tx.as_mut(), rt, &query).await? {
+        Target::Id(id) => Id::parse(id)?.as_str().to_string(),
+        Target::Criteria(query) => match conditional::resolve(s.tx(), rt, query).await? {
             Some(id) => id,
             None => return Ok(nothing_deleted("No resource matches the criteria")),
         },
     };
-    tx.lock_resource(rt, &id).await?;
-    let current = tx.current(rt, &id).await?;
+    s.tx().lock_resource(rt, &id).await?;
+    let current = s.tx().current(rt, &id).await?;
     match current {
         None => Ok(nothing_deleted(&format!("{rt}/{id} does not exist"))),
         Some(c) if c.deleted => {
@@ -32,10 +48,8 @@ pub(super) async fn delete(
             Ok(r)
         }
         Some(c) => {
-            check_if_match(Some(&c), pre.if_match)?;
-            let response = delete_version(tx.as_mut(), &c).await?;
-            tx.commit().await?;
-            Ok(response)
+            check_if_match(Some(&c), if_match)?;
+            delete_version(s, &c).await
         }
     }
 }

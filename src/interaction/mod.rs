@@ -12,6 +12,7 @@ mod delete;
 mod history;
 mod patch;
 mod read;
+pub mod session;
 mod update;
 mod vread;
 mod write;
@@ -32,6 +33,8 @@ pub struct Context {
     pub store: Arc<dyn Store>,
     pub defs: &'static Definitions,
     pub validator: &'static Validator,
+    /// Enforce referential integrity on writes and deletes.
+    pub integrity: bool,
 }
 
 impl Context {
@@ -40,6 +43,7 @@ impl Context {
             store,
             defs: Definitions::r4(),
             validator: Validator::r4(),
+            integrity: true,
         }
     }
 }
@@ -120,6 +124,8 @@ pub struct FhirRequest {
     pub base: String,
     pub interaction: Interaction,
     pub preconditions: Preconditions,
+    /// `_cascade=delete`: deleting also deletes the resources that reference the target.
+    pub cascade: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -221,6 +227,7 @@ pub async fn handle(ctx: &Context, req: FhirRequest) -> Result<FhirResponse, Out
         base,
         interaction,
         preconditions,
+        cascade,
     } = req;
     match interaction {
         Interaction::Capabilities => Ok(capabilities::response(ctx, &base)),
@@ -249,7 +256,7 @@ pub async fn handle(ctx: &Context, req: FhirRequest) -> Result<FhirResponse, Out
         Interaction::Delete {
             resource_type,
             target,
-        } => delete::delete(ctx, &resource_type, target, &preconditions).await,
+        } => delete::delete(ctx, &base, &resource_type, target, &preconditions, cascade).await,
         Interaction::History { scope, params } => {
             history::history(ctx, &base, &scope, &params).await
         }

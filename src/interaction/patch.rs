@@ -2,10 +2,11 @@
 //! (application/json-patch+json) or FHIRPath Patch (a Parameters resource). The patched
 //! resource is validated like any update and written as the next version.
 
+use super::session::Session;
 use super::write::{check_if_match, put_version};
 use super::{Context, FhirResponse, PatchBody, Preconditions, Target, conditional, resource_type};
 use crate::fhir::outcome::{ErrorKind, Outcome};
-use crate::fhir::types::Id;
+use crate::fhir::types::{Id, VersionId};
 use crate::store::Method;
 use serde_json::Value;
 
@@ -18,15 +19,28 @@ pub(super) async fn patch(
     pre: &Preconditions,
 ) -> Result<FhirResponse, Outcome> {
     let rt = resource_type(ctx, resource_type_name)?;
-    let mut tx = ctx.store.begin().await?;
+    let mut s = Session::begin(ctx, base).await?;
+    let response = patch_in(ctx, &mut s, rt, &target, &patch, pre.if_match).await?;
+    s.finish().await?;
+    Ok(response)
+}
+
+pub(super) async fn patch_in(
+    ctx: &Context,
+    s: &mut Session,
+    rt: &str,
+    target: &Target,
+    patch: &PatchBody,
+    if_match: Option<VersionId>,
+) -> Result<FhirResponse, Outcome> {
     let id = match target {
-        Target::Id(id) => Id::parse(&id)?.as_str().to_string(),
-        Target::Criteria(query) => conditional::resolve(tx.as_mut(), rt, &query)
+        Target::Id(id) => Id::parse(id)?.as_str().to_string(),
+        Target::Criteria(query) => conditional::resolve(s.tx(), rt, query)
             .await?
             .ok_or_else(|| Outcome::not_found("No resource matches the criteria"))?,
     };
-    tx.lock_resource(rt, &id).await?;
-    let Some(current) = tx.current(rt, &id).await? else {
+    s.tx().lock_resource(rt, &id).await?;
+    let Some(current) = s.tx().current(rt, &id).await? else {
         return Err(Outcome::not_found(format!("{rt}/{id} is not known")));
     };
     if current.deleted {
@@ -35,14 +49,14 @@ pub(super) async fn patch(
             format!("{rt}/{id} was deleted"),
         ));
     }
-    check_if_match(Some(&current), pre.if_match)?;
+    check_if_match(Some(&current), if_match)?;
     let body = current
         .body
         .as_deref()
         .ok_or_else(|| Outcome::internal("A live version has no body"))?;
     let mut resource: Value = serde_json::from_str(body)
         .map_err(|_| Outcome::internal("A stored resource is not valid JSON"))?;
-    apply(ctx, rt, &mut resource, &patch)?;
+    apply(ctx, rt, &mut resource, patch)?;
     if resource.get("resourceType").and_then(Value::as_str) != Some(rt)
         || resource.get("id").and_then(Value::as_str) != Some(id.as_str())
     {
@@ -57,18 +71,7 @@ pub(super) async fn patch(
         o.kind = ErrorKind::Invalid;
         o
     })?;
-    let response = put_version(
-        tx.as_mut(),
-        base,
-        rt,
-        &id,
-        resource,
-        Method::Patch,
-        Some(&current),
-    )
-    .await?;
-    tx.commit().await?;
-    Ok(response)
+    put_version(s, rt, &id, resource, Method::Patch, Some(&current)).await
 }
 
 fn apply(ctx: &Context, rt: &str, resource: &mut Value, patch: &PatchBody) -> Result<(), Outcome> {

@@ -2,12 +2,13 @@
 //! stamping `id`/`meta`, index extraction, and the version row — all on the caller's
 //! transaction, which the caller commits.
 
+use super::session::Session;
 use super::{Body, FhirResponse, Status};
 use crate::fhir::outcome::{ErrorKind, Issue, Outcome};
 use crate::fhir::resource::{same_content, stamp};
 use crate::fhir::types::{Instant, VersionId, etag};
 use crate::search;
-use crate::store::{Method, NewVersion, StoredVersion, Transaction};
+use crate::store::{Method, NewVersion, StoredVersion};
 use serde_json::Value;
 
 /// Fails with 412 unless `if_match` names the current version.
@@ -66,8 +67,7 @@ fn next_timestamp(current: Option<&StoredVersion>) -> Instant {
 /// Stores `resource` (already validated) as the next version of `resource_type/id`, unless it
 /// equals the current version (a no-op update, which writes nothing and answers 200).
 pub(super) async fn put_version(
-    tx: &mut dyn Transaction,
-    base: &str,
+    s: &mut Session,
     resource_type: &str,
     id: &str,
     mut resource: Value,
@@ -84,7 +84,7 @@ pub(super) async fn put_version(
         let stored: Value = serde_json::from_str(body)
             .map_err(|_| Outcome::internal("A stored resource is not valid JSON"))?;
         if same_content(&stored, &resource) {
-            let mut response = existing(base, cur, Status::Ok);
+            let mut response = existing(&s.base, cur, Status::Ok);
             response.issues.push(Issue::information(
                 "informational",
                 "No change: the content equals the current version, no version was created",
@@ -97,18 +97,21 @@ pub(super) async fn put_version(
     stamp(&mut resource, id, version, last_updated);
     let text = serde_json::to_string(&resource)
         .map_err(|_| Outcome::internal("Cannot serialize the resource"))?;
-    let index = search::index::extract(&resource, Some(base));
-    tx.write(&NewVersion {
-        resource_type: resource_type.to_string(),
-        id: id.to_string(),
-        version,
-        previous: current.map(|c| c.version),
-        last_updated,
-        method,
-        body: Some(text.clone()),
-        index,
-    })
-    .await?;
+    let index = search::index::extract(&resource, Some(&s.base));
+    let links = index.links.clone();
+    s.tx()
+        .write(&NewVersion {
+            resource_type: resource_type.to_string(),
+            id: id.to_string(),
+            version,
+            previous: current.map(|c| c.version),
+            last_updated,
+            method,
+            body: Some(text.clone()),
+            index,
+        })
+        .await?;
+    s.record_write(resource_type, id, version, links);
     let status = if live.is_some() {
         Status::Ok
     } else {
@@ -117,7 +120,7 @@ pub(super) async fn put_version(
     Ok(FhirResponse {
         status,
         body: Some(Body::Raw(text.into())),
-        location: Some(location(base, resource_type, id, version)),
+        location: Some(location(&s.base, resource_type, id, version)),
         version: Some(version),
         last_modified: Some(last_updated),
         issues: Vec::new(),
@@ -126,22 +129,24 @@ pub(super) async fn put_version(
 
 /// Writes a delete version on top of a live `current` version.
 pub(super) async fn delete_version(
-    tx: &mut dyn Transaction,
+    s: &mut Session,
     current: &StoredVersion,
 ) -> Result<FhirResponse, Outcome> {
     let version = current.version + 1;
     let last_updated = next_timestamp(Some(current));
-    tx.write(&NewVersion {
-        resource_type: current.resource_type.clone(),
-        id: current.id.clone(),
-        version,
-        previous: Some(current.version),
-        last_updated,
-        method: Method::Delete,
-        body: None,
-        index: Default::default(),
-    })
-    .await?;
+    s.tx()
+        .write(&NewVersion {
+            resource_type: current.resource_type.clone(),
+            id: current.id.clone(),
+            version,
+            previous: Some(current.version),
+            last_updated,
+            method: Method::Delete,
+            body: None,
+            index: Default::default(),
+        })
+        .await?;
+    s.record_delete(&current.resource_type, &current.id, version);
     let mut response = FhirResponse::new(Status::NoContent);
     response.version = Some(version);
     response.last_modified = Some(last_updated);

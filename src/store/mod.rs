@@ -119,6 +119,9 @@ pub enum StoreError {
     Conflict,
     #[error("database unavailable: {0}")]
     Unavailable(String),
+    /// A deadlock or serialization failure: the transaction may be retried as a whole.
+    #[error("contention: {0}")]
+    Contention(String),
     #[error("database error: {0}")]
     Internal(String),
 }
@@ -133,6 +136,10 @@ impl From<StoreError> for Outcome {
             StoreError::Unavailable(_) => Outcome::new(
                 ErrorKind::Unavailable,
                 "The database is unavailable; retry later",
+            ),
+            StoreError::Contention(_) => Outcome::new(
+                ErrorKind::Contention,
+                "Concurrent transactions collided; retry",
             ),
             StoreError::Internal(_) => Outcome::internal("Database error"),
         }
@@ -231,11 +238,10 @@ fn map_err(e: sqlx::Error) -> StoreError {
         sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict,
         sqlx::Error::Database(db) => {
             let msg = db.message().to_string();
-            // SQLite busy/locked, PostgreSQL serialization failure / deadlock
-            if msg.contains("database is locked")
-                || msg.contains("busy")
-                || matches!(db.code().as_deref(), Some("40001") | Some("40P01"))
-            {
+            if matches!(db.code().as_deref(), Some("40001") | Some("40P01")) {
+                // PostgreSQL serialization failure / deadlock
+                StoreError::Contention(msg)
+            } else if msg.contains("database is locked") || msg.contains("busy") {
                 StoreError::Unavailable(msg)
             } else {
                 StoreError::Internal(msg)
