@@ -9,9 +9,10 @@ mod negotiate;
 use crate::fhir::outcome::{ErrorKind, Outcome};
 use crate::fhir::resource::parse_json_object;
 use crate::fhir::types::etag;
+use crate::interaction::operation::{OperationMethod, OperationRequest};
 use crate::interaction::{
     self, Body, Context, FhirRequest, FhirResponse, HistoryParams, Interaction, PatchBody, Status,
-    Target, apply_prefer,
+    Target,
 };
 use crate::store::HistoryScope;
 use axum::Router;
@@ -44,22 +45,34 @@ pub fn router(state: ApiState) -> Router {
     let api = Router::new()
         .route("/metadata", get(metadata))
         .route("/_history", get(history_system))
-        .route("/", post(not_yet_bundle))
+        .route("/", post(bundle))
         .route(
             "/{type}",
             post(create)
                 .put(update_conditional)
                 .patch(patch_conditional)
                 .delete(delete_conditional)
-                .get(not_yet_search),
+                .get(type_get),
         )
         .route("/{type}/_history", get(history_type))
         .route(
             "/{type}/{id}",
-            get(read).put(update).patch(patch).delete(delete),
+            get(read)
+                .post(type_operation_post)
+                .put(update)
+                .patch(patch)
+                .delete(delete),
         )
         .route("/{type}/{id}/_history", get(history_instance))
         .route("/{type}/{id}/_history/{vid}", get(vread))
+        .route(
+            "/{type}/{id}/{op}",
+            get(instance_operation_get).post(instance_operation_post),
+        )
+        .route(
+            "/{type}/{id}/_history/{vid}/{op}",
+            get(version_operation_get).post(version_operation_post),
+        )
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
         .with_state(state);
@@ -297,19 +310,61 @@ impl Call {
                 .query
                 .iter()
                 .any(|(k, v)| k == "_cascade" && v == "delete"),
+            provenance: self.provenance()?,
+            prefer: negotiate::prefer_return(&self.headers),
         };
-        let is_write = matches!(
-            request.interaction,
-            Interaction::Create { .. }
-                | Interaction::Update { .. }
-                | Interaction::Patch { .. }
-                | Interaction::Delete { .. }
-        );
-        let mut response = interaction::handle(&state.ctx, request).await?;
-        if is_write {
-            response = apply_prefer(response, negotiate::prefer_return(&self.headers));
-        }
+        let response = interaction::handle(&state.ctx, request).await?;
         respond(response, self.format)
+    }
+
+    /// The `X-Provenance` header: a Provenance resource as JSON.
+    fn provenance(&self) -> Result<Option<serde_json::Value>, ApiError> {
+        let Some(h) = self.headers.get("x-provenance") else {
+            return Ok(None);
+        };
+        let v = h
+            .to_str()
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(t).ok())
+            .filter(serde_json::Value::is_object)
+            .ok_or_else(|| {
+                ApiError(Outcome::bad_request(
+                    "X-Provenance must be a Provenance resource in JSON",
+                ))
+            })?;
+        Ok(Some(v))
+    }
+
+    /// Runs an operation (`name` without the `$`); a POST body is read as FHIR JSON.
+    async fn operation(
+        self,
+        state: &ApiState,
+        name: &str,
+        resource_type: Option<String>,
+        id: Option<String>,
+        version: Option<String>,
+        body: Option<&Bytes>,
+    ) -> ApiResult {
+        if let Some(t) = &resource_type {
+            interaction::resource_type(&state.ctx, t)?;
+        }
+        let (method, body) = match body {
+            Some(b) => {
+                negotiate::body_kind(&self.headers, false)?;
+                (OperationMethod::Post, Some(parse_json_object(b)?))
+            }
+            None => (OperationMethod::Get, None),
+        };
+        let op = OperationRequest {
+            name: name.to_string(),
+            resource_type,
+            id,
+            version,
+            method,
+            query: self.query.clone(),
+            body,
+        };
+        self.run(state, Interaction::Operation(op)).await
     }
 
     async fn history(self, state: &ApiState, scope: HistoryScope) -> ApiResult {
@@ -350,8 +405,86 @@ async fn read(
     FhirPath((resource_type, id)): FhirPath<(String, String)>,
     call: Call,
 ) -> ApiResult {
+    if let Some(op) = id.strip_prefix('$') {
+        return call
+            .operation(&state, op, Some(resource_type), None, None, None)
+            .await;
+    }
     call.run(&state, Interaction::Read { resource_type, id })
         .await
+}
+
+/// `POST [base]/[type]/$op` (a POST to an instance URL is not an interaction).
+async fn type_operation_post(
+    State(state): State<ApiState>,
+    FhirPath((resource_type, op)): FhirPath<(String, String)>,
+    call: Call,
+    FhirBody(body): FhirBody,
+) -> ApiResult {
+    match op.strip_prefix('$') {
+        Some(op) => {
+            call.operation(&state, op, Some(resource_type), None, None, Some(&body))
+                .await
+        }
+        None => Err(method_not_allowed().await),
+    }
+}
+
+async fn instance_operation_get(
+    State(state): State<ApiState>,
+    FhirPath((resource_type, id, op)): FhirPath<(String, String, String)>,
+    call: Call,
+) -> ApiResult {
+    let op = op
+        .strip_prefix('$')
+        .ok_or_else(|| ApiError(Outcome::not_found("No such endpoint")))?;
+    call.operation(&state, op, Some(resource_type), Some(id), None, None)
+        .await
+}
+
+async fn instance_operation_post(
+    State(state): State<ApiState>,
+    FhirPath((resource_type, id, op)): FhirPath<(String, String, String)>,
+    call: Call,
+    FhirBody(body): FhirBody,
+) -> ApiResult {
+    let op = op
+        .strip_prefix('$')
+        .ok_or_else(|| ApiError(Outcome::not_found("No such endpoint")))?;
+    call.operation(&state, op, Some(resource_type), Some(id), None, Some(&body))
+        .await
+}
+
+async fn version_operation_get(
+    State(state): State<ApiState>,
+    FhirPath((resource_type, id, vid, op)): FhirPath<(String, String, String, String)>,
+    call: Call,
+) -> ApiResult {
+    let op = op
+        .strip_prefix('$')
+        .ok_or_else(|| ApiError(Outcome::not_found("No such endpoint")))?;
+    call.operation(&state, op, Some(resource_type), Some(id), Some(vid), None)
+        .await
+}
+
+async fn version_operation_post(
+    State(state): State<ApiState>,
+    FhirPath((resource_type, id, vid, op)): FhirPath<(String, String, String, String)>,
+    call: Call,
+    FhirBody(body): FhirBody,
+) -> ApiResult {
+    let op = op
+        .strip_prefix('$')
+        .ok_or_else(|| ApiError(Outcome::not_found("No such endpoint")))?;
+    call.operation(
+        &state,
+        op,
+        Some(resource_type),
+        Some(id),
+        Some(vid),
+        Some(&body),
+    )
+    .await
 }
 
 async fn vread(
@@ -373,6 +506,11 @@ async fn create(
     call: Call,
     FhirBody(body): FhirBody,
 ) -> ApiResult {
+    if let Some(op) = resource_type.strip_prefix('$') {
+        return call
+            .operation(&state, op, None, None, None, Some(&body))
+            .await;
+    }
     let resource = call.resource(&state, &resource_type, &body)?;
     let interaction = Interaction::Create {
         resource_type,
@@ -477,10 +615,15 @@ async fn delete_conditional(
     .await
 }
 
-async fn not_yet_search(
+/// `GET [base]/[type]`: search (not yet), or `GET [base]/$op`.
+async fn type_get(
     State(state): State<ApiState>,
     FhirPath(resource_type): FhirPath<String>,
+    call: Call,
 ) -> ApiResult {
+    if let Some(op) = resource_type.strip_prefix('$') {
+        return call.operation(&state, op, None, None, None, None).await;
+    }
     interaction::resource_type(&state.ctx, &resource_type)?;
     Err(ApiError(Outcome::new(
         ErrorKind::NotImplemented,
@@ -488,11 +631,11 @@ async fn not_yet_search(
     )))
 }
 
-async fn not_yet_bundle() -> ApiResult {
-    Err(ApiError(Outcome::new(
-        ErrorKind::NotImplemented,
-        "Batch and transaction Bundles are not implemented yet",
-    )))
+/// `POST [base]`: a batch or transaction Bundle.
+async fn bundle(State(state): State<ApiState>, call: Call, FhirBody(body): FhirBody) -> ApiResult {
+    negotiate::body_kind(&call.headers, false)?;
+    let bundle = parse_json_object(&body)?;
+    call.run(&state, Interaction::Bundle { bundle }).await
 }
 
 async fn method_not_allowed() -> ApiError {

@@ -2,25 +2,11 @@
 
 use super::session::Session;
 use super::write::{check_body_type, existing, put_version};
-use super::{Context, FhirResponse, Preconditions, Status, conditional, resource_type};
+use super::{Context, FhirResponse, Status, conditional, resource_type};
 use crate::fhir::outcome::Outcome;
 use crate::fhir::types::Id;
 use crate::store::Method;
 use serde_json::Value;
-
-pub(super) async fn create(
-    ctx: &Context,
-    base: &str,
-    resource_type_name: &str,
-    resource: Value,
-    pre: &Preconditions,
-) -> Result<FhirResponse, Outcome> {
-    let (rt, resource) = prepare(ctx, resource_type_name, resource)?;
-    let mut s = Session::begin(ctx, base).await?;
-    let response = create_in(&mut s, rt, resource, pre.if_none_exist.as_deref(), None).await?;
-    s.finish().await?;
-    Ok(response)
-}
 
 /// Checks a create body (type, validation) and drops its id — "If an id is provided, the
 /// server SHALL ignore it."

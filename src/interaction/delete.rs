@@ -5,25 +5,9 @@
 
 use super::session::Session;
 use super::write::{check_if_match, delete_version};
-use super::{Context, FhirResponse, Preconditions, Status, Target, conditional, resource_type};
+use super::{FhirResponse, Status, Target, conditional};
 use crate::fhir::outcome::{Issue, Outcome};
 use crate::fhir::types::{Id, VersionId};
-
-pub(super) async fn delete(
-    ctx: &Context,
-    base: &str,
-    resource_type_name: &str,
-    target: Target,
-    pre: &Preconditions,
-    cascade: bool,
-) -> Result<FhirResponse, Outcome> {
-    let rt = resource_type(ctx, resource_type_name)?;
-    let mut s = Session::begin(ctx, base).await?;
-    s.cascade_deletes(cascade);
-    let response = delete_in(&mut s, rt, &target, pre.if_match).await?;
-    s.finish().await?;
-    Ok(response)
-}
 
 pub(super) async fn delete_in(
     s: &mut Session,

@@ -5,20 +5,23 @@
 //! One file per interaction, named like the spec. Conditional logic lives in `conditional`
 //! and runs inside the same database transaction as the write it guards.
 
+mod bundle;
 pub mod capabilities;
 mod conditional;
 mod create;
 mod delete;
 mod history;
+pub mod operation;
 mod patch;
+mod provenance;
 mod read;
 pub mod session;
 mod update;
 mod vread;
-mod write;
+pub(crate) mod write;
 
 use crate::fhir::definitions::Definitions;
-use crate::fhir::outcome::{Issue, Outcome};
+use crate::fhir::outcome::{ErrorKind, Issue, Outcome};
 use crate::fhir::types::{Instant, VersionId};
 use crate::fhir::validation::Validator;
 use crate::store::{HistoryScope, Store};
@@ -99,6 +102,12 @@ pub enum Interaction {
         scope: HistoryScope,
         params: HistoryParams,
     },
+    /// `POST [base]` with a batch or transaction Bundle.
+    Bundle {
+        bundle: Value,
+    },
+    /// An extended operation (`$everything`, `$validate`, `$meta`…).
+    Operation(operation::OperationRequest),
 }
 
 /// HTTP-independent preconditions (headers in REST, entry.request fields in Bundles).
@@ -126,6 +135,10 @@ pub struct FhirRequest {
     pub preconditions: Preconditions,
     /// `_cascade=delete`: deleting also deletes the resources that reference the target.
     pub cascade: bool,
+    /// `X-Provenance`: a Provenance to store, targeting what the request writes.
+    pub provenance: Option<Value>,
+    /// `Prefer: return=…` for writes and Bundle entries.
+    pub prefer: PreferReturn,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -228,6 +241,8 @@ pub async fn handle(ctx: &Context, req: FhirRequest) -> Result<FhirResponse, Out
         interaction,
         preconditions,
         cascade,
+        provenance,
+        prefer,
     } = req;
     match interaction {
         Interaction::Capabilities => Ok(capabilities::response(ctx, &base)),
@@ -239,28 +254,123 @@ pub async fn handle(ctx: &Context, req: FhirRequest) -> Result<FhirResponse, Out
             id,
             version,
         } => vread::vread(ctx, &resource_type, &id, &version).await,
-        Interaction::Create {
-            resource_type,
-            resource,
-        } => create::create(ctx, &base, &resource_type, resource, &preconditions).await,
-        Interaction::Update {
-            resource_type,
-            target,
-            resource,
-        } => update::update(ctx, &base, &resource_type, target, resource, &preconditions).await,
-        Interaction::Patch {
-            resource_type,
-            target,
-            patch,
-        } => patch::patch(ctx, &base, &resource_type, target, patch, &preconditions).await,
-        Interaction::Delete {
-            resource_type,
-            target,
-        } => delete::delete(ctx, &base, &resource_type, target, &preconditions, cascade).await,
         Interaction::History { scope, params } => {
             history::history(ctx, &base, &scope, &params).await
         }
+        Interaction::Bundle { bundle } => {
+            bundle::process(ctx, &base, bundle, prefer, provenance).await
+        }
+        Interaction::Operation(op) => operation::run(ctx, &base, op).await,
+        write => {
+            let prepared = Prepared::new(ctx, write)?;
+            let provenance = provenance
+                .map(|p| provenance::prepare(ctx, p))
+                .transpose()?;
+            let mut attempt = 0;
+            loop {
+                let result = write_once(
+                    ctx,
+                    &base,
+                    &prepared,
+                    &preconditions,
+                    cascade,
+                    provenance.as_ref(),
+                )
+                .await;
+                match result {
+                    Err(o) if o.kind == ErrorKind::Contention && attempt < MAX_RETRIES => {
+                        attempt += 1;
+                    }
+                    r => return r.map(|r| apply_prefer(r, prefer)),
+                }
+            }
+        }
     }
+}
+
+/// How often a write that collided with a concurrent transaction is retried.
+const MAX_RETRIES: u32 = 4;
+
+/// A write interaction, checked and validated before its transaction opens.
+enum Prepared {
+    Create(String, Value),
+    Update(String, Target, Value),
+    Patch(String, Target, PatchBody),
+    Delete(String, Target),
+}
+
+impl Prepared {
+    fn new(ctx: &Context, interaction: Interaction) -> Result<Prepared, Outcome> {
+        Ok(match interaction {
+            Interaction::Create {
+                resource_type,
+                resource,
+            } => {
+                let (rt, resource) = create::prepare(ctx, &resource_type, resource)?;
+                Prepared::Create(rt.to_string(), resource)
+            }
+            Interaction::Update {
+                resource_type,
+                target,
+                resource,
+            } => {
+                let rt = update::prepare(ctx, &resource_type, &target, &resource)?;
+                Prepared::Update(rt.to_string(), target, resource)
+            }
+            Interaction::Patch {
+                resource_type,
+                target,
+                patch,
+            } => Prepared::Patch(resource_type_of(ctx, &resource_type)?, target, patch),
+            Interaction::Delete {
+                resource_type,
+                target,
+            } => Prepared::Delete(resource_type_of(ctx, &resource_type)?, target),
+            _ => return Err(Outcome::internal("not a write interaction")),
+        })
+    }
+}
+
+fn resource_type_of(ctx: &Context, name: &str) -> Result<String, Outcome> {
+    resource_type(ctx, name).map(str::to_string)
+}
+
+/// One attempt at a write in its own session, with its X-Provenance.
+async fn write_once(
+    ctx: &Context,
+    base: &str,
+    prepared: &Prepared,
+    pre: &Preconditions,
+    cascade: bool,
+    provenance: Option<&Value>,
+) -> Result<FhirResponse, Outcome> {
+    let mut s = session::Session::begin(ctx, base).await?;
+    s.cascade_deletes(cascade);
+    let response = match prepared {
+        Prepared::Create(rt, resource) => {
+            create::create_in(
+                &mut s,
+                rt,
+                resource.clone(),
+                pre.if_none_exist.as_deref(),
+                None,
+            )
+            .await?
+        }
+        Prepared::Update(rt, target, resource) => {
+            let id = update::resolve_target(&mut s, rt, target, resource).await?;
+            update::update_in(&mut s, rt, &id, resource.clone(), pre.if_match).await?
+        }
+        Prepared::Patch(rt, target, patch) => {
+            patch::patch_in(ctx, &mut s, rt, target, patch, pre.if_match).await?
+        }
+        Prepared::Delete(rt, target) => delete::delete_in(&mut s, rt, target, pre.if_match).await?,
+    };
+    if let Some(p) = provenance {
+        provenance::record_in(ctx, &mut s, p.clone()).await?;
+    }
+    s.finish().await?;
+    Ok(response)
 }
 
 /// The canonical resource type named in a URL, or 404.

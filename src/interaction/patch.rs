@@ -4,26 +4,11 @@
 
 use super::session::Session;
 use super::write::{check_if_match, put_version};
-use super::{Context, FhirResponse, PatchBody, Preconditions, Target, conditional, resource_type};
+use super::{Context, FhirResponse, PatchBody, Target, conditional};
 use crate::fhir::outcome::{ErrorKind, Outcome};
 use crate::fhir::types::{Id, VersionId};
 use crate::store::Method;
 use serde_json::Value;
-
-pub(super) async fn patch(
-    ctx: &Context,
-    base: &str,
-    resource_type_name: &str,
-    target: Target,
-    patch: PatchBody,
-    pre: &Preconditions,
-) -> Result<FhirResponse, Outcome> {
-    let rt = resource_type(ctx, resource_type_name)?;
-    let mut s = Session::begin(ctx, base).await?;
-    let response = patch_in(ctx, &mut s, rt, &target, &patch, pre.if_match).await?;
-    s.finish().await?;
-    Ok(response)
-}
 
 pub(super) async fn patch_in(
     ctx: &Context,

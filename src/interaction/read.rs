@@ -3,6 +3,7 @@
 use super::{Body, Context, FhirResponse, IfNoneMatch, Preconditions, Status, resource_type};
 use crate::fhir::outcome::{ErrorKind, Outcome};
 use crate::fhir::types::Id;
+use crate::store::StoredVersion;
 
 pub(super) async fn read(
     ctx: &Context,
@@ -12,7 +13,18 @@ pub(super) async fn read(
 ) -> Result<FhirResponse, Outcome> {
     let rt = resource_type(ctx, resource_type_name)?;
     let id = Id::parse(id)?;
-    let Some(v) = ctx.store.read(rt, id.as_str()).await? else {
+    let current = ctx.store.read(rt, id.as_str()).await?;
+    respond(rt, id.as_str(), current, pre)
+}
+
+/// The read response for the current version `current` of `rt/id` (None: never existed).
+pub(super) fn respond(
+    rt: &str,
+    id: &str,
+    current: Option<StoredVersion>,
+    pre: &Preconditions,
+) -> Result<FhirResponse, Outcome> {
+    let Some(v) = current else {
         return Err(Outcome::not_found(format!("{rt}/{id} is not known")));
     };
     if v.deleted {

@@ -174,8 +174,13 @@ impl Session {
                 let issue = Issue::error(
                     "not-found",
                     format!(
-                        "The reference {}/{} does not resolve to a resource on this server",
-                        l.target_type, l.target_id
+                        "The reference {}/{}{} does not resolve to a resource on this server",
+                        l.target_type,
+                        l.target_id,
+                        l.version
+                            .as_deref()
+                            .map(|v| format!("/_history/{v}"))
+                            .unwrap_or_default()
                     ),
                 )
                 .at(relocate(

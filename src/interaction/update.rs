@@ -3,28 +3,12 @@
 
 use super::session::Session;
 use super::write::{check_body_type, check_if_match, put_version};
-use super::{Context, FhirResponse, Preconditions, Target, conditional, resource_type};
+use super::{Context, FhirResponse, Target, conditional, resource_type};
 use crate::fhir::outcome::{ErrorKind, Outcome};
 use crate::fhir::resource::id_of;
 use crate::fhir::types::{Id, VersionId};
 use crate::store::Method;
 use serde_json::Value;
-
-pub(super) async fn update(
-    ctx: &Context,
-    base: &str,
-    resource_type_name: &str,
-    target: Target,
-    resource: Value,
-    pre: &Preconditions,
-) -> Result<FhirResponse, Outcome> {
-    let rt = prepare(ctx, resource_type_name, &target, &resource)?;
-    let mut s = Session::begin(ctx, base).await?;
-    let id = resolve_target(&mut s, rt, &target, &resource).await?;
-    let response = update_in(&mut s, rt, &id, resource, pre.if_match).await?;
-    s.finish().await?;
-    Ok(response)
-}
 
 /// Checks an update body against its target: type, id rules, validation.
 pub(super) fn prepare<'a>(

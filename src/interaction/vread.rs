@@ -3,6 +3,7 @@
 use super::{Body, Context, FhirResponse, Status, resource_type};
 use crate::fhir::outcome::{ErrorKind, Outcome};
 use crate::fhir::types::Id;
+use crate::store::StoredVersion;
 
 pub(super) async fn vread(
     ctx: &Context,
@@ -12,22 +13,30 @@ pub(super) async fn vread(
 ) -> Result<FhirResponse, Outcome> {
     let rt = resource_type(ctx, resource_type_name)?;
     let id = Id::parse(id)?;
-    let missing = || {
-        Outcome::not_found(format!(
+    let found = match version.parse::<i64>() {
+        Ok(n) => ctx.store.vread(rt, id.as_str(), n).await?,
+        Err(_) => None,
+    };
+    respond(rt, id.as_str(), version, found)
+}
+
+/// The vread response for `version` of `rt/id` (None: no such version).
+pub(super) fn respond(
+    rt: &str,
+    id: &str,
+    version: &str,
+    found: Option<StoredVersion>,
+) -> Result<FhirResponse, Outcome> {
+    let Some(v) = found else {
+        return Err(Outcome::not_found(format!(
             "{rt}/{id} has no version {}",
             version.chars().take(20).collect::<String>()
-        ))
-    };
-    let Ok(n) = version.parse::<i64>() else {
-        return Err(missing());
-    };
-    let Some(v) = ctx.store.vread(rt, id.as_str(), n).await? else {
-        return Err(missing());
+        )));
     };
     if v.deleted {
         return Err(Outcome::new(
             ErrorKind::Gone,
-            format!("Version {n} of {rt}/{id} is a deletion"),
+            format!("Version {} of {rt}/{id} is a deletion", v.version),
         ));
     }
     let mut response = FhirResponse::new(Status::Ok);

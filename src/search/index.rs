@@ -29,6 +29,9 @@ pub struct ReferenceRow {
 pub struct LinkRow {
     pub target_type: String,
     pub target_id: String,
+    /// The version, for a versioned reference (`Patient/1/_history/2`). Versioned references
+    /// must resolve but do not keep the resource from being deleted.
+    pub version: Option<String>,
     /// FHIRPath of the first Reference element pointing there.
     pub expression: String,
 }
@@ -54,14 +57,14 @@ pub fn extract(resource: &Value, base: Option<&str>) -> IndexRows {
         .unwrap_or("");
     for (expression, reference) in collect(resource, rt) {
         if let Some(l) = parse_local(&reference, base)
-            && !rows
-                .links
-                .iter()
-                .any(|x| x.target_type == l.resource_type && x.target_id == l.id)
+            && !rows.links.iter().any(|x| {
+                x.target_type == l.resource_type && x.target_id == l.id && x.version == l.version
+            })
         {
             rows.links.push(LinkRow {
                 target_type: l.resource_type,
                 target_id: l.id,
+                version: l.version,
                 expression,
             });
         }

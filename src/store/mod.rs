@@ -179,6 +179,13 @@ pub trait Store: Send + Sync + 'static {
     async fn read_many(&self, keys: &[(String, String)]) -> StoreResult<Vec<StoredVersion>>;
     /// Ids of the live resources of a type.
     async fn live_ids(&self, resource_type: &str) -> StoreResult<Vec<String>>;
+    /// Live resources referencing `target_type/target_id` anywhere (at most `limit`).
+    async fn referrers(
+        &self,
+        target_type: &str,
+        target_id: &str,
+        limit: u32,
+    ) -> StoreResult<Vec<(String, String)>>;
 }
 
 /// One database transaction. Dropping it without commit rolls back.

@@ -98,6 +98,16 @@ impl Store for PostgresStore {
         sql::live_ids::<Postgres>(&mut conn, resource_type).await
     }
 
+    async fn referrers(
+        &self,
+        target_type: &str,
+        target_id: &str,
+        limit: u32,
+    ) -> StoreResult<Vec<(String, String)>> {
+        let mut conn = self.pool.acquire().await.map_err(map_err)?;
+        sql::referrers::<Postgres>(&mut conn, target_type, target_id, limit).await
+    }
+
     async fn ping(&self) -> StoreResult<()> {
         sqlx::query("SELECT 1")
             .execute(&self.pool)

@@ -363,7 +363,13 @@ where
         });
         qb.build().execute(&mut *conn).await.map_err(map_err)?;
     }
-    for chunk in v.index.links.chunks(INSERT_CHUNK) {
+    let links: Vec<&crate::search::index::LinkRow> = v
+        .index
+        .links
+        .iter()
+        .filter(|l| l.version.is_none())
+        .collect();
+    for chunk in links.chunks(INSERT_CHUNK) {
         let mut qb = QueryBuilder::<DB>::new(
             "INSERT INTO resource_link (resource_type, id, target_type, target_id) ",
         );

@@ -115,6 +115,16 @@ impl Store for SqliteStore {
         sql::live_ids::<Sqlite>(&mut conn, resource_type).await
     }
 
+    async fn referrers(
+        &self,
+        target_type: &str,
+        target_id: &str,
+        limit: u32,
+    ) -> StoreResult<Vec<(String, String)>> {
+        let mut conn = self.read.acquire().await.map_err(map_err)?;
+        sql::referrers::<Sqlite>(&mut conn, target_type, target_id, limit).await
+    }
+
     async fn ping(&self) -> StoreResult<()> {
         sqlx::query("SELECT 1")
             .execute(&self.read)

@@ -1,0 +1,178 @@
+//! `Patient/[id]/$everything` and `Patient/$everything`: the patient(s), every resource in
+//! their compartment (by the Patient CompartmentDefinition's parameters), and the resources
+//! those reference (practitioners, organizations, medications, locations…). `_since`,
+//! `_type`, `_count` and keyset paging ordered by type and id.
+
+use super::OperationRequest;
+use crate::fhir::outcome::{ErrorKind, Outcome};
+use crate::fhir::types::{Id, Instant};
+use crate::interaction::{Body, Context, FhirResponse, Status};
+use crate::search::parameters::SearchParameters;
+use serde_json::{Value, json};
+use std::collections::BTreeSet;
+
+const DEFAULT_COUNT: usize = 50;
+const MAX_COUNT: usize = 1000;
+
+pub(super) async fn everything(
+    ctx: &Context,
+    base: &str,
+    op: &OperationRequest,
+) -> Result<FhirResponse, Outcome> {
+    if op.resource_type.as_deref() != Some("Patient") {
+        return Err(Outcome::new(
+            ErrorKind::NotImplemented,
+            "$everything is defined on Patient",
+        ));
+    }
+    let text = |name: &str| match op.param(name) {
+        Some(Value::String(s)) => Some(s),
+        Some(v) if !v.is_null() => Some(v.to_string()),
+        _ => None,
+    };
+    let since = match text("_since") {
+        Some(s) => Some(
+            Instant::parse_fhir(&s)
+                .ok_or_else(|| Outcome::bad_request("_since must be a FHIR instant"))?,
+        ),
+        None => None,
+    };
+    let types: Option<BTreeSet<String>> = text("_type").map(|t| {
+        t.split(',')
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect()
+    });
+    if let Some(types) = &types {
+        for t in types {
+            crate::interaction::resource_type(ctx, t)?;
+        }
+    }
+    let count = match text("_count") {
+        Some(c) => c
+            .parse::<usize>()
+            .map_err(|_| Outcome::bad_request("_count must be a non-negative integer"))?
+            .min(MAX_COUNT),
+        None => DEFAULT_COUNT,
+    };
+    let after = text("_page");
+
+    // the patients
+    let patients: Vec<String> = match &op.id {
+        Some(id) => {
+            let id = Id::parse(id)?;
+            match ctx.store.read("Patient", id.as_str()).await? {
+                None => return Err(Outcome::not_found(format!("Patient/{id} is not known"))),
+                Some(v) if v.deleted => {
+                    return Err(Outcome::new(
+                        ErrorKind::Gone,
+                        format!("Patient/{id} was deleted"),
+                    ));
+                }
+                Some(_) => vec![id.to_string()],
+            }
+        }
+        None => ctx.store.live_ids("Patient").await?,
+    };
+    let patient_set: BTreeSet<&str> = patients.iter().map(String::as_str).collect();
+    let mut members: BTreeSet<(String, String)> = patients
+        .iter()
+        .map(|p| ("Patient".to_string(), p.clone()))
+        .collect();
+
+    // their compartments
+    let rows = match &op.id {
+        Some(id) => ctx.store.referencing("Patient", Some(id)).await?,
+        None => ctx.store.referencing("Patient", None).await?,
+    };
+    let params = SearchParameters::r4();
+    for (rt, id, param, target) in rows {
+        if patient_set.contains(target.as_str())
+            && params.patient_compartment(&rt).iter().any(|p| p == &param)
+        {
+            members.insert((rt, id));
+        }
+    }
+
+    // and what the compartment references (other patients excepted)
+    let sources: Vec<(String, String)> = members.iter().cloned().collect();
+    for (t, id) in ctx.store.links_from(&sources).await? {
+        if t != "Patient" || patient_set.contains(id.as_str()) {
+            members.insert((t, id));
+        }
+    }
+    let keys: Vec<(String, String)> = members
+        .into_iter()
+        .filter(|(t, _)| types.as_ref().is_none_or(|ts| ts.contains(t)))
+        .collect();
+    let mut versions = ctx.store.read_many(&keys).await?;
+    if let Some(since) = since {
+        versions.retain(|v| v.last_updated >= since);
+    }
+    versions.sort_by(|a, b| (&a.resource_type, &a.id).cmp(&(&b.resource_type, &b.id)));
+    let total = versions.len();
+    let start = match &after {
+        Some(cursor) => versions
+            .iter()
+            .position(|v| format!("{}/{}", v.resource_type, v.id).as_str() > cursor.as_str())
+            .unwrap_or(total),
+        None => 0,
+    };
+    let page: Vec<_> = versions.iter().skip(start).take(count).collect();
+
+    let path = match &op.id {
+        Some(id) => format!("{base}/Patient/{id}/$everything"),
+        None => format!("{base}/Patient/$everything"),
+    };
+    let link = |page_after: Option<String>| {
+        let mut q: Vec<(&str, String)> = Vec::new();
+        if let Some(s) = text("_since") {
+            q.push(("_since", s));
+        }
+        if let Some(t) = text("_type") {
+            q.push(("_type", t));
+        }
+        q.push(("_count", count.to_string()));
+        if let Some(p) = page_after {
+            q.push(("_page", p));
+        }
+        format!(
+            "{path}?{}",
+            serde_urlencoded::to_string(&q).unwrap_or_default()
+        )
+    };
+    let mut links = vec![
+        json!({"relation": "self", "url": link(after.clone())}),
+        json!({"relation": "first", "url": link(None)}),
+    ];
+    if start + page.len() < total
+        && let Some(last) = page.last()
+    {
+        links.push(json!({"relation": "next", "url": link(Some(format!("{}/{}", last.resource_type, last.id)))}));
+    }
+    let mut entries = Vec::with_capacity(page.len());
+    for v in page {
+        let resource: Value = match &v.body {
+            Some(b) => serde_json::from_str(b)
+                .map_err(|_| Outcome::internal("A stored resource is not valid JSON"))?,
+            None => continue,
+        };
+        entries.push(json!({
+            "fullUrl": format!("{base}/{}/{}", v.resource_type, v.id),
+            "resource": resource,
+            "search": {"mode": "match"},
+        }));
+    }
+    let mut bundle = json!({
+        "resourceType": "Bundle",
+        "type": "searchset",
+        "total": total,
+        "link": links,
+    });
+    if !entries.is_empty() {
+        bundle["entry"] = Value::Array(entries);
+    }
+    let mut r = FhirResponse::new(Status::Ok);
+    r.body = Some(Body::Json(bundle));
+    Ok(r)
+}
