@@ -5,6 +5,7 @@
 mod common;
 
 mod architecture;
+mod bundles;
 mod capabilities;
 mod cli;
 mod concurrency;
@@ -13,6 +14,7 @@ mod errors;
 mod examples;
 mod fhirpath_suite;
 mod history;
+mod operations;
 mod patch;
 mod profiles;
 mod rest;

@@ -164,11 +164,24 @@ impl Session {
                 continue;
             }
             for l in &w.links {
-                if (l.target_type == w.resource_type && l.target_id == w.id)
-                    || self
-                        .is_live(&mut live, &l.target_type, &l.target_id)
-                        .await?
-                {
+                if l.target_type == w.resource_type && l.target_id == w.id {
+                    continue;
+                }
+                let resolves = match &l.version {
+                    None => {
+                        self.is_live(&mut live, &l.target_type, &l.target_id)
+                            .await?
+                    }
+                    Some(v) => match v.parse::<VersionId>() {
+                        Ok(n) => self
+                            .tx
+                            .version(&l.target_type, &l.target_id, n)
+                            .await?
+                            .is_some(),
+                        Err(_) => false,
+                    },
+                };
+                if resolves {
                     continue;
                 }
                 let issue = Issue::error(
