@@ -72,8 +72,37 @@ async fn every_advertised_interaction_works(s: Server) {
         }
     }
     assert!(done.len() >= 29);
-    let h = s.get("_history?_count=1").await.expect(200).json();
-    assert_eq!(h["type"], "history");
+    // system interactions and operations
+    for code in cs["rest"][0]["interaction"].as_array().unwrap().iter().map(|i| i["code"].as_str().unwrap()) {
+        match code {
+            "history-system" => {
+                let h = s.get("_history?_count=1").await.expect(200).json();
+                assert_eq!(h["type"], "history");
+            }
+            "transaction" | "batch" => {
+                let b = json!({"resourceType": "Bundle", "type": code, "entry": [
+                    {"resource": {"resourceType": "Basic", "code": {"text": "x"}}, "request": {"method": "POST", "url": "Basic"}}]});
+                let r = s.post("", &b).await.expect(200).json();
+                assert_eq!(r["type"], format!("{code}-response"));
+            }
+            other => panic!("advertised system interaction {other} has no conformance check"),
+        }
+    }
+    for op in cs["rest"][0]["operation"].as_array().unwrap() {
+        let name = op["name"].as_str().unwrap();
+        s.get(&format!("${name}")).await.expect(200);
+    }
+    let patient = s.create(&json!({"resourceType": "Patient"})).await;
+    let entry = cs["rest"][0]["resource"].as_array().unwrap().iter().find(|r| r["type"] == "Patient").unwrap();
+    for op in entry["operation"].as_array().unwrap() {
+        let name = op["name"].as_str().unwrap();
+        let params = match name {
+            "validate" => json!({"resourceType": "Patient"}),
+            "meta-add" | "meta-delete" => json!({"resourceType": "Parameters", "parameter": [{"name": "meta", "valueMeta": {"tag": [{"code": "t"}]}}]}),
+            _ => json!({"resourceType": "Parameters"}),
+        };
+        s.post(&format!("Patient/{patient}/${name}"), &params).await.expect(200);
+    }
 }
 
 async fn exercise(s: &Server, rt: &str, example: &Value, code: &str) {

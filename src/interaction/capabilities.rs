@@ -19,7 +19,7 @@ pub const TYPE_INTERACTIONS: &[&str] = &[
 ];
 
 /// System-level interactions implemented.
-pub const SYSTEM_INTERACTIONS: &[&str] = &["history-system"];
+pub const SYSTEM_INTERACTIONS: &[&str] = &["transaction", "batch", "history-system"];
 
 /// Patch formats accepted.
 pub const PATCH_FORMATS: &[&str] = &["application/json-patch+json", "application/fhir+json"];
@@ -36,6 +36,17 @@ pub fn statement(ctx: &Context, base: &str) -> Value {
         .resource_types()
         .iter()
         .map(|t| {
+            let mut ops: Vec<Value> = super::operation::TYPE_OPERATIONS
+                .iter()
+                .map(|(name, def)| json!({"name": name, "definition": def}))
+                .collect();
+            if t == "Patient" {
+                ops.extend(
+                    super::operation::PATIENT_OPERATIONS
+                        .iter()
+                        .map(|(name, def)| json!({"name": name, "definition": def})),
+                );
+            }
             json!({
                 "type": t,
                 "profile": format!("http://hl7.org/fhir/StructureDefinition/{t}"),
@@ -47,6 +58,12 @@ pub fn statement(ctx: &Context, base: &str) -> Value {
                 "conditionalRead": "full-support",
                 "conditionalUpdate": true,
                 "conditionalDelete": "single",
+                "referencePolicy": if ctx.integrity {
+                    json!(["literal", "local", "enforced"])
+                } else {
+                    json!(["literal", "local"])
+                },
+                "operation": ops,
             })
         })
         .collect();
@@ -72,6 +89,10 @@ pub fn statement(ctx: &Context, base: &str) -> Value {
             "mode": "server",
             "resource": resources,
             "interaction": system,
+            "operation": super::operation::SYSTEM_OPERATIONS
+                .iter()
+                .map(|(name, def)| json!({"name": name, "definition": def}))
+                .collect::<Vec<_>>(),
         }],
     })
 }
