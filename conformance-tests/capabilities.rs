@@ -73,7 +73,12 @@ async fn every_advertised_interaction_works(s: Server) {
     }
     assert!(done.len() >= 29);
     // system interactions and operations
-    for code in cs["rest"][0]["interaction"].as_array().unwrap().iter().map(|i| i["code"].as_str().unwrap()) {
+    for code in cs["rest"][0]["interaction"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["code"].as_str().unwrap())
+    {
         match code {
             "history-system" => {
                 let h = s.get("_history?_count=1").await.expect(200).json();
@@ -93,15 +98,24 @@ async fn every_advertised_interaction_works(s: Server) {
         s.get(&format!("${name}")).await.expect(200);
     }
     let patient = s.create(&json!({"resourceType": "Patient"})).await;
-    let entry = cs["rest"][0]["resource"].as_array().unwrap().iter().find(|r| r["type"] == "Patient").unwrap();
+    let entry = cs["rest"][0]["resource"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["type"] == "Patient")
+        .unwrap();
     for op in entry["operation"].as_array().unwrap() {
         let name = op["name"].as_str().unwrap();
         let params = match name {
             "validate" => json!({"resourceType": "Patient"}),
-            "meta-add" | "meta-delete" => json!({"resourceType": "Parameters", "parameter": [{"name": "meta", "valueMeta": {"tag": [{"code": "t"}]}}]}),
+            "meta-add" | "meta-delete" => {
+                json!({"resourceType": "Parameters", "parameter": [{"name": "meta", "valueMeta": {"tag": [{"code": "t"}]}}]})
+            }
             _ => json!({"resourceType": "Parameters"}),
         };
-        s.post(&format!("Patient/{patient}/${name}"), &params).await.expect(200);
+        s.post(&format!("Patient/{patient}/${name}"), &params)
+            .await
+            .expect(200);
     }
 }
 

@@ -18,4 +18,5 @@ mod operations;
 mod patch;
 mod profiles;
 mod rest;
+mod synthea;
 mod validator_examples;

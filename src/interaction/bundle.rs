@@ -129,26 +129,20 @@ pub(super) async fn process(
         }
         "transaction-response"
     } else {
-        for e in &entries {
-            let one = std::slice::from_ref(e);
-            let result = with_retries(|| run_transaction(ctx, base, one, None)).await;
-            match result {
-                Ok(mut r) => match r.pop() {
-                    Some(r) => out.push(entry_json(e, Ok(&r), base, prefer)),
-                    None => out.push(entry_json(
-                        e,
-                        Err(&Outcome::internal("no result")),
-                        base,
-                        prefer,
-                    )),
-                },
-                Err(o) => {
-                    if o.kind.is_fault() {
-                        tracing::error!(kind = ?o.kind, entry = e.index, "batch entry failed");
-                    }
-                    out.push(entry_json(e, Err(&o), base, prefer));
-                }
+        let mut attempt = 0;
+        let results = loop {
+            match run_batch(ctx, base, &entries).await {
+                Err(o) if o.kind == ErrorKind::Contention && attempt < MAX_RETRIES => attempt += 1,
+                r => break r?,
             }
+        };
+        for (e, result) in entries.iter().zip(&results) {
+            if let Err(o) = result
+                && o.kind.is_fault()
+            {
+                tracing::error!(kind = ?o.kind, entry = e.index, "batch entry failed");
+            }
+            out.push(entry_json(e, result.as_ref(), base, prefer));
         }
         "batch-response"
     };
@@ -280,8 +274,64 @@ async fn run_transaction(
     entries: &[Entry],
     provenance: Option<&Value>,
 ) -> Result<Vec<FhirResponse>, Outcome> {
-    let mut entries: Vec<Entry> = entries.to_vec();
     let mut s = Session::begin(ctx, base).await?;
+    let results = run_in(ctx, base, &mut s, entries, provenance).await?;
+    s.finish().await?;
+    Ok(results)
+}
+
+/// Runs a batch in one database transaction: each entry inside a savepoint with its own
+/// integrity check, rolled back alone when it fails, so entries stay independent while the
+/// batch commits once.
+async fn run_batch(
+    ctx: &Context,
+    base: &str,
+    entries: &[Entry],
+) -> Result<Vec<Result<FhirResponse, Outcome>>, Outcome> {
+    let mut s = Session::begin(ctx, base).await?;
+    let mut out = Vec::with_capacity(entries.len());
+    for e in entries {
+        let mut attempt = 0;
+        let result = loop {
+            let mark = s.mark();
+            s.tx().savepoint("batch_entry").await?;
+            let r = match run_in(ctx, base, &mut s, std::slice::from_ref(e), None).await {
+                Ok(r) => s.check_since(&mark).await.map(|_| r),
+                Err(o) => Err(o),
+            };
+            match r {
+                Ok(mut r) => {
+                    s.tx().release_savepoint("batch_entry").await?;
+                    break r
+                        .pop()
+                        .ok_or_else(|| Outcome::internal("an entry was not processed"));
+                }
+                Err(o) => {
+                    s.tx().rollback_to_savepoint("batch_entry").await?;
+                    s.reset(mark);
+                    if o.kind == ErrorKind::Contention && attempt < MAX_RETRIES {
+                        attempt += 1;
+                        continue;
+                    }
+                    break Err(o);
+                }
+            }
+        };
+        out.push(result);
+    }
+    s.finish().await?;
+    Ok(out)
+}
+
+/// The body of a transaction on an open session (no commit).
+async fn run_in(
+    ctx: &Context,
+    base: &str,
+    s: &mut Session,
+    entries: &[Entry],
+    provenance: Option<&Value>,
+) -> Result<Vec<FhirResponse>, Outcome> {
+    let mut entries: Vec<Entry> = entries.to_vec();
     // Explicit targets are locked up front, in one order, so transactions cannot deadlock
     // on them.
     let mut targets: Vec<(String, String)> = entries
@@ -301,7 +351,7 @@ async fn run_transaction(
     let mut ids: HashMap<String, String> = HashMap::new();
     for e in &mut entries {
         s.set_entry(Some(e.label()));
-        let plan = plan(ctx, &mut s, e).await.map_err(|o| e.fail(o))?;
+        let plan = plan(ctx, s, e).await.map_err(|o| e.fail(o))?;
         if let (Some(full_url), Some((rt, id))) = (&e.full_url, plan_target(&plan)) {
             ids.insert(full_url.clone(), format!("{rt}/{id}"));
         }
@@ -310,7 +360,7 @@ async fn run_transaction(
     check_duplicates(&entries, &plans)?;
 
     // 2. references: fullUrls and conditional references → Type/id
-    resolve_references(&mut s, &mut entries, &ids).await?;
+    resolve_references(s, &mut entries, &ids).await?;
 
     // 3. validation of what will be written
     for (e, plan) in entries.iter_mut().zip(&plans) {
@@ -341,16 +391,15 @@ async fn run_transaction(
     for i in order {
         let e = &entries[i];
         s.set_entry(Some(e.label()));
-        let r = execute(ctx, base, &mut s, e, &plans[i])
+        let r = execute(ctx, base, s, e, &plans[i])
             .await
             .map_err(|o| locate(o, Some(&e.label()), plan_type(&plans[i])))?;
         results[i] = Some(r);
     }
     s.set_entry(None);
     if let Some(p) = provenance {
-        provenance::record_in(ctx, &mut s, p.clone()).await?;
+        provenance::record_in(ctx, s, p.clone()).await?;
     }
-    s.finish().await?;
     results
         .into_iter()
         .map(|r| r.ok_or_else(|| Outcome::internal("an entry was not processed")))

@@ -22,6 +22,14 @@ struct Written {
     entry: Option<String>,
 }
 
+/// A position in a session's record (see [`Session::mark`]).
+#[derive(Debug, Default, Clone)]
+pub struct Mark {
+    written: usize,
+    deleted: usize,
+    versions: usize,
+}
+
 pub struct Session {
     tx: Box<dyn Transaction>,
     pub base: String,
@@ -91,17 +99,40 @@ impl Session {
 
     /// Checks referential integrity and commits; on any error nothing is committed.
     pub async fn finish(mut self) -> Result<(), Outcome> {
-        if self.integrity {
-            self.check_deletes().await?;
-            self.check_references().await?;
-        }
+        let start = Mark::default();
+        self.check_since(&start).await?;
         self.tx.commit().await?;
         Ok(())
     }
 
+    /// Where the session stands, to check or undo what comes after (batch savepoints).
+    pub fn mark(&self) -> Mark {
+        Mark {
+            written: self.written.len(),
+            deleted: self.deleted.len(),
+            versions: self.versions.len(),
+        }
+    }
+
+    /// Forgets what was recorded after `mark` (its writes were rolled back).
+    pub fn reset(&mut self, mark: Mark) {
+        self.written.truncate(mark.written);
+        self.deleted.truncate(mark.deleted);
+        self.versions.truncate(mark.versions);
+    }
+
+    /// Referential integrity of what was written and deleted since `mark`.
+    pub async fn check_since(&mut self, mark: &Mark) -> Result<(), Outcome> {
+        if self.integrity {
+            self.check_deletes(mark.deleted).await?;
+            self.check_references(mark.written).await?;
+        }
+        Ok(())
+    }
+
     /// Nothing live may reference a deleted resource (or, cascading, referrers go too).
-    async fn check_deletes(&mut self) -> Result<(), Outcome> {
-        let mut i = 0;
+    async fn check_deletes(&mut self, from: usize) -> Result<(), Outcome> {
+        let mut i = from;
         while i < self.deleted.len() {
             let (rt, id, entry) = self.deleted[i].clone();
             i += 1;
@@ -151,12 +182,12 @@ impl Session {
     }
 
     /// Every local reference of every resource written (and still live) must resolve.
-    async fn check_references(&mut self) -> Result<(), Outcome> {
+    async fn check_references(&mut self, from: usize) -> Result<(), Outcome> {
         let mut live: HashMap<(String, String), bool> = HashMap::new();
         let mut issues = Vec::new();
         let written = std::mem::take(&mut self.written);
         let mut seen = BTreeSet::new();
-        for w in written.iter().rev() {
+        for w in written.iter().skip(from).rev() {
             if !seen.insert((w.resource_type.clone(), w.id.clone())) {
                 continue; // an earlier write of the same resource was superseded
             }

@@ -222,6 +222,10 @@ pub trait Transaction: Send {
         target_id: &str,
         limit: u32,
     ) -> StoreResult<Vec<(String, String)>>;
+    /// A named savepoint inside the transaction (batch entries).
+    async fn savepoint(&mut self, name: &str) -> StoreResult<()>;
+    async fn rollback_to_savepoint(&mut self, name: &str) -> StoreResult<()>;
+    async fn release_savepoint(&mut self, name: &str) -> StoreResult<()>;
     /// Writes a version; fails with Conflict when `previous` is no longer current.
     async fn write(&mut self, version: &NewVersion) -> StoreResult<()>;
     async fn commit(self: Box<Self>) -> StoreResult<()>;

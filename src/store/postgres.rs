@@ -189,6 +189,18 @@ impl Transaction for PgTx {
         sql::referrers::<Postgres>(&mut self.tx, target_type, target_id, limit).await
     }
 
+    async fn savepoint(&mut self, name: &str) -> StoreResult<()> {
+        sql::savepoint::<Postgres>(&mut self.tx, "SAVEPOINT", name).await
+    }
+
+    async fn rollback_to_savepoint(&mut self, name: &str) -> StoreResult<()> {
+        sql::savepoint::<Postgres>(&mut self.tx, "ROLLBACK TO SAVEPOINT", name).await
+    }
+
+    async fn release_savepoint(&mut self, name: &str) -> StoreResult<()> {
+        sql::savepoint::<Postgres>(&mut self.tx, "RELEASE SAVEPOINT", name).await
+    }
+
     async fn write(&mut self, v: &NewVersion) -> StoreResult<()> {
         write_version::<Postgres>(&mut self.tx, v).await
     }

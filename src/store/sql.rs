@@ -622,3 +622,24 @@ where
     .map_err(map_err)?;
     Ok(rows.into_iter().map(|(id,)| id).collect())
 }
+
+/// `SAVEPOINT name` / `ROLLBACK TO SAVEPOINT name` / `RELEASE SAVEPOINT name`.
+pub(super) async fn savepoint<DB>(
+    conn: &mut DB::Connection,
+    verb: &'static str,
+    name: &str,
+) -> StoreResult<()>
+where
+    DB: Database,
+    for<'e> &'e mut DB::Connection: sqlx::Executor<'e, Database = DB>,
+    DB::Arguments: sqlx::IntoArguments<DB>,
+{
+    if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+        return Err(StoreError::Internal("bad savepoint name".into()));
+    }
+    sqlx::query::<DB>(sqlx::AssertSqlSafe(format!("{verb} {name}")))
+        .execute(&mut *conn)
+        .await
+        .map(|_| ())
+        .map_err(map_err)
+}

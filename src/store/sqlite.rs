@@ -194,6 +194,18 @@ impl Transaction for SqliteTx {
         sql::referrers::<Sqlite>(&mut self.tx, target_type, target_id, limit).await
     }
 
+    async fn savepoint(&mut self, name: &str) -> StoreResult<()> {
+        sql::savepoint::<Sqlite>(&mut self.tx, "SAVEPOINT", name).await
+    }
+
+    async fn rollback_to_savepoint(&mut self, name: &str) -> StoreResult<()> {
+        sql::savepoint::<Sqlite>(&mut self.tx, "ROLLBACK TO SAVEPOINT", name).await
+    }
+
+    async fn release_savepoint(&mut self, name: &str) -> StoreResult<()> {
+        sql::savepoint::<Sqlite>(&mut self.tx, "RELEASE SAVEPOINT", name).await
+    }
+
     async fn write(&mut self, v: &NewVersion) -> StoreResult<()> {
         write_version::<Sqlite>(&mut self.tx, v).await
     }
