@@ -186,6 +186,26 @@ impl Session {
         let mut live: HashMap<(String, String), bool> = HashMap::new();
         let mut issues = Vec::new();
         let written = std::mem::take(&mut self.written);
+        // one batched lookup for every resource written and every unversioned target
+        let mut wanted: BTreeSet<(String, String)> = BTreeSet::new();
+        for w in written.iter().skip(from) {
+            wanted.insert((w.resource_type.clone(), w.id.clone()));
+            for l in w.links.iter().filter(|l| l.version.is_none()) {
+                wanted.insert((l.target_type.clone(), l.target_id.clone()));
+            }
+        }
+        let wanted: Vec<(String, String)> = wanted.into_iter().collect();
+        let found: BTreeSet<(String, String)> = match self.tx.live_among(&wanted).await {
+            Ok(f) => f.into_iter().collect(),
+            Err(e) => {
+                self.written = written;
+                return Err(e.into());
+            }
+        };
+        for k in wanted {
+            let is_live = found.contains(&k);
+            live.insert(k, is_live);
+        }
         let mut seen = BTreeSet::new();
         for w in written.iter().skip(from).rev() {
             if !seen.insert((w.resource_type.clone(), w.id.clone())) {

@@ -222,6 +222,9 @@ pub trait Transaction: Send {
         target_id: &str,
         limit: u32,
     ) -> StoreResult<Vec<(String, String)>>;
+    /// Which of `keys` (type, id) are live resources, as this transaction sees them.
+    async fn live_among(&mut self, keys: &[(String, String)])
+    -> StoreResult<Vec<(String, String)>>;
     /// A named savepoint inside the transaction (batch entries).
     async fn savepoint(&mut self, name: &str) -> StoreResult<()>;
     async fn rollback_to_savepoint(&mut self, name: &str) -> StoreResult<()>;

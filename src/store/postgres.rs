@@ -189,6 +189,13 @@ impl Transaction for PgTx {
         sql::referrers::<Postgres>(&mut self.tx, target_type, target_id, limit).await
     }
 
+    async fn live_among(
+        &mut self,
+        keys: &[(String, String)],
+    ) -> StoreResult<Vec<(String, String)>> {
+        sql::live_among::<Postgres>(&mut self.tx, keys).await
+    }
+
     async fn savepoint(&mut self, name: &str) -> StoreResult<()> {
         sql::savepoint::<Postgres>(&mut self.tx, "SAVEPOINT", name).await
     }

@@ -84,10 +84,10 @@ where
                 qb.push(")");
             }
             Criterion::Token { param, values } => {
-                qb.push(
-                    " AND EXISTS (SELECT 1 FROM resource_token t WHERE t.resource_type = \
-                     r.resource_type AND t.id = r.id AND t.param = ",
-                );
+                // driven by the token index, not by a scan of the type's resources
+                qb.push(" AND r.id IN (SELECT t.id FROM resource_token t WHERE t.resource_type = ");
+                qb.push_bind(resource_type.to_string());
+                qb.push(" AND t.param = ");
                 qb.push_bind(param.clone());
                 qb.push(" AND (");
                 for (i, v) in values.iter().enumerate() {
@@ -530,11 +530,12 @@ where
 {
     let mut out = Vec::new();
     for chunk in sources.chunks(INSERT_CHUNK) {
-        let mut qb = QueryBuilder::<DB>::new(
-            "SELECT DISTINCT target_type, target_id FROM resource_link WHERE (resource_type, id) IN (",
+        let mut qb = QueryBuilder::<DB>::new("");
+        push_keys_cte(&mut qb, chunk);
+        qb.push(
+            " SELECT DISTINCT l.target_type, l.target_id FROM k JOIN resource_link l \
+             ON l.resource_type = k.t AND l.id = k.i",
         );
-        push_keys(&mut qb, chunk);
-        qb.push(")");
         let rows: Vec<(String, String)> = qb
             .build_query_as()
             .fetch_all(&mut *conn)
@@ -547,13 +548,16 @@ where
     Ok(out)
 }
 
-fn push_keys<DB>(qb: &mut QueryBuilder<DB>, keys: &[(String, String)])
+/// `WITH k(t, i) AS (VALUES (…), …)`: a key list the planner joins through the indexes
+/// (a row-value `IN` list makes SQLite scan the table).
+fn push_keys_cte<DB>(qb: &mut QueryBuilder<DB>, keys: &[(String, String)])
 where
     DB: Database,
     for<'q> String: Encode<'q, DB> + Type<DB>,
 {
-    for (i, (t, id)) in keys.iter().enumerate() {
-        if i > 0 {
+    qb.push("WITH k(t, i) AS (VALUES ");
+    for (n, (t, id)) in keys.iter().enumerate() {
+        if n > 0 {
             qb.push(", ");
         }
         qb.push("(");
@@ -562,6 +566,7 @@ where
         qb.push_bind(id.clone());
         qb.push(")");
     }
+    qb.push(")");
 }
 
 /// The current, live versions of `keys` (missing and deleted ones are left out).
@@ -582,15 +587,15 @@ where
 {
     let mut out = Vec::new();
     for chunk in keys.chunks(INSERT_CHUNK) {
-        let mut qb = QueryBuilder::<DB>::new(format!(
-            "SELECT {VERSION_COLUMNS} FROM resource r JOIN resource_version v \
+        let mut qb = QueryBuilder::<DB>::new("");
+        push_keys_cte(&mut qb, chunk);
+        qb.push(format!(
+            " SELECT {VERSION_COLUMNS} FROM k JOIN resource r ON r.resource_type = k.t AND r.id = k.i \
+             JOIN resource_version v \
              ON v.resource_type = r.resource_type AND v.id = r.id AND v.version = r.version \
              WHERE r.deleted = "
         ));
         qb.push_bind(false);
-        qb.push(" AND (r.resource_type, r.id) IN (");
-        push_keys(&mut qb, chunk);
-        qb.push(")");
         let rows = qb.build().fetch_all(&mut *conn).await.map_err(map_err)?;
         for row in &rows {
             out.push(version_from_row(row)?.1);
@@ -642,4 +647,36 @@ where
         .await
         .map(|_| ())
         .map_err(map_err)
+}
+
+/// Which of `keys` are live resources.
+pub(super) async fn live_among<DB>(
+    conn: &mut DB::Connection,
+    keys: &[(String, String)],
+) -> StoreResult<Vec<(String, String)>>
+where
+    DB: Database,
+    for<'e> &'e mut DB::Connection: sqlx::Executor<'e, Database = DB>,
+    DB::Arguments: sqlx::IntoArguments<DB>,
+    for<'q> String: Encode<'q, DB> + Type<DB>,
+    for<'q> bool: Encode<'q, DB> + Type<DB>,
+    (String, String): for<'r> sqlx::FromRow<'r, DB::Row>,
+{
+    let mut out = Vec::new();
+    for chunk in keys.chunks(INSERT_CHUNK) {
+        let mut qb = QueryBuilder::<DB>::new("");
+        push_keys_cte(&mut qb, chunk);
+        qb.push(
+            " SELECT r.resource_type, r.id FROM k JOIN resource r \
+             ON r.resource_type = k.t AND r.id = k.i WHERE r.deleted = ",
+        );
+        qb.push_bind(false);
+        let rows: Vec<(String, String)> = qb
+            .build_query_as()
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(map_err)?;
+        out.extend(rows);
+    }
+    Ok(out)
 }

@@ -194,6 +194,13 @@ impl Transaction for SqliteTx {
         sql::referrers::<Sqlite>(&mut self.tx, target_type, target_id, limit).await
     }
 
+    async fn live_among(
+        &mut self,
+        keys: &[(String, String)],
+    ) -> StoreResult<Vec<(String, String)>> {
+        sql::live_among::<Sqlite>(&mut self.tx, keys).await
+    }
+
     async fn savepoint(&mut self, name: &str) -> StoreResult<()> {
         sql::savepoint::<Sqlite>(&mut self.tx, "SAVEPOINT", name).await
     }
