@@ -23,6 +23,7 @@ backends!(
     cascade_delete,
     x_provenance,
     parallel_transactions,
+    crossing_transactions_do_not_deadlock,
 );
 
 fn example(name: &str) -> Value {
@@ -644,4 +645,36 @@ async fn parallel_transactions(s: Server) {
         "no update lost"
     );
     assert_eq!(s.get("Patient/_history?_count=0").await.json()["total"], 17);
+}
+
+/// Transactions that write the same two resources in opposite orders all succeed, none lost.
+async fn crossing_transactions_do_not_deadlock(s: Server) {
+    let s = Arc::new(s);
+    for id in ["a", "b"] {
+        s.put(
+            &format!("Patient/{id}"),
+            &json!({"resourceType": "Patient", "id": id}),
+        )
+        .await
+        .expect(201);
+    }
+    let mut tasks = Vec::new();
+    for i in 0..10 {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            let (first, second) = if i % 2 == 0 { ("a", "b") } else { ("b", "a") };
+            let put = |id: &str| json!({"resource": {"resourceType": "Patient", "id": id, "name": [{"family": format!("T{i}")}]},
+                "request": {"method": "PUT", "url": format!("Patient/{id}")}});
+            s.post("", &transaction(vec![put(first), put(second)])).await.status.as_u16()
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), 200);
+    }
+    for id in ["a", "b"] {
+        assert_eq!(
+            s.get(&format!("Patient/{id}/_history")).await.json()["total"],
+            11
+        );
+    }
 }
