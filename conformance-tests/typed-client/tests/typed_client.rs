@@ -211,7 +211,12 @@ async fn scenario(client: &Client<FhirR4B>) {
     assert_eq!(subject, Some(format!("Patient/{id}").as_str()));
     assert_eq!(read_obs.status, ObservationStatus::Final);
 
-    // delete
+    // delete: the Observation first — the server keeps referential integrity and refuses to
+    // delete a Patient that a live Observation references
+    client
+        .delete(ResourceType::Observation, &obs_id)
+        .await
+        .expect("delete Observation");
     client
         .delete(ResourceType::Patient, &id)
         .await
