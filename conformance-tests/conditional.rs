@@ -1,4 +1,5 @@
-//! Conditional create, update, patch and delete with `identifier` and `_id` criteria.
+//! Conditional create, update, patch and delete, and conditional references: any search
+//! criteria (identifier, _id, strings, dates, tokens, chains), parsed strictly.
 
 use crate::backends;
 use crate::common::Server;
@@ -10,6 +11,7 @@ backends!(
     conditional_delete,
     conditional_criteria_errors,
     concurrent_conditional_creates_make_one_resource,
+    conditional_with_any_criteria,
 );
 
 fn patient(system: &str, value: &str) -> serde_json::Value {
@@ -142,7 +144,11 @@ async fn conditional_delete(s: Server) {
 }
 
 async fn conditional_criteria_errors(s: Server) {
-    s.put("Patient?name=smith", &patient("s", "1"))
+    // unknown parameters are errors in criteria (ignoring one could match the wrong resource)
+    s.put("Patient?bogus=smith", &patient("s", "1"))
+        .await
+        .expect(400);
+    s.put("Patient?name:nope=smith", &patient("s", "1"))
         .await
         .expect(400);
     s.put("Patient", &patient("s", "1")).await.expect(400);
@@ -150,7 +156,7 @@ async fn conditional_criteria_errors(s: Server) {
     s.post_with(
         "Patient",
         &patient("s", "1"),
-        &[("if-none-exist", "family=x")],
+        &[("if-none-exist", "family:bogus=x")],
     )
     .await
     .expect(400);
@@ -188,4 +194,57 @@ async fn concurrent_conditional_creates_make_one_resource(s: Server) {
         "{statuses:?}"
     );
     assert_eq!(s.get("Patient/_history").await.json()["total"], 1);
+}
+
+async fn conditional_with_any_criteria(s: Server) {
+    let ann = json!({"resourceType": "Patient", "name": [{"family": "Ångström", "given": ["Ann"]}],
+        "birthDate": "1970-03-04", "gender": "female"});
+    let h = [("if-none-exist", "family=angstrom&birthdate=1970-03-04")];
+    let created = s.post_with("Patient", &ann, &h).await.expect(201);
+    let id = created.json()["id"].as_str().unwrap().to_string();
+    s.post_with("Patient", &ann, &h).await.expect(200);
+    // a string + date criterion that does not match creates
+    s.post_with(
+        "Patient",
+        &ann,
+        &[("if-none-exist", "family=angstrom&birthdate=1971")],
+    )
+    .await
+    .expect(201);
+    // conditional update by gender + birthdate (one match)
+    let mut updated = ann.clone();
+    updated["active"] = json!(true);
+    s.put("Patient?gender=female&family:exact=Ångström", &updated)
+        .await
+        .expect(412); // two female Ångströms now
+    s.put(&format!("Patient?_id={id}&birthdate=1970"), &updated)
+        .await
+        .expect(200);
+    // a chained criterion in a conditional reference inside a transaction
+    let obs = json!({"resourceType": "Observation", "status": "final", "code": {"text": "x"},
+        "subject": {"reference": "Patient?active=true&birthdate=1970-03-04"}});
+    let tx = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"resource": obs, "request": {"method": "POST", "url": "Observation"}}]});
+    let r = s.post("", &tx).await.expect(200);
+    let loc = r.json()["entry"][0]["response"]["location"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let obs_id = loc
+        .split("Observation/")
+        .nth(1)
+        .and_then(|r| r.split('/').next())
+        .unwrap()
+        .to_string();
+    let stored = s
+        .get(&format!("Observation/{obs_id}"))
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(stored["subject"]["reference"], format!("Patient/{id}"));
+    // conditional delete with a chain: the Observation whose subject is active
+    s.delete("Observation?subject:Patient.active=true")
+        .await
+        .expect(204);
+    s.get(&format!("Observation/{obs_id}")).await.expect(410);
 }

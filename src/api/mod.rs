@@ -10,6 +10,7 @@ use crate::fhir::outcome::{ErrorKind, Outcome};
 use crate::fhir::resource::parse_json_object;
 use crate::fhir::types::etag;
 use crate::interaction::operation::{OperationMethod, OperationRequest};
+use crate::interaction::search::{SearchRequest, SearchScope};
 use crate::interaction::{
     self, Body, Context, FhirRequest, FhirResponse, HistoryParams, Interaction, PatchBody, Status,
     Target,
@@ -45,7 +46,8 @@ pub fn router(state: ApiState) -> Router {
     let api = Router::new()
         .route("/metadata", get(metadata))
         .route("/_history", get(history_system))
-        .route("/", post(bundle))
+        .route("/", post(bundle).get(system_search))
+        .route("/_search", post(system_search_post))
         .route(
             "/{type}",
             post(create)
@@ -55,6 +57,7 @@ pub fn router(state: ApiState) -> Router {
                 .get(type_get),
         )
         .route("/{type}/_history", get(history_type))
+        .route("/{type}/_search", post(type_search_post))
         .route(
             "/{type}/{id}",
             get(read)
@@ -367,6 +370,44 @@ impl Call {
         self.run(state, Interaction::Operation(op)).await
     }
 
+    /// The query pairs followed by those of an `application/x-www-form-urlencoded` body.
+    fn form_pairs(&self, body: &[u8]) -> Result<Vec<(String, String)>, ApiError> {
+        if !body.is_empty() {
+            let form = self
+                .headers
+                .get(CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+            if !form {
+                return Err(ApiError(Outcome::new(
+                    ErrorKind::UnsupportedMediaType,
+                    "POST _search takes an application/x-www-form-urlencoded body",
+                )));
+            }
+        }
+        let mut pairs = self.query.clone();
+        let form: Vec<(String, String)> = serde_urlencoded::from_bytes(body)
+            .map_err(|_| ApiError(Outcome::bad_request("The form body cannot be decoded")))?;
+        pairs.extend(form);
+        Ok(pairs)
+    }
+
+    async fn search(
+        self,
+        state: &ApiState,
+        scope: SearchScope,
+        pairs: Vec<(String, String)>,
+    ) -> ApiResult {
+        let strict = negotiate::prefer_strict(&self.headers);
+        let req = SearchRequest {
+            scope,
+            pairs,
+            strict,
+            paging: true,
+        };
+        self.run(state, Interaction::Search(req)).await
+    }
+
     async fn history(self, state: &ApiState, scope: HistoryScope) -> ApiResult {
         let params = HistoryParams::parse(&self.query)?;
         self.run(state, Interaction::History { scope, params })
@@ -435,9 +476,16 @@ async fn instance_operation_get(
     FhirPath((resource_type, id, op)): FhirPath<(String, String, String)>,
     call: Call,
 ) -> ApiResult {
-    let op = op
-        .strip_prefix('$')
-        .ok_or_else(|| ApiError(Outcome::not_found("No such endpoint")))?;
+    let Some(op) = op.strip_prefix('$') else {
+        // `[base]/Patient/123/Observation`: compartment search
+        let pairs = call.query.clone();
+        let scope = SearchScope::Compartment {
+            owner_type: resource_type,
+            owner_id: id,
+            target: op,
+        };
+        return call.search(&state, scope, pairs).await;
+    };
     call.operation(&state, op, Some(resource_type), Some(id), None, None)
         .await
 }
@@ -615,7 +663,7 @@ async fn delete_conditional(
     .await
 }
 
-/// `GET [base]/[type]`: search (not yet), or `GET [base]/$op`.
+/// `GET [base]/[type]`: search, or `GET [base]/$op`.
 async fn type_get(
     State(state): State<ApiState>,
     FhirPath(resource_type): FhirPath<String>,
@@ -624,11 +672,32 @@ async fn type_get(
     if let Some(op) = resource_type.strip_prefix('$') {
         return call.operation(&state, op, None, None, None, None).await;
     }
-    interaction::resource_type(&state.ctx, &resource_type)?;
-    Err(ApiError(Outcome::new(
-        ErrorKind::NotImplemented,
-        "Search is not implemented yet; the CapabilityStatement lists what is",
-    )))
+    let pairs = call.query.clone();
+    call.search(&state, SearchScope::Type(resource_type), pairs)
+        .await
+}
+
+/// `POST [base]/[type]/_search`: the form body (and any query) as a GET search.
+async fn type_search_post(
+    State(state): State<ApiState>,
+    FhirPath(resource_type): FhirPath<String>,
+    call: Call,
+    body: Bytes,
+) -> ApiResult {
+    let pairs = call.form_pairs(&body)?;
+    call.search(&state, SearchScope::Type(resource_type), pairs)
+        .await
+}
+
+/// `GET [base]?…`: a search across types (`_type`), or a page of any search (`_page`).
+async fn system_search(State(state): State<ApiState>, call: Call) -> ApiResult {
+    let pairs = call.query.clone();
+    call.search(&state, SearchScope::System, pairs).await
+}
+
+async fn system_search_post(State(state): State<ApiState>, call: Call, body: Bytes) -> ApiResult {
+    let pairs = call.form_pairs(&body)?;
+    call.search(&state, SearchScope::System, pairs).await
 }
 
 /// `POST [base]`: a batch or transaction Bundle.

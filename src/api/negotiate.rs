@@ -192,6 +192,17 @@ pub fn prefer_return(headers: &HeaderMap) -> PreferReturn {
     PreferReturn::Representation
 }
 
+/// `Prefer: handling=strict` (unknown search parameters are errors, not warnings).
+pub fn prefer_strict(headers: &HeaderMap) -> bool {
+    headers.get_all("prefer").iter().any(|value| {
+        value
+            .to_str()
+            .unwrap_or("")
+            .split([',', ';'])
+            .any(|p| p.trim().eq_ignore_ascii_case("handling=strict"))
+    })
+}
+
 /// The conditional-request headers.
 pub fn preconditions(headers: &HeaderMap) -> Result<Preconditions, Outcome> {
     let text = |name| {

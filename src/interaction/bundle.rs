@@ -510,22 +510,40 @@ async fn plan(ctx: &Context, s: &mut Session, e: &Entry) -> Result<Plan, Outcome
             version: Some(v.to_string()),
         }),
         (Verb::Get | Verb::Head, rt, path) => {
-            let params = history_params(e.query.as_deref())?;
+            let params = || history_params(e.query.as_deref());
+            let search = |scope| -> Result<Interaction, Outcome> {
+                let pairs: Vec<(String, String)> =
+                    serde_urlencoded::from_str(e.query.as_deref().unwrap_or(""))
+                        .map_err(|_| Outcome::bad_request("The query cannot be decoded"))?;
+                Ok(Interaction::Search(super::search::SearchRequest {
+                    scope,
+                    pairs,
+                    strict: false,
+                    paging: false,
+                }))
+            };
             let interaction = match (rt, path) {
                 (_, ["metadata"]) => Interaction::Capabilities,
                 (_, ["_history"]) => Interaction::History {
                     scope: HistoryScope::System,
-                    params,
+                    params: params()?,
                 },
                 (Some(rt), [_, "_history"]) => Interaction::History {
                     scope: HistoryScope::Type(rt),
-                    params,
+                    params: params()?,
                 },
                 (Some(rt), [_, id, "_history"]) => Interaction::History {
                     scope: HistoryScope::Instance(rt, id.to_string()),
-                    params,
+                    params: params()?,
                 },
-                _ => return Err(not_supported("Search")),
+                (_, []) => search(super::search::SearchScope::System)?,
+                (Some(rt), [_]) => search(super::search::SearchScope::Type(rt))?,
+                (Some(rt), [_, id, target]) => search(super::search::SearchScope::Compartment {
+                    owner_type: rt,
+                    owner_id: id.to_string(),
+                    target: target.to_string(),
+                })?,
+                _ => return Err(not_supported("This request")),
             };
             Ok(Plan::Other(interaction))
         }
@@ -746,6 +764,9 @@ async fn execute(
         Plan::Other(Interaction::Capabilities) => Ok(super::capabilities::response(ctx, base)),
         Plan::Other(Interaction::History { scope, params }) => {
             super::history::history(ctx, base, scope, params).await
+        }
+        Plan::Other(Interaction::Search(req)) => {
+            super::search::search(ctx, base, req.clone()).await
         }
         Plan::Other(_) => Err(not_supported("This request")),
     }

@@ -15,6 +15,7 @@ pub mod operation;
 mod patch;
 mod provenance;
 mod read;
+pub mod search;
 pub mod session;
 mod update;
 mod vread;
@@ -108,6 +109,8 @@ pub enum Interaction {
     },
     /// An extended operation (`$everything`, `$validate`, `$meta`…).
     Operation(operation::OperationRequest),
+    /// search at type, system or compartment level (GET or POST `_search`).
+    Search(search::SearchRequest),
 }
 
 /// HTTP-independent preconditions (headers in REST, entry.request fields in Bundles).
@@ -261,6 +264,7 @@ pub async fn handle(ctx: &Context, req: FhirRequest) -> Result<FhirResponse, Out
             bundle::process(ctx, &base, bundle, prefer, provenance).await
         }
         Interaction::Operation(op) => operation::run(ctx, &base, op).await,
+        Interaction::Search(req) => search::search(ctx, &base, req).await,
         write => {
             let prepared = Prepared::new(ctx, write)?;
             let provenance = provenance

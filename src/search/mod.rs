@@ -1,7 +1,11 @@
-//! L1: search basics. For now: parsing the criteria of conditional interactions (`_id` and
-//! `identifier`) and extracting the identifier index rows they query. The search feature
-//! replaces both with SearchParameter-driven parsing and FHIRPath extraction.
+//! L1: search. The parameter registry (from fhir-profiles/), index-row extraction by FHIRPath,
+//! query parsing into a [`query::SearchQuery`] the store compiles to SQL, and the value
+//! normalizations both sides share (dates as ranges, folded strings, UCUM base units).
 
 pub mod criteria;
+pub mod dates;
 pub mod index;
 pub mod parameters;
+pub mod query;
+pub mod text;
+pub mod ucum;

@@ -29,6 +29,17 @@ pub struct SearchParam {
     /// The parsed expression (None when absent or unparseable).
     pub parsed: Option<Expr>,
     pub targets: Vec<String>,
+    /// A composite parameter's components, in order.
+    pub components: Vec<Component>,
+}
+
+/// One component of a composite parameter: another parameter of the same base (by code) and
+/// an expression evaluated on each value of the composite's expression.
+#[derive(Debug)]
+pub struct Component {
+    pub param: String,
+    pub expression: String,
+    pub parsed: Option<Expr>,
 }
 
 #[derive(Deserialize)]
@@ -39,6 +50,14 @@ struct RawParam {
     expression: Option<String>,
     #[serde(default)]
     targets: Vec<String>,
+    #[serde(default)]
+    components: Vec<RawComponent>,
+}
+
+#[derive(Deserialize)]
+struct RawComponent {
+    param: String,
+    expression: String,
 }
 
 #[derive(Debug, Default)]
@@ -49,7 +68,7 @@ pub struct SearchParameters {
 
 static R4: LazyLock<SearchParameters> = LazyLock::new(SearchParameters::load);
 
-fn kind(s: &str) -> ParamType {
+pub fn kind(s: &str) -> ParamType {
     match s {
         "number" => ParamType::Number,
         "date" => ParamType::Date,
@@ -84,6 +103,15 @@ impl SearchParameters {
                     kind: kind(&p.kind),
                     expression: p.expression,
                     targets: p.targets,
+                    components: p
+                        .components
+                        .into_iter()
+                        .map(|c| Component {
+                            parsed: parse(&c.expression).ok(),
+                            param: c.param,
+                            expression: c.expression,
+                        })
+                        .collect(),
                 })
                 .collect();
             out.by_type.insert(base, list);

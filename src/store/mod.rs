@@ -8,17 +8,19 @@
 //! the expected previous version, so a concurrent writer can never be lost silently.
 
 mod postgres;
+mod search;
 mod sql;
 mod sqlite;
 
 use crate::fhir::outcome::{ErrorKind, Outcome};
 use crate::fhir::types::{Instant, VersionId};
-use crate::search::criteria::Criterion;
 use crate::search::index::IndexRows;
+use crate::search::query::Filter;
 use async_trait::async_trait;
 use std::sync::Arc;
 
 pub use postgres::PostgresStore;
+pub use search::{Anchor, Hit, KeyValue, SearchSpec};
 pub use sqlite::SqliteStore;
 
 /// The HTTP verb that produced a version, as history reports it.
@@ -179,6 +181,34 @@ pub trait Store: Send + Sync + 'static {
     async fn read_many(&self, keys: &[(String, String)]) -> StoreResult<Vec<StoredVersion>>;
     /// Ids of the live resources of a type.
     async fn live_ids(&self, resource_type: &str) -> StoreResult<Vec<String>>;
+    /// One page of a search, in sort order.
+    async fn search(&self, spec: &SearchSpec<'_>) -> StoreResult<Vec<Hit>>;
+    /// How many live resources a search matches.
+    async fn count(&self, types: &[String], filters: &[Filter]) -> StoreResult<u64>;
+    /// Targets of the reference rows of `sources` (`_include`), distinct.
+    async fn include_targets(
+        &self,
+        sources: &[(String, String)],
+        param: Option<&str>,
+        target_type: Option<&str>,
+    ) -> StoreResult<Vec<(String, String)>>;
+    /// Resources whose reference rows point at `targets` (`_revinclude`), distinct.
+    async fn revinclude_sources(
+        &self,
+        targets: &[(String, String)],
+        source_type: Option<&str>,
+        param: Option<&str>,
+    ) -> StoreResult<Vec<(String, String)>>;
+    /// Stores a paging cursor, dropping cursors created before `purge_before`.
+    async fn save_cursor(
+        &self,
+        id: &str,
+        created: i64,
+        payload: &str,
+        purge_before: i64,
+    ) -> StoreResult<()>;
+    /// A paging cursor: (created, payload).
+    async fn load_cursor(&self, id: &str) -> StoreResult<Option<(i64, String)>>;
     /// Live resources referencing `target_type/target_id` anywhere (at most `limit`).
     async fn referrers(
         &self,
@@ -201,11 +231,12 @@ pub trait Transaction: Send {
         resource_type: &str,
         id: &str,
     ) -> StoreResult<Option<StoredVersion>>;
-    /// Ids of live resources of `resource_type` matching every criterion (at most `limit`).
+    /// Ids of live resources of `resource_type` matching every filter (at most `limit`), as
+    /// this transaction sees them.
     async fn find(
         &mut self,
         resource_type: &str,
-        criteria: &[Criterion],
+        filters: &[Filter],
         limit: u32,
     ) -> StoreResult<Vec<String>>;
     /// A given version, as this transaction sees it.

@@ -7,7 +7,6 @@ use super::{
     StoredVersion, map_err,
 };
 use crate::fhir::types::Instant;
-use crate::search::criteria::Criterion;
 use sqlx::{ColumnIndex, Database, Decode, Encode, QueryBuilder, Row, Type};
 
 pub(super) const VERSION_COLUMNS: &str =
@@ -54,70 +53,6 @@ where
             body: body.map(Into::into),
         },
     ))
-}
-
-/// `SELECT r.id FROM resource r WHERE …` for conditional-interaction criteria.
-pub(super) fn find_query<DB>(
-    resource_type: &str,
-    criteria: &[Criterion],
-    limit: u32,
-) -> QueryBuilder<DB>
-where
-    DB: Database,
-    for<'q> String: Encode<'q, DB> + Type<DB>,
-    for<'q> Option<String>: Encode<'q, DB> + Type<DB>,
-    for<'q> i64: Encode<'q, DB> + Type<DB>,
-    for<'q> bool: Encode<'q, DB> + Type<DB>,
-{
-    let mut qb = QueryBuilder::new("SELECT r.id FROM resource r WHERE r.resource_type = ");
-    qb.push_bind(resource_type.to_string());
-    qb.push(" AND r.deleted = ");
-    qb.push_bind(false);
-    for c in criteria {
-        match c {
-            Criterion::Id(ids) => {
-                qb.push(" AND r.id IN (");
-                let mut sep = qb.separated(", ");
-                for id in ids {
-                    sep.push_bind(id.clone());
-                }
-                qb.push(")");
-            }
-            Criterion::Token { param, values } => {
-                // driven by the token index, not by a scan of the type's resources
-                qb.push(" AND r.id IN (SELECT t.id FROM resource_token t WHERE t.resource_type = ");
-                qb.push_bind(resource_type.to_string());
-                qb.push(" AND t.param = ");
-                qb.push_bind(param.clone());
-                qb.push(" AND (");
-                for (i, v) in values.iter().enumerate() {
-                    if i > 0 {
-                        qb.push(" OR ");
-                    }
-                    qb.push("(1 = 1");
-                    if let Some(code) = &v.code {
-                        qb.push(" AND t.code = ");
-                        qb.push_bind(code.clone());
-                    }
-                    match &v.system {
-                        None => {}
-                        Some(None) => {
-                            qb.push(" AND t.system IS NULL");
-                        }
-                        Some(Some(s)) => {
-                            qb.push(" AND t.system = ");
-                            qb.push_bind(s.clone());
-                        }
-                    }
-                    qb.push(")");
-                }
-                qb.push("))");
-            }
-        }
-    }
-    qb.push(" ORDER BY r.id LIMIT ");
-    qb.push_bind(i64::from(limit));
-    qb
 }
 
 /// Appends the WHERE clause of a history listing.
@@ -279,6 +214,9 @@ where
     for<'q> bool: Encode<'q, DB> + Type<DB>,
     for<'r> i64: Decode<'r, DB>,
     usize: ColumnIndex<DB::Row>,
+    for<'q> Option<i64>: Encode<'q, DB> + Type<DB>,
+    for<'q> f64: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<f64>: Encode<'q, DB> + Type<DB>,
 {
     let deleted = v.body.is_none();
     sqlx::query::<DB>(INSERT_VERSION)
@@ -321,65 +259,159 @@ where
         }
     }
     if v.previous.is_some() {
-        for table in ["resource_token", "resource_reference", "resource_link"] {
-            sqlx::query::<DB>(sqlx::AssertSqlSafe(format!(
-                "DELETE FROM {table} WHERE resource_type = $1 AND id = $2"
-            )))
-            .bind(v.resource_type.as_str())
-            .bind(v.id.as_str())
-            .execute(&mut *conn)
-            .await
-            .map_err(map_err)?;
-        }
+        delete_index_rows::<DB>(conn, &v.resource_type, &v.id, INDEX_TABLES).await?;
     }
     if deleted {
         return Ok(());
     }
-    let rt = v.resource_type.as_str();
-    let id = v.id.as_str();
-    for chunk in v.index.tokens.chunks(INSERT_CHUNK) {
-        let mut qb = QueryBuilder::<DB>::new(
-            "INSERT INTO resource_token (resource_type, id, param, system, code) ",
-        );
-        qb.push_values(chunk, |mut b, t| {
-            b.push_bind(rt.to_string())
-                .push_bind(id.to_string())
-                .push_bind(t.param.clone())
-                .push_bind(t.system.clone())
-                .push_bind(t.code.clone());
-        });
-        qb.build().execute(&mut *conn).await.map_err(map_err)?;
+    insert_index_rows::<DB>(conn, &v.resource_type, &v.id, &v.index, true).await
+}
+
+/// Every table holding index rows of a resource.
+pub(super) const INDEX_TABLES: &[&str] = &[
+    "resource_token",
+    "resource_reference",
+    "resource_link",
+    "search_string",
+    "search_date",
+    "search_number",
+    "search_quantity",
+    "search_uri",
+];
+
+/// Removes a resource's rows from `tables`.
+pub(super) async fn delete_index_rows<DB>(
+    conn: &mut DB::Connection,
+    resource_type: &str,
+    id: &str,
+    tables: &[&str],
+) -> StoreResult<()>
+where
+    DB: Database,
+    for<'e> &'e mut DB::Connection: sqlx::Executor<'e, Database = DB>,
+    DB::Arguments: sqlx::IntoArguments<DB>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+{
+    for table in tables {
+        sqlx::query::<DB>(sqlx::AssertSqlSafe(format!(
+            "DELETE FROM {table} WHERE resource_type = $1 AND id = $2"
+        )))
+        .bind(resource_type)
+        .bind(id)
+        .execute(&mut *conn)
+        .await
+        .map_err(map_err)?;
     }
-    for chunk in v.index.references.chunks(INSERT_CHUNK) {
-        let mut qb = QueryBuilder::<DB>::new(
-            "INSERT INTO resource_reference (resource_type, id, param, target_type, target_id) ",
-        );
-        qb.push_values(chunk, |mut b, r| {
-            b.push_bind(rt.to_string())
-                .push_bind(id.to_string())
-                .push_bind(r.param.clone())
-                .push_bind(r.target_type.clone())
-                .push_bind(r.target_id.clone());
-        });
-        qb.build().execute(&mut *conn).await.map_err(map_err)?;
+    Ok(())
+}
+
+/// Inserts index rows (links too when `links`), in multi-row INSERTs.
+pub(super) async fn insert_index_rows<DB>(
+    conn: &mut DB::Connection,
+    rt: &str,
+    id: &str,
+    index: &crate::search::index::IndexRows,
+    links: bool,
+) -> StoreResult<()>
+where
+    DB: Database,
+    for<'e> &'e mut DB::Connection: sqlx::Executor<'e, Database = DB>,
+    DB::Arguments: sqlx::IntoArguments<DB>,
+    for<'q> String: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<String>: Encode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<i64>: Encode<'q, DB> + Type<DB>,
+    for<'q> f64: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<f64>: Encode<'q, DB> + Type<DB>,
+{
+    macro_rules! insert {
+        ($rows:expr, $sql:literal, |$b:ident, $r:ident| $push:expr) => {
+            for chunk in $rows.chunks(INSERT_CHUNK) {
+                let mut qb = QueryBuilder::<DB>::new($sql);
+                qb.push_values(chunk, |mut $b, $r| {
+                    $b.push_bind(rt.to_string()).push_bind(id.to_string());
+                    $push;
+                });
+                qb.build().execute(&mut *conn).await.map_err(map_err)?;
+            }
+        };
     }
-    let links: Vec<&crate::search::index::LinkRow> = v
-        .index
-        .links
-        .iter()
-        .filter(|l| l.version.is_none())
-        .collect();
-    for chunk in links.chunks(INSERT_CHUNK) {
-        let mut qb = QueryBuilder::<DB>::new(
+    insert!(
+        index.tokens,
+        "INSERT INTO resource_token (resource_type, id, param, system, code, grp) ",
+        |b, t| b
+            .push_bind(t.param.clone())
+            .push_bind(t.system.clone())
+            .push_bind(t.code.clone())
+            .push_bind(t.grp)
+    );
+    insert!(
+        index.references,
+        "INSERT INTO resource_reference (resource_type, id, param, target_type, target_id, grp) ",
+        |b, r| b
+            .push_bind(r.param.clone())
+            .push_bind(r.target_type.clone())
+            .push_bind(r.target_id.clone())
+            .push_bind(r.grp)
+    );
+    insert!(
+        index.strings,
+        "INSERT INTO search_string (resource_type, id, param, norm, exact, grp) ",
+        |b, r| b
+            .push_bind(r.param.clone())
+            .push_bind(r.norm.clone())
+            .push_bind(r.exact.clone())
+            .push_bind(r.grp)
+    );
+    insert!(
+        index.dates,
+        "INSERT INTO search_date (resource_type, id, param, low, high, grp) ",
+        |b, r| b
+            .push_bind(r.param.clone())
+            .push_bind(r.low)
+            .push_bind(r.high)
+            .push_bind(r.grp)
+    );
+    insert!(
+        index.numbers,
+        "INSERT INTO search_number (resource_type, id, param, value, grp) ",
+        |b, r| b
+            .push_bind(r.param.clone())
+            .push_bind(r.value)
+            .push_bind(r.grp)
+    );
+    insert!(
+        index.quantities,
+        "INSERT INTO search_quantity (resource_type, id, param, value, system, code, unit, \
+         cvalue, ccode, grp) ",
+        |b, r| b
+            .push_bind(r.param.clone())
+            .push_bind(r.value)
+            .push_bind(r.system.clone())
+            .push_bind(r.code.clone())
+            .push_bind(r.unit.clone())
+            .push_bind(r.cvalue)
+            .push_bind(r.ccode.clone())
+            .push_bind(r.grp)
+    );
+    insert!(
+        index.uris,
+        "INSERT INTO search_uri (resource_type, id, param, value, grp) ",
+        |b, r| b
+            .push_bind(r.param.clone())
+            .push_bind(r.value.clone())
+            .push_bind(r.grp)
+    );
+    if links {
+        let links: Vec<&crate::search::index::LinkRow> =
+            index.links.iter().filter(|l| l.version.is_none()).collect();
+        insert!(
+            links,
             "INSERT INTO resource_link (resource_type, id, target_type, target_id) ",
-        );
-        qb.push_values(chunk, |mut b, l| {
-            b.push_bind(rt.to_string())
-                .push_bind(id.to_string())
+            |b, l| b
                 .push_bind(l.target_type.clone())
-                .push_bind(l.target_id.clone());
-        });
-        qb.build().execute(&mut *conn).await.map_err(map_err)?;
+                .push_bind(l.target_id.clone())
+        );
     }
     Ok(())
 }
@@ -550,7 +582,7 @@ where
 
 /// `WITH k(t, i) AS (VALUES (…), …)`: a key list the planner joins through the indexes
 /// (a row-value `IN` list makes SQLite scan the table).
-fn push_keys_cte<DB>(qb: &mut QueryBuilder<DB>, keys: &[(String, String)])
+pub(super) fn push_keys_cte<DB>(qb: &mut QueryBuilder<DB>, keys: &[(String, String)])
 where
     DB: Database,
     for<'q> String: Encode<'q, DB> + Type<DB>,

@@ -4,15 +4,16 @@
 //! write pool, so writes are serialized in arrival order and never fail half-way on a lock
 //! upgrade; readers use a separate pool and run concurrently (WAL).
 
+use super::search::{Compiler, Hit, SearchSpec, hits_from_rows, include_query, revinclude_query};
 use super::sql::{
-    self, SELECT_CURRENT, SELECT_VERSION, fetch_version, find_query, read_history, write_version,
+    self, SELECT_CURRENT, SELECT_VERSION, fetch_version, read_history, write_version,
 };
 use super::{
     HistoryPage, HistoryQuery, HistoryScope, NewVersion, Store, StoreResult, StoredVersion,
     Transaction, map_err,
 };
 use crate::fhir::types::VersionId;
-use crate::search::criteria::Criterion;
+use crate::search::query::Filter;
 use anyhow::Context;
 use async_trait::async_trait;
 use sqlx::Sqlite;
@@ -125,6 +126,92 @@ impl Store for SqliteStore {
         sql::referrers::<Sqlite>(&mut conn, target_type, target_id, limit).await
     }
 
+    async fn search(&self, spec: &SearchSpec<'_>) -> StoreResult<Vec<Hit>> {
+        let rows = Compiler::new(false)
+            .page::<Sqlite>(spec)
+            .build()
+            .fetch_all(&self.read)
+            .await
+            .map_err(map_err)?;
+        hits_from_rows(&rows, spec.sort)
+    }
+
+    async fn count(&self, types: &[String], filters: &[Filter]) -> StoreResult<u64> {
+        let n: i64 = Compiler::new(false)
+            .count::<Sqlite>(types, filters)
+            .build_query_scalar()
+            .fetch_one(&self.read)
+            .await
+            .map_err(map_err)?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    async fn include_targets(
+        &self,
+        sources: &[(String, String)],
+        param: Option<&str>,
+        target_type: Option<&str>,
+    ) -> StoreResult<Vec<(String, String)>> {
+        let mut out = Vec::new();
+        for chunk in sources.chunks(200) {
+            let rows: Vec<(String, String)> = include_query::<Sqlite>(chunk, param, target_type)
+                .build_query_as()
+                .fetch_all(&self.read)
+                .await
+                .map_err(map_err)?;
+            out.extend(rows);
+        }
+        Ok(out)
+    }
+
+    async fn revinclude_sources(
+        &self,
+        targets: &[(String, String)],
+        source_type: Option<&str>,
+        param: Option<&str>,
+    ) -> StoreResult<Vec<(String, String)>> {
+        let mut out = Vec::new();
+        for chunk in targets.chunks(200) {
+            let rows: Vec<(String, String)> = revinclude_query::<Sqlite>(chunk, source_type, param)
+                .build_query_as()
+                .fetch_all(&self.read)
+                .await
+                .map_err(map_err)?;
+            out.extend(rows);
+        }
+        Ok(out)
+    }
+
+    async fn save_cursor(
+        &self,
+        id: &str,
+        created: i64,
+        payload: &str,
+        purge_before: i64,
+    ) -> StoreResult<()> {
+        sqlx::query("DELETE FROM search_cursor WHERE created < $1")
+            .bind(purge_before)
+            .execute(&self.write)
+            .await
+            .map_err(map_err)?;
+        sqlx::query("INSERT INTO search_cursor (id, created, payload) VALUES ($1, $2, $3)")
+            .bind(id)
+            .bind(created)
+            .bind(payload)
+            .execute(&self.write)
+            .await
+            .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn load_cursor(&self, id: &str) -> StoreResult<Option<(i64, String)>> {
+        sqlx::query_as("SELECT created, payload FROM search_cursor WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.read)
+            .await
+            .map_err(map_err)
+    }
+
     async fn ping(&self) -> StoreResult<()> {
         sqlx::query("SELECT 1")
             .execute(&self.read)
@@ -159,10 +246,11 @@ impl Transaction for SqliteTx {
     async fn find(
         &mut self,
         resource_type: &str,
-        criteria: &[Criterion],
+        filters: &[Filter],
         limit: u32,
     ) -> StoreResult<Vec<String>> {
-        find_query::<Sqlite>(resource_type, criteria, limit)
+        Compiler::new(false)
+            .ids::<Sqlite>(resource_type, filters, limit)
             .build_query_scalar()
             .fetch_all(&mut *self.tx)
             .await

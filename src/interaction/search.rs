@@ -1,0 +1,638 @@
+//! search at type, system and compartment level (GET or POST `_search`, same code): parses
+//! the query with the registry, resolves `:in` ValueSets from the store, asks the store for
+//! one keyset page, adds `_include`/`_revinclude` resources (mode include, not counted),
+//! applies `_summary`/`_elements`, and answers a `searchset` Bundle whose paging links are
+//! opaque cursor ids (the query and position stay in the database, never in the URL).
+
+use super::{Body, Context, FhirResponse, Status, resource_type};
+use crate::fhir::outcome::{ErrorKind, Issue, Outcome, operation_outcome};
+use crate::fhir::types::Instant;
+use crate::search::parameters::SearchParameters;
+use crate::search::query::{
+    self, DEFAULT_COUNT, Filter, Include, Pred, SearchQuery, Summary, Total,
+};
+use crate::store::{Anchor, Hit, SearchSpec, StoredVersion};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+use std::collections::{HashMap, HashSet};
+
+/// How long a paging link keeps working.
+pub const CURSOR_TTL_MS: i64 = 60 * 60 * 1000;
+/// Cursors older than this are deleted (their links answer 400 instead of 410).
+const CURSOR_PURGE_MS: i64 = 24 * 60 * 60 * 1000;
+/// At most this many resources are added by `_include`/`_revinclude` to one page.
+const MAX_INCLUDED: usize = 1000;
+/// `:iterate` follows references at most this deep.
+const MAX_ITERATIONS: usize = 5;
+
+/// Where a search runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SearchScope {
+    /// `[base]/[type]`
+    Type(String),
+    /// `[base]` (with `_type` or across every type)
+    System,
+    /// `[base]/Patient/123/[type]` (`*` for every type in the compartment)
+    Compartment {
+        owner_type: String,
+        owner_id: String,
+        target: String,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct SearchRequest {
+    pub scope: SearchScope,
+    pub pairs: Vec<(String, String)>,
+    /// `Prefer: handling=strict`: unknown parameters are errors.
+    pub strict: bool,
+    /// Store paging cursors (false inside Bundles: a transaction holds SQLite's one writer).
+    pub paging: bool,
+}
+
+/// What a paging link stands for.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct CursorState {
+    scope: SearchScope,
+    pairs: Vec<(String, String)>,
+    strict: bool,
+    anchor: Option<Anchor>,
+    backwards: bool,
+    /// The cursor of the first page.
+    first: Option<String>,
+}
+
+pub async fn search(
+    ctx: &Context,
+    base: &str,
+    req: SearchRequest,
+) -> Result<FhirResponse, Outcome> {
+    let page_token = req
+        .pairs
+        .iter()
+        .find(|(k, _)| k == "_page")
+        .map(|(_, v)| v.clone());
+    let paging = req.paging;
+    let state = match page_token {
+        Some(token) if paging => load_cursor(ctx, &token).await?,
+        Some(_) => {
+            return Err(Outcome::bad_request(
+                "_page cannot be followed inside a Bundle",
+            ));
+        }
+        None => CursorState {
+            scope: req.scope,
+            pairs: req.pairs,
+            strict: req.strict,
+            anchor: None,
+            backwards: false,
+            first: None,
+        },
+    };
+    run(ctx, base, state, paging).await
+}
+
+async fn load_cursor(ctx: &Context, token: &str) -> Result<CursorState, Outcome> {
+    if token.len() != 32 || !token.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(Outcome::bad_request("_page is not a page token of this server").at("_page"));
+    }
+    let Some((created, payload)) = ctx.store.load_cursor(token).await? else {
+        return Err(Outcome::bad_request(
+            "_page names no search of this server (unknown, tampered or long expired)",
+        )
+        .at("_page"));
+    };
+    if Instant::now().millis() - created > CURSOR_TTL_MS {
+        return Err(Outcome::new(
+            ErrorKind::Gone,
+            "This paging link has expired; run the search again",
+        )
+        .at("_page"));
+    }
+    serde_json::from_str(&payload)
+        .map_err(|_| Outcome::internal("A stored paging cursor cannot be read"))
+}
+
+async fn save_cursor(ctx: &Context, state: &CursorState) -> Result<String, Outcome> {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let payload = serde_json::to_string(state)
+        .map_err(|_| Outcome::internal("A paging cursor cannot be written"))?;
+    let now = Instant::now().millis();
+    ctx.store
+        .save_cursor(&id, now, &payload, now - CURSOR_PURGE_MS)
+        .await?;
+    Ok(id)
+}
+
+/// The types and extra filters a scope implies.
+fn scope_types(
+    ctx: &Context,
+    scope: &SearchScope,
+    pairs: &[(String, String)],
+) -> Result<(Vec<String>, Vec<Filter>), Outcome> {
+    let registry = SearchParameters::r4();
+    match scope {
+        SearchScope::Type(t) => Ok((vec![resource_type(ctx, t)?.to_string()], Vec::new())),
+        SearchScope::System => {
+            let mut types = Vec::new();
+            for (k, v) in pairs {
+                if k == "_type" {
+                    for t in v.split(',').filter(|t| !t.is_empty()) {
+                        let t = resource_type(ctx, t).map_err(|o| {
+                            Outcome::bad_request(o.issues[0].diagnostics.clone()).at("_type")
+                        })?;
+                        if !types.iter().any(|x| x == t) {
+                            types.push(t.to_string());
+                        }
+                    }
+                }
+            }
+            Ok((types, Vec::new()))
+        }
+        SearchScope::Compartment {
+            owner_type,
+            owner_id,
+            target,
+        } => {
+            let owner = resource_type(ctx, owner_type)?;
+            if owner != "Patient" {
+                return Err(Outcome::new(
+                    ErrorKind::NotImplemented,
+                    format!("Only the Patient compartment is supported, not {owner}"),
+                ));
+            }
+            if !crate::fhir::types::is_valid_id(owner_id) {
+                return Err(Outcome::bad_request("The compartment id is not a valid id"));
+            }
+            let targets: Vec<String> = if target == "*" {
+                let mut all: Vec<String> = registry
+                    .patient_compartment_types()
+                    .map(str::to_string)
+                    .collect();
+                all.push("Patient".to_string());
+                all.sort();
+                all.dedup();
+                all
+            } else {
+                let t = resource_type(ctx, target)?;
+                if t != "Patient" && registry.patient_compartment(t).is_empty() {
+                    return Err(Outcome::bad_request(format!(
+                        "{t} is not in the Patient compartment"
+                    )));
+                }
+                vec![t.to_string()]
+            };
+            // one compartment filter per type would need per-type params; the store
+            // matches any listed parameter of the row's own type
+            let params: Vec<String> = targets
+                .iter()
+                .flat_map(|t| registry.patient_compartment(t).iter().cloned())
+                .collect::<HashSet<_>>()
+                .into_iter()
+                .collect();
+            let mut params = params;
+            params.sort();
+            Ok((
+                targets,
+                vec![Filter::Compartment {
+                    owner_type: owner.to_string(),
+                    owner_id: owner_id.clone(),
+                    params,
+                }],
+            ))
+        }
+    }
+}
+
+async fn run(
+    ctx: &Context,
+    base: &str,
+    state: CursorState,
+    paging: bool,
+) -> Result<FhirResponse, Outcome> {
+    let (types, scope_filters) = scope_types(ctx, &state.scope, &state.pairs)?;
+    let registry = SearchParameters::r4();
+    let mut q = query::parse(registry, &types, &state.pairs, state.strict)?;
+    q.filters.splice(0..0, scope_filters);
+    resolve_value_sets(ctx, &mut q.filters).await?;
+    let count = q.count.unwrap_or(DEFAULT_COUNT);
+    let counting = q.summary == Some(Summary::Count) || count == 0;
+    let total = if counting || q.total != Total::None {
+        Some(ctx.store.count(&types, &q.filters).await?)
+    } else {
+        None
+    };
+    let mut hits: Vec<Hit> = Vec::new();
+    let mut more = false;
+    if !counting {
+        let spec = SearchSpec {
+            types: &types,
+            filters: &q.filters,
+            sort: &q.sort,
+            anchor: state.anchor.as_ref(),
+            backwards: state.backwards,
+            limit: count + 1,
+        };
+        hits = ctx.store.search(&spec).await?;
+        more = hits.len() > count as usize;
+        hits.truncate(count as usize);
+        if state.backwards {
+            hits.reverse();
+        }
+    }
+    // links: self (the query as used), first/next/previous (opaque cursors)
+    let first_id = match &state.first {
+        _ if !paging => String::new(),
+        Some(f) => f.clone(),
+        None => {
+            let first = CursorState {
+                anchor: None,
+                backwards: false,
+                first: None,
+                ..state.clone()
+            };
+            save_cursor(ctx, &first).await?
+        }
+    };
+    let scope_url = scope_url(base, &state.scope);
+    let page_url = |id: &str| format!("{base}?_page={id}");
+    let mut links = vec![json!({"relation": "self", "url": self_url(&scope_url, &q, &state)})];
+    let counting = counting || !paging; // no paging links without cursors
+    if !counting {
+        links.push(json!({"relation": "first", "url": page_url(&first_id)}));
+    }
+    let (has_next, has_prev) = if state.backwards {
+        (state.anchor.is_some(), more)
+    } else {
+        (more, state.anchor.is_some())
+    };
+    if !counting
+        && has_prev
+        && let Some(h) = hits.first()
+    {
+        let prev = CursorState {
+            anchor: Some(anchor_of(h)),
+            backwards: true,
+            first: Some(first_id.clone()),
+            ..state.clone()
+        };
+        let id = save_cursor(ctx, &prev).await?;
+        links.push(json!({"relation": "previous", "url": page_url(&id)}));
+    }
+    if !counting
+        && has_next
+        && let Some(h) = hits.last()
+    {
+        let next = CursorState {
+            anchor: Some(anchor_of(h)),
+            backwards: false,
+            first: Some(first_id.clone()),
+            ..state.clone()
+        };
+        let id = save_cursor(ctx, &next).await?;
+        links.push(json!({"relation": "next", "url": page_url(&id)}));
+    }
+    // the resources of the page, in hit order
+    let keys: Vec<(String, String)> = hits
+        .iter()
+        .map(|h| (h.resource_type.clone(), h.id.clone()))
+        .collect();
+    let found = ordered(ctx.store.read_many(&keys).await?, &keys);
+    let included = includes(ctx, &q, &found).await?;
+    let mut entries = Vec::new();
+    for v in &found {
+        entries.push(entry(ctx, base, v, "match", &q)?);
+    }
+    for v in &included {
+        entries.push(entry(ctx, base, v, "include", &q)?);
+    }
+    if !q.warnings.is_empty() {
+        let issues: Vec<Issue> = q
+            .warnings
+            .iter()
+            .map(|w| Issue::warning("not-supported", w.clone()))
+            .collect();
+        entries.push(json!({
+            "resource": operation_outcome(&issues),
+            "search": {"mode": "outcome"},
+        }));
+    }
+    let mut bundle = Map::new();
+    bundle.insert("resourceType".into(), json!("Bundle"));
+    bundle.insert("id".into(), json!(uuid::Uuid::new_v4().to_string()));
+    bundle.insert(
+        "meta".into(),
+        json!({"lastUpdated": Instant::now().to_fhir()}),
+    );
+    bundle.insert("type".into(), json!("searchset"));
+    if let Some(t) = total {
+        bundle.insert("total".into(), json!(t));
+    }
+    bundle.insert("link".into(), Value::Array(links));
+    if !entries.is_empty() {
+        bundle.insert("entry".into(), Value::Array(entries));
+    }
+    let mut response = FhirResponse::new(Status::Ok);
+    response.body = Some(Body::Json(Value::Object(bundle)));
+    Ok(response)
+}
+
+fn anchor_of(h: &Hit) -> Anchor {
+    Anchor {
+        keys: h.keys.clone(),
+        resource_type: h.resource_type.clone(),
+        id: h.id.clone(),
+    }
+}
+
+fn scope_url(base: &str, scope: &SearchScope) -> String {
+    match scope {
+        SearchScope::Type(t) => format!("{base}/{t}"),
+        SearchScope::System => base.to_string(),
+        SearchScope::Compartment {
+            owner_type,
+            owner_id,
+            target,
+        } => format!("{base}/{owner_type}/{owner_id}/{target}"),
+    }
+}
+
+/// The self link: the parameters the server used (unknown ones left out).
+fn self_url(scope_url: &str, q: &SearchQuery, state: &CursorState) -> String {
+    let mut used = q.used.clone();
+    if let SearchScope::System = state.scope {
+        used.extend(state.pairs.iter().filter(|(k, _)| k == "_type").cloned());
+    }
+    if used.is_empty() {
+        return scope_url.to_string();
+    }
+    let qs = serde_urlencoded::to_string(&used).unwrap_or_default();
+    format!("{scope_url}?{qs}")
+}
+
+/// Orders versions like `keys` (read_many returns them in any order).
+fn ordered(found: Vec<StoredVersion>, keys: &[(String, String)]) -> Vec<StoredVersion> {
+    let mut by_key: HashMap<(String, String), StoredVersion> = found
+        .into_iter()
+        .map(|v| ((v.resource_type.clone(), v.id.clone()), v))
+        .collect();
+    keys.iter().filter_map(|k| by_key.remove(k)).collect()
+}
+
+/// `_include` and `_revinclude` (with `:iterate`), each resource once, never one of the matches.
+async fn includes(
+    ctx: &Context,
+    q: &SearchQuery,
+    matches: &[StoredVersion],
+) -> Result<Vec<StoredVersion>, Outcome> {
+    if q.includes.is_empty() && q.revincludes.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut seen: HashSet<(String, String)> = matches
+        .iter()
+        .map(|v| (v.resource_type.clone(), v.id.clone()))
+        .collect();
+    let mut out: Vec<StoredVersion> = Vec::new();
+    let mut frontier: Vec<(String, String)> = seen.iter().cloned().collect();
+    frontier.sort();
+    for round in 0..=MAX_ITERATIONS {
+        let mut wanted: Vec<(String, String)> = Vec::new();
+        let active = |i: &&Include| round == 0 || i.iterate;
+        for inc in q.includes.iter().filter(active) {
+            let sources: Vec<(String, String)> = frontier
+                .iter()
+                .filter(|(t, _)| inc.source_type == "*" || *t == inc.source_type)
+                .cloned()
+                .collect();
+            if sources.is_empty() {
+                continue;
+            }
+            let found = ctx
+                .store
+                .include_targets(&sources, inc.param.as_deref(), inc.target_type.as_deref())
+                .await?;
+            wanted.extend(found);
+        }
+        for inc in q.revincludes.iter().filter(active) {
+            if frontier.is_empty() {
+                break;
+            }
+            let source = (inc.source_type != "*").then_some(inc.source_type.as_str());
+            let found = ctx
+                .store
+                .revinclude_sources(&frontier, source, inc.param.as_deref())
+                .await?;
+            wanted.extend(found.into_iter().filter(|(t, _)| {
+                inc.target_type.is_none() || inc.target_type.as_deref() == Some(t)
+            }));
+        }
+        wanted.retain(|k| seen.insert(k.clone()));
+        wanted.truncate(MAX_INCLUDED.saturating_sub(out.len()));
+        if wanted.is_empty() {
+            break;
+        }
+        let mut versions = ordered(ctx.store.read_many(&wanted).await?, &wanted);
+        frontier = versions
+            .iter()
+            .map(|v| (v.resource_type.clone(), v.id.clone()))
+            .collect();
+        out.append(&mut versions);
+        if out.len() >= MAX_INCLUDED {
+            break;
+        }
+    }
+    Ok(out)
+}
+
+/// Replaces `code:in=url` / `code:not-in=url` with the codes of the stored ValueSet.
+async fn resolve_value_sets(ctx: &Context, filters: &mut [Filter]) -> Result<(), Outcome> {
+    for f in filters.iter_mut() {
+        match f {
+            Filter::Param { param, preds, .. }
+                if param.ends_with(":in") || param.ends_with(":not-in") =>
+            {
+                let code = param
+                    .rsplit_once(':')
+                    .map(|(c, _)| c.to_string())
+                    .unwrap_or_default();
+                let mut codes = Vec::new();
+                for p in preds.iter() {
+                    let Pred::Uri(url) = p else { continue };
+                    codes.extend(value_set_codes(ctx, url).await?);
+                }
+                *param = code;
+                *preds = vec![Pred::TokenIn(codes)];
+            }
+            Filter::Chain { targets, .. } => {
+                for (_, inner) in targets.iter_mut() {
+                    Box::pin(resolve_value_sets(
+                        ctx,
+                        std::slice::from_mut(inner.as_mut()),
+                    ))
+                    .await?;
+                }
+            }
+            Filter::Has { filter, .. } => {
+                Box::pin(resolve_value_sets(
+                    ctx,
+                    std::slice::from_mut(filter.as_mut()),
+                ))
+                .await?;
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// The (system, code) pairs a stored ValueSet names: its expansion and the concepts listed
+/// in compose.include (filters and whole-system includes need a terminology server).
+async fn value_set_codes(
+    ctx: &Context,
+    url: &str,
+) -> Result<Vec<(Option<String>, String)>, Outcome> {
+    let types = ["ValueSet".to_string()];
+    let filters = [Filter::Param {
+        param: "url".to_string(),
+        preds: vec![Pred::Uri(url.to_string())],
+        negate: false,
+    }];
+    let hits = ctx
+        .store
+        .search(&SearchSpec {
+            types: &types,
+            filters: &filters,
+            sort: &[],
+            anchor: None,
+            backwards: false,
+            limit: 1,
+        })
+        .await?;
+    let Some(hit) = hits.first() else {
+        return Err(Outcome::bad_request(format!(
+            "No ValueSet with url '{}' is stored on this server",
+            url.chars().take(100).collect::<String>()
+        )));
+    };
+    let Some(vs) = ctx.store.read(&hit.resource_type, &hit.id).await? else {
+        return Ok(Vec::new());
+    };
+    let body: Value = Body::Raw(vs.body.unwrap_or_else(|| "{}".into())).to_value()?;
+    let mut codes = Vec::new();
+    let s = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
+    fn walk(v: &Value, out: &mut Vec<(Option<String>, String)>) {
+        for c in v
+            .get("contains")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            if let Some(code) = c.get("code").and_then(Value::as_str) {
+                out.push((
+                    c.get("system").and_then(Value::as_str).map(str::to_string),
+                    code.to_string(),
+                ));
+            }
+            walk(c, out);
+        }
+    }
+    if let Some(exp) = body.get("expansion") {
+        walk(exp, &mut codes);
+    }
+    for inc in body
+        .pointer("/compose/include")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let system = s(inc, "system");
+        for c in inc
+            .get("concept")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            if let Some(code) = s(c, "code") {
+                codes.push((system.clone(), code));
+            }
+        }
+    }
+    Ok(codes)
+}
+
+/// One Bundle entry, shaped by `_summary`/`_elements`.
+fn entry(
+    ctx: &Context,
+    base: &str,
+    v: &StoredVersion,
+    mode: &str,
+    q: &SearchQuery,
+) -> Result<Value, Outcome> {
+    let body = v.body.clone().unwrap_or_else(|| "{}".into());
+    let resource = Body::Raw(body).to_value()?;
+    let resource = shape(ctx, resource, q.summary, q.elements.as_deref());
+    Ok(json!({
+        "fullUrl": format!("{base}/{}/{}", v.resource_type, v.id),
+        "resource": resource,
+        "search": {"mode": mode},
+    }))
+}
+
+/// Applies `_summary` (true, text, data) or `_elements`, tagging the result SUBSETTED.
+pub fn shape(
+    ctx: &Context,
+    resource: Value,
+    summary: Option<Summary>,
+    elements: Option<&[String]>,
+) -> Value {
+    let Value::Object(map) = resource else {
+        return resource;
+    };
+    let rt = map
+        .get("resourceType")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    let always = |k: &str| matches!(k, "resourceType" | "id" | "meta");
+    let mandatory = |k: &str| {
+        let name = k.trim_start_matches('_');
+        ctx.defs
+            .property(&rt, name)
+            .is_some_and(|p| p.element.min > 0)
+    };
+    let keep: Box<dyn Fn(&str) -> bool> = match (summary, elements) {
+        (Some(Summary::True), _) => Box::new(|k: &str| {
+            let name = k.trim_start_matches('_');
+            always(k)
+                || ctx
+                    .defs
+                    .property(&rt, name)
+                    .is_some_and(|p| p.element.summary)
+        }),
+        (Some(Summary::Text), _) => Box::new(|k: &str| always(k) || k == "text" || mandatory(k)),
+        (Some(Summary::Data), _) => Box::new(|k: &str| k != "text"),
+        (_, Some(list)) => Box::new(move |k: &str| {
+            always(k) || mandatory(k) || list.iter().any(|e| e == k.trim_start_matches('_'))
+        }),
+        _ => return Value::Object(map),
+    };
+    let mut out = Map::new();
+    for (k, v) in map.iter() {
+        if keep(k) {
+            out.insert(k.clone(), v.clone());
+        }
+    }
+    drop(keep);
+    let meta = out.entry("meta").or_insert_with(|| json!({}));
+    if let Value::Object(m) = meta {
+        let tags = m.entry("tag").or_insert_with(|| json!([]));
+        if let Value::Array(a) = tags {
+            a.push(json!({
+                "system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue",
+                "code": "SUBSETTED",
+                "display": "subsetted"
+            }));
+        }
+    }
+    Value::Object(out)
+}

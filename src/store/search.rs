@@ -1,0 +1,964 @@
+//! Compiles a parsed search ([`Filter`]s, sort keys, a keyset anchor) to one SQL statement
+//! both dialects accept. Every filter becomes `id IN (SELECT … FROM <index table> …)`, so the
+//! index on (resource_type, param, value) drives it; chains and `_has` nest the same shape
+//! against `resource_reference`. Paging is keyset-based on the sort keys plus type and id,
+//! so pages stay stable while other clients write.
+
+use crate::search::query::{Filter, Pred, Prefix, Sort, SortKey, StrMatch, Table};
+use sqlx::{Database, Encode, QueryBuilder, Type};
+
+/// A sort-key value of a hit, as the cursor remembers it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(untagged)]
+pub enum KeyValue {
+    Null,
+    Int(i64),
+    Real(f64),
+    Text(String),
+}
+
+/// A position in a result list: the sort-key values, type and id of a hit.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Anchor {
+    pub keys: Vec<KeyValue>,
+    pub resource_type: String,
+    pub id: String,
+}
+
+/// One search hit, with its sort-key values (for the next cursor).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Hit {
+    pub resource_type: String,
+    pub id: String,
+    pub keys: Vec<KeyValue>,
+}
+
+/// What a page query needs.
+#[derive(Debug, Clone)]
+pub struct SearchSpec<'a> {
+    /// The types searched; empty = every type.
+    pub types: &'a [String],
+    pub filters: &'a [Filter],
+    pub sort: &'a [Sort],
+    /// Rows strictly after this position (in the direction of travel).
+    pub anchor: Option<&'a Anchor>,
+    /// Travel backwards (the previous page): the order is reversed.
+    pub backwards: bool,
+    pub limit: u32,
+}
+
+/// The kind of column a sort key yields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyKind {
+    Int,
+    Real,
+    Text,
+}
+
+pub fn key_kind(key: &SortKey) -> KeyKind {
+    match key {
+        SortKey::Id => KeyKind::Text,
+        SortKey::LastUpdated => KeyKind::Int,
+        SortKey::Param { table, .. } => match table {
+            Table::Date => KeyKind::Int,
+            Table::Number | Table::Quantity => KeyKind::Real,
+            _ => KeyKind::Text,
+        },
+    }
+}
+
+/// Which resources the rows around a filter belong to.
+#[derive(Clone, Copy)]
+enum Scope<'a> {
+    One(&'a str),
+    Many,
+}
+
+pub(super) struct Compiler {
+    n: u32,
+    /// PostgreSQL: text compares and sorts bytewise (`COLLATE "C"`), as SQLite does.
+    pg: bool,
+}
+
+const MAX_CHAR: char = '\u{10FFFF}';
+
+impl Compiler {
+    pub(super) fn new(pg: bool) -> Compiler {
+        Compiler { n: 0, pg }
+    }
+
+    fn alias(&mut self) -> String {
+        self.n += 1;
+        format!("x{}", self.n)
+    }
+
+    fn collate(&self) -> &'static str {
+        if self.pg { " COLLATE \"C\"" } else { "" }
+    }
+
+    /// `SELECT … FROM resource r WHERE <types> AND live AND <filters>` (no keys, no order).
+    fn push_base<DB>(&mut self, qb: &mut QueryBuilder<DB>, types: &[String], filters: &[Filter])
+    where
+        DB: Database,
+        for<'q> String: Encode<'q, DB> + Type<DB>,
+        for<'q> Option<String>: Encode<'q, DB> + Type<DB>,
+        for<'q> i64: Encode<'q, DB> + Type<DB>,
+        for<'q> f64: Encode<'q, DB> + Type<DB>,
+        for<'q> bool: Encode<'q, DB> + Type<DB>,
+    {
+        qb.push(" FROM resource r WHERE r.deleted = ");
+        qb.push_bind(false);
+        let scope = match types {
+            [one] => {
+                qb.push(" AND r.resource_type = ");
+                qb.push_bind(one.clone());
+                Scope::One(one.as_str())
+            }
+            [] => Scope::Many,
+            many => {
+                qb.push(" AND r.resource_type IN (");
+                let mut sep = qb.separated(", ");
+                for t in many {
+                    sep.push_bind(t.clone());
+                }
+                qb.push(")");
+                Scope::Many
+            }
+        };
+        for f in filters {
+            qb.push(" AND ");
+            self.filter(qb, f, scope, "r.resource_type", "r.id");
+        }
+    }
+
+    /// `SELECT COUNT(*) …` of a search.
+    pub(super) fn count<DB>(&mut self, types: &[String], filters: &[Filter]) -> QueryBuilder<DB>
+    where
+        DB: Database,
+        for<'q> String: Encode<'q, DB> + Type<DB>,
+        for<'q> Option<String>: Encode<'q, DB> + Type<DB>,
+        for<'q> i64: Encode<'q, DB> + Type<DB>,
+        for<'q> f64: Encode<'q, DB> + Type<DB>,
+        for<'q> bool: Encode<'q, DB> + Type<DB>,
+    {
+        let mut qb = QueryBuilder::new("SELECT COUNT(*)");
+        self.push_base(&mut qb, types, filters);
+        qb
+    }
+
+    /// Ids of the live resources of one type matching `filters` (conditional interactions).
+    pub(super) fn ids<DB>(
+        &mut self,
+        resource_type: &str,
+        filters: &[Filter],
+        limit: u32,
+    ) -> QueryBuilder<DB>
+    where
+        DB: Database,
+        for<'q> String: Encode<'q, DB> + Type<DB>,
+        for<'q> Option<String>: Encode<'q, DB> + Type<DB>,
+        for<'q> i64: Encode<'q, DB> + Type<DB>,
+        for<'q> f64: Encode<'q, DB> + Type<DB>,
+        for<'q> bool: Encode<'q, DB> + Type<DB>,
+    {
+        let mut qb = QueryBuilder::new("SELECT r.id");
+        self.push_base(&mut qb, &[resource_type.to_string()], filters);
+        qb.push(format!(" ORDER BY r.id{} LIMIT ", self.collate()));
+        qb.push_bind(i64::from(limit));
+        qb
+    }
+
+    /// One page: `SELECT rt, id, k0, k1… ORDER BY keys, rt, id LIMIT n`.
+    pub(super) fn page<DB>(&mut self, spec: &SearchSpec<'_>) -> QueryBuilder<DB>
+    where
+        DB: Database,
+        for<'q> String: Encode<'q, DB> + Type<DB>,
+        for<'q> Option<String>: Encode<'q, DB> + Type<DB>,
+        for<'q> i64: Encode<'q, DB> + Type<DB>,
+        for<'q> f64: Encode<'q, DB> + Type<DB>,
+        for<'q> bool: Encode<'q, DB> + Type<DB>,
+    {
+        let mut qb = QueryBuilder::new("SELECT s.rt, s.id");
+        for i in 0..spec.sort.len() {
+            qb.push(format!(", s.k{i}"));
+        }
+        qb.push(" FROM (SELECT r.resource_type AS rt, r.id AS id");
+        for (i, s) in spec.sort.iter().enumerate() {
+            qb.push(", ");
+            self.sort_expr(&mut qb, s);
+            qb.push(format!(" AS k{i}"));
+        }
+        self.push_base(&mut qb, spec.types, spec.filters);
+        qb.push(") s");
+        // the direction of each component: (column, kind, descending, nulls last)
+        let c = self.collate();
+        let mut comps: Vec<(String, KeyKind, bool, bool)> = spec
+            .sort
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (format!("s.k{i}"), key_kind(&s.key), s.desc, true))
+            .collect();
+        comps.push(("s.rt".to_string(), KeyKind::Text, false, true));
+        comps.push(("s.id".to_string(), KeyKind::Text, false, true));
+        if spec.backwards {
+            for comp in &mut comps {
+                comp.2 = !comp.2;
+                comp.3 = !comp.3;
+            }
+        }
+        if let Some(anchor) = spec.anchor {
+            let mut values: Vec<KeyValue> = anchor.keys.clone();
+            values.resize(spec.sort.len(), KeyValue::Null);
+            values.push(KeyValue::Text(anchor.resource_type.clone()));
+            values.push(KeyValue::Text(anchor.id.clone()));
+            qb.push(" WHERE ");
+            self.keyset(&mut qb, &comps, &values);
+        }
+        qb.push(" ORDER BY ");
+        for (i, (col, kind, desc, nulls_last)) in comps.iter().enumerate() {
+            if i > 0 {
+                qb.push(", ");
+            }
+            let coll = if *kind == KeyKind::Text { c } else { "" };
+            qb.push(format!(
+                "({col} IS NULL){}, {col}{coll}{}",
+                if *nulls_last { "" } else { " DESC" },
+                if *desc { " DESC" } else { "" }
+            ));
+        }
+        qb.push(" LIMIT ");
+        qb.push_bind(i64::from(spec.limit));
+        qb
+    }
+
+    /// Rows strictly after `values` in the order `comps`:
+    /// gt0 OR (eq0 AND (gt1 OR (eq1 AND …))).
+    fn keyset<DB>(
+        &self,
+        qb: &mut QueryBuilder<DB>,
+        comps: &[(String, KeyKind, bool, bool)],
+        values: &[KeyValue],
+    ) where
+        DB: Database,
+        for<'q> String: Encode<'q, DB> + Type<DB>,
+        for<'q> i64: Encode<'q, DB> + Type<DB>,
+        for<'q> f64: Encode<'q, DB> + Type<DB>,
+    {
+        let Some(((col, kind, desc, nulls_last), rest)) = comps.split_first() else {
+            qb.push("1 = 0");
+            return;
+        };
+        let v = values.first().cloned().unwrap_or(KeyValue::Null);
+        let coll = if *kind == KeyKind::Text {
+            self.collate()
+        } else {
+            ""
+        };
+        qb.push("(");
+        // strictly greater on this component
+        match &v {
+            KeyValue::Null => {
+                if *nulls_last {
+                    qb.push("1 = 0");
+                } else {
+                    qb.push(format!("{col} IS NOT NULL"));
+                }
+            }
+            value => {
+                qb.push(format!("({col}{coll} {} ", if *desc { "<" } else { ">" }));
+                push_key(qb, value);
+                qb.push(")");
+                if *nulls_last {
+                    qb.push(format!(" OR {col} IS NULL"));
+                }
+            }
+        }
+        if !rest.is_empty() {
+            qb.push(" OR (");
+            match &v {
+                KeyValue::Null => qb.push(format!("{col} IS NULL")),
+                value => {
+                    qb.push(format!("{col}{coll} = "));
+                    push_key(qb, value);
+                    &mut *qb
+                }
+            };
+            qb.push(" AND ");
+            self.keyset(qb, rest, &values[1.min(values.len())..]);
+            qb.push(")");
+        }
+        qb.push(")");
+    }
+
+    fn sort_expr<DB>(&mut self, qb: &mut QueryBuilder<DB>, s: &Sort)
+    where
+        DB: Database,
+        for<'q> String: Encode<'q, DB> + Type<DB>,
+    {
+        match &s.key {
+            SortKey::Id => {
+                qb.push("r.id");
+            }
+            SortKey::LastUpdated => {
+                qb.push("r.last_updated");
+            }
+            SortKey::Param { param, table } => {
+                let col = match table {
+                    Table::String => "norm",
+                    Table::Token => "code",
+                    Table::Reference => "target_id",
+                    Table::Date if s.desc => "high",
+                    Table::Date => "low",
+                    Table::Number | Table::Quantity | Table::Uri => "value",
+                };
+                let a = self.alias();
+                let agg = if s.desc { "MAX" } else { "MIN" };
+                let coll = if matches!(table, Table::Token | Table::Reference) {
+                    self.collate()
+                } else {
+                    ""
+                };
+                qb.push(format!(
+                    "(SELECT {agg}({a}.{col}{coll}) FROM {} {a} WHERE {a}.resource_type = \
+                     r.resource_type AND {a}.id = r.id AND {a}.param = ",
+                    table.name()
+                ));
+                qb.push_bind(param.clone());
+                qb.push(")");
+            }
+        }
+    }
+
+    /// Opens `icol IN (SELECT a.<sel> FROM table a WHERE <type>`; the caller continues
+    /// with ` AND …` and closes with `)`.
+    fn member<DB>(
+        &self,
+        qb: &mut QueryBuilder<DB>,
+        scope: Scope<'_>,
+        tcol: &str,
+        icol: &str,
+        from: &str,
+        a: &str,
+    ) where
+        DB: Database,
+        for<'q> String: Encode<'q, DB> + Type<DB>,
+    {
+        match scope {
+            Scope::One(t) => {
+                qb.push(format!(
+                    "{icol} IN (SELECT {a}.id FROM {from} {a} WHERE {a}.resource_type = "
+                ));
+                qb.push_bind(t.to_string());
+            }
+            Scope::Many => {
+                qb.push(format!(
+                    "({tcol}, {icol}) IN (SELECT {a}.resource_type, {a}.id FROM {from} {a} \
+                     WHERE 1 = 1"
+                ));
+            }
+        }
+    }
+
+    fn filter<DB>(
+        &mut self,
+        qb: &mut QueryBuilder<DB>,
+        f: &Filter,
+        scope: Scope<'_>,
+        tcol: &str,
+        icol: &str,
+    ) where
+        DB: Database,
+        for<'q> String: Encode<'q, DB> + Type<DB>,
+        for<'q> Option<String>: Encode<'q, DB> + Type<DB>,
+        for<'q> i64: Encode<'q, DB> + Type<DB>,
+        for<'q> f64: Encode<'q, DB> + Type<DB>,
+        for<'q> bool: Encode<'q, DB> + Type<DB>,
+    {
+        match f {
+            Filter::Id { ids, negate } => {
+                if ids.is_empty() {
+                    qb.push(if *negate { "1 = 0" } else { "1 = 1" });
+                    return;
+                }
+                qb.push(format!("{icol}{} IN (", if *negate { " NOT" } else { "" }));
+                let mut sep = qb.separated(", ");
+                for id in ids {
+                    sep.push_bind(id.clone());
+                }
+                qb.push(")");
+            }
+            Filter::LastUpdated(preds) => {
+                let a = self.alias();
+                self.member(qb, scope, tcol, icol, "resource", &a);
+                qb.push(format!(" AND {a}.deleted = "));
+                qb.push_bind(false);
+                qb.push(" AND (");
+                for (i, p) in preds.iter().enumerate() {
+                    if i > 0 {
+                        qb.push(" OR ");
+                    }
+                    if let Pred::Date(prefix, low, high) = p {
+                        let col = format!("{a}.last_updated");
+                        date_pred(qb, *prefix, *low, *high, &col, &col);
+                    } else {
+                        qb.push("1 = 0");
+                    }
+                }
+                qb.push("))");
+            }
+            Filter::Param {
+                param,
+                preds,
+                negate,
+            } => {
+                if *negate {
+                    qb.push("NOT ");
+                }
+                qb.push("(");
+                let mut tables: Vec<Table> = Vec::new();
+                for p in preds {
+                    if !tables.contains(&p.table()) {
+                        tables.push(p.table());
+                    }
+                }
+                if tables.is_empty() {
+                    qb.push("1 = 0");
+                }
+                for (i, table) in tables.iter().enumerate() {
+                    if i > 0 {
+                        qb.push(" OR ");
+                    }
+                    let a = self.alias();
+                    self.member(qb, scope, tcol, icol, table.name(), &a);
+                    qb.push(format!(" AND {a}.param = "));
+                    qb.push_bind(param.clone());
+                    qb.push(" AND (");
+                    let mut first = true;
+                    for p in preds.iter().filter(|p| p.table() == *table) {
+                        if !first {
+                            qb.push(" OR ");
+                        }
+                        first = false;
+                        self.pred(qb, p, &a);
+                    }
+                    qb.push("))");
+                }
+                qb.push(")");
+            }
+            Filter::Missing {
+                param,
+                tables,
+                missing,
+            } => {
+                if *missing {
+                    qb.push("NOT ");
+                }
+                qb.push("(");
+                if tables.is_empty() {
+                    qb.push("1 = 0");
+                }
+                for (i, table) in tables.iter().enumerate() {
+                    if i > 0 {
+                        qb.push(" OR ");
+                    }
+                    let a = self.alias();
+                    self.member(qb, scope, tcol, icol, table.name(), &a);
+                    qb.push(format!(" AND {a}.param = "));
+                    qb.push_bind(param.clone());
+                    qb.push(")");
+                }
+                qb.push(")");
+            }
+            Filter::Composite { param, values } => {
+                qb.push("(");
+                for (vi, preds) in values.iter().enumerate() {
+                    if vi > 0 {
+                        qb.push(" OR ");
+                    }
+                    let aliases: Vec<String> = preds.iter().map(|_| self.alias()).collect();
+                    let Some(first) = aliases.first() else {
+                        qb.push("1 = 0");
+                        continue;
+                    };
+                    let mut from = format!("{} {first}", preds[0].table().name());
+                    for (p, a) in preds.iter().zip(&aliases).skip(1) {
+                        from.push_str(&format!(
+                            " JOIN {} {a} ON {a}.resource_type = {first}.resource_type AND \
+                             {a}.id = {first}.id AND {a}.grp = {first}.grp",
+                            p.table().name()
+                        ));
+                    }
+                    // member() names the first alias itself
+                    match scope {
+                        Scope::One(t) => {
+                            qb.push(format!(
+                                "{icol} IN (SELECT {first}.id FROM {from} WHERE \
+                                 {first}.resource_type = "
+                            ));
+                            qb.push_bind(t.to_string());
+                        }
+                        Scope::Many => {
+                            qb.push(format!(
+                                "({tcol}, {icol}) IN (SELECT {first}.resource_type, {first}.id \
+                                 FROM {from} WHERE 1 = 1"
+                            ));
+                        }
+                    }
+                    for (i, (p, a)) in preds.iter().zip(&aliases).enumerate() {
+                        qb.push(format!(" AND {a}.param = "));
+                        qb.push_bind(format!("{param}${i}"));
+                        qb.push(" AND (");
+                        self.pred(qb, p, a);
+                        qb.push(")");
+                    }
+                    qb.push(")");
+                }
+                qb.push(")");
+            }
+            Filter::Chain { param, targets } => {
+                let a = self.alias();
+                self.member(qb, scope, tcol, icol, "resource_reference", &a);
+                qb.push(format!(" AND {a}.param = "));
+                qb.push_bind(param.clone());
+                qb.push(" AND (");
+                for (i, (t, inner)) in targets.iter().enumerate() {
+                    if i > 0 {
+                        qb.push(" OR ");
+                    }
+                    qb.push(format!("({a}.target_type = "));
+                    qb.push_bind(t.clone());
+                    qb.push(" AND ");
+                    let (tt, ti) = (format!("{a}.target_type"), format!("{a}.target_id"));
+                    self.filter(qb, inner, Scope::One(t), &tt, &ti);
+                    qb.push(")");
+                }
+                qb.push("))");
+            }
+            Filter::Has {
+                source_type,
+                param,
+                filter,
+            } => {
+                let a = self.alias();
+                match scope {
+                    Scope::One(t) => {
+                        qb.push(format!(
+                            "{icol} IN (SELECT {a}.target_id FROM resource_reference {a} WHERE \
+                             {a}.target_type = "
+                        ));
+                        qb.push_bind(t.to_string());
+                    }
+                    Scope::Many => {
+                        qb.push(format!(
+                            "({tcol}, {icol}) IN (SELECT {a}.target_type, {a}.target_id FROM \
+                             resource_reference {a} WHERE 1 = 1"
+                        ));
+                    }
+                }
+                qb.push(format!(" AND {a}.resource_type = "));
+                qb.push_bind(source_type.clone());
+                qb.push(format!(" AND {a}.param = "));
+                qb.push_bind(param.clone());
+                qb.push(" AND ");
+                let (st, si) = (format!("{a}.resource_type"), format!("{a}.id"));
+                self.filter(qb, filter, Scope::One(source_type), &st, &si);
+                qb.push(")");
+            }
+            Filter::List(id) => {
+                let a = self.alias();
+                qb.push(format!(
+                    "({tcol}, {icol}) IN (SELECT {a}.target_type, {a}.target_id FROM \
+                     resource_reference {a} WHERE {a}.resource_type = 'List' AND {a}.param = \
+                     'item' AND {a}.id = "
+                ));
+                qb.push_bind(id.clone());
+                qb.push(")");
+            }
+            Filter::Compartment {
+                owner_type,
+                owner_id,
+                params,
+            } => {
+                qb.push("(");
+                if let Scope::One(t) = scope
+                    && t == owner_type
+                {
+                    qb.push(format!("{icol} = "));
+                    qb.push_bind(owner_id.clone());
+                    qb.push(" OR ");
+                }
+                if params.is_empty() {
+                    qb.push("1 = 0");
+                } else {
+                    let a = self.alias();
+                    self.member(qb, scope, tcol, icol, "resource_reference", &a);
+                    qb.push(format!(" AND {a}.target_type = "));
+                    qb.push_bind(owner_type.clone());
+                    qb.push(format!(" AND {a}.target_id = "));
+                    qb.push_bind(owner_id.clone());
+                    qb.push(format!(" AND {a}.param IN ("));
+                    let mut sep = qb.separated(", ");
+                    for p in params {
+                        sep.push_bind(p.clone());
+                    }
+                    qb.push("))");
+                }
+                qb.push(")");
+            }
+        }
+    }
+
+    fn pred<DB>(&mut self, qb: &mut QueryBuilder<DB>, p: &Pred, a: &str)
+    where
+        DB: Database,
+        for<'q> String: Encode<'q, DB> + Type<DB>,
+        for<'q> i64: Encode<'q, DB> + Type<DB>,
+        for<'q> f64: Encode<'q, DB> + Type<DB>,
+    {
+        match p {
+            Pred::Str(StrMatch::Starts, v) => {
+                qb.push(format!("{a}.norm >= "));
+                qb.push_bind(v.clone());
+                qb.push(format!(" AND {a}.norm < "));
+                qb.push_bind(format!("{v}{MAX_CHAR}"));
+            }
+            Pred::Str(StrMatch::Exact, v) => {
+                qb.push(format!("{a}.exact = "));
+                qb.push_bind(v.clone());
+            }
+            Pred::Str(StrMatch::Contains, v) => {
+                let escaped = v
+                    .replace('\\', "\\\\")
+                    .replace('%', "\\%")
+                    .replace('_', "\\_");
+                qb.push(format!("{a}.norm LIKE "));
+                qb.push_bind(format!("%{escaped}%"));
+                qb.push(" ESCAPE '\\'");
+            }
+            Pred::Token { system, code } => {
+                qb.push("1 = 1");
+                if let Some(code) = code {
+                    qb.push(format!(" AND {a}.code = "));
+                    qb.push_bind(code.clone());
+                }
+                match system {
+                    None => {}
+                    Some(None) => {
+                        qb.push(format!(" AND {a}.system IS NULL"));
+                    }
+                    Some(Some(s)) => {
+                        qb.push(format!(" AND {a}.system = "));
+                        qb.push_bind(s.clone());
+                    }
+                }
+            }
+            Pred::TokenIn(codes) => {
+                qb.push("(1 = 0");
+                for (system, code) in codes {
+                    qb.push(format!(" OR ({a}.code = "));
+                    qb.push_bind(code.clone());
+                    if let Some(s) = system {
+                        qb.push(format!(" AND {a}.system = "));
+                        qb.push_bind(s.clone());
+                    }
+                    qb.push(")");
+                }
+                qb.push(")");
+            }
+            Pred::Ref { target_type, id } => {
+                qb.push(format!("{a}.target_id = "));
+                qb.push_bind(id.clone());
+                if let Some(t) = target_type {
+                    qb.push(format!(" AND {a}.target_type = "));
+                    qb.push_bind(t.clone());
+                }
+            }
+            Pred::Uri(v) => {
+                qb.push(format!("{a}.value = "));
+                qb.push_bind(v.clone());
+            }
+            Pred::UriBelow(v) => {
+                qb.push(format!("{a}.value >= "));
+                qb.push_bind(v.clone());
+                qb.push(format!(" AND {a}.value < "));
+                qb.push_bind(format!("{v}{MAX_CHAR}"));
+            }
+            Pred::UriAbove(v) => {
+                // every prefix of the value at a path boundary, and the value itself
+                let mut prefixes: Vec<String> = v
+                    .match_indices('/')
+                    .map(|(i, _)| v[..i].to_string())
+                    .filter(|p| p.len() > "https://".len())
+                    .collect();
+                prefixes.push(v.clone());
+                qb.push(format!("{a}.value IN ("));
+                let mut sep = qb.separated(", ");
+                for p in prefixes {
+                    sep.push_bind(p);
+                }
+                qb.push(")");
+            }
+            Pred::Date(prefix, low, high) => {
+                date_pred(
+                    qb,
+                    *prefix,
+                    *low,
+                    *high,
+                    &format!("{a}.low"),
+                    &format!("{a}.high"),
+                );
+            }
+            Pred::Number(prefix, value, low, high) => {
+                number_pred(qb, *prefix, *value, *low, *high, &format!("{a}.value"));
+            }
+            Pred::Quantity {
+                prefix,
+                value,
+                low,
+                high,
+                system,
+                code,
+                canonical,
+            } => {
+                let col = if *canonical { "cvalue" } else { "value" };
+                qb.push("(");
+                number_pred(qb, *prefix, *value, *low, *high, &format!("{a}.{col}"));
+                if *canonical {
+                    qb.push(format!(" AND {a}.ccode = "));
+                    qb.push_bind(code.clone().unwrap_or_default());
+                } else {
+                    if let Some(s) = system {
+                        qb.push(format!(" AND {a}.system = "));
+                        qb.push_bind(s.clone());
+                    }
+                    if let Some(c) = code {
+                        qb.push(format!(" AND ({a}.code = "));
+                        qb.push_bind(c.clone());
+                        qb.push(format!(" OR {a}.unit = "));
+                        qb.push_bind(c.clone());
+                        qb.push(")");
+                    }
+                }
+                qb.push(")");
+            }
+        }
+    }
+}
+
+fn push_key<DB>(qb: &mut QueryBuilder<DB>, v: &KeyValue)
+where
+    DB: Database,
+    for<'q> String: Encode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+    for<'q> f64: Encode<'q, DB> + Type<DB>,
+{
+    match v {
+        KeyValue::Null => {
+            qb.push("NULL");
+        }
+        KeyValue::Int(i) => {
+            qb.push_bind(*i);
+        }
+        KeyValue::Real(f) => {
+            qb.push_bind(*f);
+        }
+        KeyValue::Text(s) => {
+            qb.push_bind(s.clone());
+        }
+    }
+}
+
+/// R4 date prefixes over inclusive ranges: the row [low, high] against the search [sl, sh].
+fn date_pred<DB>(qb: &mut QueryBuilder<DB>, p: Prefix, sl: i64, sh: i64, low: &str, high: &str)
+where
+    DB: Database,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+{
+    let contained = |qb: &mut QueryBuilder<DB>| {
+        qb.push(format!("({low} >= "));
+        qb.push_bind(sl);
+        qb.push(format!(" AND {high} <= "));
+        qb.push_bind(sh);
+        qb.push(")");
+    };
+    match p {
+        Prefix::Eq => contained(qb),
+        Prefix::Ne => {
+            qb.push("NOT ");
+            contained(qb);
+        }
+        Prefix::Gt => {
+            qb.push(format!("{high} > "));
+            qb.push_bind(sh);
+        }
+        Prefix::Lt => {
+            qb.push(format!("{low} < "));
+            qb.push_bind(sl);
+        }
+        Prefix::Ge => {
+            qb.push(format!("({high} > "));
+            qb.push_bind(sh);
+            qb.push(" OR ");
+            contained(qb);
+            qb.push(")");
+        }
+        Prefix::Le => {
+            qb.push(format!("({low} < "));
+            qb.push_bind(sl);
+            qb.push(" OR ");
+            contained(qb);
+            qb.push(")");
+        }
+        Prefix::Sa => {
+            qb.push(format!("{low} > "));
+            qb.push_bind(sh);
+        }
+        Prefix::Eb => {
+            qb.push(format!("{high} < "));
+            qb.push_bind(sl);
+        }
+        Prefix::Ap => {
+            // 10% of the distance from now, at least a day
+            let now = crate::fhir::types::Instant::now().millis();
+            let d = ((now - sl).abs() / 10).max(86_400_000);
+            qb.push(format!("({low} <= "));
+            qb.push_bind(sh.saturating_add(d));
+            qb.push(format!(" AND {high} >= "));
+            qb.push_bind(sl.saturating_sub(d));
+            qb.push(")");
+        }
+    }
+}
+
+/// R4 number prefixes: eq/ne use the value's implicit precision range [low, high).
+fn number_pred<DB>(qb: &mut QueryBuilder<DB>, p: Prefix, v: f64, low: f64, high: f64, col: &str)
+where
+    DB: Database,
+    for<'q> f64: Encode<'q, DB> + Type<DB>,
+{
+    let (op, x) = match p {
+        Prefix::Eq | Prefix::Ne => {
+            qb.push(format!(
+                "{}({col} >= ",
+                if p == Prefix::Ne { "NOT " } else { "" }
+            ));
+            qb.push_bind(low);
+            qb.push(format!(" AND {col} < "));
+            qb.push_bind(high);
+            qb.push(")");
+            return;
+        }
+        Prefix::Ap => {
+            let d = (v.abs() * 0.1).max(high - low);
+            qb.push(format!("({col} >= "));
+            qb.push_bind(v - d);
+            qb.push(format!(" AND {col} <= "));
+            qb.push_bind(v + d);
+            qb.push(")");
+            return;
+        }
+        Prefix::Gt | Prefix::Sa => (">", v),
+        Prefix::Lt | Prefix::Eb => ("<", v),
+        Prefix::Ge => (">=", v),
+        Prefix::Le => ("<=", v),
+    };
+    qb.push(format!("{col} {op} "));
+    qb.push_bind(x);
+}
+
+/// Decodes page rows: type, id, then one column per sort key.
+pub(super) fn hits_from_rows<R>(rows: &[R], sort: &[Sort]) -> super::StoreResult<Vec<Hit>>
+where
+    R: sqlx::Row,
+    usize: sqlx::ColumnIndex<R>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> Option<String>: sqlx::Decode<'r, R::Database>,
+    for<'r> Option<i64>: sqlx::Decode<'r, R::Database>,
+    for<'r> Option<f64>: sqlx::Decode<'r, R::Database>,
+    i64: Type<R::Database>,
+    f64: Type<R::Database>,
+{
+    let get = |e: sqlx::Error| super::StoreError::Internal(e.to_string());
+    let mut out = Vec::with_capacity(rows.len());
+    for row in rows {
+        let mut keys = Vec::with_capacity(sort.len());
+        for (i, s) in sort.iter().enumerate() {
+            let col = i + 2;
+            let v = match key_kind(&s.key) {
+                KeyKind::Int => row
+                    .try_get::<Option<i64>, _>(col)
+                    .map_err(get)?
+                    .map(KeyValue::Int),
+                KeyKind::Real => row
+                    .try_get::<Option<f64>, _>(col)
+                    .map_err(get)?
+                    .map(KeyValue::Real),
+                KeyKind::Text => row
+                    .try_get::<Option<String>, _>(col)
+                    .map_err(get)?
+                    .map(KeyValue::Text),
+            };
+            keys.push(v.unwrap_or(KeyValue::Null));
+        }
+        out.push(Hit {
+            resource_type: row.try_get(0).map_err(get)?,
+            id: row.try_get(1).map_err(get)?,
+            keys,
+        });
+    }
+    Ok(out)
+}
+
+/// `(target_type, target_id)` of reference rows from `sources` (`_include`).
+pub(super) fn include_query<DB>(
+    sources: &[(String, String)],
+    param: Option<&str>,
+    target_type: Option<&str>,
+) -> QueryBuilder<DB>
+where
+    DB: Database,
+    for<'q> String: Encode<'q, DB> + Type<DB>,
+{
+    let mut qb = QueryBuilder::new("");
+    super::sql::push_keys_cte(&mut qb, sources);
+    qb.push(
+        " SELECT DISTINCT a.target_type, a.target_id FROM k JOIN resource_reference a \
+         ON a.resource_type = k.t AND a.id = k.i WHERE 1 = 1",
+    );
+    if let Some(p) = param {
+        qb.push(" AND a.param = ");
+        qb.push_bind(p.to_string());
+    }
+    if let Some(t) = target_type {
+        qb.push(" AND a.target_type = ");
+        qb.push_bind(t.to_string());
+    }
+    qb
+}
+
+/// `(resource_type, id)` of resources whose reference rows point at `targets` (`_revinclude`).
+pub(super) fn revinclude_query<DB>(
+    targets: &[(String, String)],
+    source_type: Option<&str>,
+    param: Option<&str>,
+) -> QueryBuilder<DB>
+where
+    DB: Database,
+    for<'q> String: Encode<'q, DB> + Type<DB>,
+{
+    let mut qb = QueryBuilder::new("");
+    super::sql::push_keys_cte(&mut qb, targets);
+    qb.push(
+        " SELECT DISTINCT a.resource_type, a.id FROM k JOIN resource_reference a \
+         ON a.target_type = k.t AND a.target_id = k.i WHERE 1 = 1",
+    );
+    if let Some(t) = source_type {
+        qb.push(" AND a.resource_type = ");
+        qb.push_bind(t.to_string());
+    }
+    if let Some(p) = param {
+        qb.push(" AND a.param = ");
+        qb.push_bind(p.to_string());
+    }
+    qb
+}
