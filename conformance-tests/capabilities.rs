@@ -40,10 +40,32 @@ async fn capability_statement_is_valid_and_complete(s: Server) {
             .map(|i| i["code"].as_str().unwrap())
             .collect();
         assert_eq!(codes, TYPE_INTERACTIONS, "{}", r["type"]);
-        assert!(
-            !codes.contains(&"search-type"),
-            "search is not advertised before it exists"
-        );
+        let params = r["searchParam"].as_array().unwrap();
+        assert!(params.iter().any(|p| p["name"] == "_id"), "{}", r["type"]);
+        assert!(params.iter().any(|p| p["name"] == "_lastUpdated"));
+    }
+    // every R4 parameter with an expression is listed on its type
+    let obs = resources
+        .iter()
+        .find(|r| r["type"] == "Observation")
+        .unwrap();
+    let names: Vec<&str> = obs["searchParam"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    for n in [
+        "code",
+        "subject",
+        "patient",
+        "date",
+        "value-quantity",
+        "code-value-quantity",
+        "_tag",
+        "_profile",
+    ] {
+        assert!(names.contains(&n), "Observation lists {n}");
     }
 }
 
@@ -89,6 +111,10 @@ async fn every_advertised_interaction_works(s: Server) {
                     {"resource": {"resourceType": "Basic", "code": {"text": "x"}}, "request": {"method": "POST", "url": "Basic"}}]});
                 let r = s.post("", &b).await.expect(200).json();
                 assert_eq!(r["type"], format!("{code}-response"));
+            }
+            "search-system" => {
+                let b = s.get("?_type=Basic&_count=1").await.expect(200).json();
+                assert_eq!(b["type"], "searchset");
             }
             other => panic!("advertised system interaction {other} has no conformance check"),
         }
@@ -163,6 +189,32 @@ async fn exercise(s: &Server, rt: &str, example: &Value, code: &str) {
         }
         "history-type" => {
             s.get(&format!("{rt}/_history")).await.expect(200);
+        }
+        "search-type" => {
+            s.put(&path, &body).await.expect(201);
+            let found = s.get(&format!("{rt}?_id={id}")).await.expect(200).json();
+            assert_eq!(found["total"], 1, "{rt}");
+            // every advertised parameter is accepted (no warning, no error)
+            let cs = s.get("metadata").await.json();
+            let entry = cs["rest"][0]["resource"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|r| r["type"] == rt)
+                .unwrap()
+                .clone();
+            for p in entry["searchParam"].as_array().unwrap() {
+                let name = p["name"].as_str().unwrap();
+                let r = s
+                    .get_with(
+                        &format!("{rt}?{name}:missing=false"),
+                        &[("prefer", "handling=strict")],
+                    )
+                    .await
+                    .expect(200)
+                    .json();
+                assert_eq!(r["type"], "searchset", "{rt}?{name}");
+            }
         }
         other => panic!("advertised interaction {other} has no conformance check"),
     }

@@ -18,5 +18,6 @@ mod operations;
 mod patch;
 mod profiles;
 mod rest;
+mod search;
 mod synthea;
 mod validator_examples;

@@ -26,6 +26,8 @@ pub struct AppOptions {
     pub max_body_bytes: usize,
     /// Reject references to local resources that do not exist, and deletes of referenced ones.
     pub referential_integrity: bool,
+    /// Lifetime of search paging cursors, in milliseconds.
+    pub search_page_ttl_ms: i64,
 }
 
 impl Default for AppOptions {
@@ -35,6 +37,7 @@ impl Default for AppOptions {
             prefix: "/fhir".to_string(),
             max_body_bytes: 16 * 1024 * 1024,
             referential_integrity: true,
+            search_page_ttl_ms: crate::interaction::search::CURSOR_TTL_MS,
         }
     }
 }
@@ -43,6 +46,7 @@ impl Default for AppOptions {
 pub fn router(store: Arc<dyn Store>, options: &AppOptions) -> Router {
     let mut ctx = Context::new(store);
     ctx.integrity = options.referential_integrity;
+    ctx.page_ttl_ms = options.search_page_ttl_ms;
     let state = ApiState {
         ctx,
         base_url: options.base_url.as_deref().map(Into::into),
@@ -87,6 +91,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         prefix: config.prefix.clone(),
         max_body_bytes: config.max_body_bytes,
         referential_integrity: config.referential_integrity,
+        search_page_ttl_ms: config.search_page_ttl_ms,
     };
     let backend = store.backend();
     let app = router(store, &options);

@@ -72,6 +72,10 @@ pub struct ServeArgs {
     #[arg(long, env = "HEALPORIUM_REFERENTIAL_INTEGRITY", value_enum, default_value_t = OnOff::On)]
     pub referential_integrity: OnOff,
 
+    /// How long search paging links (next/previous/first) keep working, in seconds.
+    #[arg(long, env = "HEALPORIUM_SEARCH_PAGE_TTL", default_value_t = 3600)]
+    pub search_page_ttl: u64,
+
     /// Log line format.
     #[arg(long, env = "HEALPORIUM_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -152,6 +156,8 @@ pub struct Config {
     pub prefix: String,
     pub max_body_bytes: usize,
     pub referential_integrity: bool,
+    /// Lifetime of search paging cursors, in milliseconds.
+    pub search_page_ttl_ms: i64,
     pub log_format: LogFormat,
     pub log: String,
 }
@@ -180,6 +186,9 @@ impl Config {
         if args.max_body_bytes < 1024 {
             return Err("--max-body-bytes: must be at least 1024".to_string());
         }
+        if args.search_page_ttl == 0 || args.search_page_ttl > 7 * 24 * 3600 {
+            return Err("--search-page-ttl: between 1 second and 7 days".to_string());
+        }
         if tracing_subscriber::EnvFilter::try_new(&args.log).is_err() {
             return Err(format!("--log: '{}' is not a valid log filter", args.log));
         }
@@ -190,6 +199,7 @@ impl Config {
             prefix: "/fhir".to_string(),
             max_body_bytes: args.max_body_bytes,
             referential_integrity: args.referential_integrity == OnOff::On,
+            search_page_ttl_ms: i64::try_from(args.search_page_ttl).unwrap_or(3600) * 1000,
             log_format: args.log_format,
             log: args.log,
         })

@@ -78,8 +78,15 @@ pub fn router(state: ApiState) -> Router {
         )
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
+        .with_state(state.clone());
+    // `[base]/?…` is the system search too
+    let slash = Router::new()
+        .route(&format!("{prefix}/"), get(system_search).post(bundle))
         .with_state(state);
-    Router::new().nest(&prefix, api).fallback(not_found)
+    Router::new()
+        .nest(&prefix, api)
+        .merge(slash)
+        .fallback(not_found)
 }
 
 /// An error on its way out as an OperationOutcome.

@@ -3,6 +3,7 @@
 //! and the conformance test (which exercises every advertised interaction) use.
 
 use super::{Body, Context, FhirResponse, Status};
+use crate::search::parameters::{ParamType, SearchParam, SearchParameters};
 use serde_json::{Value, json};
 use std::sync::LazyLock;
 
@@ -16,10 +17,12 @@ pub const TYPE_INTERACTIONS: &[&str] = &[
     "history-instance",
     "history-type",
     "create",
+    "search-type",
 ];
 
 /// System-level interactions implemented.
-pub const SYSTEM_INTERACTIONS: &[&str] = &["transaction", "batch", "history-system"];
+pub const SYSTEM_INTERACTIONS: &[&str] =
+    &["transaction", "batch", "history-system", "search-system"];
 
 /// Patch formats accepted.
 pub const PATCH_FORMATS: &[&str] = &["application/json-patch+json", "application/fhir+json"];
@@ -47,7 +50,13 @@ pub fn statement(ctx: &Context, base: &str) -> Value {
                         .map(|(name, def)| json!({"name": name, "definition": def})),
                 );
             }
-            json!({
+            let params = search_params(t);
+            let includes: Vec<String> = params
+                .iter()
+                .filter(|p| p.kind == ParamType::Reference)
+                .map(|p| format!("{t}:{}", p.code))
+                .collect();
+            let mut r = json!({
                 "type": t,
                 "profile": format!("http://hl7.org/fhir/StructureDefinition/{t}"),
                 "interaction": interactions,
@@ -64,7 +73,15 @@ pub fn statement(ctx: &Context, base: &str) -> Value {
                     json!(["literal", "local"])
                 },
                 "operation": ops,
-            })
+                "searchInclude": includes,
+                "searchRevInclude": revincludes(t),
+                "searchParam": params.iter().map(|p| param_json(p)).collect::<Vec<_>>(),
+            });
+            // FHIR forbids empty arrays
+            if let Some(o) = r.as_object_mut() {
+                o.retain(|_, v| v.as_array().is_none_or(|a| !a.is_empty()));
+            }
+            r
         })
         .collect();
     let system: Vec<Value> = SYSTEM_INTERACTIONS
@@ -89,12 +106,69 @@ pub fn statement(ctx: &Context, base: &str) -> Value {
             "mode": "server",
             "resource": resources,
             "interaction": system,
+            "searchParam": search_params("Resource")
+                .iter()
+                .map(|p| param_json(p))
+                .collect::<Vec<_>>(),
             "operation": super::operation::SYSTEM_OPERATIONS
                 .iter()
                 .map(|(name, def)| json!({"name": name, "definition": def}))
                 .collect::<Vec<_>>(),
         }],
     })
+}
+
+/// The search parameters a type supports: its own, DomainResource's and Resource's, with an
+/// expression this server evaluates (special ones such as `near` and `_text` are left out).
+pub fn search_params(resource_type: &str) -> Vec<&'static SearchParam> {
+    let registry = SearchParameters::r4();
+    let mut out: Vec<&SearchParam> = Vec::new();
+    for t in [resource_type, "DomainResource", "Resource"] {
+        if t == "DomainResource" && resource_type == "Resource" {
+            continue;
+        }
+        for p in registry.own(t) {
+            let supported = p.kind != ParamType::Special
+                && (p.parsed.is_some() || p.code == "_id" || p.code == "_lastUpdated")
+                && !out.iter().any(|o| o.code == p.code);
+            if supported {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+fn revincludes(resource_type: &str) -> Vec<String> {
+    let registry = SearchParameters::r4();
+    let defs = crate::fhir::definitions::Definitions::r4();
+    let mut out = Vec::new();
+    for source in defs.resource_types() {
+        for p in registry.own(source) {
+            if p.kind == ParamType::Reference
+                && p.parsed.is_some()
+                && (p.targets.is_empty() || p.targets.iter().any(|x| x == resource_type))
+            {
+                out.push(format!("{source}:{}", p.code));
+            }
+        }
+    }
+    out
+}
+
+fn param_json(p: &SearchParam) -> Value {
+    let kind = match p.kind {
+        ParamType::Number => "number",
+        ParamType::Date => "date",
+        ParamType::String => "string",
+        ParamType::Token => "token",
+        ParamType::Reference => "reference",
+        ParamType::Composite => "composite",
+        ParamType::Quantity => "quantity",
+        ParamType::Uri => "uri",
+        ParamType::Special => "special",
+    };
+    json!({"name": p.code, "type": kind})
 }
 
 pub(super) fn response(ctx: &Context, base: &str) -> FhirResponse {

@@ -39,6 +39,8 @@ pub struct Context {
     pub validator: &'static Validator,
     /// Enforce referential integrity on writes and deletes.
     pub integrity: bool,
+    /// How long search paging cursors keep working (ms).
+    pub page_ttl_ms: i64,
 }
 
 impl Context {
@@ -48,6 +50,7 @@ impl Context {
             defs: Definitions::r4(),
             validator: Validator::r4(),
             integrity: true,
+            page_ttl_ms: search::CURSOR_TTL_MS,
         }
     }
 }

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use std::collections::{HashMap, HashSet};
 
-/// How long a paging link keeps working.
+/// How long a paging link keeps working by default (`--search-page-ttl`).
 pub const CURSOR_TTL_MS: i64 = 60 * 60 * 1000;
 /// Cursors older than this are deleted (their links answer 400 instead of 410).
 const CURSOR_PURGE_MS: i64 = 24 * 60 * 60 * 1000;
@@ -102,7 +102,7 @@ async fn load_cursor(ctx: &Context, token: &str) -> Result<CursorState, Outcome>
         )
         .at("_page"));
     };
-    if Instant::now().millis() - created > CURSOR_TTL_MS {
+    if Instant::now().millis() - created > ctx.page_ttl_ms {
         return Err(Outcome::new(
             ErrorKind::Gone,
             "This paging link has expired; run the search again",
@@ -119,7 +119,12 @@ async fn save_cursor(ctx: &Context, state: &CursorState) -> Result<String, Outco
         .map_err(|_| Outcome::internal("A paging cursor cannot be written"))?;
     let now = Instant::now().millis();
     ctx.store
-        .save_cursor(&id, now, &payload, now - CURSOR_PURGE_MS)
+        .save_cursor(
+            &id,
+            now,
+            &payload,
+            now - CURSOR_PURGE_MS.max(ctx.page_ttl_ms),
+        )
         .await?;
     Ok(id)
 }
@@ -212,7 +217,7 @@ async fn run(
 ) -> Result<FhirResponse, Outcome> {
     let (types, scope_filters) = scope_types(ctx, &state.scope, &state.pairs)?;
     let registry = SearchParameters::r4();
-    let mut q = query::parse(registry, &types, &state.pairs, state.strict)?;
+    let mut q = query::parse_at(registry, &types, &state.pairs, state.strict, Some(base))?;
     q.filters.splice(0..0, scope_filters);
     resolve_value_sets(ctx, &mut q.filters).await?;
     let count = q.count.unwrap_or(DEFAULT_COUNT);

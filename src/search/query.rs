@@ -254,12 +254,24 @@ pub fn parse(
     pairs: &[(String, String)],
     strict: bool,
 ) -> Result<SearchQuery, Outcome> {
+    parse_at(registry, types, pairs, strict, None)
+}
+
+/// Like [`parse`]; reference values under `base` (this server's URL) are local references.
+pub fn parse_at(
+    registry: &SearchParameters,
+    types: &[String],
+    pairs: &[(String, String)],
+    strict: bool,
+    base: Option<&str>,
+) -> Result<SearchQuery, Outcome> {
     let mut q = SearchQuery {
         types: types.to_vec(),
         ..SearchQuery::default()
     };
     let mut p = Parser {
         registry,
+        base: base.map(|b| format!("{}/", b.trim_end_matches('/'))),
         strict,
         warnings: Vec::new(),
         used: Vec::new(),
@@ -295,6 +307,8 @@ pub fn parse(
 
 struct Parser<'r> {
     registry: &'r SearchParameters,
+    /// `http://host/fhir/`: reference values starting with it are local.
+    base: Option<String>,
     strict: bool,
     warnings: Vec<String>,
     used: Vec<(String, String)>,
@@ -590,6 +604,13 @@ impl<'r> Parser<'r> {
         match code {
             "_id" => return self.id_filter(name, modifier, value),
             "_lastUpdated" => {
+                if modifier == Some("missing") {
+                    // every resource has a lastUpdated
+                    return Ok(Some(Filter::Id {
+                        ids: Vec::new(),
+                        negate: value != "false",
+                    }));
+                }
                 if let Some(m) = modifier {
                     return Err(bad(format!(
                         "Unknown modifier ':{}' on _lastUpdated",
@@ -714,9 +735,13 @@ impl<'r> Parser<'r> {
                         None => return Err(unknown_modifier(code, m)),
                     },
                 };
+                let base = self.base.clone();
                 let preds = values
                     .iter()
-                    .map(|v| reference_pred(v, type_modifier.as_deref(), &targets))
+                    .map(|v| {
+                        let local = base.as_deref().and_then(|b| v.strip_prefix(b)).unwrap_or(v);
+                        reference_pred(local, type_modifier.as_deref(), &targets)
+                    })
                     .collect::<Result<_, _>>()?;
                 Ok(Some(Filter::Param {
                     param: code.to_string(),
@@ -821,10 +846,10 @@ impl<'r> Parser<'r> {
             None | Some("exact") => false,
             Some("not") => true,
             Some("missing") => {
-                // every resource has an id
+                // every resource has an id: missing=true matches nothing
                 return Ok(Some(Filter::Id {
                     ids: Vec::new(),
-                    negate: value != "true",
+                    negate: value != "false",
                 }));
             }
             Some(m) => return Err(unknown_modifier("_id", m)),
@@ -1134,7 +1159,8 @@ fn date_pred(name: &str, v: &str) -> Result<Pred, Outcome> {
     Ok(Pred::Date(p, low, high))
 }
 
-/// A number with its implicit precision range: `100` is [99.5, 100.5).
+/// A number with its implicit precision range: `100` is [99.5, 100.5). The bounds are
+/// computed in decimal, so `0.8` gives exactly 0.85 as its upper bound.
 fn number_range(s: &str) -> Option<(f64, f64, f64)> {
     if s.is_empty()
         || !s
@@ -1152,6 +1178,18 @@ fn number_range(s: &str) -> Option<(f64, f64, f64)> {
         None => (s, 0),
     };
     let decimals = mantissa.split_once('.').map_or(0, |(_, f)| f.len()) as i32;
+    if exp == 0
+        && let Some(d) = crate::fhirpath::Decimal::parse(mantissa)
+    {
+        let half = crate::fhirpath::Decimal::new(5, u32::try_from(decimals + 1).ok()?);
+        let bound =
+            |x: Option<crate::fhirpath::Decimal>| -> Option<f64> { x?.to_string().parse().ok() };
+        return Some((
+            value,
+            bound(d.checked_sub(half))?,
+            bound(d.checked_add(half))?,
+        ));
+    }
     let half = 0.5 * 10f64.powi(exp - decimals);
     Some((value, value - half, value + half))
 }
@@ -1235,7 +1273,7 @@ mod tests {
         assert!(matches!(&s.filters[2], Filter::Param { preds, .. } if preds.len() == 2));
         let n = q("RiskAssessment", "probability=gt0.8").unwrap();
         assert!(
-            matches!(&n.filters[0], Filter::Param { preds, .. } if preds[0] == Pred::Number(Prefix::Gt, 0.8, 0.75, 0.8500000000000001))
+            matches!(&n.filters[0], Filter::Param { preds, .. } if preds[0] == Pred::Number(Prefix::Gt, 0.8, 0.75, 0.85))
         );
         let qty = q(
             "Observation",

@@ -580,12 +580,21 @@ impl Compiler {
                 params,
             } => {
                 qb.push("(");
-                if let Scope::One(t) = scope
-                    && t == owner_type
-                {
-                    qb.push(format!("{icol} = "));
-                    qb.push_bind(owner_id.clone());
-                    qb.push(" OR ");
+                // the owner is in its own compartment
+                match scope {
+                    Scope::One(t) if t == owner_type => {
+                        qb.push(format!("{icol} = "));
+                        qb.push_bind(owner_id.clone());
+                        qb.push(" OR ");
+                    }
+                    Scope::One(_) => {}
+                    Scope::Many => {
+                        qb.push(format!("({tcol} = "));
+                        qb.push_bind(owner_type.clone());
+                        qb.push(format!(" AND {icol} = "));
+                        qb.push_bind(owner_id.clone());
+                        qb.push(") OR ");
+                    }
                 }
                 if params.is_empty() {
                     qb.push("1 = 0");

@@ -1,0 +1,949 @@
+//! FHIR search, data-driven: one fixture, then `request → expected ids in order` cases for
+//! every parameter type, modifier and prefix, chains, `_has`, `_list`, sorting, compartments
+//! and system search — identical on SQLite and PostgreSQL. Then includes, `_summary` and
+//! `_elements`, paging (stable under concurrent writes; expired and tampered links), lenient
+//! and strict handling, POST `_search`, and index rows replaced on update and delete.
+
+use crate::backends;
+use crate::common::{Backend, Server, start_with};
+use healporium::app::AppOptions;
+use serde_json::{Value, json};
+use std::collections::HashSet;
+
+backends!(
+    data_driven_cases,
+    includes_and_revincludes,
+    summary_and_elements,
+    paging_is_stable_under_concurrent_writes,
+    unknown_parameters_lenient_and_strict,
+    post_search_equals_get,
+    index_rows_follow_updates_and_deletes,
+    searches_inside_bundles,
+);
+
+fn put(rt: &str, id: &str, mut body: Value) -> Value {
+    body["resourceType"] = json!(rt);
+    body["id"] = json!(id);
+    json!({"resource": body, "request": {"method": "PUT", "url": format!("{rt}/{id}")}})
+}
+
+fn loinc(code: &str, display: &str) -> Value {
+    json!({"coding": [{"system": "http://loinc.org", "code": code, "display": display}]})
+}
+
+fn ucum(value: f64, code: &str) -> Value {
+    json!({"value": value, "system": "http://unitsofmeasure.org", "code": code, "unit": code})
+}
+
+/// The fixture every case runs against.
+async fn load_fixture(s: &Server) {
+    let entries = vec![
+        put("Organization", "org1", json!({"name": "General Hospital"})),
+        put(
+            "Organization",
+            "org2",
+            json!({"name": "City Clinic", "partOf": {"reference": "Organization/org1"}}),
+        ),
+        put(
+            "Practitioner",
+            "doc1",
+            json!({"name": [{"family": "House", "given": ["Gregory"]}]}),
+        ),
+        put(
+            "Patient",
+            "pat-a",
+            json!({"name": [{"family": "Müller", "given": ["Zoë"]}], "gender": "female",
+            "birthDate": "1970-03-04", "active": true,
+            "identifier": [{"system": "http://mrn", "value": "A1"}],
+            "telecom": [{"system": "phone", "value": "555-1"}],
+            "address": [{"city": "Zürich"}],
+            "maritalStatus": {"text": "married"},
+            "text": {"status": "generated", "div": "<div xmlns=\"http://www.w3.org/1999/xhtml\">Zoë</div>"},
+            "generalPractitioner": [{"reference": "Practitioner/doc1"}],
+            "managingOrganization": {"reference": "Organization/org1"}}),
+        ),
+        put(
+            "Patient",
+            "pat-b",
+            json!({"name": [{"family": "Smith", "given": ["John"]}], "gender": "male",
+            "birthDate": "1980", "active": false,
+            "identifier": [{"system": "http://mrn", "value": "B2"}, {"system": "http://other", "value": "X"}],
+            "address": [{"city": "Boston"}]}),
+        ),
+        put(
+            "Patient",
+            "pat-c",
+            json!({"name": [{"family": "Smithson"}], "gender": "female", "birthDate": "1990-06-15",
+            "identifier": [{"system": "http://mrn", "value": "C3"}],
+            "managingOrganization": {"reference": "Organization/org2"}}),
+        ),
+        put(
+            "Patient",
+            "pat-d",
+            json!({"name": [{"family": "O'Brien"}], "gender": "other",
+            "meta": {"tag": [{"system": "http://tags", "code": "vip"}],
+                     "profile": ["http://example.org/StructureDefinition/vip"]}}),
+        ),
+        put(
+            "Observation",
+            "obs-1",
+            json!({"status": "final", "code": loinc("8480-6", "Systolic blood pressure"),
+            "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "vital-signs"}]}],
+            "subject": {"reference": "Patient/pat-a"},
+            "performer": [{"reference": "Practitioner/doc1"}],
+            "effectiveDateTime": "2020-05-01T10:00:00Z", "valueQuantity": ucum(120.0, "mm[Hg]"),
+            "component": [
+                {"code": loinc("8480-6", "Systolic"), "valueQuantity": ucum(120.0, "mm[Hg]")},
+                {"code": loinc("8462-4", "Diastolic"), "valueQuantity": ucum(80.0, "mm[Hg]")}]}),
+        ),
+        put(
+            "Observation",
+            "obs-2",
+            json!({"status": "amended", "code": loinc("29463-7", "Body Weight"),
+            "subject": {"reference": "Patient/pat-a"},
+            "effectiveDateTime": "2021-01-15", "valueQuantity": ucum(70.0, "kg")}),
+        ),
+        put(
+            "Observation",
+            "obs-3",
+            json!({"status": "final", "code": loinc("8480-6", "Systolic blood pressure"),
+            "subject": {"reference": "Patient/pat-b"},
+            "effectivePeriod": {"start": "2020-05-01", "end": "2020-05-03"},
+            "valueQuantity": ucum(140.0, "mm[Hg]")}),
+        ),
+        put(
+            "Observation",
+            "obs-4",
+            json!({"status": "preliminary",
+            "code": {"coding": [{"system": "http://loinc.org", "code": "29463-7"}], "text": "Body weight"},
+            "subject": {"reference": "Patient/pat-c"},
+            "effectiveDateTime": "2019", "valueQuantity": ucum(70000.0, "g")}),
+        ),
+        put(
+            "Observation",
+            "obs-5",
+            json!({"status": "final", "code": {"text": "note"},
+            "subject": {"reference": "Patient/pat-b"},
+            "effectiveDateTime": "2020-05-01T23:30:00-05:00", "valueString": "hello"}),
+        ),
+        put(
+            "Encounter",
+            "enc-1",
+            json!({"status": "finished", "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB"},
+            "subject": {"reference": "Patient/pat-a"},
+            "period": {"start": "2020-05-01T09:00:00Z", "end": "2020-05-01T11:00:00Z"},
+            "serviceProvider": {"reference": "Organization/org1"}}),
+        ),
+        put(
+            "Encounter",
+            "enc-2",
+            json!({"status": "in-progress", "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "IMP"},
+            "subject": {"reference": "Patient/pat-b"},
+            "period": {"start": "2021-02-01"}}),
+        ),
+        put(
+            "MedicationRequest",
+            "mr-1",
+            json!({"status": "active", "intent": "order",
+            "medicationCodeableConcept": {"coding": [{"system": "http://www.nlm.nih.gov/research/umls/rxnorm", "code": "123"}]},
+            "subject": {"reference": "Patient/pat-a"}, "authoredOn": "2020-05-01",
+            "requester": {"reference": "Practitioner/doc1"}}),
+        ),
+        put(
+            "MedicationRequest",
+            "mr-2",
+            json!({"status": "stopped", "intent": "order",
+            "medicationCodeableConcept": {"coding": [{"system": "http://www.nlm.nih.gov/research/umls/rxnorm", "code": "456"}]},
+            "subject": {"reference": "Patient/pat-b"}}),
+        ),
+        put(
+            "RiskAssessment",
+            "ra-1",
+            json!({"status": "final", "subject": {"reference": "Patient/pat-a"},
+            "prediction": [{"probabilityDecimal": 0.85}]}),
+        ),
+        put(
+            "List",
+            "list-1",
+            json!({"status": "current", "mode": "working",
+            "entry": [{"item": {"reference": "Patient/pat-a"}}, {"item": {"reference": "Patient/pat-c"}}]}),
+        ),
+        put(
+            "ValueSet",
+            "vs-bp",
+            json!({"url": "http://example.org/vs/bp", "status": "active",
+            "compose": {"include": [{"system": "http://loinc.org",
+                "concept": [{"code": "8480-6"}, {"code": "8462-4"}]}]}}),
+        ),
+        put(
+            "Provenance",
+            "prov-1",
+            json!({"target": [{"reference": "Observation/obs-1"}], "recorded": "2020-05-01T10:00:00Z",
+            "agent": [{"who": {"reference": "Practitioner/doc1"}}]}),
+        ),
+    ];
+    let bundle = json!({"resourceType": "Bundle", "type": "transaction", "entry": entries});
+    s.post("", &bundle).await.expect(200);
+}
+
+/// The match ids of a search, in order (all pages).
+async fn ids(s: &Server, query: &str) -> Vec<String> {
+    let sep = if query.contains('?') { '&' } else { '?' };
+    let r = s.get(&format!("{query}{sep}_count=100")).await;
+    assert_eq!(r.status.as_u16(), 200, "{query}: {}", r.text);
+    let b = r.json();
+    assert_eq!(b["type"], "searchset");
+    b["entry"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter(|e| e["search"]["mode"] == "match")
+                .map(|e| e["resource"]["id"].as_str().unwrap().to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+async fn data_driven_cases(s: Server) {
+    load_fixture(&s).await;
+    let base = s.base.clone();
+    let by_url = format!("Observation?subject={base}/Patient/pat-a");
+    let cases: Vec<(&str, &[&str])> = vec![
+        // string: starts-with, case- and accent-insensitive; :exact; :contains; OR; AND
+        ("Patient?name=smith", &["pat-b", "pat-c"]),
+        ("Patient?name:exact=Smith", &["pat-b"]),
+        ("Patient?name:exact=smith", &[]),
+        ("Patient?name:contains=ITH", &["pat-b", "pat-c"]),
+        ("Patient?family=muller", &["pat-a"]),
+        ("Patient?given=ZOË", &["pat-a"]),
+        ("Patient?address-city=zur", &["pat-a"]),
+        (
+            "Patient?name=smith,m%C3%BCller",
+            &["pat-a", "pat-b", "pat-c"],
+        ),
+        ("Patient?name=smith&gender=female", &["pat-c"]),
+        ("Patient?name=smith&name=smiths", &["pat-c"]),
+        ("Practitioner?name=greg", &["doc1"]),
+        // token
+        ("Patient?gender=female", &["pat-a", "pat-c"]),
+        ("Patient?gender:not=female", &["pat-b", "pat-d"]),
+        ("Patient?identifier=http://mrn|B2", &["pat-b"]),
+        ("Patient?identifier=B2", &["pat-b"]),
+        (
+            "Patient?identifier=http://mrn|",
+            &["pat-a", "pat-b", "pat-c"],
+        ),
+        ("Patient?identifier=|X", &[]),
+        (
+            "Patient?identifier=http://other|X,http://mrn|C3",
+            &["pat-b", "pat-c"],
+        ),
+        ("Patient?active=true", &["pat-a"]),
+        ("Patient?active:missing=true", &["pat-c", "pat-d"]),
+        ("Patient?telecom=555-1", &["pat-a"]),
+        (
+            "Observation?code=http://loinc.org|8480-6",
+            &["obs-1", "obs-3"],
+        ),
+        (
+            "Observation?code=8480-6,29463-7",
+            &["obs-1", "obs-2", "obs-3", "obs-4"],
+        ),
+        ("Observation?code:text=body", &["obs-2", "obs-4"]),
+        (
+            "Observation?code:text=systolic%20blood",
+            &["obs-1", "obs-3"],
+        ),
+        (
+            "Observation?code:in=http://example.org/vs/bp",
+            &["obs-1", "obs-3"],
+        ),
+        (
+            "Observation?code:not-in=http://example.org/vs/bp",
+            &["obs-2", "obs-4", "obs-5"],
+        ),
+        (
+            "Observation?status=final,amended",
+            &["obs-1", "obs-2", "obs-3", "obs-5"],
+        ),
+        ("Observation?category=vital-signs", &["obs-1"]),
+        ("Patient?_tag=http://tags|vip", &["pat-d"]),
+        (
+            "Patient?_profile=http://example.org/StructureDefinition/vip",
+            &["pat-d"],
+        ),
+        ("Patient?_id=pat-a,pat-b", &["pat-a", "pat-b"]),
+        ("Patient?_id:not=pat-a", &["pat-b", "pat-c", "pat-d"]),
+        ("Encounter?class=AMB", &["enc-1"]),
+        // date: precision ranges and every prefix
+        ("Patient?birthdate=1970", &["pat-a"]),
+        ("Patient?birthdate=1970-03", &["pat-a"]),
+        ("Patient?birthdate=1970-03-04", &["pat-a"]),
+        ("Patient?birthdate=eq1970-03-05", &[]),
+        ("Patient?birthdate=gt1975", &["pat-b", "pat-c"]),
+        ("Patient?birthdate=lt1980", &["pat-a"]),
+        ("Patient?birthdate=ge1980", &["pat-b", "pat-c"]),
+        ("Patient?birthdate=le1980", &["pat-a", "pat-b"]),
+        ("Patient?birthdate=sa1980", &["pat-c"]),
+        ("Patient?birthdate=eb1980", &["pat-a"]),
+        ("Patient?birthdate=ne1970-03-04", &["pat-b", "pat-c"]),
+        ("Patient?birthdate=ap1980-06", &["pat-b"]),
+        ("Patient?birthdate:missing=true", &["pat-d"]),
+        ("Patient?birthdate=ge1975&birthdate=lt1985", &["pat-b"]),
+        ("Observation?date=2020-05-01", &["obs-1"]),
+        ("Observation?date=2020-05", &["obs-1", "obs-3", "obs-5"]),
+        (
+            "Observation?date=ge2020-05-02",
+            &["obs-2", "obs-3", "obs-5"],
+        ),
+        ("Observation?date=2020-05-02", &["obs-5"]),
+        ("Observation?date=2020-05-01T23:30:00-05:00", &["obs-5"]),
+        ("Observation?date=2020-05-02T04:30:00Z", &["obs-5"]),
+        ("Observation?date=lt2020", &["obs-4"]),
+        ("Encounter?date=ge2021-03", &["enc-2"]),
+        ("Encounter?date=lt2020-06", &["enc-1"]),
+        ("Encounter?date=2020-05-01T10:00:00Z", &[]),
+        ("Encounter?date=2020-05-01", &["enc-1"]),
+        (
+            "Patient?_lastUpdated=gt2000-01-01",
+            &["pat-a", "pat-b", "pat-c", "pat-d"],
+        ),
+        ("Patient?_lastUpdated=lt2000-01-01", &[]),
+        // number
+        ("RiskAssessment?probability=0.85", &["ra-1"]),
+        ("RiskAssessment?probability=0.8", &[]),
+        ("RiskAssessment?probability=gt0.8", &["ra-1"]),
+        ("RiskAssessment?probability=lt0.8", &[]),
+        ("RiskAssessment?probability=ap0.8", &["ra-1"]),
+        // quantity: prefixes, units, UCUM normalization
+        ("Observation?value-quantity=120", &["obs-1"]),
+        (
+            "Observation?value-quantity=gt100|http://unitsofmeasure.org|mm[Hg]",
+            &["obs-1", "obs-3"],
+        ),
+        (
+            "Observation?value-quantity=70|http://unitsofmeasure.org|kg",
+            &["obs-2", "obs-4"],
+        ),
+        ("Observation?value-quantity=70000||g", &["obs-4"]),
+        ("Observation?value-quantity=le70", &["obs-2"]),
+        ("Observation?value-quantity=ne120&code=8480-6", &["obs-3"]),
+        ("Observation?value-string=hel", &["obs-5"]),
+        // composite
+        (
+            "Observation?code-value-quantity=http://loinc.org|8480-6$gt130",
+            &["obs-3"],
+        ),
+        (
+            "Observation?component-code-value-quantity=http://loinc.org|8462-4$80",
+            &["obs-1"],
+        ),
+        ("Observation?component-code-value-quantity=8462-4$120", &[]),
+        // reference: forms, type modifier, absolute URL of this server
+        ("Observation?subject=Patient/pat-a", &["obs-1", "obs-2"]),
+        ("Observation?subject=pat-a", &["obs-1", "obs-2"]),
+        ("Observation?subject:Patient=pat-b", &["obs-3", "obs-5"]),
+        ("Observation?patient=pat-b", &["obs-3", "obs-5"]),
+        (by_url.as_str(), &["obs-1", "obs-2"]),
+        ("Patient?general-practitioner:missing=false", &["pat-a"]),
+        ("Encounter?service-provider=Organization/org1", &["enc-1"]),
+        // chains, to depth three, with and without type modifiers
+        ("Observation?performer:Practitioner.name=house", &["obs-1"]),
+        (
+            "Observation?subject.name=smith",
+            &["obs-3", "obs-4", "obs-5"],
+        ),
+        (
+            "Observation?subject:Patient.organization.name=general",
+            &["obs-1", "obs-2"],
+        ),
+        (
+            "Observation?subject:Patient.organization.partof.name=general",
+            &["obs-4"],
+        ),
+        (
+            "Observation?subject:Patient.birthdate=lt1985&status=final",
+            &["obs-1", "obs-3", "obs-5"],
+        ),
+        // reverse chains, nested
+        (
+            "Patient?_has:Observation:patient:code=8480-6",
+            &["pat-a", "pat-b"],
+        ),
+        (
+            "Patient?_has:Observation:patient:_has:Provenance:target:agent=Practitioner/doc1",
+            &["pat-a"],
+        ),
+        (
+            "Practitioner?_has:Observation:performer:subject=pat-a",
+            &["doc1"],
+        ),
+        (
+            "Patient?_has:Observation:patient:status=preliminary",
+            &["pat-c"],
+        ),
+        // uri
+        ("ValueSet?url=http://example.org/vs/bp", &["vs-bp"]),
+        ("ValueSet?url:below=http://example.org/vs", &["vs-bp"]),
+        (
+            "ValueSet?url:above=http://example.org/vs/bp/extra",
+            &["vs-bp"],
+        ),
+        ("ValueSet?url=http://example.org/vs", &[]),
+        // _list
+        ("Patient?_list=list-1", &["pat-a", "pat-c"]),
+        // sorting: nulls last, descending, several keys
+        (
+            "Patient?_sort=birthdate",
+            &["pat-a", "pat-b", "pat-c", "pat-d"],
+        ),
+        (
+            "Patient?_sort=-birthdate",
+            &["pat-c", "pat-b", "pat-a", "pat-d"],
+        ),
+        (
+            "Patient?_sort=family",
+            &["pat-a", "pat-d", "pat-b", "pat-c"],
+        ),
+        ("Patient?_sort=-_id", &["pat-d", "pat-c", "pat-b", "pat-a"]),
+        (
+            "Observation?_sort=date",
+            &["obs-4", "obs-3", "obs-1", "obs-5", "obs-2"],
+        ),
+        (
+            "Observation?_sort=status,-date",
+            &["obs-2", "obs-3", "obs-5", "obs-1", "obs-4"],
+        ),
+        (
+            "Observation?_sort=-value-quantity&code=8480-6",
+            &["obs-3", "obs-1"],
+        ),
+        // compartments
+        ("Patient/pat-a/Observation", &["obs-1", "obs-2"]),
+        ("Patient/pat-a/Observation?code=8480-6", &["obs-1"]),
+        (
+            "Patient/pat-b/*",
+            &["enc-2", "mr-2", "obs-3", "obs-5", "pat-b"],
+        ),
+        ("Patient/pat-a/MedicationRequest?status=active", &["mr-1"]),
+        // system search
+        (
+            "?_type=Patient,Observation&_id=pat-a,obs-1",
+            &["obs-1", "pat-a"],
+        ),
+        ("?_id=pat-a", &["pat-a"]),
+        ("?_tag=http://tags|vip", &["pat-d"]),
+    ];
+    let mut failures = Vec::new();
+    for (query, expected) in &cases {
+        let got = ids(&s, query).await;
+        if got != *expected {
+            failures.push(format!("{query}: expected {expected:?}, got {got:?}"));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases failed:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
+    // malformed values and unknown modifiers: 400 with an OperationOutcome, always
+    for bad in [
+        "Patient?birthdate=notadate",
+        "Patient?birthdate=2020-13",
+        "Patient?name:nope=x",
+        "Patient?gender:above=x",
+        "Observation?value-quantity=abc",
+        "Observation?subject=Bogus/1",
+        "Observation?code-value-quantity=8480-6",
+        "Patient?_count=many",
+        "Patient?_summary=maybe",
+        "Patient?_include=Nope:x",
+        "Patient?_page=not-a-token",
+        "Patient/pat-a/Organization",
+        "Nope?name=x",
+    ] {
+        let r = s.get(bad).await;
+        let status = r.status.as_u16();
+        assert!(status == 400 || status == 404, "{bad}: {status}");
+        assert_eq!(r.json()["resourceType"], "OperationOutcome", "{bad}");
+    }
+}
+
+async fn includes_and_revincludes(s: Server) {
+    load_fixture(&s).await;
+    let modes = |b: &Value| -> Vec<(String, String)> {
+        b["entry"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                (
+                    format!(
+                        "{}/{}",
+                        e["resource"]["resourceType"].as_str().unwrap(),
+                        e["resource"]["id"].as_str().unwrap()
+                    ),
+                    e["search"]["mode"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    };
+    let m = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
+    };
+    let b = s
+        .get("Observation?_id=obs-1&_include=Observation:subject&_include=Observation:performer")
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(b["total"], 1, "included resources are not counted");
+    let got: HashSet<_> = modes(&b).into_iter().collect();
+    let want: HashSet<_> = m(&[
+        ("Observation/obs-1", "match"),
+        ("Patient/pat-a", "include"),
+        ("Practitioner/doc1", "include"),
+    ])
+    .into_iter()
+    .collect();
+    assert_eq!(got, want);
+    // a target type modifier restricts the include
+    let b = s
+        .get("Observation?_id=obs-1&_include=Observation:subject:Group")
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(modes(&b), m(&[("Observation/obs-1", "match")]));
+    // revinclude
+    let b = s
+        .get("Patient?_id=pat-a&_revinclude=Observation:subject")
+        .await
+        .expect(200)
+        .json();
+    let got: HashSet<_> = modes(&b).into_iter().collect();
+    let want: HashSet<_> = m(&[
+        ("Patient/pat-a", "match"),
+        ("Observation/obs-1", "include"),
+        ("Observation/obs-2", "include"),
+    ])
+    .into_iter()
+    .collect();
+    assert_eq!(got, want);
+    // :iterate follows the included resources' references
+    let b = s
+        .get("Observation?_id=obs-4&_include=Observation:subject&_include:iterate=Patient:organization&_include:iterate=Organization:partof")
+        .await
+        .expect(200)
+        .json();
+    let got: HashSet<_> = modes(&b).into_iter().collect();
+    let want: HashSet<_> = m(&[
+        ("Observation/obs-4", "match"),
+        ("Patient/pat-c", "include"),
+        ("Organization/org2", "include"),
+        ("Organization/org1", "include"),
+    ])
+    .into_iter()
+    .collect();
+    assert_eq!(got, want);
+    // without :iterate the second hop is not taken
+    let b = s
+        .get("Observation?_id=obs-4&_include=Observation:subject&_include=Patient:organization")
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(modes(&b).len(), 2);
+    // `*` includes every reference parameter's targets
+    let b = s
+        .get("MedicationRequest?_id=mr-1&_include=*")
+        .await
+        .expect(200)
+        .json();
+    let got: HashSet<_> = modes(&b).into_iter().collect();
+    assert!(got.contains(&("Patient/pat-a".to_string(), "include".to_string())));
+    assert!(got.contains(&("Practitioner/doc1".to_string(), "include".to_string())));
+    // revinclude of revinclude with :iterate (Provenance of the Observations of pat-a)
+    let b = s
+        .get("Patient?_id=pat-a&_revinclude=Observation:subject&_revinclude:iterate=Provenance:target")
+        .await
+        .expect(200)
+        .json();
+    let got: HashSet<_> = modes(&b).into_iter().collect();
+    assert!(got.contains(&("Provenance/prov-1".to_string(), "include".to_string())));
+    // a match is never repeated as an include
+    let b = s
+        .get("Patient?_id=pat-a,pat-c&_include=Patient:link&_revinclude=List:item")
+        .await
+        .expect(200)
+        .json();
+    let entries = modes(&b);
+    assert_eq!(
+        entries.iter().filter(|(k, _)| k == "Patient/pat-a").count(),
+        1
+    );
+    assert!(entries.contains(&("List/list-1".to_string(), "include".to_string())));
+}
+
+async fn summary_and_elements(s: Server) {
+    load_fixture(&s).await;
+    let one = |b: Value| b["entry"][0]["resource"].clone();
+    let subsetted = |r: &Value| {
+        r["meta"]["tag"]
+            .as_array()
+            .is_some_and(|t| t.iter().any(|t| t["code"] == "SUBSETTED"))
+    };
+    let r = one(s
+        .get("Patient?_id=pat-a&_summary=true")
+        .await
+        .expect(200)
+        .json());
+    assert!(r.get("name").is_some() && r.get("birthDate").is_some());
+    assert!(r.get("maritalStatus").is_none(), "not a summary element");
+    assert!(r.get("text").is_none());
+    assert!(subsetted(&r));
+    let r = one(s
+        .get("Patient?_id=pat-a&_summary=text")
+        .await
+        .expect(200)
+        .json());
+    assert!(r.get("text").is_some() && r.get("name").is_none());
+    assert!(subsetted(&r));
+    let r = one(s
+        .get("Patient?_id=pat-a&_summary=data")
+        .await
+        .expect(200)
+        .json());
+    assert!(r.get("text").is_none() && r.get("maritalStatus").is_some());
+    let r = one(s
+        .get("Patient?_id=pat-a&_summary=false")
+        .await
+        .expect(200)
+        .json());
+    assert!(r.get("text").is_some() && !subsetted(&r));
+    let r = one(s
+        .get("Patient?_id=pat-a&_elements=gender,birthDate")
+        .await
+        .expect(200)
+        .json());
+    assert_eq!(r["gender"], "female");
+    assert_eq!(r["birthDate"], "1970-03-04");
+    assert_eq!(r["id"], "pat-a");
+    assert!(r.get("name").is_none() && r.get("address").is_none());
+    assert!(subsetted(&r));
+    // mandatory elements stay (Observation.status, Observation.code)
+    let r = one(s
+        .get("Observation?_id=obs-1&_elements=subject")
+        .await
+        .expect(200)
+        .json());
+    assert!(r.get("status").is_some() && r.get("code").is_some() && r.get("subject").is_some());
+    assert!(r.get("valueQuantity").is_none());
+    // count: only the total
+    let b = s
+        .get("Patient?gender=female&_summary=count")
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(b["total"], 2);
+    assert!(b.get("entry").is_none());
+    let b = s.get("Patient?_count=0").await.expect(200).json();
+    assert_eq!(b["total"], 4);
+    assert!(b.get("entry").is_none());
+    // _total=none leaves the total out
+    let b = s.get("Patient?_total=none").await.expect(200).json();
+    assert!(b.get("total").is_none());
+    assert_eq!(b["entry"].as_array().unwrap().len(), 4);
+}
+
+fn link(b: &Value, relation: &str) -> Option<String> {
+    b["link"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["relation"] == relation)
+        .map(|l| l["url"].as_str().unwrap().to_string())
+}
+
+/// A path relative to the server base from an absolute link.
+fn rel(s: &Server, url: &str) -> String {
+    url.strip_prefix(&s.base).unwrap().to_string()
+}
+
+async fn paging_is_stable_under_concurrent_writes(s: Server) {
+    let entries: Vec<Value> = (0..45)
+        .map(|i| {
+            put(
+                "Patient",
+                &format!("p{i:02}"),
+                json!({"name": [{"family": format!("Fam{:02}", i % 15)}], "birthDate": format!("19{:02}", 50 + i)}),
+            )
+        })
+        .collect();
+    s.post(
+        "",
+        &json!({"resourceType": "Bundle", "type": "batch", "entry": entries}),
+    )
+    .await
+    .expect(200);
+    for sort in ["family,_id", "-birthdate", "_id", "-_lastUpdated"] {
+        let mut seen: Vec<String> = Vec::new();
+        let mut moved_ids: HashSet<String> = HashSet::new();
+        let mut next = Some(format!("Patient?_sort={sort}&_count=7&name=fam"));
+        let mut pages = 0;
+        while let Some(path) = next {
+            let r = s.get(path.trim_start_matches('/')).await.expect(200).json();
+            // no PHI in paging links: only an opaque token
+            for rel_ in ["next", "previous", "first"] {
+                if let Some(l) = link(&r, rel_) {
+                    assert!(!l.contains("fam") && !l.contains("Fam"), "{l}");
+                    assert!(l.contains("_page="), "{l}");
+                }
+            }
+            for e in r["entry"].as_array().into_iter().flatten() {
+                seen.push(e["resource"]["id"].as_str().unwrap().to_string());
+            }
+            // other clients write while we page: new matches and changed ones
+            pages += 1;
+            let new_id = format!("new{pages}-{}", sort.replace([',', '-', '_'], ""));
+            s.put(
+                &format!("Patient/{new_id}"),
+                &json!({"resourceType": "Patient", "id": new_id, "name": [{"family": "Fam00"}]}),
+            )
+            .await
+            .expect(201);
+            // and an original match changes (it may move; it must not repeat)
+            let moved = format!("p{:02}", (pages * 7) % 45);
+            moved_ids.insert(moved.clone());
+            s.put(
+                &format!("Patient/{moved}"),
+                &json!({"resourceType": "Patient", "id": moved, "name": [{"family": format!("Fam{:02}", pages % 15)}], "birthDate": format!("19{:02}", 50 + (pages * 7) % 45)}),
+            )
+            .await
+            .expect(200);
+            next = link(&r, "next").map(|u| rel(&s, &u));
+        }
+        // keyset paging: every match that did not change is seen exactly once, whatever
+        // is inserted or changed meanwhile (a changed one shows where its new key falls)
+        let unchanged: Vec<&String> = seen
+            .iter()
+            .filter(|i| i.starts_with('p') && !moved_ids.contains(*i))
+            .collect();
+        let unique: HashSet<&&String> = unchanged.iter().collect();
+        assert_eq!(unique.len(), unchanged.len(), "{sort}: no duplicates");
+        assert_eq!(
+            unique.len(),
+            45 - moved_ids.len(),
+            "{sort}: every unchanged match seen"
+        );
+    }
+    // previous links walk back to the same pages
+    let first = s
+        .get("Patient?_sort=family,_id&_count=10&name=fam")
+        .await
+        .expect(200)
+        .json();
+    let second = s
+        .get(&rel(&s, &link(&first, "next").unwrap()))
+        .await
+        .expect(200)
+        .json();
+    let back = s
+        .get(&rel(&s, &link(&second, "previous").unwrap()))
+        .await
+        .expect(200)
+        .json();
+    let page_ids = |b: &Value| -> Vec<Value> {
+        b["entry"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["resource"]["id"].clone())
+            .collect()
+    };
+    assert_eq!(page_ids(&back), page_ids(&first));
+    assert!(
+        link(&back, "previous").is_none(),
+        "the first page has no previous"
+    );
+    let again = s
+        .get(&rel(&s, &link(&second, "first").unwrap()))
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(page_ids(&again), page_ids(&first));
+    // a tampered token is refused with an OperationOutcome
+    let next = link(&first, "next").unwrap();
+    let tampered = format!("{}0", &next[..next.len() - 1]);
+    let tampered = if tampered == next {
+        format!("{}1", &next[..next.len() - 1])
+    } else {
+        tampered
+    };
+    let r = s.get(&rel(&s, &tampered)).await.expect(400);
+    assert_eq!(r.expressions(), vec!["_page"]);
+    // an expired link: 410
+    let short = start_with(
+        s.backend,
+        AppOptions {
+            search_page_ttl_ms: 1,
+            ..AppOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    for i in 0..3 {
+        short
+            .put(
+                &format!("Patient/e{i}"),
+                &json!({"resourceType": "Patient", "id": format!("e{i}")}),
+            )
+            .await
+            .expect(201);
+    }
+    let b = short.get("Patient?_count=1").await.expect(200).json();
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let r = short
+        .get(&rel(&short, &link(&b, "next").unwrap()))
+        .await
+        .expect(410);
+    assert_eq!(r.json()["resourceType"], "OperationOutcome");
+    let _ = Backend::Sqlite;
+}
+
+async fn unknown_parameters_lenient_and_strict(s: Server) {
+    load_fixture(&s).await;
+    let b = s
+        .get("Patient?gender=male&bogus=1&_text=x")
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(b["total"], 1);
+    let self_link = link(&b, "self").unwrap();
+    assert!(self_link.contains("gender=male"));
+    assert!(
+        !self_link.contains("bogus") && !self_link.contains("_text"),
+        "{self_link}"
+    );
+    let outcome = b["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["search"]["mode"] == "outcome")
+        .expect("an outcome entry");
+    assert_eq!(outcome["resource"]["resourceType"], "OperationOutcome");
+    assert_eq!(outcome["resource"]["issue"][0]["severity"], "warning");
+    assert_eq!(outcome["resource"]["issue"].as_array().unwrap().len(), 2);
+    // strict handling refuses them
+    let r = s
+        .get_with(
+            "Patient?gender=male&bogus=1",
+            &[("prefer", "handling=strict")],
+        )
+        .await
+        .expect(400);
+    assert_eq!(r.json()["resourceType"], "OperationOutcome");
+    // lenient handling explicitly asked for
+    s.get_with("Patient?bogus=1", &[("prefer", "handling=lenient")])
+        .await
+        .expect(200);
+    // an unknown modifier is an error even when lenient
+    s.get("Patient?gender:bogus=male").await.expect(400);
+}
+
+async fn post_search_equals_get(s: Server) {
+    load_fixture(&s).await;
+    let get = ids(&s, "Observation?code=8480-6&_sort=-date").await;
+    let form = |path: &str, body: &str| {
+        let (client, url) = (s.client.clone(), s.url(path));
+        let body = body.to_string();
+        async move {
+            client
+                .post(url)
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(body)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let r = form("Observation/_search", "code=8480-6&_sort=-date").await;
+    assert_eq!(r.status().as_u16(), 200);
+    let b: Value = r.json().await.unwrap();
+    let post: Vec<String> = b["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["resource"]["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(post, get);
+    assert_eq!(post, ["obs-3", "obs-1"]);
+    // query and body combine
+    let r = form("Observation/_search?status=final", "code=8480-6").await;
+    let b: Value = r.json().await.unwrap();
+    assert_eq!(b["total"], 2);
+    // system-level POST _search
+    let r = form("_search", "_type=Patient&gender=male").await;
+    let b: Value = r.json().await.unwrap();
+    assert_eq!(b["total"], 1);
+    // a body of another media type is refused
+    let r = s
+        .client
+        .post(s.url("Observation/_search"))
+        .header("content-type", "application/json")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 415);
+}
+
+async fn index_rows_follow_updates_and_deletes(s: Server) {
+    let p = json!({"resourceType": "Patient", "id": "u1", "name": [{"family": "Before"}], "gender": "male"});
+    s.put("Patient/u1", &p).await.expect(201);
+    assert_eq!(ids(&s, "Patient?family=before").await, ["u1"]);
+    let mut changed = p.clone();
+    changed["name"] = json!([{"family": "After"}]);
+    changed["gender"] = json!("female");
+    s.put("Patient/u1", &changed).await.expect(200);
+    assert!(ids(&s, "Patient?family=before").await.is_empty());
+    assert!(ids(&s, "Patient?gender=male").await.is_empty());
+    assert_eq!(ids(&s, "Patient?family=after&gender=female").await, ["u1"]);
+    // a failed write leaves the index as it was
+    let mut invalid = changed.clone();
+    invalid["gender"] = json!("nonsense");
+    invalid["name"] = json!([{"family": "Broken"}]);
+    s.put("Patient/u1", &invalid).await;
+    assert!(ids(&s, "Patient?family=broken").await.is_empty());
+    assert_eq!(ids(&s, "Patient?family=after").await, ["u1"]);
+    s.delete("Patient/u1").await.expect(204);
+    assert!(ids(&s, "Patient?family=after").await.is_empty());
+    assert!(ids(&s, "Patient?gender:missing=false").await.is_empty());
+    // and come back when the resource is recreated
+    s.put("Patient/u1", &changed).await.expect(201);
+    assert_eq!(ids(&s, "Patient?family=after").await, ["u1"]);
+}
+
+async fn searches_inside_bundles(s: Server) {
+    load_fixture(&s).await;
+    let batch = json!({"resourceType": "Bundle", "type": "batch", "entry": [
+        {"request": {"method": "GET", "url": "Patient?gender=female"}},
+        {"request": {"method": "GET", "url": "Patient/pat-a/Observation?_sort=-date"}},
+        {"request": {"method": "GET", "url": "?_type=Encounter"}},
+        {"request": {"method": "GET", "url": "Patient?birthdate=bad"}}]});
+    let r = s.post("", &batch).await.expect(200).json();
+    assert_eq!(r["entry"][0]["resource"]["total"], 2);
+    assert_eq!(
+        r["entry"][1]["resource"]["entry"][0]["resource"]["id"],
+        "obs-2"
+    );
+    assert_eq!(r["entry"][2]["resource"]["total"], 2);
+    assert!(
+        r["entry"][3]["response"]["status"]
+            .as_str()
+            .unwrap()
+            .starts_with("400")
+    );
+}
