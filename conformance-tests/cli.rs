@@ -155,3 +155,73 @@ fn unreachable_database_is_a_clear_error() {
     );
     assert!(!err.contains("panicked"));
 }
+
+#[tokio::test]
+async fn reindex_runs_online_next_to_a_serving_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, url) = serve(dir.path(), &[], &[]);
+    let base = url.trim_end_matches("/metadata").to_string();
+    let client = reqwest::Client::new();
+    let put = |path: String, body: serde_json::Value| {
+        let client = client.clone();
+        async move {
+            client
+                .put(path)
+                .header("content-type", "application/fhir+json")
+                .body(body.to_string())
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    let p = serde_json::json!({"resourceType": "Patient", "id": "r1", "birthDate": "1970",
+        "deceasedBoolean": true});
+    assert_eq!(put(format!("{base}/Patient/r1"), p).await, 201);
+    let sp = serde_json::json!({"resourceType": "SearchParameter", "id": "dead",
+        "url": "http://example.org/sp/dead", "name": "dead", "status": "active",
+        "description": "x", "code": "dead", "base": ["Patient"], "type": "token",
+        "expression": "Patient.deceased"});
+    assert_eq!(put(format!("{base}/SearchParameter/dead"), sp).await, 201);
+    let out = bin()
+        .current_dir(dir.path())
+        .args(["reindex", "--database-url", "sqlite:healporium.db"])
+        .env_remove("DATABASE_URL")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("reindexed 1 resources") && text.contains("Patient.dead"),
+        "{text}"
+    );
+    // the running node sees the rebuilt rows (and, within seconds, the new state)
+    let mut found = serde_json::Value::Null;
+    for _ in 0..80 {
+        found = client
+            .get(format!("{base}/Patient?dead=true"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let warned = found["entry"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|e| e["search"]["mode"] == "outcome");
+        if found["total"] == 1 && !warned {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(found["total"], 1, "{found}");
+    child.kill().ok();
+    child.wait().ok();
+}

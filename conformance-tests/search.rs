@@ -19,6 +19,7 @@ backends!(
     post_search_equals_get,
     index_rows_follow_updates_and_deletes,
     searches_inside_bundles,
+    custom_search_parameters_and_reindex,
 );
 
 fn put(rt: &str, id: &str, mut body: Value) -> Value {
@@ -946,4 +947,106 @@ async fn searches_inside_bundles(s: Server) {
             .unwrap()
             .starts_with("400")
     );
+}
+
+async fn custom_search_parameters_and_reindex(s: Server) {
+    let patient = |id: &str, status: &str| {
+        json!({"resourceType": "Patient", "id": id, "maritalStatus": {"coding": [
+            {"system": "http://terminology.hl7.org/CodeSystem/v3-MaritalStatus", "code": status}]}})
+    };
+    s.put("Patient/m1", &patient("m1", "M")).await.expect(201);
+    s.put("Patient/m2", &patient("m2", "S")).await.expect(201);
+    // unknown before it is defined
+    let b = s.get("Patient?marital=M").await.expect(200).json();
+    assert_eq!(b["total"], 2, "ignored while unknown");
+    let sp = json!({"resourceType": "SearchParameter", "url": "http://example.org/sp/marital",
+        "name": "marital", "status": "active", "description": "Marital status", "code": "marital",
+        "base": ["Patient"], "type": "token", "expression": "Patient.maritalStatus"});
+    s.post("SearchParameter", &sp).await.expect(201);
+    // active for new writes at once
+    s.put("Patient/m3", &patient("m3", "M")).await.expect(201);
+    let b = s.get("Patient?marital=M").await.expect(200).json();
+    assert_eq!(ids_of(&b), ["m3"]);
+    let warning = b["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["search"]["mode"] == "outcome")
+        .expect("a warning that the index is not complete");
+    assert!(
+        warning["resource"]["issue"][0]["diagnostics"]
+            .as_str()
+            .unwrap()
+            .contains("marital")
+    );
+    let status = s.get("$reindex").await.expect(200).json();
+    assert_eq!(status["parameter"][0]["part"][1]["valueCode"], "pending");
+    let report = s
+        .post("$reindex", &json!({"resourceType": "Parameters"}))
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(report["parameter"][0]["valueInteger"], 3);
+    assert_eq!(report["parameter"][1]["valueString"], "Patient.marital");
+    let b = s.get("Patient?marital=M").await.expect(200).json();
+    assert_eq!(ids_of(&b), ["m1", "m3"]);
+    assert!(
+        !b["entry"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["search"]["mode"] == "outcome"),
+        "complete now: no warning"
+    );
+    let status = s.get("$reindex").await.expect(200).json();
+    assert_eq!(status["parameter"][0]["part"][1]["valueCode"], "ready");
+    // sortable and listed in the CapabilityStatement like any other
+    let b = s.get("Patient?_sort=-marital").await.expect(200).json();
+    assert_eq!(ids_of(&b)[0], "m2");
+    let cs = s.get("metadata").await.json();
+    let patient_entry = cs["rest"][0]["resource"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["type"] == "Patient")
+        .unwrap()
+        .clone();
+    assert!(
+        patient_entry["searchParam"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["name"] == "marital")
+    );
+    // a definition that cannot shadow R4: `gender` keeps its R4 meaning
+    let shadow = json!({"resourceType": "SearchParameter", "url": "http://example.org/sp/g",
+        "name": "g", "status": "active", "description": "x", "code": "gender",
+        "base": ["Patient"], "type": "string", "expression": "Patient.name"});
+    s.post("SearchParameter", &shadow).await.expect(201);
+    s.get_with("Patient?gender=male", &[("prefer", "handling=strict")])
+        .await
+        .expect(200);
+    // deleting the definition retires the parameter
+    let found = s
+        .get("SearchParameter?url=http://example.org/sp/marital")
+        .await
+        .json();
+    let id = found["entry"][0]["resource"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    s.delete(&format!("SearchParameter/{id}")).await.expect(204);
+    s.get_with("Patient?marital=M", &[("prefer", "handling=strict")])
+        .await
+        .expect(400);
+}
+
+fn ids_of(b: &Value) -> Vec<String> {
+    b["entry"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["search"]["mode"] == "match")
+        .map(|e| e["resource"]["id"].as_str().unwrap().to_string())
+        .collect()
 }

@@ -79,6 +79,32 @@ pub fn warm_up() -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("validator: {e}"))
 }
 
+/// Runs `healporium reindex`: prints what was rebuilt.
+pub async fn reindex(
+    database_url: &str,
+    base_url: Option<&str>,
+    all: bool,
+) -> anyhow::Result<String> {
+    warm_up()?;
+    let store = store::open(database_url).await?;
+    let ctx = Context::new(store);
+    let report = crate::interaction::operation::reindex::reindex(&ctx, base_url, all)
+        .await
+        .map_err(|o| anyhow::anyhow!("reindex failed: {:?}", o.issues))?;
+    let params: Vec<String> = report
+        .params
+        .iter()
+        .map(|(b, c)| format!("{b}.{c}"))
+        .collect();
+    Ok(format!(
+        "reindexed {} resources for {} parameter(s){}{}",
+        report.resources,
+        params.len(),
+        if params.is_empty() { "" } else { ": " },
+        params.join(", ")
+    ))
+}
+
 /// Runs `healporium serve`.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     warm_up()?;

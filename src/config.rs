@@ -26,6 +26,29 @@ pub struct Cli {
 pub enum Command {
     /// Run the FHIR server.
     Serve(ServeArgs),
+    /// Rebuild the index rows of custom search parameters (online: the server may keep
+    /// running against the same database).
+    Reindex(ReindexArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ReindexArgs {
+    /// The database: `sqlite:PATH` or `postgres://USER@HOST:PORT/DATABASE`.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "sqlite:healporium.db",
+        hide_env_values = true
+    )]
+    pub database_url: String,
+
+    /// The public URL of the FHIR API (absolute references under it index as local ones).
+    #[arg(long, env = "HEALPORIUM_BASE_URL")]
+    pub base_url: Option<String>,
+
+    /// Rebuild every custom parameter, not only those waiting for a reindex.
+    #[arg(long)]
+    pub all: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -214,8 +237,10 @@ mod tests {
         let mut argv = vec!["healporium", "serve"];
         argv.extend_from_slice(extra);
         let cli = Cli::try_parse_from(argv).map_err(|e| e.to_string())?;
-        let Command::Serve(a) = cli.command;
-        Config::from_args(a)
+        match cli.command {
+            Command::Serve(a) => Config::from_args(a),
+            Command::Reindex(_) => Err("not serve".to_string()),
+        }
     }
 
     #[test]

@@ -5,9 +5,37 @@ use clap::Parser;
 use healporium::config::{Cli, Command, Config};
 use std::process::ExitCode;
 
+fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("error: cannot start the async runtime: {e}");
+            ExitCode::FAILURE
+        })
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Reindex(args) => {
+            healporium::telemetry::init(healporium::config::LogFormat::Text, "warn");
+            let runtime = match runtime() {
+                Ok(r) => r,
+                Err(code) => return code,
+            };
+            let base = args.base_url.as_deref().map(|b| b.trim_end_matches('/'));
+            match runtime.block_on(healporium::app::reindex(&args.database_url, base, args.all)) {
+                Ok(summary) => {
+                    println!("{summary}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Serve(args) => {
             let config = match Config::from_args(args) {
                 Ok(c) => c,
@@ -17,15 +45,9 @@ fn main() -> ExitCode {
                 }
             };
             healporium::telemetry::init(config.log_format, &config.log);
-            let runtime = match tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-            {
+            let runtime = match runtime() {
                 Ok(r) => r,
-                Err(e) => {
-                    eprintln!("error: cannot start the async runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
+                Err(code) => return code,
             };
             match runtime.block_on(healporium::app::serve(config)) {
                 Ok(()) => ExitCode::SUCCESS,

@@ -30,6 +30,8 @@ pub const PATCH_FORMATS: &[&str] = &["application/json-patch+json", "application
 static STARTED: LazyLock<String> = LazyLock::new(|| crate::fhir::types::Instant::now().to_fhir());
 
 pub fn statement(ctx: &Context, base: &str) -> Value {
+    let loaded = ctx.registry.snapshot();
+    let registry: &SearchParameters = &loaded.params;
     let interactions: Vec<Value> = TYPE_INTERACTIONS
         .iter()
         .map(|c| json!({"code": c}))
@@ -50,7 +52,7 @@ pub fn statement(ctx: &Context, base: &str) -> Value {
                         .map(|(name, def)| json!({"name": name, "definition": def})),
                 );
             }
-            let params = search_params(t);
+            let params = search_params(registry, t);
             let includes: Vec<String> = params
                 .iter()
                 .filter(|p| p.kind == ParamType::Reference)
@@ -74,7 +76,7 @@ pub fn statement(ctx: &Context, base: &str) -> Value {
                 },
                 "operation": ops,
                 "searchInclude": includes,
-                "searchRevInclude": revincludes(t),
+                "searchRevInclude": revincludes(registry, t),
                 "searchParam": params.iter().map(|p| param_json(p)).collect::<Vec<_>>(),
             });
             // FHIR forbids empty arrays
@@ -106,7 +108,7 @@ pub fn statement(ctx: &Context, base: &str) -> Value {
             "mode": "server",
             "resource": resources,
             "interaction": system,
-            "searchParam": search_params("Resource")
+            "searchParam": search_params(registry, "Resource")
                 .iter()
                 .map(|p| param_json(p))
                 .collect::<Vec<_>>(),
@@ -120,8 +122,10 @@ pub fn statement(ctx: &Context, base: &str) -> Value {
 
 /// The search parameters a type supports: its own, DomainResource's and Resource's, with an
 /// expression this server evaluates (special ones such as `near` and `_text` are left out).
-pub fn search_params(resource_type: &str) -> Vec<&'static SearchParam> {
-    let registry = SearchParameters::r4();
+pub fn search_params<'r>(
+    registry: &'r SearchParameters,
+    resource_type: &str,
+) -> Vec<&'r SearchParam> {
     let mut out: Vec<&SearchParam> = Vec::new();
     for t in [resource_type, "DomainResource", "Resource"] {
         if t == "DomainResource" && resource_type == "Resource" {
@@ -139,8 +143,7 @@ pub fn search_params(resource_type: &str) -> Vec<&'static SearchParam> {
     out
 }
 
-fn revincludes(resource_type: &str) -> Vec<String> {
-    let registry = SearchParameters::r4();
+fn revincludes(registry: &SearchParameters, resource_type: &str) -> Vec<String> {
     let defs = crate::fhir::definitions::Definitions::r4();
     let mut out = Vec::new();
     for source in defs.resource_types() {

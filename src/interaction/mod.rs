@@ -15,6 +15,7 @@ pub mod operation;
 mod patch;
 mod provenance;
 mod read;
+pub mod registry;
 pub mod search;
 pub mod session;
 mod update;
@@ -41,6 +42,8 @@ pub struct Context {
     pub integrity: bool,
     /// How long search paging cursors keep working (ms).
     pub page_ttl_ms: i64,
+    /// Search parameters: R4's and the stored custom ones.
+    pub registry: Arc<registry::Registry>,
 }
 
 impl Context {
@@ -51,6 +54,7 @@ impl Context {
             validator: Validator::r4(),
             integrity: true,
             page_ttl_ms: search::CURSOR_TTL_MS,
+            registry: Arc::new(registry::Registry::new()),
         }
     }
 }

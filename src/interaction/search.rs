@@ -132,10 +132,10 @@ async fn save_cursor(ctx: &Context, state: &CursorState) -> Result<String, Outco
 /// The types and extra filters a scope implies.
 fn scope_types(
     ctx: &Context,
+    registry: &SearchParameters,
     scope: &SearchScope,
     pairs: &[(String, String)],
 ) -> Result<(Vec<String>, Vec<Filter>), Outcome> {
-    let registry = SearchParameters::r4();
     match scope {
         SearchScope::Type(t) => Ok((vec![resource_type(ctx, t)?.to_string()], Vec::new())),
         SearchScope::System => {
@@ -215,9 +215,29 @@ async fn run(
     state: CursorState,
     paging: bool,
 ) -> Result<FhirResponse, Outcome> {
-    let (types, scope_filters) = scope_types(ctx, &state.scope, &state.pairs)?;
-    let registry = SearchParameters::r4();
-    let mut q = query::parse_at(registry, &types, &state.pairs, state.strict, Some(base))?;
+    let loaded = ctx.registry.current(ctx.store.as_ref()).await?;
+    let (types, scope_filters) = scope_types(ctx, &loaded.params, &state.scope, &state.pairs)?;
+    let mut q = query::parse_at(
+        &loaded.params,
+        &types,
+        &state.pairs,
+        state.strict,
+        Some(base),
+    )?;
+    // custom parameters whose index is still being built: say so rather than look complete
+    let mut partial: Vec<String> = Vec::new();
+    for (t, code) in &q.params_used {
+        let pending = [t.as_str(), "DomainResource", "Resource"]
+            .iter()
+            .any(|b| loaded.pending.contains(&(b.to_string(), code.clone())));
+        if pending && !partial.contains(code) {
+            partial.push(code.clone());
+            q.warnings.push(format!(
+                "The index of search parameter '{code}' is not complete until $reindex has \
+                 run: resources written before it was defined are not found yet"
+            ));
+        }
+    }
     q.filters.splice(0..0, scope_filters);
     resolve_value_sets(ctx, &mut q.filters).await?;
     let count = q.count.unwrap_or(DEFAULT_COUNT);

@@ -5,12 +5,15 @@
 //! Bundle entry in every error.
 
 use super::Context;
+use super::registry::Registry;
 use super::write::delete_version;
 use crate::fhir::outcome::{ErrorKind, Issue, Outcome};
 use crate::fhir::types::VersionId;
 use crate::search::index::LinkRow;
+use crate::search::parameters::SearchParameters;
 use crate::store::Transaction;
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 
 /// Resources `_cascade=delete` may remove in one request.
 const MAX_CASCADE: usize = 1000;
@@ -32,6 +35,11 @@ pub struct Mark {
 
 pub struct Session {
     tx: Box<dyn Transaction>,
+    /// The search parameters index rows are written for.
+    pub registry: Arc<SearchParameters>,
+    registries: Arc<Registry>,
+    /// A SearchParameter was written: reload the registry after commit.
+    registry_changed: bool,
     pub base: String,
     integrity: bool,
     cascade: bool,
@@ -44,7 +52,11 @@ pub struct Session {
 
 impl Session {
     pub async fn begin(ctx: &Context, base: &str) -> Result<Session, Outcome> {
+        let loaded = ctx.registry.current(ctx.store.as_ref()).await?;
         Ok(Session {
+            registry: loaded.params,
+            registries: ctx.registry.clone(),
+            registry_changed: false,
             tx: ctx.store.begin().await?,
             base: base.to_string(),
             integrity: ctx.integrity,
@@ -102,7 +114,15 @@ impl Session {
         let start = Mark::default();
         self.check_since(&start).await?;
         self.tx.commit().await?;
+        if self.registry_changed {
+            self.registries.invalidate();
+        }
         Ok(())
+    }
+
+    /// Notes that a SearchParameter was written or deleted.
+    pub fn registry_changed(&mut self) {
+        self.registry_changed = true;
     }
 
     /// Where the session stands, to check or undo what comes after (batch savepoints).

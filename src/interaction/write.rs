@@ -97,8 +97,17 @@ pub(super) async fn put_version(
     stamp(&mut resource, id, version, last_updated);
     let text = serde_json::to_string(&resource)
         .map_err(|_| Outcome::internal("Cannot serialize the resource"))?;
-    let index = search::index::extract(&resource, Some(&s.base));
+    let index = search::index::extract_with(&resource, Some(&s.base), &s.registry);
     let links = index.links.clone();
+    if resource_type == "SearchParameter" {
+        // a custom parameter indexes new writes at once; existing resources wait for $reindex
+        if let Some((bases, p)) = search::parameters::custom_from_resource(&resource) {
+            for b in bases {
+                s.tx().set_param_state(&b, &p.code, "pending").await?;
+            }
+        }
+        s.registry_changed();
+    }
     s.tx()
         .write(&NewVersion {
             resource_type: resource_type.to_string(),
@@ -147,6 +156,9 @@ pub(super) async fn delete_version(
         })
         .await?;
     s.record_delete(&current.resource_type, &current.id, version);
+    if current.resource_type == "SearchParameter" {
+        s.registry_changed();
+    }
     let mut response = FhirResponse::new(Status::NoContent);
     response.version = Some(version);
     response.last_modified = Some(last_updated);

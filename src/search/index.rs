@@ -113,6 +113,7 @@ pub fn indexed_params<'a>(
     let own: Vec<&'a SearchParam> = [resource_type, "DomainResource", "Resource"]
         .iter()
         .flat_map(|t| registry.own(t))
+        .map(|p| p.as_ref())
         .collect();
     own.into_iter().filter(|p| {
         p.parsed.is_some()
@@ -124,12 +125,44 @@ pub fn indexed_params<'a>(
 
 /// Extracts the index rows of a resource; `base` makes absolute references to this server local.
 pub fn extract(resource: &Value, base: Option<&str>) -> IndexRows {
-    extract_with(resource, base, SearchParameters::r4(), |_| true)
+    extract_with(resource, base, SearchParameters::r4())
 }
 
-/// Extracts rows for the parameters of `registry` that `keep` selects (reindexing one
-/// parameter, or every parameter including custom ones).
+/// Extracts the rows of every parameter of `registry` (custom ones included), the identifier
+/// tokens conditional interactions need, and the local links.
 pub fn extract_with(
+    resource: &Value,
+    base: Option<&str>,
+    registry: &SearchParameters,
+) -> IndexRows {
+    let mut rows = extract_params(resource, base, registry, |_| true);
+    let rt = resource
+        .get("resourceType")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    if !rows.tokens.iter().any(|t| t.param == "identifier") {
+        // conditional interactions match on identifier even where it is no search parameter
+        identifiers(&mut rows, resource);
+    }
+    for (expression, reference) in collect(resource, rt) {
+        if let Some(l) = parse_local(&reference, base)
+            && !rows.links.iter().any(|x| {
+                x.target_type == l.resource_type && x.target_id == l.id && x.version == l.version
+            })
+        {
+            rows.links.push(LinkRow {
+                target_type: l.resource_type,
+                target_id: l.id,
+                version: l.version,
+                expression,
+            });
+        }
+    }
+    rows
+}
+
+/// The rows of the parameters `keep` selects, only (reindexing one parameter).
+pub fn extract_params(
     resource: &Value,
     base: Option<&str>,
     registry: &SearchParameters,
@@ -155,24 +188,6 @@ pub fn extract_with(
         }
         for item in &items {
             add_value(&mut rows, &p.code, p.kind, item.value(), base, None);
-        }
-    }
-    if !rows.tokens.iter().any(|t| t.param == "identifier") {
-        // conditional interactions match on identifier even where it is no search parameter
-        identifiers(&mut rows, resource);
-    }
-    for (expression, reference) in collect(resource, rt) {
-        if let Some(l) = parse_local(&reference, base)
-            && !rows.links.iter().any(|x| {
-                x.target_type == l.resource_type && x.target_id == l.id && x.version == l.version
-            })
-        {
-            rows.links.push(LinkRow {
-                target_type: l.resource_type,
-                target_id: l.id,
-                version: l.version,
-                expression,
-            });
         }
     }
     rows

@@ -5,8 +5,9 @@
 use crate::fhir::definitions::Profiles;
 use crate::fhirpath::{Expr, parse};
 use serde::Deserialize;
+use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ParamType {
@@ -31,6 +32,8 @@ pub struct SearchParam {
     pub targets: Vec<String>,
     /// A composite parameter's components, in order.
     pub components: Vec<Component>,
+    /// Defined by a SearchParameter resource stored on this server (not by R4).
+    pub custom: bool,
 }
 
 /// One component of a composite parameter: another parameter of the same base (by code) and
@@ -60,9 +63,11 @@ struct RawComponent {
     expression: String,
 }
 
-#[derive(Debug, Default)]
+/// The registry: parameters by base type, and the Patient compartment. R4's are compiled in;
+/// [`SearchParameters::with_custom`] adds those of stored SearchParameter resources.
+#[derive(Debug, Default, Clone)]
 pub struct SearchParameters {
-    by_type: HashMap<String, Vec<SearchParam>>,
+    by_type: HashMap<String, Vec<Arc<SearchParam>>>,
     compartment: HashMap<String, Vec<String>>,
 }
 
@@ -98,6 +103,7 @@ impl SearchParameters {
             let list = params
                 .into_iter()
                 .map(|p| SearchParam {
+                    custom: false,
                     parsed: p.expression.as_deref().and_then(|e| parse(e).ok()),
                     code: p.code,
                     kind: kind(&p.kind),
@@ -113,6 +119,7 @@ impl SearchParameters {
                         })
                         .collect(),
                 })
+                .map(Arc::new)
                 .collect();
             out.by_type.insert(base, list);
         }
@@ -122,8 +129,39 @@ impl SearchParameters {
         out
     }
 
+    /// This registry plus custom parameters (base types, definition); a custom parameter whose
+    /// code its base already defines is left out (the R4 definition wins).
+    pub fn with_custom(&self, custom: Vec<(Vec<String>, SearchParam)>) -> SearchParameters {
+        let mut out = self.clone();
+        for (bases, param) in custom {
+            let param = Arc::new(param);
+            for base in bases {
+                if out.get(&base, &param.code).is_some() {
+                    continue;
+                }
+                out.by_type.entry(base).or_default().push(param.clone());
+            }
+        }
+        out
+    }
+
+    /// The custom parameters: (base, code).
+    pub fn custom(&self) -> Vec<(String, String)> {
+        let mut out: Vec<(String, String)> = self
+            .by_type
+            .iter()
+            .flat_map(|(t, ps)| {
+                ps.iter()
+                    .filter(|p| p.custom)
+                    .map(move |p| (t.clone(), p.code.clone()))
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
     /// The parameters defined on `resource_type` itself (not those of Resource/DomainResource).
-    pub fn own(&self, resource_type: &str) -> &[SearchParam] {
+    pub fn own(&self, resource_type: &str) -> &[Arc<SearchParam>] {
         self.by_type
             .get(resource_type)
             .map(Vec::as_slice)
@@ -136,6 +174,7 @@ impl SearchParameters {
             .iter()
             .flat_map(|t| self.own(t))
             .find(|p| p.code == code)
+            .map(Arc::as_ref)
     }
 
     /// The parameters that put a `resource_type` in a Patient's compartment.
@@ -154,6 +193,77 @@ impl SearchParameters {
     pub fn count(&self) -> usize {
         self.by_type.values().map(Vec::len).sum()
     }
+}
+
+/// A SearchParameter resource as a custom parameter: (base types, definition), when it is
+/// active or draft, defines code, base, type and a FHIRPath expression this engine parses,
+/// and is not one of R4's own (http://hl7.org/fhir/SearchParameter/…).
+pub fn custom_from_resource(resource: &Value) -> Option<(Vec<String>, SearchParam)> {
+    let s = |k: &str| resource.get(k).and_then(Value::as_str);
+    if s("resourceType") != Some("SearchParameter")
+        || s("status") == Some("retired")
+        || s("url").is_some_and(|u| u.starts_with("http://hl7.org/fhir/SearchParameter/"))
+    {
+        return None;
+    }
+    let code = s("code")?.to_string();
+    let kind = kind(s("type")?);
+    if kind == ParamType::Special || code.starts_with('_') {
+        return None;
+    }
+    let expression = s("expression")?.to_string();
+    let parsed = parse(&expression).ok()?;
+    let bases: Vec<String> = resource
+        .get("base")?
+        .as_array()?
+        .iter()
+        .filter_map(Value::as_str)
+        .map(str::to_string)
+        .collect();
+    if bases.is_empty() {
+        return None;
+    }
+    let targets = resource
+        .get("target")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default();
+    let components = resource
+        .get("component")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|c| {
+                    // components name other parameters by canonical; the code is its tail
+                    let def = c.get("definition")?.as_str()?;
+                    let param = def.rsplit(['/', '-']).next()?.to_string();
+                    let expression = c.get("expression")?.as_str()?.to_string();
+                    Some(Component {
+                        parsed: parse(&expression).ok(),
+                        param,
+                        expression,
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Some((
+        bases,
+        SearchParam {
+            code,
+            kind,
+            expression: Some(expression),
+            parsed: Some(parsed),
+            targets,
+            components,
+            custom: true,
+        },
+    ))
 }
 
 #[cfg(test)]
@@ -186,5 +296,42 @@ mod tests {
             ["subject", "performer"]
         );
         assert!(sp.patient_compartment("Organization").is_empty());
+    }
+}
+
+#[cfg(test)]
+mod custom_tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn custom_parameters_extend_but_never_replace_r4() {
+        let sp = json!({"resourceType": "SearchParameter", "url": "http://example.org/sp/marital",
+            "status": "active", "code": "marital", "base": ["Patient"], "type": "token",
+            "expression": "Patient.maritalStatus"});
+        let custom = custom_from_resource(&sp).unwrap();
+        let shadow = custom_from_resource(&json!({"resourceType": "SearchParameter",
+            "status": "active", "code": "gender", "base": ["Patient"], "type": "string",
+            "expression": "Patient.name"}))
+        .unwrap();
+        let reg = SearchParameters::r4().with_custom(vec![custom, shadow]);
+        assert_eq!(
+            reg.get("Patient", "marital").unwrap().kind,
+            ParamType::Token
+        );
+        assert_eq!(reg.get("Patient", "gender").unwrap().kind, ParamType::Token);
+        assert_eq!(
+            reg.custom(),
+            [("Patient".to_string(), "marital".to_string())]
+        );
+        assert!(SearchParameters::r4().get("Patient", "marital").is_none());
+        for bad in [
+            json!({"resourceType": "SearchParameter", "status": "active", "code": "x", "base": ["Patient"], "type": "token", "expression": "Patient.("}),
+            json!({"resourceType": "SearchParameter", "status": "retired", "code": "x", "base": ["Patient"], "type": "token", "expression": "Patient.id"}),
+            json!({"resourceType": "SearchParameter", "url": "http://hl7.org/fhir/SearchParameter/x", "status": "active", "code": "x", "base": ["Patient"], "type": "token", "expression": "Patient.id"}),
+            json!({"resourceType": "SearchParameter", "status": "active", "code": "x", "base": [], "type": "token", "expression": "Patient.id"}),
+        ] {
+            assert!(custom_from_resource(&bad).is_none(), "{bad}");
+        }
     }
 }

@@ -183,6 +183,8 @@ pub trait Store: Send + Sync + 'static {
     async fn live_ids(&self, resource_type: &str) -> StoreResult<Vec<String>>;
     /// One page of a search, in sort order.
     async fn search(&self, spec: &SearchSpec<'_>) -> StoreResult<Vec<Hit>>;
+    /// The database's plan for a search page (`EXPLAIN`), for benchmarks and diagnostics.
+    async fn explain_search(&self, spec: &SearchSpec<'_>) -> StoreResult<String>;
     /// How many live resources a search matches.
     async fn count(&self, types: &[String], filters: &[Filter]) -> StoreResult<u64>;
     /// Targets of the reference rows of `sources` (`_include`), distinct.
@@ -207,6 +209,10 @@ pub trait Store: Send + Sync + 'static {
         payload: &str,
         purge_before: i64,
     ) -> StoreResult<()>;
+    /// Index state of custom search parameters: (base, code, status).
+    async fn param_states(&self) -> StoreResult<Vec<(String, String, String)>>;
+    /// Sets a custom parameter's index state (`pending`, `reindexing`, `ready`).
+    async fn set_param_state(&self, base: &str, code: &str, status: &str) -> StoreResult<()>;
     /// A paging cursor: (created, payload).
     async fn load_cursor(&self, id: &str) -> StoreResult<Option<(i64, String)>>;
     /// Live resources referencing `target_type/target_id` anywhere (at most `limit`).
@@ -260,6 +266,17 @@ pub trait Transaction: Send {
     async fn savepoint(&mut self, name: &str) -> StoreResult<()>;
     async fn rollback_to_savepoint(&mut self, name: &str) -> StoreResult<()>;
     async fn release_savepoint(&mut self, name: &str) -> StoreResult<()>;
+    /// Sets a custom parameter's index state inside this transaction.
+    async fn set_param_state(&mut self, base: &str, code: &str, status: &str) -> StoreResult<()>;
+    /// Replaces a resource's rows of the parameters `params` (exact codes) with `rows`
+    /// (reindexing).
+    async fn replace_index_rows(
+        &mut self,
+        resource_type: &str,
+        id: &str,
+        params: &[String],
+        rows: &IndexRows,
+    ) -> StoreResult<()>;
     /// Writes a version; fails with Conflict when `previous` is no longer current.
     async fn write(&mut self, version: &NewVersion) -> StoreResult<()>;
     async fn commit(self: Box<Self>) -> StoreResult<()>;

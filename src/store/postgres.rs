@@ -119,6 +119,25 @@ impl Store for PostgresStore {
         hits_from_rows(&rows, spec.sort)
     }
 
+    async fn explain_search(&self, spec: &SearchSpec<'_>) -> StoreResult<String> {
+        let rows = Compiler::new(true)
+            .page_with::<Postgres>("EXPLAIN (ANALYZE, BUFFERS) ", spec)
+            .build()
+            .fetch_all(&self.pool)
+            .await
+            .map_err(map_err)?;
+        let mut out = String::new();
+        for row in &rows {
+            use sqlx::Row;
+            let line: String = row
+                .try_get(0)
+                .map_err(|e| super::StoreError::Internal(e.to_string()))?;
+            out.push_str(&line);
+            out.push('\n');
+        }
+        Ok(out)
+    }
+
     async fn count(&self, types: &[String], filters: &[Filter]) -> StoreResult<u64> {
         let n: i64 = Compiler::new(true)
             .count::<Postgres>(types, filters)
@@ -186,6 +205,18 @@ impl Store for PostgresStore {
             .await
             .map_err(map_err)?;
         Ok(())
+    }
+
+    async fn param_states(&self) -> StoreResult<Vec<(String, String, String)>> {
+        sqlx::query_as("SELECT base, code, status FROM search_param_state ORDER BY base, code")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(map_err)
+    }
+
+    async fn set_param_state(&self, base: &str, code: &str, status: &str) -> StoreResult<()> {
+        let mut conn = self.pool.acquire().await.map_err(map_err)?;
+        sql::set_param_state::<Postgres>(&mut conn, base, code, status).await
     }
 
     async fn load_cursor(&self, id: &str) -> StoreResult<Option<(i64, String)>> {
@@ -295,6 +326,20 @@ impl Transaction for PgTx {
 
     async fn release_savepoint(&mut self, name: &str) -> StoreResult<()> {
         sql::savepoint::<Postgres>(&mut self.tx, "RELEASE SAVEPOINT", name).await
+    }
+
+    async fn set_param_state(&mut self, base: &str, code: &str, status: &str) -> StoreResult<()> {
+        sql::set_param_state::<Postgres>(&mut self.tx, base, code, status).await
+    }
+
+    async fn replace_index_rows(
+        &mut self,
+        resource_type: &str,
+        id: &str,
+        params: &[String],
+        rows: &crate::search::index::IndexRows,
+    ) -> StoreResult<()> {
+        sql::replace_index_rows::<Postgres>(&mut self.tx, resource_type, id, params, rows).await
     }
 
     async fn write(&mut self, v: &NewVersion) -> StoreResult<()> {

@@ -178,7 +178,25 @@ impl Compiler {
         for<'q> f64: Encode<'q, DB> + Type<DB>,
         for<'q> bool: Encode<'q, DB> + Type<DB>,
     {
-        let mut qb = QueryBuilder::new("SELECT s.rt, s.id");
+        self.page_with("", spec)
+    }
+
+    /// [`Compiler::page`] behind a fixed prefix such as `EXPLAIN `.
+    pub(super) fn page_with<DB>(
+        &mut self,
+        prefix: &'static str,
+        spec: &SearchSpec<'_>,
+    ) -> QueryBuilder<DB>
+    where
+        DB: Database,
+        for<'q> String: Encode<'q, DB> + Type<DB>,
+        for<'q> Option<String>: Encode<'q, DB> + Type<DB>,
+        for<'q> i64: Encode<'q, DB> + Type<DB>,
+        for<'q> f64: Encode<'q, DB> + Type<DB>,
+        for<'q> bool: Encode<'q, DB> + Type<DB>,
+    {
+        let mut qb = QueryBuilder::new(prefix);
+        qb.push("SELECT s.rt, s.id");
         for i in 0..spec.sort.len() {
             qb.push(format!(", s.k{i}"));
         }

@@ -712,3 +712,90 @@ where
     }
     Ok(out)
 }
+
+/// Upserts a custom parameter's index state.
+pub(super) async fn set_param_state<DB>(
+    conn: &mut DB::Connection,
+    base: &str,
+    code: &str,
+    status: &str,
+) -> StoreResult<()>
+where
+    DB: Database,
+    for<'e> &'e mut DB::Connection: sqlx::Executor<'e, Database = DB>,
+    DB::Arguments: sqlx::IntoArguments<DB>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+{
+    sqlx::query::<DB>(
+        "INSERT INTO search_param_state (base, code, status, updated) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (base, code) DO UPDATE SET status = excluded.status, updated = excluded.updated",
+    )
+    .bind(base)
+    .bind(code)
+    .bind(status)
+    .bind(Instant::now().millis())
+    .execute(&mut *conn)
+    .await
+    .map_err(map_err)?;
+    Ok(())
+}
+
+/// Deletes a resource's rows of `params` in every index table, then inserts `rows`.
+pub(super) async fn replace_index_rows<DB>(
+    conn: &mut DB::Connection,
+    resource_type: &str,
+    id: &str,
+    params: &[String],
+    rows: &crate::search::index::IndexRows,
+) -> StoreResult<()>
+where
+    DB: Database,
+    for<'e> &'e mut DB::Connection: sqlx::Executor<'e, Database = DB>,
+    DB::Arguments: sqlx::IntoArguments<DB>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    for<'q> String: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<String>: Encode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<i64>: Encode<'q, DB> + Type<DB>,
+    for<'q> f64: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<f64>: Encode<'q, DB> + Type<DB>,
+{
+    if params.is_empty() {
+        return Ok(());
+    }
+    for table in &INDEX_TABLES[..2] {
+        delete_params::<DB>(conn, table, resource_type, id, params).await?;
+    }
+    for table in &INDEX_TABLES[3..] {
+        delete_params::<DB>(conn, table, resource_type, id, params).await?;
+    }
+    insert_index_rows::<DB>(conn, resource_type, id, rows, false).await
+}
+
+async fn delete_params<DB>(
+    conn: &mut DB::Connection,
+    table: &str,
+    resource_type: &str,
+    id: &str,
+    params: &[String],
+) -> StoreResult<()>
+where
+    DB: Database,
+    for<'e> &'e mut DB::Connection: sqlx::Executor<'e, Database = DB>,
+    DB::Arguments: sqlx::IntoArguments<DB>,
+    for<'q> String: Encode<'q, DB> + Type<DB>,
+{
+    let mut qb = QueryBuilder::<DB>::new(format!("DELETE FROM {table} WHERE resource_type = "));
+    qb.push_bind(resource_type.to_string());
+    qb.push(" AND id = ");
+    qb.push_bind(id.to_string());
+    qb.push(" AND param IN (");
+    let mut sep = qb.separated(", ");
+    for p in params {
+        sep.push_bind(p.clone());
+    }
+    qb.push(")");
+    qb.build().execute(&mut *conn).await.map_err(map_err)?;
+    Ok(())
+}

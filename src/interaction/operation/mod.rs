@@ -1,8 +1,9 @@
 //! Extended operations, one file each: `$everything`, `$validate`, `$meta`, `$meta-add`,
-//! `$meta-delete`. They run on the same store and validator as the interactions.
+//! `$meta-delete`, `$reindex`. They run on the same store and validator as the interactions.
 
 mod everything;
 mod meta;
+pub mod reindex;
 mod validate;
 
 use super::{Context, FhirResponse};
@@ -34,10 +35,16 @@ pub const PATIENT_OPERATIONS: &[(&str, &str)] = &[(
     "http://hl7.org/fhir/OperationDefinition/Patient-everything",
 )];
 /// System-level operations.
-pub const SYSTEM_OPERATIONS: &[(&str, &str)] = &[(
-    "meta",
-    "http://hl7.org/fhir/OperationDefinition/Resource-meta",
-)];
+pub const SYSTEM_OPERATIONS: &[(&str, &str)] = &[
+    (
+        "meta",
+        "http://hl7.org/fhir/OperationDefinition/Resource-meta",
+    ),
+    (
+        "reindex",
+        "http://healporium.org/fhir/OperationDefinition/reindex",
+    ),
+];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OperationMethod {
@@ -95,6 +102,15 @@ pub(super) async fn run(
         ("validate", (true, _)) => validate::validate(ctx, &op).await,
         ("meta", _) => meta::meta(ctx, &op).await,
         ("meta-add" | "meta-delete", (true, true)) => meta::change(ctx, base, &op).await,
+        ("reindex", (false, false)) => match op.method {
+            OperationMethod::Get => reindex::status(ctx).await,
+            OperationMethod::Post => {
+                let all = op
+                    .param("all")
+                    .is_some_and(|v| v == Value::Bool(true) || v == "true");
+                reindex::run(ctx, base, all).await
+            }
+        },
         _ => Err(Outcome::new(
             ErrorKind::NotImplemented,
             format!(

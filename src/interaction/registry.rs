@@ -1,0 +1,116 @@
+//! The search-parameter registry a node works with: R4's parameters plus the custom
+//! SearchParameter resources in the store, and which custom parameters still wait for a
+//! reindex. Reloaded at most every few seconds (so stateless nodes sharing one database pick
+//! up each other's parameters) and at once after this node writes a SearchParameter.
+
+use crate::fhir::outcome::Outcome;
+use crate::search::parameters::{SearchParameters, custom_from_resource};
+use crate::store::{SearchSpec, Store};
+use std::collections::HashSet;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+/// How long a loaded registry is trusted before it is reloaded from the store.
+const RELOAD_AFTER: Duration = Duration::from_secs(5);
+/// Custom SearchParameter resources read, at most.
+const MAX_CUSTOM: u32 = 10_000;
+
+/// A loaded registry and the (base, code) pairs whose index is not complete.
+#[derive(Clone)]
+pub struct Loaded {
+    pub params: Arc<SearchParameters>,
+    pub pending: Arc<HashSet<(String, String)>>,
+}
+
+pub struct Registry {
+    inner: RwLock<(Loaded, Option<Instant>)>,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Registry::new()
+    }
+}
+
+impl Registry {
+    pub fn new() -> Registry {
+        let loaded = Loaded {
+            params: Arc::new(SearchParameters::r4().clone()),
+            pending: Arc::new(HashSet::new()),
+        };
+        Registry {
+            inner: RwLock::new((loaded, None)),
+        }
+    }
+
+    /// What was loaded last, without asking the store.
+    pub fn snapshot(&self) -> Loaded {
+        match self.inner.read() {
+            Ok(g) => g.0.clone(),
+            Err(p) => p.into_inner().0.clone(),
+        }
+    }
+
+    /// The next [`Registry::current`] reloads.
+    pub fn invalidate(&self) {
+        match self.inner.write() {
+            Ok(mut g) => g.1 = None,
+            Err(p) => p.into_inner().1 = None,
+        }
+    }
+
+    /// The registry, reloaded from the store when stale.
+    pub async fn current(&self, store: &dyn Store) -> Result<Loaded, Outcome> {
+        let fresh = match self.inner.read() {
+            Ok(g) => g.1.is_some_and(|at| at.elapsed() < RELOAD_AFTER),
+            Err(_) => false,
+        };
+        if fresh {
+            return Ok(self.snapshot());
+        }
+        let loaded = load(store).await?;
+        match self.inner.write() {
+            Ok(mut g) => *g = (loaded.clone(), Some(Instant::now())),
+            Err(p) => *p.into_inner() = (loaded.clone(), Some(Instant::now())),
+        }
+        Ok(loaded)
+    }
+}
+
+async fn load(store: &dyn Store) -> Result<Loaded, Outcome> {
+    let types = ["SearchParameter".to_string()];
+    let hits = store
+        .search(&SearchSpec {
+            types: &types,
+            filters: &[],
+            sort: &[],
+            anchor: None,
+            backwards: false,
+            limit: MAX_CUSTOM,
+        })
+        .await?;
+    let keys: Vec<(String, String)> = hits.into_iter().map(|h| (h.resource_type, h.id)).collect();
+    let mut custom = Vec::new();
+    for v in store.read_many(&keys).await? {
+        let Some(body) = v.body else { continue };
+        if let Ok(json) = serde_json::from_str(&body)
+            && let Some(c) = custom_from_resource(&json)
+        {
+            custom.push(c);
+        }
+    }
+    let params = SearchParameters::r4().with_custom(custom);
+    let active: HashSet<(String, String)> = params.custom().into_iter().collect();
+    let pending = store
+        .param_states()
+        .await?
+        .into_iter()
+        .filter(|(_, _, status)| status != "ready")
+        .map(|(base, code, _)| (base, code))
+        .filter(|k| active.contains(k))
+        .collect();
+    Ok(Loaded {
+        params: Arc::new(params),
+        pending: Arc::new(pending),
+    })
+}
