@@ -387,6 +387,11 @@ impl crate::fhirpath::TypeInfo for Definitions {
         }
         Some(prop.type_name.to_string())
     }
+
+    fn is_choice_key(&self, parent: &str, key: &str) -> bool {
+        self.property(parent, key)
+            .is_some_and(|p| p.element.is_choice() && p.element.stem() != key)
+    }
 }
 
 #[cfg(test)]

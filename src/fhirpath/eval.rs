@@ -798,12 +798,14 @@ impl<'a> Ev<'a, '_> {
                 {
                     return Ok(vec![this.clone()]);
                 }
+                self.check_choice_key(this, name)?;
                 Ok(self.navigate(this, name))
             }
             Expr::Member(target, name) => {
                 let input = self.eval(target, sc)?;
                 let mut out = Vec::new();
                 for it in &input {
+                    self.check_choice_key(it, name)?;
                     out.extend(self.navigate(it, name));
                 }
                 Ok(out)
@@ -960,6 +962,20 @@ impl<'a> Ev<'a, '_> {
                 }
             }
         }
+    }
+
+    /// With type information, `valueQuantity` is not a FHIRPath name (the element is `value`).
+    fn check_choice_key(&self, it: &Item<'a>, name: &str) -> R<()> {
+        if let (Some(ti), FpValue::Node(n)) = (self.env.type_info, &it.value)
+            && let Some(t) = n.ty.as_deref()
+            && ti.is_choice_key(t, name)
+        {
+            return Err(EvalError::new(format!(
+                "'{name}' is a choice element written with its type: use the element name \
+                 and ofType()/as()"
+            )));
+        }
+        Ok(())
     }
 
     /// Member access `it.name`.

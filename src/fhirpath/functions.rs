@@ -689,6 +689,10 @@ fn f_filtering_and_projection<'a>(
         "ofType" | "as" => {
             arity(name, args, 1, 1)?;
             let ty = type_spec(args.first().ok_or_else(|| err("type expected"))?)?;
+            if name == "as" && input.len() > 1 {
+                // as() takes a single item (ofType() filters collections)
+                return Err(err("as() applied to a collection of more than one item"));
+            }
             let mut out = Vec::new();
             for it in input {
                 if ev.is_type_exact(&it, &ty)? {

@@ -194,6 +194,12 @@ pub trait TypeInfo {
         false
     }
 
+    /// Whether `key` is a choice element written with its type suffix (`valueQuantity` on
+    /// Observation): FHIRPath names the element `value`, so such a path is an error.
+    fn is_choice_key(&self, _parent: &str, _key: &str) -> bool {
+        false
+    }
+
     /// Extra type names to accept in `is`/`as`/`ofType` beyond the built-in R4 ones.
     fn is_known_type(&self, _name: &str) -> bool {
         false

@@ -685,7 +685,8 @@ impl Temporal {
                 let delta = amount.checked_mul(ms_unit)?;
                 if t.kind == TemporalKind::Time {
                     // rem first: `delta` may be near i64::MAX
-                    let total = (t.ms_of_day() + delta.rem_euclid(86_400_000)).rem_euclid(86_400_000);
+                    let total =
+                        (t.ms_of_day() + delta.rem_euclid(86_400_000)).rem_euclid(86_400_000);
                     t.set_from(0, total);
                     t.year = self.year;
                     t.month = self.month;
