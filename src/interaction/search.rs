@@ -187,16 +187,10 @@ fn scope_types(
                 }
                 vec![t.to_string()]
             };
-            // one compartment filter per type would need per-type params; the store
-            // matches any listed parameter of the row's own type
-            let params: Vec<String> = targets
+            let params: Vec<(String, Vec<String>)> = targets
                 .iter()
-                .flat_map(|t| registry.patient_compartment(t).iter().cloned())
-                .collect::<HashSet<_>>()
-                .into_iter()
+                .map(|t| (t.clone(), registry.patient_compartment(t).to_vec()))
                 .collect();
-            let mut params = params;
-            params.sort();
             Ok((
                 targets,
                 vec![Filter::Compartment {

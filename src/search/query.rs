@@ -158,11 +158,12 @@ pub enum Filter {
     },
     /// `_list`: the resource is an item of List `id`.
     List(String),
-    /// In the compartment of `owner`: referenced by one of `params`.
+    /// In the compartment of `owner`: per resource type, referencing it by one of the type's
+    /// compartment parameters (and the owner itself).
     Compartment {
         owner_type: String,
         owner_id: String,
-        params: Vec<String>,
+        params: Vec<(String, Vec<String>)>,
     },
 }
 

@@ -597,36 +597,41 @@ impl Compiler {
                 owner_id,
                 params,
             } => {
-                qb.push("(");
-                // the owner is in its own compartment
-                match scope {
-                    Scope::One(t) if t == owner_type => {
+                qb.push("(1 = 0");
+                for (t, codes) in params {
+                    if let Scope::One(one) = scope
+                        && one != t
+                    {
+                        continue;
+                    }
+                    qb.push(format!(" OR ({tcol} = "));
+                    qb.push_bind(t.clone());
+                    qb.push(" AND (");
+                    // the owner is in its own compartment
+                    if t == owner_type {
                         qb.push(format!("{icol} = "));
                         qb.push_bind(owner_id.clone());
                         qb.push(" OR ");
                     }
-                    Scope::One(_) => {}
-                    Scope::Many => {
-                        qb.push(format!("({tcol} = "));
+                    if codes.is_empty() {
+                        qb.push("1 = 0");
+                    } else {
+                        let a = self.alias();
+                        qb.push(format!(
+                            "{icol} IN (SELECT {a}.id FROM resource_reference {a} WHERE \
+                             {a}.resource_type = "
+                        ));
+                        qb.push_bind(t.clone());
+                        qb.push(format!(" AND {a}.target_type = "));
                         qb.push_bind(owner_type.clone());
-                        qb.push(format!(" AND {icol} = "));
+                        qb.push(format!(" AND {a}.target_id = "));
                         qb.push_bind(owner_id.clone());
-                        qb.push(") OR ");
-                    }
-                }
-                if params.is_empty() {
-                    qb.push("1 = 0");
-                } else {
-                    let a = self.alias();
-                    self.member(qb, scope, tcol, icol, "resource_reference", &a);
-                    qb.push(format!(" AND {a}.target_type = "));
-                    qb.push_bind(owner_type.clone());
-                    qb.push(format!(" AND {a}.target_id = "));
-                    qb.push_bind(owner_id.clone());
-                    qb.push(format!(" AND {a}.param IN ("));
-                    let mut sep = qb.separated(", ");
-                    for p in params {
-                        sep.push_bind(p.clone());
+                        qb.push(format!(" AND {a}.param IN ("));
+                        let mut sep = qb.separated(", ");
+                        for c in codes {
+                            sep.push_bind(c.clone());
+                        }
+                        qb.push("))");
                     }
                     qb.push("))");
                 }
