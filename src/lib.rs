@@ -3,7 +3,8 @@
 //! Crate map (mirrors docs/ARCHITECTURE.md); layers only import downwards:
 //! - L0 [`fhir`]: ids, instants, Outcome/ErrorKind, the definitions registry, validation;
 //!   [`fhirpath`]: FHIRPath lexer, parser, evaluator (and FHIRPath Patch).
-//! - L1 [`search`]: the search-parameter registry, query parsing and index-row extraction.
+//! - L1 [`search`]: the search-parameter registry, query parsing and index-row extraction;
+//!   [`auth`]: pure access decisions (principals, SMART scopes, compartments).
 //! - L2 [`store`]: the only SQL — SQLite and PostgreSQL behind one trait.
 //! - L3 [`interaction`]: FHIR REST semantics without HTTP types.
 //! - L4 [`api`]: the axum edge — routes, extractors, the ErrorKind → HTTP table in use.
@@ -11,6 +12,7 @@
 
 pub mod api;
 pub mod app;
+pub mod auth;
 pub mod config;
 pub mod fhir;
 pub mod fhirpath;

@@ -1,0 +1,164 @@
+//! SMART App Launch scopes, v1 (`patient/Observation.read`, `user/*.write`) and v2
+//! (`patient/Observation.rs?category=laboratory`, `system/*.cruds`), parsed into grants.
+//! Other scopes (`openid`, `fhirUser`, `launch/patient`, `offline_access`…) grant no data
+//! access and are skipped here.
+
+/// An interaction's permission letter (SMART v2: c r u d s).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Perm {
+    Create,
+    Read,
+    Update,
+    Delete,
+    Search,
+}
+
+impl Perm {
+    fn bit(self) -> u8 {
+        match self {
+            Perm::Create => 1,
+            Perm::Read => 2,
+            Perm::Update => 4,
+            Perm::Delete => 8,
+            Perm::Search => 16,
+        }
+    }
+
+    pub fn describe(self) -> &'static str {
+        match self {
+            Perm::Create => "create",
+            Perm::Read => "read",
+            Perm::Update => "update",
+            Perm::Delete => "delete",
+            Perm::Search => "search",
+        }
+    }
+}
+
+/// The context part of a scope.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScopeContext {
+    Patient,
+    User,
+    System,
+}
+
+/// One data-access scope.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScopeGrant {
+    pub context: ScopeContext,
+    /// None: every type (`*`).
+    pub resource_type: Option<String>,
+    perms: u8,
+    /// v2 query restriction: (parameter, value) pairs that must all hold.
+    pub query: Option<Vec<(String, String)>>,
+}
+
+impl ScopeGrant {
+    pub fn grants(&self, perm: Perm, resource_type: &str) -> bool {
+        self.perms & perm.bit() != 0
+            && self
+                .resource_type
+                .as_deref()
+                .is_none_or(|t| t == resource_type)
+    }
+}
+
+/// Parses a space-separated scope string; unknown or malformed scopes are skipped.
+pub fn parse_scopes(scope: &str) -> Vec<ScopeGrant> {
+    scope.split_whitespace().filter_map(parse_one).collect()
+}
+
+fn parse_one(s: &str) -> Option<ScopeGrant> {
+    let (context, rest) = s.split_once('/')?;
+    let context = match context {
+        "patient" => ScopeContext::Patient,
+        "user" => ScopeContext::User,
+        "system" => ScopeContext::System,
+        _ => return None,
+    };
+    let (rest, query) = match rest.split_once('?') {
+        Some((r, q)) => (r, Some(q)),
+        None => (rest, None),
+    };
+    let (ty, access) = rest.split_once('.')?;
+    if ty.is_empty() || !(ty == "*" || ty.chars().all(|c| c.is_ascii_alphanumeric())) {
+        return None;
+    }
+    let perms = match access {
+        // v1
+        "read" => Perm::Read.bit() | Perm::Search.bit(),
+        "write" => Perm::Create.bit() | Perm::Update.bit() | Perm::Delete.bit(),
+        "*" => 31,
+        // v2: letters in the order c r u d s, each at most once
+        v2 => {
+            let mut bits = 0u8;
+            let mut last = None;
+            for ch in v2.chars() {
+                let (pos, bit) = match ch {
+                    'c' => (0, Perm::Create.bit()),
+                    'r' => (1, Perm::Read.bit()),
+                    'u' => (2, Perm::Update.bit()),
+                    'd' => (3, Perm::Delete.bit()),
+                    's' => (4, Perm::Search.bit()),
+                    _ => return None,
+                };
+                if last.is_some_and(|l| l >= pos) {
+                    return None;
+                }
+                last = Some(pos);
+                bits |= bit;
+            }
+            if bits == 0 {
+                return None;
+            }
+            bits
+        }
+    };
+    let query = match query {
+        None => None,
+        Some(q) => Some(serde_urlencoded::from_str::<Vec<(String, String)>>(q).ok()?),
+    };
+    Some(ScopeGrant {
+        context,
+        resource_type: (ty != "*").then(|| ty.to_string()),
+        perms,
+        query,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn v1_and_v2() {
+        let g =
+            parse_scopes("patient/Observation.read user/*.write openid fhirUser launch/patient");
+        assert_eq!(g.len(), 2);
+        assert!(g[0].grants(Perm::Read, "Observation") && g[0].grants(Perm::Search, "Observation"));
+        assert!(!g[0].grants(Perm::Read, "Patient"));
+        assert!(g[1].grants(Perm::Delete, "Account") && !g[1].grants(Perm::Read, "Account"));
+        let v2 = parse_scopes(
+            "patient/Observation.rs?category=laboratory system/*.cruds user/Patient.cu",
+        );
+        assert_eq!(v2.len(), 3);
+        assert!(
+            v2[0].grants(Perm::Search, "Observation") && !v2[0].grants(Perm::Create, "Observation")
+        );
+        assert_eq!(v2[0].query.as_ref().unwrap()[0].1, "laboratory");
+        assert!(v2[1].grants(Perm::Create, "X"));
+        assert!(v2[2].grants(Perm::Update, "Patient") && !v2[2].grants(Perm::Read, "Patient"));
+        for bad in [
+            "patient/Observation.sr",
+            "patient/Observation.rr",
+            "patient/Obs-x.read",
+            "foo/Patient.read",
+            "patient/.read",
+            "patient/Patient.x",
+            "patient/Patient",
+        ] {
+            assert!(parse_scopes(bad).is_empty(), "{bad}");
+        }
+    }
+}
