@@ -154,6 +154,58 @@ pub async fn start_with(backend: Backend, options: AppOptions) -> Option<Server>
     })
 }
 
+/// A server whose requests carry a principal described by test headers (`x-test-scope`,
+/// `x-test-patient`), for exercising the enforcement point with many principals at once;
+/// requests without `x-test-scope` run with authorization off (to set data up). The SMART
+/// tests obtain real tokens instead.
+pub async fn start_with_test_principals(backend: Backend) -> Option<Server> {
+    let (url, dir, pg_schema) = fresh_database(backend).await?;
+    let store = healporium::store::open(&url).await.expect("open store");
+    let app = healporium::app::router(store, &AppOptions::default())
+        .layer(axum::middleware::from_fn(inject_test_principal));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Some(Server {
+        base: format!("http://{addr}/fhir"),
+        client: reqwest::Client::new(),
+        backend,
+        _dir: dir,
+        pg_schema,
+        task,
+    })
+}
+
+async fn inject_test_principal(
+    mut req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let get = |h: &axum::http::HeaderMap, name: &str| -> Option<String> {
+        h.get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let scope = get(req.headers(), "x-test-scope");
+    let patient = get(req.headers(), "x-test-patient");
+    if let Some(scope) = scope {
+        let principal = healporium::auth::Principal {
+            client_id: "test-client".to_string(),
+            user: None,
+            fhir_user: None,
+            patient_context: patient,
+            grants: healporium::auth::parse_scopes(&scope),
+            scope,
+            token_id: None,
+        };
+        req.extensions_mut().insert(principal);
+    }
+    next.run(req).await
+}
+
 /// A server without referential integrity, for loading resources whose references point at
 /// resources that are not loaded (the official examples).
 pub async fn start_lenient(backend: Backend) -> Option<Server> {

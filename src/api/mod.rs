@@ -246,6 +246,8 @@ fn respond(response: FhirResponse, format: Format) -> ApiResult {
 /// raw, for criteria) and the negotiated response format (406 before anything else runs).
 struct Call {
     headers: HeaderMap,
+    /// Set by the authentication layer when authorization is on.
+    principal: Option<crate::auth::Principal>,
     query: Vec<(String, String)>,
     raw_query: Option<String>,
     format: Format,
@@ -262,6 +264,7 @@ impl FromRequestParts<ApiState> for Call {
         let query = query_pairs(&raw_query)?;
         let format = negotiate(&parts.headers, &query)?;
         Ok(Call {
+            principal: parts.extensions.get::<crate::auth::Principal>().cloned(),
             headers: parts.headers.clone(),
             query,
             raw_query,
@@ -322,6 +325,7 @@ impl Call {
                 .any(|(k, v)| k == "_cascade" && v == "delete"),
             provenance: self.provenance()?,
             prefer: negotiate::prefer_return(&self.headers),
+            principal: self.principal.clone(),
         };
         let response = interaction::handle(&state.ctx, request).await?;
         respond(response, self.format)

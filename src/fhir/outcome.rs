@@ -27,6 +27,8 @@ pub enum ErrorKind {
     VersionConflict,
     /// A conditional interaction matched more than one resource.
     MultipleMatches,
+    /// The token's scopes or patient context do not allow the interaction.
+    Forbidden,
     MethodNotAllowed,
     NotAcceptable,
     UnsupportedMediaType,
@@ -54,6 +56,7 @@ impl ErrorKind {
             ErrorKind::Conflict => (409, "conflict"),
             ErrorKind::VersionConflict => (412, "conflict"),
             ErrorKind::MultipleMatches => (412, "multiple-matches"),
+            ErrorKind::Forbidden => (403, "forbidden"),
             ErrorKind::MethodNotAllowed => (405, "not-supported"),
             ErrorKind::NotAcceptable => (406, "not-supported"),
             ErrorKind::UnsupportedMediaType => (415, "not-supported"),

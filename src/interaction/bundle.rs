@@ -446,6 +446,11 @@ async fn plan(ctx: &Context, s: &mut Session, e: &Entry) -> Result<Plan, Outcome
         Some(&"_history") | Some(&"metadata") | None => None,
         Some(t) => Some(resource_type(ctx, t)?.to_string()),
     };
+    if let Some(t) = &rt
+        && matches!(e.verb, Verb::Put | Verb::Patch | Verb::Delete)
+    {
+        super::refuse_audit_change(t)?;
+    }
     let body_type = e
         .resource
         .as_ref()
@@ -460,7 +465,7 @@ async fn plan(ctx: &Context, s: &mut Session, e: &Entry) -> Result<Plan, Outcome
                 .at("resourceType"));
             }
             if let Some(q) = &e.pre.if_none_exist
-                && let Some(found) = conditional::resolve(s.tx(), &rt, q).await?
+                && let Some(found) = conditional::resolve(s, &rt, q).await?
             {
                 return Ok(Plan::Matched { rt, id: found });
             }
@@ -482,7 +487,7 @@ async fn plan(ctx: &Context, s: &mut Session, e: &Entry) -> Result<Plan, Outcome
         (Verb::Patch, Some(rt), path @ ([_, _] | [_])) => {
             let id = match (path, &e.query) {
                 ([_, id], None) => Id::parse(id)?.to_string(),
-                ([_], Some(q)) => conditional::resolve(s.tx(), &rt, q)
+                ([_], Some(q)) => conditional::resolve(s, &rt, q)
                     .await?
                     .ok_or_else(|| Outcome::not_found("No resource matches the criteria"))?,
                 _ => return Err(Outcome::bad_request("PATCH needs Type/id or Type?criteria")),
@@ -496,7 +501,7 @@ async fn plan(ctx: &Context, s: &mut Session, e: &Entry) -> Result<Plan, Outcome
         }),
         (Verb::Delete, Some(rt), [_]) if e.query.is_some() => {
             let q = e.query.clone().unwrap_or_default();
-            let id = conditional::resolve(s.tx(), &rt, &q).await?;
+            let id = conditional::resolve(s, &rt, &q).await?;
             Ok(Plan::Delete { rt, id })
         }
         (Verb::Get | Verb::Head, Some(rt), [_, id]) if e.query.is_none() => Ok(Plan::Read {
@@ -661,6 +666,8 @@ async fn resolve_references(
                         return Err(o);
                     }
                 };
+                let mut criteria = criteria;
+                criteria.extend(s.guard.filters(&s.registry, crate::auth::Perm::Read, t)?);
                 let found = s.tx().find(t, &criteria, 2).await?;
                 match found.as_slice() {
                     [one] => {
@@ -720,6 +727,12 @@ async fn execute(
             create::create_in(s, rt, resource(), None, Some(id.clone())).await
         }
         Plan::Matched { rt, id } => {
+            // answering with the match is a read of it
+            s.guard.require(crate::auth::Perm::Read, rt)?;
+            let (guard, registry) = (s.guard.clone(), s.registry.clone());
+            guard
+                .check_in_tx(s.tx(), &registry, crate::auth::Perm::Read, rt, id)
+                .await?;
             let current =
                 s.tx().current(rt, id).await?.ok_or_else(|| {
                     Outcome::internal("A matched resource has no current version")
@@ -743,6 +756,17 @@ async fn execute(
         }
         Plan::Read { rt, id, version } => {
             let id = Id::parse(id)?;
+            s.guard.require(crate::auth::Perm::Read, rt)?;
+            if s.tx()
+                .current(rt, id.as_str())
+                .await?
+                .is_some_and(|c| !c.deleted)
+            {
+                let (guard, registry) = (s.guard.clone(), s.registry.clone());
+                guard
+                    .check_in_tx(s.tx(), &registry, crate::auth::Perm::Read, rt, id.as_str())
+                    .await?;
+            }
             let mut r = match version {
                 None => {
                     let current = s.tx().current(rt, id.as_str()).await?;

@@ -1,19 +1,24 @@
 //! Conditional interactions, once for all: criteria → at most one live resource, resolved
 //! inside the caller's transaction and serialized on a lock named after the criteria.
 
+use super::session::Session;
+use crate::auth::Perm;
 use crate::fhir::outcome::{ErrorKind, Outcome};
 use crate::search::criteria;
-use crate::store::Transaction;
 
 /// The id of the one live resource matching `query`, None for no match, 412 for several.
+/// Criteria only see what the request's token may read (a confined token cannot probe, match
+/// or count resources outside its reach).
 pub(super) async fn resolve(
-    tx: &mut dyn Transaction,
+    s: &mut Session,
     resource_type: &str,
     query: &str,
 ) -> Result<Option<String>, Outcome> {
-    let criteria = criteria::parse(resource_type, query)?;
-    tx.lock_key(&criteria::lock_key(resource_type, &criteria))
-        .await?;
+    let mut criteria = criteria::parse(resource_type, query)?;
+    let lock = criteria::lock_key(resource_type, &criteria);
+    criteria.extend(s.guard.filters(&s.registry, Perm::Read, resource_type)?);
+    let tx = s.tx();
+    tx.lock_key(&lock).await?;
     let mut ids = tx.find(resource_type, &criteria, 2).await?;
     match ids.len() {
         0 => Ok(None),

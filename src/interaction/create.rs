@@ -35,8 +35,14 @@ pub(super) async fn create_in(
     id: Option<Id>,
 ) -> Result<FhirResponse, Outcome> {
     if let Some(query) = if_none_exist
-        && let Some(found) = conditional::resolve(s.tx(), rt, query).await?
+        && let Some(found) = conditional::resolve(s, rt, query).await?
     {
+        // answering with the match is a read of it
+        s.guard.require(crate::auth::Perm::Read, rt)?;
+        let (guard, registry) = (s.guard.clone(), s.registry.clone());
+        guard
+            .check_in_tx(s.tx(), &registry, crate::auth::Perm::Read, rt, &found)
+            .await?;
         let current = s
             .tx()
             .current(rt, &found)

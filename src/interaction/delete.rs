@@ -17,7 +17,7 @@ pub(super) async fn delete_in(
 ) -> Result<FhirResponse, Outcome> {
     let id = match target {
         Target::Id(id) => Id::parse(id)?.as_str().to_string(),
-        Target::Criteria(query) => match conditional::resolve(s.tx(), rt, query).await? {
+        Target::Criteria(query) => match conditional::resolve(s, rt, query).await? {
             Some(id) => id,
             None => return Ok(nothing_deleted("No resource matches the criteria")),
         },

@@ -3,6 +3,7 @@
 //! stay correct while other clients write.
 
 use super::{Body, Context, FhirResponse, Status, resource_type};
+use crate::auth::Perm;
 use crate::fhir::outcome::Outcome;
 use crate::fhir::types::{Id, Instant, etag};
 use crate::store::{Cursor, HistoryQuery, HistoryScope, Method, StoredVersion};
@@ -67,6 +68,15 @@ fn parse_cursor(s: &str) -> Option<Cursor> {
     }
 }
 
+/// Type and system history would show versions outside a confined token's reach.
+fn confined_history() -> Outcome {
+    Outcome::new(
+        crate::fhir::outcome::ErrorKind::Forbidden,
+        "Type and system history are not available to patient-context or query-restricted \
+         tokens; use instance history",
+    )
+}
+
 fn cursor_token(c: Cursor) -> String {
     match c {
         Cursor::Before(n) => format!("b{n}"),
@@ -81,9 +91,20 @@ pub(super) async fn history(
     params: &HistoryParams,
 ) -> Result<FhirResponse, Outcome> {
     let (scope, path) = match scope {
-        HistoryScope::System => (HistoryScope::System, format!("{base}/_history")),
+        HistoryScope::System => {
+            // every type's history: needs read on every type, unconfined
+            ctx.guard.require(Perm::Read, "*")?;
+            if ctx.guard.confined(Perm::Read, "*") {
+                return Err(confined_history());
+            }
+            (HistoryScope::System, format!("{base}/_history"))
+        }
         HistoryScope::Type(t) => {
             let rt = resource_type(ctx, t)?;
+            ctx.guard.require(Perm::Read, rt)?;
+            if ctx.guard.confined(Perm::Read, rt) {
+                return Err(confined_history());
+            }
             (
                 HistoryScope::Type(rt.to_string()),
                 format!("{base}/{rt}/_history"),
@@ -92,9 +113,13 @@ pub(super) async fn history(
         HistoryScope::Instance(t, id) => {
             let rt = resource_type(ctx, t)?;
             let id = Id::parse(id)?;
+            ctx.guard.require(Perm::Read, rt)?;
             if ctx.store.read(rt, id.as_str()).await?.is_none() {
                 return Err(Outcome::not_found(format!("{rt}/{id} is not known")));
             }
+            ctx.guard
+                .check_stored(ctx, Perm::Read, rt, id.as_str())
+                .await?;
             (
                 HistoryScope::Instance(rt.to_string(), id.to_string()),
                 format!("{base}/{rt}/{id}/_history"),

@@ -10,6 +10,7 @@ pub mod capabilities;
 mod conditional;
 mod create;
 mod delete;
+pub mod guard;
 mod history;
 pub mod operation;
 mod patch;
@@ -44,6 +45,8 @@ pub struct Context {
     pub page_ttl_ms: i64,
     /// Search parameters: R4's and the stored custom ones.
     pub registry: Arc<registry::Registry>,
+    /// What the current request may access (open when authorization is off).
+    pub guard: guard::Guard,
 }
 
 impl Context {
@@ -55,6 +58,7 @@ impl Context {
             integrity: true,
             page_ttl_ms: search::CURSOR_TTL_MS,
             registry: Arc::new(registry::Registry::new()),
+            guard: guard::Guard::open(),
         }
     }
 }
@@ -149,6 +153,8 @@ pub struct FhirRequest {
     pub provenance: Option<Value>,
     /// `Prefer: return=…` for writes and Bundle entries.
     pub prefer: PreferReturn,
+    /// Who is calling (None: authorization is off).
+    pub principal: Option<crate::auth::Principal>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -253,7 +259,13 @@ pub async fn handle(ctx: &Context, req: FhirRequest) -> Result<FhirResponse, Out
         cascade,
         provenance,
         prefer,
+        principal,
     } = req;
+    // every path below consults this request's guard
+    let ctx = &Context {
+        guard: guard::Guard::new(principal),
+        ..ctx.clone()
+    };
     match interaction {
         Interaction::Capabilities => Ok(capabilities::response(ctx, &base)),
         Interaction::Read { resource_type, id } => {
@@ -312,6 +324,12 @@ enum Prepared {
 
 impl Prepared {
     fn new(ctx: &Context, interaction: Interaction) -> Result<Prepared, Outcome> {
+        if let Interaction::Update { resource_type, .. }
+        | Interaction::Patch { resource_type, .. }
+        | Interaction::Delete { resource_type, .. } = &interaction
+        {
+            refuse_audit_change(resource_type)?;
+        }
         Ok(match interaction {
             Interaction::Create {
                 resource_type,
@@ -382,6 +400,17 @@ async fn write_once(
     }
     s.finish().await?;
     Ok(response)
+}
+
+/// AuditEvents are immutable through the API: 405 for update, patch and delete.
+pub(crate) fn refuse_audit_change(resource_type: &str) -> Result<(), Outcome> {
+    if resource_type == "AuditEvent" {
+        return Err(Outcome::new(
+            ErrorKind::MethodNotAllowed,
+            "AuditEvents cannot be changed or deleted",
+        ));
+    }
+    Ok(())
 }
 
 /// The canonical resource type named in a URL, or 404.

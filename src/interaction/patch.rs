@@ -20,7 +20,7 @@ pub(super) async fn patch_in(
 ) -> Result<FhirResponse, Outcome> {
     let id = match target {
         Target::Id(id) => Id::parse(id)?.as_str().to_string(),
-        Target::Criteria(query) => conditional::resolve(s.tx(), rt, query)
+        Target::Criteria(query) => conditional::resolve(s, rt, query)
             .await?
             .ok_or_else(|| Outcome::not_found("No resource matches the criteria"))?,
     };

@@ -1,6 +1,7 @@
 //! read (`GET [base]/[type]/[id]`), with conditional read (If-None-Match, If-Modified-Since).
 
 use super::{Body, Context, FhirResponse, IfNoneMatch, Preconditions, Status, resource_type};
+use crate::auth::Perm;
 use crate::fhir::outcome::{ErrorKind, Outcome};
 use crate::fhir::types::Id;
 use crate::store::StoredVersion;
@@ -13,7 +14,13 @@ pub(super) async fn read(
 ) -> Result<FhirResponse, Outcome> {
     let rt = resource_type(ctx, resource_type_name)?;
     let id = Id::parse(id)?;
+    ctx.guard.require(Perm::Read, rt)?;
     let current = ctx.store.read(rt, id.as_str()).await?;
+    if current.as_ref().is_some_and(|c| !c.deleted) {
+        ctx.guard
+            .check_stored(ctx, Perm::Read, rt, id.as_str())
+            .await?;
+    }
     respond(rt, id.as_str(), current, pre)
 }
 

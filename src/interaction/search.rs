@@ -211,6 +211,7 @@ async fn run(
 ) -> Result<FhirResponse, Outcome> {
     let loaded = ctx.registry.current(ctx.store.as_ref()).await?;
     let (types, scope_filters) = scope_types(ctx, &loaded.params, &state.scope, &state.pairs)?;
+    let access = access_filters(ctx, &loaded.params, &types)?;
     let mut q = query::parse_at(
         &loaded.params,
         &types,
@@ -233,6 +234,7 @@ async fn run(
         }
     }
     q.filters.splice(0..0, scope_filters);
+    q.filters.extend(access);
     resolve_value_sets(ctx, &mut q.filters).await?;
     let count = q.count.unwrap_or(DEFAULT_COUNT);
     let counting = q.summary == Some(Summary::Count) || count == 0;
@@ -317,7 +319,7 @@ async fn run(
         .map(|h| (h.resource_type.clone(), h.id.clone()))
         .collect();
     let found = ordered(ctx.store.read_many(&keys).await?, &keys);
-    let included = includes(ctx, &q, &found).await?;
+    let included = permitted(ctx, includes(ctx, &q, &found).await?).await?;
     let mut entries = Vec::new();
     for v in &found {
         entries.push(entry(ctx, base, v, "match", &q)?);
@@ -354,6 +356,97 @@ async fn run(
     let mut response = FhirResponse::new(Status::Ok);
     response.body = Some(Body::Json(Value::Object(bundle)));
     Ok(response)
+}
+
+/// The enforcement point of search: scopes must grant search on every type searched, and a
+/// confined token's filters (patient compartment, v2 scope queries) join the query itself, so
+/// matches, totals and pages never include what it may not see.
+fn access_filters(
+    ctx: &Context,
+    registry: &SearchParameters,
+    types: &[String],
+) -> Result<Vec<Filter>, Outcome> {
+    use crate::auth::Perm;
+    if ctx.guard.is_open() {
+        return Ok(Vec::new());
+    }
+    if types.is_empty() {
+        ctx.guard.require(Perm::Search, "*")?;
+        if ctx.guard.confined(Perm::Search, "*") {
+            return Err(Outcome::new(
+                ErrorKind::Forbidden,
+                "A patient-context or query-restricted token must name the types it searches \
+                 (_type)",
+            ));
+        }
+        return Ok(Vec::new());
+    }
+    let mut alternatives = Vec::new();
+    let mut confined = false;
+    for t in types {
+        ctx.guard.require(Perm::Search, t)?;
+        let mut alt = vec![Filter::OfType(vec![t.clone()])];
+        let filters = ctx.guard.filters(registry, Perm::Search, t)?;
+        confined |= !filters.is_empty();
+        alt.extend(filters);
+        alternatives.push(alt);
+    }
+    Ok(if confined {
+        vec![Filter::Any(alternatives)]
+    } else {
+        Vec::new()
+    })
+}
+
+/// Included resources the token may read (scope and confinement), in order.
+pub(crate) async fn permitted(
+    ctx: &Context,
+    versions: Vec<StoredVersion>,
+) -> Result<Vec<StoredVersion>, Outcome> {
+    use crate::auth::Perm;
+    if ctx.guard.is_open() || versions.is_empty() {
+        return Ok(versions);
+    }
+    let registry = ctx.registry.current(ctx.store.as_ref()).await?.params;
+    let mut allowed: HashSet<(String, String)> = HashSet::new();
+    let mut by_type: HashMap<String, Vec<String>> = HashMap::new();
+    for v in &versions {
+        by_type
+            .entry(v.resource_type.clone())
+            .or_default()
+            .push(v.id.clone());
+    }
+    for (t, ids) in by_type {
+        if ctx.guard.require(Perm::Read, &t).is_err() {
+            continue;
+        }
+        if !ctx.guard.confined(Perm::Read, &t) {
+            allowed.extend(ids.into_iter().map(|id| (t.clone(), id)));
+            continue;
+        }
+        let mut filters = ctx.guard.filters(&registry, Perm::Read, &t)?;
+        filters.push(Filter::Id {
+            ids: ids.clone(),
+            negate: false,
+        });
+        let types = [t.clone()];
+        let hits = ctx
+            .store
+            .search(&SearchSpec {
+                types: &types,
+                filters: &filters,
+                sort: &[],
+                anchor: None,
+                backwards: false,
+                limit: u32::try_from(ids.len()).unwrap_or(u32::MAX),
+            })
+            .await?;
+        allowed.extend(hits.into_iter().map(|h| (h.resource_type, h.id)));
+    }
+    Ok(versions
+        .into_iter()
+        .filter(|v| allowed.contains(&(v.resource_type.clone(), v.id.clone())))
+        .collect())
 }
 
 fn anchor_of(h: &Hit) -> Anchor {

@@ -35,6 +35,8 @@ pub struct Mark {
 
 pub struct Session {
     tx: Box<dyn Transaction>,
+    /// What the request may write (and read back).
+    pub guard: super::guard::Guard,
     /// The search parameters index rows are written for.
     pub registry: Arc<SearchParameters>,
     registries: Arc<Registry>,
@@ -54,6 +56,7 @@ impl Session {
     pub async fn begin(ctx: &Context, base: &str) -> Result<Session, Outcome> {
         let loaded = ctx.registry.current(ctx.store.as_ref()).await?;
         Ok(Session {
+            guard: ctx.guard.clone(),
             registry: loaded.params,
             registries: ctx.registry.clone(),
             registry_changed: false,

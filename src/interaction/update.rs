@@ -57,7 +57,7 @@ pub(super) async fn resolve_target(
         Target::Id(id) => return Ok(id.clone()),
         Target::Criteria(q) => q,
     };
-    let found = conditional::resolve(s.tx(), rt, query).await?;
+    let found = conditional::resolve(s, rt, query).await?;
     match (found, id_of(resource)) {
         (Some(found), Some(b)) if b != found => Err(Outcome::bad_request(format!(
             "The body id {b} is not the id of the resource the criteria match"

@@ -1,6 +1,7 @@
 //! vread (`GET [base]/[type]/[id]/_history/[vid]`).
 
 use super::{Body, Context, FhirResponse, Status, resource_type};
+use crate::auth::Perm;
 use crate::fhir::outcome::{ErrorKind, Outcome};
 use crate::fhir::types::Id;
 use crate::store::StoredVersion;
@@ -13,6 +14,11 @@ pub(super) async fn vread(
 ) -> Result<FhirResponse, Outcome> {
     let rt = resource_type(ctx, resource_type_name)?;
     let id = Id::parse(id)?;
+    ctx.guard.require(Perm::Read, rt)?;
+    // a confined token sees the versions of resources it may read now
+    ctx.guard
+        .check_stored(ctx, Perm::Read, rt, id.as_str())
+        .await?;
     let found = match version.parse::<i64>() {
         Ok(n) => ctx.store.vread(rt, id.as_str(), n).await?,
         Err(_) => None,

@@ -4,6 +4,7 @@
 
 use super::session::Session;
 use super::{Body, FhirResponse, Status};
+use crate::auth::Perm;
 use crate::fhir::outcome::{ErrorKind, Issue, Outcome};
 use crate::fhir::resource::{same_content, stamp};
 use crate::fhir::types::{Instant, VersionId, etag};
@@ -78,6 +79,19 @@ pub(super) async fn put_version(
         obj.insert("id".into(), Value::String(id.to_string()));
     }
     let live = current.filter(|c| !c.deleted);
+    // the enforcement point for every write (REST, Bundle entries, operations)
+    let perm = if live.is_some() {
+        Perm::Update
+    } else {
+        Perm::Create
+    };
+    s.guard.require(perm, resource_type)?;
+    if live.is_some() {
+        let (guard, registry) = (s.guard.clone(), s.registry.clone());
+        guard
+            .check_in_tx(s.tx(), &registry, Perm::Update, resource_type, id)
+            .await?;
+    }
     if let Some(cur) = live
         && let Some(body) = &cur.body
     {
@@ -121,6 +135,11 @@ pub(super) async fn put_version(
         })
         .await?;
     s.record_write(resource_type, id, version, links);
+    // what was written must lie within what the token may write
+    let (guard, registry) = (s.guard.clone(), s.registry.clone());
+    guard
+        .check_in_tx(s.tx(), &registry, perm, resource_type, id)
+        .await?;
     let status = if live.is_some() {
         Status::Ok
     } else {
@@ -141,6 +160,17 @@ pub(super) async fn delete_version(
     s: &mut Session,
     current: &StoredVersion,
 ) -> Result<FhirResponse, Outcome> {
+    s.guard.require(Perm::Delete, &current.resource_type)?;
+    let (guard, registry) = (s.guard.clone(), s.registry.clone());
+    guard
+        .check_in_tx(
+            s.tx(),
+            &registry,
+            Perm::Delete,
+            &current.resource_type,
+            &current.id,
+        )
+        .await?;
     let version = current.version + 1;
     let last_updated = next_timestamp(Some(current));
     s.tx()

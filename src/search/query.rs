@@ -158,6 +158,11 @@ pub enum Filter {
     },
     /// `_list`: the resource is an item of List `id`.
     List(String),
+    /// The row is of one of these types.
+    OfType(Vec<String>),
+    /// Any of the alternatives holds, each a list of filters that must all hold (v2 scope
+    /// restrictions such as `Observation.rs?category=laboratory`).
+    Any(Vec<Vec<Filter>>),
     /// In the compartment of `owner`: per resource type, referencing it by one of the type's
     /// compartment parameters (and the owner itself).
     Compartment {

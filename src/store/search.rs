@@ -592,6 +592,29 @@ impl Compiler {
                 qb.push_bind(id.clone());
                 qb.push(")");
             }
+            Filter::OfType(types) => {
+                qb.push(format!("{tcol} IN ("));
+                let mut sep = qb.separated(", ");
+                for t in types {
+                    sep.push_bind(t.clone());
+                }
+                if types.is_empty() {
+                    sep.push("NULL");
+                }
+                qb.push(")");
+            }
+            Filter::Any(alternatives) => {
+                qb.push("(1 = 0");
+                for alt in alternatives {
+                    qb.push(" OR (1 = 1");
+                    for f in alt {
+                        qb.push(" AND ");
+                        self.filter(qb, f, scope, tcol, icol);
+                    }
+                    qb.push(")");
+                }
+                qb.push(")");
+            }
             Filter::Compartment {
                 owner_type,
                 owner_id,

@@ -4,6 +4,7 @@
 //! `_type`, `_count` and keyset paging ordered by type and id.
 
 use super::OperationRequest;
+use crate::auth::Perm;
 use crate::fhir::outcome::{ErrorKind, Outcome};
 use crate::fhir::types::{Id, Instant};
 use crate::interaction::{Body, Context, FhirResponse, Status};
@@ -57,10 +58,20 @@ pub(super) async fn everything(
     };
     let after = text("_page");
 
+    ctx.guard.require(Perm::Read, "Patient")?;
+    if op.id.is_none() && ctx.guard.confined(Perm::Read, "Patient") {
+        return Err(Outcome::new(
+            ErrorKind::Forbidden,
+            "A patient-context token may ask for its own patient's $everything only",
+        ));
+    }
     // the patients
     let patients: Vec<String> = match &op.id {
         Some(id) => {
             let id = Id::parse(id)?;
+            ctx.guard
+                .check_stored(ctx, Perm::Read, "Patient", id.as_str())
+                .await?;
             match ctx.store.read("Patient", id.as_str()).await? {
                 None => return Err(Outcome::not_found(format!("Patient/{id} is not known"))),
                 Some(v) if v.deleted => {
@@ -105,7 +116,9 @@ pub(super) async fn everything(
         .into_iter()
         .filter(|(t, _)| types.as_ref().is_none_or(|ts| ts.contains(t)))
         .collect();
-    let mut versions = ctx.store.read_many(&keys).await?;
+    // only what the token may read (scopes per type, compartment, scope queries)
+    let mut versions =
+        crate::interaction::search::permitted(ctx, ctx.store.read_many(&keys).await?).await?;
     if let Some(since) = since {
         versions.retain(|v| v.last_updated >= since);
     }

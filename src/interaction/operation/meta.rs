@@ -3,6 +3,7 @@
 //! write a new version (R4B dropped R4's in-place wording) — and none when nothing changes.
 
 use super::OperationRequest;
+use crate::auth::Perm;
 use crate::fhir::outcome::{ErrorKind, Outcome};
 use crate::fhir::types::Id;
 use crate::interaction::session::Session;
@@ -72,6 +73,10 @@ pub(super) async fn meta(ctx: &Context, op: &OperationRequest) -> Result<FhirRes
         (Some(t), Some(id)) => {
             let rt = resource_type(ctx, t)?;
             let id = Id::parse(id)?;
+            ctx.guard.require(Perm::Read, rt)?;
+            ctx.guard
+                .check_stored(ctx, Perm::Read, rt, id.as_str())
+                .await?;
             let v = match &op.version {
                 None => ctx.store.read(rt, id.as_str()).await?,
                 Some(vid) => match vid.parse::<i64>() {
@@ -88,6 +93,15 @@ pub(super) async fn meta(ctx: &Context, op: &OperationRequest) -> Result<FhirRes
                 Some(t) => vec![resource_type(ctx, t)?.to_string()],
                 None => ctx.defs.resource_types().to_vec(),
             };
+            // the union over resources a confined token may not see would leak their tags
+            let scope = t.as_deref().unwrap_or("*");
+            ctx.guard.require(Perm::Search, scope)?;
+            if ctx.guard.confined(Perm::Search, scope) {
+                return Err(Outcome::new(
+                    ErrorKind::Forbidden,
+                    "$meta over a type or the server is not available to confined tokens",
+                ));
+            }
             let mut union = Map::new();
             for t in types {
                 let ids = ctx.store.live_ids(&t).await?;

@@ -97,6 +97,10 @@ pub(super) async fn run(
     op: OperationRequest,
 ) -> Result<FhirResponse, Outcome> {
     let level = (op.resource_type.is_some(), op.id.is_some());
+    if op.name == "reindex" {
+        // server administration: a system/*. scope
+        ctx.guard.require_system(crate::auth::Perm::Update)?;
+    }
     match (op.name.as_str(), level) {
         ("everything", (true, _)) => everything::everything(ctx, base, &op).await,
         ("validate", (true, _)) => validate::validate(ctx, &op).await,

@@ -14,6 +14,10 @@ pub(super) async fn validate(
     op: &OperationRequest,
 ) -> Result<FhirResponse, Outcome> {
     let rt = resource_type(ctx, op.resource_type.as_deref().unwrap_or(""))?;
+    // validating is no access to stored data beyond what a write of the type would do
+    if ctx.guard.require(crate::auth::Perm::Create, rt).is_err() {
+        ctx.guard.require(crate::auth::Perm::Update, rt)?;
+    }
     let mode = match op.param("mode") {
         None => "create".to_string(),
         Some(Value::String(m)) => m,
