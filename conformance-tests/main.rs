@@ -6,6 +6,7 @@ mod common;
 
 mod access;
 mod architecture;
+mod audit;
 mod bundles;
 mod capabilities;
 mod cli;

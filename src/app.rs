@@ -28,6 +28,9 @@ pub struct AppOptions {
     pub referential_integrity: bool,
     /// Lifetime of search paging cursors, in milliseconds.
     pub search_page_ttl_ms: i64,
+    /// Record an AuditEvent for every interaction (the server's default; off in this
+    /// library default so tests and benchmarks opt in).
+    pub audit: bool,
 }
 
 impl Default for AppOptions {
@@ -38,6 +41,7 @@ impl Default for AppOptions {
             max_body_bytes: 16 * 1024 * 1024,
             referential_integrity: true,
             search_page_ttl_ms: crate::interaction::search::CURSOR_TTL_MS,
+            audit: false,
         }
     }
 }
@@ -47,6 +51,7 @@ pub fn router(store: Arc<dyn Store>, options: &AppOptions) -> Router {
     let mut ctx = Context::new(store);
     ctx.integrity = options.referential_integrity;
     ctx.page_ttl_ms = options.search_page_ttl_ms;
+    ctx.audit = options.audit;
     let state = ApiState {
         ctx,
         base_url: options.base_url.as_deref().map(Into::into),
@@ -105,6 +110,22 @@ pub async fn reindex(
     ))
 }
 
+/// Runs `healporium audit verify`: Ok(summary) when the chain holds, Err when it is broken.
+pub async fn audit_verify(database_url: &str) -> anyhow::Result<String> {
+    let store = store::open(database_url).await?;
+    match crate::interaction::audit::verify(store.as_ref())
+        .await
+        .map_err(|o| anyhow::anyhow!("cannot read the audit trail: {:?}", o.issues))?
+    {
+        crate::interaction::audit::Verified::Intact(n) => Ok(format!(
+            "audit trail intact: {n} AuditEvents, every link verified"
+        )),
+        crate::interaction::audit::Verified::Broken(seq, why) => {
+            anyhow::bail!("audit trail broken at record {seq}: {why}")
+        }
+    }
+}
+
 /// Runs `healporium serve`.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     warm_up()?;
@@ -118,6 +139,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         max_body_bytes: config.max_body_bytes,
         referential_integrity: config.referential_integrity,
         search_page_ttl_ms: config.search_page_ttl_ms,
+        audit: config.audit,
     };
     let backend = store.backend();
     let app = router(store, &options);
@@ -129,10 +151,13 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         config.listen,
         config.prefix
     );
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("server error")?;
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await
+    .context("server error")?;
     tracing::info!("Healporium stopped");
     Ok(())
 }

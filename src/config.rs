@@ -29,6 +29,28 @@ pub enum Command {
     /// Rebuild the index rows of custom search parameters (online: the server may keep
     /// running against the same database).
     Reindex(ReindexArgs),
+    /// The audit trail.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Walk the AuditEvent hash chain and report the first record that was changed, removed
+    /// or inserted (exit code 1), or how many records are intact.
+    Verify(DatabaseArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DatabaseArgs {
+    /// The database: `sqlite:PATH` or `postgres://USER@HOST:PORT/DATABASE`.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "sqlite:healporium.db",
+        hide_env_values = true
+    )]
+    pub database_url: String,
 }
 
 #[derive(Debug, Args)]
@@ -94,6 +116,11 @@ pub struct ServeArgs {
     /// deletes of resources others reference (unless `_cascade=delete`).
     #[arg(long, env = "HEALPORIUM_REFERENTIAL_INTEGRITY", value_enum, default_value_t = OnOff::On)]
     pub referential_integrity: OnOff,
+
+    /// Record an AuditEvent for every read, search, write and operation (`off` only for
+    /// experiments and benchmarks).
+    #[arg(long, env = "HEALPORIUM_AUDIT", value_enum, default_value_t = OnOff::On)]
+    pub audit: OnOff,
 
     /// How long search paging links (next/previous/first) keep working, in seconds.
     #[arg(long, env = "HEALPORIUM_SEARCH_PAGE_TTL", default_value_t = 3600)]
@@ -181,6 +208,7 @@ pub struct Config {
     pub referential_integrity: bool,
     /// Lifetime of search paging cursors, in milliseconds.
     pub search_page_ttl_ms: i64,
+    pub audit: bool,
     pub log_format: LogFormat,
     pub log: String,
 }
@@ -223,6 +251,7 @@ impl Config {
             max_body_bytes: args.max_body_bytes,
             referential_integrity: args.referential_integrity == OnOff::On,
             search_page_ttl_ms: i64::try_from(args.search_page_ttl).unwrap_or(3600) * 1000,
+            audit: args.audit == OnOff::On,
             log_format: args.log_format,
             log: args.log,
         })
@@ -239,7 +268,7 @@ mod tests {
         let cli = Cli::try_parse_from(argv).map_err(|e| e.to_string())?;
         match cli.command {
             Command::Serve(a) => Config::from_args(a),
-            Command::Reindex(_) => Err("not serve".to_string()),
+            Command::Reindex(_) | Command::Audit(_) => Err("not serve".to_string()),
         }
     }
 

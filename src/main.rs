@@ -18,6 +18,23 @@ fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Audit(healporium::config::AuditCommand::Verify(args)) => {
+            healporium::telemetry::init(healporium::config::LogFormat::Text, "warn");
+            let runtime = match runtime() {
+                Ok(r) => r,
+                Err(code) => return code,
+            };
+            match runtime.block_on(healporium::app::audit_verify(&args.database_url)) {
+                Ok(summary) => {
+                    println!("{summary}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Reindex(args) => {
             healporium::telemetry::init(healporium::config::LogFormat::Text, "warn");
             let runtime = match runtime() {

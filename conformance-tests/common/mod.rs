@@ -159,25 +159,42 @@ pub async fn start_with(backend: Backend, options: AppOptions) -> Option<Server>
 /// requests without `x-test-scope` run with authorization off (to set data up). The SMART
 /// tests obtain real tokens instead.
 pub async fn start_with_test_principals(backend: Backend) -> Option<Server> {
+    start_with_test_principals_and(backend, AppOptions::default())
+        .await
+        .map(|(s, _)| s)
+}
+
+/// [`start_with_test_principals`] with options; also returns the database URL.
+pub async fn start_with_test_principals_and(
+    backend: Backend,
+    options: AppOptions,
+) -> Option<(Server, String)> {
     let (url, dir, pg_schema) = fresh_database(backend).await?;
     let store = healporium::store::open(&url).await.expect("open store");
-    let app = healporium::app::router(store, &AppOptions::default())
+    let app = healporium::app::router(store, &options)
         .layer(axum::middleware::from_fn(inject_test_principal));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
     let task = tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
+        let _ = axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .await;
     });
-    Some(Server {
-        base: format!("http://{addr}/fhir"),
-        client: reqwest::Client::new(),
-        backend,
-        _dir: dir,
-        pg_schema,
-        task,
-    })
+    Some((
+        Server {
+            base: format!("http://{addr}/fhir"),
+            client: reqwest::Client::new(),
+            backend,
+            _dir: dir,
+            pg_schema,
+            task,
+        },
+        url,
+    ))
 }
 
 async fn inject_test_principal(
@@ -191,11 +208,13 @@ async fn inject_test_principal(
     };
     let scope = get(req.headers(), "x-test-scope");
     let patient = get(req.headers(), "x-test-patient");
+    let user = get(req.headers(), "x-test-user");
+    let fhir_user = get(req.headers(), "x-test-fhir-user");
     if let Some(scope) = scope {
         let principal = healporium::auth::Principal {
             client_id: "test-client".to_string(),
-            user: None,
-            fhir_user: None,
+            user,
+            fhir_user,
             patient_context: patient,
             grants: healporium::auth::parse_scopes(&scope),
             scope,
@@ -409,6 +428,10 @@ impl Server {
 
     pub async fn delete(&self, path: &str) -> Reply {
         self.send(Method::DELETE, path, &[], None).await
+    }
+
+    pub async fn delete_with_headers(&self, path: &str, headers: &[(&str, &str)]) -> Reply {
+        self.send(Method::DELETE, path, headers, None).await
     }
 
     /// Creates a resource and returns its id.

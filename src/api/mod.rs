@@ -248,6 +248,9 @@ struct Call {
     headers: HeaderMap,
     /// Set by the authentication layer when authorization is on.
     principal: Option<crate::auth::Principal>,
+    /// The peer's address (for the audit trail): the first X-Forwarded-For hop behind a
+    /// proxy, else the TCP peer.
+    source: Option<String>,
     query: Vec<(String, String)>,
     raw_query: Option<String>,
     format: Format,
@@ -263,7 +266,18 @@ impl FromRequestParts<ApiState> for Call {
         let raw_query = parts.uri.query().map(str::to_string);
         let query = query_pairs(&raw_query)?;
         let format = negotiate(&parts.headers, &query)?;
+        let forwarded = parts
+            .headers
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .map(|v| v.trim().chars().take(64).collect::<String>());
+        let peer = parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|c| c.0.ip().to_string());
         Ok(Call {
+            source: forwarded.or(peer),
             principal: parts.extensions.get::<crate::auth::Principal>().cloned(),
             headers: parts.headers.clone(),
             query,
@@ -326,6 +340,7 @@ impl Call {
             provenance: self.provenance()?,
             prefer: negotiate::prefer_return(&self.headers),
             principal: self.principal.clone(),
+            source: self.source.clone(),
         };
         let response = interaction::handle(&state.ctx, request).await?;
         respond(response, self.format)

@@ -276,6 +276,7 @@ async fn run_transaction(
 ) -> Result<Vec<FhirResponse>, Outcome> {
     let mut s = Session::begin(ctx, base).await?;
     let results = run_in(ctx, base, &mut s, entries, provenance).await?;
+    super::audit_in_session(ctx, &mut s, "transaction", "E", 200).await?;
     s.finish().await?;
     Ok(results)
 }
@@ -319,6 +320,7 @@ async fn run_batch(
         };
         out.push(result);
     }
+    super::audit_in_session(ctx, &mut s, "batch", "E", 200).await?;
     s.finish().await?;
     Ok(out)
 }

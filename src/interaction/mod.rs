@@ -5,6 +5,7 @@
 //! One file per interaction, named like the spec. Conditional logic lives in `conditional`
 //! and runs inside the same database transaction as the write it guards.
 
+pub mod audit;
 mod bundle;
 pub mod capabilities;
 mod conditional;
@@ -47,6 +48,10 @@ pub struct Context {
     pub registry: Arc<registry::Registry>,
     /// What the current request may access (open when authorization is off).
     pub guard: guard::Guard,
+    /// Record an AuditEvent for every interaction.
+    pub audit: bool,
+    /// Who the current request comes from, for its AuditEvent.
+    pub requester: audit::Requester,
 }
 
 impl Context {
@@ -59,6 +64,8 @@ impl Context {
             page_ttl_ms: search::CURSOR_TTL_MS,
             registry: Arc::new(registry::Registry::new()),
             guard: guard::Guard::open(),
+            audit: false,
+            requester: audit::Requester::default(),
         }
     }
 }
@@ -155,6 +162,8 @@ pub struct FhirRequest {
     pub prefer: PreferReturn,
     /// Who is calling (None: authorization is off).
     pub principal: Option<crate::auth::Principal>,
+    /// The client's network address (for the audit trail).
+    pub source: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -250,7 +259,8 @@ pub fn apply_prefer(mut response: FhirResponse, prefer: PreferReturn) -> FhirRes
     response
 }
 
-/// Runs one interaction.
+/// Runs one interaction, and records its AuditEvent when auditing is on (writes inside their
+/// own transaction, everything else before the response is returned).
 pub async fn handle(ctx: &Context, req: FhirRequest) -> Result<FhirResponse, Outcome> {
     let FhirRequest {
         base,
@@ -260,14 +270,196 @@ pub async fn handle(ctx: &Context, req: FhirRequest) -> Result<FhirResponse, Out
         provenance,
         prefer,
         principal,
+        source,
     } = req;
     // every path below consults this request's guard
     let ctx = &Context {
-        guard: guard::Guard::new(principal),
+        guard: guard::Guard::new(principal.clone()),
+        requester: audit::Requester {
+            principal,
+            address: source,
+        },
         ..ctx.clone()
     };
+    let mut record = audit_record(&interaction);
+    let writes = record.as_ref().is_some_and(|r| r.1);
+    let result = run(
+        ctx,
+        &base,
+        interaction,
+        preconditions,
+        cascade,
+        provenance,
+        prefer,
+    )
+    .await;
+    if ctx.audit
+        && let Some((r, _)) = record.as_mut()
+        && !(writes && result.is_ok())
+    {
+        r.status = match &result {
+            Ok(resp) => resp.status.code(),
+            Err(o) => o.status(),
+        };
+        if let Ok(resp) = &result
+            && let Some(body) = &resp.body
+            && r.status < 300
+        {
+            let (entities, patients) = match body {
+                Body::Json(v) => audit::entities_of(v),
+                Body::Raw(text) => serde_json::from_str::<Value>(text)
+                    .map(|v| audit::entities_of(&v))
+                    .unwrap_or_default(),
+            };
+            r.entities = entities;
+            r.patients = patients;
+        }
+        audit::append(ctx, audit::event(&ctx.requester, r)).await?;
+    }
+    result
+}
+
+/// The AuditEvent skeleton of an interaction, and whether it writes (audited in its own
+/// transaction by the write path). None: not audited (the CapabilityStatement).
+fn audit_record(interaction: &Interaction) -> Option<(audit::Record, bool)> {
+    let (subtype, action, writes, description, query) = match interaction {
+        Interaction::Capabilities => return None,
+        Interaction::Read { resource_type, id } => (
+            "read",
+            "R",
+            false,
+            Some(format!("{resource_type}/{id}")),
+            None,
+        ),
+        Interaction::VRead {
+            resource_type, id, ..
+        } => (
+            "vread",
+            "R",
+            false,
+            Some(format!("{resource_type}/{id}")),
+            None,
+        ),
+        Interaction::Create { resource_type, .. } => {
+            ("create", "C", true, Some(resource_type.clone()), None)
+        }
+        Interaction::Update { resource_type, .. } => {
+            ("update", "U", true, Some(resource_type.clone()), None)
+        }
+        Interaction::Patch { resource_type, .. } => {
+            ("patch", "U", true, Some(resource_type.clone()), None)
+        }
+        Interaction::Delete { resource_type, .. } => {
+            ("delete", "D", true, Some(resource_type.clone()), None)
+        }
+        Interaction::History { scope, .. } => match scope {
+            crate::store::HistoryScope::System => ("history-system", "R", false, None, None),
+            crate::store::HistoryScope::Type(t) => {
+                ("history-type", "R", false, Some(t.clone()), None)
+            }
+            crate::store::HistoryScope::Instance(t, id) => (
+                "history-instance",
+                "R",
+                false,
+                Some(format!("{t}/{id}")),
+                None,
+            ),
+        },
+        Interaction::Bundle { bundle } => {
+            let batch = bundle.get("type").and_then(Value::as_str) == Some("batch");
+            (
+                if batch { "batch" } else { "transaction" },
+                "E",
+                true,
+                None,
+                None,
+            )
+        }
+        Interaction::Operation(op) => (
+            "operation",
+            "E",
+            false,
+            Some(format!("${}", op.name.chars().take(40).collect::<String>())),
+            None,
+        ),
+        Interaction::Search(req) => {
+            let (subtype, what) = match &req.scope {
+                search::SearchScope::System => ("search-system", String::new()),
+                search::SearchScope::Type(t) => ("search-type", t.clone()),
+                search::SearchScope::Compartment {
+                    owner_type,
+                    owner_id,
+                    target,
+                } => ("search-type", format!("{owner_type}/{owner_id}/{target}")),
+            };
+            let qs = serde_urlencoded::to_string(&req.pairs).unwrap_or_default();
+            (
+                subtype,
+                "E",
+                false,
+                Some(what.clone()),
+                Some(format!("{what}?{qs}")),
+            )
+        }
+    };
+    Some((
+        audit::Record {
+            subtype: subtype.to_string(),
+            action,
+            status: 0,
+            entities: Vec::new(),
+            query,
+            patients: Vec::new(),
+            description,
+        },
+        writes,
+    ))
+}
+
+/// Records the AuditEvent of a successful write inside its session (same transaction).
+pub(crate) async fn audit_in_session(
+    ctx: &Context,
+    s: &mut session::Session,
+    subtype: &str,
+    action: &'static str,
+    status: u16,
+) -> Result<(), Outcome> {
+    if !ctx.audit {
+        return Ok(());
+    }
+    let mut entities = Vec::new();
+    let mut patients = Vec::new();
+    for (t, id, v) in &s.versions {
+        entities.push(format!("{t}/{id}/_history/{v}"));
+        if t == "Patient" && !patients.contains(&format!("Patient/{id}")) {
+            patients.push(format!("Patient/{id}"));
+        }
+    }
+    let record = audit::Record {
+        subtype: subtype.to_string(),
+        action,
+        status,
+        entities,
+        query: None,
+        patients,
+        description: None,
+    };
+    let ev = audit::event(&ctx.requester, &record);
+    let registry = s.registry.clone();
+    audit::append_in(s.tx(), &registry, ev).await
+}
+
+async fn run(
+    ctx: &Context,
+    base: &str,
+    interaction: Interaction,
+    preconditions: Preconditions,
+    cascade: bool,
+    provenance: Option<Value>,
+    prefer: PreferReturn,
+) -> Result<FhirResponse, Outcome> {
     match interaction {
-        Interaction::Capabilities => Ok(capabilities::response(ctx, &base)),
+        Interaction::Capabilities => Ok(capabilities::response(ctx, base)),
         Interaction::Read { resource_type, id } => {
             read::read(ctx, &resource_type, &id, &preconditions).await
         }
@@ -277,14 +469,20 @@ pub async fn handle(ctx: &Context, req: FhirRequest) -> Result<FhirResponse, Out
             version,
         } => vread::vread(ctx, &resource_type, &id, &version).await,
         Interaction::History { scope, params } => {
-            history::history(ctx, &base, &scope, &params).await
+            history::history(ctx, base, &scope, &params).await
         }
         Interaction::Bundle { bundle } => {
-            bundle::process(ctx, &base, bundle, prefer, provenance).await
+            bundle::process(ctx, base, bundle, prefer, provenance).await
         }
-        Interaction::Operation(op) => operation::run(ctx, &base, op).await,
-        Interaction::Search(req) => search::search(ctx, &base, req).await,
+        Interaction::Operation(op) => operation::run(ctx, base, op).await,
+        Interaction::Search(req) => search::search(ctx, base, req).await,
         write => {
+            let subtype = match &write {
+                Interaction::Create { .. } => ("create", "C"),
+                Interaction::Update { .. } => ("update", "U"),
+                Interaction::Patch { .. } => ("patch", "U"),
+                _ => ("delete", "D"),
+            };
             let prepared = Prepared::new(ctx, write)?;
             let provenance = provenance
                 .map(|p| provenance::prepare(ctx, p))
@@ -293,11 +491,12 @@ pub async fn handle(ctx: &Context, req: FhirRequest) -> Result<FhirResponse, Out
             loop {
                 let result = write_once(
                     ctx,
-                    &base,
+                    base,
                     &prepared,
                     &preconditions,
                     cascade,
                     provenance.as_ref(),
+                    subtype,
                 )
                 .await;
                 match result {
@@ -372,6 +571,7 @@ async fn write_once(
     pre: &Preconditions,
     cascade: bool,
     provenance: Option<&Value>,
+    (subtype, action): (&str, &'static str),
 ) -> Result<FhirResponse, Outcome> {
     let mut s = session::Session::begin(ctx, base).await?;
     s.cascade_deletes(cascade);
@@ -398,6 +598,7 @@ async fn write_once(
     if let Some(p) = provenance {
         provenance::record_in(ctx, &mut s, p.clone()).await?;
     }
+    audit_in_session(ctx, &mut s, subtype, action, response.status.code()).await?;
     s.finish().await?;
     Ok(response)
 }

@@ -209,6 +209,12 @@ pub trait Store: Send + Sync + 'static {
         payload: &str,
         purge_before: i64,
     ) -> StoreResult<()>;
+    /// The AuditEvent hash chain from `after_seq` on, in order: (seq, audit id, prev, hash).
+    async fn audit_chain(
+        &self,
+        after_seq: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<(i64, String, String, String)>>;
     /// Index state of custom search parameters: (base, code, status).
     async fn param_states(&self) -> StoreResult<Vec<(String, String, String)>>;
     /// Sets a custom parameter's index state (`pending`, `reindexing`, `ready`).
@@ -266,6 +272,15 @@ pub trait Transaction: Send {
     async fn savepoint(&mut self, name: &str) -> StoreResult<()>;
     async fn rollback_to_savepoint(&mut self, name: &str) -> StoreResult<()>;
     async fn release_savepoint(&mut self, name: &str) -> StoreResult<()>;
+    /// The hash of the last AuditEvent in the chain (callers lock the key `audit-chain` first).
+    async fn last_audit_hash(&mut self) -> StoreResult<Option<String>>;
+    /// Appends an AuditEvent to the hash chain.
+    async fn append_audit(
+        &mut self,
+        audit_id: &str,
+        prev_hash: &str,
+        hash: &str,
+    ) -> StoreResult<()>;
     /// Sets a custom parameter's index state inside this transaction.
     async fn set_param_state(&mut self, base: &str, code: &str, status: &str) -> StoreResult<()>;
     /// Replaces a resource's rows of the parameters `params` (exact codes) with `rows`

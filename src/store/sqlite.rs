@@ -223,6 +223,22 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    async fn audit_chain(
+        &self,
+        after_seq: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<(i64, String, String, String)>> {
+        sqlx::query_as(
+            "SELECT seq, audit_id, prev_hash, hash FROM audit_chain WHERE seq > $1 \
+             ORDER BY seq LIMIT $2",
+        )
+        .bind(after_seq)
+        .bind(i64::from(limit))
+        .fetch_all(&self.read)
+        .await
+        .map_err(map_err)
+    }
+
     async fn param_states(&self) -> StoreResult<Vec<(String, String, String)>> {
         sqlx::query_as("SELECT base, code, status FROM search_param_state ORDER BY base, code")
             .fetch_all(&self.read)
@@ -330,6 +346,29 @@ impl Transaction for SqliteTx {
 
     async fn release_savepoint(&mut self, name: &str) -> StoreResult<()> {
         sql::savepoint::<Sqlite>(&mut self.tx, "RELEASE SAVEPOINT", name).await
+    }
+
+    async fn last_audit_hash(&mut self) -> StoreResult<Option<String>> {
+        sqlx::query_scalar("SELECT hash FROM audit_chain ORDER BY seq DESC LIMIT 1")
+            .fetch_optional(&mut *self.tx)
+            .await
+            .map_err(map_err)
+    }
+
+    async fn append_audit(
+        &mut self,
+        audit_id: &str,
+        prev_hash: &str,
+        hash: &str,
+    ) -> StoreResult<()> {
+        sqlx::query("INSERT INTO audit_chain (audit_id, prev_hash, hash) VALUES ($1, $2, $3)")
+            .bind(audit_id)
+            .bind(prev_hash)
+            .bind(hash)
+            .execute(&mut *self.tx)
+            .await
+            .map_err(map_err)?;
+        Ok(())
     }
 
     async fn set_param_state(&mut self, base: &str, code: &str, status: &str) -> StoreResult<()> {

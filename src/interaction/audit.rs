@@ -1,0 +1,373 @@
+//! AuditEvent for every interaction, in the spirit of IHE BALP: who (user, fhirUser, client,
+//! network address), what (each resource read or changed, with its version; for searches the
+//! query and each patient whose data was returned), when, and the outcome. Writes are audited
+//! in the same database transaction as the write; reads are audited before the response leaves
+//! (a read whose audit cannot be stored fails). Every AuditEvent joins a hash chain
+//! (`audit_chain`: SHA-256 over the previous hash and the event's exact JSON), which
+//! `healporium audit verify` walks to detect a changed, removed or inserted record. AuditEvents
+//! are ordinary resources, searchable by patient, agent, entity and date, and immutable through
+//! the API.
+
+use super::Context;
+use crate::auth::Principal;
+use crate::fhir::outcome::{ErrorKind, Outcome};
+use crate::fhir::resource::stamp;
+use crate::fhir::types::{Id, Instant};
+use crate::search::parameters::SearchParameters;
+use crate::store::{Method, NewVersion, Store, Transaction};
+use base64::Engine;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+/// The lock key serializing appends to the chain.
+const CHAIN_LOCK: &str = "audit-chain";
+/// The chain's first `prev_hash`.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+/// Entities listed per event, at most.
+const MAX_ENTITIES: usize = 500;
+
+/// What one interaction did, for its AuditEvent.
+#[derive(Debug, Clone, Default)]
+pub struct Record {
+    /// A restful-interaction code (`read`, `search-type`, `create`, `transaction`…) or
+    /// `operation`.
+    pub subtype: String,
+    /// C, R, U, D or E.
+    pub action: &'static str,
+    /// The HTTP status of the outcome.
+    pub status: u16,
+    /// The resources read or changed: `Type/id` or `Type/id/_history/n`.
+    pub entities: Vec<String>,
+    /// A search's query string.
+    pub query: Option<String>,
+    /// The patients whose data was returned or changed (`Patient/id`).
+    pub patients: Vec<String>,
+    /// The operation's name, or the request path, for the description.
+    pub description: Option<String>,
+}
+
+/// Who asked, as the audit sees it.
+#[derive(Debug, Clone, Default)]
+pub struct Requester {
+    pub principal: Option<Principal>,
+    /// The client's network address.
+    pub address: Option<String>,
+}
+
+fn outcome_code(status: u16) -> &'static str {
+    match status {
+        0..=399 => "0",
+        400..=499 => "4",
+        _ => "8",
+    }
+}
+
+/// The AuditEvent resource for a record.
+pub fn event(who: &Requester, r: &Record) -> Value {
+    let mut agents = Vec::new();
+    let mut user = json!({"requestor": true});
+    match &who.principal {
+        Some(p) => {
+            if let Some(fu) = &p.fhir_user {
+                user["who"] = json!({"reference": fu});
+            } else if let Some(u) = &p.user {
+                user["who"] = json!({"display": u});
+            } else {
+                user["who"] = json!({"display": p.client_id});
+            }
+            if let Some(u) = &p.user {
+                user["name"] = json!(u);
+            }
+            user["altId"] = json!(p.client_id);
+            user["policy"] = json!([format!("scope:{}", p.scope)]);
+        }
+        None => {
+            user["who"] = json!({"display": "anonymous (authorization off)"});
+        }
+    }
+    if let Some(addr) = &who.address {
+        user["network"] = json!({"address": addr, "type": "2"});
+    }
+    agents.push(user);
+    if let Some(p) = &who.principal {
+        agents.push(json!({
+            "type": {"coding": [{"system": "http://dicom.nema.org/resources/ontology/DCM", "code": "110150", "display": "Application"}]},
+            "who": {"identifier": {"system": "urn:healporium:client", "value": p.client_id}},
+            "requestor": false
+        }));
+    }
+    let mut entities: Vec<Value> = r
+        .entities
+        .iter()
+        .take(MAX_ENTITIES)
+        .map(|e| {
+            json!({"what": {"reference": e},
+                   "type": {"system": "http://terminology.hl7.org/CodeSystem/audit-entity-type", "code": "2", "display": "System Object"}})
+        })
+        .collect();
+    for p in r.patients.iter().take(MAX_ENTITIES) {
+        entities.push(json!({"what": {"reference": p},
+            "type": {"system": "http://terminology.hl7.org/CodeSystem/audit-entity-type", "code": "1", "display": "Person"},
+            "role": {"system": "http://terminology.hl7.org/CodeSystem/object-role", "code": "1", "display": "Patient"}}));
+    }
+    if let Some(q) = &r.query {
+        entities.push(json!({
+            "type": {"system": "http://terminology.hl7.org/CodeSystem/audit-entity-type", "code": "2", "display": "System Object"},
+            "role": {"system": "http://terminology.hl7.org/CodeSystem/object-role", "code": "24", "display": "Query"},
+            "query": base64::engine::general_purpose::STANDARD.encode(q)
+        }));
+    }
+    let subtype_system = if r.subtype == "operation" || r.subtype.starts_with('$') {
+        "urn:healporium:operation"
+    } else {
+        "http://hl7.org/fhir/restful-interaction"
+    };
+    let mut ev = json!({
+        "resourceType": "AuditEvent",
+        "type": {"system": "http://terminology.hl7.org/CodeSystem/audit-event-type", "code": "rest", "display": "RESTful Operation"},
+        "subtype": [{"system": subtype_system, "code": r.subtype}],
+        "action": r.action,
+        "recorded": Instant::now().to_fhir(),
+        "outcome": outcome_code(r.status),
+        "outcomeDesc": format!("HTTP {}", r.status),
+        "agent": agents,
+        "source": {"observer": {"display": "Healporium"},
+                   "type": [{"system": "http://terminology.hl7.org/CodeSystem/security-source-type", "code": "4", "display": "Application Server"}]},
+    });
+    if let Some(d) = &r.description {
+        ev["source"]["site"] = json!(d.chars().take(200).collect::<String>());
+    }
+    if !entities.is_empty() {
+        ev["entity"] = Value::Array(entities);
+    }
+    ev
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The chain hash of an event's exact text after `prev`.
+pub fn chain_hash(prev: &str, text: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(prev.as_bytes());
+    h.update(text.as_bytes());
+    hex(&h.finalize())
+}
+
+/// Stores an AuditEvent and links it into the chain, inside `tx`.
+pub async fn append_in(
+    tx: &mut dyn Transaction,
+    registry: &SearchParameters,
+    mut ev: Value,
+) -> Result<(), Outcome> {
+    let id = Id::generate();
+    let now = Instant::now();
+    stamp(&mut ev, id.as_str(), 1, now);
+    let text = serde_json::to_string(&ev)
+        .map_err(|_| Outcome::internal("Cannot serialize an AuditEvent"))?;
+    let mut index = crate::search::index::extract_with(&ev, None, registry);
+    // an AuditEvent never keeps what it names from being deleted
+    index.links.clear();
+    tx.lock_key(CHAIN_LOCK).await?;
+    let prev = tx
+        .last_audit_hash()
+        .await?
+        .unwrap_or_else(|| GENESIS.to_string());
+    let hash = chain_hash(&prev, &text);
+    tx.write(&NewVersion {
+        resource_type: "AuditEvent".to_string(),
+        id: id.to_string(),
+        version: 1,
+        previous: None,
+        last_updated: now,
+        method: Method::Post,
+        body: Some(text),
+        index,
+    })
+    .await?;
+    tx.append_audit(id.as_str(), &prev, &hash).await?;
+    Ok(())
+}
+
+/// Stores an AuditEvent in its own transaction (reads, failures), retried on contention.
+pub async fn append(ctx: &Context, ev: Value) -> Result<(), Outcome> {
+    let registry = ctx.registry.current(ctx.store.as_ref()).await?.params;
+    let mut attempt = 0;
+    loop {
+        let result = async {
+            let mut tx = ctx.store.begin().await?;
+            append_in(tx.as_mut(), &registry, ev.clone()).await?;
+            tx.commit().await?;
+            Ok::<(), Outcome>(())
+        }
+        .await;
+        match result {
+            Err(o) if o.kind == ErrorKind::Contention && attempt < 4 => attempt += 1,
+            r => return r,
+        }
+    }
+}
+
+/// The outcome of walking the chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verified {
+    /// Every link holds: the number of AuditEvents.
+    Intact(u64),
+    /// The first broken link: its sequence number and what is wrong.
+    Broken(i64, String),
+}
+
+/// Walks the whole chain: each link's prev must be the previous hash, and each hash must be
+/// the hash of the stored AuditEvent's text.
+pub async fn verify(store: &dyn Store) -> Result<Verified, Outcome> {
+    let mut prev = GENESIS.to_string();
+    let mut after = 0i64;
+    let mut count = 0u64;
+    loop {
+        let links = store.audit_chain(after, 500).await?;
+        if links.is_empty() {
+            return Ok(Verified::Intact(count));
+        }
+        let keys: Vec<(String, String)> = links
+            .iter()
+            .map(|(_, id, _, _)| ("AuditEvent".to_string(), id.clone()))
+            .collect();
+        let bodies: std::collections::HashMap<String, String> = store
+            .read_many(&keys)
+            .await?
+            .into_iter()
+            .filter_map(|v| v.body.map(|b| (v.id, b.to_string())))
+            .collect();
+        for (seq, id, link_prev, hash) in links {
+            if link_prev != prev {
+                return Ok(Verified::Broken(
+                    seq,
+                    format!("AuditEvent/{id}: the link does not follow the previous record"),
+                ));
+            }
+            let Some(text) = bodies.get(&id) else {
+                return Ok(Verified::Broken(seq, format!("AuditEvent/{id} is missing")));
+            };
+            if chain_hash(&prev, text) != hash {
+                return Ok(Verified::Broken(
+                    seq,
+                    format!("AuditEvent/{id} was changed after it was recorded"),
+                ));
+            }
+            prev = hash;
+            after = seq;
+            count += 1;
+        }
+    }
+}
+
+/// `Type/id/_history/n` for each entry resource of a Bundle (or the resource itself), and
+/// the patients whose data they are.
+pub fn entities_of(body: &Value) -> (Vec<String>, Vec<String>) {
+    let mut entities = Vec::new();
+    let mut patients = Vec::new();
+    let mut add = |r: &Value| {
+        let (Some(t), Some(id)) = (
+            r.get("resourceType").and_then(Value::as_str),
+            r.get("id").and_then(Value::as_str),
+        ) else {
+            return;
+        };
+        if t == "OperationOutcome" || t == "Bundle" || t == "Parameters" {
+            return;
+        }
+        let key = match r.pointer("/meta/versionId").and_then(Value::as_str) {
+            Some(v) => format!("{t}/{id}/_history/{v}"),
+            None => format!("{t}/{id}"),
+        };
+        entities.push(key);
+        let patient = if t == "Patient" {
+            Some(format!("Patient/{id}"))
+        } else {
+            ["subject", "patient", "beneficiary"]
+                .iter()
+                .filter_map(|k| {
+                    r.pointer(&format!("/{k}/reference"))
+                        .and_then(Value::as_str)
+                })
+                .find_map(|s| {
+                    s.rsplit_once("Patient/")
+                        .map(|(_, id)| format!("Patient/{}", id.split('/').next().unwrap_or(id)))
+                })
+        };
+        if let Some(p) = patient
+            && !patients.contains(&p)
+        {
+            patients.push(p);
+        }
+    };
+    if body.get("resourceType").and_then(Value::as_str) == Some("Bundle") {
+        for e in body
+            .get("entry")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            if let Some(r) = e.get("resource") {
+                add(r);
+            }
+        }
+    } else {
+        add(body);
+    }
+    (entities, patients)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_name_who_what_and_outcome() {
+        let who = Requester {
+            principal: Some(Principal {
+                client_id: "app".into(),
+                user: Some("ann".into()),
+                fhir_user: Some("Practitioner/7".into()),
+                patient_context: None,
+                grants: Vec::new(),
+                scope: "user/*.rs".into(),
+                token_id: None,
+            }),
+            address: Some("10.0.0.1".into()),
+        };
+        let r = Record {
+            subtype: "search-type".into(),
+            action: "E",
+            status: 200,
+            entities: vec!["Observation/1/_history/2".into()],
+            query: Some("Observation?code=x".into()),
+            patients: vec!["Patient/A".into()],
+            description: None,
+        };
+        let ev = event(&who, &r);
+        assert_eq!(ev["agent"][0]["who"]["reference"], "Practitioner/7");
+        assert_eq!(ev["agent"][0]["network"]["address"], "10.0.0.1");
+        assert_eq!(ev["agent"][1]["who"]["identifier"]["value"], "app");
+        assert_eq!(ev["entity"][1]["what"]["reference"], "Patient/A");
+        assert_eq!(ev["outcome"], "0");
+        crate::fhir::validation::Validator::r4()
+            .validate(&ev)
+            .expect("a valid AuditEvent");
+        assert_ne!(chain_hash(GENESIS, "a"), chain_hash(GENESIS, "b"));
+        let b = json!({"resourceType": "Bundle", "entry": [
+            {"resource": {"resourceType": "Observation", "id": "o", "meta": {"versionId": "3"}, "subject": {"reference": "Patient/p"}}},
+            {"resource": {"resourceType": "Patient", "id": "p"}}]});
+        assert_eq!(
+            entities_of(&b),
+            (
+                vec![
+                    "Observation/o/_history/3".to_string(),
+                    "Patient/p".to_string()
+                ],
+                vec!["Patient/p".to_string()]
+            )
+        );
+    }
+}
