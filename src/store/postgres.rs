@@ -21,6 +21,8 @@ use std::time::Duration;
 
 pub struct PostgresStore {
     pool: PgPool,
+    /// The database collates text bytewise (C/POSIX): ids sort by the primary key as is.
+    c_ids: bool,
 }
 
 impl PostgresStore {
@@ -36,7 +38,14 @@ impl PostgresStore {
             .run(&pool)
             .await
             .context("cannot migrate the PostgreSQL database")?;
-        Ok(PostgresStore { pool })
+        let collation: String = sqlx::query_scalar(
+            "SELECT datcollate FROM pg_database WHERE datname = current_database()",
+        )
+        .fetch_one(&pool)
+        .await
+        .context("cannot read the database collation")?;
+        let c_ids = matches!(collation.as_str(), "C" | "POSIX" | "C.UTF-8" | "C.utf8");
+        Ok(PostgresStore { pool, c_ids })
     }
 }
 
@@ -110,7 +119,7 @@ impl Store for PostgresStore {
     }
 
     async fn search(&self, spec: &SearchSpec<'_>) -> StoreResult<Vec<Hit>> {
-        let rows = Compiler::new(true)
+        let rows = Compiler::new(true, self.c_ids)
             .page::<Postgres>(spec)
             .build()
             .fetch_all(&self.pool)
@@ -120,7 +129,7 @@ impl Store for PostgresStore {
     }
 
     async fn explain_search(&self, spec: &SearchSpec<'_>) -> StoreResult<String> {
-        let rows = Compiler::new(true)
+        let rows = Compiler::new(true, self.c_ids)
             .page_with::<Postgres>("EXPLAIN (ANALYZE, BUFFERS) ", spec)
             .build()
             .fetch_all(&self.pool)
@@ -139,7 +148,7 @@ impl Store for PostgresStore {
     }
 
     async fn count(&self, types: &[String], filters: &[Filter]) -> StoreResult<u64> {
-        let n: i64 = Compiler::new(true)
+        let n: i64 = Compiler::new(true, self.c_ids)
             .count::<Postgres>(types, filters)
             .build_query_scalar()
             .fetch_one(&self.pool)
@@ -292,7 +301,7 @@ impl Transaction for PgTx {
         filters: &[Filter],
         limit: u32,
     ) -> StoreResult<Vec<String>> {
-        Compiler::new(true)
+        Compiler::new(true, true)
             .ids::<Postgres>(resource_type, filters, limit)
             .build_query_scalar()
             .fetch_all(&mut *self.tx)

@@ -78,13 +78,45 @@ pub(super) struct Compiler {
     n: u32,
     /// PostgreSQL: text compares and sorts bytewise (`COLLATE "C"`), as SQLite does.
     pg: bool,
+    /// The database already orders ids bytewise (SQLite; PostgreSQL with a C collation): ids
+    /// sort without a COLLATE clause, so the primary key can deliver them in order.
+    c_ids: bool,
+}
+
+/// One component of a page's order.
+struct Comp {
+    col: String,
+    kind: KeyKind,
+    desc: bool,
+    nulls_last: bool,
+    nullable: bool,
+    /// A type or id column (ordered by the primary key).
+    id_like: bool,
+}
+
+impl Comp {
+    fn id(col: &str) -> Comp {
+        Comp {
+            col: col.to_string(),
+            kind: KeyKind::Text,
+            desc: false,
+            nulls_last: true,
+            nullable: false,
+            id_like: true,
+        }
+    }
 }
 
 const MAX_CHAR: char = '\u{10FFFF}';
 
 impl Compiler {
-    pub(super) fn new(pg: bool) -> Compiler {
-        Compiler { n: 0, pg }
+    /// `c_ids`: ids order bytewise without a COLLATE clause (always true for SQLite).
+    pub(super) fn new(pg: bool, c_ids: bool) -> Compiler {
+        Compiler {
+            n: 0,
+            pg,
+            c_ids: !pg || c_ids,
+        }
     }
 
     fn alias(&mut self) -> String {
@@ -163,7 +195,8 @@ impl Compiler {
     {
         let mut qb = QueryBuilder::new("SELECT r.id");
         self.push_base(&mut qb, &[resource_type.to_string()], filters);
-        qb.push(format!(" ORDER BY r.id{} LIMIT ", self.collate()));
+        let coll = if self.c_ids { "" } else { self.collate() };
+        qb.push(format!(" ORDER BY r.id{coll} LIMIT "));
         qb.push_bind(i64::from(limit));
         qb
     }
@@ -208,40 +241,66 @@ impl Compiler {
         }
         self.push_base(&mut qb, spec.types, spec.filters);
         qb.push(") s");
-        // the direction of each component: (column, kind, descending, nulls last)
-        let c = self.collate();
-        let mut comps: Vec<(String, KeyKind, bool, bool)> = spec
+        // the order's components; a single type leaves the type out (it is constant), so the
+        // (resource_type, id) primary key can deliver rows in order
+        let mut comps: Vec<Comp> = spec
             .sort
             .iter()
             .enumerate()
-            .map(|(i, s)| (format!("s.k{i}"), key_kind(&s.key), s.desc, true))
+            .map(|(i, s)| Comp {
+                col: format!("s.k{i}"),
+                kind: key_kind(&s.key),
+                desc: s.desc,
+                nulls_last: true,
+                nullable: !matches!(s.key, SortKey::Id | SortKey::LastUpdated),
+                id_like: s.key == SortKey::Id,
+            })
             .collect();
-        comps.push(("s.rt".to_string(), KeyKind::Text, false, true));
-        comps.push(("s.id".to_string(), KeyKind::Text, false, true));
-        if spec.backwards {
-            for comp in &mut comps {
-                comp.2 = !comp.2;
-                comp.3 = !comp.3;
+        let mut values: Vec<KeyValue> = spec
+            .anchor
+            .map(|a| {
+                let mut v = a.keys.clone();
+                v.resize(spec.sort.len(), KeyValue::Null);
+                v
+            })
+            .unwrap_or_default();
+        if spec.types.len() != 1 {
+            comps.push(Comp::id("s.rt"));
+            if let Some(a) = spec.anchor {
+                values.push(KeyValue::Text(a.resource_type.clone()));
             }
         }
-        if let Some(anchor) = spec.anchor {
-            let mut values: Vec<KeyValue> = anchor.keys.clone();
-            values.resize(spec.sort.len(), KeyValue::Null);
-            values.push(KeyValue::Text(anchor.resource_type.clone()));
-            values.push(KeyValue::Text(anchor.id.clone()));
+        comps.push(Comp::id("s.id"));
+        if let Some(a) = spec.anchor {
+            values.push(KeyValue::Text(a.id.clone()));
+        }
+        if spec.backwards {
+            for comp in &mut comps {
+                comp.desc = !comp.desc;
+                comp.nulls_last = !comp.nulls_last;
+            }
+        }
+        if spec.anchor.is_some() {
             qb.push(" WHERE ");
             self.keyset(&mut qb, &comps, &values);
         }
         qb.push(" ORDER BY ");
-        for (i, (col, kind, desc, nulls_last)) in comps.iter().enumerate() {
+        for (i, c) in comps.iter().enumerate() {
             if i > 0 {
                 qb.push(", ");
             }
-            let coll = if *kind == KeyKind::Text { c } else { "" };
+            if c.nullable {
+                qb.push(format!(
+                    "({} IS NULL){}, ",
+                    c.col,
+                    if c.nulls_last { "" } else { " DESC" }
+                ));
+            }
             qb.push(format!(
-                "({col} IS NULL){}, {col}{coll}{}",
-                if *nulls_last { "" } else { " DESC" },
-                if *desc { " DESC" } else { "" }
+                "{}{}{}",
+                c.col,
+                self.coll_of(c),
+                if c.desc { " DESC" } else { "" }
             ));
         }
         qb.push(" LIMIT ");
@@ -249,44 +308,46 @@ impl Compiler {
         qb
     }
 
+    /// The collation clause a component compares and sorts with.
+    fn coll_of(&self, c: &Comp) -> &'static str {
+        match c.kind {
+            KeyKind::Text if c.id_like && self.c_ids => "",
+            KeyKind::Text => self.collate(),
+            _ => "",
+        }
+    }
+
     /// Rows strictly after `values` in the order `comps`:
     /// gt0 OR (eq0 AND (gt1 OR (eq1 AND …))).
-    fn keyset<DB>(
-        &self,
-        qb: &mut QueryBuilder<DB>,
-        comps: &[(String, KeyKind, bool, bool)],
-        values: &[KeyValue],
-    ) where
+    fn keyset<DB>(&self, qb: &mut QueryBuilder<DB>, comps: &[Comp], values: &[KeyValue])
+    where
         DB: Database,
         for<'q> String: Encode<'q, DB> + Type<DB>,
         for<'q> i64: Encode<'q, DB> + Type<DB>,
         for<'q> f64: Encode<'q, DB> + Type<DB>,
     {
-        let Some(((col, kind, desc, nulls_last), rest)) = comps.split_first() else {
+        let Some((c, rest)) = comps.split_first() else {
             qb.push("1 = 0");
             return;
         };
+        let col = &c.col;
         let v = values.first().cloned().unwrap_or(KeyValue::Null);
-        let coll = if *kind == KeyKind::Text {
-            self.collate()
-        } else {
-            ""
-        };
+        let coll = self.coll_of(c);
         qb.push("(");
         // strictly greater on this component
         match &v {
             KeyValue::Null => {
-                if *nulls_last {
+                if c.nulls_last {
                     qb.push("1 = 0");
                 } else {
                     qb.push(format!("{col} IS NOT NULL"));
                 }
             }
             value => {
-                qb.push(format!("({col}{coll} {} ", if *desc { "<" } else { ">" }));
+                qb.push(format!("({col}{coll} {} ", if c.desc { "<" } else { ">" }));
                 push_key(qb, value);
                 qb.push(")");
-                if *nulls_last {
+                if c.nulls_last && c.nullable {
                     qb.push(format!(" OR {col} IS NULL"));
                 }
             }

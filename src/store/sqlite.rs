@@ -127,7 +127,7 @@ impl Store for SqliteStore {
     }
 
     async fn search(&self, spec: &SearchSpec<'_>) -> StoreResult<Vec<Hit>> {
-        let rows = Compiler::new(false)
+        let rows = Compiler::new(false, true)
             .page::<Sqlite>(spec)
             .build()
             .fetch_all(&self.read)
@@ -137,7 +137,7 @@ impl Store for SqliteStore {
     }
 
     async fn explain_search(&self, spec: &SearchSpec<'_>) -> StoreResult<String> {
-        let rows = Compiler::new(false)
+        let rows = Compiler::new(false, true)
             .page_with::<Sqlite>("EXPLAIN QUERY PLAN ", spec)
             .build()
             .fetch_all(&self.read)
@@ -156,7 +156,7 @@ impl Store for SqliteStore {
     }
 
     async fn count(&self, types: &[String], filters: &[Filter]) -> StoreResult<u64> {
-        let n: i64 = Compiler::new(false)
+        let n: i64 = Compiler::new(false, true)
             .count::<Sqlite>(types, filters)
             .build_query_scalar()
             .fetch_one(&self.read)
@@ -296,7 +296,7 @@ impl Transaction for SqliteTx {
         filters: &[Filter],
         limit: u32,
     ) -> StoreResult<Vec<String>> {
-        Compiler::new(false)
+        Compiler::new(false, true)
             .ids::<Sqlite>(resource_type, filters, limit)
             .build_query_scalar()
             .fetch_all(&mut *self.tx)
