@@ -60,6 +60,10 @@ struct CursorState {
     backwards: bool,
     /// The cursor of the first page.
     first: Option<String>,
+    /// The total counted for the first page, and for whom (later pages of the same
+    /// principal reuse it instead of counting again; another principal counts its own).
+    #[serde(default)]
+    total: Option<(u64, String)>,
 }
 
 pub async fn search(
@@ -87,6 +91,7 @@ pub async fn search(
             anchor: None,
             backwards: false,
             first: None,
+            total: None,
         },
     };
     run(ctx, base, state, paging).await
@@ -238,10 +243,22 @@ async fn run(
     resolve_value_sets(ctx, &mut q.filters).await?;
     let count = q.count.unwrap_or(DEFAULT_COUNT);
     let counting = q.summary == Some(Summary::Count) || count == 0;
+    let who = ctx
+        .guard
+        .principal()
+        .map(|p| format!("{}|{}|{:?}", p.client_id, p.scope, p.patient_context))
+        .unwrap_or_default();
     let total = if counting || q.total != Total::None {
-        Some(ctx.store.count(&types, &q.filters).await?)
+        match &state.total {
+            Some((t, w)) if *w == who && !counting => Some(*t),
+            _ => Some(ctx.store.count(&types, &q.filters).await?),
+        }
     } else {
         None
+    };
+    let state = CursorState {
+        total: total.map(|t| (t, who.clone())),
+        ..state
     };
     let mut hits: Vec<Hit> = Vec::new();
     let mut more = false;
