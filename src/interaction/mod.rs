@@ -44,6 +44,10 @@ pub struct Context {
     pub page_ttl_ms: i64,
     /// Search parameters: R4's and the stored custom ones.
     pub registry: Arc<registry::Registry>,
+    /// Whether SMART tokens are required (the CapabilityStatement's security block).
+    pub security: crate::auth::discovery::Security,
+    /// The path prefix of the FHIR API (`/fhir`), to derive the authorization endpoints.
+    pub prefix: String,
 }
 
 impl Context {
@@ -55,6 +59,8 @@ impl Context {
             integrity: true,
             page_ttl_ms: search::CURSOR_TTL_MS,
             registry: Arc::new(registry::Registry::new()),
+            security: crate::auth::discovery::Security::Off,
+            prefix: "/fhir".to_string(),
         }
     }
 }
