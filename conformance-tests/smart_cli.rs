@@ -52,7 +52,7 @@ fn spawn_serve(dir: &Path, extra: &[&str]) -> (Child, String) {
     let listen = format!("127.0.0.1:{}", free_port());
     let out = std::fs::File::create(dir.join("stdout.txt")).unwrap();
     let err = std::fs::File::create(dir.join("stderr.txt")).unwrap();
-    let child = bin()
+    let mut child = bin()
         .current_dir(dir)
         .args([
             "serve",
@@ -76,6 +76,8 @@ fn spawn_serve(dir: &Path, extra: &[&str]) -> (Child, String) {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+    child.kill().ok();
+    child.wait().ok();
     panic!(
         "server did not start: {}",
         std::fs::read_to_string(dir.join("stderr.txt")).unwrap()

@@ -291,20 +291,11 @@ pub async fn add_client(
     if scopes.is_empty() {
         return Err("--scope: give the scopes the client may be granted".to_string());
     }
-    match client.kind {
-        ClientKind::Public | ClientKind::Confidential if client.redirect_uris.is_empty() => {
-            if client.kind == ClientKind::Public {
-                return Err("a public client needs at least one --redirect-uri".to_string());
-            }
-        }
-        ClientKind::Backend => {
-            if client.jwks.is_none() == client.jwks_url.is_none() {
-                return Err(
-                    "a backend client needs exactly one of --jwks-file and --jwks-url".to_string(),
-                );
-            }
-        }
-        _ => {}
+    if client.kind == ClientKind::Public && client.redirect_uris.is_empty() {
+        return Err("a public client needs at least one --redirect-uri".to_string());
+    }
+    if client.kind == ClientKind::Backend && client.jwks.is_none() == client.jwks_url.is_none() {
+        return Err("a backend client needs exactly one of --jwks-file and --jwks-url".to_string());
     }
     let jwks = match &client.jwks {
         None => None,
