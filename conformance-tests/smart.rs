@@ -1062,6 +1062,32 @@ async fn client_secret_basic_introspection_and_revocation(s: SecureServer) {
         (401, Some("invalid_client"))
     );
 
+    // a confidential app: the code exchange needs its secret (client_secret_basic)
+    s.add_user("nurse", "practitioner", None).await;
+    let (code, verifier) = s.code("svc", "nurse", "user/*.rs openid", None, None).await;
+    let (status, body) = s.exchange("svc", None, &code, &verifier).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (401, Some("invalid_client"))
+    );
+    let (code, verifier) = s.code("svc", "nurse", "user/*.rs openid", None, None).await;
+    let (status, body) = s
+        .exchange("svc", Some(("svc", &secret)), &code, &verifier)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        jwt_claims(body["access_token"].as_str().unwrap())["sub"],
+        "nurse"
+    );
+    // unknown OAuth paths are 404, not 401
+    let r = s
+        .client
+        .get(format!("{}/auth/nothing", s.origin()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+
     let t = s.client_credentials("svc", &secret, "system/*.rs").await;
     let access = t["access_token"].as_str().unwrap().to_string();
     s.with_token(&access).get("Patient").await.expect(200);

@@ -264,6 +264,21 @@ impl SecureServer {
         pick: Option<&str>,
         launch: Option<&str>,
     ) -> TokenSet {
+        let (code, verifier) = self.code(client_id, username, scope, pick, launch).await;
+        let (status, v) = self.exchange(client_id, None, &code, &verifier).await;
+        assert_eq!(status, 200, "token exchange: {v}");
+        TokenSet::from_json(&v)
+    }
+
+    /// The browser half of the flow: an authorization code and its PKCE verifier.
+    pub async fn code(
+        &self,
+        client_id: &str,
+        username: &str,
+        scope: &str,
+        pick: Option<&str>,
+        launch: Option<&str>,
+    ) -> (String, String) {
         let (verifier, challenge) = pkce();
         let mut query = vec![
             ("response_type", "code"),
@@ -308,30 +323,35 @@ impl SecureServer {
             .to_str()
             .expect("location")
             .to_string();
-        let params = redirect_params(&location);
-        let code = params
-            .iter()
+        let code = redirect_params(&location)
+            .into_iter()
             .find(|(k, _)| k == "code")
             .unwrap_or_else(|| panic!("no code in {location}"))
-            .1
-            .clone();
-        let resp = self
-            .auth_post(
-                "token",
-                &[
-                    ("grant_type", "authorization_code"),
-                    ("client_id", client_id),
-                    ("code", &code),
-                    ("redirect_uri", REDIRECT_URI),
-                    ("code_verifier", &verifier),
-                ],
-                None,
-            )
-            .await;
-        let status = resp.status();
-        let v: Value = resp.json().await.expect("token JSON");
-        assert_eq!(status, 200, "token exchange: {v}");
-        TokenSet::from_json(&v)
+            .1;
+        (code, verifier)
+    }
+
+    /// The token exchange of a code: (status, JSON). `basic`: confidential client credentials
+    /// (else `client_id` goes in the form, as for public clients).
+    pub async fn exchange(
+        &self,
+        client_id: &str,
+        basic: Option<(&str, &str)>,
+        code: &str,
+        verifier: &str,
+    ) -> (u16, Value) {
+        let mut form = vec![
+            ("grant_type", "authorization_code"),
+            ("code", code),
+            ("redirect_uri", REDIRECT_URI),
+            ("code_verifier", verifier),
+        ];
+        if basic.is_none() {
+            form.push(("client_id", client_id));
+        }
+        let resp = self.auth_post("token", &form, basic).await;
+        let status = resp.status().as_u16();
+        (status, resp.json().await.expect("token JSON"))
     }
 
     /// A new user of `role` (linked to `fhir_user`) signs in to a new public app and grants

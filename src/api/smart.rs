@@ -8,7 +8,7 @@
 //! OperationOutcome with `WWW-Authenticate: Bearer` on the FHIR API. Tokens, passwords,
 //! secrets and bodies are never logged.
 
-use super::{ApiError, ApiState};
+use super::{ApiError, ApiState, FhirBody};
 use crate::auth::discovery::Endpoints;
 use crate::fhir::outcome::{ErrorKind, Outcome};
 use crate::interaction::search::{SearchRequest, SearchScope};
@@ -18,7 +18,6 @@ use crate::smart::authorize::{AuthorizeError, AuthorizeParams, Pending, SignIn};
 use crate::smart::grants::{BasicCredentials, TokenForm};
 use crate::smart::{Smart, SmartError};
 use axum::Router;
-use axum::body::Bytes;
 use axum::extract::{Request, State};
 use axum::http::header::{
     AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, LOCATION, PRAGMA, WWW_AUTHENTICATE,
@@ -85,9 +84,13 @@ pub async fn require_token(
     mut req: Request,
     next: Next,
 ) -> Response {
-    let metadata = format!("{}/metadata", state.api.prefix);
-    let public = matches!(*req.method(), Method::GET | Method::HEAD)
-        && req.uri().path().trim_end_matches('/') == metadata;
+    let prefix: &str = &state.api.prefix;
+    let path = req.uri().path();
+    // outside the FHIR prefix there is only the 404 fallback
+    let outside = !path.starts_with(prefix);
+    let public = outside
+        || (matches!(*req.method(), Method::GET | Method::HEAD)
+            && path.trim_end_matches('/') == format!("{prefix}/metadata"));
     if public {
         return next.run(req).await;
     }
@@ -262,7 +265,11 @@ fn basic_credentials(headers: &HeaderMap) -> Result<Option<BasicCredentials>, Sm
 // ---------------------------------------------------------------------------------------
 // token, introspection, revocation, launch
 
-async fn token(State(state): State<SmartState>, headers: HeaderMap, body: Bytes) -> Response {
+async fn token(
+    State(state): State<SmartState>,
+    headers: HeaderMap,
+    FhirBody(body): FhirBody,
+) -> Response {
     let basic = match basic_credentials(&headers) {
         Ok(b) => b,
         Err(e) => return oauth_error(e, true),
@@ -283,7 +290,11 @@ async fn token(State(state): State<SmartState>, headers: HeaderMap, body: Bytes)
     }
 }
 
-async fn introspect(State(state): State<SmartState>, headers: HeaderMap, body: Bytes) -> Response {
+async fn introspect(
+    State(state): State<SmartState>,
+    headers: HeaderMap,
+    FhirBody(body): FhirBody,
+) -> Response {
     let basic = match basic_credentials(&headers) {
         Ok(b) => b,
         Err(e) => return oauth_error(e, true),
@@ -317,7 +328,11 @@ async fn introspect(State(state): State<SmartState>, headers: HeaderMap, body: B
     }
 }
 
-async fn revoke(State(state): State<SmartState>, headers: HeaderMap, body: Bytes) -> Response {
+async fn revoke(
+    State(state): State<SmartState>,
+    headers: HeaderMap,
+    FhirBody(body): FhirBody,
+) -> Response {
     let basic = match basic_credentials(&headers) {
         Ok(b) => b,
         Err(e) => return oauth_error(e, true),
@@ -352,7 +367,11 @@ struct LaunchBody {
 
 /// `POST /auth/launch` with a practitioner's (or admin's) token: creates an EHR launch
 /// context; answers `{"launch": "<id>"}` for the app's launch URL.
-async fn launch(State(state): State<SmartState>, headers: HeaderMap, body: Bytes) -> Response {
+async fn launch(
+    State(state): State<SmartState>,
+    headers: HeaderMap,
+    FhirBody(body): FhirBody,
+) -> Response {
     let Some(token) = bearer(&headers) else {
         return oauth_error(
             SmartError::invalid_token("An access token is required"),
@@ -426,7 +445,7 @@ async fn authorize_get(State(state): State<SmartState>, req: Request) -> Respons
 async fn authorize_post(
     State(state): State<SmartState>,
     headers: HeaderMap,
-    body: Bytes,
+    FhirBody(body): FhirBody,
 ) -> Response {
     match form::<AuthorizeParams>(&headers, &body) {
         Ok(params) => authorize(&state, &headers, params).await,
@@ -465,7 +484,11 @@ struct LoginForm {
     password: Option<String>,
 }
 
-async fn login(State(state): State<SmartState>, headers: HeaderMap, body: Bytes) -> Response {
+async fn login(
+    State(state): State<SmartState>,
+    headers: HeaderMap,
+    FhirBody(body): FhirBody,
+) -> Response {
     let Ok(f) = form::<LoginForm>(&headers, &body) else {
         return page_error("The sign-in form cannot be decoded");
     };
@@ -504,7 +527,11 @@ struct ConsentForm {
     patient_id: Option<String>,
 }
 
-async fn consent(State(state): State<SmartState>, headers: HeaderMap, body: Bytes) -> Response {
+async fn consent(
+    State(state): State<SmartState>,
+    headers: HeaderMap,
+    FhirBody(body): FhirBody,
+) -> Response {
     let Ok(f) = form::<ConsentForm>(&headers, &body) else {
         return page_error("The consent form cannot be decoded");
     };
