@@ -46,11 +46,6 @@ impl Role {
                 format!("unknown role '{s}' (patient, practitioner, pharmacist, insurer, admin)")
             })
     }
-
-    /// Whether the user may create EHR launch contexts and pick any patient.
-    pub fn is_clinical_staff(self) -> bool {
-        !matches!(self, Role::Patient)
-    }
 }
 
 /// A user account as the server uses it.

@@ -365,12 +365,11 @@ impl Smart {
         let user = accounts::user(self.store.as_ref(), username)
             .await?
             .ok_or_else(|| SmartError::invalid_token("The token's user no longer exists"))?;
-        if !user.role.is_clinical_staff() {
+        if !matches!(user.role, Role::Practitioner | Role::Admin) {
             return Err(SmartError::OAuth {
                 status: 403,
                 error: "insufficient_scope",
-                description: "Only practitioners, pharmacists, insurers and admins create launches"
-                    .into(),
+                description: "Only practitioners and admins create EHR launches".into(),
             });
         }
         for id in [patient, encounter].into_iter().flatten() {
