@@ -5,7 +5,7 @@ use crate::common::{Backend, fresh_database};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn bin() -> Command {
+pub(crate) fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_healporium"))
 }
 
@@ -49,7 +49,7 @@ fn bad_configuration_is_one_clear_line() {
     }
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -159,7 +159,7 @@ fn unreachable_database_is_a_clear_error() {
 #[tokio::test]
 async fn reindex_runs_online_next_to_a_serving_node() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut child, url) = serve(dir.path(), &[], &[]);
+    let (mut child, url) = serve(dir.path(), &["--insecure-no-auth"], &[]);
     let base = url.trim_end_matches("/metadata").to_string();
     let client = reqwest::Client::new();
     let put = |path: String, body: serde_json::Value| {

@@ -21,5 +21,7 @@ mod patch;
 mod profiles;
 mod rest;
 mod search;
+mod smart;
+mod smart_cli;
 mod synthea;
 mod validator_examples;

@@ -1,22 +1,44 @@
 //! Wiring: opens the store, builds the router with its tower layers, and serves it until
 //! Ctrl-C or SIGTERM.
 
+use crate::api::smart::SmartState;
 use crate::api::{self, ApiState};
+use crate::auth::discovery::{INSECURE_WARNING, Security};
 use crate::config::Config;
 use crate::fhir::definitions::Definitions;
 use crate::fhir::validation::Validator;
 use crate::interaction::Context;
+use crate::smart::accounts::{NewClient, NewUser};
+use crate::smart::{PasswordCost, Smart, SmartConfig};
 use crate::store::{self, Store};
 use anyhow::Context as _;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::http::header::{AUTHORIZATION, COOKIE, PROXY_AUTHORIZATION, SET_COOKIE};
+use axum::http::header::{
+    ACCEPT, AUTHORIZATION, CONTENT_LOCATION, CONTENT_TYPE, COOKIE, ETAG, IF_MATCH,
+    IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED, LOCATION, PROXY_AUTHORIZATION, SET_COOKIE,
+};
+use axum::http::{HeaderName, Method};
 use std::sync::Arc;
+use std::time::Duration;
 use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::cors::{Any, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::sensitive_headers::{
     SetSensitiveRequestHeadersLayer, SetSensitiveResponseHeadersLayer,
 };
+
+/// Whether the FHIR API requires SMART access tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AuthMode {
+    /// No authorization: every request may do everything (`--insecure-no-auth`; the default
+    /// of embedded servers so tests and benchmarks run without tokens).
+    #[default]
+    Off,
+    /// Every FHIR request but `GET metadata` needs a valid bearer token; the token's
+    /// `auth::Principal` travels in the request extensions.
+    On,
+}
 
 /// Options of the HTTP application that do not concern the store.
 #[derive(Debug, Clone)]
@@ -31,6 +53,10 @@ pub struct AppOptions {
     /// Record an AuditEvent for every interaction (the server's default; off in this
     /// library default so tests and benchmarks opt in).
     pub audit: bool,
+    /// SMART authorization on or off (default off: see [`AuthMode`]).
+    pub auth: AuthMode,
+    /// Token lifetimes and hashing cost of the authorization server.
+    pub smart: SmartConfig,
 }
 
 impl Default for AppOptions {
@@ -42,23 +68,53 @@ impl Default for AppOptions {
             referential_integrity: true,
             search_page_ttl_ms: crate::interaction::search::CURSOR_TTL_MS,
             audit: false,
+            auth: AuthMode::Off,
+            smart: SmartConfig::default(),
         }
     }
 }
 
 /// The whole HTTP application on a store.
 pub fn router(store: Arc<dyn Store>, options: &AppOptions) -> Router {
+    let smart = match options.auth {
+        AuthMode::On => Some(Arc::new(Smart::new(store.auth(), options.smart.clone()))),
+        AuthMode::Off => None,
+    };
+    router_with(store, options, smart)
+}
+
+/// The whole HTTP application, with the authorization server `smart` when auth is on.
+pub fn router_with(
+    store: Arc<dyn Store>,
+    options: &AppOptions,
+    smart: Option<Arc<Smart>>,
+) -> Router {
     let mut ctx = Context::new(store);
     ctx.integrity = options.referential_integrity;
     ctx.page_ttl_ms = options.search_page_ttl_ms;
     ctx.audit = options.audit;
+    ctx.prefix = options.prefix.clone();
+    ctx.security = match smart {
+        Some(_) => Security::Smart,
+        None => Security::Off,
+    };
     let state = ApiState {
         ctx,
         base_url: options.base_url.as_deref().map(Into::into),
         prefix: options.prefix.as_str().into(),
     };
-    api::router(state)
-        .layer(DefaultBodyLimit::max(options.max_body_bytes))
+    let mut app = api::router(state.clone());
+    if let Some(smart) = smart {
+        let smart_state = SmartState { api: state, smart };
+        app = app
+            .layer(axum::middleware::from_fn_with_state(
+                smart_state.clone(),
+                api::smart::require_token,
+            ))
+            .merge(api::smart::router(smart_state))
+            .layer(cors());
+    }
+    app.layer(DefaultBodyLimit::max(options.max_body_bytes))
         .layer(CatchPanicLayer::custom(|_| api::panic_response()))
         .layer(crate::telemetry::http_trace())
         .layer(PropagateRequestIdLayer::x_request_id())
@@ -69,6 +125,42 @@ pub fn router(store: Arc<dyn Store>, options: &AppOptions) -> Router {
             PROXY_AUTHORIZATION,
             COOKIE,
         ]))
+}
+
+/// CORS for browser SMART apps: any origin (tokens travel in headers, never in cookies), the
+/// FHIR request headers, and the response headers an app reads.
+fn cors() -> CorsLayer {
+    CorsLayer::new()
+        .allow_origin(Any)
+        .allow_methods([
+            Method::GET,
+            Method::HEAD,
+            Method::POST,
+            Method::PUT,
+            Method::PATCH,
+            Method::DELETE,
+            Method::OPTIONS,
+        ])
+        .allow_headers([
+            AUTHORIZATION,
+            ACCEPT,
+            CONTENT_TYPE,
+            IF_MATCH,
+            IF_NONE_MATCH,
+            IF_MODIFIED_SINCE,
+            HeaderName::from_static("if-none-exist"),
+            HeaderName::from_static("prefer"),
+            HeaderName::from_static("x-provenance"),
+            HeaderName::from_static("x-request-id"),
+        ])
+        .expose_headers([
+            LOCATION,
+            CONTENT_LOCATION,
+            ETAG,
+            LAST_MODIFIED,
+            HeaderName::from_static("x-request-id"),
+        ])
+        .max_age(Duration::from_secs(3600))
 }
 
 /// Loads the compiled-in definitions and builds the validators up front, so a defect shows
@@ -140,9 +232,34 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         referential_integrity: config.referential_integrity,
         search_page_ttl_ms: config.search_page_ttl_ms,
         audit: config.audit,
+        auth: config.auth,
+        smart: SmartConfig {
+            access_token_ttl_secs: config.access_token_ttl_secs,
+            ..SmartConfig::default()
+        },
     };
     let backend = store.backend();
-    let app = router(store, &options);
+    let smart = match config.auth {
+        AuthMode::On => {
+            let smart = Arc::new(Smart::new(store.auth(), options.smart.clone()));
+            smart
+                .prepare()
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot load the signing keys: {e:?}"))?;
+            Some(smart)
+        }
+        AuthMode::Off => {
+            eprintln!("{INSECURE_WARNING}");
+            tracing::warn!("{INSECURE_WARNING}");
+            None
+        }
+    };
+    if config.demo {
+        let ctx = Context::new(store.clone());
+        let text = crate::demo::seed(&ctx, store.auth().as_ref(), &config).await?;
+        println!("{text}");
+    }
+    let app = router_with(store, &options, smart);
     tracing::info!(
         address = %config.listen,
         store = backend,
@@ -160,6 +277,60 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     .context("server error")?;
     tracing::info!("Healporium stopped");
     Ok(())
+}
+
+/// Opens the store of an admin command (migrating it like `serve` would).
+async fn admin_store(database_url: &str) -> anyhow::Result<Arc<dyn Store>> {
+    store::open(database_url).await
+}
+
+/// Runs `healporium user add`: registers an account (password hashed with argon2).
+pub async fn user_add(database_url: &str, user: NewUser) -> anyhow::Result<String> {
+    let store = admin_store(database_url).await?;
+    let name = user.username.clone();
+    let role = user.role.as_str();
+    let fhir_user = user.fhir_user.clone();
+    crate::smart::accounts::add_user(store.auth().as_ref(), user, PasswordCost::Standard)
+        .await
+        .map_err(anyhow::Error::msg)?;
+    Ok(format!(
+        "added user {name} ({role}{})",
+        fhir_user.map(|f| format!(", {f}")).unwrap_or_default()
+    ))
+}
+
+/// Runs `healporium client add`: registers a client; a confidential client's secret is in
+/// the returned text, the only time it is shown.
+pub async fn client_add(database_url: &str, client: NewClient) -> anyhow::Result<String> {
+    let store = admin_store(database_url).await?;
+    let kind = client.kind.as_str();
+    let reg =
+        crate::smart::accounts::add_client(store.auth().as_ref(), client, PasswordCost::Standard)
+            .await
+            .map_err(anyhow::Error::msg)?;
+    let mut out = format!("added {kind} client\nclient_id: {}", reg.client_id);
+    if let Some(secret) = reg.secret {
+        out.push_str(&format!(
+            "\nclient_secret: {secret}\n(store the secret now: it is not shown again)"
+        ));
+    }
+    Ok(out)
+}
+
+/// Runs `healporium key rotate`: a new signing key signs from now on; keys retired longer
+/// than the token lifetime ago are deleted.
+pub async fn key_rotate(database_url: &str, token_ttl_secs: i64) -> anyhow::Result<String> {
+    let store = admin_store(database_url).await?;
+    let (kid, pruned) = crate::smart::keys::rotate(
+        store.auth().as_ref(),
+        crate::smart::now_ms(),
+        token_ttl_secs * 1000,
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("cannot rotate the signing key: {e:?}"))?;
+    Ok(format!(
+        "new signing key {kid}; older keys stay in the JWKS until their tokens expire          ({pruned} expired key(s) removed)"
+    ))
 }
 
 async fn shutdown_signal() {

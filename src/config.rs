@@ -1,6 +1,7 @@
 //! Typed configuration from flags and environment, validated at start; the only reader of
 //! the process environment. Bad values are one-line errors, never panics.
 
+pub use crate::app::AuthMode;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::fmt;
 use std::net::SocketAddr;
@@ -15,7 +16,10 @@ use std::net::SocketAddr;
         Start it with `healporium serve`; it listens on http://127.0.0.1:8080 with the FHIR API \
         under /fhir (try http://127.0.0.1:8080/fhir/metadata) and keeps its data in the SQLite \
         file healporium.db, created on first start. Give --database-url postgres://… to use \
-        PostgreSQL instead."
+        PostgreSQL instead.\n\n\
+        FHIR requests need SMART on FHIR access tokens: `healporium serve --demo` seeds demo \
+        accounts and a demo app and prints how to sign in; `user add` and `client add` \
+        register real ones."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -32,6 +36,15 @@ pub enum Command {
     /// The audit trail.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Manage user accounts (people who sign in to SMART apps).
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Manage OAuth clients (SMART apps and backend services).
+    #[command(subcommand)]
+    Client(ClientCommand),
+    /// Manage the token signing keys.
+    #[command(subcommand)]
+    Key(KeyCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -51,6 +64,120 @@ pub struct DatabaseArgs {
         hide_env_values = true
     )]
     pub database_url: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Add an account. The password comes from --password, HEALPORIUM_PASSWORD or the first
+    /// line of standard input.
+    Add(UserAddArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct UserAddArgs {
+    /// The database: `sqlite:PATH` or `postgres://USER@HOST:PORT/DATABASE`.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "sqlite:healporium.db",
+        hide_env_values = true
+    )]
+    pub database_url: String,
+
+    /// The name the user signs in with.
+    #[arg(long)]
+    pub username: String,
+
+    /// patient, practitioner, pharmacist, insurer or admin.
+    #[arg(long)]
+    pub role: String,
+
+    /// The user's FHIR resource, e.g. Patient/123 or Practitioner/7 (required for patients).
+    #[arg(long)]
+    pub fhir_user: Option<String>,
+
+    /// The password (prefer HEALPORIUM_PASSWORD or standard input: flags show in `ps`).
+    #[arg(long, env = "HEALPORIUM_PASSWORD", hide_env_values = true)]
+    pub password: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClientCommand {
+    /// Register a client. A confidential client's secret is printed once.
+    Add(ClientAddArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ClientType {
+    /// A browser or native app without a secret (PKCE).
+    Public,
+    /// An app with a client secret (client_secret_basic); may also use client_credentials.
+    Confidential,
+    /// A backend service or asymmetric app authenticating with private_key_jwt.
+    Backend,
+}
+
+#[derive(Debug, Args)]
+pub struct ClientAddArgs {
+    /// The database: `sqlite:PATH` or `postgres://USER@HOST:PORT/DATABASE`.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "sqlite:healporium.db",
+        hide_env_values = true
+    )]
+    pub database_url: String,
+
+    /// The client id (default: generated).
+    #[arg(long)]
+    pub client_id: Option<String>,
+
+    /// The name users see on the consent page.
+    #[arg(long, default_value = "SMART app")]
+    pub name: String,
+
+    /// The kind of client.
+    #[arg(long = "type", value_enum)]
+    pub kind: ClientType,
+
+    /// A redirect URI (exact match; repeat for several).
+    #[arg(long = "redirect-uri")]
+    pub redirect_uris: Vec<String>,
+
+    /// The scopes the client may be granted, space separated, e.g.
+    /// "openid fhirUser launch launch/patient offline_access patient/*.rs user/*.rs".
+    #[arg(long)]
+    pub scope: String,
+
+    /// Backend clients: a file holding the client's public JWK Set.
+    #[arg(long)]
+    pub jwks_file: Option<std::path::PathBuf>,
+
+    /// Backend clients: where the client publishes its JWK Set.
+    #[arg(long)]
+    pub jwks_url: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// Make a new signing key; older keys keep verifying until their tokens expire.
+    Rotate(KeyRotateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct KeyRotateArgs {
+    /// The database: `sqlite:PATH` or `postgres://USER@HOST:PORT/DATABASE`.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "sqlite:healporium.db",
+        hide_env_values = true
+    )]
+    pub database_url: String,
+
+    /// The servers' access-token lifetime in seconds: retired keys older than this go.
+    #[arg(long, env = "HEALPORIUM_ACCESS_TOKEN_TTL", default_value_t = 3600)]
+    pub access_token_ttl: u64,
 }
 
 #[derive(Debug, Args)]
@@ -133,6 +260,20 @@ pub struct ServeArgs {
     /// Log filter (tracing EnvFilter syntax), e.g. `info` or `healporium=debug`.
     #[arg(long, env = "RUST_LOG", default_value = "info")]
     pub log: String,
+
+    /// Serve without authorization: anyone who reaches the port may read and change
+    /// everything. Only for local experiments; a warning is printed and published.
+    #[arg(long, env = "HEALPORIUM_INSECURE_NO_AUTH")]
+    pub insecure_no_auth: bool,
+
+    /// Seed a demo data set, demo users for each role and a demo SMART app, and print how to
+    /// sign in.
+    #[arg(long)]
+    pub demo: bool,
+
+    /// Lifetime of access and id tokens, in seconds.
+    #[arg(long, env = "HEALPORIUM_ACCESS_TOKEN_TTL", default_value_t = 3600)]
+    pub access_token_ttl: u64,
 }
 
 /// A database URL; its Display and Debug hide any password.
@@ -211,6 +352,11 @@ pub struct Config {
     pub audit: bool,
     pub log_format: LogFormat,
     pub log: String,
+    /// Whether FHIR requests need SMART tokens (on unless `--insecure-no-auth`).
+    pub auth: AuthMode,
+    /// Seed the demo data set and accounts.
+    pub demo: bool,
+    pub access_token_ttl_secs: i64,
 }
 
 impl Config {
@@ -240,6 +386,9 @@ impl Config {
         if args.search_page_ttl == 0 || args.search_page_ttl > 7 * 24 * 3600 {
             return Err("--search-page-ttl: between 1 second and 7 days".to_string());
         }
+        if args.access_token_ttl < 10 || args.access_token_ttl > 24 * 3600 {
+            return Err("--access-token-ttl: between 10 seconds and 24 hours".to_string());
+        }
         if tracing_subscriber::EnvFilter::try_new(&args.log).is_err() {
             return Err(format!("--log: '{}' is not a valid log filter", args.log));
         }
@@ -254,6 +403,13 @@ impl Config {
             audit: args.audit == OnOff::On,
             log_format: args.log_format,
             log: args.log,
+            auth: if args.insecure_no_auth {
+                AuthMode::Off
+            } else {
+                AuthMode::On
+            },
+            demo: args.demo,
+            access_token_ttl_secs: i64::try_from(args.access_token_ttl).unwrap_or(3600),
         })
     }
 }
@@ -268,7 +424,7 @@ mod tests {
         let cli = Cli::try_parse_from(argv).map_err(|e| e.to_string())?;
         match cli.command {
             Command::Serve(a) => Config::from_args(a),
-            Command::Reindex(_) | Command::Audit(_) => Err("not serve".to_string()),
+            _ => Err("not serve".to_string()),
         }
     }
 
@@ -278,6 +434,8 @@ mod tests {
         assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
         assert_eq!(c.database_url.expose(), "sqlite:healporium.db");
         assert_eq!(c.prefix, "/fhir");
+        assert_eq!(c.auth, AuthMode::On, "secure by default");
+        assert_eq!(args(&["--insecure-no-auth"]).unwrap().auth, AuthMode::Off);
     }
 
     #[test]
@@ -289,6 +447,7 @@ mod tests {
             &["--base-url", "ftp://x"],
             &["--max-body-bytes", "10"],
             &["--log", "[[["],
+            &["--access-token-ttl", "1"],
         ] {
             let e = args(bad).unwrap_err();
             assert!(!e.contains('\n'), "{e}");

@@ -6,17 +6,21 @@
 //! - L1 [`search`]: the search-parameter registry, query parsing and index-row extraction;
 //!   [`auth`]: pure access decisions (principals, SMART scopes, compartments).
 //! - L2 [`store`]: the only SQL — SQLite and PostgreSQL behind one trait.
-//! - L3 [`interaction`]: FHIR REST semantics without HTTP types.
+//! - L3 [`interaction`]: FHIR REST semantics without HTTP types; [`smart`]: the SMART App
+//!   Launch authorization server (clients, users, codes, tokens, keys).
 //! - L4 [`api`]: the axum edge — routes, extractors, the ErrorKind → HTTP table in use.
-//! - [`app`] wires it together; [`config`] and [`telemetry`] serve `main`.
+//! - [`app`] wires it together ([`demo`] seeds `serve --demo`); [`config`] and [`telemetry`]
+//!   serve `main`.
 
 pub mod api;
 pub mod app;
 pub mod auth;
 pub mod config;
+pub mod demo;
 pub mod fhir;
 pub mod fhirpath;
 pub mod interaction;
 pub mod search;
+pub mod smart;
 pub mod store;
 pub mod telemetry;

@@ -2,7 +2,11 @@
 //! that exits the process.
 
 use clap::Parser;
-use healporium::config::{Cli, Command, Config};
+use healporium::config::{
+    Cli, ClientAddArgs, ClientCommand, ClientType, Command, Config, KeyCommand, UserCommand,
+};
+use healporium::smart::accounts::{ClientKind, NewClient, NewUser, Role};
+use std::io::BufRead;
 use std::process::ExitCode;
 
 fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
@@ -13,6 +17,75 @@ fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
             eprintln!("error: cannot start the async runtime: {e}");
             ExitCode::FAILURE
         })
+}
+
+/// Runs an admin command: its summary on stdout, or one error line on stderr.
+fn admin(task: impl std::future::Future<Output = anyhow::Result<String>>) -> ExitCode {
+    healporium::telemetry::init(healporium::config::LogFormat::Text, "warn");
+    let runtime = match runtime() {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
+    match runtime.block_on(task) {
+        Ok(summary) => {
+            println!("{summary}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A usage error: one line, exit code 2.
+fn usage(message: &str) -> ExitCode {
+    eprintln!("error: {message}");
+    ExitCode::from(2)
+}
+
+/// The password of `user add`: the flag or HEALPORIUM_PASSWORD, else the first line of stdin.
+fn password(given: Option<String>) -> Result<String, String> {
+    if let Some(p) = given {
+        return Ok(p);
+    }
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .map_err(|e| format!("cannot read the password from standard input: {e}"))?;
+    let p = line.trim_end_matches(['\r', '\n']).to_string();
+    if p.is_empty() {
+        return Err(
+            "no password: give --password, HEALPORIUM_PASSWORD or a line on standard input"
+                .to_string(),
+        );
+    }
+    Ok(p)
+}
+
+fn new_client(args: ClientAddArgs) -> Result<NewClient, String> {
+    let jwks = match &args.jwks_file {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .map_err(|e| format!("--jwks-file: cannot read {}: {e}", path.display()))?,
+        ),
+        None => None,
+    };
+    let kind = match args.kind {
+        ClientType::Public => ClientKind::Public,
+        ClientType::Confidential => ClientKind::Confidential,
+        ClientType::Backend => ClientKind::Backend,
+    };
+    Ok(NewClient {
+        client_id: args.client_id,
+        name: args.name,
+        kind,
+        redirect_uris: args.redirect_uris,
+        scopes: args.scope,
+        jwks,
+        jwks_url: args.jwks_url,
+    })
 }
 
 fn main() -> ExitCode {
@@ -36,22 +109,42 @@ fn main() -> ExitCode {
             }
         }
         Command::Reindex(args) => {
-            healporium::telemetry::init(healporium::config::LogFormat::Text, "warn");
-            let runtime = match runtime() {
+            let base = args
+                .base_url
+                .as_deref()
+                .map(|b| b.trim_end_matches('/').to_string());
+            admin(async move {
+                healporium::app::reindex(&args.database_url, base.as_deref(), args.all).await
+            })
+        }
+        Command::User(UserCommand::Add(args)) => {
+            let role = match Role::parse(&args.role) {
                 Ok(r) => r,
-                Err(code) => return code,
+                Err(e) => return usage(&format!("--role: {e}")),
             };
-            let base = args.base_url.as_deref().map(|b| b.trim_end_matches('/'));
-            match runtime.block_on(healporium::app::reindex(&args.database_url, base, args.all)) {
-                Ok(summary) => {
-                    println!("{summary}");
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("error: {e:#}");
-                    ExitCode::FAILURE
-                }
-            }
+            let password = match password(args.password) {
+                Ok(p) => p,
+                Err(e) => return usage(&e),
+            };
+            let user = NewUser {
+                username: args.username,
+                password,
+                role,
+                fhir_user: args.fhir_user,
+            };
+            admin(async move { healporium::app::user_add(&args.database_url, user).await })
+        }
+        Command::Client(ClientCommand::Add(args)) => {
+            let url = args.database_url.clone();
+            let client = match new_client(args) {
+                Ok(c) => c,
+                Err(e) => return usage(&e),
+            };
+            admin(async move { healporium::app::client_add(&url, client).await })
+        }
+        Command::Key(KeyCommand::Rotate(args)) => {
+            let ttl = i64::try_from(args.access_token_ttl).unwrap_or(3600);
+            admin(async move { healporium::app::key_rotate(&args.database_url, ttl).await })
         }
         Command::Serve(args) => {
             let config = match Config::from_args(args) {

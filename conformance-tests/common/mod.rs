@@ -9,6 +9,9 @@
 #![allow(dead_code)]
 
 pub mod fhir_xml;
+pub mod secure;
+
+pub use secure::{SecureServer, TokenSet, start_secure, start_secure_with};
 
 use healporium::app::AppOptions;
 use reqwest::{Method, Response, StatusCode};
@@ -23,16 +26,26 @@ pub enum Backend {
     Postgres,
 }
 
+/// A running server. Clones share it (the last one dropped stops it); a clone made with
+/// [`Server::with_token`] sends `Authorization: Bearer …` on every request.
+#[derive(Clone)]
 pub struct Server {
     pub base: String,
     pub client: reqwest::Client,
     pub backend: Backend,
+    /// Sent as `Authorization: Bearer <bearer>` unless a request names its own Authorization.
+    pub bearer: Option<String>,
+    _guard: std::sync::Arc<Guard>,
+}
+
+/// What a server owns: its task and its database.
+struct Guard {
     _dir: Option<tempfile::TempDir>,
     pg_schema: Option<(String, String)>,
     task: tokio::task::JoinHandle<()>,
 }
 
-impl Drop for Server {
+impl Drop for Guard {
     fn drop(&mut self) {
         self.task.abort();
         if let Some((admin_url, schema)) = self.pg_schema.take() {
@@ -134,9 +147,17 @@ pub async fn start(backend: Backend) -> Option<Server> {
 }
 
 pub async fn start_with(backend: Backend, options: AppOptions) -> Option<Server> {
+    start_store(backend, options).await.map(|(s, _)| s)
+}
+
+/// Starts a server and also returns its store (for registering accounts and clients).
+pub async fn start_store(
+    backend: Backend,
+    options: AppOptions,
+) -> Option<(Server, std::sync::Arc<dyn healporium::store::Store>)> {
     let (url, dir, pg_schema) = fresh_database(backend).await?;
     let store = healporium::store::open(&url).await.expect("open store");
-    let app = healporium::app::router(store, &options);
+    let app = healporium::app::router(store.clone(), &options);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -144,14 +165,21 @@ pub async fn start_with(backend: Backend, options: AppOptions) -> Option<Server>
     let task = tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });
-    Some(Server {
+    let server = Server {
         base: format!("http://{addr}{}", options.prefix),
-        client: reqwest::Client::new(),
+        client: reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("http client"),
         backend,
-        _dir: dir,
-        pg_schema,
-        task,
-    })
+        bearer: None,
+        _guard: std::sync::Arc::new(Guard {
+            _dir: dir,
+            pg_schema,
+            task,
+        }),
+    };
+    Some((server, store))
 }
 
 /// A server whose requests carry a principal described by test headers (`x-test-scope`,
@@ -189,9 +217,12 @@ pub async fn start_with_test_principals_and(
             base: format!("http://{addr}/fhir"),
             client: reqwest::Client::new(),
             backend,
-            _dir: dir,
-            pg_schema,
-            task,
+            bearer: None,
+            _guard: std::sync::Arc::new(Guard {
+                _dir: dir,
+                pg_schema,
+                task,
+            }),
         },
         url,
     ))
@@ -350,6 +381,22 @@ impl Reply {
 }
 
 impl Server {
+    /// The same server, sending `Authorization: Bearer <token>` on every request.
+    pub fn with_token(&self, token: &str) -> Server {
+        Server {
+            bearer: Some(token.to_string()),
+            ..self.clone()
+        }
+    }
+
+    /// The server's origin (`http://127.0.0.1:port`), where `/auth/…` lives.
+    pub fn origin(&self) -> String {
+        self.base
+            .strip_suffix("/fhir")
+            .unwrap_or(&self.base)
+            .to_string()
+    }
+
     pub fn url(&self, path: &str) -> String {
         if path.is_empty() {
             self.base.clone()
@@ -368,6 +415,12 @@ impl Server {
         let mut req = self.client.request(method, self.url(path));
         for (k, v) in headers {
             req = req.header(*k, *v);
+        }
+        let own_auth = headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("authorization"));
+        if let (Some(token), false) = (&self.bearer, own_auth) {
+            req = req.bearer_auth(token);
         }
         if let Some(b) = body {
             req = req.body(b);

@@ -5,6 +5,7 @@
 //! axum and http types live here and in web/ only.
 
 mod negotiate;
+pub mod smart;
 
 use crate::fhir::outcome::{ErrorKind, Outcome};
 use crate::fhir::resource::parse_json_object;

@@ -6,7 +6,9 @@
 
 pub mod scopes;
 
-pub use scopes::{Perm, ScopeContext, ScopeGrant, parse_scopes};
+pub mod discovery;
+
+pub use scopes::{Perm, ScopeContext, ScopeGrant, parse_scope, parse_scopes};
 
 /// Who is calling and what they may do.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -64,6 +64,29 @@ impl ScopeGrant {
     }
 }
 
+impl ScopeGrant {
+    /// Whether this grant allows everything `other` asks for: same context, same or every
+    /// type, a superset of the permissions, and no query restriction or the same one.
+    pub fn covers(&self, other: &ScopeGrant) -> bool {
+        self.context == other.context
+            && self.perms & other.perms == other.perms
+            && self
+                .resource_type
+                .as_ref()
+                .is_none_or(|t| other.resource_type.as_ref() == Some(t))
+            && self
+                .query
+                .as_ref()
+                .is_none_or(|q| other.query.as_ref() == Some(q))
+    }
+}
+
+/// Parses one scope; None for scopes that grant no data access (`openid`, `launch`…) and for
+/// malformed ones.
+pub fn parse_scope(scope: &str) -> Option<ScopeGrant> {
+    parse_one(scope)
+}
+
 /// Parses a space-separated scope string; unknown or malformed scopes are skipped.
 pub fn parse_scopes(scope: &str) -> Vec<ScopeGrant> {
     scope.split_whitespace().filter_map(parse_one).collect()
@@ -149,6 +172,14 @@ mod tests {
         assert_eq!(v2[0].query.as_ref().unwrap()[0].1, "laboratory");
         assert!(v2[1].grants(Perm::Create, "X"));
         assert!(v2[2].grants(Perm::Update, "Patient") && !v2[2].grants(Perm::Read, "Patient"));
+        let all = parse_scope("patient/*.*").unwrap();
+        assert!(all.covers(&parse_scope("patient/Observation.rs?category=laboratory").unwrap()));
+        assert!(all.covers(&parse_scope("patient/Observation.read").unwrap()));
+        assert!(!all.covers(&parse_scope("user/Observation.read").unwrap()));
+        let read = parse_scope("user/Observation.rs").unwrap();
+        assert!(read.covers(&parse_scope("user/Observation.read").unwrap()));
+        assert!(!read.covers(&parse_scope("user/Observation.cruds").unwrap()));
+        assert!(!read.covers(&parse_scope("user/Patient.r").unwrap()));
         for bad in [
             "patient/Observation.sr",
             "patient/Observation.rr",

@@ -16,6 +16,8 @@ pub enum ErrorKind {
     Invalid,
     /// A request that is wrong in itself (bad id, mismatched id, bad header or parameter).
     BadRequest,
+    /// No valid access token (missing, malformed, expired, revoked, for another server).
+    Unauthorized,
     /// The resource type in the URL is not a FHIR R4 resource type.
     UnknownType,
     NotFound,
@@ -50,6 +52,7 @@ impl ErrorKind {
             ErrorKind::Structure => (400, "structure"),
             ErrorKind::Invalid => (422, "invalid"),
             ErrorKind::BadRequest => (400, "invalid"),
+            ErrorKind::Unauthorized => (401, "login"),
             ErrorKind::UnknownType => (404, "not-supported"),
             ErrorKind::NotFound => (404, "not-found"),
             ErrorKind::Gone => (410, "deleted"),

@@ -3,6 +3,7 @@
 //! and the conformance test (which exercises every advertised interaction) use.
 
 use super::{Body, Context, FhirResponse, Status};
+use crate::auth::discovery::{Endpoints, INSECURE_WARNING, Security, insecure_security};
 use crate::search::parameters::{ParamType, SearchParam, SearchParameters};
 use serde_json::{Value, json};
 use std::sync::LazyLock;
@@ -86,6 +87,19 @@ pub fn statement(ctx: &Context, base: &str) -> Value {
             r
         })
         .collect();
+    let (security, description) = match ctx.security {
+        Security::Smart => (
+            Endpoints::new(base, &ctx.prefix).capability_security(),
+            format!("Healporium FHIR R4 server ({} store)", ctx.store.backend()),
+        ),
+        Security::Off => (
+            insecure_security(),
+            format!(
+                "Healporium FHIR R4 server ({} store). {INSECURE_WARNING}",
+                ctx.store.backend()
+            ),
+        ),
+    };
     let system: Vec<Value> = SYSTEM_INTERACTIONS
         .iter()
         .map(|c| json!({"code": c}))
@@ -98,7 +112,7 @@ pub fn statement(ctx: &Context, base: &str) -> Value {
         "kind": "instance",
         "software": {"name": "Healporium", "version": env!("CARGO_PKG_VERSION")},
         "implementation": {
-            "description": format!("Healporium FHIR R4 server ({} store)", ctx.store.backend()),
+            "description": description,
             "url": base,
         },
         "fhirVersion": "4.0.1",
@@ -106,6 +120,7 @@ pub fn statement(ctx: &Context, base: &str) -> Value {
         "patchFormat": PATCH_FORMATS,
         "rest": [{
             "mode": "server",
+            "security": security,
             "resource": resources,
             "interaction": system,
             "searchParam": search_params(registry, "Resource")

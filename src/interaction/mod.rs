@@ -52,6 +52,10 @@ pub struct Context {
     pub audit: bool,
     /// Who the current request comes from, for its AuditEvent.
     pub requester: audit::Requester,
+    /// Whether SMART tokens are required (the CapabilityStatement's security block).
+    pub security: crate::auth::discovery::Security,
+    /// The path prefix of the FHIR API (`/fhir`), to derive the authorization endpoints.
+    pub prefix: String,
 }
 
 impl Context {
@@ -66,6 +70,8 @@ impl Context {
             guard: guard::Guard::open(),
             audit: false,
             requester: audit::Requester::default(),
+            security: crate::auth::discovery::Security::Off,
+            prefix: "/fhir".to_string(),
         }
     }
 }

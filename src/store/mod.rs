@@ -7,6 +7,7 @@
 //! resource, reads the current version, decides, and writes — and the write itself re-checks
 //! the expected previous version, so a concurrent writer can never be lost silently.
 
+pub mod auth;
 mod postgres;
 mod search;
 mod sql;
@@ -19,6 +20,7 @@ use crate::search::query::Filter;
 use async_trait::async_trait;
 use std::sync::Arc;
 
+pub use auth::AuthStore;
 pub use postgres::PostgresStore;
 pub use search::{Anchor, Hit, KeyValue, SearchSpec};
 pub use sqlite::SqliteStore;
@@ -155,6 +157,8 @@ pub type StoreResult<T> = Result<T, StoreError>;
 pub trait Store: Send + Sync + 'static {
     /// "sqlite" or "postgres".
     fn backend(&self) -> &'static str;
+    /// The authorization server's tables in the same database.
+    fn auth(&self) -> Arc<dyn AuthStore>;
     async fn begin(&self) -> StoreResult<Box<dyn Transaction>>;
     /// The current version (possibly a delete), or None if the resource never existed.
     async fn read(&self, resource_type: &str, id: &str) -> StoreResult<Option<StoredVersion>>;

@@ -55,6 +55,13 @@ impl Store for PostgresStore {
         "postgres"
     }
 
+    fn auth(&self) -> std::sync::Arc<dyn super::AuthStore> {
+        std::sync::Arc::new(super::auth::AuthSql {
+            read: self.pool.clone(),
+            write: self.pool.clone(),
+        })
+    }
+
     async fn begin(&self) -> StoreResult<Box<dyn Transaction>> {
         let tx = self.pool.begin().await.map_err(map_err)?;
         Ok(Box::new(PgTx { tx }))

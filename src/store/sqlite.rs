@@ -59,6 +59,13 @@ impl Store for SqliteStore {
         "sqlite"
     }
 
+    fn auth(&self) -> std::sync::Arc<dyn super::AuthStore> {
+        std::sync::Arc::new(super::auth::AuthSql {
+            read: self.read.clone(),
+            write: self.write.clone(),
+        })
+    }
+
     async fn begin(&self) -> StoreResult<Box<dyn Transaction>> {
         let tx = self
             .write

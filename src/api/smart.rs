@@ -1,0 +1,824 @@
+//! L4: the HTTP edge of the SMART authorization server — discovery documents, the JWKS, the
+//! authorization endpoint with its server-rendered sign-in, consent and patient-picker pages,
+//! the token, introspection, revocation and EHR-launch endpoints — and the middleware that
+//! requires a valid bearer token on every FHIR request but `GET metadata`, putting the
+//! token's [`Principal`](crate::auth::Principal) into the request extensions.
+//!
+//! Errors: RFC 6749 JSON at the OAuth endpoints, HTML pages in the browser flow, and a 401
+//! OperationOutcome with `WWW-Authenticate: Bearer` on the FHIR API. Tokens, passwords,
+//! secrets and bodies are never logged.
+
+use super::{ApiError, ApiState, FhirBody};
+use crate::auth::discovery::Endpoints;
+use crate::fhir::outcome::{ErrorKind, Outcome};
+use crate::interaction::search::{SearchRequest, SearchScope};
+use crate::interaction::{self, FhirRequest, Interaction, Preconditions};
+use crate::smart::accounts::User;
+use crate::smart::authorize::{AuthorizeError, AuthorizeParams, Pending, SignIn};
+use crate::smart::grants::{BasicCredentials, TokenForm};
+use crate::smart::{Smart, SmartError};
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::header::{
+    AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, LOCATION, PRAGMA, WWW_AUTHENTICATE,
+};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use base64::Engine;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::sync::Arc;
+
+/// State of the authorization endpoints and the token middleware.
+#[derive(Clone)]
+pub struct SmartState {
+    pub api: ApiState,
+    pub smart: Arc<Smart>,
+}
+
+impl SmartState {
+    fn base(&self, headers: &HeaderMap) -> String {
+        super::base_url(&self.api, headers)
+    }
+
+    fn endpoints(&self, headers: &HeaderMap) -> Endpoints {
+        Endpoints::new(&self.base(headers), &self.api.prefix)
+    }
+}
+
+/// The authorization server's routes (merged beside the FHIR router).
+pub fn router(state: SmartState) -> Router {
+    let prefix = state.api.prefix.to_string();
+    Router::new()
+        .route(
+            &format!("{prefix}/.well-known/smart-configuration"),
+            get(smart_configuration),
+        )
+        .route(
+            &format!("{prefix}/.well-known/openid-configuration"),
+            get(openid_configuration),
+        )
+        .route(
+            "/.well-known/openid-configuration",
+            get(openid_configuration),
+        )
+        .route("/auth/jwks", get(jwks))
+        .route("/auth/authorize", get(authorize_get).post(authorize_post))
+        .route("/auth/login", post(login))
+        .route("/auth/consent", post(consent))
+        .route("/auth/token", post(token))
+        .route("/auth/introspect", post(introspect))
+        .route("/auth/revoke", post(revoke))
+        .route("/auth/launch", post(launch))
+        .with_state(state)
+}
+
+// ---------------------------------------------------------------------------------------
+// the FHIR API's gate
+
+/// Requires a valid bearer token on every FHIR request except `GET [base]/metadata`.
+pub async fn require_token(
+    State(state): State<SmartState>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let prefix: &str = &state.api.prefix;
+    let path = req.uri().path();
+    // outside the FHIR prefix there is only the 404 fallback
+    let outside = !path.starts_with(prefix);
+    let public = outside
+        || (matches!(*req.method(), Method::GET | Method::HEAD)
+            && path.trim_end_matches('/') == format!("{prefix}/metadata"));
+    if public {
+        return next.run(req).await;
+    }
+    let token = match bearer(req.headers()) {
+        Some(t) => t,
+        None => return unauthorized("An access token is required (Authorization: Bearer)"),
+    };
+    let aud = state.base(req.headers());
+    match state.smart.verify(&token, &aud).await {
+        Ok(claims) => {
+            req.extensions_mut().insert(claims.principal());
+            next.run(req).await
+        }
+        Err(SmartError::OAuth { description, .. }) => unauthorized(&description),
+        Err(e) => smart_failure(e),
+    }
+}
+
+fn bearer(headers: &HeaderMap) -> Option<String> {
+    let v = headers.get(AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = v.split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then(|| token.to_string())
+}
+
+/// 401 with `WWW-Authenticate: Bearer … error="invalid_token"` and an OperationOutcome.
+fn unauthorized(description: &str) -> Response {
+    let mut resp = ApiError(Outcome::new(ErrorKind::Unauthorized, description)).into_response();
+    let clean: String = description
+        .chars()
+        .filter(|c| *c != '"' && *c != '\\' && !c.is_control())
+        .collect();
+    let challenge = format!(
+        "Bearer realm=\"healporium\", error=\"invalid_token\", error_description=\"{clean}\""
+    );
+    if let Ok(v) = HeaderValue::from_str(&challenge) {
+        resp.headers_mut().insert(WWW_AUTHENTICATE, v);
+    }
+    resp
+}
+
+/// A database or server failure behind the gate, as an OperationOutcome.
+fn smart_failure(e: SmartError) -> Response {
+    let kind = match e {
+        SmartError::Unavailable(_) => ErrorKind::Unavailable,
+        _ => ErrorKind::Internal,
+    };
+    ApiError(Outcome::new(kind, e.message())).into_response()
+}
+
+// ---------------------------------------------------------------------------------------
+// discovery
+
+fn json_response(status: StatusCode, body: &Value) -> Response {
+    let mut resp = (
+        status,
+        [(
+            CONTENT_TYPE,
+            HeaderValue::from_static("application/json; charset=utf-8"),
+        )],
+        body.to_string(),
+    )
+        .into_response();
+    resp.headers_mut()
+        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp.headers_mut()
+        .insert(PRAGMA, HeaderValue::from_static("no-cache"));
+    resp
+}
+
+async fn smart_configuration(State(state): State<SmartState>, headers: HeaderMap) -> Response {
+    json_response(
+        StatusCode::OK,
+        &state.endpoints(&headers).smart_configuration(),
+    )
+}
+
+async fn openid_configuration(State(state): State<SmartState>, headers: HeaderMap) -> Response {
+    json_response(
+        StatusCode::OK,
+        &state.endpoints(&headers).openid_configuration(),
+    )
+}
+
+async fn jwks(State(state): State<SmartState>) -> Response {
+    match state.smart.jwks().await {
+        Ok(set) => json_response(StatusCode::OK, &set),
+        Err(e) => oauth_error(e, false),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// OAuth JSON errors and forms
+
+/// An RFC 6749 error response (`invalid_client` after Basic auth also gets a challenge).
+fn oauth_error(e: SmartError, basic: bool) -> Response {
+    let (status, error, description) = match &e {
+        SmartError::OAuth {
+            status,
+            error,
+            description,
+        } => (*status, *error, description.clone()),
+        SmartError::Unavailable(_) => (503, "temporarily_unavailable", e.message()),
+        SmartError::Internal(detail) => {
+            tracing::error!(error = %detail, "authorization server fault");
+            (500, "server_error", e.message())
+        }
+    };
+    if status < 500 {
+        tracing::warn!(error, status, "oauth request rejected");
+    }
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
+    let mut resp = json_response(
+        status,
+        &json!({"error": error, "error_description": description}),
+    );
+    if status == StatusCode::UNAUTHORIZED {
+        let challenge = if basic {
+            "Basic realm=\"healporium\""
+        } else {
+            "Bearer realm=\"healporium\""
+        };
+        resp.headers_mut()
+            .insert(WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
+    }
+    resp
+}
+
+/// A form body (`application/x-www-form-urlencoded`).
+fn form<T: serde::de::DeserializeOwned>(headers: &HeaderMap, body: &[u8]) -> Result<T, SmartError> {
+    let is_form = headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+    if !is_form {
+        return Err(SmartError::invalid_request(
+            "The body must be application/x-www-form-urlencoded",
+        ));
+    }
+    serde_urlencoded::from_bytes(body)
+        .map_err(|_| SmartError::invalid_request("The form cannot be decoded"))
+}
+
+/// `Authorization: Basic` client credentials (each part form-urlencoded, RFC 6749 2.3.1).
+fn basic_credentials(headers: &HeaderMap) -> Result<Option<BasicCredentials>, SmartError> {
+    let Some(v) = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()) else {
+        return Ok(None);
+    };
+    let Some((scheme, rest)) = v.split_once(' ') else {
+        return Ok(None);
+    };
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return Ok(None);
+    }
+    let bad = || SmartError::invalid_client("Malformed Basic credentials");
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(rest.trim())
+        .map_err(|_| bad())?;
+    let text = String::from_utf8(decoded).map_err(|_| bad())?;
+    let (id, secret) = text.split_once(':').ok_or_else(bad)?;
+    let unescape = |s: &str| -> Result<String, SmartError> {
+        let pairs: Vec<(String, String)> =
+            serde_urlencoded::from_str(&format!("v={s}")).map_err(|_| bad())?;
+        Ok(pairs.into_iter().next().map(|(_, v)| v).unwrap_or_default())
+    };
+    Ok(Some(BasicCredentials {
+        client_id: unescape(id)?,
+        secret: unescape(secret)?,
+    }))
+}
+
+// ---------------------------------------------------------------------------------------
+// token, introspection, revocation, launch
+
+async fn token(
+    State(state): State<SmartState>,
+    headers: HeaderMap,
+    FhirBody(body): FhirBody,
+) -> Response {
+    let basic = match basic_credentials(&headers) {
+        Ok(b) => b,
+        Err(e) => return oauth_error(e, true),
+    };
+    let used_basic = basic.is_some();
+    let form: TokenForm = match form(&headers, &body) {
+        Ok(f) => f,
+        Err(e) => return oauth_error(e, used_basic),
+    };
+    let endpoints = state.endpoints(&headers);
+    match state
+        .smart
+        .token(&form, basic.as_ref(), &endpoints.issuer, &endpoints.token)
+        .await
+    {
+        Ok(v) => json_response(StatusCode::OK, &v),
+        Err(e) => oauth_error(e, used_basic),
+    }
+}
+
+async fn introspect(
+    State(state): State<SmartState>,
+    headers: HeaderMap,
+    FhirBody(body): FhirBody,
+) -> Response {
+    let basic = match basic_credentials(&headers) {
+        Ok(b) => b,
+        Err(e) => return oauth_error(e, true),
+    };
+    let form: TokenForm = match form(&headers, &body) {
+        Ok(f) => f,
+        Err(e) => return oauth_error(e, basic.is_some()),
+    };
+    let endpoints = state.endpoints(&headers);
+    // the caller: an authenticated confidential/backend client, or any valid bearer token
+    let authorized = match bearer(&headers) {
+        Some(t) => state.smart.verify(&t, &endpoints.issuer).await.is_ok(),
+        None => state
+            .smart
+            .authenticate_client(&form, basic.as_ref(), &endpoints.token, true)
+            .await
+            .is_ok(),
+    };
+    if !authorized {
+        return oauth_error(
+            SmartError::invalid_client("Introspection needs client authentication or a token"),
+            basic.is_some(),
+        );
+    }
+    let Some(token) = form.token.as_deref().filter(|t| !t.is_empty()) else {
+        return oauth_error(SmartError::invalid_request("token is missing"), false);
+    };
+    match state.smart.introspect(token, &endpoints.issuer).await {
+        Ok(v) => json_response(StatusCode::OK, &v),
+        Err(e) => oauth_error(e, false),
+    }
+}
+
+async fn revoke(
+    State(state): State<SmartState>,
+    headers: HeaderMap,
+    FhirBody(body): FhirBody,
+) -> Response {
+    let basic = match basic_credentials(&headers) {
+        Ok(b) => b,
+        Err(e) => return oauth_error(e, true),
+    };
+    let form: TokenForm = match form(&headers, &body) {
+        Ok(f) => f,
+        Err(e) => return oauth_error(e, basic.is_some()),
+    };
+    let endpoints = state.endpoints(&headers);
+    let client = match state
+        .smart
+        .authenticate_client(&form, basic.as_ref(), &endpoints.token, false)
+        .await
+    {
+        Ok(c) => c,
+        Err(e) => return oauth_error(e, basic.is_some()),
+    };
+    let Some(token) = form.token.as_deref().filter(|t| !t.is_empty()) else {
+        return oauth_error(SmartError::invalid_request("token is missing"), false);
+    };
+    match state.smart.revoke(token, &client.client_id).await {
+        Ok(()) => json_response(StatusCode::OK, &json!({})),
+        Err(e) => oauth_error(e, false),
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct LaunchBody {
+    patient: Option<String>,
+    encounter: Option<String>,
+}
+
+/// `POST /auth/launch` with a practitioner's (or admin's) token: creates an EHR launch
+/// context; answers `{"launch": "<id>"}` for the app's launch URL.
+async fn launch(
+    State(state): State<SmartState>,
+    headers: HeaderMap,
+    FhirBody(body): FhirBody,
+) -> Response {
+    let Some(token) = bearer(&headers) else {
+        return oauth_error(
+            SmartError::invalid_token("An access token is required"),
+            false,
+        );
+    };
+    let base = state.base(&headers);
+    let claims = match state.smart.verify(&token, &base).await {
+        Ok(c) => c,
+        Err(e) => return oauth_error(e, false),
+    };
+    let Some(username) = claims.username.as_deref() else {
+        return oauth_error(
+            SmartError::invalid_token("Launch contexts are created by signed-in users"),
+            false,
+        );
+    };
+    let parsed: Result<LaunchBody, SmartError> = if body.is_empty() {
+        Ok(LaunchBody::default())
+    } else if headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("json"))
+    {
+        serde_json::from_slice(&body)
+            .map_err(|_| SmartError::invalid_request("The body must be {\"patient\": …}"))
+    } else {
+        form(&headers, &body)
+    };
+    let b = match parsed {
+        Ok(b) => b,
+        Err(e) => return oauth_error(e, false),
+    };
+    if let Some(p) = &b.patient {
+        match state.api.ctx.store.read("Patient", p).await {
+            Ok(Some(v)) if !v.deleted => {}
+            Ok(_) => {
+                return oauth_error(SmartError::invalid_request("No such Patient"), false);
+            }
+            Err(e) => return oauth_error(SmartError::from(e), false),
+        }
+    }
+    match state
+        .smart
+        .create_launch(username, b.patient.as_deref(), b.encounter.as_deref())
+        .await
+    {
+        Ok(id) => json_response(
+            StatusCode::CREATED,
+            &json!({"launch": id, "iss": base, "patient": b.patient, "encounter": b.encounter}),
+        ),
+        Err(e) => oauth_error(e, false),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// the browser flow: authorize → sign in → consent (+ patient picker) → redirect
+
+async fn authorize_get(State(state): State<SmartState>, req: Request) -> Response {
+    let params: AuthorizeParams = match req.uri().query() {
+        None => AuthorizeParams::default(),
+        Some(q) => match serde_urlencoded::from_str(q) {
+            Ok(p) => p,
+            Err(_) => return page_error("The authorization request cannot be decoded"),
+        },
+    };
+    let headers = req.headers().clone();
+    authorize(&state, &headers, params).await
+}
+
+async fn authorize_post(
+    State(state): State<SmartState>,
+    headers: HeaderMap,
+    FhirBody(body): FhirBody,
+) -> Response {
+    match form::<AuthorizeParams>(&headers, &body) {
+        Ok(params) => authorize(&state, &headers, params).await,
+        Err(_) => page_error("The authorization request cannot be decoded"),
+    }
+}
+
+async fn authorize(state: &SmartState, headers: &HeaderMap, params: AuthorizeParams) -> Response {
+    let base = state.base(headers);
+    match state.smart.begin(&params, &base).await {
+        Ok((id, pending)) => html(StatusCode::OK, &login_page(&id, &pending, None)),
+        Err(e) => authorize_failure(e),
+    }
+}
+
+fn authorize_failure(e: AuthorizeError) -> Response {
+    match e {
+        AuthorizeError::Page(msg) => page_error(&msg),
+        AuthorizeError::Redirect(url) => see_other(&url),
+        AuthorizeError::Failure(e) => {
+            if let SmartError::Internal(detail) = &e {
+                tracing::error!(error = %detail, "authorization server fault");
+            }
+            html(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &page("Try again later", &format!("<p>{}</p>", esc(&e.message()))),
+            )
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct LoginForm {
+    request: Option<String>,
+    username: Option<String>,
+    password: Option<String>,
+}
+
+async fn login(
+    State(state): State<SmartState>,
+    headers: HeaderMap,
+    FhirBody(body): FhirBody,
+) -> Response {
+    let Ok(f) = form::<LoginForm>(&headers, &body) else {
+        return page_error("The sign-in form cannot be decoded");
+    };
+    let (Some(request), Some(username), Some(password)) = (f.request, f.username, f.password)
+    else {
+        return page_error("The sign-in form is incomplete");
+    };
+    match state.smart.sign_in(&request, &username, &password).await {
+        Ok(SignIn::Consent(pending, user)) => {
+            let patients = if pending.needs_patient_pick(&user) {
+                patient_choices(&state, &headers).await
+            } else {
+                Vec::new()
+            };
+            html(
+                StatusCode::OK,
+                &consent_page(&request, &pending, &user, &patients),
+            )
+        }
+        Ok(SignIn::Failed(pending)) => {
+            tracing::warn!("sign-in failed");
+            html(
+                StatusCode::UNAUTHORIZED,
+                &login_page(&request, &pending, Some("Wrong user name or password")),
+            )
+        }
+        Err(e) => authorize_failure(e),
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct ConsentForm {
+    request: Option<String>,
+    decision: Option<String>,
+    patient: Option<String>,
+    patient_id: Option<String>,
+}
+
+async fn consent(
+    State(state): State<SmartState>,
+    headers: HeaderMap,
+    FhirBody(body): FhirBody,
+) -> Response {
+    let Ok(f) = form::<ConsentForm>(&headers, &body) else {
+        return page_error("The consent form cannot be decoded");
+    };
+    let Some(request) = f.request else {
+        return page_error("The consent form is incomplete");
+    };
+    let approve = f.decision.as_deref() == Some("allow");
+    let patient = f
+        .patient_id
+        .filter(|p| !p.trim().is_empty())
+        .or(f.patient.filter(|p| !p.is_empty()))
+        .map(|p| p.trim().to_string());
+    if approve && let Some(p) = &patient {
+        match state.api.ctx.store.read("Patient", p).await {
+            Ok(Some(v)) if !v.deleted => {}
+            Ok(_) => return page_error("There is no such patient; go back and choose another"),
+            Err(e) => return authorize_failure(AuthorizeError::Failure(e.into())),
+        }
+    }
+    match state
+        .smart
+        .decide(&request, approve, patient.as_deref())
+        .await
+    {
+        Ok(url) => see_other(&url),
+        Err(e) => authorize_failure(e),
+    }
+}
+
+/// Patients to choose from (first 50 by the store's order), as (id, display name).
+async fn patient_choices(state: &SmartState, headers: &HeaderMap) -> Vec<(String, String)> {
+    let request = FhirRequest {
+        base: state.base(headers),
+        interaction: Interaction::Search(SearchRequest {
+            scope: SearchScope::Type("Patient".to_string()),
+            pairs: vec![
+                ("_count".to_string(), "50".to_string()),
+                ("_sort".to_string(), "family".to_string()),
+            ],
+            strict: false,
+            paging: false,
+        }),
+        preconditions: Preconditions::default(),
+        cascade: false,
+        provenance: None,
+        prefer: Default::default(),
+        // the server's own work (the signed-in practitioner's picker, the demo seed)
+        principal: Some(crate::auth::Principal::system()),
+        source: None,
+    };
+    let Ok(response) = interaction::handle(&state.api.ctx, request).await else {
+        return Vec::new();
+    };
+    let Some(Ok(bundle)) = response.body.map(|b| b.to_value()) else {
+        return Vec::new();
+    };
+    bundle["entry"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["resource"]["resourceType"] == "Patient")
+        .filter_map(|e| {
+            let r = &e["resource"];
+            let id = r["id"].as_str()?.to_string();
+            let name = &r["name"][0];
+            let mut display = name["text"]
+                .as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| {
+                    let given: Vec<&str> = name["given"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(Value::as_str)
+                        .collect();
+                    format!(
+                        "{} {}",
+                        given.join(" "),
+                        name["family"].as_str().unwrap_or("")
+                    )
+                    .trim()
+                    .to_string()
+                });
+            if display.is_empty() {
+                display = "(no name)".to_string();
+            }
+            if let Some(b) = r["birthDate"].as_str() {
+                display = format!("{display}, born {b}");
+            }
+            Some((id, display))
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------
+// pages
+
+fn esc(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn page(title: &str, body: &str) -> String {
+    format!(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <title>{t} — Healporium</title><style>\
+         body{{font-family:system-ui,sans-serif;max-width:34rem;margin:3rem auto;padding:0 1rem;color:#222}}\
+         h1{{font-size:1.4rem}} label{{display:block;margin:.6rem 0 .2rem}}\
+         input[type=text],input[type=password]{{width:100%;padding:.45rem;box-sizing:border-box}}\
+         button{{margin:1rem .5rem 0 0;padding:.5rem 1.2rem}} .err{{color:#a00}}\
+         ul.scopes li{{font-family:monospace}} .muted{{color:#666;font-size:.9rem}}\
+         </style></head><body><h1>{t}</h1>\n{body}\n</body></html>\n",
+        t = esc(title),
+    )
+}
+
+fn html(status: StatusCode, text: &str) -> Response {
+    let mut resp = (
+        status,
+        [(
+            CONTENT_TYPE,
+            HeaderValue::from_static("text/html; charset=utf-8"),
+        )],
+        text.to_string(),
+    )
+        .into_response();
+    let h = resp.headers_mut();
+    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert("x-frame-options", HeaderValue::from_static("DENY"));
+    h.insert(
+        "content-security-policy",
+        HeaderValue::from_static(
+            "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'",
+        ),
+    );
+    h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
+    resp
+}
+
+fn page_error(message: &str) -> Response {
+    html(
+        StatusCode::BAD_REQUEST,
+        &page(
+            "Cannot continue",
+            &format!("<p class=\"err\">{}</p>", esc(message)),
+        ),
+    )
+}
+
+fn see_other(url: &str) -> Response {
+    match HeaderValue::from_str(url) {
+        Ok(v) => {
+            let mut resp = StatusCode::SEE_OTHER.into_response();
+            resp.headers_mut().insert(LOCATION, v);
+            resp.headers_mut()
+                .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            resp
+        }
+        Err(_) => page_error("The application's redirect URI is not usable"),
+    }
+}
+
+fn scope_list(scopes: &[String]) -> String {
+    let items: String = scopes
+        .iter()
+        .map(|s| format!("<li>{}</li>", esc(s)))
+        .collect();
+    format!("<ul class=\"scopes\">{items}</ul>")
+}
+
+fn login_page(request: &str, pending: &Pending, error: Option<&str>) -> String {
+    let err = error
+        .map(|e| format!("<p class=\"err\">{}</p>", esc(e)))
+        .unwrap_or_default();
+    page(
+        "Sign in",
+        &format!(
+            "<p><strong>{app}</strong> asks to access this FHIR server on your behalf.</p>{err}\
+             <form method=\"post\" action=\"/auth/login\">\
+             <input type=\"hidden\" name=\"request\" value=\"{req}\">\
+             <label for=\"username\">User name</label>\
+             <input type=\"text\" id=\"username\" name=\"username\" autocomplete=\"username\" required>\
+             <label for=\"password\">Password</label>\
+             <input type=\"password\" id=\"password\" name=\"password\" autocomplete=\"current-password\" required>\
+             <button type=\"submit\">Sign in</button></form>",
+            app = esc(&pending.client_name),
+            req = esc(request),
+        ),
+    )
+}
+
+fn consent_page(
+    request: &str,
+    pending: &Pending,
+    user: &User,
+    patients: &[(String, String)],
+) -> String {
+    let mut picker = String::new();
+    if pending.needs_patient_pick(user) {
+        picker.push_str("<fieldset><legend>Patient this application may see</legend>");
+        for (i, (id, display)) in patients.iter().enumerate() {
+            picker.push_str(&format!(
+                "<label><input type=\"radio\" name=\"patient\" value=\"{id}\"{checked}> {d} \
+                 <span class=\"muted\">Patient/{id}</span></label>",
+                id = esc(id),
+                d = esc(display),
+                checked = if i == 0 { " checked" } else { "" },
+            ));
+        }
+        picker.push_str(
+            "<label for=\"patient_id\">or a Patient id</label>\
+             <input type=\"text\" id=\"patient_id\" name=\"patient_id\"></fieldset>",
+        );
+    }
+    let context = if pending.ehr_launch {
+        match &pending.launch_patient {
+            Some(p) => format!(
+                "<p>Launched from the EHR for <strong>Patient/{}</strong>.</p>",
+                esc(p)
+            ),
+            None => "<p>Launched from the EHR.</p>".to_string(),
+        }
+    } else {
+        String::new()
+    };
+    page(
+        "Allow access?",
+        &format!(
+            "<p>Signed in as <strong>{user}</strong> ({role}{fhir}).</p>\
+             <p><strong>{app}</strong> asks for:</p>{scopes}{context}\
+             <form method=\"post\" action=\"/auth/consent\">\
+             <input type=\"hidden\" name=\"request\" value=\"{req}\">{picker}\
+             <button type=\"submit\" name=\"decision\" value=\"allow\">Allow</button>\
+             <button type=\"submit\" name=\"decision\" value=\"deny\">Deny</button></form>",
+            user = esc(&user.username),
+            role = user.role.as_str(),
+            fhir = user
+                .fhir_user
+                .as_deref()
+                .map(|f| format!(", {}", esc(f)))
+                .unwrap_or_default(),
+            app = esc(&pending.client_name),
+            scopes = scope_list(&pending.scopes),
+            req = esc(request),
+        ),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pages_escape_everything() {
+        assert_eq!(
+            esc("<a href=\"x\">'&'</a>"),
+            "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;"
+        );
+    }
+
+    #[test]
+    fn basic_credentials_are_form_decoded() {
+        let mut h = HeaderMap::new();
+        let raw = base64::engine::general_purpose::STANDARD.encode("my%20app:s%3Acret");
+        h.insert(
+            AUTHORIZATION,
+            HeaderValue::from_str(&format!("Basic {raw}")).unwrap(),
+        );
+        let c = basic_credentials(&h).unwrap().unwrap();
+        assert_eq!(
+            (c.client_id.as_str(), c.secret.as_str()),
+            ("my app", "s:cret")
+        );
+        h.insert(AUTHORIZATION, HeaderValue::from_static("Basic !!!"));
+        assert!(basic_credentials(&h).is_err());
+        h.insert(AUTHORIZATION, HeaderValue::from_static("Bearer x"));
+        assert!(basic_credentials(&h).unwrap().is_none());
+    }
+}

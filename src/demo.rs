@@ -1,0 +1,257 @@
+//! `serve --demo`: a small demo data set (an organization, a practitioner, three patients
+//! with encounters and observations), a demo account for each role, a demo public SMART app,
+//! and the sign-in instructions printed at start. Seeding is idempotent: the resources are
+//! PUT with fixed ids in one transaction, existing accounts are left as they are.
+
+use crate::config::Config;
+use crate::interaction::{self, Context, FhirRequest, Interaction, Preconditions};
+use crate::smart::accounts::{self, ClientKind, NewClient, NewUser, Role};
+use crate::store::AuthStore;
+use serde_json::{Value, json};
+
+/// The demo accounts: (user name, password, role, fhirUser).
+pub const USERS: &[(&str, &str, Role, Option<&str>)] = &[
+    (
+        "alice",
+        "alice-demo-pw",
+        Role::Patient,
+        Some("Patient/demo-alice"),
+    ),
+    (
+        "bob",
+        "bob-demo-pw",
+        Role::Patient,
+        Some("Patient/demo-bob"),
+    ),
+    (
+        "drsmith",
+        "drsmith-demo-pw",
+        Role::Practitioner,
+        Some("Practitioner/demo-practitioner"),
+    ),
+    ("pharmacist", "pharmacist-demo-pw", Role::Pharmacist, None),
+    ("insurer", "insurer-demo-pw", Role::Insurer, None),
+    ("admin", "admin-demo-pw", Role::Admin, None),
+];
+
+/// The demo app's client id and redirect URI.
+pub const CLIENT_ID: &str = "demo-app";
+pub const REDIRECT_URI: &str = "http://localhost:9000/callback";
+
+/// RFC 7636's example PKCE pair, for trying the flow by hand.
+const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+const CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
+
+fn patient(id: &str, family: &str, given: &str, gender: &str, born: &str) -> Value {
+    json!({"resourceType": "Patient", "id": id, "active": true,
+        "name": [{"family": family, "given": [given]}], "gender": gender, "birthDate": born,
+        "managingOrganization": {"reference": "Organization/demo-org"},
+        "generalPractitioner": [{"reference": "Practitioner/demo-practitioner"}]})
+}
+
+fn encounter(id: &str, patient: &str, day: &str) -> Value {
+    json!({"resourceType": "Encounter", "id": id, "status": "finished",
+        "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB",
+            "display": "ambulatory"},
+        "subject": {"reference": format!("Patient/{patient}")},
+        "participant": [{"individual": {"reference": "Practitioner/demo-practitioner"}}],
+        "period": {"start": format!("{day}T09:00:00Z"), "end": format!("{day}T09:30:00Z")},
+        "serviceProvider": {"reference": "Organization/demo-org"}})
+}
+
+#[allow(clippy::too_many_arguments)]
+fn observation(
+    id: &str,
+    patient: &str,
+    enc: &str,
+    category: &str,
+    code: &str,
+    display: &str,
+    value: f64,
+    unit: &str,
+    ucum: &str,
+    day: &str,
+) -> Value {
+    json!({"resourceType": "Observation", "id": id, "status": "final",
+        "category": [{"coding": [{"system":
+            "http://terminology.hl7.org/CodeSystem/observation-category", "code": category}]}],
+        "code": {"coding": [{"system": "http://loinc.org", "code": code, "display": display}],
+            "text": display},
+        "subject": {"reference": format!("Patient/{patient}")},
+        "encounter": {"reference": format!("Encounter/{enc}")},
+        "effectiveDateTime": format!("{day}T09:10:00Z"),
+        "valueQuantity": {"value": value, "unit": unit, "system": "http://unitsofmeasure.org",
+            "code": ucum}})
+}
+
+/// The demo resources.
+pub fn resources() -> Vec<Value> {
+    let mut out = vec![
+        json!({"resourceType": "Organization", "id": "demo-org", "active": true,
+            "name": "Healporium Demo Clinic"}),
+        json!({"resourceType": "Practitioner", "id": "demo-practitioner", "active": true,
+            "name": [{"family": "Smith", "given": ["Dana"], "prefix": ["Dr."]}]}),
+    ];
+    for (id, family, given, gender, born, day) in [
+        (
+            "alice",
+            "Lopez",
+            "Alice",
+            "female",
+            "1985-04-12",
+            "2026-01-10",
+        ),
+        ("bob", "Meyer", "Bob", "male", "1962-09-30", "2026-02-03"),
+        (
+            "carol",
+            "Nguyen",
+            "Carol",
+            "female",
+            "2001-12-05",
+            "2026-03-21",
+        ),
+    ] {
+        let pid = format!("demo-{id}");
+        let enc = format!("demo-{id}-visit");
+        out.push(patient(&pid, family, given, gender, born));
+        out.push(encounter(&enc, &pid, day));
+        out.push(observation(
+            &format!("demo-{id}-hr"),
+            &pid,
+            &enc,
+            "vital-signs",
+            "8867-4",
+            "Heart rate",
+            72.0,
+            "beats/minute",
+            "/min",
+            day,
+        ));
+        out.push(observation(
+            &format!("demo-{id}-glucose"),
+            &pid,
+            &enc,
+            "laboratory",
+            "2339-0",
+            "Glucose [Mass/volume] in Blood",
+            95.0,
+            "mg/dL",
+            "mg/dL",
+            day,
+        ));
+    }
+    out
+}
+
+/// Seeds the demo data, accounts and app; returns the instructions to print.
+pub async fn seed(ctx: &Context, auth: &dyn AuthStore, config: &Config) -> anyhow::Result<String> {
+    let base = config
+        .base_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{}{}", config.listen, config.prefix));
+    let entries: Vec<Value> = resources()
+        .into_iter()
+        .map(|r| {
+            let url = format!(
+                "{}/{}",
+                r["resourceType"].as_str().unwrap_or(""),
+                r["id"].as_str().unwrap_or("")
+            );
+            json!({"resource": r, "request": {"method": "PUT", "url": url}})
+        })
+        .collect();
+    let bundle = json!({"resourceType": "Bundle", "type": "transaction", "entry": entries});
+    let request = FhirRequest {
+        base: base.clone(),
+        interaction: Interaction::Bundle { bundle },
+        preconditions: Preconditions::default(),
+        cascade: false,
+        provenance: None,
+        prefer: interaction::PreferReturn::Minimal,
+        // the server's own work (the signed-in practitioner's picker, the demo seed)
+        principal: Some(crate::auth::Principal::system()),
+        source: None,
+    };
+    interaction::handle(ctx, request)
+        .await
+        .map_err(|o| anyhow::anyhow!("cannot seed the demo data: {:?}", o.issues))?;
+    let cost = crate::smart::PasswordCost::Standard;
+    for (username, password, role, fhir_user) in USERS {
+        let user = NewUser {
+            username: username.to_string(),
+            password: password.to_string(),
+            role: *role,
+            fhir_user: fhir_user.map(str::to_string),
+        };
+        match accounts::add_user(auth, user, cost).await {
+            Ok(()) => {}
+            Err(e) if e.contains("exists already") => {}
+            Err(e) => anyhow::bail!("cannot add demo user {username}: {e}"),
+        }
+    }
+    let app = NewClient {
+        client_id: Some(CLIENT_ID.to_string()),
+        name: "Healporium demo app".to_string(),
+        kind: ClientKind::Public,
+        redirect_uris: vec![
+            REDIRECT_URI.to_string(),
+            "http://127.0.0.1:9000/callback".to_string(),
+        ],
+        scopes: "openid fhirUser profile launch launch/patient launch/encounter \
+            offline_access online_access patient/*.cruds user/*.cruds"
+            .to_string(),
+        jwks: None,
+        jwks_url: None,
+    };
+    match accounts::add_client(auth, app, cost).await {
+        Ok(_) => {}
+        Err(e) if e.contains("exists already") => {}
+        Err(e) => anyhow::bail!("cannot add the demo app: {e}"),
+    }
+    let origin = base
+        .strip_suffix(&config.prefix)
+        .unwrap_or(&base)
+        .to_string();
+    let authorize = crate::smart::authorize::redirect_with(
+        &format!("{origin}/auth/authorize"),
+        &[
+            ("response_type", "code"),
+            ("client_id", CLIENT_ID),
+            ("redirect_uri", REDIRECT_URI),
+            (
+                "scope",
+                "openid fhirUser launch/patient patient/*.rs offline_access",
+            ),
+            ("state", "demo"),
+            ("aud", &base),
+            ("code_challenge", CHALLENGE),
+            ("code_challenge_method", "S256"),
+        ],
+    );
+    let mut text = String::new();
+    text.push_str(&format!(
+        "Healporium demo is ready. FHIR base: {base}\n\
+         Demo data: Organization/demo-org, Practitioner/demo-practitioner, Patient/demo-alice, \
+         Patient/demo-bob, Patient/demo-carol (each with an Encounter and two Observations).\n\
+         Sign in with one of these demo accounts (user / password):\n"
+    ));
+    for (username, password, role, fhir_user) in USERS {
+        text.push_str(&format!(
+            "  {username:<11} / {password:<19} {}{}\n",
+            role.as_str(),
+            fhir_user.map(|f| format!(", {f}")).unwrap_or_default()
+        ));
+    }
+    text.push_str(&format!(
+        "Demo SMART app: client_id {CLIENT_ID} (public), redirect_uri {REDIRECT_URI}\n\
+         Try the authorization-code flow by hand:\n\
+         1. open {authorize}\n\
+         2. sign in (e.g. alice), allow, and copy the code from the address bar after the \
+         redirect (nothing listens on port 9000)\n\
+         3. curl -s {origin}/auth/token -d grant_type=authorization_code -d client_id={CLIENT_ID} \
+         -d redirect_uri={REDIRECT_URI} -d code_verifier={VERIFIER} -d code=<code>\n\
+         4. curl -s {base}/Patient/demo-alice -H 'Authorization: Bearer <access_token>'\n\
+         Discovery: {base}/.well-known/smart-configuration\n"
+    ));
+    Ok(text)
+}

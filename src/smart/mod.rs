@@ -1,0 +1,183 @@
+//! L3: the embedded OAuth2 / OpenID Connect authorization server of SMART App Launch 2.x —
+//! accounts, clients, signing keys, the authorization-code flow with PKCE, EHR and standalone
+//! launch, refresh tokens, backend services (client_credentials with private_key_jwt or a
+//! client secret), introspection and revocation, and the verification of access tokens on
+//! every FHIR request. No HTTP types: `api/smart.rs` is the edge, the store keeps the state.
+//!
+//! Deciding what a token may do with a resource is not here: the token becomes an
+//! [`crate::auth::Principal`] and the interaction layer enforces it.
+
+pub mod accounts;
+pub mod assertion;
+pub mod authorize;
+pub mod crypto;
+pub mod grants;
+pub mod keys;
+pub mod tokens;
+
+use crate::store::{AuthStore, StoreError};
+use std::sync::Arc;
+
+pub use crypto::PasswordCost;
+
+/// Lifetimes and costs of the authorization server.
+#[derive(Debug, Clone)]
+pub struct SmartConfig {
+    /// Access (and id) token lifetime, in seconds.
+    pub access_token_ttl_secs: i64,
+    /// Authorization code lifetime, in seconds.
+    pub code_ttl_secs: i64,
+    /// Lifetime of a pending authorization request (login and consent), in seconds.
+    pub request_ttl_secs: i64,
+    /// Refresh token lifetime with `offline_access`, in seconds.
+    pub offline_ttl_secs: i64,
+    /// Refresh token lifetime with `online_access`, in seconds.
+    pub online_ttl_secs: i64,
+    /// EHR launch context lifetime, in seconds.
+    pub launch_ttl_secs: i64,
+    /// Cost of password and secret hashes made by the server (`serve --demo`).
+    pub password_cost: PasswordCost,
+}
+
+impl Default for SmartConfig {
+    fn default() -> Self {
+        SmartConfig {
+            access_token_ttl_secs: 3600,
+            code_ttl_secs: 120,
+            request_ttl_secs: 900,
+            offline_ttl_secs: 90 * 24 * 3600,
+            online_ttl_secs: 12 * 3600,
+            launch_ttl_secs: 3600,
+            password_cost: PasswordCost::Standard,
+        }
+    }
+}
+
+/// A failure of the authorization server, before the edge renders it (RFC 6749 JSON error,
+/// OperationOutcome or an HTML page, as the endpoint demands).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SmartError {
+    /// An OAuth error: RFC 6749 code, description and HTTP status.
+    OAuth {
+        status: u16,
+        error: &'static str,
+        description: String,
+    },
+    /// The database could not answer.
+    Unavailable(String),
+    Internal(String),
+}
+
+impl SmartError {
+    pub fn invalid_request(description: impl Into<String>) -> SmartError {
+        SmartError::OAuth {
+            status: 400,
+            error: "invalid_request",
+            description: description.into(),
+        }
+    }
+
+    pub fn invalid_client(description: impl Into<String>) -> SmartError {
+        SmartError::OAuth {
+            status: 401,
+            error: "invalid_client",
+            description: description.into(),
+        }
+    }
+
+    pub fn invalid_grant(description: impl Into<String>) -> SmartError {
+        SmartError::OAuth {
+            status: 400,
+            error: "invalid_grant",
+            description: description.into(),
+        }
+    }
+
+    pub fn invalid_scope(description: impl Into<String>) -> SmartError {
+        SmartError::OAuth {
+            status: 400,
+            error: "invalid_scope",
+            description: description.into(),
+        }
+    }
+
+    pub fn unauthorized_client(description: impl Into<String>) -> SmartError {
+        SmartError::OAuth {
+            status: 400,
+            error: "unauthorized_client",
+            description: description.into(),
+        }
+    }
+
+    pub fn invalid_token(description: impl Into<String>) -> SmartError {
+        SmartError::OAuth {
+            status: 401,
+            error: "invalid_token",
+            description: description.into(),
+        }
+    }
+
+    /// The message for a person or a client (never contains secrets).
+    pub fn message(&self) -> String {
+        match self {
+            SmartError::OAuth { description, .. } => description.clone(),
+            SmartError::Unavailable(_) => "The database is unavailable; retry later".to_string(),
+            SmartError::Internal(_) => "Internal server error".to_string(),
+        }
+    }
+}
+
+impl From<StoreError> for SmartError {
+    fn from(e: StoreError) -> SmartError {
+        match e {
+            StoreError::Unavailable(m) | StoreError::Contention(m) => SmartError::Unavailable(m),
+            StoreError::Conflict => SmartError::Internal("unexpected conflict".to_string()),
+            StoreError::Internal(m) => SmartError::Internal(m),
+        }
+    }
+}
+
+/// The authorization server of one node: its store, settings, key cache and the cache of
+/// clients' JWK Sets.
+pub struct Smart {
+    pub store: Arc<dyn AuthStore>,
+    pub config: SmartConfig,
+    pub keys: keys::KeyRing,
+    pub client_keys: assertion::JwksCache,
+}
+
+impl Smart {
+    /// The server on a store; the first signing key is made on first use (or by
+    /// [`Smart::prepare`]).
+    pub fn new(store: Arc<dyn AuthStore>, config: SmartConfig) -> Smart {
+        Smart {
+            store,
+            config,
+            keys: keys::KeyRing::default(),
+            client_keys: assertion::JwksCache::default(),
+        }
+    }
+
+    /// Creates the first signing key if there is none and loads the keys, so a problem shows
+    /// at start rather than on the first sign-in.
+    pub async fn prepare(&self) -> Result<(), SmartError> {
+        self.keys.ensure(self.store.as_ref(), now_ms()).await
+    }
+
+    /// The JWK Set published at the jwks_uri.
+    pub async fn jwks(&self) -> Result<serde_json::Value, SmartError> {
+        self.keys.signing(self.store.as_ref()).await?;
+        self.keys
+            .jwks(
+                self.store.as_ref(),
+                now_ms(),
+                self.config.access_token_ttl_secs * 1000,
+            )
+            .await
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    crate::fhir::types::Instant::now().millis()
+}

@@ -1,0 +1,605 @@
+//! The authorization server's tables (migrations `*_auth.sql`): accounts, OAuth clients,
+//! signing keys, pending authorization requests, codes, refresh tokens, revoked token ids,
+//! used client-assertion ids and EHR launch contexts. One [`AuthStore`] trait; the SQL is
+//! written once (both dialects accept it) and implemented for SQLite and PostgreSQL by a macro.
+//!
+//! Rows are plain data: the rules (hashing, expiry policy, what a grant holds) live in
+//! `smart/`. Times are milliseconds since the Unix epoch.
+
+use super::{StoreResult, map_err};
+use async_trait::async_trait;
+use sqlx::{Pool, Postgres, Sqlite};
+
+/// A user account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserRow {
+    pub username: String,
+    pub password_hash: String,
+    pub role: String,
+    pub fhir_user: Option<String>,
+    pub created: i64,
+}
+
+/// A registered OAuth client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientRow {
+    pub client_id: String,
+    pub name: String,
+    /// `public`, `confidential` or `backend`.
+    pub kind: String,
+    pub secret_hash: Option<String>,
+    /// JSON array of redirect URIs.
+    pub redirect_uris: String,
+    /// Space-separated scopes the client may be granted.
+    pub scopes: String,
+    pub jwks: Option<String>,
+    pub jwks_url: Option<String>,
+    pub created: i64,
+}
+
+/// A token signing key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyRow {
+    pub kid: String,
+    pub alg: String,
+    pub private_pem: String,
+    pub public_jwk: String,
+    pub created: i64,
+    pub retired: Option<i64>,
+}
+
+/// A pending authorization request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestRow {
+    pub params: String,
+    pub username: Option<String>,
+    pub expires: i64,
+}
+
+/// A refresh token's row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefreshRow {
+    pub client_id: String,
+    pub grant_json: String,
+    pub expires: i64,
+    pub revoked: bool,
+}
+
+/// An EHR launch context.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LaunchRow {
+    pub id: String,
+    pub patient: Option<String>,
+    pub encounter: Option<String>,
+    pub created_by: String,
+    pub expires: i64,
+}
+
+/// Storage of the authorization server.
+#[async_trait]
+pub trait AuthStore: Send + Sync + 'static {
+    /// Adds a user; Conflict when the name is taken.
+    async fn insert_user(&self, user: &UserRow) -> StoreResult<()>;
+    async fn user(&self, username: &str) -> StoreResult<Option<UserRow>>;
+    /// Adds a client; Conflict when the id is taken.
+    async fn insert_client(&self, client: &ClientRow) -> StoreResult<()>;
+    async fn client(&self, client_id: &str) -> StoreResult<Option<ClientRow>>;
+
+    /// Every signing key, newest first.
+    async fn signing_keys(&self) -> StoreResult<Vec<KeyRow>>;
+    /// Adds a key and retires every other unretired key at `key.created`, in one transaction.
+    async fn rotate_signing_key(&self, key: &KeyRow) -> StoreResult<()>;
+    /// Adds the first key unless one exists already (several nodes may start at once).
+    async fn insert_first_signing_key(&self, key: &KeyRow) -> StoreResult<()>;
+    /// Deletes keys retired before `before`; how many went.
+    async fn prune_signing_keys(&self, before: i64) -> StoreResult<u64>;
+
+    /// Stores a pending authorization request, dropping expired ones.
+    async fn insert_request(
+        &self,
+        id: &str,
+        params: &str,
+        expires: i64,
+        now: i64,
+    ) -> StoreResult<()>;
+    /// An unexpired pending request.
+    async fn request(&self, id: &str, now: i64) -> StoreResult<Option<RequestRow>>;
+    /// Records who signed in for a pending request.
+    async fn set_request_user(&self, id: &str, username: &str) -> StoreResult<()>;
+    /// Removes a pending request, returning it when it was unexpired.
+    async fn take_request(&self, id: &str, now: i64) -> StoreResult<Option<RequestRow>>;
+
+    /// Stores an authorization code (by hash), dropping expired ones.
+    async fn insert_code(&self, hash: &str, grant: &str, expires: i64, now: i64)
+    -> StoreResult<()>;
+    /// Marks an unused, unexpired code used and returns its grant; None otherwise.
+    async fn redeem_code(&self, hash: &str, now: i64) -> StoreResult<Option<String>>;
+
+    async fn insert_refresh_token(
+        &self,
+        hash: &str,
+        client_id: &str,
+        grant: &str,
+        expires: i64,
+        now: i64,
+    ) -> StoreResult<()>;
+    async fn refresh_token(&self, hash: &str) -> StoreResult<Option<RefreshRow>>;
+    /// Revokes a refresh token; true when it was active.
+    async fn revoke_refresh_token(&self, hash: &str) -> StoreResult<bool>;
+
+    /// Records a revoked access token id until it expires.
+    async fn revoke_token_id(&self, jti: &str, expires: i64, now: i64) -> StoreResult<()>;
+    async fn is_token_id_revoked(&self, jti: &str) -> StoreResult<bool>;
+
+    /// Records a client-assertion id; false when the client used it already (a replay).
+    async fn use_assertion_id(
+        &self,
+        client_id: &str,
+        jti: &str,
+        expires: i64,
+        now: i64,
+    ) -> StoreResult<bool>;
+
+    async fn insert_launch(&self, launch: &LaunchRow, now: i64) -> StoreResult<()>;
+    /// An unexpired launch context.
+    async fn launch(&self, id: &str, now: i64) -> StoreResult<Option<LaunchRow>>;
+}
+
+/// The auth tables of one database: reads on `read`, writes on `write` (SQLite keeps a
+/// separate single-connection write pool; PostgreSQL passes the same pool twice).
+pub struct AuthSql<DB: sqlx::Database> {
+    pub(super) read: Pool<DB>,
+    pub(super) write: Pool<DB>,
+}
+
+type UserTuple = (String, String, String, Option<String>, i64);
+#[allow(clippy::type_complexity)]
+type ClientTuple = (
+    String,
+    String,
+    String,
+    Option<String>,
+    String,
+    String,
+    Option<String>,
+    Option<String>,
+    i64,
+);
+type KeyTuple = (String, String, String, String, i64, Option<i64>);
+type LaunchTuple = (String, Option<String>, Option<String>, String, i64);
+
+fn user_row(t: UserTuple) -> UserRow {
+    UserRow {
+        username: t.0,
+        password_hash: t.1,
+        role: t.2,
+        fhir_user: t.3,
+        created: t.4,
+    }
+}
+
+fn client_row(t: ClientTuple) -> ClientRow {
+    ClientRow {
+        client_id: t.0,
+        name: t.1,
+        kind: t.2,
+        secret_hash: t.3,
+        redirect_uris: t.4,
+        scopes: t.5,
+        jwks: t.6,
+        jwks_url: t.7,
+        created: t.8,
+    }
+}
+
+fn key_row(t: KeyTuple) -> KeyRow {
+    KeyRow {
+        kid: t.0,
+        alg: t.1,
+        private_pem: t.2,
+        public_jwk: t.3,
+        created: t.4,
+        retired: t.5,
+    }
+}
+
+fn launch_row(t: LaunchTuple) -> LaunchRow {
+    LaunchRow {
+        id: t.0,
+        patient: t.1,
+        encounter: t.2,
+        created_by: t.3,
+        expires: t.4,
+    }
+}
+
+macro_rules! auth_store_impl {
+    ($db:ty) => {
+        #[async_trait]
+        impl AuthStore for AuthSql<$db> {
+            async fn insert_user(&self, u: &UserRow) -> StoreResult<()> {
+                sqlx::query::<$db>(
+                    "INSERT INTO auth_user (username, password_hash, role, fhir_user, created) \
+                     VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(&u.username)
+                .bind(&u.password_hash)
+                .bind(&u.role)
+                .bind(&u.fhir_user)
+                .bind(u.created)
+                .execute(&self.write)
+                .await
+                .map(|_| ())
+                .map_err(map_err)
+            }
+
+            async fn user(&self, username: &str) -> StoreResult<Option<UserRow>> {
+                let row: Option<UserTuple> = sqlx::query_as(
+                    "SELECT username, password_hash, role, fhir_user, created FROM auth_user \
+                     WHERE username = $1",
+                )
+                .bind(username)
+                .fetch_optional(&self.read)
+                .await
+                .map_err(map_err)?;
+                Ok(row.map(user_row))
+            }
+
+            async fn insert_client(&self, c: &ClientRow) -> StoreResult<()> {
+                sqlx::query::<$db>(
+                    "INSERT INTO auth_client (client_id, name, kind, secret_hash, redirect_uris, \
+                     scopes, jwks, jwks_url, created) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                )
+                .bind(&c.client_id)
+                .bind(&c.name)
+                .bind(&c.kind)
+                .bind(&c.secret_hash)
+                .bind(&c.redirect_uris)
+                .bind(&c.scopes)
+                .bind(&c.jwks)
+                .bind(&c.jwks_url)
+                .bind(c.created)
+                .execute(&self.write)
+                .await
+                .map(|_| ())
+                .map_err(map_err)
+            }
+
+            async fn client(&self, client_id: &str) -> StoreResult<Option<ClientRow>> {
+                let row: Option<ClientTuple> = sqlx::query_as(
+                    "SELECT client_id, name, kind, secret_hash, redirect_uris, scopes, jwks, \
+                     jwks_url, created FROM auth_client WHERE client_id = $1",
+                )
+                .bind(client_id)
+                .fetch_optional(&self.read)
+                .await
+                .map_err(map_err)?;
+                Ok(row.map(client_row))
+            }
+
+            async fn signing_keys(&self) -> StoreResult<Vec<KeyRow>> {
+                let rows: Vec<KeyTuple> = sqlx::query_as(
+                    "SELECT kid, alg, private_pem, public_jwk, created, retired \
+                     FROM auth_signing_key ORDER BY created DESC, kid DESC",
+                )
+                .fetch_all(&self.read)
+                .await
+                .map_err(map_err)?;
+                Ok(rows.into_iter().map(key_row).collect())
+            }
+
+            async fn rotate_signing_key(&self, k: &KeyRow) -> StoreResult<()> {
+                let mut tx = self.write.begin().await.map_err(map_err)?;
+                sqlx::query::<$db>(
+                    "UPDATE auth_signing_key SET retired = $1 WHERE retired IS NULL",
+                )
+                .bind(k.created)
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?;
+                sqlx::query::<$db>(
+                    "INSERT INTO auth_signing_key (kid, alg, private_pem, public_jwk, created, \
+                     retired) VALUES ($1, $2, $3, $4, $5, NULL)",
+                )
+                .bind(&k.kid)
+                .bind(&k.alg)
+                .bind(&k.private_pem)
+                .bind(&k.public_jwk)
+                .bind(k.created)
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?;
+                tx.commit().await.map_err(map_err)
+            }
+
+            async fn insert_first_signing_key(&self, k: &KeyRow) -> StoreResult<()> {
+                let mut tx = self.write.begin().await.map_err(map_err)?;
+                let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM auth_signing_key")
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(map_err)?;
+                if n == 0 {
+                    sqlx::query::<$db>(
+                        "INSERT INTO auth_signing_key (kid, alg, private_pem, public_jwk, \
+                         created, retired) VALUES ($1, $2, $3, $4, $5, NULL)",
+                    )
+                    .bind(&k.kid)
+                    .bind(&k.alg)
+                    .bind(&k.private_pem)
+                    .bind(&k.public_jwk)
+                    .bind(k.created)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(map_err)?;
+                }
+                tx.commit().await.map_err(map_err)
+            }
+
+            async fn prune_signing_keys(&self, before: i64) -> StoreResult<u64> {
+                sqlx::query::<$db>(
+                    "DELETE FROM auth_signing_key WHERE retired IS NOT NULL AND retired < $1",
+                )
+                .bind(before)
+                .execute(&self.write)
+                .await
+                .map(|r| r.rows_affected())
+                .map_err(map_err)
+            }
+
+            async fn insert_request(
+                &self,
+                id: &str,
+                params: &str,
+                expires: i64,
+                now: i64,
+            ) -> StoreResult<()> {
+                sqlx::query::<$db>("DELETE FROM auth_request WHERE expires < $1")
+                    .bind(now)
+                    .execute(&self.write)
+                    .await
+                    .map_err(map_err)?;
+                sqlx::query::<$db>(
+                    "INSERT INTO auth_request (id, params, username, expires) \
+                     VALUES ($1, $2, NULL, $3)",
+                )
+                .bind(id)
+                .bind(params)
+                .bind(expires)
+                .execute(&self.write)
+                .await
+                .map(|_| ())
+                .map_err(map_err)
+            }
+
+            async fn request(&self, id: &str, now: i64) -> StoreResult<Option<RequestRow>> {
+                let row: Option<(String, Option<String>, i64)> = sqlx::query_as(
+                    "SELECT params, username, expires FROM auth_request \
+                     WHERE id = $1 AND expires > $2",
+                )
+                .bind(id)
+                .bind(now)
+                .fetch_optional(&self.write)
+                .await
+                .map_err(map_err)?;
+                Ok(row.map(|(params, username, expires)| RequestRow {
+                    params,
+                    username,
+                    expires,
+                }))
+            }
+
+            async fn set_request_user(&self, id: &str, username: &str) -> StoreResult<()> {
+                sqlx::query::<$db>("UPDATE auth_request SET username = $2 WHERE id = $1")
+                    .bind(id)
+                    .bind(username)
+                    .execute(&self.write)
+                    .await
+                    .map(|_| ())
+                    .map_err(map_err)
+            }
+
+            async fn take_request(&self, id: &str, now: i64) -> StoreResult<Option<RequestRow>> {
+                let row: Option<(String, Option<String>, i64)> = sqlx::query_as(
+                    "DELETE FROM auth_request WHERE id = $1 AND expires > $2 \
+                     RETURNING params, username, expires",
+                )
+                .bind(id)
+                .bind(now)
+                .fetch_optional(&self.write)
+                .await
+                .map_err(map_err)?;
+                Ok(row.map(|(params, username, expires)| RequestRow {
+                    params,
+                    username,
+                    expires,
+                }))
+            }
+
+            async fn insert_code(
+                &self,
+                hash: &str,
+                grant: &str,
+                expires: i64,
+                now: i64,
+            ) -> StoreResult<()> {
+                sqlx::query::<$db>("DELETE FROM auth_code WHERE expires < $1")
+                    .bind(now)
+                    .execute(&self.write)
+                    .await
+                    .map_err(map_err)?;
+                sqlx::query::<$db>(
+                    "INSERT INTO auth_code (code_hash, grant_json, expires, used) \
+                     VALUES ($1, $2, $3, FALSE)",
+                )
+                .bind(hash)
+                .bind(grant)
+                .bind(expires)
+                .execute(&self.write)
+                .await
+                .map(|_| ())
+                .map_err(map_err)
+            }
+
+            async fn redeem_code(&self, hash: &str, now: i64) -> StoreResult<Option<String>> {
+                sqlx::query_scalar(
+                    "UPDATE auth_code SET used = TRUE \
+                     WHERE code_hash = $1 AND used = FALSE AND expires > $2 \
+                     RETURNING grant_json",
+                )
+                .bind(hash)
+                .bind(now)
+                .fetch_optional(&self.write)
+                .await
+                .map_err(map_err)
+            }
+
+            async fn insert_refresh_token(
+                &self,
+                hash: &str,
+                client_id: &str,
+                grant: &str,
+                expires: i64,
+                now: i64,
+            ) -> StoreResult<()> {
+                sqlx::query::<$db>("DELETE FROM auth_refresh_token WHERE expires < $1")
+                    .bind(now)
+                    .execute(&self.write)
+                    .await
+                    .map_err(map_err)?;
+                sqlx::query::<$db>(
+                    "INSERT INTO auth_refresh_token (token_hash, client_id, grant_json, \
+                     expires, revoked) VALUES ($1, $2, $3, $4, FALSE)",
+                )
+                .bind(hash)
+                .bind(client_id)
+                .bind(grant)
+                .bind(expires)
+                .execute(&self.write)
+                .await
+                .map(|_| ())
+                .map_err(map_err)
+            }
+
+            async fn refresh_token(&self, hash: &str) -> StoreResult<Option<RefreshRow>> {
+                let row: Option<(String, String, i64, bool)> = sqlx::query_as(
+                    "SELECT client_id, grant_json, expires, revoked FROM auth_refresh_token \
+                     WHERE token_hash = $1",
+                )
+                .bind(hash)
+                .fetch_optional(&self.write)
+                .await
+                .map_err(map_err)?;
+                Ok(
+                    row.map(|(client_id, grant_json, expires, revoked)| RefreshRow {
+                        client_id,
+                        grant_json,
+                        expires,
+                        revoked,
+                    }),
+                )
+            }
+
+            async fn revoke_refresh_token(&self, hash: &str) -> StoreResult<bool> {
+                sqlx::query::<$db>(
+                    "UPDATE auth_refresh_token SET revoked = TRUE \
+                     WHERE token_hash = $1 AND revoked = FALSE",
+                )
+                .bind(hash)
+                .execute(&self.write)
+                .await
+                .map(|r| r.rows_affected() > 0)
+                .map_err(map_err)
+            }
+
+            async fn revoke_token_id(&self, jti: &str, expires: i64, now: i64) -> StoreResult<()> {
+                sqlx::query::<$db>("DELETE FROM auth_revoked_token WHERE expires < $1")
+                    .bind(now)
+                    .execute(&self.write)
+                    .await
+                    .map_err(map_err)?;
+                sqlx::query::<$db>(
+                    "INSERT INTO auth_revoked_token (jti, expires) VALUES ($1, $2) \
+                     ON CONFLICT (jti) DO NOTHING",
+                )
+                .bind(jti)
+                .bind(expires)
+                .execute(&self.write)
+                .await
+                .map(|_| ())
+                .map_err(map_err)
+            }
+
+            async fn is_token_id_revoked(&self, jti: &str) -> StoreResult<bool> {
+                let n: i64 =
+                    sqlx::query_scalar("SELECT COUNT(*) FROM auth_revoked_token WHERE jti = $1")
+                        .bind(jti)
+                        .fetch_one(&self.read)
+                        .await
+                        .map_err(map_err)?;
+                Ok(n > 0)
+            }
+
+            async fn use_assertion_id(
+                &self,
+                client_id: &str,
+                jti: &str,
+                expires: i64,
+                now: i64,
+            ) -> StoreResult<bool> {
+                sqlx::query::<$db>("DELETE FROM auth_assertion_jti WHERE expires < $1")
+                    .bind(now)
+                    .execute(&self.write)
+                    .await
+                    .map_err(map_err)?;
+                sqlx::query::<$db>(
+                    "INSERT INTO auth_assertion_jti (client_id, jti, expires) VALUES ($1, $2, $3) \
+                     ON CONFLICT (client_id, jti) DO NOTHING",
+                )
+                .bind(client_id)
+                .bind(jti)
+                .bind(expires)
+                .execute(&self.write)
+                .await
+                .map(|r| r.rows_affected() == 1)
+                .map_err(map_err)
+            }
+
+            async fn insert_launch(&self, l: &LaunchRow, now: i64) -> StoreResult<()> {
+                sqlx::query::<$db>("DELETE FROM auth_launch WHERE expires < $1")
+                    .bind(now)
+                    .execute(&self.write)
+                    .await
+                    .map_err(map_err)?;
+                sqlx::query::<$db>(
+                    "INSERT INTO auth_launch (id, patient, encounter, created_by, expires) \
+                     VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(&l.id)
+                .bind(&l.patient)
+                .bind(&l.encounter)
+                .bind(&l.created_by)
+                .bind(l.expires)
+                .execute(&self.write)
+                .await
+                .map(|_| ())
+                .map_err(map_err)
+            }
+
+            async fn launch(&self, id: &str, now: i64) -> StoreResult<Option<LaunchRow>> {
+                let row: Option<LaunchTuple> = sqlx::query_as(
+                    "SELECT id, patient, encounter, created_by, expires FROM auth_launch \
+                     WHERE id = $1 AND expires > $2",
+                )
+                .bind(id)
+                .bind(now)
+                .fetch_optional(&self.write)
+                .await
+                .map_err(map_err)?;
+                Ok(row.map(launch_row))
+            }
+        }
+    };
+}
+
+auth_store_impl!(Sqlite);
+auth_store_impl!(Postgres);
