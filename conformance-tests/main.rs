@@ -5,6 +5,7 @@
 mod common;
 
 mod access;
+mod access_tokens;
 mod architecture;
 mod audit;
 mod bundles;

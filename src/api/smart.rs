@@ -104,7 +104,11 @@ pub async fn require_token(
             req.extensions_mut().insert(claims.principal());
             next.run(req).await
         }
-        Err(SmartError::OAuth { description, .. }) => unauthorized(&description),
+        Err(SmartError::OAuth { description, .. }) => {
+            let headers = req.headers().clone();
+            let response = unauthorized(&description);
+            audited(&state, &headers, None, None, "token-rejected", response).await
+        }
         Err(e) => smart_failure(e),
     }
 }
@@ -280,13 +284,53 @@ async fn token(
         Err(e) => return oauth_error(e, used_basic),
     };
     let endpoints = state.endpoints(&headers);
-    match state
+    let client = basic
+        .as_ref()
+        .map(|b| b.client_id.clone())
+        .or(form.client_id.clone());
+    let result = state
         .smart
         .token(&form, basic.as_ref(), &endpoints.issuer, &endpoints.token)
-        .await
-    {
+        .await;
+    let response = match result {
         Ok(v) => json_response(StatusCode::OK, &v),
         Err(e) => oauth_error(e, used_basic),
+    };
+    let subtype = if response.status().is_success() {
+        "token"
+    } else {
+        "token-failed"
+    };
+    audited(&state, &headers, None, client.as_deref(), subtype, response).await
+}
+
+/// Records a sign-in or token event before the response leaves (an event that cannot be
+/// recorded fails the request).
+async fn audited(
+    state: &SmartState,
+    headers: &HeaderMap,
+    user: Option<&str>,
+    client: Option<&str>,
+    subtype: &str,
+    response: Response,
+) -> Response {
+    let address = headers
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(',').next())
+        .map(|v| v.trim().chars().take(64).collect::<String>());
+    match crate::interaction::audit::security_event(
+        &state.api.ctx,
+        user,
+        client,
+        subtype,
+        response.status().as_u16(),
+        address,
+    )
+    .await
+    {
+        Ok(()) => response,
+        Err(o) => crate::api::ApiError(o).into_response(),
     }
 }
 
@@ -496,7 +540,7 @@ async fn login(
     else {
         return page_error("The sign-in form is incomplete");
     };
-    match state.smart.sign_in(&request, &username, &password).await {
+    let response = match state.smart.sign_in(&request, &username, &password).await {
         Ok(SignIn::Consent(pending, user)) => {
             let patients = if pending.needs_patient_pick(&user) {
                 patient_choices(&state, &headers).await
@@ -516,7 +560,13 @@ async fn login(
             )
         }
         Err(e) => authorize_failure(e),
-    }
+    };
+    let subtype = if response.status().is_success() {
+        "login"
+    } else {
+        "login-failed"
+    };
+    audited(&state, &headers, Some(&username), None, subtype, response).await
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -143,6 +143,45 @@ pub fn event(who: &Requester, r: &Record) -> Value {
     ev
 }
 
+/// A sign-in or token event (`login`, `login-failed`, `token`, `token-failed`,
+/// `token-rejected`): who tried (account name and/or client), from where, and how it ended.
+pub async fn security_event(
+    ctx: &Context,
+    user: Option<&str>,
+    client: Option<&str>,
+    subtype: &str,
+    status: u16,
+    address: Option<String>,
+) -> Result<(), Outcome> {
+    if !ctx.audit {
+        return Ok(());
+    }
+    let mut agent = json!({"requestor": true});
+    agent["who"] = json!({"display": user.or(client).unwrap_or("unknown")});
+    if let Some(u) = user {
+        agent["name"] = json!(u);
+    }
+    if let Some(c) = client {
+        agent["altId"] = json!(c);
+    }
+    if let Some(a) = address {
+        agent["network"] = json!({"address": a, "type": "2"});
+    }
+    let ev = json!({
+        "resourceType": "AuditEvent",
+        "type": {"system": "http://dicom.nema.org/resources/ontology/DCM", "code": "110114", "display": "User Authentication"},
+        "subtype": [{"system": "urn:healporium:security", "code": subtype}],
+        "action": "E",
+        "recorded": Instant::now().to_fhir(),
+        "outcome": outcome_code(status),
+        "outcomeDesc": format!("HTTP {status}"),
+        "agent": [agent],
+        "source": {"observer": {"display": "Healporium"},
+                   "type": [{"system": "http://terminology.hl7.org/CodeSystem/security-source-type", "code": "4", "display": "Application Server"}]},
+    });
+    append(ctx, ev).await
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
