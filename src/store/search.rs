@@ -397,8 +397,15 @@ impl Compiler {
                 } else {
                     ""
                 };
+                // `+ 0` / `|| ''` keep the planner off the min/max shortcut through the value
+                // index (which walks a parameter's rows of every resource for each resource)
+                // and on the (resource_type, id, param) index
+                let value = match table {
+                    Table::Date | Table::Number | Table::Quantity => format!("{a}.{col} + 0"),
+                    _ => format!("({a}.{col} || ''){coll}"),
+                };
                 qb.push(format!(
-                    "(SELECT {agg}({a}.{col}{coll}) FROM {} {a} WHERE {a}.resource_type = \
+                    "(SELECT {agg}({value}) FROM {} {a} WHERE {a}.resource_type = \
                      r.resource_type AND {a}.id = r.id AND {a}.param = ",
                     table.name()
                 ));
