@@ -14,7 +14,10 @@
 //! sets the sizes; PostgreSQL is included when HEALPORIUM_BENCH_DATABASE_URL (or
 //! HEALPORIUM_TEST_DATABASE_URL) is set (a fresh schema, dropped afterwards);
 //! HEALPORIUM_BENCH_BACKENDS=sqlite or =postgres runs one of them; HEALPORIUM_BENCH_KEEP=1
-//! keeps the databases for a closer look.
+//! keeps the databases for a closer look. HEALPORIUM_BENCH_DIR=<dir> (SQLite) and
+//! HEALPORIUM_BENCH_SCHEMA=<name> (PostgreSQL) use a database that is kept and reused: the
+//! patients already in it are not loaded again, so a later run measures a grown database
+//! without rebuilding it (sizes below what it holds are skipped).
 
 use healporium::app::{AppOptions, router};
 use healporium::search::parameters::SearchParameters;
@@ -394,12 +397,23 @@ async fn post_batch(client: &reqwest::Client, base: &str, body: String) -> usize
     entries.len()
 }
 
+/// How many patients a reused database already holds.
+async fn patients_in(client: &reqwest::Client, base: &str) -> usize {
+    let r = client
+        .get(format!("{base}/Patient?_summary=count"))
+        .send()
+        .await
+        .unwrap();
+    let body: Value = r.json().await.unwrap();
+    body["total"].as_u64().unwrap_or(0) as usize
+}
+
 /// Loads patients `from..to` with `clients` concurrent posters: (resources, seconds).
 async fn load(base: &str, from: usize, to: usize, clients: usize) -> (usize, f64) {
     let client = reqwest::Client::new();
     let start = Instant::now();
     let mut resources = 0;
-    if from == 0 {
+    if from == 0 && from < to {
         resources += post_batch(
             &client,
             base,
@@ -707,6 +721,7 @@ async fn plan_of(store: &dyn Store, types: &[String], pairs: &[(String, String)]
         anchor: None,
         backwards: false,
         limit: q.count.unwrap_or(20) + 1,
+        forms: &[],
     };
     store.explain_search(&spec).await.unwrap()
 }
@@ -935,12 +950,21 @@ async fn run(b: &Backend, sizes: &[usize], errors: &mut Vec<String>) -> Vec<Stri
         None => None,
     };
     let client = reqwest::Client::new();
-    let mut loaded = 0;
+    let mut loaded = patients_in(&client, &base).await;
     let mut results: Vec<Vec<Measured>> = Vec::new();
     let mut violations = Vec::new();
     println!("## {}", b.name);
+    if loaded > 0 {
+        println!("{}: reusing a database with {loaded} patients", b.name);
+    }
+    let sizes: Vec<usize> = sizes.iter().copied().filter(|&s| s >= loaded).collect();
+    let sizes = &sizes[..];
     for (i, &size) in sizes.iter().enumerate() {
-        let (resources, secs) = load(&base, loaded, size, b.clients).await;
+        let (resources, secs) = if size > loaded {
+            load(&base, loaded, size, b.clients).await
+        } else {
+            (0, f64::NAN)
+        };
         println!(
             "{}: loaded patients {loaded}..{size}: {resources} resources in {secs:.1} s, \
              {:.0} resources/s ({} clients)",
@@ -997,9 +1021,13 @@ fn main() {
                 .join(", "),
             std::thread::available_parallelism().map_or(0, |n| n.get())
         );
-        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("target")
-            .join(format!("search-bench-{}", std::process::id()));
+        let reuse_dir = std::env::var_os("HEALPORIUM_BENCH_DIR").map(PathBuf::from);
+        let reuse_schema = std::env::var("HEALPORIUM_BENCH_SCHEMA").ok();
+        let dir = reuse_dir.clone().unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("target")
+                .join(format!("search-bench-{}", std::process::id()))
+        });
         let mut backends = Vec::new();
         if wanted("sqlite") {
             std::fs::create_dir_all(&dir).unwrap();
@@ -1015,12 +1043,16 @@ fn main() {
             .ok();
         if let Some(admin) = pg.filter(|_| wanted("postgres")) {
             use sqlx::Connection;
-            let schema = format!("hp_search_{}", std::process::id());
+            let schema = reuse_schema
+                .clone()
+                .unwrap_or_else(|| format!("hp_search_{}", std::process::id()));
             let mut c = sqlx::PgConnection::connect(&admin).await.unwrap();
-            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
-                .execute(&mut c)
-                .await
-                .unwrap();
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "CREATE SCHEMA IF NOT EXISTS {schema}"
+            )))
+            .execute(&mut c)
+            .await
+            .unwrap();
             let sep = if admin.contains('?') { '&' } else { '?' };
             backends.push(Backend {
                 name: "PostgreSQL",
@@ -1034,8 +1066,12 @@ fn main() {
         let keep = std::env::var_os("HEALPORIUM_BENCH_KEEP").is_some();
         for b in &backends {
             violations.extend(run(b, &sizes, &mut errors).await);
+            let kept = match &b.pg {
+                Some(_) => reuse_schema.is_some(),
+                None => reuse_dir.is_some(),
+            };
             match &b.pg {
-                _ if keep => println!("kept: {}", b.url),
+                _ if keep || kept => println!("kept: {}", b.url),
                 Some((admin, schema)) => {
                     use sqlx::Connection;
                     if let Ok(mut c) = sqlx::PgConnection::connect(admin).await {

@@ -159,6 +159,7 @@ impl Guard {
                 anchor: None,
                 backwards: false,
                 limit: 1,
+                forms: &[],
             })
             .await?;
         if hits.is_empty() {

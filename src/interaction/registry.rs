@@ -87,6 +87,7 @@ async fn load(store: &dyn Store) -> Result<Loaded, Outcome> {
             anchor: None,
             backwards: false,
             limit: MAX_CUSTOM,
+            forms: &[],
         })
         .await?;
     let keys: Vec<(String, String)> = hits.into_iter().map(|h| (h.resource_type, h.id)).collect();

@@ -270,6 +270,7 @@ async fn run(
             anchor: state.anchor.as_ref(),
             backwards: state.backwards,
             limit: count + 1,
+            forms: &[],
         };
         hits = ctx.store.search(&spec).await?;
         more = hits.len() > count as usize;
@@ -456,6 +457,7 @@ pub(crate) async fn permitted(
                 anchor: None,
                 backwards: false,
                 limit: u32::try_from(ids.len()).unwrap_or(u32::MAX),
+                forms: &[],
             })
             .await?;
         allowed.extend(hits.into_iter().map(|h| (h.resource_type, h.id)));
@@ -635,6 +637,7 @@ async fn value_set_codes(
             anchor: None,
             backwards: false,
             limit: 1,
+            forms: &[],
         })
         .await?;
     let Some(hit) = hits.first() else {

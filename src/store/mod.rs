@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 pub use auth::AuthStore;
 pub use postgres::PostgresStore;
-pub use search::{Anchor, Hit, KeyValue, SearchSpec};
+pub use search::{Anchor, DRIVER_CAP, Form, Hit, KeyValue, SearchSpec, choose_forms};
 pub use sqlite::SqliteStore;
 
 /// The HTTP verb that produced a version, as history reports it.

@@ -2,7 +2,9 @@
 //! share one database; writers of one resource serialize on a transaction-scoped advisory lock
 //! and the current-version row is updated only if it still holds the expected version.
 
-use super::search::{Compiler, Hit, SearchSpec, hits_from_rows, include_query, revinclude_query};
+use super::search::{
+    Compiler, Hit, SearchSpec, hits_from_rows, include_query, plan_forms, revinclude_query,
+};
 use super::sql::{
     self, SELECT_CURRENT, SELECT_VERSION, fetch_version, read_history, write_version,
 };
@@ -131,20 +133,32 @@ impl Store for PostgresStore {
     }
 
     async fn search(&self, spec: &SearchSpec<'_>) -> StoreResult<Vec<Hit>> {
+        let mut conn = self.pool.acquire().await.map_err(map_err)?;
+        let forms = plan_forms::<Postgres>(&mut conn, true, spec).await?;
+        let spec = &SearchSpec {
+            forms: &forms,
+            ..spec.clone()
+        };
         let rows = Compiler::new(true, self.c_ids)
             .page::<Postgres>(spec)
             .build()
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *conn)
             .await
             .map_err(map_err)?;
         hits_from_rows(&rows, spec.sort)
     }
 
     async fn explain_search(&self, spec: &SearchSpec<'_>) -> StoreResult<String> {
+        let mut conn = self.pool.acquire().await.map_err(map_err)?;
+        let forms = plan_forms::<Postgres>(&mut conn, true, spec).await?;
+        let spec = &SearchSpec {
+            forms: &forms,
+            ..spec.clone()
+        };
         let rows = Compiler::new(true, self.c_ids)
             .page_with::<Postgres>("EXPLAIN (ANALYZE, BUFFERS) ", spec)
             .build()
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *conn)
             .await
             .map_err(map_err)?;
         let mut out = String::new();

@@ -45,6 +45,9 @@ pub struct SearchSpec<'a> {
     /// Travel backwards (the previous page): the order is reversed.
     pub backwards: bool,
     pub limit: u32,
+    /// How each filter is written (empty: every filter as [`Form::In`]); see
+    /// [`choose_forms`]. The store fills this in; it changes the plan, never the result.
+    pub forms: &'a [Form],
 }
 
 /// The kind of column a sort key yields.
@@ -74,8 +77,58 @@ enum Scope<'a> {
     Many,
 }
 
+/// How a top-level filter is written into a page query (see [`choose_forms`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Form {
+    /// `id IN (SELECT … FROM <index table> WHERE <value>)`: the value index finds every
+    /// match first; right for a selective filter (few matches), which then drives the page.
+    In,
+    /// `EXISTS (SELECT 1 FROM <index table> WHERE resource_type = r.resource_type AND
+    /// id = r.id AND …)`: a per-row probe through the owner index; right for a broad filter,
+    /// where the page walks resources in id order and stops after `limit` hits.
+    Probe,
+}
+
+/// A filter with fewer index rows than this drives a page (read in full through its value
+/// index); a filter with at least this many is probed row by row.
+pub const DRIVER_CAP: i64 = 2000;
+
+/// What is known about a filter's size before the page query.
+pub(super) enum Estimate<DB: Database> {
+    /// Exactly this many candidates (an `_id` list).
+    Known(i64),
+    /// `SELECT COUNT(*)` of its index rows, capped at [`DRIVER_CAP`].
+    Query(QueryBuilder<DB>),
+    /// Not cheaply countable (negations, `:missing`, alternatives): never a driver.
+    Unknown,
+}
+
+/// The forms of a single-type page's filters from their capped counts (`None`: unknown):
+/// the smallest count under [`DRIVER_CAP`] drives (IN) and the rest are probed; when every
+/// filter is broad or unknown, all are probed and the page walks the primary key in order,
+/// so its cost follows the page (`limit` ÷ the fraction that matches), not the matches.
+pub fn choose_forms(counts: &[Option<i64>]) -> Vec<Form> {
+    let driver = counts
+        .iter()
+        .enumerate()
+        .filter_map(|(i, c)| c.filter(|&c| c < DRIVER_CAP).map(|c| (c, i)))
+        .min()
+        .map(|(_, i)| i);
+    (0..counts.len())
+        .map(|i| {
+            if Some(i) == driver {
+                Form::In
+            } else {
+                Form::Probe
+            }
+        })
+        .collect()
+}
+
 pub(super) struct Compiler {
     n: u32,
+    /// Filters are being written as per-row probes ([`Form::Probe`]), nested ones included.
+    probe: bool,
     /// PostgreSQL: text compares and sorts bytewise (`COLLATE "C"`), as SQLite does.
     pg: bool,
     /// The database already orders ids bytewise (SQLite; PostgreSQL with a C collation): ids
@@ -114,6 +167,7 @@ impl Compiler {
     pub(super) fn new(pg: bool, c_ids: bool) -> Compiler {
         Compiler {
             n: 0,
+            probe: false,
             pg,
             c_ids: !pg || c_ids,
         }
@@ -128,9 +182,15 @@ impl Compiler {
         if self.pg { " COLLATE \"C\"" } else { "" }
     }
 
-    /// `SELECT … FROM resource r WHERE <types> AND live AND <filters>` (no keys, no order).
-    fn push_base<DB>(&mut self, qb: &mut QueryBuilder<DB>, types: &[String], filters: &[Filter])
-    where
+    /// `SELECT … FROM resource r WHERE <types> AND live AND <filters>` (no keys, no order);
+    /// `forms` (one per filter, or empty: all [`Form::In`]) say how each filter is written.
+    fn push_base<DB>(
+        &mut self,
+        qb: &mut QueryBuilder<DB>,
+        types: &[String],
+        filters: &[Filter],
+        forms: &[Form],
+    ) where
         DB: Database,
         for<'q> String: Encode<'q, DB> + Type<DB>,
         for<'q> Option<String>: Encode<'q, DB> + Type<DB>,
@@ -157,10 +217,192 @@ impl Compiler {
                 Scope::Many
             }
         };
-        for f in filters {
+        // drivers first: SQLite tries conditions in the order written
+        let form = |i: usize| forms.get(i).copied().unwrap_or(Form::In);
+        let order = (0..filters.len())
+            .filter(|&i| form(i) == Form::In)
+            .chain((0..filters.len()).filter(|&i| form(i) == Form::Probe));
+        for i in order {
             qb.push(" AND ");
-            self.filter(qb, f, scope, "r.resource_type", "r.id");
+            self.probe = form(i) == Form::Probe;
+            self.filter(qb, &filters[i], scope, "r.resource_type", "r.id");
+            self.probe = false;
         }
+    }
+
+    /// How to size `filter` (of `resource_type`) before a page query: a capped count of the
+    /// index rows its IN form would read.
+    pub(super) fn estimate<DB>(&mut self, resource_type: &str, filter: &Filter) -> Estimate<DB>
+    where
+        DB: Database,
+        for<'q> String: Encode<'q, DB> + Type<DB>,
+        for<'q> Option<String>: Encode<'q, DB> + Type<DB>,
+        for<'q> i64: Encode<'q, DB> + Type<DB>,
+        for<'q> f64: Encode<'q, DB> + Type<DB>,
+        for<'q> bool: Encode<'q, DB> + Type<DB>,
+    {
+        let mut qb = QueryBuilder::new("SELECT COUNT(*) FROM (SELECT 1 AS one FROM ");
+        match filter {
+            Filter::Id { ids, negate: false } => {
+                return Estimate::Known(i64::try_from(ids.len()).unwrap_or(i64::MAX));
+            }
+            Filter::LastUpdated(preds) => {
+                qb.push("resource a WHERE a.resource_type = ");
+                qb.push_bind(resource_type.to_string());
+                qb.push(" AND a.deleted = ");
+                qb.push_bind(false);
+                qb.push(" AND (1 = 0");
+                for p in preds {
+                    if let Pred::Date(prefix, low, high) = p {
+                        qb.push(" OR ");
+                        date_pred(
+                            &mut qb,
+                            *prefix,
+                            *low,
+                            *high,
+                            "a.last_updated",
+                            "a.last_updated",
+                        );
+                    }
+                }
+                qb.push(")");
+            }
+            Filter::Param {
+                param,
+                preds,
+                negate: false,
+            } => {
+                let Some(table) = preds.first().map(Pred::table) else {
+                    return Estimate::Known(0);
+                };
+                if preds.iter().any(|p| p.table() != table) {
+                    return Estimate::Unknown;
+                }
+                qb.push(format!("{} a WHERE a.resource_type = ", table.name()));
+                qb.push_bind(resource_type.to_string());
+                qb.push(" AND a.param = ");
+                qb.push_bind(param.clone());
+                qb.push(" AND (1 = 0");
+                for p in preds {
+                    qb.push(" OR (");
+                    self.pred(&mut qb, p, "a");
+                    qb.push(")");
+                }
+                qb.push(")");
+            }
+            Filter::Composite { param, values } => {
+                qb.push("(SELECT 1 AS one");
+                let mut any = false;
+                for preds in values {
+                    let Some(p) = preds.first() else { continue };
+                    any = true;
+                    let a = self.alias();
+                    qb.push(format!(
+                        " UNION ALL SELECT 1 FROM {} {a} WHERE {a}.resource_type = ",
+                        p.table().name()
+                    ));
+                    qb.push_bind(resource_type.to_string());
+                    qb.push(format!(" AND {a}.param = "));
+                    qb.push_bind(format!("{param}$0"));
+                    qb.push(" AND ");
+                    self.pred(&mut qb, p, &a);
+                }
+                if !any {
+                    return Estimate::Known(0);
+                }
+                qb.push(") a WHERE 1 = 1");
+            }
+            Filter::Chain { param, targets } => {
+                qb.push("resource_reference a WHERE a.resource_type = ");
+                qb.push_bind(resource_type.to_string());
+                qb.push(" AND a.param = ");
+                qb.push_bind(param.clone());
+                qb.push(" AND (1 = 0");
+                for (t, inner) in targets {
+                    qb.push(" OR (a.target_type = ");
+                    qb.push_bind(t.clone());
+                    qb.push(" AND ");
+                    self.filter(
+                        &mut qb,
+                        inner,
+                        Scope::One(t),
+                        "a.target_type",
+                        "a.target_id",
+                    );
+                    qb.push(")");
+                }
+                qb.push(")");
+            }
+            Filter::Has {
+                source_type,
+                param,
+                filter,
+            } => {
+                qb.push("resource_reference a WHERE a.target_type = ");
+                qb.push_bind(resource_type.to_string());
+                qb.push(" AND a.resource_type = ");
+                qb.push_bind(source_type.clone());
+                qb.push(" AND a.param = ");
+                qb.push_bind(param.clone());
+                qb.push(" AND ");
+                self.filter(
+                    &mut qb,
+                    filter,
+                    Scope::One(source_type),
+                    "a.resource_type",
+                    "a.id",
+                );
+            }
+            Filter::List(id) => {
+                qb.push(
+                    "resource_reference a WHERE a.resource_type = 'List' AND a.param = 'item' \
+                     AND a.id = ",
+                );
+                qb.push_bind(id.clone());
+                qb.push(" AND a.target_type = ");
+                qb.push_bind(resource_type.to_string());
+            }
+            Filter::Compartment {
+                owner_type,
+                owner_id,
+                params,
+            } => {
+                let Some((_, codes)) = params.iter().find(|(t, _)| t == resource_type) else {
+                    return Estimate::Known(0);
+                };
+                if codes.is_empty() {
+                    return Estimate::Known(1);
+                }
+                qb.push("resource_reference a WHERE a.resource_type = ");
+                qb.push_bind(resource_type.to_string());
+                qb.push(" AND a.target_type = ");
+                qb.push_bind(owner_type.clone());
+                qb.push(" AND a.target_id = ");
+                qb.push_bind(owner_id.clone());
+                qb.push(" AND a.param IN (");
+                let mut sep = qb.separated(", ");
+                for c in codes {
+                    sep.push_bind(c.clone());
+                }
+                qb.push(")");
+            }
+            _ => return Estimate::Unknown,
+        }
+        qb.push(" LIMIT ");
+        qb.push_bind(DRIVER_CAP);
+        qb.push(") c");
+        Estimate::Query(qb)
+    }
+
+    /// Closes what [`Compiler::member`] opened.
+    fn close<DB: Database>(&self, qb: &mut QueryBuilder<DB>) {
+        // PostgreSQL turns a plain EXISTS into a join it plans from its estimates; OFFSET 0
+        // keeps it a per-row probe
+        qb.push(if self.probe && self.pg {
+            " OFFSET 0)"
+        } else {
+            ")"
+        });
     }
 
     /// `SELECT COUNT(*) …` of a search.
@@ -174,7 +416,7 @@ impl Compiler {
         for<'q> bool: Encode<'q, DB> + Type<DB>,
     {
         let mut qb = QueryBuilder::new("SELECT COUNT(*)");
-        self.push_base(&mut qb, types, filters);
+        self.push_base(&mut qb, types, filters, &[]);
         qb
     }
 
@@ -194,7 +436,7 @@ impl Compiler {
         for<'q> bool: Encode<'q, DB> + Type<DB>,
     {
         let mut qb = QueryBuilder::new("SELECT r.id");
-        self.push_base(&mut qb, &[resource_type.to_string()], filters);
+        self.push_base(&mut qb, &[resource_type.to_string()], filters, &[]);
         let coll = if self.c_ids { "" } else { self.collate() };
         qb.push(format!(" ORDER BY r.id{coll} LIMIT "));
         qb.push_bind(i64::from(limit));
@@ -239,7 +481,7 @@ impl Compiler {
             self.sort_expr(&mut qb, s);
             qb.push(format!(" AS k{i}"));
         }
-        self.push_base(&mut qb, spec.types, spec.filters);
+        self.push_base(&mut qb, spec.types, spec.filters, spec.forms);
         qb.push(") s");
         // the order's components; a single type leaves the type out (it is constant), so the
         // (resource_type, id) primary key can deliver rows in order
@@ -429,6 +671,24 @@ impl Compiler {
         DB: Database,
         for<'q> String: Encode<'q, DB> + Type<DB>,
     {
+        if self.probe {
+            match scope {
+                Scope::One(t) => {
+                    qb.push(format!(
+                        "EXISTS (SELECT 1 FROM {from} {a} WHERE {a}.resource_type = "
+                    ));
+                    qb.push_bind(t.to_string());
+                    qb.push(format!(" AND {a}.id = {icol}"));
+                }
+                Scope::Many => {
+                    qb.push(format!(
+                        "EXISTS (SELECT 1 FROM {from} {a} WHERE {a}.resource_type = {tcol} AND \
+                         {a}.id = {icol}"
+                    ));
+                }
+            }
+            return;
+        }
         match scope {
             Scope::One(t) => {
                 qb.push(format!(
@@ -490,7 +750,8 @@ impl Compiler {
                         qb.push("1 = 0");
                     }
                 }
-                qb.push("))");
+                qb.push(")");
+                self.close(qb);
             }
             Filter::Param {
                 param,
@@ -527,7 +788,8 @@ impl Compiler {
                         first = false;
                         self.pred(qb, p, &a);
                     }
-                    qb.push("))");
+                    qb.push(")");
+                    self.close(qb);
                 }
                 qb.push(")");
             }
@@ -551,7 +813,7 @@ impl Compiler {
                     self.member(qb, scope, tcol, icol, table.name(), &a);
                     qb.push(format!(" AND {a}.param = "));
                     qb.push_bind(param.clone());
-                    qb.push(")");
+                    self.close(qb);
                 }
                 qb.push(")");
             }
@@ -576,6 +838,19 @@ impl Compiler {
                     }
                     // member() names the first alias itself
                     match scope {
+                        Scope::One(t) if self.probe => {
+                            qb.push(format!(
+                                "EXISTS (SELECT 1 FROM {from} WHERE {first}.resource_type = "
+                            ));
+                            qb.push_bind(t.to_string());
+                            qb.push(format!(" AND {first}.id = {icol}"));
+                        }
+                        Scope::Many if self.probe => {
+                            qb.push(format!(
+                                "EXISTS (SELECT 1 FROM {from} WHERE {first}.resource_type = \
+                                 {tcol} AND {first}.id = {icol}"
+                            ));
+                        }
                         Scope::One(t) => {
                             qb.push(format!(
                                 "{icol} IN (SELECT {first}.id FROM {from} WHERE \
@@ -597,7 +872,7 @@ impl Compiler {
                         self.pred(qb, p, a);
                         qb.push(")");
                     }
-                    qb.push(")");
+                    self.close(qb);
                 }
                 qb.push(")");
             }
@@ -618,7 +893,8 @@ impl Compiler {
                     self.filter(qb, inner, Scope::One(t), &tt, &ti);
                     qb.push(")");
                 }
-                qb.push("))");
+                qb.push(")");
+                self.close(qb);
             }
             Filter::Has {
                 source_type,
@@ -627,6 +903,20 @@ impl Compiler {
             } => {
                 let a = self.alias();
                 match scope {
+                    Scope::One(t) if self.probe => {
+                        qb.push(format!(
+                            "EXISTS (SELECT 1 FROM resource_reference {a} WHERE {a}.target_type \
+                             = "
+                        ));
+                        qb.push_bind(t.to_string());
+                        qb.push(format!(" AND {a}.target_id = {icol}"));
+                    }
+                    Scope::Many if self.probe => {
+                        qb.push(format!(
+                            "EXISTS (SELECT 1 FROM resource_reference {a} WHERE {a}.target_type \
+                             = {tcol} AND {a}.target_id = {icol}"
+                        ));
+                    }
                     Scope::One(t) => {
                         qb.push(format!(
                             "{icol} IN (SELECT {a}.target_id FROM resource_reference {a} WHERE \
@@ -648,17 +938,28 @@ impl Compiler {
                 qb.push(" AND ");
                 let (st, si) = (format!("{a}.resource_type"), format!("{a}.id"));
                 self.filter(qb, filter, Scope::One(source_type), &st, &si);
-                qb.push(")");
+                self.close(qb);
             }
             Filter::List(id) => {
                 let a = self.alias();
-                qb.push(format!(
-                    "({tcol}, {icol}) IN (SELECT {a}.target_type, {a}.target_id FROM \
-                     resource_reference {a} WHERE {a}.resource_type = 'List' AND {a}.param = \
-                     'item' AND {a}.id = "
-                ));
-                qb.push_bind(id.clone());
-                qb.push(")");
+                if self.probe {
+                    qb.push(format!(
+                        "EXISTS (SELECT 1 FROM resource_reference {a} WHERE {a}.resource_type = \
+                         'List' AND {a}.param = 'item' AND {a}.id = "
+                    ));
+                    qb.push_bind(id.clone());
+                    qb.push(format!(
+                        " AND {a}.target_type = {tcol} AND {a}.target_id = {icol}"
+                    ));
+                } else {
+                    qb.push(format!(
+                        "({tcol}, {icol}) IN (SELECT {a}.target_type, {a}.target_id FROM \
+                         resource_reference {a} WHERE {a}.resource_type = 'List' AND {a}.param = \
+                         'item' AND {a}.id = "
+                    ));
+                    qb.push_bind(id.clone());
+                }
+                self.close(qb);
             }
             Filter::OfType(types) => {
                 qb.push(format!("{tcol} IN ("));
@@ -1084,4 +1385,49 @@ where
         qb.push_bind(p.to_string());
     }
     qb
+}
+
+/// The forms of a page's filters ([`choose_forms`]), sized by one capped count per filter.
+/// Only a single-type page with filters is planned this way; other pages keep every filter
+/// in the IN form.
+pub(super) async fn plan_forms<DB>(
+    conn: &mut DB::Connection,
+    pg: bool,
+    spec: &SearchSpec<'_>,
+) -> super::StoreResult<Vec<Form>>
+where
+    DB: Database,
+    for<'e> &'e mut DB::Connection: sqlx::Executor<'e, Database = DB>,
+    DB::Arguments: sqlx::IntoArguments<DB>,
+    for<'q> String: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<String>: Encode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+    for<'q> f64: Encode<'q, DB> + Type<DB>,
+    for<'q> bool: Encode<'q, DB> + Type<DB>,
+    i64: for<'r> sqlx::Decode<'r, DB> + Type<DB>,
+    (i64,): for<'r> sqlx::FromRow<'r, DB::Row>,
+{
+    let [resource_type] = spec.types else {
+        return Ok(Vec::new());
+    };
+    if !spec.forms.is_empty() || spec.filters.is_empty() {
+        return Ok(spec.forms.to_vec());
+    }
+    let mut counts = Vec::with_capacity(spec.filters.len());
+    for f in spec.filters {
+        let count = match Compiler::new(pg, true).estimate::<DB>(resource_type, f) {
+            Estimate::Known(n) => Some(n),
+            Estimate::Unknown => None,
+            Estimate::Query(mut qb) => {
+                let (n,): (i64,) = qb
+                    .build_query_as::<(i64,)>()
+                    .fetch_one(&mut *conn)
+                    .await
+                    .map_err(super::map_err)?;
+                Some(n)
+            }
+        };
+        counts.push(count);
+    }
+    Ok(choose_forms(&counts))
 }

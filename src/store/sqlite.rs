@@ -4,7 +4,9 @@
 //! write pool, so writes are serialized in arrival order and never fail half-way on a lock
 //! upgrade; readers use a separate pool and run concurrently (WAL).
 
-use super::search::{Compiler, Hit, SearchSpec, hits_from_rows, include_query, revinclude_query};
+use super::search::{
+    Compiler, Hit, SearchSpec, hits_from_rows, include_query, plan_forms, revinclude_query,
+};
 use super::sql::{
     self, SELECT_CURRENT, SELECT_VERSION, fetch_version, read_history, write_version,
 };
@@ -134,20 +136,32 @@ impl Store for SqliteStore {
     }
 
     async fn search(&self, spec: &SearchSpec<'_>) -> StoreResult<Vec<Hit>> {
+        let mut conn = self.read.acquire().await.map_err(map_err)?;
+        let forms = plan_forms::<Sqlite>(&mut conn, false, spec).await?;
+        let spec = &SearchSpec {
+            forms: &forms,
+            ..spec.clone()
+        };
         let rows = Compiler::new(false, true)
             .page::<Sqlite>(spec)
             .build()
-            .fetch_all(&self.read)
+            .fetch_all(&mut *conn)
             .await
             .map_err(map_err)?;
         hits_from_rows(&rows, spec.sort)
     }
 
     async fn explain_search(&self, spec: &SearchSpec<'_>) -> StoreResult<String> {
+        let mut conn = self.read.acquire().await.map_err(map_err)?;
+        let forms = plan_forms::<Sqlite>(&mut conn, false, spec).await?;
+        let spec = &SearchSpec {
+            forms: &forms,
+            ..spec.clone()
+        };
         let rows = Compiler::new(false, true)
             .page_with::<Sqlite>("EXPLAIN QUERY PLAN ", spec)
             .build()
-            .fetch_all(&self.read)
+            .fetch_all(&mut *conn)
             .await
             .map_err(map_err)?;
         let mut out = String::new();
