@@ -469,8 +469,7 @@ async fn plans_agree(backend: Backend) {
         };
         // one type (system and compartment searches add filters in the interaction layer);
         // ValueSet expansion also happens there
-        if path.is_empty() || path.contains('/') || qs.contains(":in=") || qs.contains(":not-in=")
-        {
+        if path.is_empty() || path.contains('/') || qs.contains(":in=") || qs.contains(":not-in=") {
             continue;
         }
         let url = reqwest::Url::parse(&format!("http://x/?{qs}")).unwrap();
@@ -506,7 +505,9 @@ async fn plans_agree(backend: Backend) {
                 .map(|h| h.id)
                 .collect();
             if got != expected {
-                failures.push(format!("{query} {forms:?}: expected {expected:?}, got {got:?}"));
+                failures.push(format!(
+                    "{query} {forms:?}: expected {expected:?}, got {got:?}"
+                ));
             }
             compared += 1;
         }

@@ -246,23 +246,30 @@ impl Compiler {
             Filter::Id { ids, negate: false } => {
                 return Estimate::Known(i64::try_from(ids.len()).unwrap_or(i64::MAX));
             }
+            Filter::LastUpdated(preds) if preds.is_empty() => return Estimate::Unknown,
             Filter::LastUpdated(preds) => {
                 qb.push("resource a WHERE a.resource_type = ");
                 qb.push_bind(resource_type.to_string());
                 qb.push(" AND a.deleted = ");
                 qb.push_bind(false);
-                qb.push(" AND (1 = 0");
-                for p in preds {
-                    if let Pred::Date(prefix, low, high) = p {
+                // never `(1 = 0 OR …)`: SQLite would not use an index for what follows
+                qb.push(" AND (");
+                for (i, p) in preds.iter().enumerate() {
+                    if i > 0 {
                         qb.push(" OR ");
-                        date_pred(
+                    }
+                    match p {
+                        Pred::Date(prefix, low, high) => date_pred(
                             &mut qb,
                             *prefix,
                             *low,
                             *high,
                             "a.last_updated",
                             "a.last_updated",
-                        );
+                        ),
+                        _ => {
+                            qb.push("1 = 0");
+                        }
                     }
                 }
                 qb.push(")");
@@ -282,23 +289,29 @@ impl Compiler {
                 qb.push_bind(resource_type.to_string());
                 qb.push(" AND a.param = ");
                 qb.push_bind(param.clone());
-                qb.push(" AND (1 = 0");
-                for p in preds {
-                    qb.push(" OR (");
+                qb.push(" AND (");
+                for (i, p) in preds.iter().enumerate() {
+                    if i > 0 {
+                        qb.push(" OR ");
+                    }
+                    qb.push("(");
                     self.pred(&mut qb, p, "a");
                     qb.push(")");
                 }
                 qb.push(")");
             }
             Filter::Composite { param, values } => {
-                qb.push("(SELECT 1 AS one");
+                qb.push("(");
                 let mut any = false;
                 for preds in values {
                     let Some(p) = preds.first() else { continue };
+                    if any {
+                        qb.push(" UNION ALL ");
+                    }
                     any = true;
                     let a = self.alias();
                     qb.push(format!(
-                        " UNION ALL SELECT 1 FROM {} {a} WHERE {a}.resource_type = ",
+                        "SELECT 1 AS one FROM {} {a} WHERE {a}.resource_type = ",
                         p.table().name()
                     ));
                     qb.push_bind(resource_type.to_string());
@@ -312,14 +325,18 @@ impl Compiler {
                 }
                 qb.push(") a WHERE 1 = 1");
             }
+            Filter::Chain { targets, .. } if targets.is_empty() => return Estimate::Known(0),
             Filter::Chain { param, targets } => {
                 qb.push("resource_reference a WHERE a.resource_type = ");
                 qb.push_bind(resource_type.to_string());
                 qb.push(" AND a.param = ");
                 qb.push_bind(param.clone());
-                qb.push(" AND (1 = 0");
-                for (t, inner) in targets {
-                    qb.push(" OR (a.target_type = ");
+                qb.push(" AND (");
+                for (i, (t, inner)) in targets.iter().enumerate() {
+                    if i > 0 {
+                        qb.push(" OR ");
+                    }
+                    qb.push("(a.target_type = ");
                     qb.push_bind(t.clone());
                     qb.push(" AND ");
                     self.filter(
@@ -392,6 +409,23 @@ impl Compiler {
         qb.push_bind(DRIVER_CAP);
         qb.push(") c");
         Estimate::Query(qb)
+    }
+
+    /// `table`, read through its (resource_type, id, param) index in a probe. SQLite has no
+    /// statistics and would otherwise pick the value index (more equality columns), walking
+    /// every row of a value for each probed resource.
+    fn owner_indexed(&self, table: &str, alias: &str) -> String {
+        let index = match table {
+            "resource_token" | "resource_reference" => format!("{table}_owner_param"),
+            "search_string" | "search_date" | "search_number" | "search_quantity"
+            | "search_uri" => format!("{table}_owner"),
+            _ => return format!("{table} {alias}"),
+        };
+        if self.pg {
+            format!("{table} {alias}")
+        } else {
+            format!("{table} {alias} INDEXED BY {index}")
+        }
     }
 
     /// Closes what [`Compiler::member`] opened.
@@ -672,17 +706,18 @@ impl Compiler {
         for<'q> String: Encode<'q, DB> + Type<DB>,
     {
         if self.probe {
+            let from = self.owner_indexed(from, a);
             match scope {
                 Scope::One(t) => {
                     qb.push(format!(
-                        "EXISTS (SELECT 1 FROM {from} {a} WHERE {a}.resource_type = "
+                        "EXISTS (SELECT 1 FROM {from} WHERE {a}.resource_type = "
                     ));
                     qb.push_bind(t.to_string());
                     qb.push(format!(" AND {a}.id = {icol}"));
                 }
                 Scope::Many => {
                     qb.push(format!(
-                        "EXISTS (SELECT 1 FROM {from} {a} WHERE {a}.resource_type = {tcol} AND \
+                        "EXISTS (SELECT 1 FROM {from} WHERE {a}.resource_type = {tcol} AND \
                          {a}.id = {icol}"
                     ));
                 }
@@ -828,7 +863,11 @@ impl Compiler {
                         qb.push("1 = 0");
                         continue;
                     };
-                    let mut from = format!("{} {first}", preds[0].table().name());
+                    let mut from = if self.probe {
+                        self.owner_indexed(preds[0].table().name(), first)
+                    } else {
+                        format!("{} {first}", preds[0].table().name())
+                    };
                     for (p, a) in preds.iter().zip(&aliases).skip(1) {
                         from.push_str(&format!(
                             " JOIN {} {a} ON {a}.resource_type = {first}.resource_type AND \
@@ -973,9 +1012,15 @@ impl Compiler {
                 qb.push(")");
             }
             Filter::Any(alternatives) => {
-                qb.push("(1 = 0");
-                for alt in alternatives {
-                    qb.push(" OR (1 = 1");
+                qb.push("(");
+                if alternatives.is_empty() {
+                    qb.push("1 = 0");
+                }
+                for (i, alt) in alternatives.iter().enumerate() {
+                    if i > 0 {
+                        qb.push(" OR ");
+                    }
+                    qb.push("(1 = 1");
                     for f in alt {
                         qb.push(" AND ");
                         self.filter(qb, f, scope, tcol, icol);
@@ -989,25 +1034,32 @@ impl Compiler {
                 owner_id,
                 params,
             } => {
-                qb.push("(1 = 0");
-                for (t, codes) in params {
-                    if let Scope::One(one) = scope
-                        && one != t
-                    {
-                        continue;
+                // no `1 = 0 OR …`: SQLite would not drive the page from the reference rows
+                let applicable: Vec<&(String, Vec<String>)> = params
+                    .iter()
+                    .filter(|(t, _)| !matches!(scope, Scope::One(one) if one != t))
+                    .collect();
+                qb.push("(");
+                if applicable.is_empty() {
+                    qb.push("1 = 0");
+                }
+                for (i, (t, codes)) in applicable.into_iter().enumerate() {
+                    if i > 0 {
+                        qb.push(" OR ");
                     }
-                    qb.push(format!(" OR ({tcol} = "));
+                    qb.push(format!("({tcol} = "));
                     qb.push_bind(t.clone());
                     qb.push(" AND (");
                     // the owner is in its own compartment
-                    if t == owner_type {
+                    let own = t == owner_type;
+                    if own {
                         qb.push(format!("{icol} = "));
                         qb.push_bind(owner_id.clone());
-                        qb.push(" OR ");
                     }
-                    if codes.is_empty() {
-                        qb.push("1 = 0");
-                    } else {
+                    if !codes.is_empty() {
+                        if own {
+                            qb.push(" OR ");
+                        }
                         let a = self.alias();
                         qb.push(format!(
                             "{icol} IN (SELECT {a}.id FROM resource_reference {a} WHERE \
@@ -1024,6 +1076,8 @@ impl Compiler {
                             sep.push_bind(c.clone());
                         }
                         qb.push("))");
+                    } else if !own {
+                        qb.push("1 = 0");
                     }
                     qb.push("))");
                 }
@@ -1077,9 +1131,16 @@ impl Compiler {
                 }
             }
             Pred::TokenIn(codes) => {
-                qb.push("(1 = 0");
-                for (system, code) in codes {
-                    qb.push(format!(" OR ({a}.code = "));
+                // never `(1 = 0 OR …)`: SQLite would then use no index for the codes
+                qb.push("(");
+                if codes.is_empty() {
+                    qb.push("1 = 0");
+                }
+                for (i, (system, code)) in codes.iter().enumerate() {
+                    if i > 0 {
+                        qb.push(" OR ");
+                    }
+                    qb.push(format!("({a}.code = "));
                     qb.push_bind(code.clone());
                     if let Some(s) = system {
                         qb.push(format!(" AND {a}.system = "));
