@@ -1476,7 +1476,49 @@ where
     }
     let mut counts = Vec::with_capacity(spec.filters.len());
     for f in spec.filters {
-        let count = match Compiler::new(pg, true).estimate::<DB>(resource_type, f) {
+        counts.push(size::<DB>(conn, pg, resource_type, f).await?);
+    }
+    Ok(choose_forms(&counts))
+}
+
+/// A filter's capped count ([`Compiler::estimate`]). A chain or `_has` whose inner filter is
+/// itself broad is broad without counting: its count query would first list every inner match.
+async fn size<DB>(
+    conn: &mut DB::Connection,
+    pg: bool,
+    resource_type: &str,
+    filter: &Filter,
+) -> super::StoreResult<Option<i64>>
+where
+    DB: Database,
+    for<'e> &'e mut DB::Connection: sqlx::Executor<'e, Database = DB>,
+    DB::Arguments: sqlx::IntoArguments<DB>,
+    for<'q> String: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<String>: Encode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+    for<'q> f64: Encode<'q, DB> + Type<DB>,
+    for<'q> bool: Encode<'q, DB> + Type<DB>,
+    i64: for<'r> sqlx::Decode<'r, DB> + Type<DB>,
+    (i64,): for<'r> sqlx::FromRow<'r, DB::Row>,
+{
+    let inner: Vec<(&str, &Filter)> = match filter {
+        Filter::Has {
+            source_type,
+            filter,
+            ..
+        } => vec![(source_type.as_str(), &**filter)],
+        Filter::Chain { targets, .. } => targets.iter().map(|(t, f)| (t.as_str(), &**f)).collect(),
+        _ => Vec::new(),
+    };
+    for (t, f) in inner {
+        if let Some(n) = Box::pin(size::<DB>(conn, pg, t, f)).await?
+            && n >= DRIVER_CAP
+        {
+            return Ok(Some(DRIVER_CAP));
+        }
+    }
+    Ok(
+        match Compiler::new(pg, true).estimate::<DB>(resource_type, filter) {
             Estimate::Known(n) => Some(n),
             Estimate::Unknown => None,
             Estimate::Query(mut qb) => {
@@ -1487,8 +1529,6 @@ where
                     .map_err(super::map_err)?;
                 Some(n)
             }
-        };
-        counts.push(count);
-    }
-    Ok(choose_forms(&counts))
+        },
+    )
 }
