@@ -15,6 +15,7 @@ backends!(
     includes_and_revincludes,
     summary_and_elements,
     paging_is_stable_under_concurrent_writes,
+    broad_name_searches_page_in_name_order,
     unknown_parameters_lenient_and_strict,
     post_search_equals_get,
     index_rows_follow_updates_and_deletes,
@@ -462,6 +463,7 @@ async fn plans_agree(backend: Backend) {
     };
     load_fixture(&s).await;
     let mut compared = 0;
+    let mut ordered = 0;
     let mut failures = Vec::new();
     for (query, expected) in cases(&s.base) {
         let Some((path, qs)) = query.split_once('?') else {
@@ -486,6 +488,10 @@ async fn plans_agree(backend: Backend) {
             let mut p = vec![Form::Probe; n];
             p[i] = Form::In;
             plans.push(p);
+            // ordered by filter i's index where it can be (else it drives as IN)
+            let mut p = vec![Form::Probe; n];
+            p[i] = Form::Ordered;
+            plans.push(p);
         }
         for forms in &plans {
             let spec = SearchSpec {
@@ -497,13 +503,32 @@ async fn plans_agree(backend: Backend) {
                 limit: 100,
                 forms,
             };
-            let got: Vec<String> = store
+            let hits = store
                 .search(&spec)
                 .await
-                .unwrap_or_else(|e| panic!("{query} {forms:?}: {e:?}"))
-                .into_iter()
-                .map(|h| h.id)
-                .collect();
+                .unwrap_or_else(|e| panic!("{query} {forms:?}: {e:?}"));
+            let mut got: Vec<String> = hits.iter().map(|h| h.id.clone()).collect();
+            if hits.iter().any(|h| !h.plan.is_empty()) {
+                // an ordered page: the same matches in the driver's order, and paging two
+                // at a time (forwards, then backwards from the end) walks exactly that order
+                ordered += 1;
+                let walked = walk_pages(&*store, &spec, &hits, &query).await;
+                if walked != got {
+                    failures.push(format!(
+                        "{query} {forms:?}: one page {got:?}, paged {walked:?}"
+                    ));
+                }
+                got.sort();
+                let mut want = expected.to_vec();
+                want.sort();
+                if got != want {
+                    failures.push(format!(
+                        "{query} {forms:?}: expected {want:?} in any order, got {got:?}"
+                    ));
+                }
+                compared += 1;
+                continue;
+            }
             if got != expected {
                 failures.push(format!(
                     "{query} {forms:?}: expected {expected:?}, got {got:?}"
@@ -514,6 +539,70 @@ async fn plans_agree(backend: Backend) {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     assert!(compared > 150, "only {compared} plans compared");
+    assert!(ordered >= 5, "only {ordered} ordered plans compared");
+}
+
+/// Pages of two through an ordered search, forwards from the start and then backwards from
+/// its last hit: the ids in the order of travel (the backward pages must retrace it).
+async fn walk_pages(
+    store: &dyn healporium::store::Store,
+    spec: &healporium::store::SearchSpec<'_>,
+    all: &[healporium::store::Hit],
+    query: &str,
+) -> Vec<String> {
+    use healporium::store::{Anchor, SearchSpec};
+    let anchor_of = |h: &healporium::store::Hit| Anchor {
+        keys: h.keys.clone(),
+        resource_type: h.resource_type.clone(),
+        id: h.id.clone(),
+        plan: h.plan.clone(),
+    };
+    let mut forward = Vec::new();
+    let mut anchor: Option<Anchor> = None;
+    loop {
+        let forms = anchor
+            .as_ref()
+            .map_or(spec.forms.to_vec(), |a| a.plan.clone());
+        let page = store
+            .search(&SearchSpec {
+                anchor: anchor.as_ref(),
+                limit: 2,
+                forms: &forms,
+                ..spec.clone()
+            })
+            .await
+            .unwrap_or_else(|e| panic!("{query}: {e:?}"));
+        let Some(last) = page.last() else { break };
+        anchor = Some(anchor_of(last));
+        forward.extend(page.iter().map(|h| h.id.clone()));
+        assert!(
+            forward.len() <= all.len() * 2,
+            "{query}: paging does not end"
+        );
+    }
+    // backwards from the last hit must give the rest in reverse
+    let mut back = Vec::new();
+    let mut anchor = all.last().map(anchor_of);
+    while let Some(a) = anchor.take() {
+        let page = store
+            .search(&SearchSpec {
+                anchor: Some(&a),
+                backwards: true,
+                limit: 2,
+                forms: &a.plan,
+                ..spec.clone()
+            })
+            .await
+            .unwrap_or_else(|e| panic!("{query}: {e:?}"));
+        back.extend(page.iter().map(|h| h.id.clone()));
+        anchor = page.last().map(anchor_of);
+    }
+    back.reverse();
+    back.extend(all.last().map(|h| h.id.clone()));
+    if back != forward {
+        return back;
+    }
+    forward
 }
 
 async fn data_driven_cases(s: Server) {
@@ -896,6 +985,123 @@ async fn paging_is_stable_under_concurrent_writes(s: Server) {
         .expect(410);
     assert_eq!(r.json()["resourceType"], "OperationOutcome");
     let _ = Backend::Sqlite;
+}
+
+/// A broad name prefix (and a chain over one) is walked in the name index's order
+/// (docs/search.md, "Ordered drivers"): pages come in (first matching name, id) order, each
+/// resource once even when several of its names match, and paging keeps that order while
+/// other clients write.
+async fn broad_name_searches_page_in_name_order(s: Server) {
+    const N: usize = 130; // name rows well above ORDERED_MIN
+    assert!(N as i64 > healporium::store::ORDERED_MIN);
+    let mut entries = Vec::new();
+    let mut key: Vec<(String, String)> = Vec::new(); // (first matching name, patient id)
+    for i in 0..N {
+        let id = format!("q{i:03}");
+        let family = format!("Mor{:03}", (i * 37) % N);
+        let mut names = vec![family.to_lowercase()];
+        let mut given = vec!["Ann".to_string()];
+        if i.is_multiple_of(5) {
+            given.push("Morgan".into()); // a second matching name, after the family
+            names.push("morgan".into());
+        }
+        if i.is_multiple_of(7) {
+            given.push("Mor".into()); // a matching name before the family
+            names.push("mor".into());
+        }
+        key.push((names.iter().min().unwrap().clone(), id.clone()));
+        entries.push(put(
+            "Patient",
+            &id,
+            json!({"name": [{"family": family, "given": given}]}),
+        ));
+        for k in 0..(1 + usize::from(i.is_multiple_of(10))) {
+            entries.push(put(
+                "Observation",
+                &format!("o{i:03}{k}"),
+                json!({"status": "final", "code": loinc("8302-2", "Body height"),
+                       "subject": {"reference": format!("Patient/{id}")}}),
+            ));
+        }
+    }
+    entries.push(put("Patient", "zed", json!({"name": [{"family": "Zed"}]})));
+    s.post(
+        "",
+        &json!({"resourceType": "Bundle", "type": "batch", "entry": entries}),
+    )
+    .await
+    .expect(200);
+    key.sort();
+    let page_ids = |b: &Value| -> Vec<String> {
+        b["entry"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|e| e["resource"]["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    // patients: name order, each once, stable while others write
+    let want: Vec<String> = key.iter().map(|(_, id)| id.clone()).collect();
+    let first = s.get("Patient?name=mor&_count=25").await.expect(200).json();
+    assert_eq!(page_ids(&first), want[..25], "first page in name order");
+    let mut seen = page_ids(&first);
+    let mut next = link(&first, "next");
+    let mut pages = 1;
+    while let Some(url) = next {
+        // a new match that sorts before every cursor, and one after
+        for new in [format!("Mor{pages}"), format!("Morz{pages}")] {
+            let id = new.to_lowercase();
+            s.put(
+                &format!("Patient/{id}"),
+                &json!({"resourceType": "Patient", "id": id, "name": [{"family": new}]}),
+            )
+            .await
+            .expect(201);
+        }
+        let page = s.get(&rel(&s, &url)).await.expect(200).json();
+        if pages == 1 {
+            let back = s
+                .get(&rel(&s, &link(&page, "previous").unwrap()))
+                .await
+                .expect(200)
+                .json();
+            assert_eq!(
+                page_ids(&back),
+                want[..25],
+                "previous retraces the first page"
+            );
+        }
+        seen.extend(page_ids(&page));
+        next = link(&page, "next");
+        pages += 1;
+        assert!(pages < 20, "paging does not end");
+    }
+    let originals: Vec<String> = seen
+        .iter()
+        .filter(|i| i.starts_with('q'))
+        .cloned()
+        .collect();
+    assert_eq!(originals, want, "every original match once, in name order");
+    // the chain: each Observation once, under its patient's first name, then by id
+    let mut want_obs = Vec::new();
+    for (_, pid) in &key {
+        let i: usize = pid[1..].parse().unwrap();
+        for k in 0..(1 + usize::from(i.is_multiple_of(10))) {
+            want_obs.push(format!("o{i:03}{k}"));
+        }
+    }
+    let mut seen = Vec::new();
+    let mut next = Some("Observation?subject:Patient.name=mor&_count=40".to_string());
+    while let Some(path) = next {
+        let page = s.get(path.trim_start_matches('/')).await.expect(200).json();
+        seen.extend(page_ids(&page));
+        next = link(&page, "next").map(|u| rel(&s, &u));
+        assert!(seen.len() <= 2 * want_obs.len(), "paging does not end");
+    }
+    assert_eq!(
+        seen, want_obs,
+        "every referrer once, in its patient's name order"
+    );
 }
 
 async fn unknown_parameters_lenient_and_strict(s: Server) {

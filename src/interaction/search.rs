@@ -270,7 +270,8 @@ async fn run(
             anchor: state.anchor.as_ref(),
             backwards: state.backwards,
             limit: count + 1,
-            forms: &[],
+            // an ordered page's successors keep its order
+            forms: state.anchor.as_ref().map_or(&[], |a| &a.plan),
         };
         hits = ctx.store.search(&spec).await?;
         more = hits.len() > count as usize;
@@ -473,6 +474,7 @@ fn anchor_of(h: &Hit) -> Anchor {
         keys: h.keys.clone(),
         resource_type: h.resource_type.clone(),
         id: h.id.clone(),
+        plan: h.plan.clone(),
     }
 }
 

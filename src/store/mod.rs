@@ -22,7 +22,9 @@ use std::sync::Arc;
 
 pub use auth::AuthStore;
 pub use postgres::PostgresStore;
-pub use search::{Anchor, DRIVER_CAP, Form, Hit, KeyValue, SearchSpec, choose_forms};
+pub use search::{
+    Anchor, DRIVER_CAP, Form, Hit, KeyValue, ORDERED_MIN, SearchSpec, choose_forms, choose_plan,
+};
 pub use sqlite::SqliteStore;
 
 /// The HTTP verb that produced a version, as history reports it.

@@ -3,7 +3,8 @@
 //! and the current-version row is updated only if it still holds the expected version.
 
 use super::search::{
-    Compiler, Hit, SearchSpec, hits_from_rows, include_query, plan_forms, revinclude_query,
+    Compiler, Hit, SearchSpec, hits_from_rows, include_query, ordered_plan, plan_forms,
+    revinclude_query,
 };
 use super::sql::{
     self, SELECT_CURRENT, SELECT_VERSION, fetch_version, read_history, write_version,
@@ -139,13 +140,24 @@ impl Store for PostgresStore {
             forms: &forms,
             ..spec.clone()
         };
-        let rows = Compiler::new(true, self.c_ids)
-            .page::<Postgres>(spec)
-            .build()
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(map_err)?;
-        hits_from_rows(&rows, spec.sort)
+        let mut query = Compiler::new(true, self.c_ids);
+        let mut qb = query.page::<Postgres>(spec);
+        let rows = if ordered_plan(spec).is_some() {
+            // an ordered page is only cheap if it is never sorted whole: PostgreSQL 15 would
+            // sort the join for the referrers' ids from its (low) row estimate; without a
+            // full sort it walks the index and sorts each target's few referrers only
+            let mut tx = sqlx::Connection::begin(&mut *conn).await.map_err(map_err)?;
+            sqlx::query("SET LOCAL enable_sort = off")
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?;
+            let rows = qb.build().fetch_all(&mut *tx).await.map_err(map_err)?;
+            tx.commit().await.map_err(map_err)?;
+            rows
+        } else {
+            qb.build().fetch_all(&mut *conn).await.map_err(map_err)?
+        };
+        hits_from_rows(&rows, spec)
     }
 
     async fn explain_search(&self, spec: &SearchSpec<'_>) -> StoreResult<String> {
@@ -155,12 +167,23 @@ impl Store for PostgresStore {
             forms: &forms,
             ..spec.clone()
         };
-        let rows = Compiler::new(true, self.c_ids)
-            .page_with::<Postgres>("EXPLAIN (ANALYZE, BUFFERS) ", spec)
-            .build()
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(map_err)?;
+        let mut query = Compiler::new(true, self.c_ids);
+        let mut qb = query.page_with::<Postgres>("EXPLAIN (ANALYZE, BUFFERS) ", spec);
+        let rows = if ordered_plan(spec).is_some() {
+            // an ordered page is only cheap if it is never sorted whole: PostgreSQL 15 would
+            // sort the join for the referrers' ids from its (low) row estimate; without a
+            // full sort it walks the index and sorts each target's few referrers only
+            let mut tx = sqlx::Connection::begin(&mut *conn).await.map_err(map_err)?;
+            sqlx::query("SET LOCAL enable_sort = off")
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?;
+            let rows = qb.build().fetch_all(&mut *tx).await.map_err(map_err)?;
+            tx.commit().await.map_err(map_err)?;
+            rows
+        } else {
+            qb.build().fetch_all(&mut *conn).await.map_err(map_err)?
+        };
         let mut out = String::new();
         for row in &rows {
             use sqlx::Row;

@@ -23,6 +23,9 @@ pub struct Anchor {
     pub keys: Vec<KeyValue>,
     pub resource_type: String,
     pub id: String,
+    /// The plan of an ordered page ([`Form::Ordered`]): later pages keep its order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub plan: Vec<Form>,
 }
 
 /// One search hit, with its sort-key values (for the next cursor).
@@ -31,6 +34,9 @@ pub struct Hit {
     pub resource_type: String,
     pub id: String,
     pub keys: Vec<KeyValue>,
+    /// Non-empty when the page was ordered by a driver's index ([`Form::Ordered`]): the
+    /// forms to page on with (`keys` are then the driver's order keys).
+    pub plan: Vec<Form>,
 }
 
 /// What a page query needs.
@@ -45,8 +51,9 @@ pub struct SearchSpec<'a> {
     /// Travel backwards (the previous page): the order is reversed.
     pub backwards: bool,
     pub limit: u32,
-    /// How each filter is written (empty: every filter as [`Form::In`]); see
-    /// [`choose_forms`]. The store fills this in; it changes the plan, never the result.
+    /// How each filter is written (empty: the store plans, [`choose_plan`]). IN and probe
+    /// forms change the plan, never the result; [`Form::Ordered`] also changes the order of
+    /// a page without `_sort` (the same matches, in the driver's index order).
     pub forms: &'a [Form],
 }
 
@@ -77,8 +84,8 @@ enum Scope<'a> {
     Many,
 }
 
-/// How a top-level filter is written into a page query (see [`choose_forms`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How a top-level filter is written into a page query (see [`choose_plan`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Form {
     /// `id IN (SELECT … FROM <index table> WHERE <value>)`: the value index finds every
     /// match first; right for a selective filter (few matches), which then drives the page.
@@ -87,6 +94,10 @@ pub enum Form {
     /// id = r.id AND …)`: a per-row probe through the owner index; right for a broad filter,
     /// where the page walks resources in id order and stops after `limit` hits.
     Probe,
+    /// The filter drives the page in its own index order instead of id order (a page without
+    /// `_sort` only; see [`ordered_drive`]): the walk stops after `limit` hits, so a broad
+    /// string prefix, or a chain over one, costs the page, not the matches.
+    Ordered,
 }
 
 /// A filter with fewer index rows than this drives a page (read in full through its value
@@ -123,6 +134,74 @@ pub fn choose_forms(counts: &[Option<i64>]) -> Vec<Form> {
             }
         })
         .collect()
+}
+
+/// A filter with at least this many index rows, when it can drive in its own index order
+/// ([`ordered_drive`]) and nothing smaller drives, orders the page ([`Form::Ordered`]);
+/// below it, sorting the matches by id costs less than the ordered walk's probes.
+pub const ORDERED_MIN: i64 = 100;
+
+/// The shape of a filter that can drive a page in its own index order.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Drive<'a> {
+    /// `param=v` on a string parameter (a prefix): rows in (norm, id) order.
+    Str { param: &'a str, prefix: &'a str },
+    /// `param:target.inner=v` (one target type, a string prefix): the targets in (norm, id)
+    /// order, then their referrers by id.
+    Chain {
+        param: &'a str,
+        target: &'a str,
+        inner: &'a str,
+        prefix: &'a str,
+    },
+}
+
+/// Whether `f` can drive a page in its own index order, and how.
+pub(super) fn ordered_drive(f: &Filter) -> Option<Drive<'_>> {
+    fn prefix(f: &Filter) -> Option<(&str, &str)> {
+        match f {
+            Filter::Param {
+                param,
+                preds,
+                negate: false,
+            } => match preds.as_slice() {
+                [Pred::Str(StrMatch::Starts, v)] => Some((param.as_str(), v.as_str())),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+    match f {
+        Filter::Chain { param, targets } => match targets.as_slice() {
+            [(target, inner)] => prefix(inner).map(|(inner, prefix)| Drive::Chain {
+                param,
+                target,
+                inner,
+                prefix,
+            }),
+            _ => None,
+        },
+        _ => prefix(f).map(|(param, prefix)| Drive::Str { param, prefix }),
+    }
+}
+
+/// The forms of a page's filters from their capped counts (`None`: unknown) and whether each
+/// can drive in index order (`orderable`; only without `_sort`): a filter under
+/// [`ORDERED_MIN`] drives by id; else the smallest orderable filter orders the page
+/// ([`Form::Ordered`]); else [`choose_forms`].
+pub fn choose_plan(counts: &[Option<i64>], orderable: &[bool]) -> Vec<Form> {
+    let smallest = counts.iter().flatten().min().copied();
+    if smallest.is_none_or(|c| c >= ORDERED_MIN)
+        && let Some((_, i)) = (0..counts.len())
+            .filter(|&i| orderable.get(i).copied().unwrap_or(false))
+            .map(|i| (counts[i].unwrap_or(i64::MAX), i))
+            .min()
+    {
+        return (0..counts.len())
+            .map(|j| if j == i { Form::Ordered } else { Form::Probe })
+            .collect();
+    }
+    choose_forms(counts)
 }
 
 pub(super) struct Compiler {
@@ -220,7 +299,7 @@ impl Compiler {
         // drivers first: SQLite tries conditions in the order written
         let form = |i: usize| forms.get(i).copied().unwrap_or(Form::In);
         let order = (0..filters.len())
-            .filter(|&i| form(i) == Form::In)
+            .filter(|&i| form(i) != Form::Probe)
             .chain((0..filters.len()).filter(|&i| form(i) == Form::Probe));
         for i in order {
             qb.push(" AND ");
@@ -504,6 +583,11 @@ impl Compiler {
         for<'q> f64: Encode<'q, DB> + Type<DB>,
         for<'q> bool: Encode<'q, DB> + Type<DB>,
     {
+        if let Some((i, drive)) = ordered_plan(spec)
+            && let [resource_type] = spec.types
+        {
+            return self.page_ordered(prefix, spec, resource_type, i, drive);
+        }
         let mut qb = QueryBuilder::new(prefix);
         qb.push("SELECT s.rt, s.id");
         for i in 0..spec.sort.len() {
@@ -582,6 +666,199 @@ impl Compiler {
         qb.push(" LIMIT ");
         qb.push_bind(i64::from(spec.limit));
         qb
+    }
+
+    /// A page in the order of filter `driver`'s index ([`Form::Ordered`]): the driver's rows
+    /// are walked in (norm, id) order — for a chain, the targets', then each target's
+    /// referrers by id — and the walk stops after `limit` hits. A resource with several
+    /// matching rows is kept at its first (smallest) key only, so it appears once and at the
+    /// same place on every page. The other filters are written as `spec.forms` say.
+    fn page_ordered<DB>(
+        &mut self,
+        prefix: &'static str,
+        spec: &SearchSpec<'_>,
+        resource_type: &str,
+        driver: usize,
+        drive: Drive<'_>,
+    ) -> QueryBuilder<DB>
+    where
+        DB: Database,
+        for<'q> String: Encode<'q, DB> + Type<DB>,
+        for<'q> Option<String>: Encode<'q, DB> + Type<DB>,
+        for<'q> i64: Encode<'q, DB> + Type<DB>,
+        for<'q> f64: Encode<'q, DB> + Type<DB>,
+        for<'q> bool: Encode<'q, DB> + Type<DB>,
+    {
+        // ids compare bytewise in order and keyset alike (the index has `id COLLATE "C"`);
+        // a row's physical key breaks ties between duplicate rows
+        let c = self.collate();
+        let rk = if self.pg { "ctid" } else { "rowid" };
+        let mut qb = QueryBuilder::new(prefix);
+        let (tcol, icol, cols): (&str, &str, &[&str]) = match drive {
+            Drive::Str { param, prefix: v } => {
+                qb.push(format!(
+                    "SELECT d.resource_type AS o_rt, d.id{c} AS o_id, d.norm AS o_k0 \
+                     FROM search_string d WHERE d.resource_type = "
+                ));
+                qb.push_bind(resource_type.to_string());
+                qb.push(" AND d.param = ");
+                qb.push_bind(param.to_string());
+                qb.push(" AND ");
+                self.ordered_rows(&mut qb, v);
+                ("d.resource_type", "d.id", &["d.norm", "d.id"])
+            }
+            Drive::Chain {
+                param,
+                target,
+                inner,
+                prefix: v,
+            } => {
+                qb.push(format!(
+                    "SELECT c.resource_type AS o_rt, c.id{c} AS o_id, d.norm AS o_k0, \
+                     d.id{c} AS o_k1 FROM search_string d JOIN resource_reference c ON \
+                     c.target_type = d.resource_type AND c.target_id = d.id WHERE \
+                     d.resource_type = "
+                ));
+                qb.push_bind(target.to_string());
+                qb.push(" AND d.param = ");
+                qb.push_bind(inner.to_string());
+                qb.push(" AND ");
+                self.ordered_rows(&mut qb, v);
+                qb.push(" AND c.resource_type = ");
+                qb.push_bind(resource_type.to_string());
+                qb.push(" AND c.param = ");
+                qb.push_bind(param.to_string());
+                // a referrer is kept under its first (norm, target id, row) only
+                let owner = self.owner_indexed("resource_reference", "c2");
+                let owner_s = self.owner_indexed("search_string", "e2");
+                qb.push(format!(
+                    " AND NOT EXISTS (SELECT 1 FROM {owner} JOIN {owner_s} ON e2.resource_type \
+                     = c2.target_type AND e2.id = c2.target_id WHERE c2.resource_type = \
+                     c.resource_type AND c2.id = c.id AND c2.param = c.param AND \
+                     c2.target_type = c.target_type AND e2.param = d.param AND "
+                ));
+                self.unindexed_prefix(&mut qb, "e2", v);
+                qb.push(format!(
+                    " AND ((e2.norm || '') < d.norm OR (e2.norm = d.norm AND e2.id{c} < \
+                     d.id{c}) OR (c2.target_id = d.id AND c2.{rk} < c.{rk})){}",
+                    if self.pg { " OFFSET 0)" } else { ")" }
+                ));
+                ("c.resource_type", "c.id", &["d.norm", "d.id", "c.id"])
+            }
+        };
+        for (j, f) in spec.filters.iter().enumerate() {
+            if j == driver {
+                continue;
+            }
+            qb.push(" AND ");
+            self.probe = spec.forms.get(j) == Some(&Form::Probe);
+            self.filter(&mut qb, f, Scope::One(resource_type), tcol, icol);
+            self.probe = false;
+        }
+        // the order: the driver's keys, then the id
+        let mut comps: Vec<Comp> = cols.iter().map(|col| Comp::id(col)).collect();
+        let names: &[&str] = match drive {
+            Drive::Str { .. } => &["o_k0", "o_id"],
+            Drive::Chain { .. } => &["o_k0", "o_k1", "o_id"],
+        };
+        if spec.backwards {
+            for comp in &mut comps {
+                comp.desc = true;
+            }
+        }
+        if let Some(a) = spec.anchor {
+            let mut values = a.keys.clone();
+            values.resize(comps.len() - 1, KeyValue::Null);
+            values.push(KeyValue::Text(a.id.clone()));
+            // the first key bounds the index range; the rest is the exact keyset
+            if let Some(KeyValue::Text(k0)) = values.first() {
+                qb.push(format!(
+                    " AND d.norm {} ",
+                    if spec.backwards { "<=" } else { ">=" }
+                ));
+                qb.push_bind(k0.clone());
+            }
+            qb.push(" AND ");
+            self.ordered_keyset(&mut qb, &comps, &values);
+        }
+        qb.push(" ORDER BY ");
+        for (i, name) in names.iter().enumerate() {
+            if i > 0 {
+                qb.push(", ");
+            }
+            qb.push(format!(
+                "{name}{}",
+                if spec.backwards { " DESC" } else { "" }
+            ));
+        }
+        qb.push(" LIMIT ");
+        qb.push_bind(i64::from(spec.limit));
+        qb
+    }
+
+    /// `d`'s rows matching the prefix `v`, each resource's first (smallest norm, then row)
+    /// only.
+    fn ordered_rows<DB>(&mut self, qb: &mut QueryBuilder<DB>, v: &str)
+    where
+        DB: Database,
+        for<'q> String: Encode<'q, DB> + Type<DB>,
+        for<'q> i64: Encode<'q, DB> + Type<DB>,
+        for<'q> f64: Encode<'q, DB> + Type<DB>,
+    {
+        let pred = Pred::Str(StrMatch::Starts, v.to_string());
+        self.pred(qb, &pred, "d");
+        let owner = self.owner_indexed("search_string", "e");
+        let rk = if self.pg { "ctid" } else { "rowid" };
+        qb.push(format!(
+            " AND NOT EXISTS (SELECT 1 FROM {owner} WHERE e.resource_type = d.resource_type \
+             AND e.id = d.id AND e.param = d.param AND "
+        ));
+        self.unindexed_prefix(qb, "e", v);
+        qb.push(format!(
+            " AND ((e.norm || '') < d.norm OR (e.norm = d.norm AND e.{rk} < d.{rk})){}",
+            if self.pg { " OFFSET 0)" } else { ")" }
+        ));
+    }
+
+    /// `a.norm` starts with `v`, written so that no index on norm can serve it: a dedupe
+    /// probe must go through the owner index, not walk the whole prefix range per row.
+    fn unindexed_prefix<DB>(&self, qb: &mut QueryBuilder<DB>, a: &str, v: &str)
+    where
+        DB: Database,
+        for<'q> String: Encode<'q, DB> + Type<DB>,
+    {
+        qb.push(format!("({a}.norm || '') >= "));
+        qb.push_bind(v.to_string());
+        qb.push(format!(" AND ({a}.norm || '') < "));
+        qb.push_bind(format!("{v}{MAX_CHAR}"));
+    }
+
+    /// Rows strictly after `values` in the ordered-driver order `comps` (text keys compared
+    /// bytewise, never null).
+    fn ordered_keyset<DB>(&self, qb: &mut QueryBuilder<DB>, comps: &[Comp], values: &[KeyValue])
+    where
+        DB: Database,
+        for<'q> String: Encode<'q, DB> + Type<DB>,
+        for<'q> i64: Encode<'q, DB> + Type<DB>,
+        for<'q> f64: Encode<'q, DB> + Type<DB>,
+    {
+        let Some((comp, rest)) = comps.split_first() else {
+            qb.push("1 = 0");
+            return;
+        };
+        let c = self.collate();
+        let v = values.first().cloned().unwrap_or(KeyValue::Null);
+        let op = if comp.desc { "<" } else { ">" };
+        qb.push(format!("({}{c} {op} ", comp.col));
+        push_key(qb, &v);
+        if !rest.is_empty() {
+            qb.push(format!(" OR ({}{c} = ", comp.col));
+            push_key(qb, &v);
+            qb.push(" AND ");
+            self.ordered_keyset(qb, rest, &values[1.min(values.len())..]);
+            qb.push(")");
+        }
+        qb.push(")");
     }
 
     /// The collation clause a component compares and sorts with.
@@ -1352,7 +1629,18 @@ where
 }
 
 /// Decodes page rows: type, id, then one column per sort key.
-pub(super) fn hits_from_rows<R>(rows: &[R], sort: &[Sort]) -> super::StoreResult<Vec<Hit>>
+/// The driver of an ordered page (filter index and shape), when `spec` asks for one and can
+/// have it: one type, no `_sort`, an orderable filter in [`Form::Ordered`].
+pub(super) fn ordered_plan<'a>(spec: &SearchSpec<'a>) -> Option<(usize, Drive<'a>)> {
+    if spec.types.len() != 1 || !spec.sort.is_empty() {
+        return None;
+    }
+    let i = spec.forms.iter().position(|f| *f == Form::Ordered)?;
+    spec.filters.get(i).and_then(ordered_drive).map(|d| (i, d))
+}
+
+/// The hits of a page query's rows (see [`Compiler::page`]).
+pub(super) fn hits_from_rows<R>(rows: &[R], spec: &SearchSpec<'_>) -> super::StoreResult<Vec<Hit>>
 where
     R: sqlx::Row,
     usize: sqlx::ColumnIndex<R>,
@@ -1365,6 +1653,26 @@ where
 {
     let get = |e: sqlx::Error| super::StoreError::Internal(e.to_string());
     let mut out = Vec::with_capacity(rows.len());
+    if let Some((_, drive)) = ordered_plan(spec) {
+        let n = match drive {
+            Drive::Str { .. } => 1,
+            Drive::Chain { .. } => 2,
+        };
+        for row in rows {
+            let mut keys = Vec::with_capacity(n);
+            for col in 2..2 + n {
+                keys.push(KeyValue::Text(row.try_get(col).map_err(get)?));
+            }
+            out.push(Hit {
+                resource_type: row.try_get(0).map_err(get)?,
+                id: row.try_get(1).map_err(get)?,
+                keys,
+                plan: spec.forms.to_vec(),
+            });
+        }
+        return Ok(out);
+    }
+    let sort = spec.sort;
     for row in rows {
         let mut keys = Vec::with_capacity(sort.len());
         for (i, s) in sort.iter().enumerate() {
@@ -1389,6 +1697,7 @@ where
             resource_type: row.try_get(0).map_err(get)?,
             id: row.try_get(1).map_err(get)?,
             keys,
+            plan: Vec::new(),
         });
     }
     Ok(out)
@@ -1448,7 +1757,7 @@ where
     qb
 }
 
-/// The forms of a page's filters ([`choose_forms`]), sized by one capped count per filter.
+/// The forms of a page's filters ([`choose_plan`]), sized by one capped count per filter.
 /// Only a single-type page with filters is planned this way; other pages keep every filter
 /// in the IN form.
 pub(super) async fn plan_forms<DB>(
@@ -1475,10 +1784,24 @@ where
         return Ok(spec.forms.to_vec());
     }
     let mut counts = Vec::with_capacity(spec.filters.len());
+    let mut orderable = Vec::with_capacity(spec.filters.len());
     for f in spec.filters {
+        let drive = ordered_drive(f).filter(|_| spec.sort.is_empty());
+        orderable.push(drive.is_some());
+        // an orderable chain over a broad inner filter is sized by that filter: counting its
+        // own rows would list every inner match first
+        if let Some(Drive::Chain { target, .. }) = drive
+            && let Filter::Chain { targets, .. } = f
+            && let Some((_, inner)) = targets.first()
+            && let Some(n) = size::<DB>(conn, pg, target, inner).await?
+            && n >= ORDERED_MIN
+        {
+            counts.push(Some(n));
+            continue;
+        }
         counts.push(size::<DB>(conn, pg, resource_type, f).await?);
     }
-    Ok(choose_forms(&counts))
+    Ok(choose_plan(&counts, &orderable))
 }
 
 /// A filter's capped count ([`Compiler::estimate`]). A chain or `_has` whose inner filter is
@@ -1531,4 +1854,49 @@ where
             }
         },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use Form::{In, Ordered, Probe};
+
+    #[test]
+    fn the_smallest_filter_under_the_cap_drives() {
+        assert_eq!(
+            choose_forms(&[Some(500), Some(20), None]),
+            [Probe, In, Probe]
+        );
+        assert_eq!(choose_forms(&[Some(DRIVER_CAP), None]), [Probe, Probe]);
+        assert_eq!(choose_forms(&[Some(DRIVER_CAP - 1)]), [In]);
+    }
+
+    #[test]
+    fn a_broad_orderable_filter_orders_the_page() {
+        // a small filter drives by id, orderable or not
+        assert_eq!(
+            choose_plan(&[Some(ORDERED_MIN - 1), Some(5000)], &[false, true]),
+            [In, Probe]
+        );
+        assert_eq!(choose_plan(&[Some(3)], &[true]), [In]);
+        // nothing small: the orderable one orders, whatever its size
+        assert_eq!(
+            choose_plan(&[Some(ORDERED_MIN), Some(DRIVER_CAP)], &[true, false]),
+            [Ordered, Probe]
+        );
+        assert_eq!(
+            choose_plan(&[None, Some(50_000)], &[false, true]),
+            [Probe, Ordered]
+        );
+        // the smallest of several orderable filters
+        assert_eq!(
+            choose_plan(&[Some(900), Some(300)], &[true, true]),
+            [Probe, Ordered]
+        );
+        // nothing orderable: as before
+        assert_eq!(
+            choose_plan(&[Some(500), None], &[false, false]),
+            [In, Probe]
+        );
+    }
 }

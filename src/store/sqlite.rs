@@ -148,7 +148,7 @@ impl Store for SqliteStore {
             .fetch_all(&mut *conn)
             .await
             .map_err(map_err)?;
-        hits_from_rows(&rows, spec.sort)
+        hits_from_rows(&rows, spec)
     }
 
     async fn explain_search(&self, spec: &SearchSpec<'_>) -> StoreResult<String> {
