@@ -177,6 +177,16 @@ async fn load_fixture(s: &Server) {
             "compose": {"include": [{"system": "http://loinc.org",
                 "concept": [{"code": "8480-6"}, {"code": "8462-4"}]}]}}),
         ),
+        // a hierarchy for token :above/:below (nesting and a parent property)
+        put(
+            "CodeSystem",
+            "cs-vitals",
+            json!({"url": "http://loinc.org", "status": "active", "content": "fragment",
+            "concept": [
+                {"code": "vitals", "concept": [
+                    {"code": "bp", "concept": [{"code": "8480-6"}, {"code": "8462-4"}]}]},
+                {"code": "29463-7", "property": [{"code": "parent", "valueCode": "vitals"}]}]}),
+        ),
         put(
             "Provenance",
             "prov-1",
@@ -259,6 +269,23 @@ fn cases(base: &str) -> Vec<(String, &'static [&'static str])> {
             "Observation?code:in=http://example.org/vs/bp",
             &["obs-1", "obs-3"],
         ),
+        (
+            "Observation?code:below=http://loinc.org|bp",
+            &["obs-1", "obs-3"],
+        ),
+        (
+            "Observation?code:below=http://loinc.org|vitals",
+            &["obs-1", "obs-2", "obs-3", "obs-4"],
+        ),
+        (
+            "Observation?code:below=http://loinc.org|29463-7",
+            &["obs-2", "obs-4"],
+        ),
+        (
+            "Observation?code:above=http://loinc.org|8480-6",
+            &["obs-1", "obs-3"],
+        ),
+        ("Observation?code:above=http://loinc.org|vitals", &[]),
         (
             "Observation?code:not-in=http://example.org/vs/bp",
             &["obs-2", "obs-4", "obs-5"],
@@ -471,7 +498,14 @@ async fn plans_agree(backend: Backend) {
         };
         // one type (system and compartment searches add filters in the interaction layer);
         // ValueSet expansion also happens there
-        if path.is_empty() || path.contains('/') || qs.contains(":in=") || qs.contains(":not-in=") {
+        // (and CodeSystem hierarchies for token :above/:below)
+        if path.is_empty()
+            || path.contains('/')
+            || qs.contains(":in=")
+            || qs.contains(":not-in=")
+            || qs.contains("code:above=")
+            || qs.contains("code:below=")
+        {
             continue;
         }
         let url = reqwest::Url::parse(&format!("http://x/?{qs}")).unwrap();
@@ -628,6 +662,8 @@ async fn data_driven_cases(s: Server) {
         "Patient?birthdate=2020-13",
         "Patient?name:nope=x",
         "Patient?gender:above=x",
+        "Observation?code:below=bp",
+        "Observation?code:below=http://example.org/no-such-cs|x",
         "Observation?value-quantity=abc",
         "Observation?subject=Bogus/1",
         "Observation?code-value-quantity=8480-6",
@@ -642,6 +678,20 @@ async fn data_driven_cases(s: Server) {
         let status = r.status.as_u16();
         assert!(status == 400 || status == 404, "{bad}: {status}");
         assert_eq!(r.json()["resourceType"], "OperationOutcome", "{bad}");
+    }
+    // a hierarchy or value set that is not stored is named by its parameter
+    for (query, expression) in [
+        (
+            "Observation?code:below=http://example.org/no-such-cs|x",
+            "code:below",
+        ),
+        (
+            "Observation?code:in=http://example.org/no-such-vs",
+            "code:in",
+        ),
+    ] {
+        let r = s.get(query).await.expect(400);
+        assert_eq!(r.expressions(), vec![expression], "{query}");
     }
 }
 

@@ -577,7 +577,8 @@ async fn includes(
     Ok(out)
 }
 
-/// Replaces `code:in=url` / `code:not-in=url` with the codes of the stored ValueSet.
+/// Replaces `code:in=url` / `code:not-in=url` with the codes of the stored ValueSet, and
+/// `code:above=system|code` / `code:below=…` with the codes related in the stored CodeSystem.
 async fn resolve_value_sets(ctx: &Context, filters: &mut [Filter]) -> Result<(), Outcome> {
     for f in filters.iter_mut() {
         match f {
@@ -591,7 +592,35 @@ async fn resolve_value_sets(ctx: &Context, filters: &mut [Filter]) -> Result<(),
                 let mut codes = Vec::new();
                 for p in preds.iter() {
                     let Pred::Uri(url) = p else { continue };
-                    codes.extend(value_set_codes(ctx, url).await?);
+                    codes.extend(
+                        value_set_codes(ctx, url)
+                            .await
+                            .map_err(|o| o.at(param.clone()))?,
+                    );
+                }
+                *param = code;
+                *preds = vec![Pred::TokenIn(codes)];
+            }
+            Filter::Param { param, preds, .. }
+                if param.ends_with(":above") || param.ends_with(":below") =>
+            {
+                let (code, modifier) = param
+                    .rsplit_once(':')
+                    .map(|(c, m)| (c.to_string(), m.to_string()))
+                    .unwrap_or_default();
+                let mut codes = Vec::new();
+                for p in preds.iter() {
+                    let Pred::Token {
+                        system: Some(Some(system)),
+                        code: Some(c),
+                    } = p
+                    else {
+                        continue;
+                    };
+                    let related = code_system_closure(ctx, system, c, modifier == "above")
+                        .await
+                        .map_err(|o| o.at(param.clone()))?;
+                    codes.extend(related.into_iter().map(|c| (Some(system.clone()), c)));
                 }
                 *param = code;
                 *preds = vec![Pred::TokenIn(codes)];
@@ -618,13 +647,82 @@ async fn resolve_value_sets(ctx: &Context, filters: &mut [Filter]) -> Result<(),
     Ok(())
 }
 
-/// The (system, code) pairs a stored ValueSet names: its expansion and the concepts listed
-/// in compose.include (filters and whole-system includes need a terminology server).
-async fn value_set_codes(
+/// `code` and the codes it subsumes (`above` false: `:below`) or that subsume it (`above`:
+/// `:above`) in the stored CodeSystem whose url is `system`: its nested `concept` tree and
+/// `parent`/`child` concept properties. A code the CodeSystem does not define matches itself.
+async fn code_system_closure(
     ctx: &Context,
+    system: &str,
+    code: &str,
+    above: bool,
+) -> Result<Vec<String>, Outcome> {
+    let Some(body) = stored_by_url(ctx, "CodeSystem", system).await? else {
+        return Err(Outcome::bad_request(format!(
+            "No CodeSystem with url '{}' is stored on this server (:above and :below follow \
+             a stored CodeSystem's hierarchy)",
+            system.chars().take(100).collect::<String>()
+        )));
+    };
+    // child → parents, from nesting and from parent/child properties
+    let mut parents: Vec<(String, String)> = Vec::new();
+    fn walk(concepts: &Value, parent: Option<&str>, out: &mut Vec<(String, String)>) {
+        for c in concepts.as_array().into_iter().flatten() {
+            let Some(code) = c.get("code").and_then(Value::as_str) else {
+                continue;
+            };
+            if let Some(p) = parent {
+                out.push((code.to_string(), p.to_string()));
+            }
+            for prop in c
+                .get("property")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                let value = prop.get("valueCode").and_then(Value::as_str);
+                match (prop.get("code").and_then(Value::as_str), value) {
+                    (Some("parent"), Some(v)) => out.push((code.to_string(), v.to_string())),
+                    (Some("child"), Some(v)) => out.push((v.to_string(), code.to_string())),
+                    _ => {}
+                }
+            }
+            if let Some(children) = c.get("concept") {
+                walk(children, Some(code), out);
+            }
+        }
+    }
+    if let Some(concepts) = body.get("concept") {
+        walk(concepts, None, &mut parents);
+    }
+    // the transitive closure from `code`, guarded against cycles
+    let mut out = vec![code.to_string()];
+    let mut i = 0;
+    while i < out.len() {
+        let current = out[i].clone();
+        for (child, parent) in &parents {
+            let next = if above {
+                (child == &current).then_some(parent)
+            } else {
+                (parent == &current).then_some(child)
+            };
+            if let Some(n) = next
+                && !out.contains(n)
+            {
+                out.push(n.clone());
+            }
+        }
+        i += 1;
+    }
+    Ok(out)
+}
+
+/// The body of the stored resource of `resource_type` whose `url` is `url`.
+async fn stored_by_url(
+    ctx: &Context,
+    resource_type: &str,
     url: &str,
-) -> Result<Vec<(Option<String>, String)>, Outcome> {
-    let types = ["ValueSet".to_string()];
+) -> Result<Option<Value>, Outcome> {
+    let types = [resource_type.to_string()];
     let filters = [Filter::Param {
         param: "url".to_string(),
         preds: vec![Pred::Uri(url.to_string())],
@@ -643,15 +741,28 @@ async fn value_set_codes(
         })
         .await?;
     let Some(hit) = hits.first() else {
+        return Ok(None);
+    };
+    let Some(found) = ctx.store.read(&hit.resource_type, &hit.id).await? else {
+        return Ok(None);
+    };
+    Ok(Some(
+        Body::Raw(found.body.unwrap_or_else(|| "{}".into())).to_value()?,
+    ))
+}
+
+/// The (system, code) pairs a stored ValueSet names: its expansion and the concepts listed
+/// in compose.include (filters and whole-system includes need a terminology server).
+async fn value_set_codes(
+    ctx: &Context,
+    url: &str,
+) -> Result<Vec<(Option<String>, String)>, Outcome> {
+    let Some(body) = stored_by_url(ctx, "ValueSet", url).await? else {
         return Err(Outcome::bad_request(format!(
             "No ValueSet with url '{}' is stored on this server",
             url.chars().take(100).collect::<String>()
         )));
     };
-    let Some(vs) = ctx.store.read(&hit.resource_type, &hit.id).await? else {
-        return Ok(Vec::new());
-    };
-    let body: Value = Body::Raw(vs.body.unwrap_or_else(|| "{}".into())).to_value()?;
     let mut codes = Vec::new();
     let s = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
     fn walk(v: &Value, out: &mut Vec<(Option<String>, String)>) {

@@ -924,10 +924,29 @@ impl<'r> Parser<'r> {
                     negate: m == "not-in",
                 }))
             }
-            Some("above" | "below") => Err(bad(format!(
-                "{code}: :above and :below need code-system hierarchies, which this server \
-                 does not hold for tokens"
-            ))),
+            Some(m @ ("above" | "below")) => {
+                // system|code, resolved against the store's CodeSystems (their concept
+                // hierarchy) by the interaction layer
+                let preds = values
+                    .iter()
+                    .map(|v| match token_pred(v) {
+                        p @ Pred::Token {
+                            system: Some(Some(_)),
+                            code: Some(_),
+                        } => Ok(p),
+                        _ => Err(bad(format!(
+                            "{code}:{m} needs system|code (the system names a CodeSystem \
+                             stored on this server), got '{}'",
+                            clip(v)
+                        ))),
+                    })
+                    .collect::<Result<_, _>>()?;
+                Ok(Some(Filter::Param {
+                    param: format!("{code}:{m}"),
+                    preds,
+                    negate: false,
+                }))
+            }
             Some(m) => Err(unknown_modifier(code, m)),
         }
     }
