@@ -4,7 +4,7 @@
 
 use super::search::{
     Compiler, Hit, SearchSpec, hits_from_rows, include_query, ordered_plan, plan_forms,
-    revinclude_query,
+    revinclude_query, sort_walk, walk_sorted,
 };
 use super::sql::{
     self, SELECT_CURRENT, SELECT_VERSION, fetch_version, read_history, write_version,
@@ -142,15 +142,21 @@ impl Store for PostgresStore {
         };
         let mut query = Compiler::new(true, self.c_ids);
         let mut qb = query.page::<Postgres>(spec);
-        let rows = if ordered_plan(spec).is_some() {
-            // an ordered page is only cheap if it is never sorted whole: PostgreSQL 15 would
-            // sort the join for the referrers' ids from its (low) row estimate; without a
-            // full sort it walks the index and sorts each target's few referrers only
+        let walk = sort_walk(spec);
+        let rows = if ordered_plan(spec).is_some() || walk.is_some() {
+            // an ordered page or sort walk is only cheap if it is never sorted whole:
+            // PostgreSQL 15 would sort the join from its (low) row estimate; without a full
+            // sort it walks the index and sorts each run of equal keys only
             let mut tx = sqlx::Connection::begin(&mut *conn).await.map_err(map_err)?;
             sqlx::query("SET LOCAL enable_sort = off")
                 .execute(&mut *tx)
                 .await
                 .map_err(map_err)?;
+            if let Some(walk) = walk {
+                let hits = walk_sorted::<Postgres>(&mut tx, true, self.c_ids, spec, walk).await?;
+                tx.commit().await.map_err(map_err)?;
+                return Ok(hits);
+            }
             let rows = qb.build().fetch_all(&mut *tx).await.map_err(map_err)?;
             tx.commit().await.map_err(map_err)?;
             rows
@@ -169,7 +175,7 @@ impl Store for PostgresStore {
         };
         let mut query = Compiler::new(true, self.c_ids);
         let mut qb = query.page_with::<Postgres>("EXPLAIN (ANALYZE, BUFFERS) ", spec);
-        let rows = if ordered_plan(spec).is_some() {
+        let rows = if ordered_plan(spec).is_some() || sort_walk(spec).is_some() {
             // an ordered page is only cheap if it is never sorted whole: PostgreSQL 15 would
             // sort the join for the referrers' ids from its (low) row estimate; without a
             // full sort it walks the index and sorts each target's few referrers only

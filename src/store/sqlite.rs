@@ -6,6 +6,7 @@
 
 use super::search::{
     Compiler, Hit, SearchSpec, hits_from_rows, include_query, plan_forms, revinclude_query,
+    sort_walk, walk_sorted,
 };
 use super::sql::{
     self, SELECT_CURRENT, SELECT_VERSION, fetch_version, read_history, write_version,
@@ -142,6 +143,9 @@ impl Store for SqliteStore {
             forms: &forms,
             ..spec.clone()
         };
+        if let Some(walk) = sort_walk(spec) {
+            return walk_sorted::<Sqlite>(&mut conn, false, true, spec, walk).await;
+        }
         let rows = Compiler::new(false, true)
             .page::<Sqlite>(spec)
             .build()
