@@ -24,7 +24,8 @@ pub fn parse(resource_type: &str, query: &str) -> Result<Vec<Filter>, Outcome> {
     }
     if parsed.filters.iter().any(uses_value_sets) {
         return Err(Outcome::bad_request(
-            "Conditional criteria cannot use :in or :not-in",
+            "Conditional criteria cannot use :in, :not-in, or :above/:below on a token \
+             (they need the store's ValueSets and CodeSystems)",
         ));
     }
     Ok(parsed.filters)
@@ -32,7 +33,9 @@ pub fn parse(resource_type: &str, query: &str) -> Result<Vec<Filter>, Outcome> {
 
 fn uses_value_sets(f: &Filter) -> bool {
     match f {
-        Filter::Param { param, .. } => param.ends_with(":in") || param.ends_with(":not-in"),
+        Filter::Param { param, .. } => [":in", ":not-in", ":above", ":below"]
+            .iter()
+            .any(|m| param.ends_with(m)),
         Filter::Chain { targets, .. } => targets.iter().any(|(_, f)| uses_value_sets(f)),
         Filter::Has { filter, .. } => uses_value_sets(filter),
         _ => false,
@@ -67,5 +70,8 @@ mod tests {
         assert!(parse("Patient", "_format=json").is_err());
         assert!(parse("Patient", "identifier=").is_err());
         assert!(parse("Observation", "code:in=http://vs").is_err());
+        assert!(parse("Observation", "code:below=http://loinc.org|x").is_err());
+        // uri :below is a plain index match
+        assert!(parse("ValueSet", "url:below=http://example.org").is_ok());
     }
 }
