@@ -1670,8 +1670,17 @@ where
         qb.push_bind(sh);
         qb.push(")");
     };
+    // Eq, Ge and Le also get a bound that follows from low <= high and that an index can
+    // serve: without it SQLite answers the OR through the high index's whole lower range
+    // (ge2024-11 on 100k Encounters: 173 ms → 0.4 ms for the estimate alone)
     match p {
-        Prefix::Eq => contained(qb),
+        Prefix::Eq => {
+            qb.push(format!("({low} <= "));
+            qb.push_bind(sh);
+            qb.push(" AND ");
+            contained(qb);
+            qb.push(")");
+        }
         Prefix::Ne => {
             qb.push("NOT ");
             contained(qb);
@@ -1685,18 +1694,22 @@ where
             qb.push_bind(sl);
         }
         Prefix::Ge => {
-            qb.push(format!("({high} > "));
+            qb.push(format!("({high} >= "));
+            qb.push_bind(sl);
+            qb.push(format!(" AND ({high} > "));
             qb.push_bind(sh);
             qb.push(" OR ");
             contained(qb);
-            qb.push(")");
+            qb.push("))");
         }
         Prefix::Le => {
-            qb.push(format!("({low} < "));
+            qb.push(format!("({low} <= "));
+            qb.push_bind(sh);
+            qb.push(format!(" AND ({low} < "));
             qb.push_bind(sl);
             qb.push(" OR ");
             contained(qb);
-            qb.push(")");
+            qb.push("))");
         }
         Prefix::Sa => {
             qb.push(format!("{low} > "));
