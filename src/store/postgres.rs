@@ -140,30 +140,31 @@ impl Store for PostgresStore {
             forms: &forms,
             ..spec.clone()
         };
-        let mut query = Compiler::new(true, self.c_ids);
-        let mut qb = query.page::<Postgres>(spec);
         let walk = sort_walk(spec);
-        let rows = if ordered_plan(spec).is_some() || walk.is_some() {
-            // an ordered page or sort walk is only cheap if it is never sorted whole:
-            // PostgreSQL 15 would sort the join from its (low) row estimate; without a full
-            // sort it walks the index and sorts each run of equal keys only
-            let mut tx = sqlx::Connection::begin(&mut *conn).await.map_err(map_err)?;
-            sqlx::query("SET LOCAL enable_sort = off")
-                .execute(&mut *tx)
+        if walk.is_none() && ordered_plan(spec).is_none() {
+            let rows = Compiler::new(true, self.c_ids)
+                .page::<Postgres>(spec)
+                .build()
+                .fetch_all(&mut *conn)
                 .await
                 .map_err(map_err)?;
-            if let Some(walk) = walk {
-                let hits = walk_sorted::<Postgres>(&mut tx, true, self.c_ids, spec, walk).await?;
-                tx.commit().await.map_err(map_err)?;
-                return Ok(hits);
+            return hits_from_rows(&rows, spec);
+        }
+        let mut tx = without_full_sort(&mut conn).await?;
+        let hits = match walk {
+            Some(walk) => walk_sorted::<Postgres>(&mut tx, true, self.c_ids, spec, walk).await?,
+            None => {
+                let rows = Compiler::new(true, self.c_ids)
+                    .page::<Postgres>(spec)
+                    .build()
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err(map_err)?;
+                hits_from_rows(&rows, spec)?
             }
-            let rows = qb.build().fetch_all(&mut *tx).await.map_err(map_err)?;
-            tx.commit().await.map_err(map_err)?;
-            rows
-        } else {
-            qb.build().fetch_all(&mut *conn).await.map_err(map_err)?
         };
-        hits_from_rows(&rows, spec)
+        tx.commit().await.map_err(map_err)?;
+        Ok(hits)
     }
 
     async fn explain_search(&self, spec: &SearchSpec<'_>) -> StoreResult<String> {
@@ -176,14 +177,7 @@ impl Store for PostgresStore {
         let mut query = Compiler::new(true, self.c_ids);
         let mut qb = query.page_with::<Postgres>("EXPLAIN (ANALYZE, BUFFERS) ", spec);
         let rows = if ordered_plan(spec).is_some() || sort_walk(spec).is_some() {
-            // an ordered page is only cheap if it is never sorted whole: PostgreSQL 15 would
-            // sort the join for the referrers' ids from its (low) row estimate; without a
-            // full sort it walks the index and sorts each target's few referrers only
-            let mut tx = sqlx::Connection::begin(&mut *conn).await.map_err(map_err)?;
-            sqlx::query("SET LOCAL enable_sort = off")
-                .execute(&mut *tx)
-                .await
-                .map_err(map_err)?;
+            let mut tx = without_full_sort(&mut conn).await?;
             let rows = qb.build().fetch_all(&mut *tx).await.map_err(map_err)?;
             tx.commit().await.map_err(map_err)?;
             rows
@@ -452,4 +446,18 @@ impl Transaction for PgTx {
     async fn commit(self: Box<Self>) -> StoreResult<()> {
         self.tx.commit().await.map_err(map_err)
     }
+}
+
+/// A transaction for an ordered page or a sort walk, which are only cheap if never sorted
+/// whole: PostgreSQL 15 would sort the whole join from its (low) row estimate of a prefix
+/// range; with full sorts off it walks the index and sorts each run of equal keys only.
+async fn without_full_sort(
+    conn: &mut sqlx::PgConnection,
+) -> StoreResult<sqlx::Transaction<'_, Postgres>> {
+    let mut tx = sqlx::Connection::begin(conn).await.map_err(map_err)?;
+    sqlx::query("SET LOCAL enable_sort = off")
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
+    Ok(tx)
 }
