@@ -211,7 +211,8 @@ async fn patient_a_cannot_reach_patient_b(s: Server) {
         "Observation/b1/_history/1",
         "Provenance/pb",
     ] {
-        let r = a.get(path).await.expect(403);
+        // forbidden looks exactly like unknown
+        let r = a.get(path).await.expect(404);
         assert_eq!(r.json()["resourceType"], "OperationOutcome", "{path}");
     }
     // non-patient data stays readable
@@ -248,7 +249,8 @@ async fn patient_a_cannot_reach_patient_b(s: Server) {
                 "Patient/A",
             ],
         ),
-        ("Patient?_list=l", vec!["Patient/A"]),
+        // List l names A and B but is nobody's: a List the token may not read selects nothing
+        ("Patient?_list=l", vec![]),
         ("Provenance", vec![]),
         ("Encounter?_sort=-_lastUpdated", vec!["Encounter/ea"]),
     ];
@@ -310,16 +312,18 @@ async fn patient_a_cannot_reach_patient_b(s: Server) {
     assert_no_b("paging link", &b);
     // history
     a.get("Observation/a1/_history").await.expect(200);
-    a.get("Observation/b1/_history").await.expect(403);
+    a.get("Observation/b1/_history").await.expect(404);
     a.get("Observation/_history").await.expect(403);
     a.get("_history").await.expect(403);
     // $everything and $meta
     let e = a.get("Patient/A/$everything").await.expect(200).json();
     assert_no_b("$everything", &e);
     assert!(ids(&e, "match").contains(&"Observation/a1".to_string()));
-    a.get("Patient/B/$everything").await.expect(403);
-    a.get("Patient/$everything").await.expect(403);
-    a.get("Observation/b1/$meta").await.expect(403);
+    a.get("Patient/B/$everything").await.expect(404);
+    // type-level $everything covers only the token's own patient
+    let all = a.get("Patient/$everything").await.expect(200).json();
+    assert_no_b("Patient/$everything", &all);
+    a.get("Observation/b1/$meta").await.expect(404);
     a.get("Observation/$meta").await.expect(403);
     // system search without _type
     a.get("?_id=B").await.expect(403);
@@ -334,14 +338,14 @@ async fn patient_a_cannot_reach_patient_b(s: Server) {
         r["entry"][0]["response"]["status"]
             .as_str()
             .unwrap()
-            .starts_with("403")
+            .starts_with("404")
     );
     assert_eq!(r["entry"][1]["resource"]["total"], 0);
     assert!(
         r["entry"][2]["response"]["status"]
             .as_str()
             .unwrap()
-            .starts_with("403")
+            .starts_with("404")
     );
     assert!(
         r["entry"][3]["response"]["status"]
@@ -361,15 +365,15 @@ async fn patient_a_cannot_reach_patient_b(s: Server) {
     w.post("Observation", &new_a).await.expect(201);
     let mut moved = s.get("Observation/b2").await.json();
     moved["subject"] = json!({"reference": "Patient/A"});
-    w.put("Observation/b2", &moved).await.expect(403);
-    w.delete("Observation/b1").await.expect(403);
+    w.put("Observation/b2", &moved).await.expect(404);
+    w.delete("Observation/b1").await.expect(404);
     // conditional criteria only see what the token may read: nothing matches, nothing is deleted
     w.delete("Observation?subject=Patient/B").await.expect(204);
     // a transaction that touches B fails whole
     let tx = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
         {"resource": new_a, "request": {"method": "POST", "url": "Observation"}},
         {"request": {"method": "DELETE", "url": "Observation/b1"}}]});
-    w.post("", &tx).await.expect(403);
+    w.post("", &tx).await.expect(404);
     // conditional create cannot match (and hand out) B's resource: it creates A's own
     let r =
         w.s.post_with(
@@ -395,7 +399,7 @@ async fn patient_a_cannot_reach_patient_b(s: Server) {
         nobody.get("Observation").await.expect(200).json()["total"],
         0
     );
-    nobody.get("Observation/a1").await.expect(403);
+    nobody.get("Observation/a1").await.expect(404);
     let _ = Backend::Sqlite;
 }
 
@@ -421,8 +425,8 @@ async fn smart_v1_and_v2_scopes(s: Server) {
     let b = lab.get("Observation").await.expect(200).json();
     assert_eq!(ids(&b, "match"), ["Observation/a1"]);
     lab.get("Observation/a1").await.expect(200);
-    lab.get("Observation/a2").await.expect(403);
-    lab.get("Observation/b1").await.expect(403);
+    lab.get("Observation/a2").await.expect(404);
+    lab.get("Observation/b1").await.expect(404);
     // v2 letters: read without search, create/update without read
     let r_only = As::new(&s, "user/Observation.r", None);
     r_only.get("Observation/b1").await.expect(200);

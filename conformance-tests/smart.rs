@@ -491,11 +491,24 @@ async fn authorization_code_flow_with_the_oauth2_crate(s: SecureServer) {
 }
 
 async fn practitioner_picks_a_patient_and_ehr_launch(s: SecureServer) {
+    s.admin()
+        .await
+        .put(
+            "Practitioner/7",
+            &json!({"resourceType": "Practitioner", "id": "7", "name": [{"family": "Doc"}]}),
+        )
+        .await
+        .expect(201);
+    let gp = json!([{"reference": "Practitioner/7"}]);
     let a = s
-        .create_as_admin(&json!({"resourceType": "Patient", "name": [{"family": "Alpha"}]}))
+        .create_as_admin(&json!({"resourceType": "Patient", "name": [{"family": "Alpha"}], "generalPractitioner": gp}))
         .await;
     let b = s
-        .create_as_admin(&json!({"resourceType": "Patient", "name": [{"family": "Beta"}]}))
+        .create_as_admin(&json!({"resourceType": "Patient", "name": [{"family": "Beta"}], "generalPractitioner": gp}))
+        .await;
+    // a patient the practitioner has no care relationship with
+    let c = s
+        .create_as_admin(&json!({"resourceType": "Patient", "name": [{"family": "Gamma"}]}))
         .await;
     let enc = s
         .create_as_admin(&json!({"resourceType": "Encounter", "status": "finished",
@@ -543,6 +556,11 @@ async fn practitioner_picks_a_patient_and_ehr_launch(s: SecureServer) {
         .unwrap();
     assert!(consent.contains(&format!("value=\"{a}\"")), "{consent}");
     assert!(consent.contains(&format!("value=\"{b}\"")) && consent.contains("Beta"));
+    assert!(
+        !consent.contains(&c) && !consent.contains("Gamma"),
+        "the picker lists only patients the user may see"
+    );
+    assert!(!consent.contains(" checked"), "nothing is pre-selected");
     let t = s
         .authorize(
             &app,
@@ -566,7 +584,7 @@ async fn practitioner_picks_a_patient_and_ehr_launch(s: SecureServer) {
         .client
         .post(format!("{}/auth/launch", s.origin()))
         .bearer_auth(&doc_user_tokens.access_token)
-        .json(&json!({"patient": b, "encounter": enc}))
+        .json(&json!({"client_id": app, "patient": b, "encounter": enc}))
         .send()
         .await
         .unwrap();
@@ -617,7 +635,7 @@ async fn practitioner_picks_a_patient_and_ehr_launch(s: SecureServer) {
         .client
         .post(format!("{}/auth/launch", s.origin()))
         .bearer_auth(&pat_token)
-        .json(&json!({"patient": a}))
+        .json(&json!({"client_id": app, "patient": a}))
         .send()
         .await
         .unwrap();
@@ -625,7 +643,7 @@ async fn practitioner_picks_a_patient_and_ehr_launch(s: SecureServer) {
     let resp = s
         .client
         .post(format!("{}/auth/launch", s.origin()))
-        .json(&json!({"patient": a}))
+        .json(&json!({"client_id": app, "patient": a}))
         .send()
         .await
         .unwrap();

@@ -241,10 +241,13 @@ async fn inject_test_principal(
     let patient = get(req.headers(), "x-test-patient");
     let user = get(req.headers(), "x-test-user");
     let fhir_user = get(req.headers(), "x-test-fhir-user");
+    let role =
+        get(req.headers(), "x-test-role").and_then(|r| healporium::auth::Role::parse(&r).ok());
     if let Some(scope) = scope {
         let principal = healporium::auth::Principal {
             client_id: "test-client".to_string(),
             user,
+            role,
             fhir_user,
             patient_context: patient,
             grants: healporium::auth::parse_scopes(&scope),

@@ -405,6 +405,8 @@ async fn revoke(
 
 #[derive(Debug, Default, Deserialize)]
 struct LaunchBody {
+    /// The app the launch is for.
+    client_id: Option<String>,
     patient: Option<String>,
     encounter: Option<String>,
 }
@@ -449,18 +451,27 @@ async fn launch(
         Ok(b) => b,
         Err(e) => return oauth_error(e, false),
     };
+    let Some(client_id) = b.client_id.as_deref().filter(|c| !c.is_empty()) else {
+        return oauth_error(
+            SmartError::invalid_request("client_id (the app to launch) is missing"),
+            false,
+        );
+    };
     if let Some(p) = &b.patient {
-        match state.api.ctx.store.read("Patient", p).await {
-            Ok(Some(v)) if !v.deleted => {}
-            Ok(_) => {
-                return oauth_error(SmartError::invalid_request("No such Patient"), false);
-            }
-            Err(e) => return oauth_error(SmartError::from(e), false),
+        // the launching user must be allowed to see the patient (else: as if unknown)
+        let principal = claims.principal();
+        if !visible_patient(&state, &headers, principal, p).await {
+            return oauth_error(SmartError::invalid_request("No such Patient"), false);
         }
     }
     match state
         .smart
-        .create_launch(username, b.patient.as_deref(), b.encounter.as_deref())
+        .create_launch(
+            username,
+            client_id,
+            b.patient.as_deref(),
+            b.encounter.as_deref(),
+        )
         .await
     {
         Ok(id) => json_response(
@@ -543,13 +554,13 @@ async fn login(
     let response = match state.smart.sign_in(&request, &username, &password).await {
         Ok(SignIn::Consent(pending, user)) => {
             let patients = if pending.needs_patient_pick(&user) {
-                patient_choices(&state, &headers).await
+                patient_choices(&state, &headers, &user, None).await
             } else {
                 Vec::new()
             };
             html(
                 StatusCode::OK,
-                &consent_page(&request, &pending, &user, &patients),
+                &consent_page(&request, &pending, &user, &patients, None),
             )
         }
         Ok(SignIn::Failed(pending)) => {
@@ -575,6 +586,8 @@ struct ConsentForm {
     decision: Option<String>,
     patient: Option<String>,
     patient_id: Option<String>,
+    /// A name to narrow the patient picker with (decision `search`).
+    q: Option<String>,
 }
 
 async fn consent(
@@ -588,6 +601,20 @@ async fn consent(
     let Some(request) = f.request else {
         return page_error("The consent form is incomplete");
     };
+    if f.decision.as_deref() == Some("search") {
+        // the picker again, narrowed to a name
+        let (pending, user) = match state.smart.pending(&request).await {
+            Ok((p, Some(u))) => (p, u),
+            Ok((_, None)) => return page_error("Sign in first"),
+            Err(e) => return authorize_failure(e),
+        };
+        let q = f.q.as_deref().map(str::trim).filter(|q| !q.is_empty());
+        let patients = patient_choices(&state, &headers, &user, q).await;
+        return html(
+            StatusCode::OK,
+            &consent_page(&request, &pending, &user, &patients, q),
+        );
+    }
     let approve = f.decision.as_deref() == Some("allow");
     let patient = f
         .patient_id
@@ -595,10 +622,14 @@ async fn consent(
         .or(f.patient.filter(|p| !p.is_empty()))
         .map(|p| p.trim().to_string());
     if approve && let Some(p) = &patient {
-        match state.api.ctx.store.read("Patient", p).await {
-            Ok(Some(v)) if !v.deleted => {}
-            Ok(_) => return page_error("There is no such patient; go back and choose another"),
-            Err(e) => return authorize_failure(AuthorizeError::Failure(e.into())),
+        // only a patient the signed-in user may see (else: as if there were none)
+        let user = match state.smart.pending(&request).await {
+            Ok((_, Some(u))) => u,
+            Ok((_, None)) => return page_error("Sign in first"),
+            Err(e) => return authorize_failure(e),
+        };
+        if !visible_patient(&state, &headers, user_principal(&user), p).await {
+            return page_error("There is no such patient; go back and choose another");
         }
     }
     match state
@@ -611,16 +642,65 @@ async fn consent(
     }
 }
 
-/// Patients to choose from (first 50 by the store's order), as (id, display name).
-async fn patient_choices(state: &SmartState, headers: &HeaderMap) -> Vec<(String, String)> {
+/// The signed-in user as the picker and the consent checks see them: their role, reading
+/// Patients (`user/Patient.rs`), so the role's confinement decides which patients show.
+fn user_principal(user: &User) -> crate::auth::Principal {
+    let scope = "user/Patient.rs".to_string();
+    crate::auth::Principal {
+        client_id: "healporium-consent".to_string(),
+        user: Some(user.username.clone()),
+        role: Some(user.role),
+        fhir_user: user.fhir_user.clone(),
+        patient_context: None,
+        grants: crate::auth::parse_scopes(&scope),
+        scope,
+        token_id: None,
+    }
+}
+
+/// Whether `principal` may read `Patient/<id>` (a live one), through the interaction layer.
+async fn visible_patient(
+    state: &SmartState,
+    headers: &HeaderMap,
+    principal: crate::auth::Principal,
+    id: &str,
+) -> bool {
+    let request = FhirRequest {
+        base: state.base(headers),
+        interaction: Interaction::Read {
+            resource_type: "Patient".to_string(),
+            id: id.to_string(),
+        },
+        preconditions: Preconditions::default(),
+        cascade: false,
+        provenance: None,
+        prefer: Default::default(),
+        principal: Some(principal),
+        source: None,
+    };
+    interaction::handle(&state.api.ctx, request).await.is_ok()
+}
+
+/// Patients the signed-in user may see, to choose from (the first 50 by family name,
+/// narrowed to `name` when given), as (id, display name).
+async fn patient_choices(
+    state: &SmartState,
+    headers: &HeaderMap,
+    user: &User,
+    name: Option<&str>,
+) -> Vec<(String, String)> {
+    let mut pairs = vec![
+        ("_count".to_string(), "50".to_string()),
+        ("_sort".to_string(), "family".to_string()),
+    ];
+    if let Some(n) = name {
+        pairs.push(("name".to_string(), n.chars().take(100).collect()));
+    }
     let request = FhirRequest {
         base: state.base(headers),
         interaction: Interaction::Search(SearchRequest {
             scope: SearchScope::Type("Patient".to_string()),
-            pairs: vec![
-                ("_count".to_string(), "50".to_string()),
-                ("_sort".to_string(), "family".to_string()),
-            ],
+            pairs,
             strict: false,
             paging: false,
         }),
@@ -628,8 +708,8 @@ async fn patient_choices(state: &SmartState, headers: &HeaderMap) -> Vec<(String
         cascade: false,
         provenance: None,
         prefer: Default::default(),
-        // the server's own work (the signed-in practitioner's picker, the demo seed)
-        principal: Some(crate::auth::Principal::system()),
+        // as the signed-in user: their role decides which patients they may pick
+        principal: Some(user_principal(user)),
         source: None,
     };
     let Ok(response) = interaction::handle(&state.api.ctx, request).await else {
@@ -789,17 +869,27 @@ fn consent_page(
     pending: &Pending,
     user: &User,
     patients: &[(String, String)],
+    query: Option<&str>,
 ) -> String {
     let mut picker = String::new();
     if pending.needs_patient_pick(user) {
-        picker.push_str("<fieldset><legend>Patient this application may see</legend>");
-        for (i, (id, display)) in patients.iter().enumerate() {
+        // only patients the user may see; nothing chosen for them
+        picker.push_str(&format!(
+            "<fieldset><legend>Patient this application may see</legend>\
+             <label for=\"q\">Find by name</label>\
+             <input type=\"search\" id=\"q\" name=\"q\" value=\"{q}\">\
+             <button type=\"submit\" name=\"decision\" value=\"search\">Search</button>",
+            q = esc(query.unwrap_or("")),
+        ));
+        if patients.is_empty() {
+            picker.push_str("<p class=\"muted\">No patients you may see match.</p>");
+        }
+        for (id, display) in patients {
             picker.push_str(&format!(
-                "<label><input type=\"radio\" name=\"patient\" value=\"{id}\"{checked}> {d} \
+                "<label><input type=\"radio\" name=\"patient\" value=\"{id}\"> {d} \
                  <span class=\"muted\">Patient/{id}</span></label>",
                 id = esc(id),
                 d = esc(display),
-                checked = if i == 0 { " checked" } else { "" },
             ));
         }
         picker.push_str(

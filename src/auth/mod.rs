@@ -1,13 +1,15 @@
 //! L1: pure access decisions. A [`Principal`] is who is calling (client, user, fhirUser, the
 //! patient in context) and what the token's SMART scopes grant; [`Principal::allows`] decides
 //! one interaction on one resource type, [`Principal::patient`] says whose compartment a
-//! patient-context token is confined to. No I/O, no HTTP: the enforcement point in
-//! `interaction/` calls these for every path.
+//! patient-context token is confined to, and [`policy`] holds the type policy and the roles.
+//! No I/O, no HTTP: the enforcement point in `interaction/` calls these for every path.
 
 pub mod scopes;
 
 pub mod discovery;
+pub mod policy;
 
+pub use policy::{Class, Patients, Policy, Role};
 pub use scopes::{Perm, ScopeContext, ScopeGrant, parse_scope, parse_scopes};
 
 /// Who is calling and what they may do.
@@ -17,6 +19,8 @@ pub struct Principal {
     pub client_id: String,
     /// The signed-in user's account name (None for backend services).
     pub user: Option<String>,
+    /// The user's role (None for backend services: their scopes alone decide).
+    pub role: Option<Role>,
     /// The user's FHIR resource (`Patient/123`, `Practitioner/7`).
     pub fhir_user: Option<String>,
     /// The patient in context (launch context or the patient the user picked).
@@ -52,6 +56,7 @@ impl Principal {
         Principal {
             client_id: "healporium".to_string(),
             user: None,
+            role: None,
             fhir_user: None,
             patient_context: None,
             grants: parse_scopes("system/*.cruds"),
@@ -123,6 +128,7 @@ mod tests {
         Principal {
             client_id: "c".into(),
             user: None,
+            role: None,
             fhir_user: None,
             patient_context: patient.map(str::to_string),
             grants: parse_scopes(scope),

@@ -14,7 +14,15 @@ pub enum Perm {
 }
 
 impl Perm {
-    fn bit(self) -> u8 {
+    pub const ALL: [Perm; 5] = [
+        Perm::Create,
+        Perm::Read,
+        Perm::Update,
+        Perm::Delete,
+        Perm::Search,
+    ];
+
+    pub(crate) fn bit(self) -> u8 {
         match self {
             Perm::Create => 1,
             Perm::Read => 2,
@@ -32,6 +40,33 @@ impl Perm {
             Perm::Delete => "delete",
             Perm::Search => "search",
         }
+    }
+
+    /// The SMART v2 letter (c r u d s).
+    pub fn letter(self) -> char {
+        match self {
+            Perm::Create => 'c',
+            Perm::Read => 'r',
+            Perm::Update => 'u',
+            Perm::Delete => 'd',
+            Perm::Search => 's',
+        }
+    }
+
+    /// The permissions of a string of v2 letters (`cruds`, `rs`), as a bit mask; None when a
+    /// letter is not one of c r u d s.
+    pub fn mask(letters: &str) -> Option<u8> {
+        letters.chars().try_fold(0u8, |m, ch| {
+            Perm::ALL
+                .iter()
+                .find(|p| p.letter() == ch)
+                .map(|p| m | p.bit())
+        })
+    }
+
+    /// Whether `mask` holds this permission.
+    pub fn in_mask(self, mask: u8) -> bool {
+        mask & self.bit() != 0
     }
 }
 

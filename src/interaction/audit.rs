@@ -368,6 +368,7 @@ mod tests {
             principal: Some(Principal {
                 client_id: "app".into(),
                 user: Some("ann".into()),
+                role: Some(crate::auth::Role::Practitioner),
                 fhir_user: Some("Practitioner/7".into()),
                 patient_context: None,
                 grants: Vec::new(),

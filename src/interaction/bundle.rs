@@ -668,8 +668,9 @@ async fn resolve_references(
                         return Err(o);
                     }
                 };
-                let mut criteria = criteria;
-                criteria.extend(s.guard.filters(&s.registry, crate::auth::Perm::Read, t)?);
+                let criteria =
+                    s.guard
+                        .criteria(&s.registry, crate::auth::Perm::Read, t, criteria)?;
                 let found = s.tx().find(t, &criteria, 2).await?;
                 match found.as_slice() {
                     [one] => {
@@ -759,26 +760,30 @@ async fn execute(
         Plan::Read { rt, id, version } => {
             let id = Id::parse(id)?;
             s.guard.require(crate::auth::Perm::Read, rt)?;
-            if s.tx()
-                .current(rt, id.as_str())
-                .await?
-                .is_some_and(|c| !c.deleted)
-            {
-                let (guard, registry) = (s.guard.clone(), s.registry.clone());
-                guard
-                    .check_in_tx(s.tx(), &registry, crate::auth::Perm::Read, rt, id.as_str())
-                    .await?;
-            }
+            let (guard, registry) = (s.guard.clone(), s.registry.clone());
+            // forbidden looks like unknown, as for a REST read
+            guard
+                .check_in_tx(s.tx(), &registry, crate::auth::Perm::Read, rt, id.as_str())
+                .await?;
             let mut r = match version {
                 None => {
                     let current = s.tx().current(rt, id.as_str()).await?;
                     read::respond(rt, id.as_str(), current, &e.pre)?
                 }
                 Some(v) => {
-                    let found = match v.parse::<i64>() {
+                    let mut found = match v.parse::<i64>() {
                         Ok(n) => s.tx().version(rt, id.as_str(), n).await?,
                         Err(_) => None,
                     };
+                    if let Some(fv) = &found {
+                        let mut src = super::guard::Src::Tx(s.tx());
+                        if !guard
+                            .version_visible(&mut src, &registry, crate::auth::Perm::Read, fv)
+                            .await?
+                        {
+                            found = None;
+                        }
+                    }
                     vread::respond(rt, id.as_str(), v, found)?
                 }
             };

@@ -148,6 +148,7 @@ pub fn search_params<'r>(
         }
         for p in registry.own(t) {
             let supported = p.kind != ParamType::Special
+                && !p.internal
                 && (p.parsed.is_some() || p.code == "_id" || p.code == "_lastUpdated")
                 && !out.iter().any(|o| o.code == p.code);
             if supported {
@@ -164,6 +165,7 @@ fn revincludes(registry: &SearchParameters, resource_type: &str) -> Vec<String> 
     for source in defs.resource_types() {
         for p in registry.own(source) {
             if p.kind == ParamType::Reference
+                && !p.internal
                 && p.parsed.is_some()
                 && (p.targets.is_empty() || p.targets.iter().any(|x| x == resource_type))
             {

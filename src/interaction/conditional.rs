@@ -14,9 +14,11 @@ pub(super) async fn resolve(
     resource_type: &str,
     query: &str,
 ) -> Result<Option<String>, Outcome> {
-    let mut criteria = criteria::parse(resource_type, query)?;
+    let criteria = criteria::parse(resource_type, query)?;
     let lock = criteria::lock_key(resource_type, &criteria);
-    criteria.extend(s.guard.filters(&s.registry, Perm::Read, resource_type)?);
+    let criteria = s
+        .guard
+        .criteria(&s.registry, Perm::Read, resource_type, criteria)?;
     let tx = s.tx();
     tx.lock_key(&lock).await?;
     let mut ids = tx.find(resource_type, &criteria, 2).await?;

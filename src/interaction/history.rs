@@ -2,6 +2,7 @@
 //! deletes as entries without a resource, `_since`, `_count`, and keyset paging links that
 //! stay correct while other clients write.
 
+use super::guard::Src;
 use super::{Body, Context, FhirResponse, Status, resource_type};
 use crate::auth::Perm;
 use crate::fhir::outcome::Outcome;
@@ -115,7 +116,7 @@ pub(super) async fn history(
             let id = Id::parse(id)?;
             ctx.guard.require(Perm::Read, rt)?;
             if ctx.store.read(rt, id.as_str()).await?.is_none() {
-                return Err(Outcome::not_found(format!("{rt}/{id} is not known")));
+                return Err(super::guard::hidden(rt, id.as_str()));
             }
             ctx.guard
                 .check_stored(ctx, Perm::Read, rt, id.as_str())
@@ -132,7 +133,28 @@ pub(super) async fn history(
         cursor: params.cursor,
         count,
     };
-    let page = ctx.store.history(&scope, &query).await?;
+    let mut page = ctx.store.history(&scope, &query).await?;
+    // a confined token sees only the versions that were within its reach; the total would
+    // count the others, so it is left out
+    let mut confined = false;
+    if let HistoryScope::Instance(rt, _) = &scope
+        && ctx.guard.confined(Perm::Read, rt)
+    {
+        confined = true;
+        let registry = ctx.registry.current(ctx.store.as_ref()).await?.params;
+        let mut src = Src::Store(ctx.store.as_ref());
+        let mut kept = Vec::with_capacity(page.entries.len());
+        for (seq, v) in std::mem::take(&mut page.entries) {
+            if ctx
+                .guard
+                .version_visible(&mut src, &registry, Perm::Read, &v)
+                .await?
+            {
+                kept.push((seq, v));
+            }
+        }
+        page.entries = kept;
+    }
     let link = |cursor: Option<Cursor>| {
         let mut q = Vec::new();
         if let Some(s) = &params.since_text {
@@ -164,14 +186,16 @@ pub(super) async fn history(
         .iter()
         .map(|(_, v)| entry(base, v))
         .collect::<Result<Vec<_>, _>>()?;
-    let bundle = json!({
+    let mut bundle = json!({
         "resourceType": "Bundle",
         "type": "history",
         "total": page.total,
         "link": links,
         "entry": entries,
     });
-    let mut bundle = bundle;
+    if confined && let Some(obj) = bundle.as_object_mut() {
+        obj.shift_remove("total");
+    }
     if entries_is_empty(&bundle)
         && let Some(obj) = bundle.as_object_mut()
     {

@@ -279,8 +279,9 @@ pub async fn handle(ctx: &Context, req: FhirRequest) -> Result<FhirResponse, Out
         source,
     } = req;
     // every path below consults this request's guard
+    let guard = guard::Guard::load(ctx.store.as_ref(), principal.clone(), &base).await?;
     let ctx = &Context {
-        guard: guard::Guard::new(principal.clone()),
+        guard,
         requester: audit::Requester {
             principal,
             address: source,

@@ -16,7 +16,8 @@ pub(super) async fn read(
     let id = Id::parse(id)?;
     ctx.guard.require(Perm::Read, rt)?;
     let current = ctx.store.read(rt, id.as_str()).await?;
-    if current.as_ref().is_some_and(|c| !c.deleted) {
+    if current.is_some() {
+        // forbidden looks like unknown; a deleted resource by its last live version
         ctx.guard
             .check_stored(ctx, Perm::Read, rt, id.as_str())
             .await?;

@@ -4,7 +4,9 @@
 //! applies `_summary`/`_elements`, and answers a `searchset` Bundle whose paging links are
 //! opaque cursor ids (the query and position stay in the database, never in the URL).
 
+use super::guard::patient_links;
 use super::{Body, Context, FhirResponse, Status, resource_type};
+use crate::auth::Perm;
 use crate::fhir::outcome::{ErrorKind, Issue, Outcome, operation_outcome};
 use crate::fhir::types::Instant;
 use crate::search::parameters::SearchParameters;
@@ -175,17 +177,22 @@ fn scope_types(
                 return Err(Outcome::bad_request("The compartment id is not a valid id"));
             }
             let targets: Vec<String> = if target == "*" {
-                let mut all: Vec<String> = registry
-                    .patient_compartment_types()
-                    .map(str::to_string)
+                // every type tied to a patient, that the token may search
+                let mut all: Vec<String> = ctx
+                    .defs
+                    .resource_types()
+                    .iter()
+                    .filter(|t| {
+                        (*t == "Patient" || !patient_links(registry, t).is_empty())
+                            && ctx.guard.require(Perm::Search, t).is_ok()
+                    })
+                    .cloned()
                     .collect();
-                all.push("Patient".to_string());
                 all.sort();
-                all.dedup();
                 all
             } else {
                 let t = resource_type(ctx, target)?;
-                if t != "Patient" && registry.patient_compartment(t).is_empty() {
+                if t != "Patient" && patient_links(registry, t).is_empty() {
                     return Err(Outcome::bad_request(format!(
                         "{t} is not in the Patient compartment"
                     )));
@@ -194,13 +201,13 @@ fn scope_types(
             };
             let params: Vec<(String, Vec<String>)> = targets
                 .iter()
-                .map(|t| (t.clone(), registry.patient_compartment(t).to_vec()))
+                .map(|t| (t.clone(), patient_links(registry, t).to_vec()))
                 .collect();
             Ok((
                 targets,
                 vec![Filter::Compartment {
                     owner_type: owner.to_string(),
-                    owner_id: owner_id.clone(),
+                    owners: query::Owners::Id(owner_id.clone()),
                     params,
                 }],
             ))
@@ -238,6 +245,8 @@ async fn run(
             ));
         }
     }
+    // chains, `_has` and `_list` see only what the token may search
+    ctx.guard.confine(&loaded.params, &mut q.filters)?;
     q.filters.splice(0..0, scope_filters);
     q.filters.extend(access);
     resolve_value_sets(ctx, &mut q.filters).await?;
@@ -246,7 +255,12 @@ async fn run(
     let who = ctx
         .guard
         .principal()
-        .map(|p| format!("{}|{}|{:?}", p.client_id, p.scope, p.patient_context))
+        .map(|p| {
+            format!(
+                "{}|{:?}|{}|{:?}",
+                p.client_id, p.user, p.scope, p.patient_context
+            )
+        })
         .unwrap_or_default();
     let total = if counting || q.total != Total::None {
         match &state.total {
@@ -338,7 +352,7 @@ async fn run(
         .map(|h| (h.resource_type.clone(), h.id.clone()))
         .collect();
     let found = ordered(ctx.store.read_many(&keys).await?, &keys);
-    let included = permitted(ctx, includes(ctx, &q, &found).await?).await?;
+    let included = includes(ctx, &q, &found).await?;
     let mut entries = Vec::new();
     for v in &found {
         entries.push(entry(ctx, base, v, "match", &q)?);
@@ -385,7 +399,6 @@ fn access_filters(
     registry: &SearchParameters,
     types: &[String],
 ) -> Result<Vec<Filter>, Outcome> {
-    use crate::auth::Perm;
     if ctx.guard.is_open() {
         return Ok(Vec::new());
     }
@@ -422,47 +435,16 @@ pub(crate) async fn permitted(
     ctx: &Context,
     versions: Vec<StoredVersion>,
 ) -> Result<Vec<StoredVersion>, Outcome> {
-    use crate::auth::Perm;
     if ctx.guard.is_open() || versions.is_empty() {
         return Ok(versions);
     }
     let registry = ctx.registry.current(ctx.store.as_ref()).await?.params;
-    let mut allowed: HashSet<(String, String)> = HashSet::new();
-    let mut by_type: HashMap<String, Vec<String>> = HashMap::new();
-    for v in &versions {
-        by_type
-            .entry(v.resource_type.clone())
-            .or_default()
-            .push(v.id.clone());
-    }
-    for (t, ids) in by_type {
-        if ctx.guard.require(Perm::Read, &t).is_err() {
-            continue;
-        }
-        if !ctx.guard.confined(Perm::Read, &t) {
-            allowed.extend(ids.into_iter().map(|id| (t.clone(), id)));
-            continue;
-        }
-        let mut filters = ctx.guard.filters(&registry, Perm::Read, &t)?;
-        filters.push(Filter::Id {
-            ids: ids.clone(),
-            negate: false,
-        });
-        let types = [t.clone()];
-        let hits = ctx
-            .store
-            .search(&SearchSpec {
-                types: &types,
-                filters: &filters,
-                sort: &[],
-                anchor: None,
-                backwards: false,
-                limit: u32::try_from(ids.len()).unwrap_or(u32::MAX),
-                forms: &[],
-            })
-            .await?;
-        allowed.extend(hits.into_iter().map(|h| (h.resource_type, h.id)));
-    }
+    let keys: Vec<(String, String)> = versions
+        .iter()
+        .map(|v| (v.resource_type.clone(), v.id.clone()))
+        .collect();
+    let mut src = super::guard::Src::Store(ctx.store.as_ref());
+    let allowed = ctx.guard.readable(&mut src, &registry, &keys).await?;
     Ok(versions
         .into_iter()
         .filter(|v| allowed.contains(&(v.resource_type.clone(), v.id.clone())))
@@ -564,7 +546,9 @@ async fn includes(
         if wanted.is_empty() {
             break;
         }
-        let mut versions = ordered(ctx.store.read_many(&wanted).await?, &wanted);
+        // only what the token may read is included, and only that is followed further
+        let mut versions =
+            permitted(ctx, ordered(ctx.store.read_many(&wanted).await?, &wanted)).await?;
         frontier = versions
             .iter()
             .map(|v| (v.resource_type.clone(), v.id.clone()))

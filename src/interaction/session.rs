@@ -50,6 +50,8 @@ pub struct Session {
     deleted: Vec<(String, String, Option<String>)>,
     /// Every version written, in order: (type, id, version).
     pub versions: Vec<(String, String, VersionId)>,
+    /// The patients each version written concerns (parallel to `versions`), for the audit.
+    pub patients: Vec<Vec<String>>,
 }
 
 impl Session {
@@ -68,6 +70,7 @@ impl Session {
             written: Vec::new(),
             deleted: Vec::new(),
             versions: Vec::new(),
+            patients: Vec::new(),
         })
     }
 
@@ -91,9 +94,11 @@ impl Session {
         id: &str,
         version: VersionId,
         links: Vec<LinkRow>,
+        patients: Vec<String>,
     ) {
         self.versions
             .push((resource_type.to_string(), id.to_string(), version));
+        self.patients.push(patients);
         self.written.push(Written {
             resource_type: resource_type.to_string(),
             id: id.to_string(),
@@ -102,9 +107,16 @@ impl Session {
         });
     }
 
-    pub(super) fn record_delete(&mut self, resource_type: &str, id: &str, version: VersionId) {
+    pub(super) fn record_delete(
+        &mut self,
+        resource_type: &str,
+        id: &str,
+        version: VersionId,
+        patients: Vec<String>,
+    ) {
         self.versions
             .push((resource_type.to_string(), id.to_string(), version));
+        self.patients.push(patients);
         self.deleted.push((
             resource_type.to_string(),
             id.to_string(),
@@ -142,6 +154,7 @@ impl Session {
         self.written.truncate(mark.written);
         self.deleted.truncate(mark.deleted);
         self.versions.truncate(mark.versions);
+        self.patients.truncate(mark.versions);
     }
 
     /// Referential integrity of what was written and deleted since `mark`.
@@ -167,19 +180,43 @@ impl Session {
             if referrers.is_empty() {
                 continue;
             }
-            if !self.cascade {
+            // a confined token learns nothing of referrers it may not read: not their names,
+            // not their number
+            let readable = if self.guard.is_open() {
+                referrers.iter().cloned().collect()
+            } else {
+                let (guard, registry) = (self.guard.clone(), self.registry.clone());
+                let mut src = super::guard::Src::Tx(self.tx.as_mut());
+                guard.readable(&mut src, &registry, &referrers).await?
+            };
+            let hidden = referrers.iter().any(|k| !readable.contains(k));
+            if !self.cascade || hidden {
                 let names: Vec<String> = referrers
                     .iter()
+                    .filter(|k| readable.contains(*k))
                     .take(10)
                     .map(|(t, rid)| format!("{t}/{rid}"))
                     .collect();
-                let o = Outcome::new(
-                    ErrorKind::Conflict,
-                    format!(
-                        "{rt}/{id} is referenced by {}{}; delete those first or use _cascade=delete",
+                let by = match (names.is_empty(), hidden) {
+                    (false, false) => format!(
+                        "{}{}",
                         names.join(", "),
                         if referrers.len() > 10 { ", …" } else { "" }
                     ),
+                    (false, true) => format!(
+                        "{} and resources outside what this token may access",
+                        names.join(", ")
+                    ),
+                    _ => "resources outside what this token may access".to_string(),
+                };
+                let advice = if hidden {
+                    "they must be deleted first"
+                } else {
+                    "delete those first or use _cascade=delete"
+                };
+                let o = Outcome::new(
+                    ErrorKind::Conflict,
+                    format!("{rt}/{id} is referenced by {by}; {advice}"),
                 );
                 return Err(locate(o, entry.as_deref(), None));
             }
@@ -223,6 +260,34 @@ impl Session {
             Err(e) => {
                 self.written = written;
                 return Err(e.into());
+            }
+        };
+        // a reference to what the token may not read resolves no more than one to nothing
+        let found = if self.guard.is_open() {
+            found
+        } else {
+            let mine: BTreeSet<(String, String)> = written
+                .iter()
+                .skip(from)
+                .map(|w| (w.resource_type.clone(), w.id.clone()))
+                .collect();
+            let keys: Vec<(String, String)> = found
+                .iter()
+                .filter(|k| !mine.contains(*k))
+                .cloned()
+                .collect();
+            let (guard, registry) = (self.guard.clone(), self.registry.clone());
+            let mut src = super::guard::Src::Tx(self.tx.as_mut());
+            match guard.readable(&mut src, &registry, &keys).await {
+                Ok(mut r) => {
+                    // what this session wrote is judged by the write path itself
+                    r.extend(found.into_iter().filter(|k| mine.contains(k)));
+                    r
+                }
+                Err(e) => {
+                    self.written = written;
+                    return Err(e);
+                }
             }
         };
         for k in wanted {

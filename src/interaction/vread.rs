@@ -1,5 +1,6 @@
 //! vread (`GET [base]/[type]/[id]/_history/[vid]`).
 
+use super::guard::Src;
 use super::{Body, Context, FhirResponse, Status, resource_type};
 use crate::auth::Perm;
 use crate::fhir::outcome::{ErrorKind, Outcome};
@@ -15,7 +16,8 @@ pub(super) async fn vread(
     let rt = resource_type(ctx, resource_type_name)?;
     let id = Id::parse(id)?;
     ctx.guard.require(Perm::Read, rt)?;
-    // a confined token sees the versions of resources it may read now
+    // a confined token sees the versions of resources it may read now, and of those only
+    // the versions that were within its reach themselves
     ctx.guard
         .check_stored(ctx, Perm::Read, rt, id.as_str())
         .await?;
@@ -23,6 +25,19 @@ pub(super) async fn vread(
         Ok(n) => ctx.store.vread(rt, id.as_str(), n).await?,
         Err(_) => None,
     };
+    if let Some(v) = &found
+        && ctx.guard.confined(Perm::Read, rt)
+    {
+        let registry = ctx.registry.current(ctx.store.as_ref()).await?.params;
+        let mut src = Src::Store(ctx.store.as_ref());
+        if !ctx
+            .guard
+            .version_visible(&mut src, &registry, Perm::Read, v)
+            .await?
+        {
+            return respond(rt, id.as_str(), version, None);
+        }
+    }
     respond(rt, id.as_str(), version, found)
 }
 

@@ -2,6 +2,7 @@
 //! stamping `id`/`meta`, index extraction, and the version row — all on the caller's
 //! transaction, which the caller commits.
 
+use super::guard::Src;
 use super::session::Session;
 use super::{Body, FhirResponse, Status};
 use crate::auth::Perm;
@@ -86,12 +87,20 @@ pub(super) async fn put_version(
         Perm::Create
     };
     s.guard.require(perm, resource_type)?;
-    if live.is_some() {
-        let (guard, registry) = (s.guard.clone(), s.registry.clone());
+    let (guard, registry) = (s.guard.clone(), s.registry.clone());
+    if current.is_some() {
+        // the resource as it stands (for a deleted one its last live version) must be the
+        // token's to change: someone else's id is neither updated nor re-created, and looks
+        // unknown
         guard
             .check_in_tx(s.tx(), &registry, Perm::Update, resource_type, id)
             .await?;
     }
+    // the patients the new content names must be the token's before the write: a write
+    // cannot create the care relationship that would allow it
+    guard
+        .check_content(s.tx(), &registry, perm, resource_type, &resource)
+        .await?;
     if let Some(cur) = live
         && let Some(body) = &cur.body
     {
@@ -113,6 +122,7 @@ pub(super) async fn put_version(
         .map_err(|_| Outcome::internal("Cannot serialize the resource"))?;
     let index = search::index::extract_with(&resource, Some(&s.base), &s.registry);
     let links = index.links.clone();
+    let patients = super::guard::patients_of(&s.registry, resource_type, id, &index);
     if resource_type == "SearchParameter" {
         // a custom parameter indexes new writes at once; existing resources wait for $reindex
         if let Some((bases, p)) = search::parameters::custom_from_resource(&resource) {
@@ -134,12 +144,22 @@ pub(super) async fn put_version(
             index,
         })
         .await?;
-    s.record_write(resource_type, id, version, links);
+    s.record_write(resource_type, id, version, links, patients);
     // what was written must lie within what the token may write
-    let (guard, registry) = (s.guard.clone(), s.registry.clone());
-    guard
-        .check_in_tx(s.tx(), &registry, perm, resource_type, id)
-        .await?;
+    if guard.confined(perm, resource_type) {
+        let mut src = Src::Tx(s.tx());
+        if !guard
+            .live_visible(&mut src, &registry, perm, resource_type, id)
+            .await?
+        {
+            return Err(Outcome::new(
+                ErrorKind::Forbidden,
+                format!(
+                    "The {resource_type} would be outside what the token may write (patient                      compartment, role or scope restriction)"
+                ),
+            ));
+        }
+    }
     let status = if live.is_some() {
         Status::Ok
     } else {
@@ -173,6 +193,14 @@ pub(super) async fn delete_version(
         .await?;
     let version = current.version + 1;
     let last_updated = next_timestamp(Some(current));
+    // whose data went, for the audit
+    let patients = match current.body.as_deref().map(serde_json::from_str::<Value>) {
+        Some(Ok(body)) => {
+            let rows = search::index::extract_with(&body, Some(&s.base), &s.registry);
+            super::guard::patients_of(&s.registry, &current.resource_type, &current.id, &rows)
+        }
+        _ => Vec::new(),
+    };
     s.tx()
         .write(&NewVersion {
             resource_type: current.resource_type.clone(),
@@ -185,7 +213,7 @@ pub(super) async fn delete_version(
             index: Default::default(),
         })
         .await?;
-    s.record_delete(&current.resource_type, &current.id, version);
+    s.record_delete(&current.resource_type, &current.id, version, patients);
     if current.resource_type == "SearchParameter" {
         s.registry_changed();
     }

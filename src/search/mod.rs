@@ -5,6 +5,7 @@
 pub mod criteria;
 pub mod dates;
 pub mod index;
+pub mod matching;
 pub mod parameters;
 pub mod query;
 pub mod text;

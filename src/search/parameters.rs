@@ -34,7 +34,23 @@ pub struct SearchParam {
     pub components: Vec<Component>,
     /// Defined by a SearchParameter resource stored on this server (not by R4).
     pub custom: bool,
+    /// Indexed for the access policy only (`hp-…`): clients cannot search, sort or include
+    /// by it, and the CapabilityStatement does not list it.
+    pub internal: bool,
 }
+
+/// Parameters the access policy needs where R4 defines none (see auth/type-policy.json):
+/// (base, code, expression). Reference parameters, indexed like any other.
+const POLICY_PARAMS: &[(&str, &str, &str)] = &[
+    // a Binary is as visible as what its securityContext names
+    ("Binary", "hp-security-context", "Binary.securityContext"),
+    // a document Bundle belongs to its Composition's subject
+    (
+        "Bundle",
+        "hp-subject",
+        "Bundle.entry.first().resource.ofType(Composition).subject",
+    ),
+];
 
 /// One component of a composite parameter: another parameter of the same base (by code) and
 /// an expression evaluated on each value of the composite's expression.
@@ -104,6 +120,7 @@ impl SearchParameters {
                 .into_iter()
                 .map(|p| SearchParam {
                     custom: false,
+                    internal: false,
                     parsed: p.expression.as_deref().and_then(|e| parse(e).ok()),
                     code: p.code,
                     kind: kind(&p.kind),
@@ -122,6 +139,21 @@ impl SearchParameters {
                 .map(Arc::new)
                 .collect();
             out.by_type.insert(base, list);
+        }
+        for (base, code, expression) in POLICY_PARAMS {
+            out.by_type
+                .entry(base.to_string())
+                .or_default()
+                .push(Arc::new(SearchParam {
+                    code: code.to_string(),
+                    kind: ParamType::Reference,
+                    expression: Some(expression.to_string()),
+                    parsed: parse(expression).ok(),
+                    targets: Vec::new(),
+                    components: Vec::new(),
+                    custom: false,
+                    internal: true,
+                }));
         }
         out.compartment = Profiles::get("compartment-patient.json")
             .and_then(|f| serde_json::from_slice(&f.data).ok())
@@ -168,12 +200,13 @@ impl SearchParameters {
             .unwrap_or(&[])
     }
 
-    /// A parameter of `resource_type` (own, or inherited from Resource/DomainResource).
+    /// A parameter of `resource_type` (own, or inherited from Resource/DomainResource) that
+    /// clients may use (the policy's internal ones are left out).
     pub fn get(&self, resource_type: &str, code: &str) -> Option<&SearchParam> {
         [resource_type, "DomainResource", "Resource"]
             .iter()
             .flat_map(|t| self.own(t))
-            .find(|p| p.code == code)
+            .find(|p| p.code == code && !p.internal)
             .map(Arc::as_ref)
     }
 
@@ -262,6 +295,7 @@ pub fn custom_from_resource(resource: &Value) -> Option<(Vec<String>, SearchPara
             targets,
             components,
             custom: true,
+            internal: false,
         },
     ))
 }

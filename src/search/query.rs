@@ -163,13 +163,24 @@ pub enum Filter {
     /// Any of the alternatives holds, each a list of filters that must all hold (v2 scope
     /// restrictions such as `Observation.rs?category=laboratory`).
     Any(Vec<Vec<Filter>>),
-    /// In the compartment of `owner`: per resource type, referencing it by one of the type's
-    /// compartment parameters (and the owner itself).
+    /// In the compartment of an owner (or of any owner matching a filter): per resource
+    /// type, referencing it by one of the type's compartment parameters (and the owner
+    /// itself).
     Compartment {
         owner_type: String,
-        owner_id: String,
+        owners: Owners,
         params: Vec<(String, Vec<String>)>,
     },
+}
+
+/// Whose compartment a [`Filter::Compartment`] is.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Owners {
+    /// One resource (`Patient/123/*`, a patient-context token).
+    Id(String),
+    /// Every resource of the owner type matching the filter (the patients a practitioner has
+    /// a care relationship with).
+    Matching(Box<Filter>),
 }
 
 /// What a sort key reads.

@@ -9,44 +9,7 @@ use crate::fhir::types::is_valid_id;
 use crate::store::auth::{ClientRow, UserRow};
 use crate::store::{AuthStore, StoreError};
 
-/// What a signed-in person is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    Patient,
-    Practitioner,
-    Pharmacist,
-    Insurer,
-    Admin,
-}
-
-impl Role {
-    pub const ALL: [Role; 5] = [
-        Role::Patient,
-        Role::Practitioner,
-        Role::Pharmacist,
-        Role::Insurer,
-        Role::Admin,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Patient => "patient",
-            Role::Practitioner => "practitioner",
-            Role::Pharmacist => "pharmacist",
-            Role::Insurer => "insurer",
-            Role::Admin => "admin",
-        }
-    }
-
-    pub fn parse(s: &str) -> Result<Role, String> {
-        Role::ALL
-            .into_iter()
-            .find(|r| r.as_str() == s)
-            .ok_or_else(|| {
-                format!("unknown role '{s}' (patient, practitioner, pharmacist, insurer, admin)")
-            })
-    }
-}
+pub use crate::auth::Role;
 
 /// A user account as the server uses it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -42,6 +42,9 @@ pub struct Pending {
     pub launch_patient: Option<String>,
     pub launch_encounter: Option<String>,
     pub ehr_launch: bool,
+    /// EHR launch: the user who created it, the only one who may complete it.
+    #[serde(default)]
+    pub launch_user: Option<String>,
 }
 
 impl Pending {
@@ -141,6 +144,7 @@ impl Smart {
             launch_patient: None,
             launch_encounter: None,
             ehr_launch: false,
+            launch_user: None,
         };
         let fail = |pending: &Pending, error: &str, description: &str| {
             AuthorizeError::Redirect(pending.redirect_error(error, description))
@@ -179,12 +183,26 @@ impl Smart {
             true,
         );
         if let Some(launch) = &p.launch {
+            // single use: taken whether or not what follows succeeds
             let ctx = self
                 .store
-                .launch(launch, now_ms())
+                .take_launch(launch, now_ms())
                 .await
                 .map_err(SmartError::from)?
-                .ok_or_else(|| fail(&pending, "invalid_request", "Unknown or expired launch"))?;
+                .ok_or_else(|| {
+                    fail(
+                        &pending,
+                        "invalid_request",
+                        "Unknown, expired or already used launch",
+                    )
+                })?;
+            if ctx.client_id.as_deref() != Some(client.client_id.as_str()) {
+                return Err(fail(
+                    &pending,
+                    "invalid_request",
+                    "The launch was created for another application",
+                ));
+            }
             if !pending.has_scope("launch") {
                 return Err(fail(
                     &pending,
@@ -195,6 +213,7 @@ impl Smart {
             pending.ehr_launch = true;
             pending.launch_patient = ctx.patient;
             pending.launch_encounter = ctx.encounter;
+            pending.launch_user = Some(ctx.created_by);
         } else {
             pending.scopes.retain(|s| s != "launch");
         }
@@ -289,6 +308,13 @@ impl Smart {
                 pending.redirect_error("access_denied", "The user denied the request"),
             ));
         }
+        if pending.ehr_launch && pending.launch_user.as_deref() != Some(user.username.as_str()) {
+            // a launch is bound to the user who created it in the EHR
+            return Err(AuthorizeError::Redirect(pending.redirect_error(
+                "access_denied",
+                "The launch was created for another user",
+            )));
+        }
         let mut scopes = pending.scopes.clone();
         if user.role == Role::Patient {
             // a patient acts for themself only
@@ -355,13 +381,23 @@ impl Smart {
     }
 
     /// Creates an EHR launch context for `patient` (and `encounter`) on behalf of a signed-in
-    /// practitioner or admin `username`; returns the opaque launch id.
+    /// practitioner or admin `username`, for the app `client_id`; returns the opaque launch
+    /// id. The launch works once, for that user and that app, within the launch lifetime.
     pub async fn create_launch(
         &self,
         username: &str,
+        client_id: &str,
         patient: Option<&str>,
         encounter: Option<&str>,
     ) -> Result<String, SmartError> {
+        if accounts::client(self.store.as_ref(), client_id)
+            .await?
+            .is_none()
+        {
+            return Err(SmartError::invalid_request(
+                "client_id names no registered application",
+            ));
+        }
         let user = accounts::user(self.store.as_ref(), username)
             .await?
             .ok_or_else(|| SmartError::invalid_token("The token's user no longer exists"))?;
@@ -388,6 +424,7 @@ impl Smart {
                     patient: patient.map(str::to_string),
                     encounter: encounter.map(str::to_string),
                     created_by: user.username,
+                    client_id: Some(client_id.to_string()),
                     expires: now + self.config.launch_ttl_secs * 1000,
                 },
                 now,

@@ -47,7 +47,7 @@ impl Default for SmartConfig {
             request_ttl_secs: 900,
             offline_ttl_secs: 90 * 24 * 3600,
             online_ttl_secs: 12 * 3600,
-            launch_ttl_secs: 3600,
+            launch_ttl_secs: 300,
             password_cost: PasswordCost::Standard,
         }
     }

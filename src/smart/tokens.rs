@@ -5,7 +5,7 @@
 //! revocation (RFC 7009).
 
 use super::{Smart, SmartError, crypto, now_ms};
-use crate::auth::{Principal, parse_scopes};
+use crate::auth::{Principal, Role, parse_scopes};
 use jsonwebtoken::{Algorithm, Header, Validation};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -31,6 +31,9 @@ pub struct AccessClaims {
     pub encounter: Option<String>,
     #[serde(rename = "fhirUser", default, skip_serializing_if = "Option::is_none")]
     pub fhir_user: Option<String>,
+    /// The user's role when the token was issued (absent for backend services).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
 }
 
 impl AccessClaims {
@@ -38,6 +41,7 @@ impl AccessClaims {
         Principal {
             client_id: self.client_id.clone(),
             user: self.username.clone(),
+            role: self.role.as_deref().and_then(|r| Role::parse(r).ok()),
             fhir_user: self.fhir_user.clone(),
             patient_context: self.patient.clone(),
             grants: parse_scopes(&self.scope),
@@ -78,6 +82,18 @@ impl Grant {
 impl Smart {
     /// Signs an access token for `grant`; returns (token, claims).
     pub async fn access_token(&self, grant: &Grant) -> Result<(String, AccessClaims), SmartError> {
+        // the account's role as it is now: a changed role takes effect at the next token
+        let role = match &grant.username {
+            Some(u) => Some(
+                super::accounts::user(self.store.as_ref(), u)
+                    .await?
+                    .ok_or_else(|| SmartError::invalid_grant("The account no longer exists"))?
+                    .role
+                    .as_str()
+                    .to_string(),
+            ),
+            None => None,
+        };
         let now = now_ms() / 1000;
         let claims = AccessClaims {
             iss: grant.aud.clone(),
@@ -95,6 +111,7 @@ impl Smart {
             patient: grant.patient.clone(),
             encounter: grant.encounter.clone(),
             fhir_user: grant.fhir_user.clone(),
+            role,
         };
         let token = self.sign(&claims).await?;
         Ok((token, claims))
@@ -141,6 +158,18 @@ impl Smart {
     /// issuer and audience, and that it was not revoked.
     pub async fn verify(&self, token: &str, aud: &str) -> Result<AccessClaims, SmartError> {
         let claims = self.verify_signature(token, Some(aud), true).await?;
+        if claims.username.is_some()
+            && claims
+                .role
+                .as_deref()
+                .and_then(|r| Role::parse(r).ok())
+                .is_none()
+        {
+            // a user token without a role cannot be confined: refuse it rather than guess
+            return Err(SmartError::invalid_token(
+                "The access token carries no role; sign in again",
+            ));
+        }
         if self.store.is_token_id_revoked(&claims.jti).await? {
             return Err(SmartError::invalid_token("The access token was revoked"));
         }
@@ -219,6 +248,9 @@ impl Smart {
                     }
                     if let Some(f) = &c.fhir_user {
                         out["fhirUser"] = json!(f);
+                    }
+                    if let Some(r) = &c.role {
+                        out["role"] = json!(r);
                     }
                     out
                 }

@@ -72,6 +72,19 @@ pub struct LaunchRow {
     pub patient: Option<String>,
     pub encounter: Option<String>,
     pub created_by: String,
+    /// The app the launch is for (None for launches created before launches were bound).
+    pub client_id: Option<String>,
+    pub expires: i64,
+}
+
+/// A break-glass grant: `username` may see `patient` until `expires`, for `reason`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessGrantRow {
+    pub id: String,
+    pub username: String,
+    pub patient: String,
+    pub reason: String,
+    pub created: i64,
     pub expires: i64,
 }
 
@@ -141,8 +154,13 @@ pub trait AuthStore: Send + Sync + 'static {
     ) -> StoreResult<bool>;
 
     async fn insert_launch(&self, launch: &LaunchRow, now: i64) -> StoreResult<()>;
-    /// An unexpired launch context.
-    async fn launch(&self, id: &str, now: i64) -> StoreResult<Option<LaunchRow>>;
+    /// Removes a launch context, returning it when it was unexpired (launches are single use).
+    async fn take_launch(&self, id: &str, now: i64) -> StoreResult<Option<LaunchRow>>;
+
+    /// Stores a break-glass grant, dropping expired ones.
+    async fn insert_access_grant(&self, grant: &AccessGrantRow, now: i64) -> StoreResult<()>;
+    /// The patients `username` holds an unexpired break-glass grant for.
+    async fn access_grants(&self, username: &str, now: i64) -> StoreResult<Vec<String>>;
 }
 
 /// The auth tables of one database: reads on `read`, writes on `write` (SQLite keeps a
@@ -166,7 +184,14 @@ type ClientTuple = (
     i64,
 );
 type KeyTuple = (String, String, String, String, i64, Option<i64>);
-type LaunchTuple = (String, Option<String>, Option<String>, String, i64);
+type LaunchTuple = (
+    String,
+    Option<String>,
+    Option<String>,
+    String,
+    Option<String>,
+    i64,
+);
 
 fn user_row(t: UserTuple) -> UserRow {
     UserRow {
@@ -209,7 +234,8 @@ fn launch_row(t: LaunchTuple) -> LaunchRow {
         patient: t.1,
         encounter: t.2,
         created_by: t.3,
-        expires: t.4,
+        client_id: t.4,
+        expires: t.5,
     }
 }
 
@@ -571,13 +597,14 @@ macro_rules! auth_store_impl {
                     .await
                     .map_err(map_err)?;
                 sqlx::query::<$db>(
-                    "INSERT INTO auth_launch (id, patient, encounter, created_by, expires) \
-                     VALUES ($1, $2, $3, $4, $5)",
+                    "INSERT INTO auth_launch (id, patient, encounter, created_by, client_id, \
+                     expires) VALUES ($1, $2, $3, $4, $5, $6)",
                 )
                 .bind(&l.id)
                 .bind(&l.patient)
                 .bind(&l.encounter)
                 .bind(&l.created_by)
+                .bind(&l.client_id)
                 .bind(l.expires)
                 .execute(&self.write)
                 .await
@@ -585,17 +612,51 @@ macro_rules! auth_store_impl {
                 .map_err(map_err)
             }
 
-            async fn launch(&self, id: &str, now: i64) -> StoreResult<Option<LaunchRow>> {
+            async fn take_launch(&self, id: &str, now: i64) -> StoreResult<Option<LaunchRow>> {
                 let row: Option<LaunchTuple> = sqlx::query_as(
-                    "SELECT id, patient, encounter, created_by, expires FROM auth_launch \
-                     WHERE id = $1 AND expires > $2",
+                    "DELETE FROM auth_launch WHERE id = $1 RETURNING id, patient, encounter, \
+                     created_by, client_id, expires",
                 )
                 .bind(id)
-                .bind(now)
                 .fetch_optional(&self.write)
                 .await
                 .map_err(map_err)?;
-                Ok(row.map(launch_row))
+                Ok(row.map(launch_row).filter(|l| l.expires > now))
+            }
+
+            async fn insert_access_grant(&self, g: &AccessGrantRow, now: i64) -> StoreResult<()> {
+                sqlx::query::<$db>("DELETE FROM auth_access_grant WHERE expires < $1")
+                    .bind(now)
+                    .execute(&self.write)
+                    .await
+                    .map_err(map_err)?;
+                sqlx::query::<$db>(
+                    "INSERT INTO auth_access_grant (id, username, patient, reason, created, \
+                     expires) VALUES ($1, $2, $3, $4, $5, $6)",
+                )
+                .bind(&g.id)
+                .bind(&g.username)
+                .bind(&g.patient)
+                .bind(&g.reason)
+                .bind(g.created)
+                .bind(g.expires)
+                .execute(&self.write)
+                .await
+                .map(|_| ())
+                .map_err(map_err)
+            }
+
+            async fn access_grants(&self, username: &str, now: i64) -> StoreResult<Vec<String>> {
+                let rows: Vec<(String,)> = sqlx::query_as(
+                    "SELECT DISTINCT patient FROM auth_access_grant WHERE username = $1 AND \
+                     expires > $2",
+                )
+                .bind(username)
+                .bind(now)
+                .fetch_all(&self.read)
+                .await
+                .map_err(map_err)?;
+                Ok(rows.into_iter().map(|r| r.0).collect())
             }
         }
     };

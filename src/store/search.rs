@@ -4,7 +4,7 @@
 //! against `resource_reference`. Paging is keyset-based on the sort keys plus type and id,
 //! so pages stay stable while other clients write.
 
-use crate::search::query::{Filter, Pred, Prefix, Sort, SortKey, StrMatch, Table};
+use crate::search::query::{Filter, Owners, Pred, Prefix, Sort, SortKey, StrMatch, Table};
 use sqlx::{Database, Encode, QueryBuilder, Type};
 
 /// A sort-key value of a hit, as the cursor remembers it.
@@ -460,7 +460,7 @@ impl Compiler {
             }
             Filter::Compartment {
                 owner_type,
-                owner_id,
+                owners: Owners::Id(owner_id),
                 params,
             } => {
                 let Some((_, codes)) = params.iter().find(|(t, _)| t == resource_type) else {
@@ -1435,7 +1435,7 @@ impl Compiler {
             }
             Filter::Compartment {
                 owner_type,
-                owner_id,
+                owners,
                 params,
             } => {
                 // no `1 = 0 OR …`: SQLite would not drive the page from the reference rows
@@ -1457,8 +1457,15 @@ impl Compiler {
                     // the owner is in its own compartment
                     let own = t == owner_type;
                     if own {
-                        qb.push(format!("{icol} = "));
-                        qb.push_bind(owner_id.clone());
+                        match owners {
+                            Owners::Id(owner_id) => {
+                                qb.push(format!("{icol} = "));
+                                qb.push_bind(owner_id.clone());
+                            }
+                            Owners::Matching(f) => {
+                                self.filter(qb, f, Scope::One(owner_type), tcol, icol);
+                            }
+                        }
                     }
                     if !codes.is_empty() {
                         if own {
@@ -1472,14 +1479,25 @@ impl Compiler {
                         qb.push_bind(t.clone());
                         qb.push(format!(" AND {a}.target_type = "));
                         qb.push_bind(owner_type.clone());
-                        qb.push(format!(" AND {a}.target_id = "));
-                        qb.push_bind(owner_id.clone());
                         qb.push(format!(" AND {a}.param IN ("));
                         let mut sep = qb.separated(", ");
                         for c in codes {
                             sep.push_bind(c.clone());
                         }
-                        qb.push("))");
+                        qb.push(")");
+                        match owners {
+                            Owners::Id(owner_id) => {
+                                qb.push(format!(" AND {a}.target_id = "));
+                                qb.push_bind(owner_id.clone());
+                            }
+                            Owners::Matching(f) => {
+                                qb.push(" AND ");
+                                let (tt, ti) =
+                                    (format!("{a}.target_type"), format!("{a}.target_id"));
+                                self.filter(qb, f, Scope::One(owner_type), &tt, &ti);
+                            }
+                        }
+                        qb.push(")");
                     } else if !own {
                         qb.push("1 = 0");
                     }

@@ -1,19 +1,22 @@
 //! `Patient/[id]/$everything` and `Patient/$everything`: the patient(s), every resource in
 //! their compartment (by the Patient CompartmentDefinition's parameters), and the resources
 //! those reference (practitioners, organizations, medications, locations…). `_since`,
-//! `_type`, `_count` and keyset paging ordered by type and id.
+//! `_type`, `_count` and keyset paging ordered by type and id. AuditEvents only when `_type`
+//! names them; a confined token gets only what it may read (type level: its patients).
 
 use super::OperationRequest;
 use crate::auth::Perm;
 use crate::fhir::outcome::{ErrorKind, Outcome};
 use crate::fhir::types::{Id, Instant};
+use crate::interaction::guard::patient_links;
 use crate::interaction::{Body, Context, FhirResponse, Status};
-use crate::search::parameters::SearchParameters;
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
 
 const DEFAULT_COUNT: usize = 50;
 const MAX_COUNT: usize = 1000;
+/// Patients a type-level `$everything` of a confined token covers, at most.
+const MAX_PATIENTS: u32 = 10_000;
 
 pub(super) async fn everything(
     ctx: &Context,
@@ -59,12 +62,7 @@ pub(super) async fn everything(
     let after = text("_page");
 
     ctx.guard.require(Perm::Read, "Patient")?;
-    if op.id.is_none() && ctx.guard.confined(Perm::Read, "Patient") {
-        return Err(Outcome::new(
-            ErrorKind::Forbidden,
-            "A patient-context token may ask for its own patient's $everything only",
-        ));
-    }
+    let registry = ctx.registry.current(ctx.store.as_ref()).await?.params;
     // the patients
     let patients: Vec<String> = match &op.id {
         Some(id) => {
@@ -73,7 +71,7 @@ pub(super) async fn everything(
                 .check_stored(ctx, Perm::Read, "Patient", id.as_str())
                 .await?;
             match ctx.store.read("Patient", id.as_str()).await? {
-                None => return Err(Outcome::not_found(format!("Patient/{id} is not known"))),
+                None => return Err(crate::interaction::guard::hidden("Patient", id.as_str())),
                 Some(v) if v.deleted => {
                     return Err(Outcome::new(
                         ErrorKind::Gone,
@@ -82,6 +80,12 @@ pub(super) async fn everything(
                 }
                 Some(_) => vec![id.to_string()],
             }
+        }
+        // every patient the token may read
+        None if ctx.guard.confined(Perm::Read, "Patient") => {
+            let filters = ctx.guard.filters(&registry, Perm::Read, "Patient")?;
+            let mut src = crate::interaction::guard::Src::Store(ctx.store.as_ref());
+            src.find("Patient", &filters, MAX_PATIENTS).await?
         }
         None => ctx.store.live_ids("Patient").await?,
     };
@@ -96,10 +100,9 @@ pub(super) async fn everything(
         Some(id) => ctx.store.referencing("Patient", Some(id)).await?,
         None => ctx.store.referencing("Patient", None).await?,
     };
-    let params = SearchParameters::r4();
     for (rt, id, param, target) in rows {
         if patient_set.contains(target.as_str())
-            && params.patient_compartment(&rt).iter().any(|p| p == &param)
+            && patient_links(&registry, &rt).iter().any(|p| p == &param)
         {
             members.insert((rt, id));
         }
@@ -112,9 +115,14 @@ pub(super) async fn everything(
             members.insert((t, id));
         }
     }
+    // AuditEvents only when asked for by _type: each call would otherwise return the
+    // previous call's record
     let keys: Vec<(String, String)> = members
         .into_iter()
-        .filter(|(t, _)| types.as_ref().is_none_or(|ts| ts.contains(t)))
+        .filter(|(t, _)| match &types {
+            Some(ts) => ts.contains(t),
+            None => t != "AuditEvent",
+        })
         .collect();
     // only what the token may read (scopes per type, compartment, scope queries)
     let mut versions =

@@ -85,6 +85,20 @@ pub(super) async fn meta(ctx: &Context, op: &OperationRequest) -> Result<FhirRes
                 },
             };
             let v = live(v, rt, id.as_str())?;
+            if op.version.is_some() {
+                // an old version is judged by its own content
+                let registry = ctx.registry.current(ctx.store.as_ref()).await?.params;
+                let mut src = crate::interaction::guard::Src::Store(ctx.store.as_ref());
+                if !ctx
+                    .guard
+                    .version_visible(&mut src, &registry, Perm::Read, &v)
+                    .await?
+                {
+                    return Err(Outcome::not_found(format!(
+                        "{rt}/{id} (or that version) is not known"
+                    )));
+                }
+            }
             Ok(response(meta_of(v.body.as_deref().unwrap_or("{}"))?))
         }
         (t, None) => {
@@ -152,6 +166,13 @@ pub(super) async fn change(
     let add = op.name == "meta-add";
     let mut s = Session::begin(ctx, base).await?;
     s.tx().lock_resource(rt, id.as_str()).await?;
+    {
+        // what the token may not see answers like what does not exist
+        let (guard, registry) = (s.guard.clone(), s.registry.clone());
+        guard
+            .check_in_tx(s.tx(), &registry, Perm::Update, rt, id.as_str())
+            .await?;
+    }
     let current = live(s.tx().current(rt, id.as_str()).await?, rt, id.as_str())?;
     let mut resource: Value = serde_json::from_str(current.body.as_deref().unwrap_or("{}"))
         .map_err(|_| Outcome::internal("A stored resource is not valid JSON"))?;

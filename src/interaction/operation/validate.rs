@@ -6,6 +6,7 @@
 use super::OperationRequest;
 use crate::fhir::outcome::{ErrorKind, Issue, Outcome, Severity, operation_outcome};
 use crate::fhir::references::parse_local;
+use crate::interaction::guard::Src;
 use crate::interaction::{Body, Context, FhirResponse, Status, resource_type};
 use serde_json::Value;
 
@@ -76,16 +77,34 @@ pub(super) async fn validate(
             if let Err(o) = ctx.validator.validate(&checked) {
                 issues.extend(o.issues);
             }
+            if mode == "update"
+                && let Some(id) = op.id.as_deref().or(body_id_of(&resource))
+                && crate::fhir::types::is_valid_id(id)
+            {
+                // validating an update of what the token may not see answers as for an
+                // unknown resource
+                ctx.guard
+                    .check_stored(ctx, crate::auth::Perm::Update, rt, id)
+                    .await?;
+            }
             if ctx.integrity {
+                let registry = ctx.registry.current(ctx.store.as_ref()).await?.params;
                 for (expr, reference) in crate::fhir::references::collect(&checked, rt) {
                     let Some(l) = parse_local(&reference, None) else {
                         continue;
                     };
+                    let key = vec![(l.resource_type.clone(), l.id.clone())];
                     let live = ctx
                         .store
                         .read(&l.resource_type, &l.id)
                         .await?
-                        .is_some_and(|v| !v.deleted);
+                        .is_some_and(|v| !v.deleted)
+                        && (ctx.guard.is_open()
+                            || !ctx
+                                .guard
+                                .readable(&mut Src::Store(ctx.store.as_ref()), &registry, &key)
+                                .await?
+                                .is_empty());
                     if !live {
                         issues.push(
                             Issue::error(
@@ -104,19 +123,45 @@ pub(super) async fn validate(
                     "mode=delete needs an instance ($validate on Type/id)",
                 ));
             };
-            match ctx.store.read(rt, id).await? {
-                Some(v) if !v.deleted => {
+            let registry = ctx.registry.current(ctx.store.as_ref()).await?.params;
+            let mut src = Src::Store(ctx.store.as_ref());
+            let current = ctx.store.read(rt, id).await?;
+            let visible = current.is_none()
+                || ctx
+                    .guard
+                    .current_visible(&mut src, &registry, crate::auth::Perm::Delete, rt, id)
+                    .await?;
+            match current {
+                Some(v) if !v.deleted && visible => {
                     if ctx.integrity {
-                        let referrers = ctx.store.referrers(rt, id, 100).await?;
+                        let referrers: Vec<(String, String)> = ctx
+                            .store
+                            .referrers(rt, id, 100)
+                            .await?
+                            .into_iter()
+                            .filter(|(t, rid)| !(t == rt && rid == id))
+                            .collect();
+                        // referrers the token may not read are neither named nor counted
+                        let readable = ctx.guard.readable(&mut src, &registry, &referrers).await?;
+                        let open = ctx.guard.is_open();
                         for (t, rid) in referrers
                             .iter()
-                            .filter(|(t, rid)| !(t == rt && rid == id))
+                            .filter(|k| open || readable.contains(*k))
                             .take(20)
                         {
                             issues.push(Issue::error(
                                 "conflict",
                                 format!(
                                     "{t}/{rid} references {rt}/{id}: the delete would be refused"
+                                ),
+                            ));
+                        }
+                        if !open && referrers.iter().any(|k| !readable.contains(k)) {
+                            issues.push(Issue::error(
+                                "conflict",
+                                format!(
+                                    "Resources outside what this token may access reference \
+                                     {rt}/{id}: the delete would be refused"
                                 ),
                             ));
                         }
@@ -150,4 +195,8 @@ pub(super) async fn validate(
     let mut r = FhirResponse::new(Status::Ok);
     r.body = Some(Body::Json(operation_outcome(&issues)));
     Ok(r)
+}
+
+fn body_id_of(resource: &Value) -> Option<&str> {
+    resource.get("id").and_then(Value::as_str)
 }
