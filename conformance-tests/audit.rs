@@ -163,7 +163,34 @@ async fn every_interaction_is_audited(s: Server, _url: String) {
         .filter_map(|e| e["what"]["reference"].as_str())
         .collect();
     assert!(what.contains(&"Patient/A/_history/1"), "{what:?}");
-    let search = all.iter().find(|e| subtype(e) == "search-type").unwrap();
+    // a search records its query in one event and each patient it returned in another (that
+    // patient's, without the query — which could name someone else)
+    let search = all
+        .iter()
+        .find(|e| {
+            subtype(e) == "search-type"
+                && e["entity"]
+                    .as_array()
+                    .is_some_and(|es| es.iter().any(|x| x["query"].is_string()))
+        })
+        .unwrap();
+    assert!(
+        !search["entity"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["role"]["code"] == "1"),
+        "the query's event names no patient"
+    );
+    let per_patient = all
+        .iter()
+        .find(|e| {
+            subtype(e) == "search-type"
+                && e["entity"]
+                    .as_array()
+                    .is_some_and(|es| es.iter().any(|x| x["role"]["code"] == "1"))
+        })
+        .unwrap();
     let query = search["entity"]
         .as_array()
         .unwrap()
@@ -180,12 +207,20 @@ async fn every_interaction_is_audited(s: Server, _url: String) {
             .contains("subject=Patient%2FA")
     );
     assert!(
-        search["entity"]
+        per_patient["entity"]
             .as_array()
             .unwrap()
             .iter()
             .any(|e| e["what"]["reference"] == "Patient/A" && e["role"]["code"] == "1"),
         "each returned patient is named"
+    );
+    assert!(
+        !per_patient["entity"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["query"].is_string()),
+        "a patient's event carries no query"
     );
     let refused = all
         .iter()

@@ -134,6 +134,9 @@ async fn every_advertised_interaction_works(s: Server) {
         let name = op["name"].as_str().unwrap();
         let params = match name {
             "validate" => json!({"resourceType": "Patient"}),
+            "break-glass" => {
+                json!({"resourceType": "Parameters", "parameter": [{"name": "reason", "valueString": "emergency"}]})
+            }
             "meta-add" | "meta-delete" => {
                 json!({"resourceType": "Parameters", "parameter": [{"name": "meta", "valueMeta": {"tag": [{"code": "t"}]}}]})
             }

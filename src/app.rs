@@ -50,6 +50,8 @@ pub struct AppOptions {
     pub referential_integrity: bool,
     /// Lifetime of search paging cursors, in milliseconds.
     pub search_page_ttl_ms: i64,
+    /// Lifetime of break-glass grants, in milliseconds.
+    pub break_glass_ttl_ms: i64,
     /// Record an AuditEvent for every interaction (the server's default; off in this
     /// library default so tests and benchmarks opt in).
     pub audit: bool,
@@ -67,6 +69,7 @@ impl Default for AppOptions {
             max_body_bytes: 16 * 1024 * 1024,
             referential_integrity: true,
             search_page_ttl_ms: crate::interaction::search::CURSOR_TTL_MS,
+            break_glass_ttl_ms: crate::interaction::BREAK_GLASS_TTL_MS,
             audit: false,
             auth: AuthMode::Off,
             smart: SmartConfig::default(),
@@ -92,6 +95,7 @@ pub fn router_with(
     let mut ctx = Context::new(store);
     ctx.integrity = options.referential_integrity;
     ctx.page_ttl_ms = options.search_page_ttl_ms;
+    ctx.break_glass_ttl_ms = options.break_glass_ttl_ms;
     ctx.audit = options.audit;
     ctx.prefix = options.prefix.clone();
     ctx.security = match smart {
@@ -231,6 +235,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         max_body_bytes: config.max_body_bytes,
         referential_integrity: config.referential_integrity,
         search_page_ttl_ms: config.search_page_ttl_ms,
+        break_glass_ttl_ms: config.break_glass_ttl_ms,
         audit: config.audit,
         auth: config.auth,
         smart: SmartConfig {

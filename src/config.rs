@@ -253,6 +253,11 @@ pub struct ServeArgs {
     #[arg(long, env = "HEALPORIUM_SEARCH_PAGE_TTL", default_value_t = 3600)]
     pub search_page_ttl: u64,
 
+    /// How long a break-glass grant (a practitioner's emergency access to one patient,
+    /// `Patient/[id]/$break-glass`) lasts, in seconds.
+    #[arg(long, env = "HEALPORIUM_BREAK_GLASS_TTL", default_value_t = 1800)]
+    pub break_glass_ttl: u64,
+
     /// Log line format.
     #[arg(long, env = "HEALPORIUM_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -349,6 +354,8 @@ pub struct Config {
     pub referential_integrity: bool,
     /// Lifetime of search paging cursors, in milliseconds.
     pub search_page_ttl_ms: i64,
+    /// Lifetime of break-glass grants, in milliseconds.
+    pub break_glass_ttl_ms: i64,
     pub audit: bool,
     pub log_format: LogFormat,
     pub log: String,
@@ -386,6 +393,9 @@ impl Config {
         if args.search_page_ttl == 0 || args.search_page_ttl > 7 * 24 * 3600 {
             return Err("--search-page-ttl: between 1 second and 7 days".to_string());
         }
+        if args.break_glass_ttl < 60 || args.break_glass_ttl > 24 * 3600 {
+            return Err("--break-glass-ttl: between 1 minute and 24 hours".to_string());
+        }
         if args.access_token_ttl < 10 || args.access_token_ttl > 24 * 3600 {
             return Err("--access-token-ttl: between 10 seconds and 24 hours".to_string());
         }
@@ -400,6 +410,7 @@ impl Config {
             max_body_bytes: args.max_body_bytes,
             referential_integrity: args.referential_integrity == OnOff::On,
             search_page_ttl_ms: i64::try_from(args.search_page_ttl).unwrap_or(3600) * 1000,
+            break_glass_ttl_ms: i64::try_from(args.break_glass_ttl).unwrap_or(1800) * 1000,
             audit: args.audit == OnOff::On,
             log_format: args.log_format,
             log: args.log,

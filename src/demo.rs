@@ -1,5 +1,7 @@
-//! `serve --demo`: a small demo data set (an organization, a practitioner, three patients
-//! with encounters and observations), a demo account for each role, a demo public SMART app,
+//! `serve --demo`: a small demo data set (a clinic with two practitioners, three patients
+//! with encounters and observations, a pharmacy, an insurer) whose care relationships, the
+//! prescription and the coverages give each demo role something to see, a demo account for
+//! each role, a demo public SMART app,
 //! and the sign-in instructions printed at start. Seeding is idempotent: the resources are
 //! PUT with fixed ids in one transaction, existing accounts are left as they are.
 
@@ -29,8 +31,18 @@ pub const USERS: &[(&str, &str, Role, Option<&str>)] = &[
         Role::Practitioner,
         Some("Practitioner/demo-practitioner"),
     ),
-    ("pharmacist", "pharmacist-demo-pw", Role::Pharmacist, None),
-    ("insurer", "insurer-demo-pw", Role::Insurer, None),
+    (
+        "pharmacist",
+        "pharmacist-demo-pw",
+        Role::Pharmacist,
+        Some("Practitioner/demo-pharmacist"),
+    ),
+    (
+        "insurer",
+        "insurer-demo-pw",
+        Role::Insurer,
+        Some("Practitioner/demo-claims"),
+    ),
     ("admin", "admin-demo-pw", Role::Admin, None),
 ];
 
@@ -42,19 +54,19 @@ pub const REDIRECT_URI: &str = "http://localhost:9000/callback";
 const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
 const CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
 
-fn patient(id: &str, family: &str, given: &str, gender: &str, born: &str) -> Value {
+fn patient(id: &str, family: &str, given: &str, gender: &str, born: &str, gp: &str) -> Value {
     json!({"resourceType": "Patient", "id": id, "active": true,
         "name": [{"family": family, "given": [given]}], "gender": gender, "birthDate": born,
         "managingOrganization": {"reference": "Organization/demo-org"},
-        "generalPractitioner": [{"reference": "Practitioner/demo-practitioner"}]})
+        "generalPractitioner": [{"reference": format!("Practitioner/{gp}")}]})
 }
 
-fn encounter(id: &str, patient: &str, day: &str) -> Value {
+fn encounter(id: &str, patient: &str, day: &str, gp: &str) -> Value {
     json!({"resourceType": "Encounter", "id": id, "status": "finished",
         "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB",
             "display": "ambulatory"},
         "subject": {"reference": format!("Patient/{patient}")},
-        "participant": [{"individual": {"reference": "Practitioner/demo-practitioner"}}],
+        "participant": [{"individual": {"reference": format!("Practitioner/{gp}")}}],
         "period": {"start": format!("{day}T09:00:00Z"), "end": format!("{day}T09:30:00Z")},
         "serviceProvider": {"reference": "Organization/demo-org"}})
 }
@@ -91,8 +103,30 @@ pub fn resources() -> Vec<Value> {
             "name": "Healporium Demo Clinic"}),
         json!({"resourceType": "Practitioner", "id": "demo-practitioner", "active": true,
             "name": [{"family": "Smith", "given": ["Dana"], "prefix": ["Dr."]}]}),
+        json!({"resourceType": "Practitioner", "id": "demo-practitioner-2", "active": true,
+            "name": [{"family": "Lee", "given": ["Morgan"], "prefix": ["Dr."]}]}),
+        // the pharmacy and its pharmacist
+        json!({"resourceType": "Organization", "id": "demo-pharmacy", "active": true,
+            "name": "Healporium Demo Pharmacy"}),
+        json!({"resourceType": "Practitioner", "id": "demo-pharmacist", "active": true,
+            "name": [{"family": "Okafor", "given": ["Sam"]}]}),
+        json!({"resourceType": "PractitionerRole", "id": "demo-pharmacist-role", "active": true,
+            "practitioner": {"reference": "Practitioner/demo-pharmacist"},
+            "organization": {"reference": "Organization/demo-pharmacy"},
+            "code": [{"text": "pharmacist"}]}),
+        // the insurer and its claims reviewer
+        json!({"resourceType": "Organization", "id": "demo-insurer", "active": true,
+            "name": "Healporium Demo Health Insurance"}),
+        json!({"resourceType": "Practitioner", "id": "demo-claims", "active": true,
+            "name": [{"family": "Ito", "given": ["Kim"]}]}),
+        json!({"resourceType": "PractitionerRole", "id": "demo-claims-role", "active": true,
+            "practitioner": {"reference": "Practitioner/demo-claims"},
+            "organization": {"reference": "Organization/demo-insurer"},
+            "code": [{"text": "claims reviewer"}]}),
     ];
-    for (id, family, given, gender, born, day) in [
+    // alice and bob are Dr. Smith's patients and insured by the demo insurer; carol is
+    // Dr. Lee's, and only alice has a prescription for the demo pharmacy
+    for (id, family, given, gender, born, day, gp) in [
         (
             "alice",
             "Lopez",
@@ -100,8 +134,17 @@ pub fn resources() -> Vec<Value> {
             "female",
             "1985-04-12",
             "2026-01-10",
+            "demo-practitioner",
         ),
-        ("bob", "Meyer", "Bob", "male", "1962-09-30", "2026-02-03"),
+        (
+            "bob",
+            "Meyer",
+            "Bob",
+            "male",
+            "1962-09-30",
+            "2026-02-03",
+            "demo-practitioner",
+        ),
         (
             "carol",
             "Nguyen",
@@ -109,12 +152,33 @@ pub fn resources() -> Vec<Value> {
             "female",
             "2001-12-05",
             "2026-03-21",
+            "demo-practitioner-2",
         ),
     ] {
         let pid = format!("demo-{id}");
         let enc = format!("demo-{id}-visit");
-        out.push(patient(&pid, family, given, gender, born));
-        out.push(encounter(&enc, &pid, day));
+        out.push(patient(&pid, family, given, gender, born, gp));
+        out.push(encounter(&enc, &pid, day, gp));
+        if id != "carol" {
+            out.push(
+                json!({"resourceType": "Coverage", "id": format!("demo-{id}-coverage"),
+                "status": "active",
+                "beneficiary": {"reference": format!("Patient/{pid}")},
+                "payor": [{"reference": "Organization/demo-insurer"}]}),
+            );
+        }
+        if id == "alice" {
+            out.push(
+                json!({"resourceType": "MedicationRequest", "id": "demo-alice-rx",
+                "status": "active", "intent": "order",
+                "medicationCodeableConcept": {"coding": [{"system":
+                    "http://www.nlm.nih.gov/research/umls/rxnorm", "code": "860975",
+                    "display": "metformin 500 MG Oral Tablet"}]},
+                "subject": {"reference": format!("Patient/{pid}")},
+                "requester": {"reference": "Practitioner/demo-practitioner"},
+                "dispenseRequest": {"performer": {"reference": "Organization/demo-pharmacy"}}}),
+            );
+        }
         out.push(observation(
             &format!("demo-{id}-hr"),
             &pid,
@@ -231,8 +295,10 @@ pub async fn seed(ctx: &Context, auth: &dyn AuthStore, config: &Config) -> anyho
     let mut text = String::new();
     text.push_str(&format!(
         "Healporium demo is ready. FHIR base: {base}\n\
-         Demo data: Organization/demo-org, Practitioner/demo-practitioner, Patient/demo-alice, \
-         Patient/demo-bob, Patient/demo-carol (each with an Encounter and two Observations).\n\
+         Demo data: Organization/demo-org, Practitioner/demo-practitioner (alice's and bob's \
+         doctor), Patient/demo-alice, Patient/demo-bob, Patient/demo-carol (each with an \
+         Encounter and two Observations), a pharmacy with alice's prescription and an insurer \
+         covering alice and bob.\n\
          Sign in with one of these demo accounts (user / password):\n"
     ));
     for (username, password, role, fhir_user) in USERS {

@@ -1,6 +1,8 @@
 //! AuditEvent for every interaction, in the spirit of IHE BALP: who (user, fhirUser, client,
 //! network address), what (each resource read or changed, with its version; for searches the
-//! query and each patient whose data was returned), when, and the outcome. Writes are audited
+//! query and each patient whose data was returned), when, and the outcome. A request that
+//! touches several patients' data records one AuditEvent per patient plus one for the query,
+//! so a patient reading their own AuditEvents sees only what concerns them. Writes are audited
 //! in the same database transaction as the write; reads are audited before the response leaves
 //! (a read whose audit cannot be stored fails). Every AuditEvent joins a hash chain
 //! (`audit_chain`: SHA-256 over the previous hash and the event's exact JSON), which
@@ -301,61 +303,112 @@ pub async fn verify(store: &dyn Store) -> Result<Verified, Outcome> {
     }
 }
 
-/// `Type/id/_history/n` for each entry resource of a Bundle (or the resource itself), and
-/// the patients whose data they are.
-pub fn entities_of(body: &Value) -> (Vec<String>, Vec<String>) {
-    let mut entities = Vec::new();
-    let mut patients = Vec::new();
-    let mut add = |r: &Value| {
-        let (Some(t), Some(id)) = (
-            r.get("resourceType").and_then(Value::as_str),
-            r.get("id").and_then(Value::as_str),
-        ) else {
-            return;
-        };
+/// The resources of a response body — each entry resource of a Bundle, or the resource
+/// itself — as (`Type/id/_history/n`, the resource).
+pub fn resources_of(body: &Value) -> Vec<(String, &Value)> {
+    fn item(r: &Value) -> Option<(String, &Value)> {
+        let t = r.get("resourceType").and_then(Value::as_str)?;
+        let id = r.get("id").and_then(Value::as_str)?;
         if t == "OperationOutcome" || t == "Bundle" || t == "Parameters" {
-            return;
+            return None;
         }
         let key = match r.pointer("/meta/versionId").and_then(Value::as_str) {
             Some(v) => format!("{t}/{id}/_history/{v}"),
             None => format!("{t}/{id}"),
         };
-        entities.push(key);
-        let patient = if t == "Patient" {
-            Some(format!("Patient/{id}"))
-        } else {
-            ["subject", "patient", "beneficiary"]
-                .iter()
-                .filter_map(|k| {
-                    r.pointer(&format!("/{k}/reference"))
-                        .and_then(Value::as_str)
-                })
-                .find_map(|s| {
-                    s.rsplit_once("Patient/")
-                        .map(|(_, id)| format!("Patient/{}", id.split('/').next().unwrap_or(id)))
-                })
-        };
-        if let Some(p) = patient
-            && !patients.contains(&p)
-        {
-            patients.push(p);
-        }
-    };
+        Some((key, r))
+    }
     if body.get("resourceType").and_then(Value::as_str) == Some("Bundle") {
-        for e in body
-            .get("entry")
+        body.get("entry")
             .and_then(Value::as_array)
             .into_iter()
             .flatten()
-        {
-            if let Some(r) = e.get("resource") {
-                add(r);
+            .filter_map(|e| e.get("resource").and_then(item))
+            .collect()
+    } else {
+        item(body).into_iter().collect()
+    }
+}
+
+/// Splits one interaction's record the way IHE BALP does, so that the AuditEvents a patient
+/// can read (those naming them) concern only them: with data of several patients — or a
+/// query that may name someone else — one record per patient (that patient and their
+/// resources, no query) plus one for the rest (the query and the resources of no patient,
+/// naming no patient). `items` are (entity, its patients); `requester` is the Patient the
+/// requester is, whose own single-patient requests stay one record.
+pub fn split(r: Record, items: &[(String, Vec<String>)], requester: Option<&str>) -> Vec<Record> {
+    let mut patients: Vec<String> = Vec::new();
+    for (_, ps) in items {
+        for p in ps {
+            if !patients.contains(p) {
+                patients.push(p.clone());
             }
         }
-    } else {
-        add(body);
     }
-    (entities, patients)
+    let own = |p: &str| requester == Some(p);
+    let single = match patients.as_slice() {
+        [] => true,
+        [only] => r.query.is_none() || own(only),
+        _ => false,
+    };
+    if single {
+        return vec![Record {
+            entities: items.iter().map(|(e, _)| e.clone()).collect(),
+            patients: patients.iter().map(|p| format!("Patient/{p}")).collect(),
+            ..r
+        }];
+    }
+    let mut out = Vec::new();
+    for p in &patients {
+        out.push(Record {
+            entities: items
+                .iter()
+                .filter(|(e, ps)| ps.contains(p) && !e.starts_with("Patient/"))
+                .map(|(e, _)| e.clone())
+                .collect(),
+            patients: vec![format!("Patient/{p}")],
+            query: None,
+            ..r.clone()
+        });
+    }
+    let rest: Vec<String> = items
+        .iter()
+        .filter(|(e, ps)| ps.is_empty() && !e.starts_with("Patient/"))
+        .map(|(e, _)| e.clone())
+        .collect();
+    if r.query.is_some() || !rest.is_empty() {
+        out.push(Record {
+            entities: rest,
+            patients: Vec::new(),
+            ..r
+        });
+    }
+    out
+}
+
+/// Stores several AuditEvents in one transaction (a search's per-patient records), retried on
+/// contention.
+pub async fn append_all(ctx: &Context, events: Vec<Value>) -> Result<(), Outcome> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let registry = ctx.registry.current(ctx.store.as_ref()).await?.params;
+    let mut attempt = 0;
+    loop {
+        let result = async {
+            let mut tx = ctx.store.begin().await?;
+            for ev in &events {
+                append_in(tx.as_mut(), &registry, ev.clone()).await?;
+            }
+            tx.commit().await?;
+            Ok::<(), Outcome>(())
+        }
+        .await;
+        match result {
+            Err(o) if o.kind == ErrorKind::Contention && attempt < 4 => attempt += 1,
+            r => return r,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -399,15 +452,34 @@ mod tests {
         let b = json!({"resourceType": "Bundle", "entry": [
             {"resource": {"resourceType": "Observation", "id": "o", "meta": {"versionId": "3"}, "subject": {"reference": "Patient/p"}}},
             {"resource": {"resourceType": "Patient", "id": "p"}}]});
-        assert_eq!(
-            entities_of(&b),
-            (
-                vec![
-                    "Observation/o/_history/3".to_string(),
-                    "Patient/p".to_string()
-                ],
-                vec!["Patient/p".to_string()]
-            )
-        );
+        let keys: Vec<String> = resources_of(&b).into_iter().map(|(k, _)| k).collect();
+        assert_eq!(keys, ["Observation/o/_history/3", "Patient/p"]);
+        // one patient without a query: one record
+        let base = Record {
+            subtype: "search-type".into(),
+            action: "E",
+            status: 200,
+            query: Some("Observation?subject=Patient/p".into()),
+            ..Record::default()
+        };
+        let items = vec![
+            ("Observation/o".to_string(), vec!["p".to_string()]),
+            ("Observation/q".to_string(), vec!["q".to_string()]),
+            ("Practitioner/d".to_string(), vec![]),
+            ("Patient/p".to_string(), vec!["p".to_string()]),
+        ];
+        let parts = split(base.clone(), &items, None);
+        assert_eq!(parts.len(), 3, "one per patient and one for the query");
+        assert_eq!(parts[0].patients, ["Patient/p"]);
+        assert_eq!(parts[0].entities, ["Observation/o"]);
+        assert!(parts[0].query.is_none());
+        assert_eq!(parts[1].entities, ["Observation/q"]);
+        assert!(parts[2].patients.is_empty());
+        assert_eq!(parts[2].entities, ["Practitioner/d"]);
+        assert!(parts[2].query.is_some());
+        // the requester's own data: one record, query and all
+        let own = split(base, &items[..1], Some("p"));
+        assert_eq!(own.len(), 1);
+        assert!(own[0].query.is_some());
     }
 }

@@ -996,6 +996,27 @@ pub fn patients_of(
     out
 }
 
+/// The patients a resource (as JSON) belongs to, evaluating only its patient links and
+/// proxy (the audit's per-patient split).
+pub fn resource_patients(registry: &SearchParameters, base: &str, resource: &Value) -> Vec<String> {
+    let Some(rt) = resource.get("resourceType").and_then(Value::as_str) else {
+        return Vec::new();
+    };
+    let id = resource.get("id").and_then(Value::as_str).unwrap_or("");
+    if rt == "Patient" {
+        return vec![id.to_string()];
+    }
+    if !Policy::get().class(rt).confined() {
+        return Vec::new();
+    }
+    let links = patient_links(registry, rt);
+    let proxy = Policy::get().proxy(rt);
+    let rows = crate::search::index::extract_params(resource, Some(base), registry, |p| {
+        links.contains(&p.code) || proxy == Some(p.code.as_str())
+    });
+    patients_of(registry, rt, id, &rows)
+}
+
 /// Whether the policy's class of `resource_type` is one a patient-context token never sees.
 pub fn class_of(resource_type: &str) -> Class {
     Policy::get().class(resource_type)

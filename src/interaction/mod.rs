@@ -34,6 +34,9 @@ use std::sync::Arc;
 
 pub use history::HistoryParams;
 
+/// How long a break-glass grant lasts by default (`--break-glass-ttl`): 30 minutes.
+pub const BREAK_GLASS_TTL_MS: i64 = 30 * 60 * 1000;
+
 /// What the interactions need: the store and the definitions.
 #[derive(Clone)]
 pub struct Context {
@@ -44,6 +47,8 @@ pub struct Context {
     pub integrity: bool,
     /// How long search paging cursors keep working (ms).
     pub page_ttl_ms: i64,
+    /// How long a break-glass grant lasts (ms).
+    pub break_glass_ttl_ms: i64,
     /// Search parameters: R4's and the stored custom ones.
     pub registry: Arc<registry::Registry>,
     /// What the current request may access (open when authorization is off).
@@ -66,6 +71,7 @@ impl Context {
             validator: Validator::r4(),
             integrity: true,
             page_ttl_ms: search::CURSOR_TTL_MS,
+            break_glass_ttl_ms: BREAK_GLASS_TTL_MS,
             registry: Arc::new(registry::Registry::new()),
             guard: guard::Guard::open(),
             audit: false,
@@ -301,29 +307,46 @@ pub async fn handle(ctx: &Context, req: FhirRequest) -> Result<FhirResponse, Out
     )
     .await;
     if ctx.audit
-        && let Some((r, _)) = record.as_mut()
+        && let Some((mut r, _)) = record.take()
         && !(writes && result.is_ok())
     {
         r.status = match &result {
             Ok(resp) => resp.status.code(),
             Err(o) => o.status(),
         };
+        let mut items: Vec<(String, Vec<String>)> = Vec::new();
         if let Ok(resp) = &result
             && let Some(body) = &resp.body
             && r.status < 300
         {
-            let (entities, patients) = match body {
-                Body::Json(v) => audit::entities_of(v),
-                Body::Raw(text) => serde_json::from_str::<Value>(text)
-                    .map(|v| audit::entities_of(&v))
-                    .unwrap_or_default(),
+            let value = match body {
+                Body::Json(v) => Some(v.clone()),
+                Body::Raw(text) => serde_json::from_str::<Value>(text).ok(),
             };
-            r.entities = entities;
-            r.patients = patients;
+            if let Some(v) = value {
+                let registry = ctx.registry.current(ctx.store.as_ref()).await?.params;
+                for (key, resource) in audit::resources_of(&v) {
+                    let patients = guard::resource_patients(&registry, &base, resource);
+                    items.push((key, patients));
+                }
+            }
         }
-        audit::append(ctx, audit::event(&ctx.requester, r)).await?;
+        let events: Vec<Value> = audit::split(r, &items, requester_patient(ctx))
+            .iter()
+            .map(|part| audit::event(&ctx.requester, part))
+            .collect();
+        audit::append_all(ctx, events).await?;
     }
     result
+}
+
+/// The Patient the requester is (a patient user), whose own requests need no split audit.
+fn requester_patient(ctx: &Context) -> Option<&str> {
+    ctx.requester
+        .principal
+        .as_ref()
+        .and_then(|p| p.fhir_user.as_deref())
+        .and_then(|f| f.strip_prefix("Patient/"))
 }
 
 /// The AuditEvent skeleton of an interaction, and whether it writes (audited in its own
@@ -434,26 +457,25 @@ pub(crate) async fn audit_in_session(
     if !ctx.audit {
         return Ok(());
     }
-    let mut entities = Vec::new();
-    let mut patients = Vec::new();
-    for (t, id, v) in &s.versions {
-        entities.push(format!("{t}/{id}/_history/{v}"));
-        if t == "Patient" && !patients.contains(&format!("Patient/{id}")) {
-            patients.push(format!("Patient/{id}"));
-        }
-    }
+    let items: Vec<(String, Vec<String>)> = s
+        .versions
+        .iter()
+        .zip(s.patients.iter())
+        .map(|((t, id, v), ps)| (format!("{t}/{id}/_history/{v}"), ps.clone()))
+        .collect();
     let record = audit::Record {
         subtype: subtype.to_string(),
         action,
         status,
-        entities,
-        query: None,
-        patients,
-        description: None,
+        ..audit::Record::default()
     };
-    let ev = audit::event(&ctx.requester, &record);
+    // one record per patient whose data the write touched (and one for the rest)
     let registry = s.registry.clone();
-    audit::append_in(s.tx(), &registry, ev).await
+    for part in audit::split(record, &items, requester_patient(ctx)) {
+        let ev = audit::event(&ctx.requester, &part);
+        audit::append_in(s.tx(), &registry, ev).await?;
+    }
+    Ok(())
 }
 
 async fn run(

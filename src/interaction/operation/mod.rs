@@ -1,6 +1,8 @@
 //! Extended operations, one file each: `$everything`, `$validate`, `$meta`, `$meta-add`,
-//! `$meta-delete`, `$reindex`. They run on the same store and validator as the interactions.
+//! `$meta-delete`, `$reindex`, and Healporium's `$break-glass`. They run on the same store and
+//! validator as the interactions.
 
+mod break_glass;
 mod everything;
 mod meta;
 pub mod reindex;
@@ -30,10 +32,16 @@ pub const TYPE_OPERATIONS: &[(&str, &str)] = &[
     ),
 ];
 /// Operations only on Patient.
-pub const PATIENT_OPERATIONS: &[(&str, &str)] = &[(
-    "everything",
-    "http://hl7.org/fhir/OperationDefinition/Patient-everything",
-)];
+pub const PATIENT_OPERATIONS: &[(&str, &str)] = &[
+    (
+        "everything",
+        "http://hl7.org/fhir/OperationDefinition/Patient-everything",
+    ),
+    (
+        "break-glass",
+        "http://healporium.org/fhir/OperationDefinition/break-glass",
+    ),
+];
 /// System-level operations.
 pub const SYSTEM_OPERATIONS: &[(&str, &str)] = &[
     (
@@ -103,6 +111,7 @@ pub(super) async fn run(
     }
     match (op.name.as_str(), level) {
         ("everything", (true, _)) => everything::everything(ctx, base, &op).await,
+        ("break-glass", (true, true)) => break_glass::break_glass(ctx, base, &op).await,
         ("validate", (true, _)) => validate::validate(ctx, &op).await,
         ("meta", _) => meta::meta(ctx, &op).await,
         ("meta-add" | "meta-delete", (true, true)) => meta::change(ctx, base, &op).await,

@@ -1,0 +1,1292 @@
+//! The access matrix with real SMART tokens for every role — a patient, a practitioner with
+//! and one without a care relationship, a pharmacist, an insurer, an administrator and a
+//! backend service — against one world of resources (two patients, bob's data of every kind
+//! that used to leak: Task, Device, DocumentReference, Binary, document Bundle, Provenance),
+//! over every read path (read, vread, history, `$meta`, search by id, `POST _search`, batch
+//! entries), every collective path (includes with `:iterate`, compartments, `$everything`,
+//! system search) and the writes each role may or may not do. Then each finding of the
+//! access-control issue as a regression test named after it. SQLite and PostgreSQL.
+
+use crate::common::Server;
+use crate::common::secure::{SecureServer, TokenSet};
+use crate::secure_backends;
+use serde_json::{Value, json};
+
+secure_backends!(
+    every_role_on_every_read_path,
+    collective_paths_never_leak,
+    writes_follow_the_roles,
+    types_outside_the_compartment_are_confined,
+    patient_cannot_write_another_patients_task,
+    patient_cannot_rename_a_practitioner,
+    patient_cannot_create_a_search_parameter,
+    ehr_launch_is_bound_to_user_and_client_and_single_use,
+    history_serves_only_versions_within_reach,
+    deleted_id_cannot_be_recreated_by_another_principal,
+    chains_and_has_answer_nothing_about_hidden_patients,
+    audit_events_concern_only_their_patient,
+    everything_leaves_audit_events_out,
+    validate_delete_and_conflicts_name_nothing_hidden,
+    insurer_sees_only_members_and_no_audit,
+    pharmacist_writes_only_dispensing,
+    patient_picker_lists_only_patients_in_care,
+    break_glass_is_audited_and_short_lived,
+    writes_cannot_create_their_own_care_relationship,
+);
+
+/// What a role may see of one resource.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sees {
+    /// 200, and it is found.
+    Yes,
+    /// 404 and never found, exactly like a resource that does not exist.
+    Hidden,
+    /// 403: the role or scopes do not reach the type at all.
+    Forbidden,
+}
+use Sees::{Forbidden as F, Hidden as H, Yes as Y};
+
+/// The roles, in the order of the columns below.
+const ROLES: [&str; 7] = [
+    "patient",
+    "doctor",
+    "other-doctor",
+    "pharmacist",
+    "insurer",
+    "admin",
+    "backend",
+];
+
+/// The world's resources and what each role sees of them (columns as in [`ROLES`]).
+const WORLD: &[(&str, [Sees; 7])] = &[
+    ("Patient/alice", [Y, Y, H, Y, Y, Y, Y]),
+    ("Patient/bob", [H, H, H, H, H, Y, Y]),
+    ("Observation/alice-obs", [Y, Y, H, F, F, Y, Y]),
+    ("Observation/bob-hiv", [H, H, H, F, F, Y, Y]),
+    ("Task/bob-task", [H, H, H, F, F, Y, Y]),
+    ("Device/bob-device", [H, H, H, F, F, Y, Y]),
+    ("DocumentReference/bob-doc", [H, H, H, F, F, Y, Y]),
+    ("Binary/bob-binary", [H, H, H, F, F, Y, Y]),
+    ("Bundle/bob-document", [H, H, H, F, F, Y, Y]),
+    ("Provenance/bob-prov", [H, H, H, H, F, Y, Y]),
+    ("Encounter/bob-enc", [H, H, H, F, F, Y, Y]),
+    ("MedicationRequest/alice-rx", [Y, Y, H, Y, F, Y, Y]),
+    ("Coverage/alice-cov", [Y, Y, H, Y, Y, Y, Y]),
+    ("Practitioner/doc", [Y, Y, Y, Y, Y, Y, Y]),
+    ("Organization/clinic", [Y, Y, Y, Y, Y, Y, Y]),
+    ("Group/both", [F, F, F, F, F, Y, Y]),
+    ("List/both", [H, H, H, F, F, Y, Y]),
+];
+
+fn put(r: Value) -> Value {
+    let url = format!(
+        "{}/{}",
+        r["resourceType"].as_str().unwrap(),
+        r["id"].as_str().unwrap()
+    );
+    json!({"resource": r, "request": {"method": "PUT", "url": url}})
+}
+
+/// The world: a clinic with Dr. doc (alice's GP), Dr. other (nobody's) and Dr. stranger (who
+/// only appears in bob's records, and has no account), a pharmacy with alice's prescription,
+/// an insurer covering alice, and bob, who is in no role's care and has data of every kind.
+fn world() -> Vec<Value> {
+    let role = |id: &str, practitioner: &str, org: &str| {
+        json!({"resourceType": "PractitionerRole", "id": id, "active": true,
+            "practitioner": {"reference": format!("Practitioner/{practitioner}")},
+            "organization": {"reference": format!("Organization/{org}")}})
+    };
+    let org =
+        |id: &str, name: &str| json!({"resourceType": "Organization", "id": id, "name": name});
+    let prac = |id: &str, family: &str| json!({"resourceType": "Practitioner", "id": id, "name": [{"family": family}]});
+    vec![
+        org("clinic", "Clinic"),
+        org("pharmacy", "Pharmacy"),
+        org("insurer", "Insurer"),
+        prac("doc", "Doc"),
+        prac("other", "Other"),
+        prac("stranger", "Stranger"),
+        prac("pharmacist", "Pill"),
+        prac("reviewer", "Claims"),
+        role("pharmacist-role", "pharmacist", "pharmacy"),
+        role("reviewer-role", "reviewer", "insurer"),
+        json!({"resourceType": "Patient", "id": "alice", "name": [{"family": "Alpha", "given": ["Alice"]}],
+            "birthDate": "1985-01-01",
+            "generalPractitioner": [{"reference": "Practitioner/doc"}]}),
+        json!({"resourceType": "Patient", "id": "bob", "name": [{"family": "Beta", "given": ["Bob"]}],
+            "birthDate": "1970-07-07", "identifier": [{"system": "urn:ssn", "value": "bob-ssn"}],
+            "managingOrganization": {"reference": "Organization/insurer"}}),
+        json!({"resourceType": "Observation", "id": "alice-obs", "status": "final",
+            "code": {"text": "heart rate"}, "subject": {"reference": "Patient/alice"}}),
+        json!({"resourceType": "Observation", "id": "bob-hiv", "status": "final",
+            "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "laboratory"}]}],
+            "code": {"coding": [{"system": "http://loinc.org", "code": "75622-1"}], "text": "HIV 1+2 Ab"},
+            "subject": {"reference": "Patient/bob"}, "focus": [{"reference": "Patient/bob"}],
+            "performer": [{"reference": "Practitioner/stranger"}]}),
+        json!({"resourceType": "Task", "id": "bob-task", "status": "requested", "intent": "order",
+            "for": {"reference": "Patient/bob"}, "owner": {"reference": "Practitioner/stranger"}}),
+        json!({"resourceType": "Device", "id": "bob-device", "patient": {"reference": "Patient/bob"}}),
+        json!({"resourceType": "DocumentReference", "id": "bob-doc", "status": "current",
+            "subject": {"reference": "Patient/bob"},
+            "content": [{"attachment": {"contentType": "text/plain", "url": "Binary/bob-binary"}}]}),
+        json!({"resourceType": "Binary", "id": "bob-binary", "contentType": "text/plain",
+            "securityContext": {"reference": "DocumentReference/bob-doc"}, "data": "c2VjcmV0"}),
+        json!({"resourceType": "Bundle", "id": "bob-document", "type": "document",
+            "identifier": {"system": "urn:ietf:rfc:3986", "value": "urn:uuid:0c3151bd-1cbf-4d64-b04d-cd9187a4c6e0"},
+            "timestamp": "2024-01-01T00:00:00Z",
+            "entry": [{"fullUrl": "urn:uuid:5e0c2b1a-7e4d-4a3b-9a61-3f1d1f1b2c01",
+                "resource": {"resourceType": "Composition", "status": "final",
+                "type": {"text": "summary"}, "date": "2024-01-01", "title": "Bob's summary",
+                "subject": {"reference": "Patient/bob"}, "author": [{"reference": "Practitioner/stranger"}]}}]}),
+        json!({"resourceType": "Provenance", "id": "bob-prov", "recorded": "2024-01-01T00:00:00Z",
+            "target": [{"reference": "Observation/bob-hiv"}],
+            "agent": [{"who": {"reference": "Practitioner/stranger"}}]}),
+        json!({"resourceType": "Encounter", "id": "bob-enc", "status": "finished", "class": {"code": "AMB"},
+            "subject": {"reference": "Patient/bob"},
+            "participant": [{"individual": {"reference": "Practitioner/stranger"}}],
+            "serviceProvider": {"reference": "Organization/clinic"}}),
+        json!({"resourceType": "MedicationRequest", "id": "alice-rx", "status": "active", "intent": "order",
+            "medicationCodeableConcept": {"text": "metformin"}, "subject": {"reference": "Patient/alice"},
+            "dispenseRequest": {"performer": {"reference": "Organization/pharmacy"}}}),
+        json!({"resourceType": "Coverage", "id": "alice-cov", "status": "active",
+            "beneficiary": {"reference": "Patient/alice"}, "payor": [{"reference": "Organization/insurer"}]}),
+        json!({"resourceType": "Group", "id": "both", "type": "person", "actual": true,
+            "member": [{"entity": {"reference": "Patient/alice"}}, {"entity": {"reference": "Patient/bob"}}]}),
+        json!({"resourceType": "List", "id": "both", "status": "current", "mode": "working",
+            "subject": {"reference": "Patient/bob"},
+            "entry": [{"item": {"reference": "Patient/alice"}}, {"item": {"reference": "Patient/bob"}}]}),
+    ]
+}
+
+/// A server with the world loaded and a token per role.
+struct World {
+    s: SecureServer,
+    admin_setup: Server,
+    tokens: Vec<(&'static str, Server)>,
+}
+
+impl World {
+    async fn new(s: SecureServer) -> World {
+        let admin_setup = s.admin().await;
+        let entries: Vec<Value> = world().into_iter().map(put).collect();
+        admin_setup
+            .post(
+                "",
+                &json!({"resourceType": "Bundle", "type": "transaction", "entry": entries}),
+            )
+            .await
+            .expect(200);
+        let mut tokens = Vec::new();
+        for role in ROLES {
+            let token = match role {
+                "patient" => s.patient_token("alice", "patient/*.cruds").await,
+                "doctor" => {
+                    user(&s, "practitioner", "Practitioner/doc")
+                        .await
+                        .access_token
+                }
+                "other-doctor" => {
+                    user(&s, "practitioner", "Practitioner/other")
+                        .await
+                        .access_token
+                }
+                "pharmacist" => {
+                    user(&s, "pharmacist", "Practitioner/pharmacist")
+                        .await
+                        .access_token
+                }
+                "insurer" => {
+                    user(&s, "insurer", "Practitioner/reviewer")
+                        .await
+                        .access_token
+                }
+                "admin" => {
+                    s.user_tokens("admin", None, None, "user/*.cruds")
+                        .await
+                        .access_token
+                }
+                _ => s.system_token("system/*.cruds").await,
+            };
+            tokens.push((role, s.with_token(&token)));
+        }
+        World {
+            s,
+            admin_setup,
+            tokens,
+        }
+    }
+
+    fn as_role(&self, role: &str) -> &Server {
+        &self
+            .tokens
+            .iter()
+            .find(|(r, _)| *r == role)
+            .unwrap_or_else(|| panic!("no role {role}"))
+            .1
+    }
+
+    fn hidden_from(&self, col: usize) -> Vec<&'static str> {
+        WORLD
+            .iter()
+            .filter(|(_, sees)| sees[col] != Y)
+            .map(|(k, _)| *k)
+            .collect()
+    }
+}
+
+/// A user of `role` linked to `fhir_user`, with `user/*.cruds`.
+async fn user(s: &SecureServer, role: &str, fhir_user: &str) -> TokenSet {
+    s.user_tokens(role, Some(fhir_user), None, "user/*.cruds")
+        .await
+}
+
+/// Every resource key (`Type/id`) in a response body, Bundle entries and nested resources
+/// included (OperationOutcomes and Bundles themselves left out).
+fn keys_in(v: &Value, out: &mut Vec<String>) {
+    match v {
+        Value::Object(o) => {
+            if let (Some(Value::String(t)), Some(Value::String(id))) =
+                (o.get("resourceType"), o.get("id"))
+                && t != "OperationOutcome"
+            {
+                out.push(format!("{t}/{id}"));
+            }
+            for (k, x) in o {
+                if k != "link" {
+                    keys_in(x, out);
+                }
+            }
+        }
+        Value::Array(a) => a.iter().for_each(|x| keys_in(x, out)),
+        _ => {}
+    }
+}
+
+#[track_caller]
+fn assert_none_of(label: &str, body: &Value, hidden: &[&str]) {
+    let mut keys = Vec::new();
+    keys_in(body, &mut keys);
+    let leaked: Vec<&String> = keys
+        .iter()
+        .filter(|k| hidden.contains(&k.as_str()))
+        .collect();
+    assert!(leaked.is_empty(), "{label} leaks {leaked:?}");
+}
+
+fn status_of(entry: &Value) -> u16 {
+    entry["response"]["status"]
+        .as_str()
+        .and_then(|s| s.split(' ').next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+async fn every_role_on_every_read_path(s: SecureServer) {
+    let w = World::new(s).await;
+    let mut checked = 0;
+    for (col, role) in ROLES.iter().enumerate() {
+        let c = w.as_role(role);
+        for (key, sees) in WORLD {
+            let expect = sees[col];
+            let (t, id) = key.split_once('/').unwrap();
+            let code = |e: Sees| match e {
+                Y => 200,
+                H => 404,
+                F => 403,
+            };
+            let label = |p: &str| format!("{role} {p}");
+            // read, vread, instance history, $meta
+            for path in [
+                key.to_string(),
+                format!("{key}/_history/1"),
+                format!("{key}/_history"),
+                format!("{key}/$meta"),
+            ] {
+                let r = c.get(&path).await;
+                assert_eq!(
+                    r.status.as_u16(),
+                    code(expect),
+                    "{}: {}",
+                    label(&path),
+                    r.text
+                );
+                if expect != Y {
+                    assert_eq!(r.json()["resourceType"], "OperationOutcome");
+                }
+                checked += 1;
+            }
+            // forbidden and unknown answer alike
+            if expect == H {
+                let unknown = c.get(&format!("{t}/no-such-{id}")).await.expect(404);
+                let r = c.get(key).await;
+                assert_eq!(
+                    r.json()["issue"][0]["diagnostics"]
+                        .as_str()
+                        .unwrap()
+                        .replace(id, "X"),
+                    unknown.json()["issue"][0]["diagnostics"]
+                        .as_str()
+                        .unwrap()
+                        .replace(&format!("no-such-{id}"), "X"),
+                    "{role} {key}: hidden and unknown differ"
+                );
+            }
+            // search by id, GET and POST, with totals
+            for r in [
+                c.get(&format!("{t}?_id={id}&_total=accurate")).await,
+                c.send(
+                    reqwest::Method::POST,
+                    &format!("{t}/_search"),
+                    &[("content-type", "application/x-www-form-urlencoded")],
+                    Some(format!("_id={id}&_total=accurate")),
+                )
+                .await,
+            ] {
+                checked += 1;
+                match expect {
+                    F => assert_eq!(r.status.as_u16(), 403, "{role} search {key}"),
+                    _ => {
+                        assert_eq!(r.status.as_u16(), 200, "{role} search {key}: {}", r.text);
+                        let b = r.json();
+                        let want = u64::from(expect == Y);
+                        assert_eq!(b["total"], want, "{role} search {key} total");
+                        let mut keys = Vec::new();
+                        keys_in(&b, &mut keys);
+                        assert_eq!(
+                            keys.contains(&key.to_string()),
+                            expect == Y,
+                            "{role} search {key}"
+                        );
+                    }
+                }
+            }
+            // a batch entry
+            let batch = json!({"resourceType": "Bundle", "type": "batch", "entry": [
+                {"request": {"method": "GET", "url": key}}]});
+            let b = c.post("", &batch).await.expect(200).json();
+            assert_eq!(
+                status_of(&b["entry"][0]),
+                code(expect),
+                "{role} batch GET {key}"
+            );
+            checked += 1;
+        }
+    }
+    eprintln!(
+        "access matrix: {checked} read-path checks across {} roles",
+        ROLES.len()
+    );
+}
+
+async fn collective_paths_never_leak(s: SecureServer) {
+    let w = World::new(s).await;
+    for (col, role) in ROLES.iter().enumerate() {
+        let c = w.as_role(role);
+        let hidden = w.hidden_from(col);
+        for path in [
+            "Patient?_revinclude=*&_include=*&_include:iterate=*&_revinclude:iterate=*",
+            "Observation?_include=*&_include:iterate=*",
+            "Practitioner?_revinclude=*&_revinclude:iterate=*",
+            "Organization?_revinclude=*",
+            "Patient/bob/*",
+            "Patient/alice/*",
+            "Patient/bob/Task",
+            "Task?patient=Patient/bob",
+            "Device?patient=Patient/bob",
+            "Patient/alice/$everything",
+            "Patient/$everything",
+            "?_type=Patient,Observation,Task,Device,Binary,Bundle,DocumentReference,Provenance",
+            "Patient?_list=both",
+            "Binary",
+            "Bundle",
+        ] {
+            let r = c.get(path).await;
+            if r.status.as_u16() == 403 || r.status.as_u16() == 404 {
+                continue; // a type the role may not reach, or a patient it may not see
+            }
+            assert_eq!(r.status.as_u16(), 200, "{role} {path}: {}", r.text);
+            assert_none_of(&format!("{role} {path}"), &r.json(), &hidden);
+        }
+    }
+}
+
+async fn writes_follow_the_roles(s: SecureServer) {
+    let w = World::new(s).await;
+    let obs = |p: &str| {
+        json!({"resourceType": "Observation", "status": "final", "code": {"text": "x"},
+            "subject": {"reference": format!("Patient/{p}")}})
+    };
+    let search_param = json!({"resourceType": "SearchParameter", "url": "http://example.org/sp/x",
+        "name": "x", "status": "active", "description": "x", "code": "xcode",
+        "base": ["Patient"], "type": "token", "expression": "Patient.gender"});
+    // (role, what, expected status)
+    let cases: Vec<(&str, &str, u16)> = vec![
+        ("patient", "obs-alice", 201),
+        ("patient", "obs-bob", 403),
+        ("patient", "encounter-alice", 403),
+        ("patient", "search-parameter", 403),
+        ("doctor", "obs-alice", 201),
+        ("doctor", "obs-bob", 403),
+        ("doctor", "encounter-alice", 201),
+        ("doctor", "search-parameter", 403),
+        ("other-doctor", "obs-alice", 403),
+        ("pharmacist", "obs-alice", 403),
+        ("pharmacist", "dispense-alice", 201),
+        ("pharmacist", "dispense-bob", 403),
+        ("insurer", "obs-alice", 403),
+        ("insurer", "dispense-alice", 403),
+        ("admin", "obs-bob", 201),
+        ("admin", "search-parameter", 201),
+        ("backend", "obs-bob", 201),
+    ];
+    for (role, what, want) in cases {
+        let c = w.as_role(role);
+        let body = match what {
+            "obs-alice" => obs("alice"),
+            "obs-bob" => obs("bob"),
+            "encounter-alice" => json!({"resourceType": "Encounter", "status": "planned",
+                "class": {"code": "AMB"}, "subject": {"reference": "Patient/alice"}}),
+            "dispense-alice" | "dispense-bob" => {
+                json!({"resourceType": "MedicationDispense", "status": "completed",
+                "medicationCodeableConcept": {"text": "metformin"},
+                "subject": {"reference": format!("Patient/{}", what.trim_start_matches("dispense-"))}})
+            }
+            _ => {
+                let mut sp = search_param.clone();
+                sp["url"] = json!(format!("http://example.org/sp/{role}"));
+                sp["code"] = json!(format!("code-{role}"));
+                sp
+            }
+        };
+        let rt = body["resourceType"].as_str().unwrap().to_string();
+        let r = c.post(&rt, &body).await;
+        assert_eq!(r.status.as_u16(), want, "{role} creates {what}: {}", r.text);
+    }
+    // updates and deletes of what a role may not see: 404, and nothing changes
+    for role in ["patient", "doctor", "other-doctor"] {
+        let c = w.as_role(role);
+        let mut changed = w.admin_setup.get("Observation/bob-hiv").await.json();
+        changed["status"] = json!("cancelled");
+        c.put("Observation/bob-hiv", &changed).await.expect(404);
+        c.delete("Observation/bob-hiv").await.expect(404);
+        c.patch_with(
+            "Observation/bob-hiv",
+            "application/json-patch+json",
+            &json!([{"op": "replace", "path": "/status", "value": "cancelled"}]),
+            &[],
+        )
+        .await
+        .expect(404);
+    }
+    let bob = w
+        .admin_setup
+        .get("Observation/bob-hiv")
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(bob["status"], "final");
+    assert_eq!(bob["meta"]["versionId"], "1");
+    // shared data: readable by everyone, written by staff; the directory by admins only
+    let loc = json!({"resourceType": "Location", "name": "Ward 1"});
+    w.as_role("patient")
+        .post("Location", &loc)
+        .await
+        .expect(403);
+    w.as_role("doctor").post("Location", &loc).await.expect(201);
+    let mut doc = w.admin_setup.get("Practitioner/doc").await.json();
+    doc["name"] = json!([{"family": "Renamed"}]);
+    w.as_role("doctor")
+        .put("Practitioner/doc", &doc)
+        .await
+        .expect(403);
+    w.as_role("admin")
+        .put("Practitioner/doc", &doc)
+        .await
+        .expect(200);
+}
+
+async fn types_outside_the_compartment_are_confined(s: SecureServer) {
+    // the finding: Task, Device, a document Bundle and a Binary about bob were open to
+    // alice's patient token, also through _include=*&_include:iterate=*, Patient/bob/* and
+    // batch GET entries
+    let w = World::new(s).await;
+    let alice = w.as_role("patient");
+    for key in [
+        "Task/bob-task",
+        "Device/bob-device",
+        "Bundle/bob-document",
+        "Binary/bob-binary",
+    ] {
+        alice.get(key).await.expect(404);
+    }
+    for q in [
+        "Task?patient=Patient/bob",
+        "Task?subject=Patient/bob",
+        "Device",
+        "Bundle",
+        "Binary",
+    ] {
+        assert_eq!(alice.get(q).await.expect(200).json()["total"], 0, "{q}");
+    }
+    let hidden = w.hidden_from(0);
+    let r = alice
+        .get("Patient?_include=*&_include:iterate=*&_revinclude=*&_revinclude:iterate=*")
+        .await
+        .expect(200)
+        .json();
+    assert_none_of("includes", &r, &hidden);
+    assert_none_of(
+        "Patient/bob/*",
+        &alice.get("Patient/bob/*").await.expect(200).json(),
+        &hidden,
+    );
+    // bob sees his own, through the new patient links and proxies
+    let bob =
+        w.s.with_token(&w.s.patient_token("bob", "patient/*.rs").await);
+    for key in [
+        "Task/bob-task",
+        "Device/bob-device",
+        "Bundle/bob-document",
+        "Binary/bob-binary",
+        "Provenance/bob-prov",
+        "List/both",
+    ] {
+        bob.get(key).await.expect(200);
+    }
+}
+
+async fn patient_cannot_write_another_patients_task(s: SecureServer) {
+    let w = World::new(s).await;
+    let mut task = w.admin_setup.get("Task/bob-task").await.json();
+    task["status"] = json!("cancelled");
+    // a patient changes no Task (the role), and a token that may change Tasks cannot
+    // change bob's: it looks unknown
+    w.as_role("patient")
+        .put("Task/bob-task", &task)
+        .await
+        .expect(403);
+    w.as_role("other-doctor")
+        .put("Task/bob-task", &task)
+        .await
+        .expect(404);
+    assert_eq!(
+        w.admin_setup.get("Task/bob-task").await.json()["status"],
+        "requested"
+    );
+}
+
+async fn patient_cannot_rename_a_practitioner(s: SecureServer) {
+    let w = World::new(s).await;
+    let mut doc = w.admin_setup.get("Practitioner/doc").await.json();
+    doc["name"] = json!([{"family": "Hacked"}]);
+    let r = w
+        .as_role("patient")
+        .put("Practitioner/doc", &doc)
+        .await
+        .expect(403);
+    assert_eq!(r.json()["issue"][0]["code"], "forbidden");
+    assert_eq!(
+        w.admin_setup.get("Practitioner/doc").await.json()["name"][0]["family"],
+        "Doc"
+    );
+}
+
+async fn patient_cannot_create_a_search_parameter(s: SecureServer) {
+    let w = World::new(s).await;
+    let sp = json!({"resourceType": "SearchParameter", "url": "http://example.org/sp/evil",
+        "name": "evil", "status": "active", "description": "x", "code": "evil",
+        "base": ["Patient"], "type": "token", "expression": "Patient.gender"});
+    w.as_role("patient")
+        .post("SearchParameter", &sp)
+        .await
+        .expect(403);
+    for role in ["doctor", "pharmacist", "insurer"] {
+        w.as_role(role)
+            .post("SearchParameter", &sp)
+            .await
+            .expect(403);
+    }
+    assert_eq!(
+        w.admin_setup
+            .get("SearchParameter?url=http://example.org/sp/evil")
+            .await
+            .json()["total"],
+        0
+    );
+}
+
+async fn ehr_launch_is_bound_to_user_and_client_and_single_use(s: SecureServer) {
+    let w = World::new(s).await;
+    let s = &w.s;
+    s.add_user("drsmith", "practitioner", Some("Practitioner/doc"))
+        .await;
+    s.add_user("alice-user", "patient", Some("Patient/alice"))
+        .await;
+    let app = s.add_public_app().await;
+    let other_app = s.add_public_app().await;
+    let doc = s
+        .authorize(&app, "drsmith", "user/*.rs openid fhirUser", None, None)
+        .await;
+    let launch = |body: Value| {
+        let token = doc.access_token.clone();
+        async move {
+            let r = s
+                .client
+                .post(format!("{}/auth/launch", s.origin()))
+                .bearer_auth(token)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            (status, r.json::<Value>().await.unwrap())
+        }
+    };
+    // the launch names its app; a patient the practitioner does not care for is unknown
+    assert_eq!(launch(json!({"patient": "alice"})).await.0, 400);
+    assert_eq!(
+        launch(json!({"client_id": app, "patient": "bob"})).await.0,
+        400
+    );
+    let (st, l) = launch(json!({"client_id": app, "patient": "alice"})).await;
+    assert_eq!(st, 201, "{l}");
+    let id = l["launch"].as_str().unwrap().to_string();
+    // another user cannot complete it (alice signs in with drsmith's launch)
+    let (verifier, challenge) = crate::common::secure::pkce();
+    let _ = verifier;
+    let query = |client: &str, launch: &str, challenge: &str| {
+        serde_urlencoded::to_string([
+            ("response_type", "code"),
+            ("client_id", client),
+            ("redirect_uri", crate::common::secure::REDIRECT_URI),
+            ("scope", "launch patient/*.rs"),
+            ("state", "st"),
+            ("aud", s.base.as_str()),
+            ("code_challenge", challenge),
+            ("code_challenge_method", "S256"),
+            ("launch", launch),
+        ])
+        .unwrap()
+    };
+    let page = s
+        .client
+        .get(format!(
+            "{}/auth/authorize?{}",
+            s.origin(),
+            query(&app, &id, &challenge)
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    let request = crate::common::secure::request_field(&page.text().await.unwrap());
+    let signed = s
+        .auth_post(
+            "login",
+            &[
+                ("request", &request),
+                ("username", "alice-user"),
+                ("password", crate::common::secure::PASSWORD),
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(signed.status(), 200);
+    let done = s
+        .auth_post(
+            "consent",
+            &[("request", &request), ("decision", "allow")],
+            None,
+        )
+        .await;
+    assert_eq!(done.status(), 303);
+    let loc = done.headers()["location"].to_str().unwrap().to_string();
+    assert!(
+        loc.contains("error=access_denied") && !loc.contains("code="),
+        "{loc}"
+    );
+    // and the launch is spent: not even its creator can use it again
+    let again = s
+        .client
+        .get(format!(
+            "{}/auth/authorize?{}",
+            s.origin(),
+            query(&app, &id, &challenge)
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 303);
+    assert!(
+        again.headers()["location"]
+            .to_str()
+            .unwrap()
+            .contains("error=invalid_request")
+    );
+    // a launch made for one app does not work for another
+    let (_, l2) = launch(json!({"client_id": app, "patient": "alice"})).await;
+    let id2 = l2["launch"].as_str().unwrap();
+    let wrong = s
+        .client
+        .get(format!(
+            "{}/auth/authorize?{}",
+            s.origin(),
+            query(&other_app, id2, &challenge)
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 303);
+    assert!(
+        wrong.headers()["location"]
+            .to_str()
+            .unwrap()
+            .contains("error=invalid_request")
+    );
+    // the creator with the right app gets the patient in context
+    let (_, l3) = launch(json!({"client_id": app, "patient": "alice"})).await;
+    let t = s
+        .authorize(
+            &app,
+            "drsmith",
+            "launch patient/*.rs",
+            None,
+            Some(l3["launch"].as_str().unwrap()),
+        )
+        .await;
+    assert_eq!(t.patient.as_deref(), Some("alice"));
+}
+
+async fn history_serves_only_versions_within_reach(s: SecureServer) {
+    // the finding: an Observation whose v1 was bob's and v2 alice's served v1 to alice
+    let w = World::new(s).await;
+    let admin = &w.admin_setup;
+    let mut o = json!({"resourceType": "Observation", "id": "moved", "status": "final",
+        "code": {"text": "bob's secret"}, "subject": {"reference": "Patient/bob"}});
+    admin.put("Observation/moved", &o).await.expect(201);
+    o["subject"] = json!({"reference": "Patient/alice"});
+    o["code"] = json!({"text": "now alice's"});
+    admin.put("Observation/moved", &o).await.expect(200);
+    let alice = w.as_role("patient");
+    alice.get("Observation/moved").await.expect(200);
+    alice.get("Observation/moved/_history/2").await.expect(200);
+    alice.get("Observation/moved/_history/1").await.expect(404);
+    let h = alice
+        .get("Observation/moved/_history")
+        .await
+        .expect(200)
+        .json();
+    assert!(!h.to_string().contains("bob's secret"), "{h}");
+    assert_eq!(h["entry"].as_array().unwrap().len(), 1);
+    assert!(
+        h.get("total").is_none(),
+        "no total that would count the hidden version"
+    );
+    // in a batch too
+    let b = alice
+        .post(
+            "",
+            &json!({"resourceType": "Bundle", "type": "batch", "entry": [
+                {"request": {"method": "GET", "url": "Observation/moved/_history/1"}}]}),
+        )
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(status_of(&b["entry"][0]), 404);
+    // the admin sees both
+    assert_eq!(
+        admin.get("Observation/moved/_history").await.json()["total"],
+        2
+    );
+}
+
+async fn deleted_id_cannot_be_recreated_by_another_principal(s: SecureServer) {
+    // the finding: alice re-created a deleted id of bob's with PUT and then read its bob-era
+    // _history/1
+    let w = World::new(s).await;
+    let admin = &w.admin_setup;
+    admin
+        .put(
+            "Observation/gone",
+            &json!({"resourceType": "Observation", "id": "gone", "status": "final",
+                "code": {"text": "bob's old result"}, "subject": {"reference": "Patient/bob"}}),
+        )
+        .await
+        .expect(201);
+    admin.delete("Observation/gone").await.expect(204);
+    let alice = w.as_role("patient");
+    // deleted and not hers: exactly like unknown (not 410)
+    alice.get("Observation/gone").await.expect(404);
+    let mine = json!({"resourceType": "Observation", "id": "gone", "status": "final",
+        "code": {"text": "x"}, "subject": {"reference": "Patient/alice"}});
+    alice.put("Observation/gone", &mine).await.expect(404);
+    alice.get("Observation/gone/_history/1").await.expect(404);
+    alice.get("Observation/gone/_history").await.expect(404);
+    assert_eq!(admin.get("Observation/gone").await.status.as_u16(), 410);
+    // her own deleted resource she may re-create, and sees as deleted
+    let id = alice
+        .create(&json!({"resourceType": "Observation", "status": "final",
+        "code": {"text": "x"}, "subject": {"reference": "Patient/alice"}}))
+        .await;
+    alice.delete(&format!("Observation/{id}")).await.expect(204);
+    alice.get(&format!("Observation/{id}")).await.expect(410);
+    let mut again = mine.clone();
+    again["id"] = json!(id);
+    alice
+        .put(&format!("Observation/{id}"), &again)
+        .await
+        .expect(201);
+}
+
+async fn chains_and_has_answer_nothing_about_hidden_patients(s: SecureServer) {
+    // the finding: chains and _has answered yes/no questions about bob (9 exact oracles).
+    // Each question is asked twice, once true and once false of bob's data: a confined token
+    // must get the same answer both times.
+    let w = World::new(s).await;
+    let oracles: [(&str, &str); 9] = [
+        (
+            "Observation?focus:Patient.name=beta",
+            "Observation?focus:Patient.name=zzz",
+        ),
+        (
+            "Observation?subject:Patient.birthdate=1970-07-07",
+            "Observation?subject:Patient.birthdate=1971-01-01",
+        ),
+        (
+            "Patient?link:Patient.identifier=urn:ssn|bob-ssn",
+            "Patient?link:Patient.identifier=urn:ssn|nobody",
+        ),
+        (
+            "Organization?_has:Patient:organization:birthdate=1970-07-07",
+            "Organization?_has:Patient:organization:birthdate=1971-01-01",
+        ),
+        (
+            "Practitioner?_has:Encounter:practitioner:patient=Patient/bob",
+            "Practitioner?_has:Encounter:practitioner:patient=Patient/nobody",
+        ),
+        (
+            "Practitioner?_has:Observation:performer:code=75622-1",
+            "Practitioner?_has:Observation:performer:code=00000-0",
+        ),
+        (
+            "Practitioner?_has:Task:owner:patient=Patient/bob",
+            "Practitioner?_has:Task:owner:patient=Patient/nobody",
+        ),
+        (
+            "Organization?_has:Encounter:service-provider:_has:Observation:encounter:code=x",
+            "Organization?_has:Encounter:service-provider:patient=Patient/bob",
+        ),
+        (
+            "Patient?_has:List:item:_id=both",
+            "Patient?_has:List:item:_id=none",
+        ),
+    ];
+    // the admin sees the difference (the oracle is real) …
+    let admin = w.as_role("admin");
+    let mut real = 0;
+    for (yes, no) in oracles {
+        let a = admin.get(yes).await.expect(200).json()["total"].clone();
+        let b = admin.get(no).await.expect(200).json()["total"].clone();
+        if a != b {
+            real += 1;
+        }
+    }
+    assert!(
+        real >= 7,
+        "the oracles must be real for an unconfined token ({real})"
+    );
+    // … no confined role does
+    for role in ["patient", "doctor", "other-doctor", "pharmacist", "insurer"] {
+        let c = w.as_role(role);
+        for (yes, no) in oracles {
+            let a = c.get(yes).await;
+            let b = c.get(no).await;
+            assert_eq!(a.status, b.status, "{role}: {yes}");
+            if a.status.as_u16() == 200 {
+                assert_eq!(
+                    a.json()["total"],
+                    b.json()["total"],
+                    "{role}: {yes} is an oracle"
+                );
+            }
+        }
+    }
+}
+
+async fn audit_events_concern_only_their_patient(s: SecureServer) {
+    // the finding: one AuditEvent listed every patient a search returned, so each of them
+    // could read the others in it
+    let Some(s) = audited(s).await else { return };
+    let w = World::new(s).await;
+    // the administrator's search returns alice and bob
+    let admin = w.as_role("admin");
+    let r = admin.get("Patient?_id=alice,bob").await.expect(200).json();
+    assert_eq!(r["total"], 2);
+    admin
+        .get("Observation?subject=Patient/alice,Patient/bob")
+        .await
+        .expect(200);
+    let alice = w.as_role("patient");
+    let events = alice.get("AuditEvent?_count=500").await.expect(200).json();
+    let text = events.to_string();
+    assert!(
+        !text.contains("Patient/bob"),
+        "alice's AuditEvents name bob"
+    );
+    assert!(
+        !text.contains("bob-hiv"),
+        "alice's AuditEvents name bob's data"
+    );
+    // but she sees that the administrator read her record
+    let about_her: Vec<&Value> = events["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| &e["resource"])
+        .filter(|e| e["subtype"][0]["code"] == "search-type")
+        .collect();
+    assert!(
+        !about_her.is_empty(),
+        "the search that returned alice is in her audit trail"
+    );
+    // the admin sees one event per patient plus one for the query
+    let all = w
+        .as_role("admin")
+        .get("AuditEvent?subtype=search-type&_count=500")
+        .await
+        .expect(200)
+        .json();
+    let with_query = all["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| {
+            e["resource"]["entity"]
+                .as_array()
+                .is_some_and(|es| es.iter().any(|x| x.get("query").is_some()))
+        })
+        .count();
+    assert!(with_query >= 2);
+    // AuditEvents are for administrators (and a patient's own)
+    for role in ["doctor", "pharmacist", "insurer"] {
+        w.as_role(role).get("AuditEvent").await.expect(403);
+    }
+}
+
+async fn everything_leaves_audit_events_out(s: SecureServer) {
+    // the finding: $everything returned the patient's AuditEvents and grew by one per call
+    let Some(s) = audited(s).await else { return };
+    let w = World::new(s).await;
+    let alice = w.as_role("patient");
+    let first = alice
+        .get("Patient/alice/$everything")
+        .await
+        .expect(200)
+        .json();
+    let second = alice
+        .get("Patient/alice/$everything")
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(first["total"], second["total"]);
+    assert!(!first.to_string().contains("\"AuditEvent\""));
+    // asked for by _type they come (her own)
+    let audits = alice
+        .get("Patient/alice/$everything?_type=AuditEvent")
+        .await
+        .expect(200)
+        .json();
+    assert!(audits["total"].as_u64().unwrap() > 0);
+}
+
+async fn validate_delete_and_conflicts_name_nothing_hidden(s: SecureServer) {
+    // the finding: $validate mode=delete on bob's Patient, and the 409 of a delete, named
+    // resources alice may not read
+    let w = World::new(s).await;
+    let alice = w.as_role("patient");
+    let hidden = alice.get("Patient/bob/$validate?mode=delete").await;
+    let unknown = alice.get("Patient/nobody/$validate?mode=delete").await;
+    assert_eq!(hidden.status, unknown.status);
+    assert_eq!(
+        hidden.text.replace("bob", "X"),
+        unknown.text.replace("nobody", "X"),
+        "bob's Patient answers like an unknown one"
+    );
+    // alice's Observation is referenced by one of her own and by one of bob's
+    let mine = alice
+        .create(
+            &json!({"resourceType": "Observation", "status": "final", "code": {"text": "base"},
+            "subject": {"reference": "Patient/alice"}}),
+        )
+        .await;
+    w.admin_setup
+        .put(
+            "Observation/bob-derived",
+            &json!({"resourceType": "Observation", "id": "bob-derived", "status": "final",
+                "code": {"text": "derived"}, "subject": {"reference": "Patient/bob"},
+                "derivedFrom": [{"reference": format!("Observation/{mine}")}]}),
+        )
+        .await
+        .expect(201);
+    let r = alice
+        .delete(&format!("Observation/{mine}"))
+        .await
+        .expect(409);
+    assert!(!r.text.contains("bob-derived"), "{}", r.text);
+    let v = alice
+        .get(&format!("Observation/{mine}/$validate?mode=delete"))
+        .await
+        .expect(200);
+    assert!(!v.text.contains("bob-derived"), "{}", v.text);
+    // referencing what she may not see resolves no more than referencing nothing
+    let focus_bob = json!({"resourceType": "Observation", "status": "final", "code": {"text": "x"},
+        "subject": {"reference": "Patient/alice"}, "focus": [{"reference": "Observation/bob-hiv"}]});
+    let focus_none = json!({"resourceType": "Observation", "status": "final", "code": {"text": "x"},
+        "subject": {"reference": "Patient/alice"}, "focus": [{"reference": "Observation/nothing"}]});
+    let a = alice.post("Observation", &focus_bob).await.expect(422);
+    let b = alice.post("Observation", &focus_none).await.expect(422);
+    assert_eq!(
+        a.text.replace("bob-hiv", "X"),
+        b.text.replace("nothing", "X")
+    );
+}
+
+async fn insurer_sees_only_members_and_no_audit(s: SecureServer) {
+    // the finding: an insurer with user/*.rs read an HIV Observation of a patient it does not
+    // cover, and all AuditEvents
+    let w = World::new(s).await;
+    let insurer = w.as_role("insurer");
+    insurer.get("Observation/bob-hiv").await.expect(403);
+    insurer.get("Observation?code=75622-1").await.expect(403);
+    insurer.get("AuditEvent").await.expect(403);
+    insurer.get("Patient/alice").await.expect(200);
+    insurer.get("Patient/bob").await.expect(404);
+    let members = insurer.get("Patient").await.expect(200).json();
+    assert_eq!(members["total"], 1);
+    insurer.get("Coverage/alice-cov").await.expect(200);
+}
+
+async fn pharmacist_writes_only_dispensing(s: SecureServer) {
+    // the finding: a pharmacist deleted an Observation
+    let w = World::new(s).await;
+    let p = w.as_role("pharmacist");
+    p.delete("Observation/alice-obs").await.expect(403);
+    p.delete("MedicationRequest/alice-rx").await.expect(403);
+    assert_eq!(
+        w.admin_setup
+            .get("Observation/alice-obs")
+            .await
+            .status
+            .as_u16(),
+        200
+    );
+    p.get("MedicationRequest/alice-rx").await.expect(200);
+    let d = json!({"resourceType": "MedicationDispense", "status": "completed",
+        "medicationCodeableConcept": {"text": "metformin"}, "subject": {"reference": "Patient/alice"},
+        "authorizingPrescription": [{"reference": "MedicationRequest/alice-rx"}]});
+    let id = p.create(&d).await;
+    p.delete(&format!("MedicationDispense/{id}"))
+        .await
+        .expect(204);
+}
+
+async fn patient_picker_lists_only_patients_in_care(s: SecureServer) {
+    // the finding: the patient picker showed every patient to every staff role, the first
+    // one pre-selected
+    let w = World::new(s).await;
+    let s = &w.s;
+    s.add_user("picker-doc", "practitioner", Some("Practitioner/doc"))
+        .await;
+    let app = s.add_public_app().await;
+    let (_, challenge) = crate::common::secure::pkce();
+    let q = serde_urlencoded::to_string([
+        ("response_type", "code"),
+        ("client_id", app.as_str()),
+        ("redirect_uri", crate::common::secure::REDIRECT_URI),
+        ("scope", "launch/patient patient/*.rs"),
+        ("aud", s.base.as_str()),
+        ("code_challenge", challenge.as_str()),
+        ("code_challenge_method", "S256"),
+    ])
+    .unwrap();
+    let page = s
+        .client
+        .get(format!("{}/auth/authorize?{q}", s.origin()))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let request = crate::common::secure::request_field(&page);
+    let consent = s
+        .auth_post(
+            "login",
+            &[
+                ("request", &request),
+                ("username", "picker-doc"),
+                ("password", crate::common::secure::PASSWORD),
+            ],
+            None,
+        )
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(consent.contains("value=\"alice\""), "{consent}");
+    assert!(!consent.contains("value=\"bob\"") && !consent.contains("Beta"));
+    assert!(!consent.contains(" checked"));
+    // the search narrows the list
+    let found = s
+        .auth_post(
+            "consent",
+            &[("request", &request), ("decision", "search"), ("q", "zzz")],
+            None,
+        )
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(!found.contains("value=\"alice\""), "{found}");
+    // typing bob's id is refused like an unknown patient
+    let typed = s
+        .auth_post(
+            "consent",
+            &[
+                ("request", &request),
+                ("decision", "allow"),
+                ("patient_id", "bob"),
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(typed.status(), 400);
+    // and a practitioner picking alice gets her, confined to her record
+    let t = s
+        .authorize(
+            &app,
+            "picker-doc",
+            "launch/patient patient/*.rs",
+            Some("alice"),
+            None,
+        )
+        .await;
+    assert_eq!(t.patient.as_deref(), Some("alice"));
+    let c = s.with_token(&t.access_token);
+    c.get("Patient/alice").await.expect(200);
+    c.get("Observation/bob-hiv").await.expect(404);
+}
+
+async fn break_glass_is_audited_and_short_lived(s: SecureServer) {
+    let Some(s) = audited(s).await else { return };
+    let w = World::new(s).await;
+    let other = w.as_role("other-doctor");
+    other.get("Observation/bob-hiv").await.expect(404);
+    let p = |reason: Option<&str>| {
+        let mut params = vec![];
+        if let Some(r) = reason {
+            params.push(json!({"name": "reason", "valueString": r}));
+        }
+        json!({"resourceType": "Parameters", "parameter": params})
+    };
+    let r = other
+        .post("Patient/bob/$break-glass", &p(None))
+        .await
+        .expect(400);
+    assert!(!r.expressions().is_empty());
+    other
+        .post("Patient/nobody/$break-glass", &p(Some("unconscious")))
+        .await
+        .expect(404);
+    w.as_role("pharmacist")
+        .post("Patient/bob/$break-glass", &p(Some("x")))
+        .await
+        .expect(403);
+    w.as_role("patient")
+        .post("Patient/bob/$break-glass", &p(Some("x")))
+        .await
+        .expect(403);
+    let g = other
+        .post(
+            "Patient/bob/$break-glass",
+            &p(Some("unconscious in the emergency room")),
+        )
+        .await
+        .expect(200)
+        .json();
+    assert!(g["parameter"].to_string().contains("expires"));
+    // now the practitioner sees bob's record, and only bob's
+    other.get("Observation/bob-hiv").await.expect(200);
+    other.get("Patient/bob").await.expect(200);
+    other.get("Patient/alice").await.expect(404);
+    // bob sees who broke the glass, when and why
+    let bob =
+        w.s.with_token(&w.s.patient_token("bob", "patient/*.rs").await);
+    let ev = bob.get("AuditEvent?_count=200").await.expect(200).json();
+    let btg: Vec<&Value> = ev["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| &e["resource"])
+        .filter(|e| e["purposeOfEvent"][0]["coding"][0]["code"] == "BTG")
+        .collect();
+    assert_eq!(btg.len(), 1, "{ev}");
+    assert!(
+        btg[0]
+            .to_string()
+            .contains("unconscious in the emergency room")
+    );
+    assert_eq!(btg[0]["agent"][0]["who"]["reference"], "Practitioner/other");
+    // the grant is bob's only: other patients stay hidden
+}
+
+async fn writes_cannot_create_their_own_care_relationship(s: SecureServer) {
+    // a practitioner cannot put themselves on bob's care team, open an encounter for him or
+    // make themselves his general practitioner to gain access
+    let w = World::new(s).await;
+    let other = w.as_role("other-doctor");
+    other
+        .post(
+            "CareTeam",
+            &json!({"resourceType": "CareTeam", "subject": {"reference": "Patient/bob"},
+                "participant": [{"member": {"reference": "Practitioner/other"}}]}),
+        )
+        .await
+        .expect(403);
+    other
+        .post(
+            "Encounter",
+            &json!({"resourceType": "Encounter", "status": "planned", "class": {"code": "AMB"},
+                "subject": {"reference": "Patient/bob"},
+                "participant": [{"individual": {"reference": "Practitioner/other"}}]}),
+        )
+        .await
+        .expect(403);
+    let mut bob = w.admin_setup.get("Patient/bob").await.json();
+    bob["generalPractitioner"] = json!([{"reference": "Practitioner/other"}]);
+    other.put("Patient/bob", &bob).await.expect(404);
+    other.get("Patient/bob").await.expect(404);
+    // a new patient of their own they may register
+    other
+        .post(
+            "Patient",
+            &json!({"resourceType": "Patient", "name": [{"family": "New"}],
+                "generalPractitioner": [{"reference": "Practitioner/other"}]}),
+        )
+        .await
+        .expect(201);
+}
+
+/// The same server with auditing on (the library default is off).
+async fn audited(s: SecureServer) -> Option<SecureServer> {
+    let backend = s.backend;
+    drop(s);
+    crate::common::secure::start_secure_with(
+        backend,
+        healporium::app::AppOptions {
+            audit: true,
+            ..healporium::app::AppOptions::default()
+        },
+    )
+    .await
+}
