@@ -32,6 +32,7 @@ secure_backends!(
     patient_picker_lists_only_patients_in_care,
     break_glass_is_audited_and_short_lived,
     writes_cannot_create_their_own_care_relationship,
+    conditional_and_operation_paths_are_confined,
 );
 
 /// What a role may see of one resource.
@@ -1289,4 +1290,89 @@ async fn audited(s: SecureServer) -> Option<SecureServer> {
         },
     )
     .await
+}
+
+async fn conditional_and_operation_paths_are_confined(s: SecureServer) {
+    let w = World::new(s).await;
+    let alice = w.as_role("patient");
+    let doc = w.as_role("doctor");
+    let mine = json!({"resourceType": "Observation", "status": "final", "code": {"coding": [{"system": "http://loinc.org", "code": "75622-1"}]},
+        "subject": {"reference": "Patient/alice"}});
+    // conditional update and create see only the token's data: they create, never touch bob's
+    let r = alice
+        .put("Observation?code=75622-1", &mine)
+        .await
+        .expect(201);
+    assert_ne!(r.json()["id"], "bob-hiv");
+    let r = alice
+        .post_with(
+            "Observation",
+            &mine,
+            &[(
+                "if-none-exist",
+                "code=http://loinc.org|75622-1&subject=Patient/bob",
+            )],
+        )
+        .await
+        .expect(201);
+    assert_ne!(r.json()["id"], "bob-hiv");
+    // a body id naming bob's resource is not said to exist
+    let mut named = mine.clone();
+    named["id"] = json!("bob-hiv");
+    let hidden = alice.put("Observation?_id=none-such", &named).await;
+    assert_eq!(hidden.status.as_u16(), 404, "{}", hidden.text);
+    // conditional delete and patch match nothing of bob's
+    alice
+        .delete("Observation?subject=Patient/bob")
+        .await
+        .expect(204);
+    let patched = alice
+        .patch_with(
+            "Observation?_id=bob-hiv",
+            "application/json-patch+json",
+            &json!([{"op": "replace", "path": "/status", "value": "cancelled"}]),
+            &[],
+        )
+        .await;
+    assert!(
+        patched.status.as_u16() == 404 || patched.status.as_u16() == 412,
+        "{}",
+        patched.text
+    );
+    // $meta-add, $validate on what the token may not see: as if unknown
+    let meta = json!({"resourceType": "Parameters", "parameter": [{"name": "meta", "valueMeta": {"tag": [{"code": "t"}]}}]});
+    doc.post("Observation/bob-hiv/$meta-add", &meta)
+        .await
+        .expect(404);
+    let mut update = w.admin_setup.get("Observation/bob-hiv").await.json();
+    update["status"] = json!("amended");
+    let v = json!({"resourceType": "Parameters", "parameter": [
+        {"name": "mode", "valueCode": "update"}, {"name": "resource", "resource": update}]});
+    doc.post("Observation/bob-hiv/$validate", &v)
+        .await
+        .expect(404);
+    // a conditional reference in a transaction resolves only to what the token may read
+    let tx = |identifier: &str| {
+        json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+            {"resource": {"resourceType": "Observation", "status": "final", "code": {"text": "x"},
+                "subject": {"reference": format!("Patient?identifier=urn:ssn|{identifier}")}},
+             "request": {"method": "POST", "url": "Observation"}}]})
+    };
+    let a = doc.post("", &tx("bob-ssn")).await;
+    let b = doc.post("", &tx("nobody-ssn")).await;
+    assert_eq!(a.status, b.status);
+    assert_eq!(
+        a.text.replace("bob-ssn", "X"),
+        b.text.replace("nobody-ssn", "X")
+    );
+    // server administration: administrators and backend services only
+    doc.get("$reindex").await.expect(403);
+    alice.get("$reindex").await.expect(403);
+    w.as_role("admin").get("$reindex").await.expect(200);
+    w.as_role("backend").get("$reindex").await.expect(200);
+    // bob's data is as it was
+    let bob = w.admin_setup.get("Observation/bob-hiv").await.json();
+    assert_eq!(bob["status"], "final");
+    assert!(bob["meta"].get("tag").is_none());
+    assert_eq!(bob["meta"]["versionId"], "1");
 }

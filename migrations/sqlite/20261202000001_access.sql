@@ -11,3 +11,13 @@ CREATE TABLE auth_access_grant (
     expires  INTEGER NOT NULL
 );
 CREATE INDEX auth_access_grant_user ON auth_access_grant (username, expires);
+
+-- The policy's internal search parameters (Binary securityContext, a document Bundle's
+-- subject) have no index rows for resources written before them: mark them for the next
+-- `healporium reindex` where such resources exist.
+INSERT INTO search_param_state (base, code, status, updated)
+SELECT 'Binary', 'hp-security-context', 'pending', 0
+WHERE EXISTS (SELECT 1 FROM resource WHERE resource_type = 'Binary');
+INSERT INTO search_param_state (base, code, status, updated)
+SELECT 'Bundle', 'hp-subject', 'pending', 0
+WHERE EXISTS (SELECT 1 FROM resource WHERE resource_type = 'Bundle');

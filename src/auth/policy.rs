@@ -273,6 +273,19 @@ impl Policy {
             .is_some_and(|r| perm.in_mask(r.mask(self.class(resource_type), resource_type)))
     }
 
+    /// The letters `role` has on a class, before per-type exceptions (`` for nothing).
+    pub fn class_letters(&self, role: Role, class: Class) -> String {
+        let mask = self
+            .role(role)
+            .and_then(|r| r.classes.get(&class).copied())
+            .unwrap_or(0);
+        Perm::ALL
+            .iter()
+            .filter(|p| p.in_mask(mask))
+            .map(|p| p.letter())
+            .collect()
+    }
+
     /// The letters `role` has on `resource_type` (`cruds`, `rs`, `` for nothing).
     pub fn letters(&self, role: Role, resource_type: &str) -> String {
         let mask = self

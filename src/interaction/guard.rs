@@ -18,7 +18,7 @@
 //! exist (404). Without a principal (authorization switched off) the guard is open.
 
 use super::Context;
-use crate::auth::{Class, Patients, Perm, Policy, Principal, Role, ScopeContext};
+use crate::auth::{Perm, Policy, Principal, Role, ScopeContext};
 use crate::fhir::outcome::{ErrorKind, Outcome};
 use crate::search::index::IndexRows;
 use crate::search::matching;
@@ -149,7 +149,7 @@ impl Guard {
         base: &str,
     ) -> Result<Guard, Outcome> {
         let reach = match principal.as_ref() {
-            Some(p) => reach_of(store, p).await?.map(Arc::new),
+            Some(p) => super::reach::reach_of(store, p).await?.map(Arc::new),
             None => None,
         };
         Ok(Guard {
@@ -766,208 +766,6 @@ fn compartment(registry: &SearchParameters, resource_type: &str, owners: &Owners
     }
 }
 
-/// The patients a principal's role sees, as a filter on Patient (None: no confinement).
-async fn reach_of(store: &dyn Store, p: &Principal) -> Result<Option<Filter>, Outcome> {
-    let Some(role) = p.role else {
-        return Ok(None);
-    };
-    let Some(rp) = Policy::get().role(role) else {
-        return Ok(Some(nothing()));
-    };
-    let mut alts: Vec<Vec<Filter>> = Vec::new();
-    let refs = |keys: &[(String, String)]| -> Vec<Pred> {
-        keys.iter()
-            .map(|(t, id)| Pred::Ref {
-                target_type: Some(t.clone()),
-                id: id.clone(),
-            })
-            .collect()
-    };
-    let param = |code: &str, preds: Vec<Pred>| Filter::Param {
-        param: code.to_string(),
-        preds,
-        negate: false,
-    };
-    let has = |source: &str, link: &str, f: Filter| Filter::Has {
-        source_type: source.to_string(),
-        param: link.to_string(),
-        filter: Box::new(f),
-    };
-    match rp.patients {
-        Patients::All => return Ok(None),
-        Patients::Own => {
-            let own = p
-                .fhir_user
-                .as_deref()
-                .and_then(|f| f.strip_prefix("Patient/"))
-                .map(str::to_string);
-            return Ok(Some(match own {
-                Some(id) => Filter::Id {
-                    ids: vec![id],
-                    negate: false,
-                },
-                None => nothing(),
-            }));
-        }
-        Patients::Care => {
-            let (actors, orgs) = actors(store, p.fhir_user.as_deref()).await?;
-            if !actors.is_empty() {
-                let mut gp = actors.clone();
-                gp.extend(orgs.iter().cloned());
-                alts.push(vec![param("general-practitioner", refs(&gp))]);
-                alts.push(vec![has(
-                    "CareTeam",
-                    "patient",
-                    param("participant", refs(&actors)),
-                )]);
-                alts.push(vec![has(
-                    "Encounter",
-                    "patient",
-                    param("participant", refs(&actors)),
-                )]);
-                alts.push(vec![has(
-                    "Appointment",
-                    "patient",
-                    param("actor", refs(&actors)),
-                )]);
-                alts.push(vec![has(
-                    "EpisodeOfCare",
-                    "patient",
-                    param("care-manager", refs(&actors)),
-                )]);
-            }
-            if !orgs.is_empty() {
-                alts.push(vec![param("organization", refs(&orgs))]);
-                alts.push(vec![has(
-                    "Encounter",
-                    "patient",
-                    param("service-provider", refs(&orgs)),
-                )]);
-                alts.push(vec![has(
-                    "EpisodeOfCare",
-                    "patient",
-                    param("organization", refs(&orgs)),
-                )]);
-            }
-        }
-        Patients::Pharmacy => {
-            let (_, orgs) = actors(store, p.fhir_user.as_deref()).await?;
-            if !orgs.is_empty() {
-                alts.push(vec![has(
-                    "MedicationRequest",
-                    "patient",
-                    param("intended-dispenser", refs(&orgs)),
-                )]);
-            }
-        }
-        Patients::Members => {
-            let (_, orgs) = actors(store, p.fhir_user.as_deref()).await?;
-            if !orgs.is_empty() {
-                alts.push(vec![has(
-                    "Coverage",
-                    "beneficiary",
-                    param("payor", refs(&orgs)),
-                )]);
-            }
-        }
-    }
-    if rp.break_glass
-        && let Some(user) = &p.user
-    {
-        let granted = store
-            .auth()
-            .access_grants(user, crate::fhir::types::Instant::now().millis())
-            .await?;
-        if !granted.is_empty() {
-            alts.push(vec![Filter::Id {
-                ids: granted,
-                negate: false,
-            }]);
-        }
-    }
-    Ok(Some(if alts.is_empty() {
-        nothing()
-    } else {
-        Filter::Any(alts)
-    }))
-}
-
-/// The references that stand for a staff user (their Practitioner and its active
-/// PractitionerRoles, or their PractitionerRole and its Practitioner) and the organizations
-/// of those roles.
-async fn actors(
-    store: &dyn Store,
-    fhir_user: Option<&str>,
-) -> Result<(Vec<(String, String)>, Vec<(String, String)>), Outcome> {
-    let mut actors: Vec<(String, String)> = Vec::new();
-    let mut orgs: Vec<(String, String)> = Vec::new();
-    let Some((t, id)) = fhir_user.and_then(|f| f.split_once('/')) else {
-        return Ok((actors, orgs));
-    };
-    actors.push((t.to_string(), id.to_string()));
-    let roles: Vec<StoredVersion> = match t {
-        "Practitioner" => {
-            let filters = [Filter::Param {
-                param: "practitioner".to_string(),
-                preds: vec![Pred::Ref {
-                    target_type: Some("Practitioner".to_string()),
-                    id: id.to_string(),
-                }],
-                negate: false,
-            }];
-            let ids = Src::Store(store)
-                .find("PractitionerRole", &filters, 100)
-                .await?;
-            let keys: Vec<(String, String)> = ids
-                .into_iter()
-                .map(|i| ("PractitionerRole".to_string(), i))
-                .collect();
-            store.read_many(&keys).await?
-        }
-        "PractitionerRole" => store
-            .read("PractitionerRole", id)
-            .await?
-            .filter(|v| !v.deleted)
-            .into_iter()
-            .collect(),
-        _ => Vec::new(),
-    };
-    for role in roles {
-        let Some(body) = role.body.as_deref() else {
-            continue;
-        };
-        let Ok(v) = serde_json::from_str::<Value>(body) else {
-            continue;
-        };
-        if v.get("active").and_then(Value::as_bool) == Some(false) {
-            continue;
-        }
-        let key = ("PractitionerRole".to_string(), role.id.clone());
-        if !actors.contains(&key) {
-            actors.push(key);
-        }
-        let local = |path: &str, ty: &str| {
-            v.pointer(path)
-                .and_then(Value::as_str)
-                .and_then(|r| r.strip_prefix(ty))
-                .and_then(|r| r.strip_prefix('/'))
-                .filter(|r| crate::fhir::types::is_valid_id(r))
-                .map(|r| (ty.to_string(), r.to_string()))
-        };
-        if let Some(pr) = local("/practitioner/reference", "Practitioner")
-            && !actors.contains(&pr)
-        {
-            actors.push(pr);
-        }
-        if let Some(o) = local("/organization/reference", "Organization")
-            && !orgs.contains(&o)
-        {
-            orgs.push(o);
-        }
-    }
-    Ok((actors, orgs))
-}
-
 /// The patients a resource belongs to, by its patient links (and proxy when it points at a
 /// Patient), from its index rows; a Patient belongs to itself.
 pub fn patients_of(
@@ -1015,11 +813,6 @@ pub fn resource_patients(registry: &SearchParameters, base: &str, resource: &Val
         links.contains(&p.code) || proxy == Some(p.code.as_str())
     });
     patients_of(registry, rt, id, &rows)
-}
-
-/// Whether the policy's class of `resource_type` is one a patient-context token never sees.
-pub fn class_of(resource_type: &str) -> Class {
-    Policy::get().class(resource_type)
 }
 
 #[cfg(test)]

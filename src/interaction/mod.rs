@@ -16,6 +16,7 @@ mod history;
 pub mod operation;
 mod patch;
 mod provenance;
+mod reach;
 mod read;
 pub mod registry;
 pub mod search;

@@ -101,7 +101,8 @@ async fn load(store: &dyn Store) -> Result<Loaded, Outcome> {
         }
     }
     let params = SearchParameters::r4().with_custom(custom);
-    let active: HashSet<(String, String)> = params.custom().into_iter().collect();
+    let mut active: HashSet<(String, String)> = params.custom().into_iter().collect();
+    active.extend(params.internal());
     let pending = store
         .param_states()
         .await?

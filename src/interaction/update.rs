@@ -68,6 +68,17 @@ pub(super) async fn resolve_target(
             // No match and a client id: update-as-create, unless that id is taken.
             let id = Id::parse(b)?;
             s.tx().lock_resource(rt, id.as_str()).await?;
+            // a resource the token may not see is not said to exist
+            let (guard, registry) = (s.guard.clone(), s.registry.clone());
+            guard
+                .check_in_tx(
+                    s.tx(),
+                    &registry,
+                    crate::auth::Perm::Update,
+                    rt,
+                    id.as_str(),
+                )
+                .await?;
             if s.tx()
                 .current(rt, id.as_str())
                 .await?

@@ -192,6 +192,21 @@ impl SearchParameters {
         out
     }
 
+    /// The access policy's internal parameters: (base, code).
+    pub fn internal(&self) -> Vec<(String, String)> {
+        let mut out: Vec<(String, String)> = self
+            .by_type
+            .iter()
+            .flat_map(|(t, ps)| {
+                ps.iter()
+                    .filter(|p| p.internal)
+                    .map(move |p| (t.clone(), p.code.clone()))
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
     /// The parameters defined on `resource_type` itself (not those of Resource/DomainResource).
     pub fn own(&self, resource_type: &str) -> &[Arc<SearchParam>] {
         self.by_type

@@ -1,5 +1,6 @@
 //! `$reindex` (system level): rebuilds the index rows of custom search parameters that were
-//! defined after resources of their base types were written. It works online — one small
+//! defined after resources of their base types were written (and of the access policy's
+//! internal parameters, after an upgrade). It works online — one small
 //! transaction per batch of resources, each resource locked and re-read as current — so reads
 //! and writes go on meanwhile. `GET [base]/$reindex` reports each custom parameter's state;
 //! `POST` (or `healporium reindex`) runs it. Searches on a parameter whose reindex has not
@@ -27,12 +28,10 @@ pub struct Report {
 pub async fn reindex(ctx: &Context, base: Option<&str>, all: bool) -> Result<Report, Outcome> {
     ctx.registry.invalidate();
     let loaded = ctx.registry.current(ctx.store.as_ref()).await?;
-    let targets: Vec<(String, String)> = loaded
-        .params
-        .custom()
-        .into_iter()
-        .filter(|k| all || loaded.pending.contains(k))
-        .collect();
+    // custom parameters, and the access policy's internal ones (pending after an upgrade)
+    let mut targets: Vec<(String, String)> = loaded.params.custom();
+    targets.extend(loaded.params.internal());
+    targets.retain(|k| all || loaded.pending.contains(k));
     let mut report = Report::default();
     for (param_base, code) in &targets {
         ctx.store
@@ -93,9 +92,16 @@ pub(super) async fn run(ctx: &Context, base: &str, all: bool) -> Result<FhirResp
 pub(super) async fn status(ctx: &Context) -> Result<FhirResponse, Outcome> {
     ctx.registry.invalidate();
     let loaded = ctx.registry.current(ctx.store.as_ref()).await?;
-    let parameter: Vec<Value> = loaded
-        .params
-        .custom()
+    // the access policy's internal parameters show only while they wait for a reindex
+    let mut listed = loaded.params.custom();
+    listed.extend(
+        loaded
+            .params
+            .internal()
+            .into_iter()
+            .filter(|k| loaded.pending.contains(k)),
+    );
+    let parameter: Vec<Value> = listed
         .into_iter()
         .map(|(b, c)| {
             let state = if loaded.pending.contains(&(b.clone(), c.clone())) {
