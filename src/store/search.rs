@@ -1463,7 +1463,7 @@ impl Compiler {
                                 qb.push_bind(owner_id.clone());
                             }
                             Owners::Matching(f) => {
-                                self.filter(qb, f, Scope::One(owner_type), tcol, icol);
+                                self.owners(qb, f, owner_type, tcol, icol);
                             }
                         }
                     }
@@ -1494,7 +1494,7 @@ impl Compiler {
                                 qb.push(" AND ");
                                 let (tt, ti) =
                                     (format!("{a}.target_type"), format!("{a}.target_id"));
-                                self.filter(qb, f, Scope::One(owner_type), &tt, &ti);
+                                self.owners(qb, f, owner_type, &tt, &ti);
                             }
                         }
                         qb.push(")");
@@ -1506,6 +1506,29 @@ impl Compiler {
                 qb.push(")");
             }
         }
+    }
+
+    /// The compartment's owners given by a filter (the care set): written as uncorrelated
+    /// IN subqueries, so the database finds the owners once, not once per candidate row as
+    /// a probe would.
+    fn owners<DB>(
+        &mut self,
+        qb: &mut QueryBuilder<DB>,
+        f: &Filter,
+        owner_type: &str,
+        tcol: &str,
+        icol: &str,
+    ) where
+        DB: Database,
+        for<'q> String: Encode<'q, DB> + Type<DB>,
+        for<'q> Option<String>: Encode<'q, DB> + Type<DB>,
+        for<'q> i64: Encode<'q, DB> + Type<DB>,
+        for<'q> f64: Encode<'q, DB> + Type<DB>,
+        for<'q> bool: Encode<'q, DB> + Type<DB>,
+    {
+        let probe = std::mem::replace(&mut self.probe, false);
+        self.filter(qb, f, Scope::One(owner_type), tcol, icol);
+        self.probe = probe;
     }
 
     fn pred<DB>(&mut self, qb: &mut QueryBuilder<DB>, p: &Pred, a: &str)
