@@ -18,6 +18,7 @@ mod errors;
 mod examples;
 mod fhirpath_suite;
 mod history;
+mod hostile;
 mod operations;
 mod patch;
 mod profiles;

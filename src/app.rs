@@ -59,6 +59,9 @@ pub struct AppOptions {
     pub auth: AuthMode,
     /// Token lifetimes and hashing cost of the authorization server.
     pub smart: SmartConfig,
+    /// What one request may ask of the server (the statement timeout is the store's:
+    /// [`store::StoreOptions`]).
+    pub limits: crate::fhir::limits::Limits,
 }
 
 impl Default for AppOptions {
@@ -73,6 +76,7 @@ impl Default for AppOptions {
             audit: false,
             auth: AuthMode::Off,
             smart: SmartConfig::default(),
+            limits: crate::fhir::limits::Limits::default(),
         }
     }
 }
@@ -98,6 +102,7 @@ pub fn router_with(
     ctx.break_glass_ttl_ms = options.break_glass_ttl_ms;
     ctx.audit = options.audit;
     ctx.prefix = options.prefix.clone();
+    ctx.limits = options.limits;
     ctx.security = match smart {
         Some(_) => Security::Smart,
         None => Security::Off,
@@ -225,7 +230,13 @@ pub async fn audit_verify(database_url: &str) -> anyhow::Result<String> {
 /// Runs `healporium serve`.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     warm_up()?;
-    let store = store::open(config.database_url.expose()).await?;
+    let store = store::open_with(
+        config.database_url.expose(),
+        &store::StoreOptions {
+            statement_timeout_ms: config.limits.statement_timeout_ms,
+        },
+    )
+    .await?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -242,6 +253,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             access_token_ttl_secs: config.access_token_ttl_secs,
             ..SmartConfig::default()
         },
+        limits: config.limits,
     };
     let backend = store.backend();
     let smart = match config.auth {

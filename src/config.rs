@@ -2,6 +2,7 @@
 //! the process environment. Bad values are one-line errors, never panics.
 
 pub use crate::app::AuthMode;
+use crate::fhir::limits::Limits;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::fmt;
 use std::net::SocketAddr;
@@ -279,6 +280,77 @@ pub struct ServeArgs {
     /// Lifetime of access and id tokens, in seconds.
     #[arg(long, env = "HEALPORIUM_ACCESS_TOKEN_TTL", default_value_t = 3600)]
     pub access_token_ttl: u64,
+
+    #[command(flatten)]
+    pub limits: LimitArgs,
+}
+
+/// What one request may ask of the server (docs/security.md, *Limits*). Over a limit, the
+/// request gets a 400 `too-costly` OperationOutcome naming it.
+#[derive(Debug, Args)]
+pub struct LimitArgs {
+    /// Query parameters in one search.
+    #[arg(long, env = "HEALPORIUM_MAX_SEARCH_PARAMS", default_value_t = Limits::default().search_params)]
+    pub max_search_params: usize,
+    /// Comma-separated (OR'ed) values in one search parameter.
+    #[arg(long, env = "HEALPORIUM_MAX_OR_VALUES", default_value_t = Limits::default().or_values)]
+    pub max_or_values: usize,
+    /// Keys in one `_sort`.
+    #[arg(long, env = "HEALPORIUM_MAX_SORT_KEYS", default_value_t = Limits::default().sort_keys)]
+    pub max_sort_keys: usize,
+    /// Chain links and `_has` levels in one search parameter.
+    #[arg(long, env = "HEALPORIUM_MAX_CHAIN_DEPTH", default_value_t = Limits::default().chain_depth)]
+    pub max_chain_depth: usize,
+    /// `_include` and `_revinclude` parameters in one search.
+    #[arg(long, env = "HEALPORIUM_MAX_INCLUDES", default_value_t = Limits::default().includes)]
+    pub max_includes: usize,
+    /// Resources `_include`/`_revinclude` add to one page at most.
+    #[arg(long, env = "HEALPORIUM_MAX_INCLUDED", default_value_t = Limits::default().included)]
+    pub max_included: usize,
+    /// Entries in one batch or transaction Bundle.
+    #[arg(long, env = "HEALPORIUM_MAX_BUNDLE_ENTRIES", default_value_t = Limits::default().bundle_entries)]
+    pub max_bundle_entries: usize,
+    /// Operations in one JSON Patch or FHIRPath Patch.
+    #[arg(long, env = "HEALPORIUM_MAX_PATCH_OPERATIONS", default_value_t = Limits::default().patch_operations)]
+    pub max_patch_operations: usize,
+    /// Database time one statement may take, in milliseconds (PostgreSQL: every statement;
+    /// SQLite: searches), before it is cancelled.
+    #[arg(long, env = "HEALPORIUM_STATEMENT_TIMEOUT", default_value_t = Limits::default().statement_timeout_ms)]
+    pub statement_timeout: u64,
+}
+
+impl LimitArgs {
+    /// The limits, checked; `resource_bytes` is the body limit.
+    pub fn limits(&self, resource_bytes: usize) -> Result<Limits, String> {
+        let positive = [
+            ("--max-search-params", self.max_search_params),
+            ("--max-or-values", self.max_or_values),
+            ("--max-sort-keys", self.max_sort_keys),
+            ("--max-includes", self.max_includes),
+            ("--max-bundle-entries", self.max_bundle_entries),
+            ("--max-patch-operations", self.max_patch_operations),
+        ];
+        for (flag, v) in positive {
+            if v == 0 {
+                return Err(format!("{flag}: must be at least 1"));
+            }
+        }
+        if self.statement_timeout < 100 || self.statement_timeout > 3_600_000 {
+            return Err("--statement-timeout: between 100 ms and 1 hour".to_string());
+        }
+        Ok(Limits {
+            search_params: self.max_search_params,
+            or_values: self.max_or_values,
+            sort_keys: self.max_sort_keys,
+            chain_depth: self.max_chain_depth,
+            includes: self.max_includes,
+            included: self.max_included,
+            bundle_entries: self.max_bundle_entries,
+            patch_operations: self.max_patch_operations,
+            resource_bytes,
+            statement_timeout_ms: self.statement_timeout,
+        })
+    }
 }
 
 /// A database URL; its Display and Debug hide any password.
@@ -364,6 +436,7 @@ pub struct Config {
     /// Seed the demo data set and accounts.
     pub demo: bool,
     pub access_token_ttl_secs: i64,
+    pub limits: Limits,
 }
 
 impl Config {
@@ -399,6 +472,7 @@ impl Config {
         if args.access_token_ttl < 10 || args.access_token_ttl > 24 * 3600 {
             return Err("--access-token-ttl: between 10 seconds and 24 hours".to_string());
         }
+        let limits = args.limits.limits(args.max_body_bytes)?;
         if tracing_subscriber::EnvFilter::try_new(&args.log).is_err() {
             return Err(format!("--log: '{}' is not a valid log filter", args.log));
         }
@@ -421,6 +495,7 @@ impl Config {
             },
             demo: args.demo,
             access_token_ttl_secs: i64::try_from(args.access_token_ttl).unwrap_or(3600),
+            limits,
         })
     }
 }

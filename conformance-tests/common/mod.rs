@@ -155,9 +155,50 @@ pub async fn start_store(
     backend: Backend,
     options: AppOptions,
 ) -> Option<(Server, std::sync::Arc<dyn healporium::store::Store>)> {
+    start_tuned(backend, options, healporium::store::StoreOptions::default()).await
+}
+
+/// [`start_store`] with a store opened with `store_options` (a short statement timeout).
+pub async fn start_tuned(
+    backend: Backend,
+    options: AppOptions,
+    store_options: healporium::store::StoreOptions,
+) -> Option<(Server, std::sync::Arc<dyn healporium::store::Store>)> {
     let (url, dir, pg_schema) = fresh_database(backend).await?;
-    let store = healporium::store::open(&url).await.expect("open store");
-    let app = healporium::app::router(store.clone(), &options);
+    let store = healporium::store::open_with(&url, &store_options)
+        .await
+        .expect("open store");
+    Some((
+        serve(backend, store.clone(), &options, dir, pg_schema).await,
+        store,
+    ))
+}
+
+/// Two servers on one fresh database: the first with the default store options (to load
+/// data), the second with `store_options`.
+pub async fn start_pair(
+    backend: Backend,
+    options: AppOptions,
+    store_options: healporium::store::StoreOptions,
+) -> Option<(Server, Server)> {
+    let (url, dir, pg_schema) = fresh_database(backend).await?;
+    let plain = healporium::store::open(&url).await.expect("open store");
+    let tuned = healporium::store::open_with(&url, &store_options)
+        .await
+        .expect("open store");
+    let first = serve(backend, plain, &options, None, None).await;
+    let second = serve(backend, tuned, &options, dir, pg_schema).await;
+    Some((first, second))
+}
+
+async fn serve(
+    backend: Backend,
+    store: std::sync::Arc<dyn healporium::store::Store>,
+    options: &AppOptions,
+    dir: Option<tempfile::TempDir>,
+    pg_schema: Option<(String, String)>,
+) -> Server {
+    let app = healporium::app::router(store, options);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -165,7 +206,7 @@ pub async fn start_store(
     let task = tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });
-    let server = Server {
+    Server {
         base: format!("http://{addr}{}", options.prefix),
         client: reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
@@ -178,8 +219,7 @@ pub async fn start_store(
             pg_schema,
             task,
         }),
-    };
-    Some((server, store))
+    }
 }
 
 /// A server whose requests carry a principal described by test headers (`x-test-scope`,

@@ -266,6 +266,21 @@ impl FromRequestParts<ApiState> for Call {
     ) -> Result<Self, Self::Rejection> {
         let raw_query = parts.uri.query().map(str::to_string);
         let query = query_pairs(&raw_query)?;
+        // NUL cannot be stored or looked up (PostgreSQL text has none): refused, not a 500
+        if let Some((name, _)) = query
+            .iter()
+            .find(|(k, v)| k.contains('\0') || v.contains('\0'))
+        {
+            let name: String = name.chars().filter(|c| *c != '\0').take(80).collect();
+            return Err(ApiError(
+                Outcome::bad_request("A query parameter contains a NUL character (%00)").at(name),
+            ));
+        }
+        if parts.uri.path().to_ascii_lowercase().contains("%00") {
+            return Err(ApiError(Outcome::bad_request(
+                "The URL path contains a NUL character (%00)",
+            )));
+        }
         let format = negotiate(&parts.headers, &query)?;
         let forwarded = parts
             .headers
@@ -322,6 +337,7 @@ impl Call {
                         "The JSON Patch body is not valid JSON",
                     ))
                 })?;
+                crate::fhir::json::check_strict(body)?;
                 Ok(PatchBody::Json(v))
             }
             BodyKind::FhirJson => Ok(PatchBody::FhirPath(parse_json_object(body)?)),

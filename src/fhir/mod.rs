@@ -2,6 +2,8 @@
 //! registry built from fhir-profiles/, and the validator. No I/O, no HTTP, no SQL.
 
 pub mod definitions;
+pub mod json;
+pub mod limits;
 pub mod outcome;
 pub mod references;
 pub mod resource;

@@ -35,6 +35,9 @@ pub enum ErrorKind {
     NotAcceptable,
     UnsupportedMediaType,
     PayloadTooLarge,
+    /// The request is over one of the server's limits, or its database work ran out of time
+    /// (the statement timeout): asking again as it is will not help.
+    TooCostly,
     NotImplemented,
     /// The database is unreachable or overloaded; retrying may help.
     Unavailable,
@@ -64,6 +67,7 @@ impl ErrorKind {
             ErrorKind::NotAcceptable => (406, "not-supported"),
             ErrorKind::UnsupportedMediaType => (415, "not-supported"),
             ErrorKind::PayloadTooLarge => (413, "too-long"),
+            ErrorKind::TooCostly => (400, "too-costly"),
             ErrorKind::NotImplemented => (501, "not-supported"),
             ErrorKind::Unavailable => (503, "transient"),
             ErrorKind::Contention => (503, "transient"),
@@ -242,6 +246,7 @@ mod tests {
             ErrorKind::NotAcceptable,
             ErrorKind::UnsupportedMediaType,
             ErrorKind::PayloadTooLarge,
+            ErrorKind::TooCostly,
             ErrorKind::NotImplemented,
             ErrorKind::Unavailable,
             ErrorKind::Contention,

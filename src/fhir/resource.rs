@@ -30,6 +30,21 @@ pub fn parse_json_object(body: &[u8]) -> Result<Value, Outcome> {
             "The body must be a JSON object",
         ));
     }
+    super::json::check_strict(body).map_err(|o| match value.get("resourceType") {
+        // name the element as FHIRPath does: from the resource type
+        Some(serde_json::Value::String(rt))
+            if super::definitions::Definitions::r4()
+                .resource_type(rt)
+                .is_some() =>
+        {
+            let mut o = o;
+            if let Some(e) = o.issues.first_mut().and_then(|i| i.expression.first_mut()) {
+                *e = format!("{rt}.{e}");
+            }
+            o
+        }
+        _ => o,
+    })?;
     Ok(value)
 }
 

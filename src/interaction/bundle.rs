@@ -14,6 +14,7 @@ use super::{
     PreferReturn, Status, Target, conditional, create, delete, patch, provenance, read,
     resource_type, update, vread,
 };
+use crate::fhir::limits::Limits;
 use crate::fhir::outcome::{ErrorKind, Issue, Outcome, operation_outcome};
 use crate::fhir::references::{conditional_parts, for_each_reference_mut};
 use crate::fhir::types::{Id, Instant, parse_etag};
@@ -21,7 +22,7 @@ use crate::search::criteria;
 use crate::store::HistoryScope;
 use base64::Engine;
 use serde_json::{Map, Value, json};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 /// How often a transaction that collided with a concurrent one is retried.
 const MAX_RETRIES: u32 = 4;
@@ -116,7 +117,7 @@ pub(super) async fn process(
     prefer: PreferReturn,
     provenance: Option<Value>,
 ) -> Result<FhirResponse, Outcome> {
-    let (kind, entries) = parse(bundle, base)?;
+    let (kind, entries) = parse(bundle, base, &ctx.limits)?;
     let provenance = provenance
         .map(|p| provenance::prepare(ctx, p))
         .transpose()?;
@@ -171,7 +172,7 @@ where
 }
 
 /// Checks the Bundle's shape and reads its entries.
-fn parse(bundle: Value, base: &str) -> Result<(String, Vec<Entry>), Outcome> {
+fn parse(bundle: Value, base: &str, limits: &Limits) -> Result<(String, Vec<Entry>), Outcome> {
     if bundle.get("resourceType").and_then(Value::as_str) != Some("Bundle") {
         return Err(Outcome::bad_request("POST to the base takes a Bundle").at("resourceType"));
     }
@@ -196,6 +197,15 @@ fn parse(bundle: Value, base: &str) -> Result<(String, Vec<Entry>), Outcome> {
             );
         }
     };
+    if raw.len() > limits.bundle_entries {
+        return Err(Limits::exceeded(
+            "bundle-entries",
+            limits.bundle_entries,
+            &format!("A Bundle of {} entries", raw.len()),
+        )
+        .at("Bundle.entry"));
+    }
+    unique_full_urls(&raw)?;
     let mut entries = Vec::with_capacity(raw.len());
     for (index, mut e) in raw.into_iter().enumerate() {
         let label = format!("Bundle.entry[{index}]");
@@ -265,6 +275,28 @@ fn parse(bundle: Value, base: &str) -> Result<(String, Vec<Entry>), Outcome> {
         });
     }
     Ok((kind, entries))
+}
+
+/// bdl-7: a fullUrl names one entry (entries of one fullUrl must differ in meta.versionId).
+fn unique_full_urls(entries: &[Value]) -> Result<(), Outcome> {
+    let mut seen: HashSet<(&str, Option<&str>)> = HashSet::new();
+    for (i, e) in entries.iter().enumerate() {
+        let Some(url) = e.get("fullUrl").and_then(Value::as_str) else {
+            continue;
+        };
+        let version = e
+            .pointer("/resource/meta/versionId")
+            .and_then(Value::as_str);
+        if !seen.insert((url, version)) {
+            return Err(Outcome::new(
+                ErrorKind::Invalid,
+                "bdl-7: fullUrl must be unique in a Bundle (or entries of one fullUrl differ \
+                 in meta.versionId)",
+            )
+            .at(format!("Bundle.entry[{i}].fullUrl")));
+        }
+    }
+    Ok(())
 }
 
 /// Runs entries as one transaction; the results are in entry order.

@@ -62,6 +62,8 @@ pub struct Context {
     pub security: crate::auth::discovery::Security,
     /// The path prefix of the FHIR API (`/fhir`), to derive the authorization endpoints.
     pub prefix: String,
+    /// What one request may ask of the server.
+    pub limits: crate::fhir::limits::Limits,
 }
 
 impl Context {
@@ -79,6 +81,7 @@ impl Context {
             requester: audit::Requester::default(),
             security: crate::auth::discovery::Security::Off,
             prefix: "/fhir".to_string(),
+            limits: crate::fhir::limits::Limits::default(),
         }
     }
 }

@@ -5,6 +5,7 @@
 use super::session::Session;
 use super::write::{check_if_match, put_version};
 use super::{Context, FhirResponse, PatchBody, Target, conditional};
+use crate::fhir::limits::Limits;
 use crate::fhir::outcome::{ErrorKind, Outcome};
 use crate::fhir::types::{Id, VersionId};
 use crate::store::Method;
@@ -59,18 +60,66 @@ pub(super) async fn patch_in(
     put_version(s, rt, &id, resource, Method::Patch, Some(&current)).await
 }
 
+/// The number of operations in one patch, against the limit.
+fn operations(ctx: &Context, n: usize) -> Result<(), Outcome> {
+    if n > ctx.limits.patch_operations {
+        return Err(Limits::exceeded(
+            "patch-operations",
+            ctx.limits.patch_operations,
+            &format!("A patch of {n} operations"),
+        ));
+    }
+    Ok(())
+}
+
+/// The serialized size of `v` in bytes, without building the text.
+fn json_size(v: &Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut c = Count(0);
+    let _ = serde_json::to_writer(&mut c, v);
+    c.0
+}
+
 fn apply(ctx: &Context, rt: &str, resource: &mut Value, patch: &PatchBody) -> Result<(), Outcome> {
     match patch {
         PatchBody::Json(ops) => {
             let ops: json_patch::Patch = serde_json::from_value(ops.clone()).map_err(|_| {
                 Outcome::bad_request("The body is not a JSON Patch document (RFC 6902)")
             })?;
-            json_patch::patch(resource, &ops).map_err(|e| {
-                Outcome::new(
-                    ErrorKind::Invalid,
-                    format!("JSON Patch operation {} failed: {}", e.operation, e.kind),
-                )
-            })
+            operations(ctx, ops.0.len())?;
+            // one operation at a time, so a patch that grows the resource (`copy` doubling an
+            // array) stops at the size limit instead of filling the memory; on failure the
+            // half-patched copy is dropped
+            let mut size = json_size(resource);
+            for (i, op) in ops.0.iter().enumerate() {
+                size += match op {
+                    json_patch::PatchOperation::Add(a) => json_size(&a.value),
+                    json_patch::PatchOperation::Replace(r) => json_size(&r.value),
+                    json_patch::PatchOperation::Copy(c) => {
+                        resource.pointer(c.from.as_str()).map_or(0, json_size)
+                    }
+                    _ => 0,
+                };
+                if size > ctx.limits.resource_bytes {
+                    return Err(ctx.limits.too_large("The patched resource"));
+                }
+                json_patch::patch_unsafe(resource, std::slice::from_ref(op)).map_err(|e| {
+                    Outcome::new(
+                        ErrorKind::Invalid,
+                        format!("JSON Patch operation {i} failed: {}", e.kind),
+                    )
+                })?;
+            }
+            Ok(())
         }
         PatchBody::FhirPath(params) => {
             if params.get("resourceType").and_then(Value::as_str) != Some("Parameters") {
@@ -79,6 +128,11 @@ fn apply(ctx: &Context, rt: &str, resource: &mut Value, patch: &PatchBody) -> Re
                 ));
             }
             ctx.validator.validate(params)?;
+            let count = params
+                .get("parameter")
+                .and_then(Value::as_array)
+                .map_or(0, Vec::len);
+            operations(ctx, count)?;
             let defs = ctx.defs;
             let is_list = |keys: &[&str]| defs.is_array_path(rt, keys);
             crate::fhirpath::patch::apply_fhirpath_patch(resource, params, &is_list).map_err(|e| {

@@ -22,8 +22,6 @@ use std::collections::{HashMap, HashSet};
 pub const CURSOR_TTL_MS: i64 = 60 * 60 * 1000;
 /// Cursors older than this are deleted (their links answer 400 instead of 410).
 const CURSOR_PURGE_MS: i64 = 24 * 60 * 60 * 1000;
-/// At most this many resources are added by `_include`/`_revinclude` to one page.
-const MAX_INCLUDED: usize = 1000;
 /// `:iterate` follows references at most this deep.
 const MAX_ITERATIONS: usize = 5;
 
@@ -224,12 +222,13 @@ async fn run(
     let loaded = ctx.registry.current(ctx.store.as_ref()).await?;
     let (types, scope_filters) = scope_types(ctx, &loaded.params, &state.scope, &state.pairs)?;
     let access = access_filters(ctx, &loaded.params, &types)?;
-    let mut q = query::parse_at(
+    let mut q = query::parse_limited(
         &loaded.params,
         &types,
         &state.pairs,
         state.strict,
         Some(base),
+        &ctx.limits,
     )?;
     // custom parameters whose index is still being built: say so rather than look complete
     let mut partial: Vec<String> = Vec::new();
@@ -510,7 +509,10 @@ async fn includes(
     let mut out: Vec<StoredVersion> = Vec::new();
     let mut frontier: Vec<(String, String)> = seen.iter().cloned().collect();
     frontier.sort();
+    let max = ctx.limits.included;
     for round in 0..=MAX_ITERATIONS {
+        // rows already seen count against the store's limit; what is new is cut to `max`
+        let limit = max.saturating_sub(out.len()) + seen.len();
         let mut wanted: Vec<(String, String)> = Vec::new();
         let active = |i: &&Include| round == 0 || i.iterate;
         for inc in q.includes.iter().filter(active) {
@@ -524,7 +526,12 @@ async fn includes(
             }
             let found = ctx
                 .store
-                .include_targets(&sources, inc.param.as_deref(), inc.target_type.as_deref())
+                .include_targets(
+                    &sources,
+                    inc.param.as_deref(),
+                    inc.target_type.as_deref(),
+                    limit,
+                )
                 .await?;
             wanted.extend(found);
         }
@@ -535,14 +542,14 @@ async fn includes(
             let source = (inc.source_type != "*").then_some(inc.source_type.as_str());
             let found = ctx
                 .store
-                .revinclude_sources(&frontier, source, inc.param.as_deref())
+                .revinclude_sources(&frontier, source, inc.param.as_deref(), limit)
                 .await?;
             wanted.extend(found.into_iter().filter(|(t, _)| {
                 inc.target_type.is_none() || inc.target_type.as_deref() == Some(t)
             }));
         }
         wanted.retain(|k| seen.insert(k.clone()));
-        wanted.truncate(MAX_INCLUDED.saturating_sub(out.len()));
+        wanted.truncate(max.saturating_sub(out.len()));
         if wanted.is_empty() {
             break;
         }
@@ -554,7 +561,7 @@ async fn includes(
             .map(|v| (v.resource_type.clone(), v.id.clone()))
             .collect();
         out.append(&mut versions);
-        if out.len() >= MAX_INCLUDED {
+        if out.len() >= max {
             break;
         }
     }

@@ -733,6 +733,38 @@ fn identifiers(rows: &mut IndexRows, resource: &Value) {
     }
 }
 
+/// Indexed text longer than this (bytes) is stored as [`index_key`] makes it.
+pub const INDEX_KEY_MAX: usize = 1000;
+/// The part of a long value kept in front of its hash.
+pub const INDEX_KEY_PREFIX: usize = 960;
+
+/// An indexed value as the index stores it: as it is when short; else its first
+/// [`INDEX_KEY_PREFIX`] bytes (at a character boundary), `#` and a hash of the whole, so a
+/// value of any length fits PostgreSQL's B-tree rows (about 2.7 kB) while equality stays
+/// exact and prefix searches of up to [`INDEX_KEY_PREFIX`] bytes still find it. Both stores
+/// apply it to the values they write and the values they look for.
+pub fn index_key(value: &str) -> std::borrow::Cow<'_, str> {
+    use sha2::{Digest, Sha256};
+    if value.len() <= INDEX_KEY_MAX {
+        return std::borrow::Cow::Borrowed(value);
+    }
+    let hash = Sha256::digest(value.as_bytes());
+    let hex: String = hash.iter().take(16).map(|b| format!("{b:02x}")).collect();
+    std::borrow::Cow::Owned(format!("{}#{hex}", index_prefix(value)))
+}
+
+/// The first [`INDEX_KEY_PREFIX`] bytes of `value` (at a character boundary), or all of it.
+pub fn index_prefix(value: &str) -> &str {
+    if value.len() <= INDEX_KEY_PREFIX {
+        return value;
+    }
+    let mut end = INDEX_KEY_PREFIX;
+    while !value.is_char_boundary(end) {
+        end -= 1;
+    }
+    &value[..end]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -837,6 +869,18 @@ mod tests {
         assert_eq!(c1.value, 80.0);
         assert_eq!(c0.grp, c1.grp);
         assert!(c0.grp.is_some());
+    }
+
+    #[test]
+    fn long_index_values_keep_a_prefix_and_a_hash() {
+        assert_eq!(index_key("short"), "short");
+        let long = "é".repeat(1500);
+        let key = index_key(&long);
+        assert!(key.len() < INDEX_KEY_MAX + 40, "{}", key.len());
+        assert!(key.starts_with(index_prefix(&long)));
+        assert!(long.starts_with(index_prefix(&long)));
+        let other = format!("{}x", "é".repeat(1499));
+        assert_ne!(index_key(&other), key, "equal prefixes, different values");
     }
 
     #[test]

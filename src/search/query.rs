@@ -4,6 +4,7 @@
 //! Unknown parameters are dropped with a warning (or rejected when `strict`); an unknown
 //! modifier or a malformed value is always an error.
 
+use crate::fhir::limits::Limits;
 use crate::fhir::outcome::Outcome;
 use crate::search::dates;
 use crate::search::parameters::{ParamType, SearchParam, SearchParameters};
@@ -282,6 +283,20 @@ pub fn parse_at(
     strict: bool,
     base: Option<&str>,
 ) -> Result<SearchQuery, Outcome> {
+    parse_limited(registry, types, pairs, strict, base, &Limits::default())
+}
+
+/// Like [`parse_at`], refusing a query over `limits` (too many parameters, OR'ed values,
+/// sort keys, includes, or chains too deep) before any of it is planned.
+pub fn parse_limited(
+    registry: &SearchParameters,
+    types: &[String],
+    pairs: &[(String, String)],
+    strict: bool,
+    base: Option<&str>,
+    limits: &Limits,
+) -> Result<SearchQuery, Outcome> {
+    check_limits(pairs, limits)?;
     let mut q = SearchQuery {
         types: types.to_vec(),
         ..SearchQuery::default()
@@ -320,6 +335,63 @@ pub fn parse_at(
     q.warnings = p.warnings;
     q.used = p.used;
     Ok(q)
+}
+
+/// The shape of a query against `limits`, before anything is parsed or planned.
+fn check_limits(pairs: &[(String, String)], limits: &Limits) -> Result<(), Outcome> {
+    if pairs.len() > limits.search_params {
+        return Err(Limits::exceeded(
+            "search-params",
+            limits.search_params,
+            &format!("A search with {} parameters", pairs.len()),
+        ));
+    }
+    let mut includes = 0;
+    for (name, value) in pairs {
+        let base = name.split(':').next().unwrap_or("");
+        if base == "_include" || base == "_revinclude" {
+            includes += 1;
+            if includes > limits.includes {
+                return Err(Limits::exceeded(
+                    "includes",
+                    limits.includes,
+                    "The number of _include and _revinclude parameters",
+                ));
+            }
+            continue;
+        }
+        if base == "_sort" {
+            let keys = value.split(',').filter(|k| !k.is_empty()).count();
+            if keys > limits.sort_keys {
+                return Err(Limits::exceeded(
+                    "sort-keys",
+                    limits.sort_keys,
+                    &format!("_sort with {keys} keys"),
+                )
+                .at("_sort"));
+            }
+            continue;
+        }
+        let depth = name.matches("_has:").count() + name.matches('.').count();
+        if depth > limits.chain_depth {
+            return Err(Limits::exceeded(
+                "chain-depth",
+                limits.chain_depth,
+                &format!("'{}' with {depth} chained levels", clip(name)),
+            )
+            .at(clip(name)));
+        }
+        let values = split(value, ',').len();
+        if values > limits.or_values {
+            return Err(Limits::exceeded(
+                "or-values",
+                limits.or_values,
+                &format!("'{}' with {values} values", clip(name)),
+            )
+            .at(clip(name)));
+        }
+    }
+    Ok(())
 }
 
 struct Parser<'r> {

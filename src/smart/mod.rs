@@ -130,7 +130,9 @@ impl SmartError {
 impl From<StoreError> for SmartError {
     fn from(e: StoreError) -> SmartError {
         match e {
-            StoreError::Unavailable(m) | StoreError::Contention(m) => SmartError::Unavailable(m),
+            StoreError::Unavailable(m) | StoreError::Contention(m) | StoreError::TooCostly(m) => {
+                SmartError::Unavailable(m)
+            }
             StoreError::Conflict => SmartError::Internal("unexpected conflict".to_string()),
             StoreError::Internal(m) => SmartError::Internal(m),
         }

@@ -8,6 +8,7 @@
 //! the expected previous version, so a concurrent writer can never be lost silently.
 
 pub mod auth;
+mod heavy;
 mod postgres;
 mod search;
 mod sql;
@@ -128,6 +129,9 @@ pub enum StoreError {
     /// A deadlock or serialization failure: the transaction may be retried as a whole.
     #[error("contention: {0}")]
     Contention(String),
+    /// The statement ran past the statement timeout and was cancelled.
+    #[error("statement timeout: {0}")]
+    TooCostly(String),
     #[error("database error: {0}")]
     Internal(String),
 }
@@ -147,7 +151,16 @@ impl From<StoreError> for Outcome {
                 ErrorKind::Contention,
                 "Concurrent transactions collided; retry",
             ),
-            StoreError::Internal(_) => Outcome::internal("Database error"),
+            StoreError::TooCostly(_) => Outcome::new(
+                ErrorKind::TooCostly,
+                "The search ran past the server's statement timeout and was cancelled \
+                 (limit 'statement-timeout'); narrow it",
+            ),
+            StoreError::Internal(cause) => {
+                // the database's message, never its detail (which can quote stored values)
+                tracing::error!(%cause, "database error");
+                Outcome::internal("Database error")
+            }
         }
     }
 }
@@ -193,19 +206,22 @@ pub trait Store: Send + Sync + 'static {
     async fn explain_search(&self, spec: &SearchSpec<'_>) -> StoreResult<String>;
     /// How many live resources a search matches.
     async fn count(&self, types: &[String], filters: &[Filter]) -> StoreResult<u64>;
-    /// Targets of the reference rows of `sources` (`_include`), distinct.
+    /// Targets of the reference rows of `sources` (`_include`), distinct, at most `limit`.
     async fn include_targets(
         &self,
         sources: &[(String, String)],
         param: Option<&str>,
         target_type: Option<&str>,
+        limit: usize,
     ) -> StoreResult<Vec<(String, String)>>;
-    /// Resources whose reference rows point at `targets` (`_revinclude`), distinct.
+    /// Resources whose reference rows point at `targets` (`_revinclude`), distinct, at most
+    /// `limit`.
     async fn revinclude_sources(
         &self,
         targets: &[(String, String)],
         source_type: Option<&str>,
         param: Option<&str>,
+        limit: usize,
     ) -> StoreResult<Vec<(String, String)>>;
     /// Stores a paging cursor, dropping cursors created before `purge_before`.
     async fn save_cursor(
@@ -306,10 +322,31 @@ pub trait Transaction: Send {
 /// Opens (creating and migrating if needed) the store a URL names:
 /// `sqlite:path` / `sqlite://path` or `postgres://…` / `postgresql://…`.
 pub async fn open(url: &str) -> anyhow::Result<Arc<dyn Store>> {
+    open_with(url, &StoreOptions::default()).await
+}
+
+/// How a store runs its statements.
+#[derive(Debug, Clone, Copy)]
+pub struct StoreOptions {
+    /// A statement (on SQLite: a search) running longer is cancelled, and the request gets a
+    /// `too-costly` OperationOutcome.
+    pub statement_timeout_ms: u64,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            statement_timeout_ms: crate::fhir::limits::Limits::default().statement_timeout_ms,
+        }
+    }
+}
+
+/// Opens the store at `url` with `options`.
+pub async fn open_with(url: &str, options: &StoreOptions) -> anyhow::Result<Arc<dyn Store>> {
     if url.starts_with("sqlite:") {
-        Ok(Arc::new(SqliteStore::open(url).await?))
+        Ok(Arc::new(SqliteStore::open(url, options).await?))
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Ok(Arc::new(PostgresStore::open(url).await?))
+        Ok(Arc::new(PostgresStore::open(url, options).await?))
     } else {
         anyhow::bail!("unsupported database URL scheme (use sqlite:PATH or postgres://…)")
     }
@@ -324,6 +361,10 @@ fn map_err(e: sqlx::Error) -> StoreError {
             if matches!(db.code().as_deref(), Some("40001") | Some("40P01")) {
                 // PostgreSQL serialization failure / deadlock
                 StoreError::Contention(msg)
+            } else if matches!(db.code().as_deref(), Some("57014") | Some("9")) {
+                // PostgreSQL query_canceled (statement timeout); SQLITE_INTERRUPT (our
+                // progress handler: the timeout or an abandoned request)
+                StoreError::TooCostly(msg)
             } else if msg.contains("database is locked") || msg.contains("busy") {
                 StoreError::Unavailable(msg)
             } else {

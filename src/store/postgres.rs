@@ -2,6 +2,7 @@
 //! share one database; writers of one resource serialize on a transaction-scoped advisory lock
 //! and the current-version row is updated only if it still holds the expected version.
 
+use super::heavy::{Closing, Heavy};
 use super::search::{
     Compiler, Hit, SearchSpec, hits_from_rows, include_query, ordered_plan, plan_forms,
     revinclude_query, sort_walk, walk_sorted,
@@ -24,28 +25,45 @@ use std::time::Duration;
 
 pub struct PostgresStore {
     pool: PgPool,
+    heavy: Heavy,
     /// The database collates text bytewise (C/POSIX): ids sort by the primary key as is.
     c_ids: bool,
 }
 
+/// Pooled connections per node; half of them may run searches at once ([`Heavy`]).
+const CONNECTIONS: u32 = 16;
+
 impl PostgresStore {
-    pub async fn open(url: &str) -> anyhow::Result<PostgresStore> {
+    pub async fn open(url: &str, opts: &super::StoreOptions) -> anyhow::Result<PostgresStore> {
+        let base = PgConnectOptions::from_str(url).context("invalid PostgreSQL URL")?;
+        // migrations run on a connection of their own, without the statement timeout (an
+        // index built over a large table may take longer)
+        let mut migrating = <sqlx::PgConnection as sqlx::Connection>::connect_with(&base)
+            .await
+            .context("cannot connect to PostgreSQL")?;
+        sqlx::migrate!("migrations/postgres")
+            .run(&mut migrating)
+            .await
+            .context("cannot migrate the PostgreSQL database")?;
+        let _ = sqlx::Connection::close(migrating).await;
         // Search statements are prepared once per connection; PostgreSQL's generic plans
         // (chosen after five runs) ignore how selective the values are and made chained
         // searches 8x slower in the search benchmark, so plan each execution for its values.
-        let options = PgConnectOptions::from_str(url)
-            .context("invalid PostgreSQL URL")?
-            .options([("plan_cache_mode", "force_custom_plan")]);
+        // Every statement stops at the statement timeout, and a statement whose client closed
+        // the connection (a search abandoned with its request, see heavy.rs) is cancelled
+        // within a second (PostgreSQL 14 and later).
+        let timeout = opts.statement_timeout_ms.to_string();
+        let options = base.options([
+            ("plan_cache_mode", "force_custom_plan"),
+            ("statement_timeout", timeout.as_str()),
+            ("client_connection_check_interval", "1000"),
+        ]);
         let pool = PgPoolOptions::new()
-            .max_connections(16)
+            .max_connections(CONNECTIONS)
             .acquire_timeout(Duration::from_secs(30))
             .connect_with(options)
             .await
             .context("cannot connect to PostgreSQL")?;
-        sqlx::migrate!("migrations/postgres")
-            .run(&pool)
-            .await
-            .context("cannot migrate the PostgreSQL database")?;
         let collation: String = sqlx::query_scalar(
             "SELECT datcollate FROM pg_database WHERE datname = current_database()",
         )
@@ -53,7 +71,11 @@ impl PostgresStore {
         .await
         .context("cannot read the database collation")?;
         let c_ids = matches!(collation.as_str(), "C" | "POSIX" | "C.UTF-8" | "C.utf8");
-        Ok(PostgresStore { pool, c_ids })
+        Ok(PostgresStore {
+            pool,
+            heavy: Heavy::new(CONNECTIONS, opts.statement_timeout_ms),
+            c_ids,
+        })
     }
 }
 
@@ -134,8 +156,10 @@ impl Store for PostgresStore {
     }
 
     async fn search(&self, spec: &SearchSpec<'_>) -> StoreResult<Vec<Hit>> {
-        let mut conn = self.pool.acquire().await.map_err(map_err)?;
-        let forms = plan_forms::<Postgres>(&mut conn, true, spec).await?;
+        let _slot = self.heavy.enter().await?;
+        let mut guard = Closing::new(self.pool.acquire().await.map_err(map_err)?);
+        let conn = guard.conn()?;
+        let forms = plan_forms::<Postgres>(conn, true, spec).await?;
         let spec = &SearchSpec {
             forms: &forms,
             ..spec.clone()
@@ -148,9 +172,11 @@ impl Store for PostgresStore {
                 .fetch_all(&mut *conn)
                 .await
                 .map_err(map_err)?;
-            return hits_from_rows(&rows, spec);
+            let hits = hits_from_rows(&rows, spec)?;
+            guard.keep();
+            return Ok(hits);
         }
-        let mut tx = without_full_sort(&mut conn).await?;
+        let mut tx = without_full_sort(conn).await?;
         let hits = match walk {
             Some(walk) => walk_sorted::<Postgres>(&mut tx, true, self.c_ids, spec, walk).await?,
             None => {
@@ -164,6 +190,7 @@ impl Store for PostgresStore {
             }
         };
         tx.commit().await.map_err(map_err)?;
+        guard.keep();
         Ok(hits)
     }
 
@@ -197,12 +224,15 @@ impl Store for PostgresStore {
     }
 
     async fn count(&self, types: &[String], filters: &[Filter]) -> StoreResult<u64> {
+        let _slot = self.heavy.enter().await?;
+        let mut guard = Closing::new(self.pool.acquire().await.map_err(map_err)?);
         let n: i64 = Compiler::new(true, self.c_ids)
             .count::<Postgres>(types, filters)
             .build_query_scalar()
-            .fetch_one(&self.pool)
+            .fetch_one(&mut *guard.conn()?)
             .await
             .map_err(map_err)?;
+        guard.keep();
         Ok(u64::try_from(n).unwrap_or(0))
     }
 
@@ -211,16 +241,24 @@ impl Store for PostgresStore {
         sources: &[(String, String)],
         param: Option<&str>,
         target_type: Option<&str>,
+        limit: usize,
     ) -> StoreResult<Vec<(String, String)>> {
+        let _slot = self.heavy.enter().await?;
+        let mut guard = Closing::new(self.pool.acquire().await.map_err(map_err)?);
         let mut out = Vec::new();
         for chunk in sources.chunks(200) {
-            let rows: Vec<(String, String)> = include_query::<Postgres>(chunk, param, target_type)
-                .build_query_as()
-                .fetch_all(&self.pool)
-                .await
-                .map_err(map_err)?;
+            if out.len() >= limit {
+                break;
+            }
+            let rows: Vec<(String, String)> =
+                include_query::<Postgres>(chunk, param, target_type, limit - out.len())
+                    .build_query_as()
+                    .fetch_all(&mut *guard.conn()?)
+                    .await
+                    .map_err(map_err)?;
             out.extend(rows);
         }
+        guard.keep();
         Ok(out)
     }
 
@@ -229,17 +267,24 @@ impl Store for PostgresStore {
         targets: &[(String, String)],
         source_type: Option<&str>,
         param: Option<&str>,
+        limit: usize,
     ) -> StoreResult<Vec<(String, String)>> {
+        let _slot = self.heavy.enter().await?;
+        let mut guard = Closing::new(self.pool.acquire().await.map_err(map_err)?);
         let mut out = Vec::new();
         for chunk in targets.chunks(200) {
+            if out.len() >= limit {
+                break;
+            }
             let rows: Vec<(String, String)> =
-                revinclude_query::<Postgres>(chunk, source_type, param)
+                revinclude_query::<Postgres>(chunk, source_type, param, limit - out.len())
                     .build_query_as()
-                    .fetch_all(&self.pool)
+                    .fetch_all(&mut *guard.conn()?)
                     .await
                     .map_err(map_err)?;
             out.extend(rows);
         }
+        guard.keep();
         Ok(out)
     }
 

@@ -4,6 +4,7 @@
 //! against `resource_reference`. Paging is keyset-based on the sort keys plus type and id,
 //! so pages stay stable while other clients write.
 
+use crate::search::index::{index_key, index_prefix};
 use crate::search::query::{Filter, Owners, Pred, Prefix, Sort, SortKey, StrMatch, Table};
 use sqlx::{Database, Encode, QueryBuilder, Type};
 
@@ -1540,8 +1541,11 @@ impl Compiler {
     {
         match p {
             Pred::Str(StrMatch::Starts, v) => {
+                // the index keeps the first INDEX_KEY_PREFIX bytes of long values: a longer
+                // prefix is looked for by its first part
+                let v = index_prefix(v);
                 qb.push(format!("{a}.norm >= "));
-                qb.push_bind(v.clone());
+                qb.push_bind(v.to_string());
                 qb.push(format!(" AND {a}.norm < "));
                 qb.push_bind(format!("{v}{MAX_CHAR}"));
             }
@@ -1562,7 +1566,7 @@ impl Compiler {
                 qb.push("1 = 1");
                 if let Some(code) = code {
                     qb.push(format!(" AND {a}.code = "));
-                    qb.push_bind(code.clone());
+                    qb.push_bind(index_key(code).into_owned());
                 }
                 match system {
                     None => {}
@@ -1571,7 +1575,7 @@ impl Compiler {
                     }
                     Some(Some(s)) => {
                         qb.push(format!(" AND {a}.system = "));
-                        qb.push_bind(s.clone());
+                        qb.push_bind(index_key(s).into_owned());
                     }
                 }
             }
@@ -1586,10 +1590,10 @@ impl Compiler {
                         qb.push(" OR ");
                     }
                     qb.push(format!("({a}.code = "));
-                    qb.push_bind(code.clone());
+                    qb.push_bind(index_key(code).into_owned());
                     if let Some(s) = system {
                         qb.push(format!(" AND {a}.system = "));
-                        qb.push_bind(s.clone());
+                        qb.push_bind(index_key(s).into_owned());
                     }
                     qb.push(")");
                 }
@@ -1605,11 +1609,12 @@ impl Compiler {
             }
             Pred::Uri(v) => {
                 qb.push(format!("{a}.value = "));
-                qb.push_bind(v.clone());
+                qb.push_bind(index_key(v).into_owned());
             }
             Pred::UriBelow(v) => {
+                let v = index_prefix(v);
                 qb.push(format!("{a}.value >= "));
-                qb.push_bind(v.clone());
+                qb.push_bind(v.to_string());
                 qb.push(format!(" AND {a}.value < "));
                 qb.push_bind(format!("{v}{MAX_CHAR}"));
             }
@@ -1624,7 +1629,7 @@ impl Compiler {
                 qb.push(format!("{a}.value IN ("));
                 let mut sep = qb.separated(", ");
                 for p in prefixes {
-                    sep.push_bind(p);
+                    sep.push_bind(index_key(&p).into_owned());
                 }
                 qb.push(")");
             }
@@ -1980,10 +1985,12 @@ pub(super) fn include_query<DB>(
     sources: &[(String, String)],
     param: Option<&str>,
     target_type: Option<&str>,
+    limit: usize,
 ) -> QueryBuilder<DB>
 where
     DB: Database,
     for<'q> String: Encode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
 {
     let mut qb = QueryBuilder::new("");
     super::sql::push_keys_cte(&mut qb, sources);
@@ -1999,6 +2006,8 @@ where
         qb.push(" AND a.target_type = ");
         qb.push_bind(t.to_string());
     }
+    qb.push(" LIMIT ");
+    qb.push_bind(i64::try_from(limit).unwrap_or(i64::MAX));
     qb
 }
 
@@ -2007,10 +2016,12 @@ pub(super) fn revinclude_query<DB>(
     targets: &[(String, String)],
     source_type: Option<&str>,
     param: Option<&str>,
+    limit: usize,
 ) -> QueryBuilder<DB>
 where
     DB: Database,
     for<'q> String: Encode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
 {
     let mut qb = QueryBuilder::new("");
     super::sql::push_keys_cte(&mut qb, targets);
@@ -2026,6 +2037,8 @@ where
         qb.push(" AND a.param = ");
         qb.push_bind(p.to_string());
     }
+    qb.push(" LIMIT ");
+    qb.push_bind(i64::try_from(limit).unwrap_or(i64::MAX));
     qb
 }
 

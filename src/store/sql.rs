@@ -7,6 +7,7 @@ use super::{
     StoredVersion, map_err,
 };
 use crate::fhir::types::Instant;
+use crate::search::index::index_key;
 use sqlx::{ColumnIndex, Database, Decode, Encode, QueryBuilder, Row, Type};
 
 pub(super) const VERSION_COLUMNS: &str =
@@ -341,8 +342,8 @@ where
         "INSERT INTO resource_token (resource_type, id, param, system, code, grp) ",
         |b, t| b
             .push_bind(t.param.clone())
-            .push_bind(t.system.clone())
-            .push_bind(t.code.clone())
+            .push_bind(t.system.as_deref().map(|s| index_key(s).into_owned()))
+            .push_bind(index_key(&t.code).into_owned())
             .push_bind(t.grp)
     );
     insert!(
@@ -359,7 +360,7 @@ where
         "INSERT INTO search_string (resource_type, id, param, norm, exact, grp) ",
         |b, r| b
             .push_bind(r.param.clone())
-            .push_bind(r.norm.clone())
+            .push_bind(index_key(&r.norm).into_owned())
             .push_bind(r.exact.clone())
             .push_bind(r.grp)
     );
@@ -399,7 +400,7 @@ where
         "INSERT INTO search_uri (resource_type, id, param, value, grp) ",
         |b, r| b
             .push_bind(r.param.clone())
-            .push_bind(r.value.clone())
+            .push_bind(index_key(&r.value).into_owned())
             .push_bind(r.grp)
     );
     if links {

@@ -4,6 +4,7 @@
 //! write pool, so writes are serialized in arrival order and never fail half-way on a lock
 //! upgrade; readers use a separate pool and run concurrently (WAL).
 
+use super::heavy::{ABANDONED, Closing, FINISHED, Heavy};
 use super::search::{
     Compiler, Hit, SearchSpec, hits_from_rows, include_query, plan_forms, revinclude_query,
     sort_walk, walk_sorted,
@@ -22,15 +23,20 @@ use async_trait::async_trait;
 use sqlx::Sqlite;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 use std::str::FromStr;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 pub struct SqliteStore {
     read: SqlitePool,
     write: SqlitePool,
+    heavy: Heavy,
 }
 
+/// Read connections; half of them may run searches at once ([`Heavy`]).
+const READERS: u32 = 8;
+
 impl SqliteStore {
-    pub async fn open(url: &str) -> anyhow::Result<SqliteStore> {
+    pub async fn open(url: &str, opts: &super::StoreOptions) -> anyhow::Result<SqliteStore> {
         let options = SqliteConnectOptions::from_str(url)
             .context("invalid SQLite database URL")?
             .create_if_missing(true)
@@ -48,11 +54,33 @@ impl SqliteStore {
             .await
             .context("cannot migrate the SQLite database")?;
         let read = SqlitePoolOptions::new()
-            .max_connections(8)
+            .max_connections(READERS)
             .connect_with(options.read_only(true))
             .await
             .context("cannot open the SQLite database for reading")?;
-        Ok(SqliteStore { read, write })
+        Ok(SqliteStore {
+            read,
+            write,
+            heavy: Heavy::new(READERS, opts.statement_timeout_ms),
+        })
+    }
+
+    /// A read connection for a search: its statements stop at the statement timeout or when
+    /// the request is dropped (a progress handler watches both).
+    async fn heavy_conn(&self) -> StoreResult<Closing<Sqlite>> {
+        let mut conn = Closing::new(self.read.acquire().await.map_err(map_err)?);
+        let state = conn.state();
+        let deadline = std::time::Instant::now() + self.heavy.timeout();
+        conn.conn()?
+            .lock_handle()
+            .await
+            .map_err(map_err)?
+            .set_progress_handler(1000, move || match state.load(Ordering::Relaxed) {
+                FINISHED => true,
+                ABANDONED => false,
+                _ => std::time::Instant::now() < deadline,
+            });
+        Ok(conn)
     }
 }
 
@@ -137,22 +165,27 @@ impl Store for SqliteStore {
     }
 
     async fn search(&self, spec: &SearchSpec<'_>) -> StoreResult<Vec<Hit>> {
-        let mut conn = self.read.acquire().await.map_err(map_err)?;
-        let forms = plan_forms::<Sqlite>(&mut conn, false, spec).await?;
+        let _slot = self.heavy.enter().await?;
+        let mut guard = self.heavy_conn().await?;
+        let conn = guard.conn()?;
+        let forms = plan_forms::<Sqlite>(conn, false, spec).await?;
         let spec = &SearchSpec {
             forms: &forms,
             ..spec.clone()
         };
-        if let Some(walk) = sort_walk(spec) {
-            return walk_sorted::<Sqlite>(&mut conn, false, true, spec, walk).await;
-        }
-        let rows = Compiler::new(false, true)
-            .page::<Sqlite>(spec)
-            .build()
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(map_err)?;
-        hits_from_rows(&rows, spec)
+        let hits = if let Some(walk) = sort_walk(spec) {
+            walk_sorted::<Sqlite>(conn, false, true, spec, walk).await?
+        } else {
+            let rows = Compiler::new(false, true)
+                .page::<Sqlite>(spec)
+                .build()
+                .fetch_all(&mut *conn)
+                .await
+                .map_err(map_err)?;
+            hits_from_rows(&rows, spec)?
+        };
+        guard.keep();
+        Ok(hits)
     }
 
     async fn explain_search(&self, spec: &SearchSpec<'_>) -> StoreResult<String> {
@@ -181,12 +214,15 @@ impl Store for SqliteStore {
     }
 
     async fn count(&self, types: &[String], filters: &[Filter]) -> StoreResult<u64> {
+        let _slot = self.heavy.enter().await?;
+        let mut guard = self.heavy_conn().await?;
         let n: i64 = Compiler::new(false, true)
             .count::<Sqlite>(types, filters)
             .build_query_scalar()
-            .fetch_one(&self.read)
+            .fetch_one(&mut *guard.conn()?)
             .await
             .map_err(map_err)?;
+        guard.keep();
         Ok(u64::try_from(n).unwrap_or(0))
     }
 
@@ -195,16 +231,24 @@ impl Store for SqliteStore {
         sources: &[(String, String)],
         param: Option<&str>,
         target_type: Option<&str>,
+        limit: usize,
     ) -> StoreResult<Vec<(String, String)>> {
+        let _slot = self.heavy.enter().await?;
+        let mut guard = self.heavy_conn().await?;
         let mut out = Vec::new();
         for chunk in sources.chunks(200) {
-            let rows: Vec<(String, String)> = include_query::<Sqlite>(chunk, param, target_type)
-                .build_query_as()
-                .fetch_all(&self.read)
-                .await
-                .map_err(map_err)?;
+            if out.len() >= limit {
+                break;
+            }
+            let rows: Vec<(String, String)> =
+                include_query::<Sqlite>(chunk, param, target_type, limit - out.len())
+                    .build_query_as()
+                    .fetch_all(&mut *guard.conn()?)
+                    .await
+                    .map_err(map_err)?;
             out.extend(rows);
         }
+        guard.keep();
         Ok(out)
     }
 
@@ -213,16 +257,24 @@ impl Store for SqliteStore {
         targets: &[(String, String)],
         source_type: Option<&str>,
         param: Option<&str>,
+        limit: usize,
     ) -> StoreResult<Vec<(String, String)>> {
+        let _slot = self.heavy.enter().await?;
+        let mut guard = self.heavy_conn().await?;
         let mut out = Vec::new();
         for chunk in targets.chunks(200) {
-            let rows: Vec<(String, String)> = revinclude_query::<Sqlite>(chunk, source_type, param)
-                .build_query_as()
-                .fetch_all(&self.read)
-                .await
-                .map_err(map_err)?;
+            if out.len() >= limit {
+                break;
+            }
+            let rows: Vec<(String, String)> =
+                revinclude_query::<Sqlite>(chunk, source_type, param, limit - out.len())
+                    .build_query_as()
+                    .fetch_all(&mut *guard.conn()?)
+                    .await
+                    .map_err(map_err)?;
             out.extend(rows);
         }
+        guard.keep();
         Ok(out)
     }
 

@@ -1,0 +1,408 @@
+//! A server that survives hostile input: each finding of the hostile-input review as a
+//! regression test named after it — requests over the limits, index values too long for an
+//! index, NUL characters, duplicate JSON keys, bdl-7, and searches that run past the
+//! statement timeout while reads stay fast — on both databases.
+
+use crate::backends;
+use crate::common::{Backend, Server, start_pair};
+use healporium::app::AppOptions;
+use healporium::fhir::limits::Limits;
+use healporium::store::StoreOptions;
+use reqwest::Method;
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+
+backends!(
+    five_hundred_ored_names_are_refused_naming_the_limit,
+    too_many_parameters_sort_keys_includes_and_chain_levels_are_refused,
+    json_patch_of_copies_doubling_an_array_stops_at_the_size_limit,
+    patch_with_too_many_operations_is_refused,
+    bundle_over_the_entry_limit_is_refused,
+    duplicate_full_url_in_a_transaction_is_bdl_7,
+    a_2800_character_family_name_is_stored_and_found,
+    an_identifier_too_long_for_an_index_is_found_exactly,
+    nul_in_a_string_a_search_value_or_an_id_is_400_not_500,
+    duplicate_json_keys_are_refused_even_for_resource_type,
+);
+
+fn outcome_names(r: &crate::common::Reply, limit: &str) {
+    let v = r.json();
+    assert_eq!(v["resourceType"], "OperationOutcome", "{}", r.text);
+    assert_eq!(v["issue"][0]["code"], "too-costly", "{}", r.text);
+    let d = v["issue"][0]["diagnostics"].as_str().unwrap_or("");
+    assert!(d.contains(limit), "{d} should name {limit}");
+}
+
+async fn five_hundred_ored_names_are_refused_naming_the_limit(s: Server) {
+    let names: Vec<String> = (0..500).map(|i| format!("n{i}")).collect();
+    let r = s
+        .get(&format!("Patient?name={}", names.join(",")))
+        .await
+        .expect(400);
+    outcome_names(&r, "or-values");
+    // 500 parameters of one value each: the parameter limit
+    let q: Vec<String> = (0..500).map(|i| format!("name=n{i}")).collect();
+    let r = s.get(&format!("Patient?{}", q.join("&"))).await.expect(400);
+    outcome_names(&r, "search-params");
+    // at the limit it runs
+    let names: Vec<String> = (0..100).map(|i| format!("n{i}")).collect();
+    s.get(&format!("Patient?name={}", names.join(",")))
+        .await
+        .expect(200);
+}
+
+async fn too_many_parameters_sort_keys_includes_and_chain_levels_are_refused(s: Server) {
+    let r = s
+        .get("Patient?_sort=name,birthdate,gender,_id,-_lastUpdated,family")
+        .await
+        .expect(400);
+    outcome_names(&r, "sort-keys");
+    let inc: Vec<&str> = std::iter::repeat_n("_include=*", 11).collect();
+    let r = s
+        .get(&format!("Observation?{}", inc.join("&")))
+        .await
+        .expect(400);
+    outcome_names(&r, "includes");
+    let r = s
+        .get("Patient?_has:Observation:patient:_has:Provenance:target:_has:AuditEvent:entity:_has:Provenance:target:agent=x")
+        .await
+        .expect(400);
+    outcome_names(&r, "chain-depth");
+    // three levels are allowed
+    s.get("Patient?_has:Observation:patient:_has:Provenance:target:agent=x")
+        .await
+        .expect(200);
+}
+
+async fn json_patch_of_copies_doubling_an_array_stops_at_the_size_limit(s: Server) {
+    let id = s
+        .create(&json!({"resourceType": "Patient",
+            "name": [{"family": "Doubling", "given": ["a".repeat(100)]}]}))
+        .await;
+    let before = s.get(&format!("Patient/{id}")).await.expect(200).json();
+    // each copy appends the whole array to itself: 2^20 names after 20 operations
+    let ops: Vec<Value> = (0..20)
+        .map(|_| json!({"op": "copy", "from": "/name", "path": "/name/-"}))
+        .collect();
+    let start = Instant::now();
+    let r = s
+        .patch_with(
+            &format!("Patient/{id}"),
+            "application/json-patch+json",
+            &Value::Array(ops),
+            &[],
+        )
+        .await;
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        start.elapsed()
+    );
+    // copying an array into itself is invalid FHIR after the first copy (name is a list of
+    // HumanName, not of lists): either way it must be refused, and nothing may change
+    assert!(matches!(r.status.as_u16(), 413 | 422), "{}", r.text);
+    let ops: Vec<Value> = (0..20)
+        .map(|_| json!({"op": "copy", "from": "/name/0/given", "path": "/name/0/given/-"}))
+        .collect();
+    let r = s
+        .patch_with(
+            &format!("Patient/{id}"),
+            "application/json-patch+json",
+            &Value::Array(ops),
+            &[],
+        )
+        .await;
+    assert!(matches!(r.status.as_u16(), 413 | 422), "{}", r.text);
+    // a 1 kB contact doubled 20 times would be 1 GB: refused at the size limit (16 MB)
+    let mut ops = vec![json!({"op": "add", "path": "/contact",
+        "value": [{"name": {"text": "x".repeat(1000)}}]})];
+    for _ in 0..20 {
+        ops.push(json!({"op": "copy", "from": "/contact", "path": "/contact/-"}));
+    }
+    let r = s
+        .patch_with(
+            &format!("Patient/{id}"),
+            "application/json-patch+json",
+            &Value::Array(ops),
+            &[],
+        )
+        .await
+        .expect(413);
+    assert!(r.text.contains("resource-bytes"), "{}", r.text);
+    let after = s.get(&format!("Patient/{id}")).await.expect(200).json();
+    assert_eq!(before, after, "a refused patch changes nothing");
+}
+
+async fn patch_with_too_many_operations_is_refused(s: Server) {
+    let id = s.create(&json!({"resourceType": "Patient"})).await;
+    let ops: Vec<Value> = (0..101)
+        .map(|_| json!({"op": "test", "path": "/id", "value": id}))
+        .collect();
+    let r = s
+        .patch_with(
+            &format!("Patient/{id}"),
+            "application/json-patch+json",
+            &Value::Array(ops),
+            &[],
+        )
+        .await
+        .expect(400);
+    outcome_names(&r, "patch-operations");
+}
+
+async fn bundle_over_the_entry_limit_is_refused(s: Server) {
+    let entries: Vec<Value> = (0..10_001)
+        .map(|_| json!({"request": {"method": "GET", "url": "metadata"}}))
+        .collect();
+    let r = s
+        .post(
+            "",
+            &json!({"resourceType": "Bundle", "type": "batch", "entry": entries}),
+        )
+        .await
+        .expect(400);
+    outcome_names(&r, "bundle-entries");
+}
+
+async fn duplicate_full_url_in_a_transaction_is_bdl_7(s: Server) {
+    let before = s.version_count().await;
+    let entry = json!({"fullUrl": "urn:uuid:8b7a1a5e-0000-4000-8000-000000000001",
+        "resource": {"resourceType": "Patient"},
+        "request": {"method": "POST", "url": "Patient"}});
+    let r = s
+        .post(
+            "",
+            &json!({"resourceType": "Bundle", "type": "transaction",
+                "entry": [entry.clone(), entry]}),
+        )
+        .await
+        .expect(422);
+    assert_eq!(r.expressions(), vec!["Bundle.entry[1].fullUrl"]);
+    assert!(r.text.contains("bdl-7"), "{}", r.text);
+    assert_eq!(s.version_count().await, before);
+}
+
+async fn a_2800_character_family_name_is_stored_and_found(s: Server) {
+    let family = format!("Longname{}", "ä".repeat(1400));
+    let id = s
+        .create(&json!({"resourceType": "Patient", "name": [{"family": family}]}))
+        .await;
+    let found = |r: &crate::common::Reply| -> Vec<String> {
+        r.json()["entry"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|e| e["resource"]["id"].as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let r = s.get("Patient?family=longname").await.expect(200);
+    assert_eq!(found(&r), vec![id.clone()]);
+    let r = s
+        .get(&format!("Patient?family:exact={family}"))
+        .await
+        .expect(200);
+    assert_eq!(found(&r), vec![id.clone()]);
+    let r = s.get("Patient?_sort=family").await.expect(200);
+    assert_eq!(found(&r), vec![id]);
+}
+
+async fn an_identifier_too_long_for_an_index_is_found_exactly(s: Server) {
+    let a = format!("{}a", "9".repeat(3000));
+    let b = format!("{}b", "9".repeat(3000));
+    let id_a = s
+        .create(&json!({"resourceType": "Patient",
+            "identifier": [{"system": "urn:x", "value": a}]}))
+        .await;
+    let id_b = s
+        .create(&json!({"resourceType": "Patient",
+            "identifier": [{"system": "urn:x", "value": b}]}))
+        .await;
+    for (value, id) in [(&a, &id_a), (&b, &id_b)] {
+        let r = s
+            .get(&format!("Patient?identifier=urn:x|{value}"))
+            .await
+            .expect(200);
+        let ids: Vec<&str> = r.json()["entry"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e["resource"]["id"].as_str())
+            .map(|_| "")
+            .collect();
+        assert_eq!(ids.len(), 1, "exactly one match for {}", &value[2995..]);
+        assert!(r.text.contains(id.as_str()));
+    }
+}
+
+async fn nul_in_a_string_a_search_value_or_an_id_is_400_not_500(s: Server) {
+    let before = s.version_count().await;
+    let ct = [("content-type", "application/fhir+json")];
+    let r = s
+        .send(
+            Method::POST,
+            "Patient",
+            &ct,
+            Some(r#"{"resourceType":"Patient","name":[{"family":"a\u0000b"}]}"#.to_string()),
+        )
+        .await
+        .expect(400);
+    assert_eq!(r.expressions(), vec!["Patient.name[0].family"]);
+    let r = s.get("Patient?name=a%00b").await.expect(400);
+    assert_eq!(r.json()["resourceType"], "OperationOutcome");
+    let r = s.get("Patient/a%00b").await.expect(400);
+    assert_eq!(r.json()["resourceType"], "OperationOutcome");
+    s.send(
+        Method::PUT,
+        "Patient/a%00b",
+        &ct,
+        Some(r#"{"resourceType":"Patient","id":"a"}"#.to_string()),
+    )
+    .await
+    .expect(400);
+    assert_eq!(s.version_count().await, before);
+}
+
+async fn duplicate_json_keys_are_refused_even_for_resource_type(s: Server) {
+    let before = s.version_count().await;
+    let ct = [("content-type", "application/fhir+json")];
+    let r = s
+        .send(
+            Method::POST,
+            "Patient",
+            &ct,
+            Some(r#"{"resourceType":"Patient","resourceType":"Patient","active":true}"#.into()),
+        )
+        .await
+        .expect(400);
+    assert_eq!(r.expressions(), vec!["Patient.resourceType"]);
+    let r = s
+        .send(
+            Method::POST,
+            "Patient",
+            &ct,
+            Some(r#"{"resourceType":"Patient","name":[{"family":"a","family":"b"}]}"#.into()),
+        )
+        .await
+        .expect(400);
+    assert_eq!(r.expressions(), vec!["Patient.name[0].family"]);
+    assert_eq!(s.version_count().await, before);
+}
+
+/// A server whose store stops statements after `ms`, on a database holding `n` Patients
+/// (loaded through a second server without the timeout); with the id of one of them.
+async fn tuned(backend: Backend, ms: u64, n: usize) -> Option<(Server, String)> {
+    let options = AppOptions {
+        limits: Limits {
+            statement_timeout_ms: ms,
+            ..Limits::default()
+        },
+        ..AppOptions::default()
+    };
+    let (loader, s) = start_pair(
+        backend,
+        options,
+        StoreOptions {
+            statement_timeout_ms: ms,
+        },
+    )
+    .await?;
+    let id = load(&loader, n).await;
+    Some((s, id))
+}
+
+/// Loads `n` Patients with long names in one transaction.
+async fn load(s: &Server, n: usize) -> String {
+    let entries: Vec<Value> = (0..n)
+        .map(|i| {
+            json!({"resource": {"resourceType": "Patient",
+                "name": [{"family": format!("F{i}{}", "q".repeat(400)), "given": ["G".repeat(300)]}],
+                "address": [{"text": "w".repeat(400)}]},
+                "request": {"method": "POST", "url": "Patient"}})
+        })
+        .collect();
+    let r = s
+        .post(
+            "",
+            &json!({"resourceType": "Bundle", "type": "transaction", "entry": entries}),
+        )
+        .await
+        .expect(200);
+    let location = r.json()["entry"][0]["response"]["location"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let after = location.split("Patient/").nth(1).unwrap_or_default();
+    after.split('/').next().unwrap_or_default().to_string()
+}
+
+/// A costly search: three unanchored substring scans over every Patient, counted.
+const COSTLY: &str =
+    "Patient?name:contains=zz&address:contains=zz&given:contains=zz&_total=accurate";
+
+async fn a_search_past_the_statement_timeout_is_cancelled(backend: Backend) {
+    // SQLite checks its deadline every 1000 steps: 0 ms means at the first check
+    let ms = if backend == Backend::Sqlite { 0 } else { 1 };
+    let Some((s, _)) = tuned(backend, ms, 1000).await else {
+        return;
+    };
+    let r = s.get(COSTLY).await.expect(400);
+    let v = r.json();
+    assert_eq!(v["issue"][0]["code"], "too-costly", "{}", r.text);
+    assert!(r.text.contains("statement-timeout"), "{}", r.text);
+    // the server goes on: the read pool was not left with an interrupted connection
+    s.get("metadata").await.expect(200);
+}
+
+async fn sixteen_hostile_searches_do_not_delay_a_read(backend: Backend) {
+    let Some((s, id)) = tuned(backend, 300, 1000).await else {
+        return;
+    };
+    let mut tasks = Vec::new();
+    for i in 0..16 {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            let start = Instant::now();
+            let r = s.get(&format!("{COSTLY}&_count={}", 10 + i)).await;
+            (r.status.as_u16(), start.elapsed())
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let start = Instant::now();
+    s.get(&format!("Patient/{id}")).await.expect(200);
+    let read = start.elapsed();
+    for t in tasks {
+        let (status, took) = t.await.expect("task");
+        assert!(matches!(status, 200 | 400 | 503), "status {status}");
+        assert!(
+            took < Duration::from_secs(10),
+            "a hostile search took {took:?}"
+        );
+    }
+    assert!(read < Duration::from_secs(1), "a read by id took {read:?}");
+}
+
+mod timeouts {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite_search_past_the_statement_timeout_is_cancelled() {
+        a_search_past_the_statement_timeout_is_cancelled(Backend::Sqlite).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres_search_past_the_statement_timeout_is_cancelled() {
+        a_search_past_the_statement_timeout_is_cancelled(Backend::Postgres).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite_sixteen_hostile_searches_do_not_delay_a_read() {
+        sixteen_hostile_searches_do_not_delay_a_read(Backend::Sqlite).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres_sixteen_hostile_searches_do_not_delay_a_read() {
+        sixteen_hostile_searches_do_not_delay_a_read(Backend::Postgres).await;
+    }
+}
