@@ -23,7 +23,70 @@ backends!(
     an_identifier_too_long_for_an_index_is_found_exactly,
     nul_in_a_string_a_search_value_or_an_id_is_400_not_500,
     duplicate_json_keys_are_refused_even_for_resource_type,
+    post_create_with_a_query_string_is_400_not_a_duplicate,
+    put_and_delete_on_the_base_are_405_with_an_outcome,
 );
+
+/// Runs `f` on a server whose requests carry test principals, on both databases.
+macro_rules! principal_backends {
+    ($($name:ident),* $(,)?) => {
+        mod with_principals {
+            $(
+                mod $name {
+                    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                    async fn sqlite() {
+                        if let Some(s) = $crate::common::start_with_test_principals($crate::common::Backend::Sqlite).await {
+                            super::super::$name(s).await;
+                        }
+                    }
+                    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                    async fn postgres() {
+                        if let Some(s) = $crate::common::start_with_test_principals($crate::common::Backend::Postgres).await {
+                            super::super::$name(s).await;
+                        }
+                    }
+                }
+            )*
+        }
+    };
+}
+
+principal_backends!(a_token_without_create_rights_gets_403_before_422);
+
+async fn a_token_without_create_rights_gets_403_before_422(s: Server) {
+    let h = [("x-test-scope", "patient/*.rs"), ("x-test-patient", "A")];
+    let invalid = json!({"resourceType": "Observation", "status": "not-a-status"});
+    s.post_with("Observation", &invalid, &h).await.expect(403);
+    s.put_with("Observation/x", &invalid, &h).await.expect(403);
+    // with create rights the same body is judged: 422
+    let h = [("x-test-scope", "patient/*.cruds"), ("x-test-patient", "A")];
+    s.post_with("Observation", &invalid, &h).await.expect(422);
+}
+
+async fn post_create_with_a_query_string_is_400_not_a_duplicate(s: Server) {
+    let body =
+        json!({"resourceType": "Patient", "identifier": [{"system": "urn:x", "value": "1"}]});
+    s.create(&body).await;
+    let before = s.version_count().await;
+    let r = s
+        .post("Patient?identifier=urn:x|1", &body)
+        .await
+        .expect(400);
+    assert!(r.text.contains("If-None-Exist"), "{}", r.text);
+    assert_eq!(s.version_count().await, before);
+    // _format is a result parameter, not a search
+    s.post("Patient?_format=json", &body).await.expect(201);
+}
+
+async fn put_and_delete_on_the_base_are_405_with_an_outcome(s: Server) {
+    for m in [Method::PUT, Method::DELETE, Method::PATCH] {
+        let r = s.send(m, "", &[], None).await.expect(405);
+        assert_eq!(r.json()["resourceType"], "OperationOutcome", "{}", r.text);
+        let r = s.send(Method::PUT, "/", &[], None).await;
+        assert_eq!(r.status.as_u16(), 405);
+        assert_eq!(r.json()["resourceType"], "OperationOutcome", "{}", r.text);
+    }
+}
 
 fn outcome_names(r: &crate::common::Reply, limit: &str) {
     let v = r.json();

@@ -83,6 +83,7 @@ pub fn router(state: ApiState) -> Router {
     // `[base]/?…` is the system search too
     let slash = Router::new()
         .route(&format!("{prefix}/"), get(system_search).post(bundle))
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(state);
     Router::new()
         .nest(&prefix, api)
@@ -601,6 +602,22 @@ async fn create(
         return call
             .operation(&state, op, None, None, None, Some(&body))
             .await;
+    }
+    // `POST Patient?identifier=…` is not a conditional create (that is If-None-Exist): a
+    // query here would be ignored and a duplicate made
+    if let Some((name, _)) = call
+        .query
+        .iter()
+        .find(|(k, _)| !matches!(k.as_str(), "_format" | "_pretty"))
+    {
+        let name: String = name.chars().take(80).collect();
+        return Err(ApiError(
+            Outcome::bad_request(
+                "A create takes no search parameters in its URL; a conditional create \
+                 sends them in the If-None-Exist header",
+            )
+            .at(name),
+        ));
     }
     let resource = call.resource(&state, &resource_type, &body)?;
     let interaction = Interaction::Create {

@@ -25,6 +25,7 @@ mod update;
 mod vread;
 pub(crate) mod write;
 
+use crate::auth::Perm;
 use crate::fhir::definitions::Definitions;
 use crate::fhir::outcome::{ErrorKind, Issue, Outcome};
 use crate::fhir::types::{Instant, VersionId};
@@ -516,6 +517,33 @@ async fn run(
                 Interaction::Patch { .. } => ("patch", "U"),
                 _ => ("delete", "D"),
             };
+            // authorization before validation: a token that may not write the type learns
+            // 403, not what is wrong with its body
+            let (perms, rt): (&[Perm], &str) = match &write {
+                Interaction::Create { resource_type, .. } => (&[Perm::Create], resource_type),
+                Interaction::Update { resource_type, .. } => {
+                    (&[Perm::Update, Perm::Create], resource_type)
+                }
+                Interaction::Patch { resource_type, .. } => (&[Perm::Update], resource_type),
+                Interaction::Delete { resource_type, .. } => (&[Perm::Delete], resource_type),
+                _ => (&[], ""),
+            };
+            if !perms.is_empty() {
+                let rt = resource_type(ctx, rt)?;
+                let mut denied = None;
+                for perm in perms {
+                    match ctx.guard.require(*perm, rt) {
+                        Ok(()) => {
+                            denied = None;
+                            break;
+                        }
+                        Err(o) => denied = denied.or(Some(o)),
+                    }
+                }
+                if let Some(o) = denied {
+                    return Err(o);
+                }
+            }
             let prepared = Prepared::new(ctx, write)?;
             let provenance = provenance
                 .map(|p| provenance::prepare(ctx, p))
