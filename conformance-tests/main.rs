@@ -24,6 +24,7 @@ mod patch;
 mod profiles;
 mod rest;
 mod search;
+mod sign_in;
 mod smart;
 mod smart_cli;
 mod synthea;

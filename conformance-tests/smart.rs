@@ -466,14 +466,6 @@ async fn authorization_code_flow_with_the_oauth2_crate(s: SecureServer) {
         .get(&format!("Patient/{patient}"))
         .await
         .expect(200);
-    let spent = client
-        .exchange_refresh_token(&refresh)
-        .request_async(&http)
-        .await;
-    assert!(
-        matches!(spent, Err(RequestTokenError::ServerResponse(_))),
-        "a rotated refresh token is spent"
-    );
     // narrowing scopes on refresh is allowed, widening is not
     let next = refreshed.refresh_token().unwrap().clone();
     let wider = client
@@ -487,6 +479,23 @@ async fn authorization_code_flow_with_the_oauth2_crate(s: SecureServer) {
         }
         other => panic!("widening must fail: {other:?}"),
     }
+    let spent = client
+        .exchange_refresh_token(&refresh)
+        .request_async(&http)
+        .await;
+    assert!(
+        matches!(spent, Err(RequestTokenError::ServerResponse(_))),
+        "a rotated refresh token is spent"
+    );
+    // and its reuse ended the family: the token that replaced it is revoked too
+    let family = client
+        .exchange_refresh_token(&next)
+        .request_async(&http)
+        .await;
+    assert!(
+        matches!(family, Err(RequestTokenError::ServerResponse(_))),
+        "reuse revokes the family"
+    );
     let _ = RefreshToken::new(String::new());
 }
 
@@ -1035,7 +1044,8 @@ async fn client_secret_basic_introspection_and_revocation(s: SecureServer) {
             "svc",
             ClientKind::Confidential,
             &[REDIRECT_URI],
-            "system/*.rs user/*.rs openid",
+            // `introspect`: a resource server, which may introspect other clients' tokens
+            "system/*.rs user/*.rs openid introspect",
             None,
             None,
         )

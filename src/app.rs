@@ -120,8 +120,9 @@ pub fn router_with(
                 smart_state.clone(),
                 api::smart::require_token,
             ))
-            .merge(api::smart::router(smart_state))
-            .layer(cors());
+            .merge(api::smart::router(smart_state.clone()))
+            .layer(cors())
+            .merge(api::smart::pages(smart_state));
     }
     app.layer(DefaultBodyLimit::max(options.max_body_bytes))
         .layer(CatchPanicLayer::custom(|_| api::panic_response()))

@@ -198,7 +198,8 @@ async fn serve(
     dir: Option<tempfile::TempDir>,
     pg_schema: Option<(String, String)>,
 ) -> Server {
-    let app = healporium::app::router(store, options);
+    let app = healporium::app::router(store, options)
+        .into_make_service_with_connect_info::<std::net::SocketAddr>();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");

@@ -65,13 +65,20 @@ pub fn router(state: SmartState) -> Router {
             get(openid_configuration),
         )
         .route("/auth/jwks", get(jwks))
-        .route("/auth/authorize", get(authorize_get).post(authorize_post))
-        .route("/auth/login", post(login))
-        .route("/auth/consent", post(consent))
         .route("/auth/token", post(token))
         .route("/auth/introspect", post(introspect))
         .route("/auth/revoke", post(revoke))
         .route("/auth/launch", post(launch))
+        .with_state(state)
+}
+
+/// The pages a person uses in a browser (authorize, sign-in, consent): same-origin only, so
+/// mounted without the CORS layer the API and token endpoints have.
+pub fn pages(state: SmartState) -> Router {
+    Router::new()
+        .route("/auth/authorize", get(authorize_get).post(authorize_post))
+        .route("/auth/login", post(login))
+        .route("/auth/consent", post(consent))
         .with_state(state)
 }
 
@@ -348,26 +355,40 @@ async fn introspect(
         Err(e) => return oauth_error(e, basic.is_some()),
     };
     let endpoints = state.endpoints(&headers);
-    // the caller: an authenticated confidential/backend client, or any valid bearer token
-    let authorized = match bearer(&headers) {
-        Some(t) => state.smart.verify(&t, &endpoints.issuer).await.is_ok(),
+    // the caller: an authenticated confidential/backend client, or a valid bearer token; it
+    // learns about its own client's tokens only, unless it is a resource server (a client
+    // registered with the scope `introspect`)
+    let caller: Option<(String, bool)> = match bearer(&headers) {
+        Some(t) => state
+            .smart
+            .verify(&t, &endpoints.issuer)
+            .await
+            .ok()
+            .map(|c| (c.client_id, false)),
         None => state
             .smart
             .authenticate_client(&form, basic.as_ref(), &endpoints.token, true)
             .await
-            .is_ok(),
+            .ok()
+            .map(|c| {
+                let resource_server = c.scopes.iter().any(|s| s == "introspect");
+                (c.client_id, resource_server)
+            }),
     };
-    if !authorized {
+    let Some((caller, resource_server)) = caller else {
         return oauth_error(
             SmartError::invalid_client("Introspection needs client authentication or a token"),
             basic.is_some(),
         );
-    }
+    };
     let Some(token) = form.token.as_deref().filter(|t| !t.is_empty()) else {
         return oauth_error(SmartError::invalid_request("token is missing"), false);
     };
     match state.smart.introspect(token, &endpoints.issuer).await {
-        Ok(v) => json_response(StatusCode::OK, &v),
+        Ok(v) if resource_server || v["client_id"].as_str() == Some(caller.as_str()) => {
+            json_response(StatusCode::OK, &v)
+        }
+        Ok(_) => json_response(StatusCode::OK, &serde_json::json!({"active": false})),
         Err(e) => oauth_error(e, false),
     }
 }
@@ -539,8 +560,29 @@ struct LoginForm {
     password: Option<String>,
 }
 
+/// The TCP peer's address: what sign-in failures are counted against (X-Forwarded-For is
+/// the client's to write, so it is not trusted for this).
+struct Peer(Option<String>);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Peer {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(Peer(
+            parts
+                .extensions
+                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                .map(|c| c.0.ip().to_string()),
+        ))
+    }
+}
+
 async fn login(
     State(state): State<SmartState>,
+    Peer(address): Peer,
     headers: HeaderMap,
     FhirBody(body): FhirBody,
 ) -> Response {
@@ -551,7 +593,11 @@ async fn login(
     else {
         return page_error("The sign-in form is incomplete");
     };
-    let response = match state.smart.sign_in(&request, &username, &password).await {
+    let response = match state
+        .smart
+        .sign_in(&request, &username, &password, address.as_deref())
+        .await
+    {
         Ok(SignIn::Consent(pending, user)) => {
             let patients = if pending.needs_patient_pick(&user) {
                 patient_choices(&state, &headers, &user, None).await
@@ -568,6 +614,27 @@ async fn login(
             html(
                 StatusCode::UNAUTHORIZED,
                 &login_page(&request, &pending, Some("Wrong user name or password")),
+            )
+        }
+        Ok(SignIn::Locked(pending)) => {
+            tracing::warn!("sign-in refused: too many failures");
+            html(
+                StatusCode::TOO_MANY_REQUESTS,
+                &login_page(
+                    &request,
+                    &pending,
+                    Some("Too many failed sign-ins; try again in a few minutes"),
+                ),
+            )
+        }
+        Ok(SignIn::Ended) => {
+            tracing::warn!("sign-in failed; the request ended");
+            html(
+                StatusCode::UNAUTHORIZED,
+                &page(
+                    "Sign-in",
+                    "<p>Too many failed attempts for this sign-in. Start again from the app.</p>",
+                ),
             )
         }
         Err(e) => authorize_failure(e),

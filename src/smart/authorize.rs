@@ -94,6 +94,33 @@ pub enum SignIn {
     Consent(Pending, User),
     /// Wrong name or password: show the form again.
     Failed(Pending),
+    /// Too many failures for this account or address: locked for a while (the password was
+    /// not checked).
+    Locked(Pending),
+    /// Too many failures on this request: it is gone; the app must start again.
+    Ended,
+}
+
+/// Failed sign-ins one pending request survives.
+pub const REQUEST_ATTEMPTS: i64 = 3;
+/// Failures (within [`FAILURE_WINDOW_MS`]) after which an account is locked…
+pub const ACCOUNT_ATTEMPTS: i64 = 5;
+/// …and after which an address is.
+pub const ADDRESS_ATTEMPTS: i64 = 20;
+/// Failures older than this are forgotten.
+pub const FAILURE_WINDOW_MS: i64 = 15 * 60 * 1000;
+/// The first lock lasts this long and doubles with every further failure…
+const FIRST_LOCK_MS: i64 = 30 * 1000;
+/// …up to this.
+const LONGEST_LOCK_MS: i64 = 15 * 60 * 1000;
+
+/// How long a key with `failures` (over `threshold`) stays locked.
+fn lock_ms(failures: i64, threshold: i64) -> Option<i64> {
+    let over = failures - threshold;
+    (over >= 0).then(|| {
+        let doublings = u32::try_from(over.min(10)).unwrap_or(10);
+        (FIRST_LOCK_MS << doublings).min(LONGEST_LOCK_MS)
+    })
 }
 
 /// `uri` with `pairs` added to its query (empty values left out).
@@ -260,23 +287,75 @@ impl Smart {
         Ok((pending, user))
     }
 
-    /// Checks the credentials for a pending request.
+    /// Checks the credentials for a pending request, sent from `address`. Failures count
+    /// against the request (it ends after [`REQUEST_ATTEMPTS`]), the account name (known or
+    /// not, so a lock says nothing about which names exist) and the address; a locked
+    /// account or address is refused without its password being checked.
     pub async fn sign_in(
         &self,
         request_id: &str,
         username: &str,
         password: &str,
+        address: Option<&str>,
     ) -> Result<SignIn, AuthorizeError> {
         let (pending, _) = self.pending(request_id).await?;
+        let now = now_ms();
+        let account = format!("user:{}", username.to_lowercase());
+        let addr = address.map(|a| format!("addr:{a}"));
+        let mut keys = vec![(account.clone(), ACCOUNT_ATTEMPTS)];
+        keys.extend(addr.iter().map(|a| (a.clone(), ADDRESS_ATTEMPTS)));
+        for (key, _) in &keys {
+            if self
+                .store
+                .locked_until(key)
+                .await
+                .map_err(SmartError::from)?
+                > now
+            {
+                return Ok(SignIn::Locked(pending));
+            }
+        }
         match accounts::sign_in(self.store.as_ref(), username, password).await? {
             Some(user) => {
                 self.store
                     .set_request_user(&crypto::digest(request_id), &user.username)
                     .await
                     .map_err(SmartError::from)?;
+                self.store
+                    .clear_failures(&account)
+                    .await
+                    .map_err(SmartError::from)?;
                 Ok(SignIn::Consent(pending, user))
             }
-            None => Ok(SignIn::Failed(pending)),
+            None => {
+                for (key, threshold) in &keys {
+                    let n = self
+                        .store
+                        .record_failure(key, now, now - FAILURE_WINDOW_MS)
+                        .await
+                        .map_err(SmartError::from)?;
+                    if let Some(ms) = lock_ms(n, *threshold) {
+                        self.store
+                            .lock(key, now + ms)
+                            .await
+                            .map_err(SmartError::from)?;
+                    }
+                }
+                let digest = crypto::digest(request_id);
+                let n = self
+                    .store
+                    .request_failed(&digest)
+                    .await
+                    .map_err(SmartError::from)?;
+                if n >= REQUEST_ATTEMPTS {
+                    self.store
+                        .take_request(&digest, now)
+                        .await
+                        .map_err(SmartError::from)?;
+                    return Ok(SignIn::Ended);
+                }
+                Ok(SignIn::Failed(pending))
+            }
         }
     }
 
@@ -352,6 +431,7 @@ impl Smart {
             need_patient_banner: !pending.ehr_launch,
             nonce: pending.nonce.clone(),
             aud: pending.aud.clone(),
+            family: None,
         };
         let code = crypto::random_token(32);
         let stored = CodeGrant {

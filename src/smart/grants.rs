@@ -118,6 +118,23 @@ impl Smart {
                     .into(),
             });
         }
+        // a public client's refresh may leave out client_id (SMART does not require it; the
+        // fhirclient library sends none): the refresh token names its client, and only a
+        // public one is accepted this way (a confidential client still authenticates)
+        let mut named;
+        let form = if grant_type == "refresh_token"
+            && form.client_id.is_none()
+            && form.client_assertion.is_none()
+            && basic.is_none()
+            && let Some(token) = form.refresh_token.as_deref()
+            && let Some(row) = self.store.refresh_token(&crypto::digest(token)).await?
+        {
+            named = form.clone();
+            named.client_id = Some(row.client_id);
+            &named
+        } else {
+            form
+        };
         let client = self
             .authenticate_client(
                 form,
@@ -193,11 +210,23 @@ impl Smart {
         let invalid =
             || SmartError::invalid_grant("The refresh token is invalid, expired or revoked");
         let row = self.store.refresh_token(&hash).await?.ok_or_else(invalid)?;
-        if row.revoked || row.expires <= now_ms() || row.client_id != client.client_id {
+        if row.client_id != client.client_id {
             return Err(invalid());
         }
         let mut grant: Grant = serde_json::from_str(&row.grant_json)
             .map_err(|e| SmartError::Internal(format!("stored grant: {e}")))?;
+        if row.revoked {
+            // a rotated token used again: it was stolen, or the one that replaced it was;
+            // the whole family ends (RFC 9700 §4.14.2)
+            if let Some(family) = &grant.family {
+                self.store.revoke_refresh_family(family).await?;
+            }
+            tracing::warn!("refresh token reused; its family is revoked");
+            return Err(invalid());
+        }
+        if row.expires <= now_ms() {
+            return Err(invalid());
+        }
         if grant.aud != fhir_base {
             return Err(invalid());
         }
@@ -284,13 +313,19 @@ impl Smart {
         {
             let now = now_ms();
             let refresh = crypto::random_token(32);
-            let json = serde_json::to_string(grant)
+            let mut grant = grant.clone();
+            let family = grant
+                .family
+                .get_or_insert_with(|| crypto::random_token(16))
+                .clone();
+            let json = serde_json::to_string(&grant)
                 .map_err(|e| SmartError::Internal(format!("grant: {e}")))?;
             self.store
                 .insert_refresh_token(
                     &crypto::digest(&refresh),
                     &grant.client_id,
                     &json,
+                    &family,
                     refresh_expires.unwrap_or(now + ttl * 1000),
                     now,
                 )

@@ -71,6 +71,10 @@ pub struct Grant {
     pub nonce: Option<String>,
     /// The FHIR base URL the token is for.
     pub aud: String,
+    /// The refresh-token family: every token rotated from one first refresh token shares
+    /// it, and a replayed (already rotated) member revokes them all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub family: Option<String>,
 }
 
 impl Grant {

@@ -133,9 +133,12 @@ pub trait AuthStore: Send + Sync + 'static {
         hash: &str,
         client_id: &str,
         grant: &str,
+        family: &str,
         expires: i64,
         now: i64,
     ) -> StoreResult<()>;
+    /// Revokes every refresh token of one family.
+    async fn revoke_refresh_family(&self, family: &str) -> StoreResult<()>;
     async fn refresh_token(&self, hash: &str) -> StoreResult<Option<RefreshRow>>;
     /// Revokes a refresh token; true when it was active.
     async fn revoke_refresh_token(&self, hash: &str) -> StoreResult<bool>;
@@ -161,6 +164,18 @@ pub trait AuthStore: Send + Sync + 'static {
     async fn insert_access_grant(&self, grant: &AccessGrantRow, now: i64) -> StoreResult<()>;
     /// The patients `username` holds an unexpired break-glass grant for.
     async fn access_grants(&self, username: &str, now: i64) -> StoreResult<Vec<String>>;
+
+    /// Until when `key` ('user:…' or 'addr:…') is locked (0: not locked).
+    async fn locked_until(&self, key: &str) -> StoreResult<i64>;
+    /// Counts a failed sign-in for `key` (restarting the count when the last failure is
+    /// older than `window_start`); returns the count.
+    async fn record_failure(&self, key: &str, now: i64, window_start: i64) -> StoreResult<i64>;
+    /// Locks `key` until `until`.
+    async fn lock(&self, key: &str, until: i64) -> StoreResult<()>;
+    /// Forgets the failures of `key` (a successful sign-in).
+    async fn clear_failures(&self, key: &str) -> StoreResult<()>;
+    /// Counts a failed sign-in on a pending request; returns the count.
+    async fn request_failed(&self, id: &str) -> StoreResult<i64>;
 }
 
 /// The auth tables of one database: reads on `read`, writes on `write` (SQLite keeps a
@@ -484,6 +499,7 @@ macro_rules! auth_store_impl {
                 hash: &str,
                 client_id: &str,
                 grant: &str,
+                family: &str,
                 expires: i64,
                 now: i64,
             ) -> StoreResult<()> {
@@ -494,12 +510,24 @@ macro_rules! auth_store_impl {
                     .map_err(map_err)?;
                 sqlx::query::<$db>(
                     "INSERT INTO auth_refresh_token (token_hash, client_id, grant_json, \
-                     expires, revoked) VALUES ($1, $2, $3, $4, FALSE)",
+                     expires, revoked, family) VALUES ($1, $2, $3, $4, FALSE, $5)",
                 )
                 .bind(hash)
                 .bind(client_id)
                 .bind(grant)
                 .bind(expires)
+                .bind(family)
+                .execute(&self.write)
+                .await
+                .map(|_| ())
+                .map_err(map_err)
+            }
+
+            async fn revoke_refresh_family(&self, family: &str) -> StoreResult<()> {
+                sqlx::query::<$db>(
+                    "UPDATE auth_refresh_token SET revoked = TRUE WHERE family = $1",
+                )
+                .bind(family)
                 .execute(&self.write)
                 .await
                 .map(|_| ())
@@ -644,6 +672,67 @@ macro_rules! auth_store_impl {
                 .await
                 .map(|_| ())
                 .map_err(map_err)
+            }
+
+            async fn locked_until(&self, key: &str) -> StoreResult<i64> {
+                let until: Option<i64> =
+                    sqlx::query_scalar("SELECT locked_until FROM auth_failure WHERE key = $1")
+                        .bind(key)
+                        .fetch_optional(&self.write)
+                        .await
+                        .map_err(map_err)?;
+                Ok(until.unwrap_or(0))
+            }
+
+            async fn record_failure(
+                &self,
+                key: &str,
+                now: i64,
+                window_start: i64,
+            ) -> StoreResult<i64> {
+                sqlx::query_scalar(
+                    "INSERT INTO auth_failure (key, failures, locked_until, updated) \
+                     VALUES ($1, 1, 0, $2) ON CONFLICT (key) DO UPDATE SET \
+                     failures = CASE WHEN auth_failure.updated < $3 THEN 1 \
+                     ELSE auth_failure.failures + 1 END, updated = $2 RETURNING failures",
+                )
+                .bind(key)
+                .bind(now)
+                .bind(window_start)
+                .fetch_one(&self.write)
+                .await
+                .map_err(map_err)
+            }
+
+            async fn lock(&self, key: &str, until: i64) -> StoreResult<()> {
+                sqlx::query::<$db>("UPDATE auth_failure SET locked_until = $2 WHERE key = $1")
+                    .bind(key)
+                    .bind(until)
+                    .execute(&self.write)
+                    .await
+                    .map(|_| ())
+                    .map_err(map_err)
+            }
+
+            async fn clear_failures(&self, key: &str) -> StoreResult<()> {
+                sqlx::query::<$db>("DELETE FROM auth_failure WHERE key = $1")
+                    .bind(key)
+                    .execute(&self.write)
+                    .await
+                    .map(|_| ())
+                    .map_err(map_err)
+            }
+
+            async fn request_failed(&self, id: &str) -> StoreResult<i64> {
+                let n: Option<i64> = sqlx::query_scalar(
+                    "UPDATE auth_request SET failures = failures + 1 WHERE id = $1 \
+                     RETURNING failures",
+                )
+                .bind(id)
+                .fetch_optional(&self.write)
+                .await
+                .map_err(map_err)?;
+                Ok(n.unwrap_or(i64::MAX))
             }
 
             async fn access_grants(&self, username: &str, now: i64) -> StoreResult<Vec<String>> {
