@@ -14,6 +14,7 @@ mod capabilities;
 mod cli;
 mod concurrency;
 mod conditional;
+mod corpus;
 mod errors;
 mod examples;
 mod fhirpath_suite;

@@ -89,8 +89,8 @@ async fn everything(s: Server) {
     assert!(all_keys.is_superset(&expected));
     assert!(all_keys.contains(&format!("Patient/{other}")));
     s.get("Patient/unknown/$everything").await.expect(404);
-    s.get("Observation/x/$everything").await.expect(501);
-    s.get("Patient/x/$nope").await.expect(501);
+    s.get("Observation/x/$everything").await.expect(400);
+    s.get("Patient/x/$nope").await.expect(400);
 }
 
 async fn everything_paging_and_filters(s: Server) {

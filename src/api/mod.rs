@@ -180,6 +180,21 @@ fn query_pairs(raw: &Option<String>) -> Result<Vec<(String, String)>, ApiError> 
     }
 }
 
+/// NUL cannot be stored or looked up (PostgreSQL text has none): a parameter holding one is
+/// refused, not a 500.
+fn refuse_nul(pairs: &[(String, String)]) -> Result<(), ApiError> {
+    if let Some((name, _)) = pairs
+        .iter()
+        .find(|(k, v)| k.contains('\0') || v.contains('\0'))
+    {
+        let name: String = name.chars().filter(|c| *c != '\0').take(80).collect();
+        return Err(ApiError(
+            Outcome::bad_request("A query parameter contains a NUL character (%00)").at(name),
+        ));
+    }
+    Ok(())
+}
+
 /// The FHIR base URL the client sees.
 fn base_url(state: &ApiState, headers: &HeaderMap) -> String {
     if let Some(b) = &state.base_url {
@@ -267,16 +282,7 @@ impl FromRequestParts<ApiState> for Call {
     ) -> Result<Self, Self::Rejection> {
         let raw_query = parts.uri.query().map(str::to_string);
         let query = query_pairs(&raw_query)?;
-        // NUL cannot be stored or looked up (PostgreSQL text has none): refused, not a 500
-        if let Some((name, _)) = query
-            .iter()
-            .find(|(k, v)| k.contains('\0') || v.contains('\0'))
-        {
-            let name: String = name.chars().filter(|c| *c != '\0').take(80).collect();
-            return Err(ApiError(
-                Outcome::bad_request("A query parameter contains a NUL character (%00)").at(name),
-            ));
-        }
+        refuse_nul(&query)?;
         if parts.uri.path().to_ascii_lowercase().contains("%00") {
             return Err(ApiError(Outcome::bad_request(
                 "The URL path contains a NUL character (%00)",
@@ -432,6 +438,7 @@ impl Call {
         let mut pairs = self.query.clone();
         let form: Vec<(String, String)> = serde_urlencoded::from_bytes(body)
             .map_err(|_| ApiError(Outcome::bad_request("The form body cannot be decoded")))?;
+        refuse_nul(&form)?;
         pairs.extend(form);
         Ok(pairs)
     }

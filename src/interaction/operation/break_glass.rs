@@ -23,7 +23,7 @@ pub(super) async fn break_glass(
 ) -> Result<FhirResponse, Outcome> {
     if op.resource_type.as_deref() != Some("Patient") {
         return Err(Outcome::new(
-            ErrorKind::NotImplemented,
+            ErrorKind::BadRequest,
             "$break-glass is defined on Patient instances",
         ));
     }

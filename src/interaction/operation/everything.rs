@@ -25,7 +25,7 @@ pub(super) async fn everything(
 ) -> Result<FhirResponse, Outcome> {
     if op.resource_type.as_deref() != Some("Patient") {
         return Err(Outcome::new(
-            ErrorKind::NotImplemented,
+            ErrorKind::BadRequest,
             "$everything is defined on Patient",
         ));
     }

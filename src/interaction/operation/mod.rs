@@ -124,12 +124,17 @@ pub(super) async fn run(
                 reindex::run(ctx, base, all).await
             }
         },
-        _ => Err(Outcome::new(
-            ErrorKind::NotImplemented,
-            format!(
-                "${} is not supported here",
-                op.name.chars().take(40).collect::<String>()
-            ),
+        // an operation this server does not define at this level is the client's mistake
+        // (HAPI answers 400 as well), not a fault of the server
+        _ => Err(Outcome::with_issues(
+            ErrorKind::BadRequest,
+            vec![crate::fhir::outcome::Issue::error(
+                "not-supported",
+                format!(
+                    "${} is not an operation of this server at this level",
+                    op.name.chars().take(40).collect::<String>()
+                ),
+            )],
         )),
     }
 }
