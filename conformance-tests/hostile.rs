@@ -25,6 +25,7 @@ backends!(
     duplicate_json_keys_are_refused_even_for_resource_type,
     post_create_with_a_query_string_is_400_not_a_duplicate,
     put_and_delete_on_the_base_are_405_with_an_outcome,
+    an_arbitrary_host_header_never_makes_links_or_locations,
 );
 
 /// Runs `f` on a server whose requests carry test principals, on both databases.
@@ -468,4 +469,31 @@ mod timeouts {
     async fn postgres_sixteen_hostile_searches_do_not_delay_a_read() {
         sixteen_hostile_searches_do_not_delay_a_read(Backend::Postgres).await;
     }
+}
+
+async fn an_arbitrary_host_header_never_makes_links_or_locations(s: Server) {
+    let evil = [
+        ("host", "evil.example:8080"),
+        ("content-type", "application/fhir+json"),
+    ];
+    let r = s
+        .send(
+            Method::POST,
+            "Patient",
+            &evil,
+            Some(json!({"resourceType": "Patient"}).to_string()),
+        )
+        .await
+        .expect(201);
+    let location = r.header("location").unwrap_or_default().to_string();
+    assert!(!location.contains("evil"), "{location}");
+    assert!(
+        location.starts_with("http://localhost/fhir/Patient/"),
+        "{location}"
+    );
+    let r = s.get_with("Patient?_count=1", &evil[..1]).await.expect(200);
+    assert!(!r.text.contains("evil.example"), "{}", r.text);
+    // a loopback Host is trusted as it is (the tests' own links use it)
+    let r = s.get("Patient?_count=1").await.expect(200);
+    assert!(r.text.contains(&s.base), "{}", r.text);
 }

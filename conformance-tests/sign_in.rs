@@ -15,7 +15,20 @@ secure_backends!(
     a_public_clients_refresh_without_client_id_works,
     a_replayed_refresh_token_revokes_its_family,
     a_token_cannot_introspect_another_clients_token,
+    the_issuer_is_never_an_arbitrary_host,
 );
+
+async fn the_issuer_is_never_an_arbitrary_host(s: SecureServer) {
+    let r = s
+        .client
+        .get(format!("{}/.well-known/smart-configuration", s.base))
+        .header("host", "evil.example")
+        .send()
+        .await
+        .expect("discovery");
+    let text = r.text().await.expect("body");
+    assert!(!text.contains("evil.example"), "{text}");
+}
 
 /// Opens the sign-in page of a new authorization request; its request id.
 async fn sign_in_page(s: &SecureServer, app: &str) -> String {

@@ -44,6 +44,8 @@ pub enum AuthMode {
 #[derive(Debug, Clone)]
 pub struct AppOptions {
     pub base_url: Option<String>,
+    /// Without `base_url`: the Host names (beside loopback) links may be made of.
+    pub trusted_hosts: Vec<String>,
     pub prefix: String,
     pub max_body_bytes: usize,
     /// Reject references to local resources that do not exist, and deletes of referenced ones.
@@ -68,6 +70,7 @@ impl Default for AppOptions {
     fn default() -> Self {
         AppOptions {
             base_url: None,
+            trusted_hosts: Vec::new(),
             prefix: "/fhir".to_string(),
             max_body_bytes: 16 * 1024 * 1024,
             referential_integrity: true,
@@ -110,6 +113,7 @@ pub fn router_with(
     let state = ApiState {
         ctx,
         base_url: options.base_url.as_deref().map(Into::into),
+        trusted_hosts: options.trusted_hosts.clone().into(),
         prefix: options.prefix.as_str().into(),
     };
     let mut app = api::router(state.clone());
@@ -243,6 +247,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let options = AppOptions {
         base_url: config.base_url.clone(),
+        trusted_hosts: config.trusted_hosts.clone(),
         prefix: config.prefix.clone(),
         max_body_bytes: config.max_body_bytes,
         referential_integrity: config.referential_integrity,

@@ -232,9 +232,16 @@ pub struct ServeArgs {
     pub database_url: String,
 
     /// The public URL of the FHIR API, as clients reach it (for links and Location headers),
-    /// e.g. https://fhir.example.org/fhir. Default: http://<Host header>/fhir.
+    /// e.g. https://fhir.example.org/fhir. Default: http://<Host header>/fhir when the Host
+    /// is trusted (--trusted-hosts), else http://localhost/fhir.
     #[arg(long, env = "HEALPORIUM_BASE_URL")]
     pub base_url: Option<String>,
+
+    /// Without --base-url: host names (comma-separated, any port) whose Host header may make
+    /// links, Location headers and the token issuer; loopback names always may. Any other
+    /// Host gets links to http://localhost.
+    #[arg(long, env = "HEALPORIUM_TRUSTED_HOSTS", value_delimiter = ',')]
+    pub trusted_hosts: Vec<String>,
 
     /// Largest request body accepted, in bytes (larger bodies get 413).
     #[arg(long, env = "HEALPORIUM_MAX_BODY_BYTES", default_value_t = 16 * 1024 * 1024)]
@@ -420,6 +427,7 @@ pub struct Config {
     pub listen: SocketAddr,
     pub database_url: DatabaseUrl,
     pub base_url: Option<String>,
+    pub trusted_hosts: Vec<String>,
     /// Path prefix of the FHIR API.
     pub prefix: String,
     pub max_body_bytes: usize,
@@ -480,6 +488,12 @@ impl Config {
             listen,
             database_url,
             base_url,
+            trusted_hosts: args
+                .trusted_hosts
+                .iter()
+                .map(|h| h.trim().to_ascii_lowercase())
+                .filter(|h| !h.is_empty())
+                .collect(),
             prefix: "/fhir".to_string(),
             max_body_bytes: args.max_body_bytes,
             referential_integrity: args.referential_integrity == OnOff::On,

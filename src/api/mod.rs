@@ -39,6 +39,9 @@ pub struct ApiState {
     pub base_url: Option<Arc<str>>,
     /// The path prefix of the FHIR API, e.g. `/fhir`.
     pub prefix: Arc<str>,
+    /// Without a base URL: the `Host` values links, `Location` and the token issuer may be
+    /// made of (loopback names are always trusted).
+    pub trusted_hosts: Arc<[String]>,
 }
 
 /// The FHIR API router, mounted at `prefix`.
@@ -195,7 +198,10 @@ fn refuse_nul(pairs: &[(String, String)]) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// The FHIR base URL the client sees.
+/// The FHIR base URL the client sees: the configured one; else made of the `Host` header
+/// when that names a trusted host (a loopback name, or one of `--trusted-hosts`, with any
+/// port), and `http://localhost` otherwise — an arbitrary Host never becomes a link, a
+/// `Location` or the token issuer.
 fn base_url(state: &ApiState, headers: &HeaderMap) -> String {
     if let Some(b) = &state.base_url {
         return b.to_string();
@@ -208,8 +214,26 @@ fn base_url(state: &ApiState, headers: &HeaderMap) -> String {
                 && h.bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b))
         })
+        .filter(|h| trusted_host(h, &state.trusted_hosts))
         .unwrap_or("localhost");
     format!("http://{host}{}", state.prefix)
+}
+
+/// Whether `host` (with or without a port) is a loopback name or one of `trusted`.
+fn trusted_host(host: &str, trusted: &[String]) -> bool {
+    let name = match host.rsplit_once(':') {
+        Some((n, port)) if !n.ends_with(']') || host.starts_with('[') => {
+            if port.bytes().all(|b| b.is_ascii_digit()) && !n.is_empty() {
+                n
+            } else {
+                host
+            }
+        }
+        _ => host,
+    };
+    let name = name.to_ascii_lowercase();
+    matches!(name.as_str(), "localhost" | "127.0.0.1" | "[::1]")
+        || trusted.iter().any(|t| t.eq_ignore_ascii_case(&name))
 }
 
 /// Builds the HTTP response of a successful interaction.
