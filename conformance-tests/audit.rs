@@ -39,6 +39,338 @@ audited_backends!(
     the_hash_chain_detects_tampering
 );
 
+mod refusals {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite_every_refusal_is_audited() {
+        super::every_refusal_is_audited(crate::common::Backend::Sqlite).await;
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres_every_refusal_is_audited() {
+        super::every_refusal_is_audited(crate::common::Backend::Postgres).await;
+    }
+}
+
+/// Malformed JSON, 405, 406, 413, 415 and a bad If-Match are refused before they are
+/// interactions; each still leaves an AuditEvent with its status.
+async fn every_refusal_is_audited(backend: Backend) {
+    use reqwest::Method;
+    let Some((s, _)) = start_with_test_principals_and(
+        backend,
+        AppOptions {
+            audit: true,
+            max_body_bytes: 4096,
+            ..AppOptions::default()
+        },
+    )
+    .await
+    else {
+        return;
+    };
+    let json = ("content-type", "application/fhir+json");
+    s.send(
+        Method::POST,
+        "Patient",
+        &[json],
+        Some("{\"resourceType\":".into()),
+    )
+    .await
+    .expect(400);
+    s.send(Method::PUT, "", &[], None).await.expect(405);
+    s.get_with("Patient", &[("accept", "application/fhir+xml")])
+        .await
+        .expect(406);
+    s.send(
+        Method::POST,
+        "Patient",
+        &[json],
+        Some(format!(
+            "{{\"resourceType\":\"Patient\",\"text\":\"{}\"}}",
+            "x".repeat(8000)
+        )),
+    )
+    .await
+    .expect(413);
+    s.send(
+        Method::POST,
+        "Patient",
+        &[("content-type", "text/plain")],
+        Some("{}".into()),
+    )
+    .await
+    .expect(415);
+    s.send(
+        Method::PUT,
+        "Patient/x",
+        &[json, ("if-match", "not-an-etag")],
+        Some("{\"resourceType\":\"Patient\",\"id\":\"x\"}".into()),
+    )
+    .await
+    .expect(400);
+    let refused: Vec<String> = events(&s, "_count=1000")
+        .await
+        .iter()
+        .filter(|e| subtype(e) == "refused")
+        .map(|e| e["outcomeDesc"].as_str().unwrap_or("").to_string())
+        .collect();
+    for status in ["HTTP 400", "HTTP 405", "HTTP 406", "HTTP 413", "HTTP 415"] {
+        assert!(
+            refused.iter().any(|d| d == status),
+            "{status} not audited: {refused:?}"
+        );
+    }
+    assert_eq!(
+        refused.iter().filter(|d| *d == "HTTP 400").count(),
+        2,
+        "{refused:?}"
+    );
+}
+
+/// A key file that does not exist: verification of an unkeyed chain.
+fn no_key() -> std::path::PathBuf {
+    std::path::PathBuf::from("/nonexistent/healporium-audit.key")
+}
+
+mod sealed {
+    use super::*;
+
+    macro_rules! sealed_cases {
+        ($($name:ident),* $(,)?) => {
+            $(
+                mod $name {
+                    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                    async fn sqlite() {
+                        super::run(crate::common::Backend::Sqlite, super::Tamper::$name).await;
+                    }
+                    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                    async fn postgres() {
+                        super::run(crate::common::Backend::Postgres, super::Tamper::$name).await;
+                    }
+                }
+            )*
+        };
+    }
+
+    #[allow(non_camel_case_types)]
+    #[derive(Clone, Copy, PartialEq, Eq, Debug)]
+    enum Tamper {
+        the_newest_events_cut_off,
+        an_audit_event_inserted_without_a_link,
+        the_chain_rehashed_without_the_key,
+        the_chain_truncated,
+    }
+
+    sealed_cases!(
+        the_newest_events_cut_off,
+        an_audit_event_inserted_without_a_link,
+        the_chain_rehashed_without_the_key,
+        the_chain_truncated,
+    );
+
+    /// Ten audited requests on a server whose chain is sealed with a key in a temp dir; the
+    /// tampering `how` behind the server's back; then `audit verify` must fail.
+    async fn run(backend: Backend, how: Tamper) {
+        let dir = tempfile::tempdir().expect("dir");
+        let key = dir.path().join("audit.key");
+        let seal = healporium::interaction::seal::Seal::open(&key).expect("seal");
+        let Some((s, url)) = start_with_test_principals_and(
+            backend,
+            AppOptions {
+                audit: true,
+                seal: Some(std::sync::Arc::new(seal)),
+                ..AppOptions::default()
+            },
+        )
+        .await
+        else {
+            return;
+        };
+        for i in 0..5 {
+            s.put_with(
+                &format!("Patient/p{i}"),
+                &json!({"resourceType": "Patient", "id": format!("p{i}")}),
+                &DOC,
+            )
+            .await
+            .expect(201);
+            s.get_with(&format!("Patient/p{i}"), &DOC).await.expect(200);
+        }
+        let ok = healporium::app::audit_verify(&url, &key)
+            .await
+            .expect("intact");
+        assert!(ok.contains("intact: 10 AuditEvents"), "{ok}");
+        // without the key a keyed chain cannot be vouched for
+        assert!(
+            healporium::app::audit_verify(&url, &no_key())
+                .await
+                .is_err()
+        );
+        let statements: Vec<String> = match how {
+            Tamper::the_newest_events_cut_off => {
+                let mut v = drop_triggers(backend);
+                v.push(
+                    "DELETE FROM resource_version WHERE resource_type = 'AuditEvent' AND id IN \
+                     (SELECT audit_id FROM audit_chain ORDER BY seq DESC LIMIT 3)"
+                        .into(),
+                );
+                v.push(
+                    "DELETE FROM resource WHERE resource_type = 'AuditEvent' AND id IN \
+                     (SELECT audit_id FROM audit_chain ORDER BY seq DESC LIMIT 3)"
+                        .into(),
+                );
+                v.push(
+                    "DELETE FROM audit_chain WHERE seq IN \
+                     (SELECT seq FROM audit_chain ORDER BY seq DESC LIMIT 3)"
+                        .into(),
+                );
+                v
+            }
+            Tamper::an_audit_event_inserted_without_a_link => {
+                let (bool_false, now) = ("0", "1700000000000");
+                vec![
+                    format!(
+                        "INSERT INTO resource_version (resource_type, id, version, last_updated, \
+                         method, deleted, body) VALUES ('AuditEvent', 'forged', 1, {now}, 'POST', \
+                         {f}, '{{\"resourceType\":\"AuditEvent\",\"id\":\"forged\"}}')",
+                        f = if backend == Backend::Sqlite {
+                            bool_false
+                        } else {
+                            "FALSE"
+                        }
+                    ),
+                    format!(
+                        "INSERT INTO resource (resource_type, id, version, deleted, last_updated) \
+                         VALUES ('AuditEvent', 'forged', 1, {f}, {now})",
+                        f = if backend == Backend::Sqlite {
+                            bool_false
+                        } else {
+                            "FALSE"
+                        }
+                    ),
+                ]
+            }
+            Tamper::the_chain_rehashed_without_the_key => {
+                // every link recomputed as plain SHA-256, as someone without the key can
+                let mut v = drop_triggers(backend);
+                v.extend(rehash(&url, backend).await);
+                v
+            }
+            Tamper::the_chain_truncated => {
+                if backend == Backend::Postgres {
+                    // the statement trigger refuses TRUNCATE…
+                    assert!(
+                        exec(&url, backend, &["TRUNCATE audit_chain".into()])
+                            .await
+                            .is_err()
+                    );
+                    // …so it takes dropping it first
+                    vec![
+                        "DROP TRIGGER audit_chain_no_truncate ON audit_chain".into(),
+                        "TRUNCATE audit_chain".into(),
+                    ]
+                } else {
+                    let mut v = drop_triggers(backend);
+                    v.push("DELETE FROM audit_chain".into());
+                    v
+                }
+            }
+        };
+        exec(&url, backend, &statements).await.expect("tamper");
+        let err = healporium::app::audit_verify(&url, &key)
+            .await
+            .expect_err(&format!("{how:?} must be caught"))
+            .to_string();
+        assert!(err.contains("broken"), "{err}");
+    }
+
+    fn drop_triggers(backend: Backend) -> Vec<String> {
+        match backend {
+            Backend::Sqlite => vec![
+                "DROP TRIGGER resource_version_immutable_delete".into(),
+                "DROP TRIGGER audit_chain_immutable_update".into(),
+                "DROP TRIGGER audit_chain_immutable_delete".into(),
+            ],
+            Backend::Postgres => vec![
+                "DROP TRIGGER resource_version_immutable ON resource_version".into(),
+                "DROP TRIGGER audit_chain_immutable ON audit_chain".into(),
+            ],
+        }
+    }
+
+    /// The UPDATEs that re-link the whole chain with unkeyed SHA-256.
+    async fn rehash(url: &str, backend: Backend) -> Vec<String> {
+        use sqlx::Row;
+        let rows: Vec<(i64, String, String)> = match backend {
+            Backend::Sqlite => {
+                use sqlx::Connection;
+                let mut c = sqlx::SqliteConnection::connect(url).await.expect("connect");
+                sqlx::query(
+                    "SELECT c.seq, c.audit_id, v.body FROM audit_chain c JOIN resource_version v \
+                     ON v.resource_type = 'AuditEvent' AND v.id = c.audit_id ORDER BY c.seq",
+                )
+                .fetch_all(&mut c)
+                .await
+                .expect("chain")
+                .iter()
+                .map(|r| (r.get(0), r.get(1), r.get(2)))
+                .collect()
+            }
+            Backend::Postgres => {
+                use sqlx::Connection;
+                let mut c = sqlx::PgConnection::connect(url).await.expect("connect");
+                sqlx::query(
+                    "SELECT c.seq, c.audit_id, v.body FROM audit_chain c JOIN resource_version v \
+                     ON v.resource_type = 'AuditEvent' AND v.id = c.audit_id ORDER BY c.seq",
+                )
+                .fetch_all(&mut c)
+                .await
+                .expect("chain")
+                .iter()
+                .map(|r| (r.get(0), r.get(1), r.get(2)))
+                .collect()
+            }
+        };
+        let mut prev = healporium::interaction::audit::GENESIS.to_string();
+        let mut out = Vec::new();
+        for (seq, _, body) in rows {
+            let hash = healporium::interaction::audit::chain_hash(&prev, &body);
+            out.push(format!(
+                "UPDATE audit_chain SET prev_hash = '{prev}', hash = '{hash}' WHERE seq = {seq}"
+            ));
+            prev = hash;
+        }
+        out
+    }
+
+    async fn exec(url: &str, backend: Backend, statements: &[String]) -> Result<(), String> {
+        use sqlx::Connection;
+        match backend {
+            Backend::Sqlite => {
+                let mut c = sqlx::SqliteConnection::connect(url)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                for st in statements {
+                    sqlx::query(sqlx::AssertSqlSafe(st.clone()))
+                        .execute(&mut c)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                }
+            }
+            Backend::Postgres => {
+                let mut c = sqlx::PgConnection::connect(url)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                for st in statements {
+                    sqlx::query(sqlx::AssertSqlSafe(st.clone()))
+                        .execute(&mut c)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 async fn start(backend: Backend) -> Option<(Server, String)> {
     start_with_test_principals_and(
         backend,
@@ -272,7 +604,9 @@ async fn the_hash_chain_detects_tampering(s: Server, url: String) {
         .expect(201);
         s.get_with(&format!("Patient/p{i}"), &DOC).await.expect(200);
     }
-    let ok = healporium::app::audit_verify(&url).await.expect("intact");
+    let ok = healporium::app::audit_verify(&url, &no_key())
+        .await
+        .expect("intact");
     assert!(ok.contains("intact: 10 AuditEvents"), "{ok}");
     if s.backend == Backend::Sqlite {
         let path = url.trim_start_matches("sqlite:").trim_start_matches("//");
@@ -321,7 +655,7 @@ async fn the_hash_chain_detects_tampering(s: Server, url: String) {
                 .unwrap();
         }
     }
-    let err = healporium::app::audit_verify(&url)
+    let err = healporium::app::audit_verify(&url, &no_key())
         .await
         .unwrap_err()
         .to_string();

@@ -64,6 +64,8 @@ pub struct AppOptions {
     /// What one request may ask of the server (the statement timeout is the store's:
     /// [`store::StoreOptions`]).
     pub limits: crate::fhir::limits::Limits,
+    /// The audit chain's key and signed head (none: unkeyed links, for tests and tools).
+    pub seal: Option<Arc<crate::interaction::seal::Seal>>,
 }
 
 impl Default for AppOptions {
@@ -80,6 +82,7 @@ impl Default for AppOptions {
             auth: AuthMode::Off,
             smart: SmartConfig::default(),
             limits: crate::fhir::limits::Limits::default(),
+            seal: None,
         }
     }
 }
@@ -106,6 +109,7 @@ pub fn router_with(
     ctx.audit = options.audit;
     ctx.prefix = options.prefix.clone();
     ctx.limits = options.limits;
+    ctx.seal = options.seal.clone();
     ctx.security = match smart {
         Some(_) => Security::Smart,
         None => Security::Off,
@@ -217,9 +221,13 @@ pub async fn reindex(
 }
 
 /// Runs `healporium audit verify`: Ok(summary) when the chain holds, Err when it is broken.
-pub async fn audit_verify(database_url: &str) -> anyhow::Result<String> {
+pub async fn audit_verify(
+    database_url: &str,
+    key_file: &std::path::Path,
+) -> anyhow::Result<String> {
     let store = store::open(database_url).await?;
-    match crate::interaction::audit::verify(store.as_ref())
+    let seal = crate::interaction::seal::Seal::read(key_file).map_err(|e| anyhow::anyhow!(e))?;
+    match crate::interaction::audit::verify(store.as_ref(), seal.as_ref())
         .await
         .map_err(|o| anyhow::anyhow!("cannot read the audit trail: {:?}", o.issues))?
     {
@@ -260,6 +268,10 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             ..SmartConfig::default()
         },
         limits: config.limits,
+        seal: Some(Arc::new(
+            crate::interaction::seal::Seal::open(&config.audit_key_file)
+                .map_err(|e| anyhow::anyhow!(e))?,
+        )),
     };
     let backend = store.backend();
     let smart = match config.auth {

@@ -52,7 +52,30 @@ pub enum Command {
 pub enum AuditCommand {
     /// Walk the AuditEvent hash chain and report the first record that was changed, removed
     /// or inserted (exit code 1), or how many records are intact.
-    Verify(DatabaseArgs),
+    Verify(AuditVerifyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AuditVerifyArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// The audit key the server seals the chain with (default: beside the SQLite file, or
+    /// ./healporium-audit.key for PostgreSQL).
+    #[arg(long, env = "HEALPORIUM_AUDIT_KEY_FILE")]
+    pub audit_key_file: Option<std::path::PathBuf>,
+}
+
+/// Where the audit key of `database_url` lives unless configured: `<file>.audit-key` beside
+/// a SQLite database, `healporium-audit.key` in the working directory for PostgreSQL.
+pub fn default_audit_key(database_url: &str) -> std::path::PathBuf {
+    match database_url.strip_prefix("sqlite:") {
+        Some(rest) => {
+            let path = rest.trim_start_matches("//");
+            let path = path.split('?').next().unwrap_or(path);
+            std::path::PathBuf::from(format!("{path}.audit-key"))
+        }
+        None => std::path::PathBuf::from("healporium-audit.key"),
+    }
 }
 
 #[derive(Debug, Args)]
@@ -290,6 +313,12 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub limits: LimitArgs,
+
+    /// The key the audit chain is sealed with, kept outside the database (created on first
+    /// start; default: beside the SQLite file, or ./healporium-audit.key for PostgreSQL).
+    /// Its signed head lives beside it (`<file>.head`).
+    #[arg(long, env = "HEALPORIUM_AUDIT_KEY_FILE")]
+    pub audit_key_file: Option<std::path::PathBuf>,
 }
 
 /// What one request may ask of the server (docs/security.md, *Limits*). Over a limit, the
@@ -445,6 +474,7 @@ pub struct Config {
     pub demo: bool,
     pub access_token_ttl_secs: i64,
     pub limits: Limits,
+    pub audit_key_file: std::path::PathBuf,
 }
 
 impl Config {
@@ -510,6 +540,10 @@ impl Config {
             demo: args.demo,
             access_token_ttl_secs: i64::try_from(args.access_token_ttl).unwrap_or(3600),
             limits,
+            audit_key_file: args
+                .audit_key_file
+                .clone()
+                .unwrap_or_else(|| default_audit_key(&args.database_url)),
         })
     }
 }

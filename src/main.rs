@@ -97,7 +97,13 @@ fn main() -> ExitCode {
                 Ok(r) => r,
                 Err(code) => return code,
             };
-            match runtime.block_on(healporium::app::audit_verify(&args.database_url)) {
+            let key = args.audit_key_file.clone().unwrap_or_else(|| {
+                healporium::config::default_audit_key(&args.database.database_url)
+            });
+            match runtime.block_on(healporium::app::audit_verify(
+                &args.database.database_url,
+                &key,
+            )) {
                 Ok(summary) => {
                     println!("{summary}");
                     ExitCode::SUCCESS

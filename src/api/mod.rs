@@ -87,11 +87,12 @@ pub fn router(state: ApiState) -> Router {
     let slash = Router::new()
         .route(&format!("{prefix}/"), get(system_search).post(bundle))
         .method_not_allowed_fallback(method_not_allowed)
-        .with_state(state);
+        .with_state(state.clone());
     Router::new()
         .nest(&prefix, api)
         .merge(slash)
         .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(state, audit_refusals))
 }
 
 /// An error on its way out as an OperationOutcome.
@@ -295,6 +296,62 @@ struct Call {
     query: Vec<(String, String)>,
     raw_query: Option<String>,
     format: Format,
+    /// Set once the request reaches the interaction layer (which audits it).
+    reached: Option<Reached>,
+}
+
+/// Whether a request reached the interaction layer, for [`audit_refusals`].
+#[derive(Clone, Default)]
+pub struct Reached(Arc<std::sync::atomic::AtomicBool>);
+
+/// Audits what the interaction layer never saw: a request refused at the edge (malformed
+/// JSON, 404 route, 405, 406, 413, 415, a bad If-Match…) records an AuditEvent of subtype
+/// `refused` with who, from where, the method and path (not the query) and the status. A
+/// refusal whose AuditEvent cannot be stored answers as that failure.
+pub async fn audit_refusals(
+    State(state): State<ApiState>,
+    mut req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if !state.ctx.audit {
+        return next.run(req).await;
+    }
+    let reached = Reached::default();
+    req.extensions_mut().insert(reached.clone());
+    let method = req.method().to_string();
+    let path: String = req.uri().path().chars().take(200).collect();
+    let principal = req.extensions().get::<crate::auth::Principal>().cloned();
+    let address = peer_address(req.headers(), req.extensions());
+    let response = next.run(req).await;
+    let status = response.status().as_u16();
+    if status >= 400 && !reached.0.load(std::sync::atomic::Ordering::Relaxed) {
+        let record = crate::interaction::audit::Record {
+            subtype: "refused".to_string(),
+            action: "E",
+            status,
+            description: Some(format!("{method} {path}")),
+            ..Default::default()
+        };
+        let who = crate::interaction::audit::Requester { principal, address };
+        let ev = crate::interaction::audit::event(&who, &record);
+        if let Err(o) = crate::interaction::audit::append(&state.ctx, ev).await {
+            return ApiError(o).into_response();
+        }
+    }
+    response
+}
+
+/// The peer's address: the first X-Forwarded-For hop behind a proxy, else the TCP peer.
+fn peer_address(headers: &HeaderMap, extensions: &axum::http::Extensions) -> Option<String> {
+    let forwarded = headers
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(',').next())
+        .map(|v| v.trim().chars().take(64).collect::<String>());
+    let peer = extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip().to_string());
+    forwarded.or(peer)
 }
 
 impl FromRequestParts<ApiState> for Call {
@@ -313,18 +370,9 @@ impl FromRequestParts<ApiState> for Call {
             )));
         }
         let format = negotiate(&parts.headers, &query)?;
-        let forwarded = parts
-            .headers
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(',').next())
-            .map(|v| v.trim().chars().take(64).collect::<String>());
-        let peer = parts
-            .extensions
-            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-            .map(|c| c.0.ip().to_string());
         Ok(Call {
-            source: forwarded.or(peer),
+            source: peer_address(&parts.headers, &parts.extensions),
+            reached: parts.extensions.get::<Reached>().cloned(),
             principal: parts.extensions.get::<crate::auth::Principal>().cloned(),
             headers: parts.headers.clone(),
             query,
@@ -390,6 +438,9 @@ impl Call {
             principal: self.principal.clone(),
             source: self.source.clone(),
         };
+        if let Some(r) = &self.reached {
+            r.0.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
         let response = interaction::handle(&state.ctx, request).await?;
         respond(response, self.format)
     }

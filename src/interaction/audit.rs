@@ -11,6 +11,7 @@
 //! the API.
 
 use super::Context;
+use super::seal::{self, Seal};
 use crate::auth::Principal;
 use crate::fhir::outcome::{ErrorKind, Outcome};
 use crate::fhir::resource::stamp;
@@ -121,6 +122,9 @@ pub fn event(who: &Requester, r: &Record) -> Value {
     }
     let subtype_system = if r.subtype == "operation" || r.subtype.starts_with('$') {
         "urn:healporium:operation"
+    } else if r.subtype == "refused" {
+        // a request refused before it was an interaction (malformed, 405, 406, 413, 415…)
+        "urn:healporium:request"
     } else {
         "http://hl7.org/fhir/restful-interaction"
     };
@@ -200,6 +204,7 @@ pub fn chain_hash(prev: &str, text: &str) -> String {
 pub async fn append_in(
     tx: &mut dyn Transaction,
     registry: &SearchParameters,
+    seal: Option<&Seal>,
     mut ev: Value,
 ) -> Result<(), Outcome> {
     let id = Id::generate();
@@ -215,7 +220,15 @@ pub async fn append_in(
         .last_audit_hash()
         .await?
         .unwrap_or_else(|| GENESIS.to_string());
-    let hash = chain_hash(&prev, &text);
+    // keyed with the server's audit key when there is one; the previous link is committed
+    // (it was read under the chain lock), so it is what the signed head records
+    let hash = match seal {
+        Some(seal) => {
+            seal.record_head(&prev);
+            seal.link(&prev, &text)
+        }
+        None => chain_hash(&prev, &text),
+    };
     tx.write(&NewVersion {
         resource_type: "AuditEvent".to_string(),
         id: id.to_string(),
@@ -238,7 +251,7 @@ pub async fn append(ctx: &Context, ev: Value) -> Result<(), Outcome> {
     loop {
         let result = async {
             let mut tx = ctx.store.begin().await?;
-            append_in(tx.as_mut(), &registry, ev.clone()).await?;
+            append_in(tx.as_mut(), &registry, ctx.seal.as_deref(), ev.clone()).await?;
             tx.commit().await?;
             Ok::<(), Outcome>(())
         }
@@ -260,15 +273,24 @@ pub enum Verified {
 }
 
 /// Walks the whole chain: each link's prev must be the previous hash, and each hash must be
-/// the hash of the stored AuditEvent's text.
-pub async fn verify(store: &dyn Store) -> Result<Verified, Outcome> {
+/// the hash of the stored AuditEvent's text — keyed with `seal`'s key for keyed links (an
+/// unkeyed link after a keyed one means the chain was re-hashed). With a seal, the signed
+/// head must be a link of the chain (else its end was cut off, or it was emptied); and every
+/// stored AuditEvent must have a link (else one was inserted beside the server).
+pub async fn verify(store: &dyn Store, seal: Option<&Seal>) -> Result<Verified, Outcome> {
+    let head = match seal.map(Seal::head).transpose() {
+        Ok(h) => h.flatten(),
+        Err(why) => return Ok(Verified::Broken(0, why)),
+    };
+    let mut head_seen = false;
+    let mut keyed_seen = false;
     let mut prev = GENESIS.to_string();
     let mut after = 0i64;
     let mut count = 0u64;
     loop {
         let links = store.audit_chain(after, 500).await?;
         if links.is_empty() {
-            return Ok(Verified::Intact(count));
+            break;
         }
         let keys: Vec<(String, String)> = links
             .iter()
@@ -290,17 +312,57 @@ pub async fn verify(store: &dyn Store) -> Result<Verified, Outcome> {
             let Some(text) = bodies.get(&id) else {
                 return Ok(Verified::Broken(seq, format!("AuditEvent/{id} is missing")));
             };
-            if chain_hash(&prev, text) != hash {
+            let expected = if hash.starts_with(seal::KEYED) {
+                keyed_seen = true;
+                match seal {
+                    Some(seal) => seal.link(&prev, text),
+                    None => {
+                        return Ok(Verified::Broken(
+                            seq,
+                            "the chain is keyed: verify it with the audit key (--audit-key-file)"
+                                .into(),
+                        ));
+                    }
+                }
+            } else if keyed_seen {
+                return Ok(Verified::Broken(
+                    seq,
+                    format!("AuditEvent/{id}: an unkeyed link after keyed ones (re-hashed)"),
+                ));
+            } else {
+                chain_hash(&prev, text)
+            };
+            if expected != hash {
                 return Ok(Verified::Broken(
                     seq,
                     format!("AuditEvent/{id} was changed after it was recorded"),
                 ));
             }
+            head_seen |= head.as_deref() == Some(hash.as_str());
             prev = hash;
             after = seq;
             count += 1;
         }
     }
+    if head.is_some() && !head_seen {
+        return Ok(Verified::Broken(
+            after,
+            "the chain ends before its signed head: records were cut off or the chain was \
+             emptied or re-hashed"
+                .into(),
+        ));
+    }
+    let stored = store.live_ids("AuditEvent").await?.len() as u64;
+    if stored > count {
+        return Ok(Verified::Broken(
+            after,
+            format!(
+                "{} AuditEvent(s) have no link in the chain (written beside the server)",
+                stored - count
+            ),
+        ));
+    }
+    Ok(Verified::Intact(count))
 }
 
 /// The resources of a response body — each entry resource of a Bundle, or the resource
@@ -398,7 +460,7 @@ pub async fn append_all(ctx: &Context, events: Vec<Value>) -> Result<(), Outcome
         let result = async {
             let mut tx = ctx.store.begin().await?;
             for ev in &events {
-                append_in(tx.as_mut(), &registry, ev.clone()).await?;
+                append_in(tx.as_mut(), &registry, ctx.seal.as_deref(), ev.clone()).await?;
             }
             tx.commit().await?;
             Ok::<(), Outcome>(())

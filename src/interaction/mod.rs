@@ -19,6 +19,7 @@ mod provenance;
 mod reach;
 mod read;
 pub mod registry;
+pub mod seal;
 pub mod search;
 pub mod session;
 mod update;
@@ -65,6 +66,8 @@ pub struct Context {
     pub prefix: String,
     /// What one request may ask of the server.
     pub limits: crate::fhir::limits::Limits,
+    /// The audit chain's key and signed head (none: unkeyed SHA-256 links).
+    pub seal: Option<Arc<seal::Seal>>,
 }
 
 impl Context {
@@ -83,6 +86,7 @@ impl Context {
             security: crate::auth::discovery::Security::Off,
             prefix: "/fhir".to_string(),
             limits: crate::fhir::limits::Limits::default(),
+            seal: None,
         }
     }
 }
@@ -478,7 +482,7 @@ pub(crate) async fn audit_in_session(
     let registry = s.registry.clone();
     for part in audit::split(record, &items, requester_patient(ctx)) {
         let ev = audit::event(&ctx.requester, &part);
-        audit::append_in(s.tx(), &registry, ev).await?;
+        audit::append_in(s.tx(), &registry, ctx.seal.as_deref(), ev).await?;
     }
     Ok(())
 }
