@@ -26,7 +26,55 @@ backends!(
     post_create_with_a_query_string_is_400_not_a_duplicate,
     put_and_delete_on_the_base_are_405_with_an_outcome,
     an_arbitrary_host_header_never_makes_links_or_locations,
+    an_unreferenced_contained_resource_is_dom_3,
+    a_reference_with_dot_segments_is_422,
 );
+
+async fn an_unreferenced_contained_resource_is_dom_3(s: Server) {
+    let r = s
+        .post(
+            "Patient",
+            &json!({"resourceType": "Patient",
+                "contained": [{"resourceType": "Organization", "id": "o", "name": "Nobody's"}]}),
+        )
+        .await
+        .expect(422);
+    assert_eq!(r.expressions(), vec!["Patient.contained[0]"]);
+    assert!(r.text.contains("dom-3"), "{}", r.text);
+    // referenced, it is fine
+    s.post(
+        "Patient",
+        &json!({"resourceType": "Patient",
+            "contained": [{"resourceType": "Organization", "id": "o", "name": "Mine"}],
+            "managingOrganization": {"reference": "#o"}}),
+    )
+    .await
+    .expect(201);
+}
+
+async fn a_reference_with_dot_segments_is_422(s: Server) {
+    let org = s
+        .create(&json!({"resourceType": "Organization", "name": "O"}))
+        .await;
+    for reference in [
+        format!("Organization/../Organization/{org}"),
+        format!("Organization/./{org}"),
+    ] {
+        let r = s
+            .post(
+                "Patient",
+                &json!({"resourceType": "Patient", "managingOrganization": {"reference": reference}}),
+            )
+            .await
+            .expect(422);
+        assert_eq!(
+            r.expressions(),
+            vec!["Patient.managingOrganization.reference"],
+            "{}",
+            r.text
+        );
+    }
+}
 
 /// Runs `f` on a server whose requests carry test principals, on both databases.
 macro_rules! principal_backends {

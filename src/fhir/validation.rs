@@ -145,6 +145,8 @@ impl Validator {
         issues: &mut Vec<Issue>,
         structural: &mut bool,
     ) {
+        unreferenced_contained(resource, expr, issues);
+        dot_segment_references(resource, expr, issues);
         match self.schema(resource_type) {
             Ok(schema) => {
                 for err in schema.iter_errors(resource) {
@@ -690,6 +692,80 @@ impl Walker<'_> {
                     self.error("code-invalid", "No coding from the required value set", at);
                 }
             }
+        }
+    }
+}
+
+/// References with `.` or `..` path segments (`Patient/../x`): never a FHIR reference, and
+/// a way to make one id mean another to a client that resolves paths.
+fn dot_segment_references(v: &Value, expr: &str, issues: &mut Vec<Issue>) {
+    match v {
+        Value::Object(o) => {
+            for (k, x) in o {
+                if k == "contained" {
+                    continue; // validated as resources of their own
+                }
+                let here = format!("{expr}.{k}");
+                if k == "reference"
+                    && let Value::String(r) = x
+                {
+                    let path = r.split(['?', '#']).next().unwrap_or("");
+                    if path.split('/').any(|seg| seg == "." || seg == "..") {
+                        issues.push(
+                            Issue::error(
+                                "invariant",
+                                "A reference must not have '.' or '..' path segments",
+                            )
+                            .at(here.clone()),
+                        );
+                    }
+                }
+                dot_segment_references(x, &here, issues);
+            }
+        }
+        Value::Array(a) => {
+            for (i, x) in a.iter().enumerate() {
+                dot_segment_references(x, &format!("{expr}[{i}]"), issues);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// dom-3: a contained resource is referred to from elsewhere in its container (`#id` as a
+/// reference, canonical or URI anywhere), or itself refers to the container (`#`).
+fn unreferenced_contained(resource: &Value, expr: &str, issues: &mut Vec<Issue>) {
+    let Some(contained) = resource.get("contained").and_then(Value::as_array) else {
+        return;
+    };
+    fn local_refs<'a>(v: &'a Value, out: &mut Vec<&'a str>) {
+        match v {
+            Value::String(s) if s.starts_with('#') => out.push(s),
+            Value::Array(a) => a.iter().for_each(|x| local_refs(x, out)),
+            Value::Object(o) => o.values().for_each(|x| local_refs(x, out)),
+            _ => {}
+        }
+    }
+    let mut refs = Vec::new();
+    local_refs(resource, &mut refs);
+    for (i, c) in contained.iter().enumerate() {
+        let Some(id) = c.get("id").and_then(Value::as_str) else {
+            continue;
+        };
+        let wanted = format!("#{id}");
+        let mut own = Vec::new();
+        local_refs(c, &mut own);
+        if !refs.contains(&wanted.as_str()) && !own.contains(&"#") {
+            issues.push(
+                Issue::error(
+                    "invariant",
+                    format!(
+                        "dom-3: the contained resource '{id}' is not referenced from the \
+                         resource (and does not refer to it)"
+                    ),
+                )
+                .at(format!("{expr}.contained[{i}]")),
+            );
         }
     }
 }
