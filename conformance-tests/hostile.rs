@@ -28,7 +28,17 @@ backends!(
     an_arbitrary_host_header_never_makes_links_or_locations,
     an_unreferenced_contained_resource_is_dom_3,
     a_reference_with_dot_segments_is_422,
+    a_40_kb_url_is_414_with_an_outcome,
 );
+
+async fn a_40_kb_url_is_414_with_an_outcome(s: Server) {
+    let r = s
+        .get(&format!("Patient?name={}", "x".repeat(40 * 1024)))
+        .await
+        .expect(414);
+    assert_eq!(r.json()["resourceType"], "OperationOutcome", "{}", r.text);
+    assert_eq!(r.json()["issue"][0]["code"], "too-long");
+}
 
 async fn an_unreferenced_contained_resource_is_dom_3(s: Server) {
     let r = s

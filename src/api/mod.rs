@@ -314,29 +314,69 @@ pub async fn audit_refusals(
     next: axum::middleware::Next,
 ) -> Response {
     if !state.ctx.audit {
+        if let Some(refused) = uri_too_long(&req) {
+            return refused;
+        }
         return next.run(req).await;
     }
     let reached = Reached::default();
     req.extensions_mut().insert(reached.clone());
-    let method = req.method().to_string();
-    let path: String = req.uri().path().chars().take(200).collect();
-    let principal = req.extensions().get::<crate::auth::Principal>().cloned();
-    let address = peer_address(req.headers(), req.extensions());
+    let description = format!(
+        "{} {}",
+        req.method(),
+        req.uri().path().chars().take(200).collect::<String>()
+    );
+    let who = crate::interaction::audit::Requester {
+        principal: req.extensions().get::<crate::auth::Principal>().cloned(),
+        address: peer_address(req.headers(), req.extensions()),
+    };
+    if let Some(refused) = uri_too_long(&req) {
+        return audit_refused(&state, description, who, refused).await;
+    }
     let response = next.run(req).await;
-    let status = response.status().as_u16();
-    if status >= 400 && !reached.0.load(std::sync::atomic::Ordering::Relaxed) {
-        let record = crate::interaction::audit::Record {
-            subtype: "refused".to_string(),
-            action: "E",
-            status,
-            description: Some(format!("{method} {path}")),
-            ..Default::default()
-        };
-        let who = crate::interaction::audit::Requester { principal, address };
-        let ev = crate::interaction::audit::event(&who, &record);
-        if let Err(o) = crate::interaction::audit::append(&state.ctx, ev).await {
-            return ApiError(o).into_response();
-        }
+    if response.status().as_u16() >= 400 && !reached.0.load(std::sync::atomic::Ordering::Relaxed) {
+        return audit_refused(&state, description, who, response).await;
+    }
+    response
+}
+
+/// URLs longer than this are refused with 414 and an OperationOutcome (the HTTP layer itself
+/// refuses those over 64 kB, with an empty 414 this server cannot dress).
+pub const MAX_URL_BYTES: usize = 32 * 1024;
+
+fn uri_too_long(req: &axum::extract::Request) -> Option<Response> {
+    let len = req.uri().path().len() + req.uri().query().map_or(0, str::len);
+    (len > MAX_URL_BYTES).then(|| {
+        let o = Outcome::with_issues(
+            ErrorKind::BadRequest,
+            vec![crate::fhir::outcome::Issue::error(
+                "too-long",
+                format!("The URL is longer than {MAX_URL_BYTES} bytes; POST [type]/_search takes long queries"),
+            )],
+        );
+        let mut r = ApiError(o).into_response();
+        *r.status_mut() = StatusCode::URI_TOO_LONG;
+        r
+    })
+}
+
+/// Records the refusal `response` of a request that never reached an interaction.
+async fn audit_refused(
+    state: &ApiState,
+    description: String,
+    who: crate::interaction::audit::Requester,
+    response: Response,
+) -> Response {
+    let record = crate::interaction::audit::Record {
+        subtype: "refused".to_string(),
+        action: "E",
+        status: response.status().as_u16(),
+        description: Some(description),
+        ..Default::default()
+    };
+    let ev = crate::interaction::audit::event(&who, &record);
+    if let Err(o) = crate::interaction::audit::append(&state.ctx, ev).await {
+        return ApiError(o).into_response();
     }
     response
 }
