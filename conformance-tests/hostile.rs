@@ -110,7 +110,45 @@ macro_rules! principal_backends {
     };
 }
 
-principal_backends!(a_token_without_create_rights_gets_403_before_422);
+principal_backends!(
+    a_token_without_create_rights_gets_403_before_422,
+    a_next_link_followed_by_another_principal_hides_the_first_query,
+);
+
+async fn a_next_link_followed_by_another_principal_hides_the_first_query(s: Server) {
+    for _ in 0..3 {
+        s.create(&json!({"resourceType": "Patient", "name": [{"family": "Secretname"}]}))
+            .await;
+    }
+    // the first principal (the server itself here) searches by a name
+    let page = s
+        .get("Patient?family=Secretname&_count=1")
+        .await
+        .expect(200)
+        .json();
+    let next = page["link"]
+        .as_array()
+        .and_then(|l| l.iter().find(|l| l["relation"] == "next"))
+        .and_then(|l| l["url"].as_str())
+        .expect("a next link")
+        .to_string();
+    let path = next
+        .split_once("/fhir")
+        .map(|(_, rest)| rest.to_string())
+        .expect("relative");
+    let h = [("x-test-scope", "user/*.rs")];
+    let other = s.get_with(&path, &h).await.expect(200).json();
+    let self_link = other["link"][0]["url"].as_str().unwrap_or_default();
+    assert!(!self_link.contains("Secretname"), "{self_link}");
+    // its own pages keep the query
+    let own = s.get(&path).await.expect(200).json();
+    assert!(
+        own["link"][0]["url"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("Secretname")
+    );
+}
 
 async fn a_token_without_create_rights_gets_403_before_422(s: Server) {
     let h = [("x-test-scope", "patient/*.rs"), ("x-test-patient", "A")];

@@ -64,6 +64,10 @@ struct CursorState {
     /// principal reuse it instead of counting again; another principal counts its own).
     #[serde(default)]
     total: Option<(u64, String)>,
+    /// Who ran the first page: another principal following its links does not see its
+    /// query in the self link.
+    #[serde(default)]
+    creator: Option<String>,
 }
 
 pub async fn search(
@@ -92,6 +96,7 @@ pub async fn search(
             backwards: false,
             first: None,
             total: None,
+            creator: None,
         },
     };
     run(ctx, base, state, paging).await
@@ -269,8 +274,11 @@ async fn run(
     } else {
         None
     };
+    let creator = state.creator.clone().unwrap_or_else(|| who.clone());
+    let foreign = creator != who;
     let state = CursorState {
         total: total.map(|t| (t, who.clone())),
+        creator: Some(creator),
         ..state
     };
     let mut hits: Vec<Hit> = Vec::new();
@@ -309,7 +317,13 @@ async fn run(
     };
     let scope_url = scope_url(base, &state.scope);
     let page_url = |id: &str| format!("{base}?_page={id}");
-    let mut links = vec![json!({"relation": "self", "url": self_url(&scope_url, &q, &state)})];
+    // a page of someone else's search: its query is theirs
+    let self_link = if foreign {
+        scope_url.clone()
+    } else {
+        self_url(&scope_url, &q, &state)
+    };
+    let mut links = vec![json!({"relation": "self", "url": self_link})];
     let counting = counting || !paging; // no paging links without cursors
     if !counting {
         links.push(json!({"relation": "first", "url": page_url(&first_id)}));
