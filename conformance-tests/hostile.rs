@@ -556,6 +556,70 @@ mod timeouts {
         a_search_past_the_statement_timeout_is_cancelled(Backend::Postgres).await;
     }
 
+    /// A search blocked on a lock (a statement that would run for as long as the lock is
+    /// held) whose client goes away is cancelled by PostgreSQL within seconds: the server
+    /// closes its connection instead of returning it to the pool.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres_a_search_whose_client_left_is_cancelled() {
+        use sqlx::Connection;
+        let Some((url, dir, schema)) = crate::common::fresh_database(Backend::Postgres).await
+        else {
+            return;
+        };
+        let store = healporium::store::open(&url).await.expect("store");
+        let s = crate::common::serve(
+            Backend::Postgres,
+            store,
+            &AppOptions::default(),
+            dir,
+            schema,
+        )
+        .await;
+        s.create(&json!({"resourceType": "Patient", "name": [{"family": "Locked"}]}))
+            .await;
+        let mut locker = sqlx::PgConnection::connect(&url).await.expect("connect");
+        sqlx::query("BEGIN")
+            .execute(&mut locker)
+            .await
+            .expect("begin");
+        sqlx::query("LOCK TABLE search_string IN ACCESS EXCLUSIVE MODE")
+            .execute(&mut locker)
+            .await
+            .expect("lock");
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_millis(500))
+            .build()
+            .expect("client");
+        let gone = client.get(s.url("Patient?family=locked")).send().await;
+        assert!(gone.is_err(), "the search waits on the lock");
+        let mut observer = sqlx::PgConnection::connect(&url).await.expect("connect");
+        let mut left = i64::MAX;
+        for _ in 0..50 {
+            left = sqlx::query_scalar::<_, i64>(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
+                 AND wait_event_type = 'Lock' AND wait_event = 'relation' \
+                 AND pid <> pg_backend_pid()",
+            )
+            .fetch_one(&mut observer)
+            .await
+            .expect("activity");
+            if left == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        sqlx::query("ROLLBACK")
+            .execute(&mut locker)
+            .await
+            .expect("rollback");
+        assert_eq!(
+            left, 0,
+            "the abandoned search still waits on the lock after 5 s"
+        );
+        // and the server goes on
+        s.get("Patient?family=locked").await.expect(200);
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn sqlite_sixteen_hostile_searches_do_not_delay_a_read() {
         sixteen_hostile_searches_do_not_delay_a_read(Backend::Sqlite).await;

@@ -191,7 +191,8 @@ pub async fn start_pair(
     Some((first, second))
 }
 
-async fn serve(
+/// Serves `store` on a new port (`dir`/`pg_schema`: what to clean up with the server).
+pub async fn serve(
     backend: Backend,
     store: std::sync::Arc<dyn healporium::store::Store>,
     options: &AppOptions,
