@@ -657,3 +657,122 @@ async fn an_arbitrary_host_header_never_makes_links_or_locations(s: Server) {
     let r = s.get("Patient?_count=1").await.expect(200);
     assert!(r.text.contains(&s.base), "{}", r.text);
 }
+
+mod bodies {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite_every_body_route_answers_413_415_and_400_with_an_outcome() {
+        super::every_body_route(crate::common::Backend::Sqlite).await;
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres_every_body_route_answers_413_415_and_400_with_an_outcome() {
+        super::every_body_route(crate::common::Backend::Postgres).await;
+    }
+}
+
+/// Every FHIR route that takes a body, with an oversized body (413), a wrong media type
+/// (415) and a malformed body (400): each answer is an OperationOutcome.
+async fn every_body_route(backend: Backend) {
+    let options = AppOptions {
+        max_body_bytes: 2048,
+        ..AppOptions::default()
+    };
+    let Some((s, _)) = crate::common::start_tuned(backend, options, StoreOptions::default()).await
+    else {
+        return;
+    };
+    let id = s.create(&json!({"resourceType": "Patient"})).await;
+    let routes: Vec<(Method, String, &str)> = vec![
+        (Method::POST, String::new(), "application/fhir+json"),
+        (
+            Method::POST,
+            "_search".into(),
+            "application/x-www-form-urlencoded",
+        ),
+        (Method::POST, "Patient".into(), "application/fhir+json"),
+        (
+            Method::PUT,
+            "Patient?identifier=x".into(),
+            "application/fhir+json",
+        ),
+        (
+            Method::PATCH,
+            "Patient?identifier=x".into(),
+            "application/json-patch+json",
+        ),
+        (
+            Method::POST,
+            "Patient/_search".into(),
+            "application/x-www-form-urlencoded",
+        ),
+        (
+            Method::POST,
+            "Patient/$validate".into(),
+            "application/fhir+json",
+        ),
+        (
+            Method::PUT,
+            format!("Patient/{id}"),
+            "application/fhir+json",
+        ),
+        (
+            Method::PATCH,
+            format!("Patient/{id}"),
+            "application/json-patch+json",
+        ),
+        (
+            Method::POST,
+            format!("Patient/{id}/$validate"),
+            "application/fhir+json",
+        ),
+        (
+            Method::POST,
+            format!("Patient/{id}/$meta-add"),
+            "application/fhir+json",
+        ),
+        (
+            Method::POST,
+            format!("Patient/{id}/_history/1/$meta-add"),
+            "application/fhir+json",
+        ),
+    ];
+    let is_outcome = |r: &crate::common::Reply| {
+        serde_json::from_str::<Value>(&r.text)
+            .is_ok_and(|v| v["resourceType"] == "OperationOutcome")
+    };
+    for (method, path, ct) in routes {
+        let big = format!(
+            "{{\"resourceType\":\"Patient\",\"text\":\"{}\"}}",
+            "x".repeat(4096)
+        );
+        let r = s
+            .send(method.clone(), &path, &[("content-type", ct)], Some(big))
+            .await;
+        assert_eq!(r.status.as_u16(), 413, "{method} {path}: {}", r.text);
+        assert!(is_outcome(&r), "{method} {path} 413: {}", r.text);
+        let r = s
+            .send(
+                method.clone(),
+                &path,
+                &[("content-type", "text/plain")],
+                Some("{}".into()),
+            )
+            .await;
+        assert_eq!(r.status.as_u16(), 415, "{method} {path}: {}", r.text);
+        assert!(is_outcome(&r), "{method} {path} 415: {}", r.text);
+        let r = s
+            .send(
+                method.clone(),
+                &path,
+                &[("content-type", ct)],
+                Some("{\"resourceType\":".into()),
+            )
+            .await;
+        assert!(
+            matches!(r.status.as_u16(), 400 | 422),
+            "{method} {path}: {} {}",
+            r.status,
+            r.text
+        );
+        assert!(is_outcome(&r), "{method} {path} malformed: {}", r.text);
+    }
+}

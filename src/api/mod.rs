@@ -864,7 +864,7 @@ async fn type_search_post(
     State(state): State<ApiState>,
     FhirPath(resource_type): FhirPath<String>,
     call: Call,
-    body: Bytes,
+    FhirBody(body): FhirBody,
 ) -> ApiResult {
     let pairs = call.form_pairs(&body)?;
     call.search(&state, SearchScope::Type(resource_type), pairs)
@@ -877,7 +877,11 @@ async fn system_search(State(state): State<ApiState>, call: Call) -> ApiResult {
     call.search(&state, SearchScope::System, pairs).await
 }
 
-async fn system_search_post(State(state): State<ApiState>, call: Call, body: Bytes) -> ApiResult {
+async fn system_search_post(
+    State(state): State<ApiState>,
+    call: Call,
+    FhirBody(body): FhirBody,
+) -> ApiResult {
     let pairs = call.form_pairs(&body)?;
     call.search(&state, SearchScope::System, pairs).await
 }
