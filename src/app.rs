@@ -1,5 +1,8 @@
-//! Wiring: opens the store, builds the router with its tower layers, and serves it until
+//! Wiring: opens the store, builds the router with its tower layers, registers the job
+//! kinds, and runs the HTTP listener and the job workers under one [`supervisor`] until
 //! Ctrl-C or SIGTERM.
+
+pub mod supervisor;
 
 use crate::api::smart::SmartState;
 use crate::api::{self, ApiState};
@@ -250,9 +253,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         },
     )
     .await?;
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let mut supervisor = supervisor::Supervisor::new(Duration::from_millis(config.jobs.drain_ms));
+    let listener = supervisor.bind("HTTP", config.listen).await?;
     let options = AppOptions {
         base_url: config.base_url.clone(),
         trusted_hosts: config.trusted_hosts.clone(),
@@ -294,6 +296,24 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         let text = crate::demo::seed(&ctx, store.auth().as_ref(), &config).await?;
         println!("{text}");
     }
+    if config.jobs.worker.concurrency > 0 {
+        let ctx = Context {
+            page_ttl_ms: options.search_page_ttl_ms,
+            ..Context::new(store.clone())
+        };
+        let registry = job_kinds(&ctx, &config.jobs)?;
+        let worker = crate::jobs::Worker::new(
+            store.clone(),
+            registry,
+            Arc::new(crate::jobs::SystemClock),
+            config.jobs.worker.clone(),
+        );
+        let shutdown = supervisor.shutdown();
+        supervisor.spawn("job worker", async move {
+            worker.run(shutdown).await;
+            Ok(())
+        });
+    }
     let app = router_with(store, &options, smart);
     tracing::info!(
         address = %config.listen,
@@ -303,20 +323,203 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         config.listen,
         config.prefix
     );
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown_signal())
-    .await
-    .context("server error")?;
+    let shutdown = supervisor.shutdown();
+    supervisor.spawn("HTTP listener", async move {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .with_graceful_shutdown(supervisor::stopped(shutdown))
+        .await
+        .context("server error")
+    });
+    supervisor.run().await?;
     tracing::info!("Healporium stopped");
     Ok(())
 }
 
+/// The job kinds of a node: the built-in probe, and the periodic clean-up of what expires
+/// (paging cursors, authorization requests and codes, launches, token and assertion ids,
+/// break-glass grants; finished jobs after a week, daily at 03:00 in the configured zone).
+pub fn job_kinds(ctx: &Context, jobs: &crate::config::JobConfig) -> anyhow::Result<crate::jobs::Registry> {
+    use crate::jobs::{FnHandler, JobError, Schedule};
+    let mut registry = crate::jobs::Registry::new();
+    let cleanup_ctx = ctx.clone();
+    registry.register(
+        CLEANUP,
+        3,
+        FnHandler(move |_job| {
+            let ctx = cleanup_ctx.clone();
+            async move {
+                let now = crate::smart::now_ms();
+                let cursors = crate::interaction::search::purge_cursors(&ctx, now)
+                    .await
+                    .map_err(|_| JobError::Retry("cannot purge search cursors".into()))?;
+                let auth = ctx
+                    .store
+                    .auth()
+                    .purge_expired(now)
+                    .await
+                    .map_err(|e| JobError::Retry(format!("cannot purge expired grants: {e}")))?;
+                tracing::debug!(cursors, auth, "expired rows purged");
+                Ok(())
+            }
+        }),
+    );
+    let purge_store = ctx.store.clone();
+    registry.register(
+        JOB_PURGE,
+        3,
+        FnHandler(move |_job| {
+            let store = purge_store.clone();
+            async move {
+                let week_ago = crate::smart::now_ms() - 7 * 24 * 3_600_000;
+                store
+                    .jobs()
+                    .purge(week_ago)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| JobError::Retry(format!("cannot purge finished jobs: {e}")))
+            }
+        }),
+    );
+    registry.every(
+        CLEANUP,
+        Schedule::every(jobs.cleanup_every_secs),
+        serde_json::json!({}),
+    );
+    registry.every(
+        JOB_PURGE,
+        Schedule::daily("03:00", &jobs.time_zone).map_err(anyhow::Error::msg)?,
+        serde_json::json!({}),
+    );
+    Ok(registry)
+}
+
+/// The periodic clean-up of expired rows.
+pub const CLEANUP: &str = "cleanup";
+/// The daily purge of finished jobs.
+pub const JOB_PURGE: &str = "job-purge";
+
 /// Opens the store of an admin command (migrating it like `serve` would).
 async fn admin_store(database_url: &str) -> anyhow::Result<Arc<dyn Store>> {
     store::open(database_url).await
+}
+
+/// Runs `healporium jobs …`: the operator's view of the queue.
+pub async fn jobs_command(command: crate::config::JobsCommand) -> anyhow::Result<String> {
+    use crate::config::JobsCommand;
+    use crate::store::JobState;
+    let fmt_time = |ms: i64| crate::fhir::types::Instant::from_millis(ms).to_fhir();
+    match command {
+        JobsCommand::List(args) => {
+            let state = match args.state.as_deref() {
+                None => None,
+                Some(s) => Some(JobState::parse(s).ok_or_else(|| {
+                    anyhow::anyhow!("--state: one of queued, running, done, dead, cancelled")
+                })?),
+            };
+            let store = admin_store(&args.database.database_url).await?;
+            let rows = store
+                .jobs()
+                .list(state, args.kind.as_deref(), args.limit)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot list jobs: {e}"))?;
+            let mut out = format!(
+                "{:<36}  {:<14}  {:<9}  {:>8}  {:<24}  last error",
+                "id", "kind", "state", "attempts", "run at"
+            );
+            for r in &rows {
+                out.push_str(&format!(
+                    "\n{:<36}  {:<14}  {:<9}  {:>8}  {:<24}  {}",
+                    r.id,
+                    r.kind,
+                    r.state,
+                    format!("{}/{}", r.attempts, r.max_attempts),
+                    fmt_time(r.run_at),
+                    r.last_error.as_deref().unwrap_or("")
+                ));
+            }
+            out.push_str(&format!("\n({} job(s))", rows.len()));
+            Ok(out)
+        }
+        JobsCommand::Show(args) => {
+            let store = admin_store(&args.database.database_url).await?;
+            let (job, attempts) = store
+                .jobs()
+                .get(&args.id)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot read the job: {e}"))?
+                .ok_or_else(|| anyhow::anyhow!("no job {}", args.id))?;
+            let mut out = format!(
+                "id: {}\nkind: {}\nkey: {}\nstate: {}\nattempts: {}/{}\nrun at: {}\nleased by: {}\nlast error: {}\ncreated: {}\nupdated: {}\npayload: {}",
+                job.id,
+                job.kind,
+                job.key.as_deref().unwrap_or("-"),
+                job.state,
+                job.attempts,
+                job.max_attempts,
+                fmt_time(job.run_at),
+                job.leased_by.as_deref().unwrap_or("-"),
+                job.last_error.as_deref().unwrap_or("-"),
+                fmt_time(job.created),
+                fmt_time(job.updated),
+                job.payload
+            );
+            for a in attempts {
+                out.push_str(&format!(
+                    "\nattempt {} on {}: started {}, {}{}",
+                    a.attempt,
+                    a.node,
+                    fmt_time(a.started),
+                    a.outcome.as_deref().unwrap_or("running"),
+                    a.error.map(|e| format!(": {e}")).unwrap_or_default()
+                ));
+            }
+            Ok(out)
+        }
+        JobsCommand::Retry(args) => {
+            let store = admin_store(&args.database.database_url).await?;
+            let now = crate::smart::now_ms();
+            if store
+                .jobs()
+                .retry(&args.id, now)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot retry the job: {e}"))?
+            {
+                Ok(format!("job {} queued again", args.id))
+            } else {
+                anyhow::bail!("job {} is not dead or cancelled (or does not exist)", args.id)
+            }
+        }
+        JobsCommand::Cancel(args) => {
+            let store = admin_store(&args.database.database_url).await?;
+            let now = crate::smart::now_ms();
+            if store
+                .jobs()
+                .cancel(&args.id, now)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot cancel the job: {e}"))?
+            {
+                Ok(format!("job {} cancelled", args.id))
+            } else {
+                anyhow::bail!("job {} is not queued or running (or does not exist)", args.id)
+            }
+        }
+        JobsCommand::Stats(args) => {
+            let store = admin_store(&args.database.database_url).await?;
+            let counts = store
+                .jobs()
+                .counts()
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot count jobs: {e}"))?;
+            let mut out = format!("{:<14}  {:<9}  {:>8}", "kind", "state", "jobs");
+            for (kind, state, n) in counts {
+                out.push_str(&format!("\n{kind:<14}  {state:<9}  {n:>8}"));
+            }
+            Ok(out)
+        }
+    }
 }
 
 /// Runs `healporium user add`: registers an account (password hashed with argon2).
@@ -366,25 +569,4 @@ pub async fn key_rotate(database_url: &str, token_ttl_secs: i64) -> anyhow::Resu
     Ok(format!(
         "new signing key {kid}; older keys stay in the JWKS until their tokens expire          ({pruned} expired key(s) removed)"
     ))
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = terminate => {},
-    }
 }

@@ -46,6 +46,124 @@ pub enum Command {
     /// Manage the token signing keys.
     #[command(subcommand)]
     Key(KeyCommand),
+    /// Inspect and steer the background job queue.
+    #[command(subcommand)]
+    Jobs(JobsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum JobsCommand {
+    /// Jobs, newest first, with their state, attempts and last error.
+    List(JobsListArgs),
+    /// One job with its payload and every attempt.
+    Show(JobIdArgs),
+    /// Queue a dead or cancelled job again, with fresh attempts.
+    Retry(JobIdArgs),
+    /// Cancel a queued or running job.
+    Cancel(JobIdArgs),
+    /// How many jobs there are per kind and state.
+    Stats(JobsStatsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct JobsListArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// Only jobs in this state (queued, running, done, dead, cancelled).
+    #[arg(long)]
+    pub state: Option<String>,
+    /// Only jobs of this kind.
+    #[arg(long)]
+    pub kind: Option<String>,
+    #[arg(long, default_value_t = 50)]
+    pub limit: u32,
+}
+
+#[derive(Debug, Args)]
+pub struct JobIdArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// The job's id (from `jobs list`).
+    pub id: String,
+}
+
+#[derive(Debug, Args)]
+pub struct JobsStatsArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+}
+
+/// How this node runs background jobs and stops.
+#[derive(Debug, Args)]
+pub struct JobArgs {
+    /// Job attempts this node runs at once (0: this node runs no jobs).
+    #[arg(long, env = "HEALPORIUM_JOB_WORKERS", default_value_t = 4)]
+    pub job_workers: usize,
+    /// How often idle workers look for due jobs, in milliseconds.
+    #[arg(long, env = "HEALPORIUM_JOB_POLL_MS", default_value_t = 1000)]
+    pub job_poll_ms: u64,
+    /// How long a claimed job stays this node's without a heartbeat, in seconds; a job of a
+    /// node that died is taken over after it.
+    #[arg(long, env = "HEALPORIUM_JOB_LEASE", default_value_t = 60)]
+    pub job_lease: u64,
+    /// This node's name in job leases (default: a random one per start).
+    #[arg(long, env = "HEALPORIUM_NODE_ID")]
+    pub node_id: Option<String>,
+    /// On SIGTERM/SIGINT: how long requests and running jobs may take to finish, in seconds.
+    #[arg(long, env = "HEALPORIUM_DRAIN_TIMEOUT", default_value_t = 10)]
+    pub drain_timeout: u64,
+    /// How often expired search cursors, codes, launches and token ids are purged, in seconds.
+    #[arg(long, env = "HEALPORIUM_CLEANUP_EVERY", default_value_t = 300)]
+    pub cleanup_every: u32,
+    /// The time zone of daily jobs (an IANA name such as Europe/Berlin).
+    #[arg(long, env = "HEALPORIUM_TIME_ZONE", default_value = "UTC")]
+    pub time_zone: String,
+}
+
+/// The validated job settings of `serve`.
+#[derive(Debug, Clone)]
+pub struct JobConfig {
+    pub worker: crate::jobs::WorkerOptions,
+    pub cleanup_every_secs: u32,
+    pub time_zone: String,
+    pub drain_ms: u64,
+}
+
+impl JobArgs {
+    fn config(&self) -> Result<JobConfig, String> {
+        if self.job_lease < 2 || self.job_lease > 24 * 3600 {
+            return Err("--job-lease: between 2 seconds and 24 hours".to_string());
+        }
+        if self.job_poll_ms < 10 || self.job_poll_ms > 600_000 {
+            return Err("--job-poll-ms: between 10 ms and 10 minutes".to_string());
+        }
+        if self.drain_timeout > 3600 {
+            return Err("--drain-timeout: at most an hour".to_string());
+        }
+        if self.cleanup_every == 0 {
+            return Err("--cleanup-every: at least one second".to_string());
+        }
+        crate::jobs::schedule::zone_named(&self.time_zone).map_err(|e| format!("--time-zone: {e}"))?;
+        let mut worker = crate::jobs::WorkerOptions {
+            concurrency: self.job_workers,
+            poll_ms: self.job_poll_ms,
+            lease_ms: i64::try_from(self.job_lease).unwrap_or(60) * 1000,
+            drain_ms: self.drain_timeout * 1000,
+            ..Default::default()
+        };
+        if let Some(node) = &self.node_id {
+            if node.is_empty() || node.len() > 100 {
+                return Err("--node-id: 1 to 100 characters".to_string());
+            }
+            worker.node = node.clone();
+        }
+        Ok(JobConfig {
+            worker,
+            cleanup_every_secs: self.cleanup_every,
+            time_zone: self.time_zone.clone(),
+            drain_ms: self.drain_timeout * 1000,
+        })
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -314,6 +432,9 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub limits: LimitArgs,
 
+    #[command(flatten)]
+    pub jobs: JobArgs,
+
     /// The key the audit chain is sealed with, kept outside the database (created on first
     /// start; default: beside the SQLite file, or ./healporium-audit.key for PostgreSQL).
     /// Its signed head lives beside it (`<file>.head`).
@@ -475,6 +596,8 @@ pub struct Config {
     pub access_token_ttl_secs: i64,
     pub limits: Limits,
     pub audit_key_file: std::path::PathBuf,
+    /// Background jobs and stopping.
+    pub jobs: JobConfig,
 }
 
 impl Config {
@@ -511,6 +634,7 @@ impl Config {
             return Err("--access-token-ttl: between 10 seconds and 24 hours".to_string());
         }
         let limits = args.limits.limits(args.max_body_bytes)?;
+        let jobs = args.jobs.config()?;
         if tracing_subscriber::EnvFilter::try_new(&args.log).is_err() {
             return Err(format!("--log: '{}' is not a valid log filter", args.log));
         }
@@ -544,6 +668,7 @@ impl Config {
                 .audit_key_file
                 .clone()
                 .unwrap_or_else(|| default_audit_key(&args.database_url)),
+            jobs,
         })
     }
 }

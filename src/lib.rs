@@ -7,7 +7,8 @@
 //!   [`auth`]: pure access decisions (principals, SMART scopes, compartments).
 //! - L2 [`store`]: the only SQL — SQLite and PostgreSQL behind one trait.
 //! - L3 [`interaction`]: FHIR REST semantics without HTTP types; [`smart`]: the SMART App
-//!   Launch authorization server (clients, users, codes, tokens, keys).
+//!   Launch authorization server (clients, users, codes, tokens, keys); [`jobs`]: durable
+//!   background jobs (the outbox, workers, periodic schedules).
 //! - L4 [`api`]: the axum edge — routes, extractors, the ErrorKind → HTTP table in use.
 //! - [`app`] wires it together ([`demo`] seeds `serve --demo`); [`config`] and [`telemetry`]
 //!   serve `main`.
@@ -20,6 +21,7 @@ pub mod demo;
 pub mod fhir;
 pub mod fhirpath;
 pub mod interaction;
+pub mod jobs;
 pub mod search;
 pub mod smart;
 pub mod store;

@@ -114,6 +114,7 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Jobs(command) => admin(healporium::app::jobs_command(command)),
         Command::Reindex(args) => {
             let base = args
                 .base_url

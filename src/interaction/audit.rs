@@ -217,6 +217,7 @@ pub async fn append_in(
     index.links.clear();
     tx.lock_key(CHAIN_LOCK).await?;
     let prev = tx
+        .audit()
         .last_audit_hash()
         .await?
         .unwrap_or_else(|| GENESIS.to_string());
@@ -240,7 +241,7 @@ pub async fn append_in(
         index,
     })
     .await?;
-    tx.append_audit(id.as_str(), &prev, &hash).await?;
+    tx.audit().append_audit(id.as_str(), &prev, &hash).await?;
     Ok(())
 }
 

@@ -128,15 +128,17 @@ async fn save_cursor(ctx: &Context, state: &CursorState) -> Result<String, Outco
     let payload = serde_json::to_string(state)
         .map_err(|_| Outcome::internal("A paging cursor cannot be written"))?;
     let now = Instant::now().millis();
-    ctx.store
-        .save_cursor(
-            &id,
-            now,
-            &payload,
-            now - CURSOR_PURGE_MS.max(ctx.page_ttl_ms),
-        )
-        .await?;
+    ctx.store.save_cursor(&id, now, &payload).await?;
     Ok(id)
+}
+
+/// Deletes the paging cursors no link can use any more (the clean-up job): those older than
+/// the cursor lifetime, and at least a day old (an "expired" answer beats "unknown").
+pub async fn purge_cursors(ctx: &Context, now: i64) -> Result<u64, Outcome> {
+    Ok(ctx
+        .store
+        .purge_cursors(now - CURSOR_PURGE_MS.max(ctx.page_ttl_ms))
+        .await?)
 }
 
 /// The types and extra filters a scope implies.

@@ -260,7 +260,6 @@ impl Smart {
                 &crypto::digest(&id),
                 &json,
                 now + self.config.request_ttl_secs * 1000,
-                now,
             )
             .await
             .map_err(SmartError::from)?;
@@ -447,7 +446,6 @@ impl Smart {
                 &crypto::digest(&code),
                 &json,
                 now + self.config.code_ttl_secs * 1000,
-                now,
             )
             .await
             .map_err(SmartError::from)?;
@@ -507,7 +505,6 @@ impl Smart {
                     client_id: Some(client_id.to_string()),
                     expires: now + self.config.launch_ttl_secs * 1000,
                 },
-                now,
             )
             .await?;
         Ok(id)

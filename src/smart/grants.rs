@@ -327,7 +327,6 @@ impl Smart {
                     &json,
                     &family,
                     refresh_expires.unwrap_or(now + ttl * 1000),
-                    now,
                 )
                 .await?;
             out["refresh_token"] = json!(refresh);

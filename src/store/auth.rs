@@ -107,13 +107,12 @@ pub trait AuthStore: Send + Sync + 'static {
     /// Deletes keys retired before `before`; how many went.
     async fn prune_signing_keys(&self, before: i64) -> StoreResult<u64>;
 
-    /// Stores a pending authorization request, dropping expired ones.
+    /// Stores a pending authorization request.
     async fn insert_request(
         &self,
         id: &str,
         params: &str,
         expires: i64,
-        now: i64,
     ) -> StoreResult<()>;
     /// An unexpired pending request.
     async fn request(&self, id: &str, now: i64) -> StoreResult<Option<RequestRow>>;
@@ -122,8 +121,8 @@ pub trait AuthStore: Send + Sync + 'static {
     /// Removes a pending request, returning it when it was unexpired.
     async fn take_request(&self, id: &str, now: i64) -> StoreResult<Option<RequestRow>>;
 
-    /// Stores an authorization code (by hash), dropping expired ones.
-    async fn insert_code(&self, hash: &str, grant: &str, expires: i64, now: i64)
+    /// Stores an authorization code (by hash).
+    async fn insert_code(&self, hash: &str, grant: &str, expires: i64)
     -> StoreResult<()>;
     /// Marks an unused, unexpired code used and returns its grant; None otherwise.
     async fn redeem_code(&self, hash: &str, now: i64) -> StoreResult<Option<String>>;
@@ -135,7 +134,6 @@ pub trait AuthStore: Send + Sync + 'static {
         grant: &str,
         family: &str,
         expires: i64,
-        now: i64,
     ) -> StoreResult<()>;
     /// Revokes every refresh token of one family.
     async fn revoke_refresh_family(&self, family: &str) -> StoreResult<()>;
@@ -144,7 +142,7 @@ pub trait AuthStore: Send + Sync + 'static {
     async fn revoke_refresh_token(&self, hash: &str) -> StoreResult<bool>;
 
     /// Records a revoked access token id until it expires.
-    async fn revoke_token_id(&self, jti: &str, expires: i64, now: i64) -> StoreResult<()>;
+    async fn revoke_token_id(&self, jti: &str, expires: i64) -> StoreResult<()>;
     async fn is_token_id_revoked(&self, jti: &str) -> StoreResult<bool>;
 
     /// Records a client-assertion id; false when the client used it already (a replay).
@@ -156,12 +154,15 @@ pub trait AuthStore: Send + Sync + 'static {
         now: i64,
     ) -> StoreResult<bool>;
 
-    async fn insert_launch(&self, launch: &LaunchRow, now: i64) -> StoreResult<()>;
+    async fn insert_launch(&self, launch: &LaunchRow) -> StoreResult<()>;
     /// Removes a launch context, returning it when it was unexpired (launches are single use).
     async fn take_launch(&self, id: &str, now: i64) -> StoreResult<Option<LaunchRow>>;
 
-    /// Stores a break-glass grant, dropping expired ones.
-    async fn insert_access_grant(&self, grant: &AccessGrantRow, now: i64) -> StoreResult<()>;
+    /// Stores a break-glass grant.
+    async fn insert_access_grant(&self, grant: &AccessGrantRow) -> StoreResult<()>;
+    /// Deletes expired requests, codes, refresh tokens, revoked token ids, assertion ids,
+    /// launches and break-glass grants (the clean-up job); how many rows went.
+    async fn purge_expired(&self, now: i64) -> StoreResult<u64>;
     /// The patients `username` holds an unexpired break-glass grant for.
     async fn access_grants(&self, username: &str, now: i64) -> StoreResult<Vec<String>>;
 
@@ -253,6 +254,17 @@ fn launch_row(t: LaunchTuple) -> LaunchRow {
         expires: t.5,
     }
 }
+
+/// What the clean-up job deletes: rows past their expiry.
+const PURGE_EXPIRED: [&str; 7] = [
+    "DELETE FROM auth_request WHERE expires < $1",
+    "DELETE FROM auth_code WHERE expires < $1",
+    "DELETE FROM auth_refresh_token WHERE expires < $1",
+    "DELETE FROM auth_revoked_token WHERE expires < $1",
+    "DELETE FROM auth_assertion_jti WHERE expires < $1",
+    "DELETE FROM auth_launch WHERE expires < $1",
+    "DELETE FROM auth_access_grant WHERE expires < $1",
+];
 
 macro_rules! auth_store_impl {
     ($db:ty) => {
@@ -392,13 +404,7 @@ macro_rules! auth_store_impl {
                 id: &str,
                 params: &str,
                 expires: i64,
-                now: i64,
             ) -> StoreResult<()> {
-                sqlx::query::<$db>("DELETE FROM auth_request WHERE expires < $1")
-                    .bind(now)
-                    .execute(&self.write)
-                    .await
-                    .map_err(map_err)?;
                 sqlx::query::<$db>(
                     "INSERT INTO auth_request (id, params, username, expires) \
                      VALUES ($1, $2, NULL, $3)",
@@ -461,13 +467,7 @@ macro_rules! auth_store_impl {
                 hash: &str,
                 grant: &str,
                 expires: i64,
-                now: i64,
             ) -> StoreResult<()> {
-                sqlx::query::<$db>("DELETE FROM auth_code WHERE expires < $1")
-                    .bind(now)
-                    .execute(&self.write)
-                    .await
-                    .map_err(map_err)?;
                 sqlx::query::<$db>(
                     "INSERT INTO auth_code (code_hash, grant_json, expires, used) \
                      VALUES ($1, $2, $3, FALSE)",
@@ -501,13 +501,7 @@ macro_rules! auth_store_impl {
                 grant: &str,
                 family: &str,
                 expires: i64,
-                now: i64,
             ) -> StoreResult<()> {
-                sqlx::query::<$db>("DELETE FROM auth_refresh_token WHERE expires < $1")
-                    .bind(now)
-                    .execute(&self.write)
-                    .await
-                    .map_err(map_err)?;
                 sqlx::query::<$db>(
                     "INSERT INTO auth_refresh_token (token_hash, client_id, grant_json, \
                      expires, revoked, family) VALUES ($1, $2, $3, $4, FALSE, $5)",
@@ -565,12 +559,7 @@ macro_rules! auth_store_impl {
                 .map_err(map_err)
             }
 
-            async fn revoke_token_id(&self, jti: &str, expires: i64, now: i64) -> StoreResult<()> {
-                sqlx::query::<$db>("DELETE FROM auth_revoked_token WHERE expires < $1")
-                    .bind(now)
-                    .execute(&self.write)
-                    .await
-                    .map_err(map_err)?;
+            async fn revoke_token_id(&self, jti: &str, expires: i64) -> StoreResult<()> {
                 sqlx::query::<$db>(
                     "INSERT INTO auth_revoked_token (jti, expires) VALUES ($1, $2) \
                      ON CONFLICT (jti) DO NOTHING",
@@ -600,30 +589,22 @@ macro_rules! auth_store_impl {
                 expires: i64,
                 now: i64,
             ) -> StoreResult<bool> {
-                sqlx::query::<$db>("DELETE FROM auth_assertion_jti WHERE expires < $1")
-                    .bind(now)
-                    .execute(&self.write)
-                    .await
-                    .map_err(map_err)?;
                 sqlx::query::<$db>(
                     "INSERT INTO auth_assertion_jti (client_id, jti, expires) VALUES ($1, $2, $3) \
-                     ON CONFLICT (client_id, jti) DO NOTHING",
+                     ON CONFLICT (client_id, jti) DO UPDATE SET expires = excluded.expires \
+                     WHERE auth_assertion_jti.expires < $4",
                 )
                 .bind(client_id)
                 .bind(jti)
                 .bind(expires)
+                .bind(now)
                 .execute(&self.write)
                 .await
                 .map(|r| r.rows_affected() == 1)
                 .map_err(map_err)
             }
 
-            async fn insert_launch(&self, l: &LaunchRow, now: i64) -> StoreResult<()> {
-                sqlx::query::<$db>("DELETE FROM auth_launch WHERE expires < $1")
-                    .bind(now)
-                    .execute(&self.write)
-                    .await
-                    .map_err(map_err)?;
+            async fn insert_launch(&self, l: &LaunchRow) -> StoreResult<()> {
                 sqlx::query::<$db>(
                     "INSERT INTO auth_launch (id, patient, encounter, created_by, client_id, \
                      expires) VALUES ($1, $2, $3, $4, $5, $6)",
@@ -652,12 +633,7 @@ macro_rules! auth_store_impl {
                 Ok(row.map(launch_row).filter(|l| l.expires > now))
             }
 
-            async fn insert_access_grant(&self, g: &AccessGrantRow, now: i64) -> StoreResult<()> {
-                sqlx::query::<$db>("DELETE FROM auth_access_grant WHERE expires < $1")
-                    .bind(now)
-                    .execute(&self.write)
-                    .await
-                    .map_err(map_err)?;
+            async fn insert_access_grant(&self, g: &AccessGrantRow) -> StoreResult<()> {
                 sqlx::query::<$db>(
                     "INSERT INTO auth_access_grant (id, username, patient, reason, created, \
                      expires) VALUES ($1, $2, $3, $4, $5, $6)",
@@ -733,6 +709,19 @@ macro_rules! auth_store_impl {
                 .await
                 .map_err(map_err)?;
                 Ok(n.unwrap_or(i64::MAX))
+            }
+
+            async fn purge_expired(&self, now: i64) -> StoreResult<u64> {
+                let mut n = 0;
+                for sql in PURGE_EXPIRED {
+                    n += sqlx::query::<$db>(sql)
+                        .bind(now)
+                        .execute(&self.write)
+                        .await
+                        .map_err(map_err)?
+                        .rows_affected();
+                }
+                Ok(n)
             }
 
             async fn access_grants(&self, username: &str, now: i64) -> StoreResult<Vec<String>> {

@@ -9,10 +9,12 @@
 
 pub mod auth;
 mod heavy;
+pub mod jobs;
 mod postgres;
 mod search;
 mod sql;
 mod sqlite;
+mod tx;
 
 use crate::fhir::outcome::{ErrorKind, Outcome};
 use crate::fhir::types::{Instant, VersionId};
@@ -22,6 +24,8 @@ use async_trait::async_trait;
 use std::sync::Arc;
 
 pub use auth::AuthStore;
+pub use jobs::{AttemptRow, Claimed, JobRow, JobState, JobStore, JobTx, NewJob};
+pub use tx::{AuditTx, ParamTx};
 pub use postgres::PostgresStore;
 pub use search::{
     Anchor, DRIVER_CAP, Form, Hit, KeyValue, ORDERED_MIN, SearchSpec, choose_forms, choose_plan,
@@ -174,6 +178,17 @@ pub trait Store: Send + Sync + 'static {
     fn backend(&self) -> &'static str;
     /// The authorization server's tables in the same database.
     fn auth(&self) -> Arc<dyn AuthStore>;
+    /// The job queue in the same database.
+    fn jobs(&self) -> Arc<dyn JobStore>;
+    /// Notified when a transaction that enqueued a job has committed on this node (workers
+    /// wake at once instead of at their next poll).
+    fn job_signal(&self) -> Arc<tokio::sync::Notify>;
+    /// The change feed: committed resource versions after position `after`, in commit order,
+    /// as (position, version). A reader that has seen position n never later finds a version
+    /// at a lower position.
+    async fn changes(&self, after: i64, limit: u32) -> StoreResult<Vec<(i64, StoredVersion)>>;
+    /// Deletes paging cursors created before `before`.
+    async fn purge_cursors(&self, before: i64) -> StoreResult<u64>;
     async fn begin(&self) -> StoreResult<Box<dyn Transaction>>;
     /// The current version (possibly a delete), or None if the resource never existed.
     async fn read(&self, resource_type: &str, id: &str) -> StoreResult<Option<StoredVersion>>;
@@ -223,14 +238,8 @@ pub trait Store: Send + Sync + 'static {
         param: Option<&str>,
         limit: usize,
     ) -> StoreResult<Vec<(String, String)>>;
-    /// Stores a paging cursor, dropping cursors created before `purge_before`.
-    async fn save_cursor(
-        &self,
-        id: &str,
-        created: i64,
-        payload: &str,
-        purge_before: i64,
-    ) -> StoreResult<()>;
+    /// Stores a paging cursor (expired ones are purged by the clean-up job).
+    async fn save_cursor(&self, id: &str, created: i64, payload: &str) -> StoreResult<()>;
     /// The AuditEvent hash chain from `after_seq` on, in order: (seq, audit id, prev, hash).
     async fn audit_chain(
         &self,
@@ -294,17 +303,6 @@ pub trait Transaction: Send {
     async fn savepoint(&mut self, name: &str) -> StoreResult<()>;
     async fn rollback_to_savepoint(&mut self, name: &str) -> StoreResult<()>;
     async fn release_savepoint(&mut self, name: &str) -> StoreResult<()>;
-    /// The hash of the last AuditEvent in the chain (callers lock the key `audit-chain` first).
-    async fn last_audit_hash(&mut self) -> StoreResult<Option<String>>;
-    /// Appends an AuditEvent to the hash chain.
-    async fn append_audit(
-        &mut self,
-        audit_id: &str,
-        prev_hash: &str,
-        hash: &str,
-    ) -> StoreResult<()>;
-    /// Sets a custom parameter's index state inside this transaction.
-    async fn set_param_state(&mut self, base: &str, code: &str, status: &str) -> StoreResult<()>;
     /// Replaces a resource's rows of the parameters `params` (exact codes) with `rows`
     /// (reindexing).
     async fn replace_index_rows(
@@ -316,6 +314,12 @@ pub trait Transaction: Send {
     ) -> StoreResult<()>;
     /// Writes a version; fails with Conflict when `previous` is no longer current.
     async fn write(&mut self, version: &NewVersion) -> StoreResult<()>;
+    /// The audit chain, in this transaction.
+    fn audit(&mut self) -> &mut dyn AuditTx;
+    /// Custom parameters' index state, in this transaction.
+    fn params(&mut self) -> &mut dyn ParamTx;
+    /// The job outbox: jobs enqueued here exist if and only if this transaction commits.
+    fn jobs(&mut self) -> &mut dyn JobTx;
     async fn commit(self: Box<Self>) -> StoreResult<()>;
 }
 

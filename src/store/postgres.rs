@@ -8,10 +8,10 @@ use super::search::{
     revinclude_query, sort_walk, walk_sorted,
 };
 use super::sql::{
-    self, SELECT_CURRENT, SELECT_VERSION, fetch_version, read_history, write_version,
+    self, SELECT_CURRENT, SELECT_VERSION, fetch_version, read_history,
 };
 use super::{
-    HistoryPage, HistoryQuery, HistoryScope, NewVersion, Store, StoreResult, StoredVersion,
+    HistoryPage, HistoryQuery, HistoryScope, Store, StoreResult, StoredVersion,
     Transaction, map_err,
 };
 use crate::fhir::types::VersionId;
@@ -28,6 +28,7 @@ pub struct PostgresStore {
     heavy: Heavy,
     /// The database collates text bytewise (C/POSIX): ids sort by the primary key as is.
     c_ids: bool,
+    wake: std::sync::Arc<tokio::sync::Notify>,
 }
 
 /// Pooled connections per node; half of them may run searches at once ([`Heavy`]).
@@ -75,6 +76,7 @@ impl PostgresStore {
             pool,
             heavy: Heavy::new(CONNECTIONS, opts.statement_timeout_ms),
             c_ids,
+            wake: Default::default(),
         })
     }
 }
@@ -92,9 +94,40 @@ impl Store for PostgresStore {
         })
     }
 
+    fn jobs(&self) -> std::sync::Arc<dyn super::JobStore> {
+        std::sync::Arc::new(super::jobs::JobSql {
+            read: self.pool.clone(),
+            write: self.pool.clone(),
+            claim_lock: "FOR UPDATE SKIP LOCKED",
+        })
+    }
+
+    fn job_signal(&self) -> std::sync::Arc<tokio::sync::Notify> {
+        self.wake.clone()
+    }
+
+    async fn changes(&self, after: i64, limit: u32) -> StoreResult<Vec<(i64, StoredVersion)>> {
+        let rows = sqlx::query(sql::CHANGES_POSTGRES)
+            .bind(after)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(map_err)?;
+        rows.iter().map(sql::version_from_row).collect()
+    }
+
+    async fn purge_cursors(&self, before: i64) -> StoreResult<u64> {
+        sqlx::query("DELETE FROM search_cursor WHERE created < $1")
+            .bind(before)
+            .execute(&self.pool)
+            .await
+            .map(|r| r.rows_affected())
+            .map_err(map_err)
+    }
+
     async fn begin(&self) -> StoreResult<Box<dyn Transaction>> {
         let tx = self.pool.begin().await.map_err(map_err)?;
-        Ok(Box::new(PgTx { tx }))
+        Ok(Box::new(super::tx::SqlTx::new(tx, self.wake.clone())))
     }
 
     async fn read(&self, resource_type: &str, id: &str) -> StoreResult<Option<StoredVersion>> {
@@ -288,18 +321,7 @@ impl Store for PostgresStore {
         Ok(out)
     }
 
-    async fn save_cursor(
-        &self,
-        id: &str,
-        created: i64,
-        payload: &str,
-        purge_before: i64,
-    ) -> StoreResult<()> {
-        sqlx::query("DELETE FROM search_cursor WHERE created < $1")
-            .bind(purge_before)
-            .execute(&self.pool)
-            .await
-            .map_err(map_err)?;
+    async fn save_cursor(&self, id: &str, created: i64, payload: &str) -> StoreResult<()> {
         sqlx::query("INSERT INTO search_cursor (id, created, payload) VALUES ($1, $2, $3)")
             .bind(id)
             .bind(created)
@@ -355,143 +377,6 @@ impl Store for PostgresStore {
     }
 }
 
-struct PgTx {
-    tx: sqlx::Transaction<'static, Postgres>,
-}
-
-impl PgTx {
-    async fn advisory_lock(&mut self, key: &str) -> StoreResult<()> {
-        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
-            .bind(key)
-            .execute(&mut *self.tx)
-            .await
-            .map(|_| ())
-            .map_err(map_err)
-    }
-}
-
-#[async_trait]
-impl Transaction for PgTx {
-    async fn lock_resource(&mut self, resource_type: &str, id: &str) -> StoreResult<()> {
-        self.advisory_lock(&format!("resource:{resource_type}/{id}"))
-            .await
-    }
-
-    async fn lock_key(&mut self, key: &str) -> StoreResult<()> {
-        self.advisory_lock(&format!("key:{key}")).await
-    }
-
-    async fn current(
-        &mut self,
-        resource_type: &str,
-        id: &str,
-    ) -> StoreResult<Option<StoredVersion>> {
-        fetch_version::<Postgres>(&mut self.tx, SELECT_CURRENT, resource_type, id, None).await
-    }
-
-    async fn find(
-        &mut self,
-        resource_type: &str,
-        filters: &[Filter],
-        limit: u32,
-    ) -> StoreResult<Vec<String>> {
-        Compiler::new(true, true)
-            .ids::<Postgres>(resource_type, filters, limit)
-            .build_query_scalar()
-            .fetch_all(&mut *self.tx)
-            .await
-            .map_err(map_err)
-    }
-
-    async fn version(
-        &mut self,
-        resource_type: &str,
-        id: &str,
-        version: VersionId,
-    ) -> StoreResult<Option<StoredVersion>> {
-        fetch_version::<Postgres>(
-            &mut self.tx,
-            SELECT_VERSION,
-            resource_type,
-            id,
-            Some(version),
-        )
-        .await
-    }
-
-    async fn referrers(
-        &mut self,
-        target_type: &str,
-        target_id: &str,
-        limit: u32,
-    ) -> StoreResult<Vec<(String, String)>> {
-        sql::referrers::<Postgres>(&mut self.tx, target_type, target_id, limit).await
-    }
-
-    async fn live_among(
-        &mut self,
-        keys: &[(String, String)],
-    ) -> StoreResult<Vec<(String, String)>> {
-        sql::live_among::<Postgres>(&mut self.tx, keys).await
-    }
-
-    async fn savepoint(&mut self, name: &str) -> StoreResult<()> {
-        sql::savepoint::<Postgres>(&mut self.tx, "SAVEPOINT", name).await
-    }
-
-    async fn rollback_to_savepoint(&mut self, name: &str) -> StoreResult<()> {
-        sql::savepoint::<Postgres>(&mut self.tx, "ROLLBACK TO SAVEPOINT", name).await
-    }
-
-    async fn release_savepoint(&mut self, name: &str) -> StoreResult<()> {
-        sql::savepoint::<Postgres>(&mut self.tx, "RELEASE SAVEPOINT", name).await
-    }
-
-    async fn last_audit_hash(&mut self) -> StoreResult<Option<String>> {
-        sqlx::query_scalar("SELECT hash FROM audit_chain ORDER BY seq DESC LIMIT 1")
-            .fetch_optional(&mut *self.tx)
-            .await
-            .map_err(map_err)
-    }
-
-    async fn append_audit(
-        &mut self,
-        audit_id: &str,
-        prev_hash: &str,
-        hash: &str,
-    ) -> StoreResult<()> {
-        sqlx::query("INSERT INTO audit_chain (audit_id, prev_hash, hash) VALUES ($1, $2, $3)")
-            .bind(audit_id)
-            .bind(prev_hash)
-            .bind(hash)
-            .execute(&mut *self.tx)
-            .await
-            .map_err(map_err)?;
-        Ok(())
-    }
-
-    async fn set_param_state(&mut self, base: &str, code: &str, status: &str) -> StoreResult<()> {
-        sql::set_param_state::<Postgres>(&mut self.tx, base, code, status).await
-    }
-
-    async fn replace_index_rows(
-        &mut self,
-        resource_type: &str,
-        id: &str,
-        params: &[String],
-        rows: &crate::search::index::IndexRows,
-    ) -> StoreResult<()> {
-        sql::replace_index_rows::<Postgres>(&mut self.tx, resource_type, id, params, rows).await
-    }
-
-    async fn write(&mut self, v: &NewVersion) -> StoreResult<()> {
-        write_version::<Postgres>(&mut self.tx, v).await
-    }
-
-    async fn commit(self: Box<Self>) -> StoreResult<()> {
-        self.tx.commit().await.map_err(map_err)
-    }
-}
 
 /// A transaction for an ordered page or a sort walk, which are only cheap if never sorted
 /// whole: PostgreSQL 15 would sort the whole join from its (low) row estimate of a prefix

@@ -13,6 +13,17 @@ use sqlx::{ColumnIndex, Database, Decode, Encode, QueryBuilder, Row, Type};
 pub(super) const VERSION_COLUMNS: &str =
     "v.seq, v.resource_type, v.id, v.version, v.last_updated, v.method, v.deleted, v.body";
 
+/// The change feed on SQLite: versions are numbered inside the single writer's transaction,
+/// so their sequence numbers are in commit order already.
+pub(super) const CHANGES_SQLITE: &str = "SELECT v.seq, v.resource_type, v.id, v.version, \
+     v.last_updated, v.method, v.deleted, v.body FROM resource_version v WHERE v.seq > $1 \
+     ORDER BY v.seq LIMIT $2";
+
+/// The change feed on PostgreSQL: positions assigned at commit (see store/tx.rs).
+pub(super) const CHANGES_POSTGRES: &str = "SELECT f.pos, v.resource_type, v.id, v.version, \
+     v.last_updated, v.method, v.deleted, v.body FROM change_feed f JOIN resource_version v \
+     ON v.seq = f.seq WHERE f.pos > $1 ORDER BY f.pos LIMIT $2";
+
 pub(super) const SELECT_CURRENT: &str = "SELECT v.seq, v.resource_type, v.id, v.version, \
      v.last_updated, v.method, v.deleted, v.body FROM resource r JOIN resource_version v \
      ON v.resource_type = r.resource_type AND v.id = r.id AND v.version = r.version \
@@ -24,7 +35,7 @@ pub(super) const SELECT_VERSION: &str = "SELECT v.seq, v.resource_type, v.id, v.
 
 pub(super) const INSERT_VERSION: &str = "INSERT INTO resource_version \
      (resource_type, id, version, last_updated, method, deleted, body) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7)";
+     VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING seq";
 
 pub(super) const INSERT_CURRENT: &str = "INSERT INTO resource \
      (resource_type, id, version, deleted, last_updated) VALUES ($1, $2, $3, $4, $5)";
@@ -201,8 +212,9 @@ pub(super) const UPDATE_CURRENT_RETURNING: &str = "UPDATE resource SET version =
      last_updated = $5 WHERE resource_type = $1 AND id = $2 AND version = $6 RETURNING version";
 
 /// Writes a version, moves the current pointer (checking the expected previous version) and
-/// replaces the resource's index rows — on the caller's transaction connection.
-pub(super) async fn write_version<DB>(conn: &mut DB::Connection, v: &NewVersion) -> StoreResult<()>
+/// replaces the resource's index rows — on the caller's transaction connection. Returns the
+/// version's sequence number.
+pub(super) async fn write_version<DB>(conn: &mut DB::Connection, v: &NewVersion) -> StoreResult<i64>
 where
     DB: Database,
     for<'e> &'e mut DB::Connection: sqlx::Executor<'e, Database = DB>,
@@ -220,7 +232,7 @@ where
     for<'q> Option<f64>: Encode<'q, DB> + Type<DB>,
 {
     let deleted = v.body.is_none();
-    sqlx::query::<DB>(INSERT_VERSION)
+    let seq: i64 = sqlx::query_scalar::<DB, i64>(INSERT_VERSION)
         .bind(v.resource_type.as_str())
         .bind(v.id.as_str())
         .bind(v.version)
@@ -228,7 +240,7 @@ where
         .bind(v.method.as_str())
         .bind(deleted)
         .bind(v.body.as_deref())
-        .execute(&mut *conn)
+        .fetch_one(&mut *conn)
         .await
         .map_err(map_err)?;
     match v.previous {
@@ -263,9 +275,10 @@ where
         delete_index_rows::<DB>(conn, &v.resource_type, &v.id, INDEX_TABLES).await?;
     }
     if deleted {
-        return Ok(());
+        return Ok(seq);
     }
-    insert_index_rows::<DB>(conn, &v.resource_type, &v.id, &v.index, true).await
+    insert_index_rows::<DB>(conn, &v.resource_type, &v.id, &v.index, true).await?;
+    Ok(seq)
 }
 
 /// Every table holding index rows of a resource.

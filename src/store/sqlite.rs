@@ -10,10 +10,10 @@ use super::search::{
     sort_walk, walk_sorted,
 };
 use super::sql::{
-    self, SELECT_CURRENT, SELECT_VERSION, fetch_version, read_history, write_version,
+    self, SELECT_CURRENT, SELECT_VERSION, fetch_version, read_history,
 };
 use super::{
-    HistoryPage, HistoryQuery, HistoryScope, NewVersion, Store, StoreResult, StoredVersion,
+    HistoryPage, HistoryQuery, HistoryScope, Store, StoreResult, StoredVersion,
     Transaction, map_err,
 };
 use crate::fhir::types::VersionId;
@@ -30,6 +30,7 @@ pub struct SqliteStore {
     read: SqlitePool,
     write: SqlitePool,
     heavy: Heavy,
+    wake: std::sync::Arc<tokio::sync::Notify>,
 }
 
 /// Read connections; half of them may run searches at once ([`Heavy`]).
@@ -62,6 +63,7 @@ impl SqliteStore {
             read,
             write,
             heavy: Heavy::new(READERS, opts.statement_timeout_ms),
+            wake: Default::default(),
         })
     }
 
@@ -97,13 +99,44 @@ impl Store for SqliteStore {
         })
     }
 
+    fn jobs(&self) -> std::sync::Arc<dyn super::JobStore> {
+        std::sync::Arc::new(super::jobs::JobSql {
+            read: self.read.clone(),
+            write: self.write.clone(),
+            claim_lock: "",
+        })
+    }
+
+    fn job_signal(&self) -> std::sync::Arc<tokio::sync::Notify> {
+        self.wake.clone()
+    }
+
+    async fn changes(&self, after: i64, limit: u32) -> StoreResult<Vec<(i64, StoredVersion)>> {
+        let rows = sqlx::query(sql::CHANGES_SQLITE)
+            .bind(after)
+            .bind(i64::from(limit))
+            .fetch_all(&self.read)
+            .await
+            .map_err(map_err)?;
+        rows.iter().map(sql::version_from_row).collect()
+    }
+
+    async fn purge_cursors(&self, before: i64) -> StoreResult<u64> {
+        sqlx::query("DELETE FROM search_cursor WHERE created < $1")
+            .bind(before)
+            .execute(&self.write)
+            .await
+            .map(|r| r.rows_affected())
+            .map_err(map_err)
+    }
+
     async fn begin(&self) -> StoreResult<Box<dyn Transaction>> {
         let tx = self
             .write
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(map_err)?;
-        Ok(Box::new(SqliteTx { tx }))
+        Ok(Box::new(super::tx::SqlTx::new(tx, self.wake.clone())))
     }
 
     async fn read(&self, resource_type: &str, id: &str) -> StoreResult<Option<StoredVersion>> {
@@ -278,18 +311,7 @@ impl Store for SqliteStore {
         Ok(out)
     }
 
-    async fn save_cursor(
-        &self,
-        id: &str,
-        created: i64,
-        payload: &str,
-        purge_before: i64,
-    ) -> StoreResult<()> {
-        sqlx::query("DELETE FROM search_cursor WHERE created < $1")
-            .bind(purge_before)
-            .execute(&self.write)
-            .await
-            .map_err(map_err)?;
+    async fn save_cursor(&self, id: &str, created: i64, payload: &str) -> StoreResult<()> {
         sqlx::query("INSERT INTO search_cursor (id, created, payload) VALUES ($1, $2, $3)")
             .bind(id)
             .bind(created)
@@ -345,128 +367,3 @@ impl Store for SqliteStore {
     }
 }
 
-struct SqliteTx {
-    tx: sqlx::Transaction<'static, Sqlite>,
-}
-
-#[async_trait]
-impl Transaction for SqliteTx {
-    async fn lock_resource(&mut self, _resource_type: &str, _id: &str) -> StoreResult<()> {
-        Ok(()) // BEGIN IMMEDIATE already holds the database write lock
-    }
-
-    async fn lock_key(&mut self, _key: &str) -> StoreResult<()> {
-        Ok(())
-    }
-
-    async fn current(
-        &mut self,
-        resource_type: &str,
-        id: &str,
-    ) -> StoreResult<Option<StoredVersion>> {
-        fetch_version::<Sqlite>(&mut self.tx, SELECT_CURRENT, resource_type, id, None).await
-    }
-
-    async fn find(
-        &mut self,
-        resource_type: &str,
-        filters: &[Filter],
-        limit: u32,
-    ) -> StoreResult<Vec<String>> {
-        Compiler::new(false, true)
-            .ids::<Sqlite>(resource_type, filters, limit)
-            .build_query_scalar()
-            .fetch_all(&mut *self.tx)
-            .await
-            .map_err(map_err)
-    }
-
-    async fn version(
-        &mut self,
-        resource_type: &str,
-        id: &str,
-        version: VersionId,
-    ) -> StoreResult<Option<StoredVersion>> {
-        fetch_version::<Sqlite>(
-            &mut self.tx,
-            SELECT_VERSION,
-            resource_type,
-            id,
-            Some(version),
-        )
-        .await
-    }
-
-    async fn referrers(
-        &mut self,
-        target_type: &str,
-        target_id: &str,
-        limit: u32,
-    ) -> StoreResult<Vec<(String, String)>> {
-        sql::referrers::<Sqlite>(&mut self.tx, target_type, target_id, limit).await
-    }
-
-    async fn live_among(
-        &mut self,
-        keys: &[(String, String)],
-    ) -> StoreResult<Vec<(String, String)>> {
-        sql::live_among::<Sqlite>(&mut self.tx, keys).await
-    }
-
-    async fn savepoint(&mut self, name: &str) -> StoreResult<()> {
-        sql::savepoint::<Sqlite>(&mut self.tx, "SAVEPOINT", name).await
-    }
-
-    async fn rollback_to_savepoint(&mut self, name: &str) -> StoreResult<()> {
-        sql::savepoint::<Sqlite>(&mut self.tx, "ROLLBACK TO SAVEPOINT", name).await
-    }
-
-    async fn release_savepoint(&mut self, name: &str) -> StoreResult<()> {
-        sql::savepoint::<Sqlite>(&mut self.tx, "RELEASE SAVEPOINT", name).await
-    }
-
-    async fn last_audit_hash(&mut self) -> StoreResult<Option<String>> {
-        sqlx::query_scalar("SELECT hash FROM audit_chain ORDER BY seq DESC LIMIT 1")
-            .fetch_optional(&mut *self.tx)
-            .await
-            .map_err(map_err)
-    }
-
-    async fn append_audit(
-        &mut self,
-        audit_id: &str,
-        prev_hash: &str,
-        hash: &str,
-    ) -> StoreResult<()> {
-        sqlx::query("INSERT INTO audit_chain (audit_id, prev_hash, hash) VALUES ($1, $2, $3)")
-            .bind(audit_id)
-            .bind(prev_hash)
-            .bind(hash)
-            .execute(&mut *self.tx)
-            .await
-            .map_err(map_err)?;
-        Ok(())
-    }
-
-    async fn set_param_state(&mut self, base: &str, code: &str, status: &str) -> StoreResult<()> {
-        sql::set_param_state::<Sqlite>(&mut self.tx, base, code, status).await
-    }
-
-    async fn replace_index_rows(
-        &mut self,
-        resource_type: &str,
-        id: &str,
-        params: &[String],
-        rows: &crate::search::index::IndexRows,
-    ) -> StoreResult<()> {
-        sql::replace_index_rows::<Sqlite>(&mut self.tx, resource_type, id, params, rows).await
-    }
-
-    async fn write(&mut self, v: &NewVersion) -> StoreResult<()> {
-        write_version::<Sqlite>(&mut self.tx, v).await
-    }
-
-    async fn commit(self: Box<Self>) -> StoreResult<()> {
-        self.tx.commit().await.map_err(map_err)
-    }
-}

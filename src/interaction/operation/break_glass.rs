@@ -97,7 +97,6 @@ pub(super) async fn break_glass(
                 created: now,
                 expires,
             },
-            now,
         )
         .await?;
     Ok(answer(id.as_str(), &reason, expires, true))
