@@ -20,6 +20,7 @@ mod examples;
 mod fhirpath_suite;
 mod history;
 mod hostile;
+mod jobs;
 mod operations;
 mod patch;
 mod profiles;

@@ -341,7 +341,10 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
 /// The job kinds of a node: the built-in probe, and the periodic clean-up of what expires
 /// (paging cursors, authorization requests and codes, launches, token and assertion ids,
 /// break-glass grants; finished jobs after a week, daily at 03:00 in the configured zone).
-pub fn job_kinds(ctx: &Context, jobs: &crate::config::JobConfig) -> anyhow::Result<crate::jobs::Registry> {
+pub fn job_kinds(
+    ctx: &Context,
+    jobs: &crate::config::JobConfig,
+) -> anyhow::Result<crate::jobs::Registry> {
     use crate::jobs::{FnHandler, JobError, Schedule};
     let mut registry = crate::jobs::Registry::new();
     let cleanup_ctx = ctx.clone();
@@ -355,12 +358,10 @@ pub fn job_kinds(ctx: &Context, jobs: &crate::config::JobConfig) -> anyhow::Resu
                 let cursors = crate::interaction::search::purge_cursors(&ctx, now)
                     .await
                     .map_err(|_| JobError::Retry("cannot purge search cursors".into()))?;
-                let auth = ctx
-                    .store
-                    .auth()
-                    .purge_expired(now)
-                    .await
-                    .map_err(|e| JobError::Retry(format!("cannot purge expired grants: {e}")))?;
+                let auth =
+                    ctx.store.auth().purge_expired(now).await.map_err(|e| {
+                        JobError::Retry(format!("cannot purge expired grants: {e}"))
+                    })?;
                 tracing::debug!(cursors, auth, "expired rows purged");
                 Ok(())
             }
@@ -489,7 +490,10 @@ pub async fn jobs_command(command: crate::config::JobsCommand) -> anyhow::Result
             {
                 Ok(format!("job {} queued again", args.id))
             } else {
-                anyhow::bail!("job {} is not dead or cancelled (or does not exist)", args.id)
+                anyhow::bail!(
+                    "job {} is not dead or cancelled (or does not exist)",
+                    args.id
+                )
             }
         }
         JobsCommand::Cancel(args) => {
@@ -503,7 +507,10 @@ pub async fn jobs_command(command: crate::config::JobsCommand) -> anyhow::Result
             {
                 Ok(format!("job {} cancelled", args.id))
             } else {
-                anyhow::bail!("job {} is not queued or running (or does not exist)", args.id)
+                anyhow::bail!(
+                    "job {} is not queued or running (or does not exist)",
+                    args.id
+                )
             }
         }
         JobsCommand::Stats(args) => {

@@ -143,12 +143,15 @@ impl JobArgs {
         if self.cleanup_every == 0 {
             return Err("--cleanup-every: at least one second".to_string());
         }
-        crate::jobs::schedule::zone_named(&self.time_zone).map_err(|e| format!("--time-zone: {e}"))?;
+        crate::jobs::schedule::zone_named(&self.time_zone)
+            .map_err(|e| format!("--time-zone: {e}"))?;
         let mut worker = crate::jobs::WorkerOptions {
             concurrency: self.job_workers,
             poll_ms: self.job_poll_ms,
             lease_ms: i64::try_from(self.job_lease).unwrap_or(60) * 1000,
-            drain_ms: self.drain_timeout * 1000,
+            // running attempts get most of the drain; the rest is for giving the unfinished
+            // ones back before the supervisor aborts what is left
+            drain_ms: self.drain_timeout * 1000 - (self.drain_timeout * 1000 / 4).min(500),
             ..Default::default()
         };
         if let Some(node) = &self.node_id {

@@ -10,8 +10,8 @@ CREATE TABLE job (
     idem_key     TEXT,             -- idempotency key, unique per kind (NULL: none)
     payload      TEXT    NOT NULL, -- JSON
     state        TEXT    NOT NULL CHECK (state IN ('queued', 'running', 'done', 'dead', 'cancelled')),
-    attempts     INTEGER NOT NULL DEFAULT 0,
-    max_attempts INTEGER NOT NULL,
+    attempts     BIGINT  NOT NULL DEFAULT 0,
+    max_attempts BIGINT  NOT NULL,
     run_at       BIGINT  NOT NULL, -- ms since the Unix epoch: not before
     lease_until  BIGINT,
     leased_by    TEXT,
@@ -27,7 +27,7 @@ CREATE INDEX job_lease ON job (state, lease_until);
 -- the node died).
 CREATE TABLE job_attempt (
     job_id   TEXT    NOT NULL REFERENCES job (id) ON DELETE CASCADE,
-    attempt  INTEGER NOT NULL,
+    attempt  BIGINT  NOT NULL,
     node     TEXT    NOT NULL,
     started  BIGINT  NOT NULL,
     finished BIGINT,

@@ -33,7 +33,11 @@ impl Supervisor {
     }
 
     /// Binds a TCP listener; failing to is one error line naming the address.
-    pub async fn bind(&self, what: &str, addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+    pub async fn bind(
+        &self,
+        what: &str,
+        addr: SocketAddr,
+    ) -> anyhow::Result<tokio::net::TcpListener> {
         tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("cannot listen on {addr} ({what})"))

@@ -127,7 +127,10 @@ pub(super) async fn put_version(
         // a custom parameter indexes new writes at once; existing resources wait for $reindex
         if let Some((bases, p)) = search::parameters::custom_from_resource(&resource) {
             for b in bases {
-                s.tx().params().set_param_state(&b, &p.code, "pending").await?;
+                s.tx()
+                    .params()
+                    .set_param_state(&b, &p.code, "pending")
+                    .await?;
             }
         }
         s.registry_changed();

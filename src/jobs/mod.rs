@@ -181,7 +181,9 @@ pub const DEFAULT_ATTEMPTS: u32 = 5;
 /// so retries of many jobs that failed together spread out instead of colliding again.
 pub fn backoff_ms(attempt: i64, base_ms: i64, cap_ms: i64, jitter: f64) -> i64 {
     let exp = u32::try_from((attempt - 1).clamp(0, 40)).unwrap_or(40);
-    let full = base_ms.saturating_mul(2_i64.saturating_pow(exp)).min(cap_ms);
+    let full = base_ms
+        .saturating_mul(2_i64.saturating_pow(exp))
+        .min(cap_ms);
     let half = full / 2;
     // the jitter is a fraction of a delay in ms, not money: float arithmetic is fine here
     half + ((half as f64) * jitter.clamp(0.0, 1.0)) as i64

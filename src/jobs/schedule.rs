@@ -106,21 +106,42 @@ mod tests {
     #[test]
     fn every_counts_periods_from_the_epoch() {
         let s = Schedule::every(300);
-        assert_eq!(s.period_start(ms("2026-12-02T10:07:00Z")), ms("2026-12-02T10:05:00Z"));
-        assert_eq!(s.period_start(ms("2026-12-02T10:05:00Z")), ms("2026-12-02T10:05:00Z"));
-        assert_eq!(s.next_start(ms("2026-12-02T10:07:00Z")), ms("2026-12-02T10:10:00Z"));
+        assert_eq!(
+            s.period_start(ms("2026-12-02T10:07:00Z")),
+            ms("2026-12-02T10:05:00Z")
+        );
+        assert_eq!(
+            s.period_start(ms("2026-12-02T10:05:00Z")),
+            ms("2026-12-02T10:05:00Z")
+        );
+        assert_eq!(
+            s.next_start(ms("2026-12-02T10:07:00Z")),
+            ms("2026-12-02T10:10:00Z")
+        );
     }
 
     #[test]
     fn daily_runs_at_local_time_in_its_zone() {
         let s = Schedule::daily("02:30", "Europe/Berlin").unwrap();
         // winter: UTC+1
-        assert_eq!(s.period_start(ms("2026-12-02T12:00:00Z")), ms("2026-12-02T01:30:00Z"));
+        assert_eq!(
+            s.period_start(ms("2026-12-02T12:00:00Z")),
+            ms("2026-12-02T01:30:00Z")
+        );
         // before today's run: yesterday's
-        assert_eq!(s.period_start(ms("2026-12-02T01:00:00Z")), ms("2026-12-01T01:30:00Z"));
+        assert_eq!(
+            s.period_start(ms("2026-12-02T01:00:00Z")),
+            ms("2026-12-01T01:30:00Z")
+        );
         // summer: UTC+2
-        assert_eq!(s.period_start(ms("2026-07-01T12:00:00Z")), ms("2026-07-01T00:30:00Z"));
-        assert_eq!(s.next_start(ms("2026-12-02T12:00:00Z")), ms("2026-12-03T01:30:00Z"));
+        assert_eq!(
+            s.period_start(ms("2026-07-01T12:00:00Z")),
+            ms("2026-07-01T00:30:00Z")
+        );
+        assert_eq!(
+            s.next_start(ms("2026-12-02T12:00:00Z")),
+            ms("2026-12-03T01:30:00Z")
+        );
     }
 
     #[test]

@@ -95,7 +95,9 @@ impl Worker {
                 Ok(_) => {
                     seen.insert(p.kind.clone(), start);
                 }
-                Err(e) => tracing::warn!(kind = %p.kind, error = %e, "cannot enqueue a periodic job"),
+                Err(e) => {
+                    tracing::warn!(kind = %p.kind, error = %e, "cannot enqueue a periodic job")
+                }
             }
         }
     }
@@ -136,6 +138,22 @@ impl Worker {
             running.spawn(attempt.run(job));
         }
         n
+    }
+
+    /// One round driven by the caller instead of the loop (tests on a manual clock): the
+    /// periodic jobs, then every due job, each run to its end; returns the attempts run.
+    pub async fn tick(&self) -> usize {
+        self.schedule_periodic(&mut HashMap::new()).await;
+        let mut running = JoinSet::new();
+        let mut n = 0;
+        loop {
+            let claimed = self.claim(&mut running).await;
+            n += claimed;
+            while running.join_next().await.is_some() {}
+            if claimed == 0 {
+                return n;
+            }
+        }
     }
 
     /// Runs until `shutdown` turns true, then drains (see the module comment).
@@ -228,7 +246,9 @@ impl Attempt {
                 let run = kind.handler.run(input);
                 tokio::pin!(run);
                 let beat = Duration::from_millis(
-                    u64::try_from(self.options.lease_ms / 3).unwrap_or(1000).max(10),
+                    u64::try_from(self.options.lease_ms / 3)
+                        .unwrap_or(1000)
+                        .max(10),
                 );
                 loop {
                     tokio::select! {

@@ -496,16 +496,14 @@ impl Smart {
         let id = crypto::random_token(24);
         let now = now_ms();
         self.store
-            .insert_launch(
-                &LaunchRow {
-                    id: id.clone(),
-                    patient: patient.map(str::to_string),
-                    encounter: encounter.map(str::to_string),
-                    created_by: user.username,
-                    client_id: Some(client_id.to_string()),
-                    expires: now + self.config.launch_ttl_secs * 1000,
-                },
-            )
+            .insert_launch(&LaunchRow {
+                id: id.clone(),
+                patient: patient.map(str::to_string),
+                encounter: encounter.map(str::to_string),
+                created_by: user.username,
+                client_id: Some(client_id.to_string()),
+                expires: now + self.config.launch_ttl_secs * 1000,
+            })
             .await?;
         Ok(id)
     }

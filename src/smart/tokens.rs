@@ -298,9 +298,7 @@ impl Smart {
             if let Ok(c) = self.verify_signature(token, None, false).await
                 && c.client_id == client_id
             {
-                self.store
-                    .revoke_token_id(&c.jti, c.exp * 1000)
-                    .await?;
+                self.store.revoke_token_id(&c.jti, c.exp * 1000).await?;
             }
             return Ok(());
         }

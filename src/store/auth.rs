@@ -108,12 +108,7 @@ pub trait AuthStore: Send + Sync + 'static {
     async fn prune_signing_keys(&self, before: i64) -> StoreResult<u64>;
 
     /// Stores a pending authorization request.
-    async fn insert_request(
-        &self,
-        id: &str,
-        params: &str,
-        expires: i64,
-    ) -> StoreResult<()>;
+    async fn insert_request(&self, id: &str, params: &str, expires: i64) -> StoreResult<()>;
     /// An unexpired pending request.
     async fn request(&self, id: &str, now: i64) -> StoreResult<Option<RequestRow>>;
     /// Records who signed in for a pending request.
@@ -122,8 +117,7 @@ pub trait AuthStore: Send + Sync + 'static {
     async fn take_request(&self, id: &str, now: i64) -> StoreResult<Option<RequestRow>>;
 
     /// Stores an authorization code (by hash).
-    async fn insert_code(&self, hash: &str, grant: &str, expires: i64)
-    -> StoreResult<()>;
+    async fn insert_code(&self, hash: &str, grant: &str, expires: i64) -> StoreResult<()>;
     /// Marks an unused, unexpired code used and returns its grant; None otherwise.
     async fn redeem_code(&self, hash: &str, now: i64) -> StoreResult<Option<String>>;
 

@@ -25,12 +25,12 @@ use std::sync::Arc;
 
 pub use auth::AuthStore;
 pub use jobs::{AttemptRow, Claimed, JobRow, JobState, JobStore, JobTx, NewJob};
-pub use tx::{AuditTx, ParamTx};
 pub use postgres::PostgresStore;
 pub use search::{
     Anchor, DRIVER_CAP, Form, Hit, KeyValue, ORDERED_MIN, SearchSpec, choose_forms, choose_plan,
 };
 pub use sqlite::SqliteStore;
+pub use tx::{AuditTx, ParamTx};
 
 /// The HTTP verb that produced a version, as history reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

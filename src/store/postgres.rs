@@ -7,12 +7,10 @@ use super::search::{
     Compiler, Hit, SearchSpec, hits_from_rows, include_query, ordered_plan, plan_forms,
     revinclude_query, sort_walk, walk_sorted,
 };
-use super::sql::{
-    self, SELECT_CURRENT, SELECT_VERSION, fetch_version, read_history,
-};
+use super::sql::{self, SELECT_CURRENT, SELECT_VERSION, fetch_version, read_history};
 use super::{
-    HistoryPage, HistoryQuery, HistoryScope, Store, StoreResult, StoredVersion,
-    Transaction, map_err,
+    HistoryPage, HistoryQuery, HistoryScope, Store, StoreResult, StoredVersion, Transaction,
+    map_err,
 };
 use crate::fhir::types::VersionId;
 use crate::search::query::Filter;
@@ -376,7 +374,6 @@ impl Store for PostgresStore {
             .map_err(map_err)
     }
 }
-
 
 /// A transaction for an ordered page or a sort walk, which are only cheap if never sorted
 /// whole: PostgreSQL 15 would sort the whole join from its (low) row estimate of a prefix

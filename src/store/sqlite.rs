@@ -9,12 +9,10 @@ use super::search::{
     Compiler, Hit, SearchSpec, hits_from_rows, include_query, plan_forms, revinclude_query,
     sort_walk, walk_sorted,
 };
-use super::sql::{
-    self, SELECT_CURRENT, SELECT_VERSION, fetch_version, read_history,
-};
+use super::sql::{self, SELECT_CURRENT, SELECT_VERSION, fetch_version, read_history};
 use super::{
-    HistoryPage, HistoryQuery, HistoryScope, Store, StoreResult, StoredVersion,
-    Transaction, map_err,
+    HistoryPage, HistoryQuery, HistoryScope, Store, StoreResult, StoredVersion, Transaction,
+    map_err,
 };
 use crate::fhir::types::VersionId;
 use crate::search::query::Filter;
@@ -366,4 +364,3 @@ impl Store for SqliteStore {
             .map_err(map_err)
     }
 }
-

@@ -165,8 +165,7 @@ macro_rules! transaction_impl {
                 params: &[String],
                 rows: &crate::search::index::IndexRows,
             ) -> StoreResult<()> {
-                sql::replace_index_rows::<$db>(&mut self.tx, resource_type, id, params, rows)
-                    .await
+                sql::replace_index_rows::<$db>(&mut self.tx, resource_type, id, params, rows).await
             }
 
             async fn write(&mut self, v: &NewVersion) -> StoreResult<()> {
@@ -194,16 +193,12 @@ macro_rules! transaction_impl {
                     // never sees a number before all lower ones are visible
                     self.advisory_lock(FEED_LOCK).await?;
                     let written = std::mem::take(&mut self.written);
-                    let mut qb =
-                        QueryBuilder::<$db>::new("INSERT INTO change_feed (pos, seq) ");
+                    let mut qb = QueryBuilder::<$db>::new("INSERT INTO change_feed (pos, seq) ");
                     qb.push_values(written, |mut row, seq| {
                         row.push("nextval('change_feed_pos')");
                         row.push_bind(seq);
                     });
-                    qb.build()
-                        .execute(&mut *self.tx)
-                        .await
-                        .map_err(map_err)?;
+                    qb.build().execute(&mut *self.tx).await.map_err(map_err)?;
                 }
                 let enqueued = self.enqueued;
                 let wake = self.wake.clone();

@@ -88,16 +88,14 @@ pub(super) async fn break_glass(
     }
     ctx.store
         .auth()
-        .insert_access_grant(
-            &AccessGrantRow {
-                id: uuid::Uuid::new_v4().to_string(),
-                username: user,
-                patient: id.to_string(),
-                reason: reason.clone(),
-                created: now,
-                expires,
-            },
-        )
+        .insert_access_grant(&AccessGrantRow {
+            id: uuid::Uuid::new_v4().to_string(),
+            username: user,
+            patient: id.to_string(),
+            reason: reason.clone(),
+            created: now,
+            expires,
+        })
         .await?;
     Ok(answer(id.as_str(), &reason, expires, true))
 }
