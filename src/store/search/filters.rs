@@ -2,6 +2,7 @@
 //! index finds the matches) or, probed, an EXISTS per row through the owner index; chains,
 //! `_has`, lists and compartments nest the same shape against `resource_reference`.
 
+use super::tables::table_name;
 use super::{Compiler, Form, MAX_CHAR, Scope};
 use crate::search::index::{index_key, index_prefix};
 use crate::search::query::{Filter, Owners, Pred, Prefix, StrMatch, Table};
@@ -187,7 +188,7 @@ impl Compiler {
                         qb.push(" OR ");
                     }
                     let a = self.alias();
-                    self.member(qb, scope, tcol, icol, table.name(), &a);
+                    self.member(qb, scope, tcol, icol, table_name(*table), &a);
                     qb.push(format!(" AND {a}.param = "));
                     qb.push_bind(param.clone());
                     qb.push(" AND (");
@@ -221,7 +222,7 @@ impl Compiler {
                         qb.push(" OR ");
                     }
                     let a = self.alias();
-                    self.member(qb, scope, tcol, icol, table.name(), &a);
+                    self.member(qb, scope, tcol, icol, table_name(*table), &a);
                     qb.push(format!(" AND {a}.param = "));
                     qb.push_bind(param.clone());
                     self.close(qb);
@@ -240,15 +241,15 @@ impl Compiler {
                         continue;
                     };
                     let mut from = if self.probe {
-                        self.owner_indexed(preds[0].table().name(), first)
+                        self.owner_indexed(table_name(preds[0].table()), first)
                     } else {
-                        format!("{} {first}", preds[0].table().name())
+                        format!("{} {first}", table_name(preds[0].table()))
                     };
                     for (p, a) in preds.iter().zip(&aliases).skip(1) {
                         from.push_str(&format!(
                             " JOIN {} {a} ON {a}.resource_type = {first}.resource_type AND \
                              {a}.id = {first}.id AND {a}.grp = {first}.grp",
-                            p.table().name()
+                            table_name(p.table())
                         ));
                     }
                     // member() names the first alias itself

@@ -3,6 +3,7 @@
 //! while other clients write; and the hits decoded from its rows.
 
 use super::ordered::Drive;
+use super::tables::table_name;
 use super::walk::Phase;
 use super::{Compiler, Hit, KeyValue, SearchSpec, ordered_plan, push_key, sort_walk};
 use crate::search::query::{Sort, SortKey, Table};
@@ -272,7 +273,7 @@ impl Compiler {
                 qb.push(format!(
                     "(SELECT {agg}({value}) FROM {} {a} WHERE {a}.resource_type = \
                      r.resource_type AND {a}.id = r.id AND {a}.param = ",
-                    table.name()
+                    table_name(*table)
                 ));
                 qb.push_bind(param.clone());
                 qb.push(")");

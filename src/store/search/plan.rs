@@ -4,6 +4,7 @@
 
 use super::filters::date_pred;
 use super::ordered::{Drive, ordered_drive};
+use super::tables::table_name;
 use super::{Compiler, Scope, SearchSpec};
 use crate::search::query::{Filter, Owners, Pred};
 use sqlx::{Database, Encode, QueryBuilder, Type};
@@ -144,7 +145,7 @@ impl Compiler {
                 if preds.iter().any(|p| p.table() != table) {
                     return Estimate::Unknown;
                 }
-                qb.push(format!("{} a WHERE a.resource_type = ", table.name()));
+                qb.push(format!("{} a WHERE a.resource_type = ", table_name(table)));
                 qb.push_bind(resource_type.to_string());
                 qb.push(" AND a.param = ");
                 qb.push_bind(param.clone());
@@ -171,7 +172,7 @@ impl Compiler {
                     let a = self.alias();
                     qb.push(format!(
                         "SELECT 1 AS one FROM {} {a} WHERE {a}.resource_type = ",
-                        p.table().name()
+                        table_name(p.table())
                     ));
                     qb.push_bind(resource_type.to_string());
                     qb.push(format!(" AND {a}.param = "));

@@ -2,6 +2,7 @@
 //! filter walks that parameter's value index in order, the filters probed, and stops after
 //! `limit` hits; the resources without the parameter follow in id order.
 
+use super::tables::table_name;
 use super::{Compiler, Form, Hit, KeyValue, Scope, SearchSpec, hits_from_rows, push_key};
 use crate::search::query::{Sort, SortKey, Table};
 use sqlx::{Database, Encode, QueryBuilder, Type};
@@ -123,7 +124,7 @@ impl Compiler {
         let back = spec.backwards;
         let sub_end = if self.pg { " OFFSET 0)" } else { ")" };
         let mut qb = QueryBuilder::new(prefix);
-        let table = walk.table.name();
+        let table = table_name(walk.table);
         match phase {
             Phase::Keyed => {
                 let col = match walk.table {
