@@ -4,6 +4,7 @@
 pub mod definitions;
 pub mod json;
 pub mod limits;
+pub mod money;
 pub mod outcome;
 pub mod references;
 pub mod resource;
