@@ -9,8 +9,111 @@ backends!(
     everything,
     everything_paging_and_filters,
     validate,
-    meta_operations
+    meta_operations,
+    every_operation_in_the_table_is_reachable_and_advertised
 );
+
+/// The operation table is the one source: every operation it lists answers through the
+/// router at each of its levels (whatever the outcome, never "not an operation of this
+/// server"), is advertised in the CapabilityStatement at those levels and no other, and its
+/// OperationDefinition is served at `OperationDefinition/[id]`; every advertised operation is
+/// in the table.
+async fn every_operation_in_the_table_is_reachable_and_advertised(s: Server) {
+    use healporium::interaction::operation::{Level, OPERATIONS};
+    let pid = s
+        .create(&json!({"resourceType": "Patient", "name": [{"family": "Op"}]}))
+        .await;
+    let cs = s.get("metadata").await.expect(200).json();
+    let rest = &cs["rest"][0];
+    let advertised_at = |t: Option<&str>| -> BTreeSet<String> {
+        let ops = match t {
+            None => &rest["operation"],
+            Some(t) => &rest["resource"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|r| r["type"] == t)
+                .unwrap()["operation"],
+        };
+        ops.as_array()
+            .unwrap()
+            .iter()
+            .map(|o| o["definition"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let mut in_table = BTreeSet::new();
+    for op in OPERATIONS {
+        in_table.insert(op.canonical.to_string());
+        for level in op.levels {
+            let t = op.types.map_or("Patient", |t| t[0]);
+            let path = match level {
+                Level::System => format!("${}", op.name),
+                Level::Type => format!("{t}/${}", op.name),
+                Level::Instance => format!("{t}/{pid}/${}", op.name),
+            };
+            let r = s.post(&path, &json!({"resourceType": "Parameters"})).await;
+            assert!(
+                !r.text.contains("is not an operation of this server"),
+                "{path}: unreachable: {}",
+                r.text
+            );
+            assert!(
+                !r.status.is_server_error(),
+                "{path}: {} {}",
+                r.status,
+                r.text
+            );
+            let scope = match level {
+                Level::System => None,
+                _ => Some(t),
+            };
+            assert!(
+                advertised_at(scope).contains(op.canonical),
+                "{path} is not advertised"
+            );
+        }
+        if !op.levels.contains(&Level::System) {
+            assert!(
+                !advertised_at(None).contains(op.canonical),
+                "${} at system",
+                op.name
+            );
+        }
+        let def = s
+            .get(&format!("OperationDefinition/{}", op.id))
+            .await
+            .expect(200)
+            .json();
+        assert_eq!(def["url"], op.canonical);
+        assert_eq!(def["code"], op.name);
+        assert_eq!(def["system"], op.levels.contains(&Level::System));
+        assert_eq!(def["instance"], op.levels.contains(&Level::Instance));
+        let checked = s.post("OperationDefinition/$validate", &def).await.json();
+        assert!(
+            !checked.to_string().contains("\"error\""),
+            "{} is not a valid OperationDefinition: {checked}",
+            op.id
+        );
+    }
+    // nothing advertised that the table does not hold
+    let mut all = advertised_at(None);
+    for r in rest["resource"].as_array().unwrap() {
+        all.extend(advertised_at(r["type"].as_str()));
+    }
+    assert_eq!(all, in_table);
+    // a name at the wrong level is the client's mistake
+    let r = s
+        .post("$everything", &json!({"resourceType": "Parameters"}))
+        .await;
+    assert_eq!(r.status.as_u16(), 400);
+    let r = s
+        .post(
+            "Observation/$everything",
+            &json!({"resourceType": "Parameters"}),
+        )
+        .await;
+    assert_eq!(r.status.as_u16(), 400);
+}
 
 fn keys(bundle: &Value) -> BTreeSet<String> {
     bundle["entry"]

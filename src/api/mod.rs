@@ -257,6 +257,11 @@ fn respond(response: FhirResponse, format: Format) -> ApiResult {
     {
         headers.insert(LOCATION, h);
     }
+    if let Some(cl) = &response.content_location
+        && let Ok(h) = HeaderValue::from_str(cl)
+    {
+        headers.insert(axum::http::header::CONTENT_LOCATION, h);
+    }
     let body = match (&response.body, response.status) {
         (_, Status::NotModified | Status::NoContent) | (None, _) => Vec::new(),
         (Some(Body::Raw(text)), _) if !format.pretty => text.as_bytes().to_vec(),

@@ -839,6 +839,7 @@ fn status_line(code: u16) -> String {
     let reason = match code {
         200 => "OK",
         201 => "Created",
+        202 => "Accepted",
         204 => "No Content",
         304 => "Not Modified",
         400 => "Bad Request",

@@ -42,17 +42,17 @@ pub fn statement(ctx: &Context, base: &str) -> Value {
         .resource_types()
         .iter()
         .map(|t| {
-            let mut ops: Vec<Value> = super::operation::TYPE_OPERATIONS
-                .iter()
+            let mut ops: Vec<(&str, &str)> =
+                super::operation::advertised(super::operation::Level::Type, Some(t));
+            for o in super::operation::advertised(super::operation::Level::Instance, Some(t)) {
+                if !ops.contains(&o) {
+                    ops.push(o);
+                }
+            }
+            let ops: Vec<Value> = ops
+                .into_iter()
                 .map(|(name, def)| json!({"name": name, "definition": def}))
                 .collect();
-            if t == "Patient" {
-                ops.extend(
-                    super::operation::PATIENT_OPERATIONS
-                        .iter()
-                        .map(|(name, def)| json!({"name": name, "definition": def})),
-                );
-            }
             let params = search_params(registry, t);
             let includes: Vec<String> = params
                 .iter()
@@ -127,8 +127,8 @@ pub fn statement(ctx: &Context, base: &str) -> Value {
                 .iter()
                 .map(|p| param_json(p))
                 .collect::<Vec<_>>(),
-            "operation": super::operation::SYSTEM_OPERATIONS
-                .iter()
+            "operation": super::operation::advertised(super::operation::Level::System, None)
+                .into_iter()
                 .map(|(name, def)| json!({"name": name, "definition": def}))
                 .collect::<Vec<_>>(),
         }],

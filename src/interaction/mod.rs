@@ -191,6 +191,8 @@ pub struct FhirRequest {
 pub enum Status {
     Ok,
     Created,
+    /// An asynchronous request was accepted; `content_location` names its status URL.
+    Accepted,
     NoContent,
     NotModified,
 }
@@ -200,6 +202,7 @@ impl Status {
         match self {
             Status::Ok => 200,
             Status::Created => 201,
+            Status::Accepted => 202,
             Status::NoContent => 204,
             Status::NotModified => 304,
         }
@@ -233,10 +236,12 @@ pub struct FhirResponse {
     pub last_modified: Option<Instant>,
     /// Information for `Prefer: return=OperationOutcome`.
     pub issues: Vec<Issue>,
+    /// `Content-Location`: the status URL of an accepted asynchronous request.
+    pub content_location: Option<String>,
 }
 
 impl FhirResponse {
-    fn new(status: Status) -> FhirResponse {
+    pub fn new(status: Status) -> FhirResponse {
         FhirResponse {
             status,
             body: None,
@@ -244,6 +249,7 @@ impl FhirResponse {
             version: None,
             last_modified: None,
             issues: Vec::new(),
+            content_location: None,
         }
     }
 }

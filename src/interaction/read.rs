@@ -15,6 +15,14 @@ pub(super) async fn read(
     let rt = resource_type(ctx, resource_type_name)?;
     let id = Id::parse(id)?;
     ctx.guard.require(Perm::Read, rt)?;
+    if rt == "OperationDefinition"
+        && let Some(def) = super::operation::definition(id.as_str())
+    {
+        // the definitions of this server's own operations are part of the server
+        let mut r = FhirResponse::new(Status::Ok);
+        r.body = Some(Body::Json(def));
+        return Ok(r);
+    }
     let current = ctx.store.read(rt, id.as_str()).await?;
     if current.is_some() {
         // forbidden looks like unknown; a deleted resource by its last live version

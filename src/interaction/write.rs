@@ -50,6 +50,7 @@ pub(super) fn existing(base: &str, v: &StoredVersion, status: Status) -> FhirRes
         version: Some(v.version),
         last_modified: Some(v.last_updated),
         issues: Vec::new(),
+        content_location: None,
     }
 }
 
@@ -175,6 +176,7 @@ pub(super) async fn put_version(
         version: Some(version),
         last_modified: Some(last_updated),
         issues: Vec::new(),
+        content_location: None,
     })
 }
 

@@ -44,6 +44,14 @@ impl PostgresStore {
             .run(&mut migrating)
             .await
             .context("cannot migrate the PostgreSQL database")?;
+        // read on the migration connection, which has no statement timeout: a store opened
+        // with a very short one must still open
+        let collation: String = sqlx::query_scalar(
+            "SELECT datcollate FROM pg_database WHERE datname = current_database()",
+        )
+        .fetch_one(&mut migrating)
+        .await
+        .context("cannot read the database collation")?;
         let _ = sqlx::Connection::close(migrating).await;
         // Search statements are prepared once per connection; PostgreSQL's generic plans
         // (chosen after five runs) ignore how selective the values are and made chained
@@ -63,12 +71,6 @@ impl PostgresStore {
             .connect_with(options)
             .await
             .context("cannot connect to PostgreSQL")?;
-        let collation: String = sqlx::query_scalar(
-            "SELECT datcollate FROM pg_database WHERE datname = current_database()",
-        )
-        .fetch_one(&pool)
-        .await
-        .context("cannot read the database collation")?;
         let c_ids = matches!(collation.as_str(), "C" | "POSIX" | "C.UTF-8" | "C.utf8");
         Ok(PostgresStore {
             pool,

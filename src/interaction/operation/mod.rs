@@ -11,48 +11,220 @@ mod validate;
 use super::{Context, FhirResponse};
 use crate::fhir::outcome::{ErrorKind, Outcome};
 use serde_json::Value;
+use std::future::Future;
+use std::pin::Pin;
 
-/// Operations per level, as the CapabilityStatement advertises them: (name, definition).
-pub const TYPE_OPERATIONS: &[(&str, &str)] = &[
-    (
-        "validate",
-        "http://hl7.org/fhir/OperationDefinition/Resource-validate",
-    ),
-    (
-        "meta",
-        "http://hl7.org/fhir/OperationDefinition/Resource-meta",
-    ),
-    (
-        "meta-add",
-        "http://hl7.org/fhir/OperationDefinition/Resource-meta-add",
-    ),
-    (
-        "meta-delete",
-        "http://hl7.org/fhir/OperationDefinition/Resource-meta-delete",
-    ),
+/// Where an operation may be invoked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    /// `[base]/$op`
+    System,
+    /// `[base]/[type]/$op`
+    Type,
+    /// `[base]/[type]/[id]/$op`
+    Instance,
+}
+
+type Handler =
+    for<'a> fn(
+        &'a Context,
+        &'a str,
+        &'a OperationRequest,
+    ) -> Pin<Box<dyn Future<Output = Result<FhirResponse, Outcome>> + Send + 'a>>;
+
+/// One parameter of an OperationDefinition: name, use, min, max, type.
+pub type Param = (&'static str, &'static str, u32, &'static str, &'static str);
+
+/// An operation of this server: dispatch, the CapabilityStatement and
+/// `GET [base]/OperationDefinition/[id]` are all generated from [`OPERATIONS`].
+pub struct Operation {
+    /// Without the `$`.
+    pub name: &'static str,
+    pub levels: &'static [Level],
+    /// The resource types it applies to at type and instance level (None: every type).
+    pub types: Option<&'static [&'static str]>,
+    pub affects_state: bool,
+    /// The OperationDefinition's id on this server and its canonical URL.
+    pub id: &'static str,
+    pub canonical: &'static str,
+    pub parameters: &'static [Param],
+    pub handler: Handler,
+}
+
+impl Operation {
+    /// Whether the operation may be invoked at `level` on `resource_type`.
+    pub fn applies(&self, level: Level, resource_type: Option<&str>) -> bool {
+        self.levels.contains(&level)
+            && match (resource_type, self.types) {
+                (Some(t), Some(types)) => types.contains(&t),
+                _ => true,
+            }
+    }
+
+    /// The OperationDefinition resource describing it.
+    pub fn definition(&self) -> Value {
+        let parameters: Vec<Value> = self
+            .parameters
+            .iter()
+            .map(|(name, use_, min, max, ty)| {
+                let mut p = serde_json::json!({"name": name, "use": use_, "min": min, "max": max});
+                if !ty.is_empty() {
+                    p["type"] = Value::from(*ty);
+                }
+                p
+            })
+            .collect();
+        serde_json::json!({
+            "resourceType": "OperationDefinition",
+            "id": self.id,
+            "url": self.canonical,
+            "name": self.name.replace('-', "_"),
+            "status": "active",
+            "kind": "operation",
+            "code": self.name,
+            "affectsState": self.affects_state,
+            "resource": self.types.map_or_else(|| vec!["Resource"], <[&str]>::to_vec),
+            "system": self.levels.contains(&Level::System),
+            "type": self.levels.contains(&Level::Type),
+            "instance": self.levels.contains(&Level::Instance),
+            "parameter": parameters,
+        })
+    }
+}
+
+/// Every operation of this server.
+pub static OPERATIONS: &[Operation] = &[
+    Operation {
+        name: "validate",
+        levels: &[Level::Type, Level::Instance],
+        types: None,
+        affects_state: false,
+        id: "Resource-validate",
+        canonical: "http://hl7.org/fhir/OperationDefinition/Resource-validate",
+        parameters: &[
+            ("resource", "in", 0, "1", "Resource"),
+            ("mode", "in", 0, "1", "code"),
+            ("profile", "in", 0, "1", "uri"),
+            ("return", "out", 1, "1", "OperationOutcome"),
+        ],
+        handler: |ctx, _, op| Box::pin(validate::validate(ctx, op)),
+    },
+    Operation {
+        name: "meta",
+        levels: &[Level::System, Level::Type, Level::Instance],
+        types: None,
+        affects_state: false,
+        id: "Resource-meta",
+        canonical: "http://hl7.org/fhir/OperationDefinition/Resource-meta",
+        parameters: &[("return", "out", 1, "1", "Meta")],
+        handler: |ctx, _, op| Box::pin(meta::meta(ctx, op)),
+    },
+    Operation {
+        name: "meta-add",
+        levels: &[Level::Instance],
+        types: None,
+        affects_state: true,
+        id: "Resource-meta-add",
+        canonical: "http://hl7.org/fhir/OperationDefinition/Resource-meta-add",
+        parameters: &[
+            ("meta", "in", 1, "1", "Meta"),
+            ("return", "out", 1, "1", "Meta"),
+        ],
+        handler: |ctx, base, op| Box::pin(meta::change(ctx, base, op)),
+    },
+    Operation {
+        name: "meta-delete",
+        levels: &[Level::Instance],
+        types: None,
+        affects_state: true,
+        id: "Resource-meta-delete",
+        canonical: "http://hl7.org/fhir/OperationDefinition/Resource-meta-delete",
+        parameters: &[
+            ("meta", "in", 1, "1", "Meta"),
+            ("return", "out", 1, "1", "Meta"),
+        ],
+        handler: |ctx, base, op| Box::pin(meta::change(ctx, base, op)),
+    },
+    Operation {
+        name: "everything",
+        levels: &[Level::Type, Level::Instance],
+        types: Some(&["Patient"]),
+        affects_state: false,
+        id: "Patient-everything",
+        canonical: "http://hl7.org/fhir/OperationDefinition/Patient-everything",
+        parameters: &[
+            ("start", "in", 0, "1", "date"),
+            ("end", "in", 0, "1", "date"),
+            ("_since", "in", 0, "1", "instant"),
+            ("_type", "in", 0, "*", "code"),
+            ("_count", "in", 0, "1", "integer"),
+            ("return", "out", 1, "1", "Bundle"),
+        ],
+        handler: |ctx, base, op| Box::pin(everything::everything(ctx, base, op)),
+    },
+    Operation {
+        name: "break-glass",
+        levels: &[Level::Instance],
+        types: Some(&["Patient"]),
+        affects_state: true,
+        id: "break-glass",
+        canonical: "http://healporium.org/fhir/OperationDefinition/break-glass",
+        parameters: &[
+            ("reason", "in", 1, "1", "string"),
+            ("return", "out", 1, "1", "Parameters"),
+        ],
+        handler: |ctx, base, op| Box::pin(break_glass::break_glass(ctx, base, op)),
+    },
+    Operation {
+        name: "reindex",
+        levels: &[Level::System],
+        types: None,
+        affects_state: true,
+        id: "reindex",
+        canonical: "http://healporium.org/fhir/OperationDefinition/reindex",
+        parameters: &[
+            ("all", "in", 0, "1", "boolean"),
+            ("return", "out", 1, "1", "Parameters"),
+        ],
+        handler: |ctx, base, op| Box::pin(reindex_op(ctx, base, op)),
+    },
 ];
-/// Operations only on Patient.
-pub const PATIENT_OPERATIONS: &[(&str, &str)] = &[
-    (
-        "everything",
-        "http://hl7.org/fhir/OperationDefinition/Patient-everything",
-    ),
-    (
-        "break-glass",
-        "http://healporium.org/fhir/OperationDefinition/break-glass",
-    ),
-];
-/// System-level operations.
-pub const SYSTEM_OPERATIONS: &[(&str, &str)] = &[
-    (
-        "meta",
-        "http://hl7.org/fhir/OperationDefinition/Resource-meta",
-    ),
-    (
-        "reindex",
-        "http://healporium.org/fhir/OperationDefinition/reindex",
-    ),
-];
+
+/// `$reindex`: GET reports the index state, POST rebuilds; server administration needs a
+/// `system/*.` scope.
+async fn reindex_op(
+    ctx: &Context,
+    base: &str,
+    op: &OperationRequest,
+) -> Result<FhirResponse, Outcome> {
+    ctx.guard.require_system(crate::auth::Perm::Update)?;
+    match op.method {
+        OperationMethod::Get => reindex::status(ctx).await,
+        OperationMethod::Post => {
+            let all = op
+                .param("all")
+                .is_some_and(|v| v == Value::Bool(true) || v == "true");
+            reindex::run(ctx, base, all).await
+        }
+    }
+}
+
+/// The operations advertised at `level` for `resource_type`: (name, canonical).
+pub fn advertised(level: Level, resource_type: Option<&str>) -> Vec<(&'static str, &'static str)> {
+    OPERATIONS
+        .iter()
+        .filter(|o| o.applies(level, resource_type))
+        .map(|o| (o.name, o.canonical))
+        .collect()
+}
+
+/// The OperationDefinition of one of this server's operations, by id.
+pub fn definition(id: &str) -> Option<Value> {
+    OPERATIONS
+        .iter()
+        .find(|o| o.id == id)
+        .map(Operation::definition)
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OperationMethod {
@@ -104,29 +276,19 @@ pub(super) async fn run(
     base: &str,
     op: OperationRequest,
 ) -> Result<FhirResponse, Outcome> {
-    let level = (op.resource_type.is_some(), op.id.is_some());
-    if op.name == "reindex" {
-        // server administration: a system/*. scope
-        ctx.guard.require_system(crate::auth::Perm::Update)?;
-    }
-    match (op.name.as_str(), level) {
-        ("everything", (true, _)) => everything::everything(ctx, base, &op).await,
-        ("break-glass", (true, true)) => break_glass::break_glass(ctx, base, &op).await,
-        ("validate", (true, _)) => validate::validate(ctx, &op).await,
-        ("meta", _) => meta::meta(ctx, &op).await,
-        ("meta-add" | "meta-delete", (true, true)) => meta::change(ctx, base, &op).await,
-        ("reindex", (false, false)) => match op.method {
-            OperationMethod::Get => reindex::status(ctx).await,
-            OperationMethod::Post => {
-                let all = op
-                    .param("all")
-                    .is_some_and(|v| v == Value::Bool(true) || v == "true");
-                reindex::run(ctx, base, all).await
-            }
-        },
+    let level = match (&op.resource_type, &op.id) {
+        (None, _) => Level::System,
+        (Some(_), None) => Level::Type,
+        (Some(_), Some(_)) => Level::Instance,
+    };
+    match OPERATIONS
+        .iter()
+        .find(|o| o.name == op.name && o.applies(level, op.resource_type.as_deref()))
+    {
+        Some(o) => (o.handler)(ctx, base, &op).await,
         // an operation this server does not define at this level is the client's mistake
         // (HAPI answers 400 as well), not a fault of the server
-        _ => Err(Outcome::with_issues(
+        None => Err(Outcome::with_issues(
             ErrorKind::BadRequest,
             vec![crate::fhir::outcome::Issue::error(
                 "not-supported",
