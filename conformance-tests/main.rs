@@ -2,6 +2,14 @@
 //! always, PostgreSQL when HEALPORIUM_TEST_DATABASE_URL is set), plus the checks that keep
 //! the code base honest (architecture, generated tables).
 
+// test code: a failed expectation is a failed test (see .clippy.toml)
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::disallowed_methods
+)]
+
 mod common;
 
 mod access;

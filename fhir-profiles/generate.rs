@@ -8,6 +8,14 @@
 //! Only facts are carried over (names, types, cardinalities, required codes, regexes);
 //! descriptions and narrative text stay out.
 
+// a tool, not a request path: a failed step may stop it (see .clippy.toml)
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::disallowed_methods
+)]
+
 use serde_json::{Map, Value, json};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;

@@ -165,9 +165,11 @@ struct RawValueSet {
     systems: Vec<String>,
 }
 
+// The tables are compiled into the binary and checked by tests: failing here is a build
+// defect, found by the first test or the first start, never by a request.
+#[allow(clippy::panic)]
 static R4: LazyLock<Definitions> = LazyLock::new(|| match Definitions::load() {
     Ok(d) => d,
-    // The tables are compiled in and checked by tests; failing here is a build defect.
     Err(e) => panic!("fhir-profiles/elements.json is unusable: {e}"),
 });
 
