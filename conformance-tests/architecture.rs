@@ -4,6 +4,7 @@
 //! exists; the deny lints that keep `unwrap()` out of request paths stay switched on. Each rule
 //! is also run on planted violations, so a checker that stops seeing them fails here.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 /// Top-level modules and their layers; lower layers must not import higher ones, and modules
@@ -363,11 +364,156 @@ fn why_violations(files: &[(String, String)]) -> Vec<String> {
         .collect()
 }
 
+/// The module a path names from inside `here`, as the module path of a file in `modules`
+/// (the longest prefix of the path that is a file).
+fn file_of(path: &str, here: &[String], modules: &BTreeSet<Vec<String>>) -> Option<Vec<String>> {
+    let segments: Vec<&str> = path.split("::").filter(|s| !s.is_empty()).collect();
+    let mut full: Vec<String> = match segments.first()? {
+        &"crate" => Vec::new(),
+        &"super" | &"self" => here.to_vec(),
+        _ => return None,
+    };
+    let skip = usize::from(segments.first() == Some(&"crate"));
+    let mut leading = true;
+    for s in segments.iter().skip(skip) {
+        match *s {
+            "super" if leading => {
+                full.pop()?;
+            }
+            "self" if leading => {}
+            name => {
+                leading = false;
+                full.push(name.to_string());
+            }
+        }
+    }
+    (0..=full.len())
+        .rev()
+        .map(|n| full[..n].to_vec())
+        .find(|m| modules.contains(m))
+}
+
+/// Import cycles between files: A uses B and B (through any chain) uses A. A file using its
+/// own ancestors (`super::Context`) is not an edge — a parent declares and re-exports its
+/// children by nature.
+fn cycle_violations(files: &[(String, String)]) -> Vec<String> {
+    let modules: BTreeSet<Vec<String>> = files.iter().map(|(r, _)| module_path(r)).collect();
+    let mut edges: BTreeMap<Vec<String>, BTreeSet<Vec<String>>> = BTreeMap::new();
+    for (rel, text) in files {
+        let here = module_path(rel);
+        for path in paths_in(&code_only(text)) {
+            let Some(target) = file_of(&path, &here, &modules) else {
+                continue;
+            };
+            let ancestor = here.starts_with(&target);
+            if !ancestor && target != here {
+                edges.entry(here.clone()).or_default().insert(target);
+            }
+        }
+    }
+    // a cycle through `from`: a path from one of its targets back to it
+    let mut cycles = BTreeSet::new();
+    for from in edges.keys() {
+        let mut stack: Vec<(Vec<String>, Vec<Vec<String>>)> = vec![(from.clone(), vec![])];
+        let mut seen = BTreeSet::new();
+        while let Some((node, trail)) = stack.pop() {
+            for next in edges.get(&node).into_iter().flatten() {
+                let mut trail = trail.clone();
+                trail.push(next.clone());
+                if next == from {
+                    // one report per cycle, whichever of its files it was found from
+                    let mut key: Vec<String> = trail.iter().map(|m| m.join("::")).collect();
+                    key.sort();
+                    cycles.insert(key);
+                } else if seen.insert(next.clone()) {
+                    stack.push((next.clone(), trail));
+                }
+            }
+        }
+    }
+    cycles
+        .into_iter()
+        .map(|k| format!("import cycle between {}", k.join(", ")))
+        .collect()
+}
+
 fn all_violations(files: &[(String, String)]) -> Vec<String> {
     let mut v = layer_violations(files);
+    v.extend(cycle_violations(files));
     v.extend(edge_violations(files));
     v.extend(why_violations(files));
     v
+}
+
+/// The module files reachable from the crate roots by `mod` declarations: every source
+/// file must be one of them (and `sources()` must have read them all).
+fn declared_modules(files: &[(String, String)]) -> BTreeSet<String> {
+    let by_path: BTreeMap<&str, &str> = files
+        .iter()
+        .map(|(r, t)| (r.as_str(), t.as_str()))
+        .collect();
+    let mut found = BTreeSet::new();
+    let mut todo: Vec<String> = ROOTS.iter().map(|r| r.to_string()).collect();
+    while let Some(rel) = todo.pop() {
+        let Some(text) = by_path.get(rel.as_str()) else {
+            continue;
+        };
+        if !found.insert(rel.clone()) {
+            continue;
+        }
+        let dir = match rel.rsplit_once('/') {
+            _ if ROOTS.contains(&rel.as_str()) => String::new(),
+            Some((d, "mod.rs")) => format!("{d}/"),
+            Some((d, f)) => format!("{d}/{}/", f.trim_end_matches(".rs")),
+            None => format!("{}/", rel.trim_end_matches(".rs")),
+        };
+        for line in code_only(text).lines() {
+            let l = line.trim();
+            let l = l
+                .strip_prefix("pub(crate) ")
+                .or(l.strip_prefix("pub(super) "))
+                .unwrap_or(l);
+            let l = l.strip_prefix("pub ").unwrap_or(l);
+            if let Some(name) = l.strip_prefix("mod ").and_then(|n| n.strip_suffix(';')) {
+                todo.push(format!("{dir}{name}.rs"));
+                todo.push(format!("{dir}{name}/mod.rs"));
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn every_source_file_is_read_and_is_a_module() {
+    let files = sources();
+    let declared = declared_modules(&files);
+    let read: BTreeSet<String> = files.iter().map(|(r, _)| r.clone()).collect();
+    let orphans: Vec<&String> = read.difference(&declared).collect();
+    assert!(orphans.is_empty(), "files no `mod` declares: {orphans:?}");
+    // an independent count of the files on disk (not the walk above)
+    let out = std::process::Command::new("git")
+        .args([
+            "ls-files",
+            "--cached",
+            "--others",
+            "--exclude-standard",
+            "src/*.rs",
+            "src/**/*.rs",
+        ])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output();
+    if let Ok(out) = out
+        && out.status.success()
+    {
+        let listed = String::from_utf8_lossy(&out.stdout).lines().count();
+        assert_eq!(
+            read.len(),
+            listed,
+            "the checks read {} of {listed} source files",
+            read.len()
+        );
+    }
+    assert!(read.len() > 100, "only {} source files read", read.len());
 }
 
 #[test]
@@ -450,8 +596,41 @@ fn planted_violations_are_found() {
             "planted in {path}:\n{text}\nexpected `{expected}`, found {v:?}"
         );
     }
+    // import cycles between files, found from any file, reported once
+    let cycle = tree(&[
+        (
+            "interaction/session.rs",
+            "//! x\nuse super::write::delete_version;\n",
+        ),
+        (
+            "interaction/write.rs",
+            "//! x\nuse super::session::Session;\n",
+        ),
+        ("fhirpath/eval.rs", "//! x\nuse super::functions;\n"),
+        (
+            "fhirpath/functions.rs",
+            "//! x\nfn f() { crate::fhirpath::value::g() }\n",
+        ),
+        (
+            "fhirpath/value.rs",
+            "//! x\nuse super::{eval::Ev, parser};\n",
+        ),
+        ("fhirpath/parser.rs", "//! x\n"),
+        ("app.rs", "//! x\nuse crate::config::Config;\n"),
+        ("config.rs", "//! x\npub use crate::app::AuthMode;\n"),
+    ]);
+    let v = cycle_violations(&cycle);
+    assert_eq!(
+        v,
+        [
+            "import cycle between app, config",
+            "import cycle between fhirpath::eval, fhirpath::functions, fhirpath::value",
+            "import cycle between interaction::session, interaction::write",
+        ],
+        "{v:?}"
+    );
     // and what is allowed stays allowed: downward imports, own-module paths, names in
-    // comments and strings, L0 modules using each other
+    // comments and strings, L0 modules using each other, a child using its parent
     let clean = tree(&[
         (
             "interaction/read.rs",
@@ -462,6 +641,14 @@ fn planted_violations_are_found() {
         ("fhirpath/eval.rs", "//! x\nuse crate::fhir::Id;\n"),
         ("fhir/validation.rs", "//! x\nuse crate::fhirpath::eval;\n"),
         ("app.rs", "//! x\nuse crate::{api, interaction, store};\n"),
+        (
+            "interaction/mod.rs",
+            "//! x\nmod read;\npub use read::read;\n",
+        ),
+        (
+            "interaction/retry.rs",
+            "//! x\nuse super::{Context, read};\n",
+        ),
     ]);
     let v = all_violations(&clean);
     assert!(v.is_empty(), "{v:?}");

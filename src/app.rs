@@ -31,17 +31,7 @@ use tower_http::sensitive_headers::{
     SetSensitiveRequestHeadersLayer, SetSensitiveResponseHeadersLayer,
 };
 
-/// Whether the FHIR API requires SMART access tokens.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum AuthMode {
-    /// No authorization: every request may do everything (`--insecure-no-auth`; the default
-    /// of embedded servers so tests and benchmarks run without tokens).
-    #[default]
-    Off,
-    /// Every FHIR request but `GET metadata` needs a valid bearer token; the token's
-    /// `auth::Principal` travels in the request extensions.
-    On,
-}
+pub use crate::auth::discovery::AuthMode;
 
 /// Options of the HTTP application that do not concern the store.
 #[derive(Debug, Clone)]

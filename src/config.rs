@@ -1,7 +1,7 @@
 //! Typed configuration from flags and environment, validated at start; the only reader of
 //! the process environment. Bad values are one-line errors, never panics.
 
-pub use crate::app::AuthMode;
+pub use crate::auth::discovery::AuthMode;
 use crate::fhir::limits::Limits;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::fmt;

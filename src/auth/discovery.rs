@@ -171,6 +171,18 @@ pub fn insecure_security() -> Value {
     json!({ "cors": false, "description": INSECURE_WARNING })
 }
 
+/// Whether the FHIR API requires SMART access tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AuthMode {
+    /// No authorization: every request may do everything (`--insecure-no-auth`; the default
+    /// of embedded servers so tests and benchmarks run without tokens).
+    #[default]
+    Off,
+    /// Every FHIR request but `GET metadata` needs a valid bearer token; the token's
+    /// `auth::Principal` travels in the request extensions.
+    On,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -308,8 +308,8 @@ async fn run_transaction(
 ) -> Result<Vec<FhirResponse>, Outcome> {
     let mut s = Session::begin(ctx, base).await?;
     let results = run_in(ctx, base, &mut s, entries, provenance).await?;
-    super::audit_in_session(ctx, &mut s, "transaction", "E", 200).await?;
-    s.finish().await?;
+    super::recording::audit_in_session(ctx, &mut s, "transaction", "E", 200).await?;
+    super::integrity::finish(s).await?;
     Ok(results)
 }
 
@@ -329,7 +329,9 @@ async fn run_batch(
             let mark = s.mark();
             s.tx().savepoint("batch_entry").await?;
             let r = match run_in(ctx, base, &mut s, std::slice::from_ref(e), None).await {
-                Ok(r) => s.check_since(&mark).await.map(|_| r),
+                Ok(r) => super::integrity::check_since(&mut s, &mark)
+                    .await
+                    .map(|_| r),
                 Err(o) => Err(o),
             };
             match r {
@@ -352,8 +354,8 @@ async fn run_batch(
         };
         out.push(result);
     }
-    super::audit_in_session(ctx, &mut s, "batch", "E", 200).await?;
-    s.finish().await?;
+    super::recording::audit_in_session(ctx, &mut s, "batch", "E", 200).await?;
+    super::integrity::finish(s).await?;
     Ok(out)
 }
 

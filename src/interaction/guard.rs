@@ -18,13 +18,14 @@
 //! exist (404). Without a principal (authorization switched off) the guard is open.
 
 use super::Context;
+pub use super::reader::{Src, nothing};
 use crate::auth::{Perm, Policy, Principal, Role, ScopeContext};
 use crate::fhir::outcome::{ErrorKind, Outcome};
 use crate::search::index::IndexRows;
 use crate::search::matching;
 use crate::search::parameters::SearchParameters;
 use crate::search::query::{self, Filter, Owners, Pred};
-use crate::store::{SearchSpec, Store, StoredVersion, Transaction};
+use crate::store::{Store, StoredVersion, Transaction};
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -49,79 +50,12 @@ pub fn hidden(resource_type: &str, id: &str) -> Outcome {
     Outcome::not_found(format!("{resource_type}/{id} is not known"))
 }
 
-/// A filter that matches nothing.
-pub fn nothing() -> Filter {
-    Filter::Id {
-        ids: Vec::new(),
-        negate: true,
-    }
-}
-
 /// The parameters that tie `resource_type` to a patient: the policy's where it has its own,
 /// else R4's Patient CompartmentDefinition.
 pub fn patient_links<'a>(registry: &'a SearchParameters, resource_type: &str) -> &'a [String] {
     match Policy::get().via(resource_type) {
         Some(v) => v,
         None => registry.patient_compartment(resource_type),
-    }
-}
-
-/// Where a guard reads what it needs to decide: the store, or a write transaction (which
-/// sees its own writes).
-pub enum Src<'a> {
-    Store(&'a dyn Store),
-    Tx(&'a mut dyn Transaction),
-}
-
-impl Src<'_> {
-    /// Ids of live `resource_type` resources matching every filter (at most `limit`).
-    pub async fn find(
-        &mut self,
-        resource_type: &str,
-        filters: &[Filter],
-        limit: u32,
-    ) -> Result<Vec<String>, Outcome> {
-        match self {
-            Src::Tx(tx) => Ok(tx.find(resource_type, filters, limit).await?),
-            Src::Store(store) => {
-                let types = [resource_type.to_string()];
-                let hits = store
-                    .search(&SearchSpec {
-                        types: &types,
-                        filters,
-                        sort: &[],
-                        anchor: None,
-                        backwards: false,
-                        limit,
-                        forms: &[],
-                    })
-                    .await?;
-                Ok(hits.into_iter().map(|h| h.id).collect())
-            }
-        }
-    }
-
-    async fn version(
-        &mut self,
-        resource_type: &str,
-        id: &str,
-        version: i64,
-    ) -> Result<Option<StoredVersion>, Outcome> {
-        match self {
-            Src::Tx(tx) => Ok(tx.version(resource_type, id, version).await?),
-            Src::Store(store) => Ok(store.vread(resource_type, id, version).await?),
-        }
-    }
-
-    async fn current(
-        &mut self,
-        resource_type: &str,
-        id: &str,
-    ) -> Result<Option<StoredVersion>, Outcome> {
-        match self {
-            Src::Tx(tx) => Ok(tx.current(resource_type, id).await?),
-            Src::Store(store) => Ok(store.read(resource_type, id).await?),
-        }
     }
 }
 

@@ -5,7 +5,7 @@
 //! insurer's members. The answer is a filter on Patient resources, evaluated in the query of
 //! every request, so a new relationship gives access at once and a removed one takes it away.
 
-use super::guard::{Src, nothing};
+use super::reader::{Src, nothing};
 use crate::auth::{Patients, Policy, Principal};
 use crate::fhir::outcome::Outcome;
 use crate::search::query::{Filter, Pred};

@@ -196,7 +196,7 @@ pub(super) async fn change(
         Some(&current),
     )
     .await?;
-    s.finish().await?;
+    super::super::integrity::finish(s).await?;
     let body = match &written.body {
         Some(Body::Raw(b)) => b.to_string(),
         _ => {

@@ -13,6 +13,7 @@
 
 mod filters;
 mod include;
+mod keys;
 mod ordered;
 mod paging;
 mod plan;

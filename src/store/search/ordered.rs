@@ -2,7 +2,7 @@
 //! index order — a string prefix, or a chain over one — so the walk stops after `limit` hits
 //! and a broad prefix costs the page, not the matches.
 
-use super::paging::Comp;
+use super::keys::Comp;
 use super::{Compiler, Form, KeyValue, MAX_CHAR, Scope, SearchSpec, push_key};
 use crate::search::query::{Filter, Pred, StrMatch};
 use sqlx::{Database, Encode, QueryBuilder, Type};

@@ -2,56 +2,13 @@
 //! type and id, and resumed strictly after an anchor (keyset paging), so pages stay stable
 //! while other clients write; and the hits decoded from its rows.
 
+use super::keys::{Comp, KeyKind, key_kind};
 use super::ordered::Drive;
 use super::tables::table_name;
 use super::walk::Phase;
 use super::{Compiler, Hit, KeyValue, SearchSpec, ordered_plan, push_key, sort_walk};
 use crate::search::query::{Sort, SortKey, Table};
 use sqlx::{Database, Encode, QueryBuilder, Type};
-
-/// The kind of column a sort key yields.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum KeyKind {
-    Int,
-    Real,
-    Text,
-}
-
-pub fn key_kind(key: &SortKey) -> KeyKind {
-    match key {
-        SortKey::Id => KeyKind::Text,
-        SortKey::LastUpdated => KeyKind::Int,
-        SortKey::Param { table, .. } => match table {
-            Table::Date => KeyKind::Int,
-            Table::Number | Table::Quantity => KeyKind::Real,
-            _ => KeyKind::Text,
-        },
-    }
-}
-
-/// One component of a page's order.
-pub(super) struct Comp {
-    pub(super) col: String,
-    pub(super) kind: KeyKind,
-    pub(super) desc: bool,
-    pub(super) nulls_last: bool,
-    pub(super) nullable: bool,
-    /// A type or id column (ordered by the primary key).
-    pub(super) id_like: bool,
-}
-
-impl Comp {
-    pub(super) fn id(col: &str) -> Comp {
-        Comp {
-            col: col.to_string(),
-            kind: KeyKind::Text,
-            desc: false,
-            nulls_last: true,
-            nullable: false,
-            id_like: true,
-        }
-    }
-}
 
 impl Compiler {
     /// One page: `SELECT rt, id, k0, k1… ORDER BY keys, rt, id LIMIT n`.
