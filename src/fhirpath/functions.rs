@@ -1,5 +1,6 @@
 //! The FHIRPath function library (existence, filtering, subsetting, combining, conversion,
-//! string, math, tree navigation, utility and FHIR-specific functions) used by `eval`.
+//! string, math, tree navigation, utility and FHIR-specific functions) used by `eval`. It
+//! reaches the evaluator only through the [`Evaluator`] trait and never imports `eval`.
 
 use std::cmp::Ordering;
 use std::rc::Rc;
@@ -7,11 +8,13 @@ use std::rc::Rc;
 use regex::{Regex, RegexBuilder};
 use serde_json::Value;
 
-use super::eval::{
-    Ev, MAX_ITEMS, R, Scope, Sys, arith, as_bool, bool_item, cmp_sys, eq_item, is_resource_type,
-    push_distinct, single, str_item, sys, sys_to_value,
-};
+use super::context::{Evaluator, MAX_ITEMS, R, Scope};
 use super::parser::{BinOp, Expr, TypeSpec};
+use super::system::{
+    Sys, arith, as_bool, bool_item, cmp_sys, eq_item, push_distinct, single, str_item, sys,
+    sys_to_value,
+};
+use super::types::is_resource_type;
 use super::value::{Decimal, Quantity, Temporal, TemporalKind, parse_quantity_text};
 use super::{EvalError, FpValue, Item, Json, Node, Step};
 
@@ -274,158 +277,180 @@ fn convert(kind: &str, s: &Sys, unit: Option<&str>) -> Option<Sys> {
     }
 }
 
-impl<'a> Ev<'a, '_> {
-    fn arg(&self, args: &[Expr], i: usize, sc: &Scope<'a>) -> R<Items<'a>> {
-        match args.get(i) {
-            Some(e) => self.eval(e, sc),
-            None => Ok(Vec::new()),
-        }
+/// Argument `i` evaluated in `sc`; empty when it is absent.
+fn arg<'a>(ev: &dyn Evaluator<'a>, args: &[Expr], i: usize, sc: &Scope<'a>) -> R<Items<'a>> {
+    match args.get(i) {
+        Some(e) => ev.eval(e, sc),
+        None => Ok(Vec::new()),
     }
+}
 
-    fn arg_str(&self, args: &[Expr], i: usize, sc: &Scope<'a>, f: &str) -> R<Option<Rc<str>>> {
-        let v = self.arg(args, i, sc)?;
-        match single(&v, f)? {
-            None => Ok(None),
-            Some(it) => match sys(it) {
-                Some(Sys::Str(s, _)) => Ok(Some(s)),
-                _ => Err(err(format!("{f}() expects a string argument"))),
-            },
-        }
+/// Argument `i` as a single String, `None` when empty.
+fn arg_str<'a>(
+    ev: &dyn Evaluator<'a>,
+    args: &[Expr],
+    i: usize,
+    sc: &Scope<'a>,
+    f: &str,
+) -> R<Option<Rc<str>>> {
+    let v = arg(ev, args, i, sc)?;
+    match single(&v, f)? {
+        None => Ok(None),
+        Some(it) => match sys(it) {
+            Some(Sys::Str(s, _)) => Ok(Some(s)),
+            _ => Err(err(format!("{f}() expects a string argument"))),
+        },
     }
+}
 
-    fn arg_int(&self, args: &[Expr], i: usize, sc: &Scope<'a>, f: &str) -> R<Option<i64>> {
-        let v = self.arg(args, i, sc)?;
-        match single(&v, f)? {
-            None => Ok(None),
-            Some(it) => match sys(it) {
-                Some(Sys::Int(n)) => Ok(Some(n)),
-                _ => Err(err(format!("{f}() expects an integer argument"))),
-            },
-        }
+/// Argument `i` as a single Integer, `None` when empty.
+fn arg_int<'a>(
+    ev: &dyn Evaluator<'a>,
+    args: &[Expr],
+    i: usize,
+    sc: &Scope<'a>,
+    f: &str,
+) -> R<Option<i64>> {
+    let v = arg(ev, args, i, sc)?;
+    match single(&v, f)? {
+        None => Ok(None),
+        Some(it) => match sys(it) {
+            Some(Sys::Int(n)) => Ok(Some(n)),
+            _ => Err(err(format!("{f}() expects an integer argument"))),
+        },
     }
+}
 
-    fn lambda(&self, e: &Expr, it: &Item<'a>, idx: usize, sc: &Scope<'a>) -> R<Items<'a>> {
-        self.eval(e, &sc.with_this(it.clone(), Some(idx)))
-    }
+/// Evaluates `e` with `it` as `$this` and `idx` as `$index`.
+fn lambda<'a>(
+    ev: &dyn Evaluator<'a>,
+    e: &Expr,
+    it: &Item<'a>,
+    idx: usize,
+    sc: &Scope<'a>,
+) -> R<Items<'a>> {
+    ev.eval(e, &sc.with_this(it.clone(), Some(idx)))
+}
 
-    fn resolve(&self, it: &Item<'a>) -> Option<Item<'a>> {
-        let FpValue::Node(n) = &it.value else {
-            return None;
-        };
-        let reference = match n.json()? {
-            Value::Object(o) => o.get("reference")?.as_str()?,
-            Value::String(s) => s.as_str(),
-            _ => return None,
-        };
-        let root_json = match &self.root.value {
-            FpValue::Node(Node {
-                json: Some(Json::Borrowed(v)),
-                ..
-            }) => Some(*v),
-            _ => None,
-        };
-        let found = |json: &'a Value, loc: Vec<Step>| {
-            let ty = json
-                .get("resourceType")
-                .and_then(Value::as_str)
-                .map(Rc::from);
-            Item {
-                value: FpValue::Node(Node {
-                    json: Some(Json::Borrowed(json)),
-                    ext: None,
-                    ty,
-                }),
-                loc: Some(Rc::from(loc)),
-            }
-        };
-        if let Some(local) = reference.strip_prefix('#') {
-            let root = root_json?;
-            if local.is_empty() {
-                return Some(self.root.clone());
-            }
-            let contained = root.get("contained")?.as_array()?;
-            let (i, c) = contained
-                .iter()
-                .enumerate()
-                .find(|(_, c)| c.get("id").and_then(Value::as_str) == Some(local))?;
-            return Some(found(
-                c,
-                vec![Step::Key("contained".into()), Step::Index(i)],
-            ));
+/// `resolve()` of one reference: a contained resource, a Bundle entry, the root, or a stub.
+fn resolve<'a>(ev: &dyn Evaluator<'a>, it: &Item<'a>) -> Option<Item<'a>> {
+    let FpValue::Node(n) = &it.value else {
+        return None;
+    };
+    let reference = match n.json()? {
+        Value::Object(o) => o.get("reference")?.as_str()?,
+        Value::String(s) => s.as_str(),
+        _ => return None,
+    };
+    let root_json = match &ev.root().value {
+        FpValue::Node(Node {
+            json: Some(Json::Borrowed(v)),
+            ..
+        }) => Some(*v),
+        _ => None,
+    };
+    let found = |json: &'a Value, loc: Vec<Step>| {
+        let ty = json
+            .get("resourceType")
+            .and_then(Value::as_str)
+            .map(Rc::from);
+        Item {
+            value: FpValue::Node(Node {
+                json: Some(Json::Borrowed(json)),
+                ext: None,
+                ty,
+            }),
+            loc: Some(Rc::from(loc)),
         }
-        let no_hist = reference.split("/_history/").next().unwrap_or(reference);
-        let no_hist = no_hist.split(['?', '#']).next().unwrap_or(no_hist);
-        let segs: Vec<&str> = no_hist.split('/').collect();
-        let type_id = match segs.as_slice() {
-            [.., t, id] if is_resource_type(t) && !id.is_empty() => Some((*t, *id)),
-            _ => None,
-        };
-        if let Some(root) = root_json {
-            if root.get("resourceType").and_then(Value::as_str) == Some("Bundle")
-                && let Some(entries) = root.get("entry").and_then(Value::as_array)
-            {
-                for (i, e) in entries.iter().enumerate() {
-                    let full = e.get("fullUrl").and_then(Value::as_str);
-                    let res = e.get("resource");
-                    let by_url = full.is_some_and(|f| {
-                        f == reference
-                            || type_id.is_some_and(|(t, id)| f.ends_with(&format!("/{t}/{id}")))
-                    });
-                    let by_id = res.is_some_and(|r| {
-                        type_id.is_some_and(|(t, id)| {
-                            r.get("resourceType").and_then(Value::as_str) == Some(t)
-                                && r.get("id").and_then(Value::as_str) == Some(id)
-                        })
-                    });
-                    if let (true, Some(r)) = (by_url || by_id, res) {
-                        return Some(found(
-                            r,
-                            vec![
-                                Step::Key("entry".into()),
-                                Step::Index(i),
-                                Step::Key("resource".into()),
-                            ],
-                        ));
-                    }
+    };
+    if let Some(local) = reference.strip_prefix('#') {
+        let root = root_json?;
+        if local.is_empty() {
+            return Some(ev.root().clone());
+        }
+        let contained = root.get("contained")?.as_array()?;
+        let (i, c) = contained
+            .iter()
+            .enumerate()
+            .find(|(_, c)| c.get("id").and_then(Value::as_str) == Some(local))?;
+        return Some(found(
+            c,
+            vec![Step::Key("contained".into()), Step::Index(i)],
+        ));
+    }
+    let no_hist = reference.split("/_history/").next().unwrap_or(reference);
+    let no_hist = no_hist.split(['?', '#']).next().unwrap_or(no_hist);
+    let segs: Vec<&str> = no_hist.split('/').collect();
+    let type_id = match segs.as_slice() {
+        [.., t, id] if is_resource_type(t) && !id.is_empty() => Some((*t, *id)),
+        _ => None,
+    };
+    if let Some(root) = root_json {
+        if root.get("resourceType").and_then(Value::as_str) == Some("Bundle")
+            && let Some(entries) = root.get("entry").and_then(Value::as_array)
+        {
+            for (i, e) in entries.iter().enumerate() {
+                let full = e.get("fullUrl").and_then(Value::as_str);
+                let res = e.get("resource");
+                let by_url = full.is_some_and(|f| {
+                    f == reference
+                        || type_id.is_some_and(|(t, id)| f.ends_with(&format!("/{t}/{id}")))
+                });
+                let by_id = res.is_some_and(|r| {
+                    type_id.is_some_and(|(t, id)| {
+                        r.get("resourceType").and_then(Value::as_str) == Some(t)
+                            && r.get("id").and_then(Value::as_str) == Some(id)
+                    })
+                });
+                if let (true, Some(r)) = (by_url || by_id, res) {
+                    return Some(found(
+                        r,
+                        vec![
+                            Step::Key("entry".into()),
+                            Step::Index(i),
+                            Step::Key("resource".into()),
+                        ],
+                    ));
                 }
             }
-            if let Some((t, id)) = type_id
-                && root.get("resourceType").and_then(Value::as_str) == Some(t)
-                && root.get("id").and_then(Value::as_str) == Some(id)
-            {
-                return Some(self.root.clone());
-            }
         }
-        let (t, id) = type_id?;
-        let mut m = serde_json::Map::new();
-        m.insert("resourceType".into(), Value::String(t.to_string()));
-        m.insert("id".into(), Value::String(id.to_string()));
-        Some(Item::computed(FpValue::Node(Node {
-            json: Some(Json::Shared(Rc::new(Value::Object(m)))),
-            ext: None,
-            ty: Some(Rc::from(t)),
-        })))
+        if let Some((t, id)) = type_id
+            && root.get("resourceType").and_then(Value::as_str) == Some(t)
+            && root.get("id").and_then(Value::as_str) == Some(id)
+        {
+            return Some(ev.root().clone());
+        }
     }
+    let (t, id) = type_id?;
+    let mut m = serde_json::Map::new();
+    m.insert("resourceType".into(), Value::String(t.to_string()));
+    m.insert("id".into(), Value::String(id.to_string()));
+    Some(Item::computed(FpValue::Node(Node {
+        json: Some(Json::Shared(Rc::new(Value::Object(m)))),
+        ext: None,
+        ty: Some(Rc::from(t)),
+    })))
+}
 
-    fn descendants(&self, input: &[Item<'a>]) -> R<Items<'a>> {
-        let mut out = Vec::new();
-        let mut stack: Vec<Item<'a>> = input.iter().rev().cloned().collect();
-        let mut first = true;
-        while let Some(it) = stack.pop() {
-            if !first {
-                out.push(it.clone());
-                if out.len() > MAX_ITEMS {
-                    return Err(err("descendants() result too large"));
-                }
+/// The nodes below a one-item `input`, depth first (bounded by [`MAX_ITEMS`]).
+fn descendants<'a>(ev: &dyn Evaluator<'a>, input: &[Item<'a>]) -> R<Items<'a>> {
+    let mut out = Vec::new();
+    let mut stack: Vec<Item<'a>> = input.iter().rev().cloned().collect();
+    let mut first = true;
+    while let Some(it) = stack.pop() {
+        if !first {
+            out.push(it.clone());
+            if out.len() > MAX_ITEMS {
+                return Err(err("descendants() result too large"));
             }
-            let kids = self.children(&it);
-            if first && stack.is_empty() {
-                first = false;
-            }
-            stack.extend(kids.into_iter().rev());
         }
-        Ok(out)
+        let kids = ev.children(&it);
+        if first && stack.is_empty() {
+            first = false;
+        }
+        stack.extend(kids.into_iter().rev());
     }
+    Ok(out)
 }
 
 fn input_str<'a>(input: &[Item<'a>], f: &str) -> R<Option<Rc<str>>> {
@@ -488,7 +513,7 @@ fn boundary(d: Decimal, precision: Option<i64>, high: bool) -> Option<Decimal> {
 /// Evaluates function `name` on `input`; dispatches to one small function per family so
 /// that deeply nested calls keep small stack frames.
 pub(crate) fn call<'a>(
-    ev: &Ev<'a, '_>,
+    ev: &dyn Evaluator<'a>,
     name: &str,
     input: Items<'a>,
     args: &[Expr],
@@ -527,7 +552,7 @@ pub(crate) fn call<'a>(
 /// Functions: existence.
 #[inline(never)]
 fn f_existence<'a>(
-    ev: &Ev<'a, '_>,
+    ev: &dyn Evaluator<'a>,
     name: &str,
     input: Items<'a>,
     args: &[Expr],
@@ -546,7 +571,7 @@ fn f_existence<'a>(
                 None => Ok(vec![bool_item(!input.is_empty())]),
                 Some(c) => {
                     for (i, it) in input.iter().enumerate() {
-                        if as_bool(&ev.lambda(c, it, i, sc)?, name)? == Some(true) {
+                        if as_bool(&lambda(ev, c, it, i, sc)?, name)? == Some(true) {
                             return Ok(vec![bool_item(true)]);
                         }
                     }
@@ -558,7 +583,7 @@ fn f_existence<'a>(
             arity(name, args, 1, 1)?;
             let c = args.first().ok_or_else(|| err("all() needs a criterion"))?;
             for (i, it) in input.iter().enumerate() {
-                if as_bool(&ev.lambda(c, it, i, sc)?, name)? != Some(true) {
+                if as_bool(&lambda(ev, c, it, i, sc)?, name)? != Some(true) {
                     return Ok(vec![bool_item(false)]);
                 }
             }
@@ -583,7 +608,7 @@ fn f_existence<'a>(
         }
         "subsetOf" | "supersetOf" => {
             arity(name, args, 1, 1)?;
-            let other = ev.arg(args, 0, sc)?;
+            let other = arg(ev, args, 0, sc)?;
             let (small, big) = if name == "subsetOf" {
                 (&input, &other)
             } else {
@@ -624,7 +649,7 @@ fn f_existence<'a>(
 /// Functions: filtering and projection.
 #[inline(never)]
 fn f_filtering_and_projection<'a>(
-    ev: &Ev<'a, '_>,
+    ev: &dyn Evaluator<'a>,
     name: &str,
     input: Items<'a>,
     args: &[Expr],
@@ -640,7 +665,7 @@ fn f_filtering_and_projection<'a>(
                 .ok_or_else(|| err("where() needs a criterion"))?;
             let mut out = Vec::new();
             for (i, it) in input.into_iter().enumerate() {
-                if as_bool(&ev.lambda(c, &it, i, sc)?, name)? == Some(true) {
+                if as_bool(&lambda(ev, c, &it, i, sc)?, name)? == Some(true) {
                     out.push(it);
                 }
             }
@@ -653,7 +678,7 @@ fn f_filtering_and_projection<'a>(
                 .ok_or_else(|| err("select() needs a projection"))?;
             let mut out = Vec::new();
             for (i, it) in input.iter().enumerate() {
-                out.extend(ev.lambda(c, it, i, sc)?);
+                out.extend(lambda(ev, c, it, i, sc)?);
             }
             Ok(out)
         }
@@ -667,7 +692,7 @@ fn f_filtering_and_projection<'a>(
             while !queue.is_empty() {
                 let mut next = Vec::new();
                 for (i, it) in queue.iter().enumerate() {
-                    for r in ev.lambda(c, it, i, sc)? {
+                    for r in lambda(ev, c, it, i, sc)? {
                         let seen = out.iter().any(|o| match (&o.loc, &r.loc) {
                             (Some(a), Some(b)) => a == b,
                             (None, None) => eq_item(o, &r) == Some(true),
@@ -716,7 +741,7 @@ fn f_filtering_and_projection<'a>(
 /// Functions: subsetting.
 #[inline(never)]
 fn f_subsetting<'a>(
-    ev: &Ev<'a, '_>,
+    ev: &dyn Evaluator<'a>,
     name: &str,
     input: Items<'a>,
     args: &[Expr],
@@ -730,7 +755,7 @@ fn f_subsetting<'a>(
         "tail" => Ok(input.into_iter().skip(1).collect()),
         "skip" | "take" => {
             arity(name, args, 1, 1)?;
-            let n = ev.arg_int(args, 0, sc, name)?.unwrap_or(0);
+            let n = arg_int(ev, args, 0, sc, name)?.unwrap_or(0);
             let n = usize::try_from(n.max(0)).unwrap_or(usize::MAX);
             Ok(if name == "skip" {
                 input.into_iter().skip(n).collect()
@@ -744,7 +769,7 @@ fn f_subsetting<'a>(
         }
         "intersect" => {
             arity(name, args, 1, 1)?;
-            let other = ev.arg(args, 0, sc)?;
+            let other = arg(ev, args, 0, sc)?;
             let mut out = Vec::new();
             for it in input {
                 if other.iter().any(|o| eq_item(o, &it) == Some(true)) {
@@ -755,7 +780,7 @@ fn f_subsetting<'a>(
         }
         "exclude" => {
             arity(name, args, 1, 1)?;
-            let other = ev.arg(args, 0, sc)?;
+            let other = arg(ev, args, 0, sc)?;
             Ok(input
                 .into_iter()
                 .filter(|it| !other.iter().any(|o| eq_item(o, it) == Some(true)))
@@ -763,7 +788,7 @@ fn f_subsetting<'a>(
         }
         "union" => {
             arity(name, args, 1, 1)?;
-            let other = ev.arg(args, 0, sc)?;
+            let other = arg(ev, args, 0, sc)?;
             let mut out = Vec::new();
             for it in input.into_iter().chain(other) {
                 push_distinct(&mut out, it);
@@ -773,7 +798,7 @@ fn f_subsetting<'a>(
         "combine" => {
             arity(name, args, 1, 1)?;
             let mut out = input;
-            out.extend(ev.arg(args, 0, sc)?);
+            out.extend(arg(ev, args, 0, sc)?);
             Ok(out)
         }
         "iif" => {
@@ -787,7 +812,7 @@ fn f_subsetting<'a>(
             } else {
                 sc.clone()
             };
-            let crit = ev.arg(args, 0, &scope)?;
+            let crit = arg(ev, args, 0, &scope)?;
             let c = match crit.as_slice() {
                 [] => false,
                 [one] => match sys(one) {
@@ -797,9 +822,9 @@ fn f_subsetting<'a>(
                 _ => return Err(err("iif() criterion must be a single boolean")),
             };
             if c {
-                ev.arg(args, 1, &scope)
+                arg(ev, args, 1, &scope)
             } else {
-                ev.arg(args, 2, &scope)
+                arg(ev, args, 2, &scope)
             }
         }
         _ => Err(err(format!("unknown function {name}()"))),
@@ -809,7 +834,7 @@ fn f_subsetting<'a>(
 /// Functions: conversion.
 #[inline(never)]
 fn f_conversion<'a>(
-    ev: &Ev<'a, '_>,
+    ev: &dyn Evaluator<'a>,
     name: &str,
     input: Items<'a>,
     args: &[Expr],
@@ -828,7 +853,7 @@ fn f_conversion<'a>(
             };
             arity(name, args, 0, usize::from(kind == "Quantity"))?;
             let unit = if kind == "Quantity" {
-                ev.arg_str(args, 0, sc, name)?
+                arg_str(ev, args, 0, sc, name)?
             } else {
                 None
             };
@@ -854,7 +879,7 @@ fn f_conversion<'a>(
 /// Functions: strings.
 #[inline(never)]
 fn f_strings<'a>(
-    ev: &Ev<'a, '_>,
+    ev: &dyn Evaluator<'a>,
     name: &str,
     input: Items<'a>,
     args: &[Expr],
@@ -865,7 +890,7 @@ fn f_strings<'a>(
     match name {
         "indexOf" => {
             arity(name, args, 1, 1)?;
-            let (Some(s), Some(sub)) = (input_str(&input, name)?, ev.arg_str(args, 0, sc, name)?)
+            let (Some(s), Some(sub)) = (input_str(&input, name)?, arg_str(ev, args, 0, sc, name)?)
             else {
                 return Ok(Vec::new());
             };
@@ -879,10 +904,10 @@ fn f_strings<'a>(
             let Some(s) = input_str(&input, name)? else {
                 return Ok(Vec::new());
             };
-            let Some(start) = ev.arg_int(args, 0, sc, name)? else {
+            let Some(start) = arg_int(ev, args, 0, sc, name)? else {
                 return Ok(Vec::new());
             };
-            let len = ev.arg_int(args, 1, sc, name)?;
+            let len = arg_int(ev, args, 1, sc, name)?;
             let chars: Vec<char> = s.chars().collect();
             let n = i64::try_from(chars.len()).unwrap_or(i64::MAX);
             if start < 0 || start >= n {
@@ -901,7 +926,7 @@ fn f_strings<'a>(
         }
         "startsWith" | "endsWith" | "contains" => {
             arity(name, args, 1, 1)?;
-            let (Some(s), Some(p)) = (input_str(&input, name)?, ev.arg_str(args, 0, sc, name)?)
+            let (Some(s), Some(p)) = (input_str(&input, name)?, arg_str(ev, args, 0, sc, name)?)
             else {
                 return Ok(Vec::new());
             };
@@ -931,8 +956,8 @@ fn f_strings<'a>(
             arity(name, args, 2, 2)?;
             let (Some(s), Some(p), Some(r)) = (
                 input_str(&input, name)?,
-                ev.arg_str(args, 0, sc, name)?,
-                ev.arg_str(args, 1, sc, name)?,
+                arg_str(ev, args, 0, sc, name)?,
+                arg_str(ev, args, 1, sc, name)?,
             ) else {
                 return Ok(Vec::new());
             };
@@ -943,7 +968,7 @@ fn f_strings<'a>(
         }
         "matches" | "matchesFull" => {
             arity(name, args, 1, 1)?;
-            let (Some(s), Some(p)) = (input_str(&input, name)?, ev.arg_str(args, 0, sc, name)?)
+            let (Some(s), Some(p)) = (input_str(&input, name)?, arg_str(ev, args, 0, sc, name)?)
             else {
                 return Ok(Vec::new());
             };
@@ -955,8 +980,8 @@ fn f_strings<'a>(
             arity(name, args, 2, 2)?;
             let (Some(s), Some(p), Some(r)) = (
                 input_str(&input, name)?,
-                ev.arg_str(args, 0, sc, name)?,
-                ev.arg_str(args, 1, sc, name)?,
+                arg_str(ev, args, 0, sc, name)?,
+                arg_str(ev, args, 1, sc, name)?,
             ) else {
                 return Ok(Vec::new());
             };
@@ -967,7 +992,7 @@ fn f_strings<'a>(
         }
         "split" => {
             arity(name, args, 1, 1)?;
-            let (Some(s), Some(sep)) = (input_str(&input, name)?, ev.arg_str(args, 0, sc, name)?)
+            let (Some(s), Some(sep)) = (input_str(&input, name)?, arg_str(ev, args, 0, sc, name)?)
             else {
                 return Ok(Vec::new());
             };
@@ -978,9 +1003,7 @@ fn f_strings<'a>(
         }
         "join" => {
             arity(name, args, 0, 1)?;
-            let sep = ev
-                .arg_str(args, 0, sc, name)?
-                .unwrap_or_else(|| Rc::from(""));
+            let sep = arg_str(ev, args, 0, sc, name)?.unwrap_or_else(|| Rc::from(""));
             let mut parts = Vec::new();
             for it in &input {
                 match sys(it) {
@@ -992,7 +1015,7 @@ fn f_strings<'a>(
         }
         "encode" | "decode" | "escape" | "unescape" => {
             arity(name, args, 1, 1)?;
-            let (Some(s), Some(fmt)) = (input_str(&input, name)?, ev.arg_str(args, 0, sc, name)?)
+            let (Some(s), Some(fmt)) = (input_str(&input, name)?, arg_str(ev, args, 0, sc, name)?)
             else {
                 return Ok(Vec::new());
             };
@@ -1020,7 +1043,7 @@ fn f_strings<'a>(
 /// Functions: tree navigation.
 #[inline(never)]
 fn f_tree_navigation<'a>(
-    ev: &Ev<'a, '_>,
+    ev: &dyn Evaluator<'a>,
     name: &str,
     input: Items<'a>,
     args: &[Expr],
@@ -1037,7 +1060,7 @@ fn f_tree_navigation<'a>(
             arity(name, args, 0, 0)?;
             let mut out = Vec::new();
             for it in &input {
-                out.extend(ev.descendants(std::slice::from_ref(it))?);
+                out.extend(descendants(ev, std::slice::from_ref(it))?);
             }
             Ok(out)
         }
@@ -1048,7 +1071,7 @@ fn f_tree_navigation<'a>(
 /// Functions: utility.
 #[inline(never)]
 fn f_utility<'a>(
-    ev: &Ev<'a, '_>,
+    ev: &dyn Evaluator<'a>,
     name: &str,
     input: Items<'a>,
     args: &[Expr],
@@ -1063,15 +1086,15 @@ fn f_utility<'a>(
         }
         "now" => {
             arity(name, args, 0, 0)?;
-            Ok(computed(FpValue::Temporal(ev.now)))
+            Ok(computed(FpValue::Temporal(ev.now())))
         }
         "today" => {
             arity(name, args, 0, 0)?;
-            Ok(computed(FpValue::Temporal(ev.now.date_part())))
+            Ok(computed(FpValue::Temporal(ev.now().date_part())))
         }
         "timeOfDay" => {
             arity(name, args, 0, 0)?;
-            Ok(computed(FpValue::Temporal(ev.now.time_part())))
+            Ok(computed(FpValue::Temporal(ev.now().time_part())))
         }
         "not" => {
             arity(name, args, 0, 0)?;
@@ -1098,7 +1121,7 @@ fn f_utility<'a>(
             let agg = args
                 .first()
                 .ok_or_else(|| err("aggregate() needs an expression"))?;
-            let mut total = ev.arg(args, 1, sc)?;
+            let mut total = arg(ev, args, 1, sc)?;
             for (i, it) in input.iter().enumerate() {
                 let scope = Scope {
                     this: Some(it.clone()),
@@ -1118,7 +1141,7 @@ fn f_utility<'a>(
                         Expr::Neg(inner, true) => (&**inner, true),
                         e => (e, false),
                     };
-                    let v = ev.lambda(e, &it, i, sc)?;
+                    let v = lambda(ev, e, &it, i, sc)?;
                     keys.push((single(&v, name)?.and_then(sys), desc));
                 }
                 if args.is_empty() {
@@ -1163,7 +1186,7 @@ fn f_utility<'a>(
 /// Functions: math.
 #[inline(never)]
 fn f_math<'a>(
-    ev: &Ev<'a, '_>,
+    ev: &dyn Evaluator<'a>,
     name: &str,
     input: Items<'a>,
     args: &[Expr],
@@ -1219,7 +1242,7 @@ fn f_math<'a>(
             let Some(n) = input_num(&input, name)? else {
                 return Ok(Vec::new());
             };
-            let p = ev.arg_int(args, 0, sc, name)?.unwrap_or(0);
+            let p = arg_int(ev, args, 0, sc, name)?.unwrap_or(0);
             let p = u32::try_from(p).map_err(|_| err("round() precision must be >= 0"))?;
             let d = dec_of(&n).ok_or_else(|| err("number expected"))?;
             Ok(computed(FpValue::Decimal(d.round(p))))
@@ -1229,7 +1252,7 @@ fn f_math<'a>(
             let Some(n) = input_num(&input, name)? else {
                 return Ok(Vec::new());
             };
-            let a = ev.arg(args, 0, sc)?;
+            let a = arg(ev, args, 0, sc)?;
             let Some(arg) = single(&a, name)?.and_then(sys) else {
                 return Ok(Vec::new());
             };
@@ -1257,7 +1280,7 @@ fn f_math<'a>(
 /// Functions: FHIR specific.
 #[inline(never)]
 fn f_fhir_specific<'a>(
-    ev: &Ev<'a, '_>,
+    ev: &dyn Evaluator<'a>,
     name: &str,
     input: Items<'a>,
     args: &[Expr],
@@ -1268,7 +1291,7 @@ fn f_fhir_specific<'a>(
     match name {
         "extension" => {
             arity(name, args, 1, 1)?;
-            let Some(url) = ev.arg_str(args, 0, sc, name)? else {
+            let Some(url) = arg_str(ev, args, 0, sc, name)? else {
                 return Ok(Vec::new());
             };
             let mut out = Vec::new();
@@ -1310,13 +1333,13 @@ fn f_fhir_specific<'a>(
         }
         "resolve" => {
             arity(name, args, 0, 0)?;
-            Ok(input.iter().filter_map(|it| ev.resolve(it)).collect())
+            Ok(input.iter().filter_map(|it| resolve(ev, it)).collect())
         }
         "memberOf" | "subsumes" | "subsumedBy" => Ok(Vec::new()),
         "htmlChecks" | "htmlchecks" => Ok(vec![bool_item(true)]),
         "conformsTo" => {
             arity(name, args, 1, 1)?;
-            let Some(url) = ev.arg_str(args, 0, sc, name)? else {
+            let Some(url) = arg_str(ev, args, 0, sc, name)? else {
                 return Ok(Vec::new());
             };
             let Some(base) = url.strip_prefix("http://hl7.org/fhir/StructureDefinition/") else {
@@ -1337,7 +1360,7 @@ fn f_fhir_specific<'a>(
         "lowBoundary" | "highBoundary" => {
             arity(name, args, 0, 1)?;
             let high = name == "highBoundary";
-            let p = ev.arg_int(args, 0, sc, name)?;
+            let p = arg_int(ev, args, 0, sc, name)?;
             let Some(it) = single(&input, name)? else {
                 return Ok(Vec::new());
             };
@@ -1377,7 +1400,7 @@ fn f_fhir_specific<'a>(
         }
         "comparable" => {
             arity(name, args, 1, 1)?;
-            let other = ev.arg(args, 0, sc)?;
+            let other = arg(ev, args, 0, sc)?;
             let (Some(a), Some(b)) = (single(&input, name)?, single(&other, name)?) else {
                 return Ok(Vec::new());
             };

@@ -6,11 +6,14 @@
 //! Nothing here panics on any input: recursion is bounded by [`MAX_DEPTH`] and by an
 //! evaluation depth guard, and JSON walks that can go deep use explicit stacks.
 
+mod context;
 mod eval;
 mod functions;
 mod lexer;
 mod parser;
 pub mod patch;
+mod system;
+mod types;
 mod value;
 
 #[cfg(test)]
