@@ -660,12 +660,77 @@ async fn an_arbitrary_host_header_never_makes_links_or_locations(s: Server) {
 
 mod bodies {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_authorization_route_answers_413_with_an_outcome_and_bad_forms_with_errors() {
+        super::every_auth_route().await;
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn sqlite_every_body_route_answers_413_415_and_400_with_an_outcome() {
         super::every_body_route(crate::common::Backend::Sqlite).await;
     }
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn postgres_every_body_route_answers_413_415_and_400_with_an_outcome() {
         super::every_body_route(crate::common::Backend::Postgres).await;
+    }
+}
+
+/// Every authorization-server route that takes a body (OAuth endpoints and the browser's sign-in
+/// forms): an oversized body is 413 with an OperationOutcome like every other route; a wrong
+/// media type or a malformed form gets the error its protocol defines — RFC 6749's JSON
+/// `error` for the OAuth endpoints, the error page for the browser forms — never a 5xx or
+/// axum's plain text.
+async fn every_auth_route() {
+    let options = AppOptions {
+        max_body_bytes: 2048,
+        auth: healporium::app::AuthMode::On,
+        ..AppOptions::default()
+    };
+    let Some((s, _)) =
+        crate::common::start_tuned(Backend::Sqlite, options, StoreOptions::default()).await
+    else {
+        return;
+    };
+    let client = reqwest::Client::new();
+    let oauth = ["token", "introspect", "revoke", "launch"];
+    let forms = ["authorize", "login", "consent"];
+    for name in oauth.iter().chain(forms.iter()) {
+        let url = format!("{}/auth/{name}", s.origin());
+        let send = |ct: &'static str, body: String| {
+            client
+                .post(&url)
+                .header("content-type", ct)
+                .body(body)
+                .send()
+        };
+        let big = format!("a={}", "x".repeat(5000));
+        let r = send("application/x-www-form-urlencoded", big)
+            .await
+            .expect("send");
+        assert_eq!(r.status().as_u16(), 413, "{name}");
+        let v: Value = r.json().await.expect("json");
+        assert_eq!(v["resourceType"], "OperationOutcome", "{name}: {v}");
+        assert_eq!(v["issue"][0]["code"], "too-long", "{name}: {v}");
+        for (ct, body) in [
+            ("text/plain", "x"),
+            ("application/x-www-form-urlencoded", "%%%=&&=%zz"),
+        ] {
+            let r = send(ct, body.to_string()).await.expect("send");
+            let status = r.status().as_u16();
+            let content_type = r
+                .headers()
+                .get("content-type")
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or("")
+                .to_string();
+            let text = r.text().await.unwrap_or_default();
+            assert!((400..500).contains(&status), "{name} {ct}: {status} {text}");
+            if oauth.contains(name) {
+                let v: Value = serde_json::from_str(&text).expect("an OAuth error is JSON");
+                assert!(v["error"].is_string(), "{name} {ct}: {text}");
+            } else {
+                assert!(content_type.starts_with("text/html"), "{name} {ct}: {text}");
+                assert!(text.contains("<html"), "{name} {ct}: {text}");
+            }
+        }
     }
 }
 
@@ -681,8 +746,11 @@ async fn every_body_route(backend: Backend) {
         return;
     };
     let id = s.create(&json!({"resourceType": "Patient"})).await;
+    // every route and method of api::router that reads a body (DELETE and GET do not)
     let routes: Vec<(Method, String, &str)> = vec![
         (Method::POST, String::new(), "application/fhir+json"),
+        (Method::POST, "/".into(), "application/fhir+json"),
+        (Method::POST, "$reindex".into(), "application/fhir+json"),
         (
             Method::POST,
             "_search".into(),

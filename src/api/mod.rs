@@ -913,3 +913,31 @@ async fn not_found() -> ApiError {
 pub fn panic_response() -> Response {
     ApiError(Outcome::internal("Internal server error")).into_response()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An accepted asynchronous request (bulk export's kick-off) answers 202 with its status
+    /// URL in Content-Location and no Location.
+    #[test]
+    fn accepted_renders_202_with_content_location() {
+        let mut r = FhirResponse::new(Status::Accepted);
+        r.content_location = Some("http://h/fhir/$export-status/1".into());
+        r.location = Some("http://h/fhir/Patient/1".into());
+        let format = Format {
+            pretty: false,
+            plain_json: false,
+        };
+        let http = respond(r, format).expect("rendered");
+        assert_eq!(http.status(), StatusCode::ACCEPTED);
+        assert_eq!(
+            http.headers()
+                .get(axum::http::header::CONTENT_LOCATION)
+                .and_then(|h| h.to_str().ok()),
+            Some("http://h/fhir/$export-status/1")
+        );
+        assert!(http.headers().get(LOCATION).is_none());
+        assert!(http.headers().get(CONTENT_TYPE).is_none());
+    }
+}
