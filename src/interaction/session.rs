@@ -169,8 +169,7 @@ impl Session {
     /// Nothing live may reference a deleted resource (or, cascading, referrers go too).
     async fn check_deletes(&mut self, from: usize) -> Result<(), Outcome> {
         let mut i = from;
-        while i < self.deleted.len() {
-            let (rt, id, entry) = self.deleted[i].clone();
+        while let Some((rt, id, entry)) = self.deleted.get(i).cloned() {
             i += 1;
             let referrers = self.tx.referrers(&rt, &id, 100).await?;
             let referrers: Vec<(String, String)> = referrers
