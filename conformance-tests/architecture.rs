@@ -654,9 +654,9 @@ fn planted_violations_are_found() {
     assert!(v.is_empty(), "{v:?}");
 }
 
-/// `unwrap()`, `expect()` and `panic!` on request paths are compile errors (Cargo.toml
-/// `[lints.clippy]`, run by `cargo clippy -- -D warnings` in .ci/run), with tests exempted by
-/// .clippy.toml; reading the environment outside config.rs is a disallowed method. This test
+/// `unwrap()`, `expect()`, `panic!` and indexing or slicing that may panic on request paths
+/// are compile errors (Cargo.toml `[lints.clippy]`, run by `cargo clippy -- -D warnings` in
+/// .ci/run), with tests exempted by .clippy.toml; reading the environment outside config.rs is a disallowed method. This test
 /// keeps those switches from being turned off quietly.
 #[test]
 fn the_deny_lints_stay_on() {
@@ -667,7 +667,7 @@ fn the_deny_lints_stay_on() {
         .nth(1)
         .expect("Cargo.toml has [lints.clippy]");
     let lints = lints.split("\n[").next().unwrap_or(lints);
-    for lint in ["unwrap_used", "expect_used", "panic"] {
+    for lint in ["unwrap_used", "expect_used", "panic", "indexing_slicing"] {
         assert!(
             lints
                 .lines()
@@ -685,7 +685,7 @@ fn the_deny_lints_stay_on() {
         for (i, line) in text.lines().enumerate() {
             let l = line.trim();
             let allows = (l.starts_with("#![allow") || l.starts_with("#[allow"))
-                && ["unwrap_used", "expect_used", "panic"]
+                && ["unwrap_used", "expect_used", "panic", "indexing_slicing"]
                     .iter()
                     .any(|x| l.contains(x));
             if allows {

@@ -218,8 +218,8 @@ pub async fn seed(ctx: &Context, auth: &dyn AuthStore, config: &Config) -> anyho
         .map(|r| {
             let url = format!(
                 "{}/{}",
-                r["resourceType"].as_str().unwrap_or(""),
-                r["id"].as_str().unwrap_or("")
+                r.get("resourceType").and_then(Value::as_str).unwrap_or(""),
+                r.get("id").and_then(Value::as_str).unwrap_or("")
             );
             json!({"resource": r, "request": {"method": "PUT", "url": url}})
         })

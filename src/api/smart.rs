@@ -385,7 +385,10 @@ async fn introspect(
         return oauth_error(SmartError::invalid_request("token is missing"), false);
     };
     match state.smart.introspect(token, &endpoints.issuer).await {
-        Ok(v) if resource_server || v["client_id"].as_str() == Some(caller.as_str()) => {
+        Ok(v)
+            if resource_server
+                || v.get("client_id").and_then(Value::as_str) == Some(caller.as_str()) =>
+        {
             json_response(StatusCode::OK, &v)
         }
         Ok(_) => json_response(StatusCode::OK, &serde_json::json!({"active": false})),
@@ -785,37 +788,37 @@ async fn patient_choices(
     let Some(Ok(bundle)) = response.body.map(|b| b.to_value()) else {
         return Vec::new();
     };
-    bundle["entry"]
-        .as_array()
+    let text = |v: &Value, key: &str| v.get(key).and_then(Value::as_str).map(str::to_string);
+    bundle
+        .get("entry")
+        .and_then(Value::as_array)
         .into_iter()
         .flatten()
-        .filter(|e| e["resource"]["resourceType"] == "Patient")
-        .filter_map(|e| {
-            let r = &e["resource"];
-            let id = r["id"].as_str()?.to_string();
-            let name = &r["name"][0];
-            let mut display = name["text"]
-                .as_str()
-                .map(str::to_string)
-                .unwrap_or_else(|| {
-                    let given: Vec<&str> = name["given"]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .filter_map(Value::as_str)
-                        .collect();
-                    format!(
-                        "{} {}",
-                        given.join(" "),
-                        name["family"].as_str().unwrap_or("")
-                    )
-                    .trim()
-                    .to_string()
-                });
+        .filter_map(|e| e.get("resource"))
+        .filter(|r| r.get("resourceType").and_then(Value::as_str) == Some("Patient"))
+        .filter_map(|r| {
+            let id = text(r, "id")?;
+            let name = r
+                .get("name")
+                .and_then(Value::as_array)
+                .and_then(|n| n.first())
+                .cloned()
+                .unwrap_or(Value::Null);
+            let mut display = text(&name, "text").unwrap_or_else(|| {
+                let given: Vec<&str> = name
+                    .get("given")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                    .collect();
+                let family = text(&name, "family").unwrap_or_default();
+                format!("{} {family}", given.join(" ")).trim().to_string()
+            });
             if display.is_empty() {
                 display = "(no name)".to_string();
             }
-            if let Some(b) = r["birthDate"].as_str() {
+            if let Some(b) = text(r, "birthDate") {
                 display = format!("{display}, born {b}");
             }
             Some((id, display))

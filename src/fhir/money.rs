@@ -206,11 +206,10 @@ impl Currency {
     pub fn parse(code: &str) -> Result<Currency, MoneyError> {
         ISO_4217
             .binary_search_by(|(c, _)| (*c).cmp(code))
-            .map(|i| Currency {
-                code: ISO_4217[i].0,
-                exponent: ISO_4217[i].1,
-            })
-            .map_err(|_| MoneyError::UnknownCurrency(clip(code)))
+            .ok()
+            .and_then(|i| ISO_4217.get(i))
+            .map(|&(code, exponent)| Currency { code, exponent })
+            .ok_or_else(|| MoneyError::UnknownCurrency(clip(code)))
     }
 
     /// The three-letter code, e.g. `USD`.

@@ -150,8 +150,10 @@ impl Issue {
             "code": self.code,
             "diagnostics": self.diagnostics,
         });
-        if !self.expression.is_empty() {
-            v["expression"] = json!(self.expression);
+        if !self.expression.is_empty()
+            && let Some(obj) = v.as_object_mut()
+        {
+            obj.insert("expression".into(), json!(self.expression));
         }
         v
     }

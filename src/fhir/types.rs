@@ -6,7 +6,7 @@
 use crate::fhir::outcome::Outcome;
 use std::fmt;
 use time::format_description::well_known::Rfc3339;
-use time::{Date, Month, OffsetDateTime, PrimitiveDateTime, Time, UtcOffset};
+use time::{Date, Month, OffsetDateTime, PrimitiveDateTime, Time, UtcOffset, Weekday};
 
 /// A FHIR logical id: `[A-Za-z0-9\-\.]{1,64}`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -114,15 +114,34 @@ impl Instant {
     /// IMF-fixdate, as HTTP wants it: `Wed, 25 Nov 2026 19:17:53 GMT`.
     pub fn to_http_date(self) -> String {
         let t = self.to_offset();
-        const DAYS: [&str; 7] = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
-        const MONTHS: [&str; 12] = [
-            "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-        ];
+        let day = match t.weekday() {
+            Weekday::Monday => "Mon",
+            Weekday::Tuesday => "Tue",
+            Weekday::Wednesday => "Wed",
+            Weekday::Thursday => "Thu",
+            Weekday::Friday => "Fri",
+            Weekday::Saturday => "Sat",
+            Weekday::Sunday => "Sun",
+        };
+        let month = match t.month() {
+            Month::January => "Jan",
+            Month::February => "Feb",
+            Month::March => "Mar",
+            Month::April => "Apr",
+            Month::May => "May",
+            Month::June => "Jun",
+            Month::July => "Jul",
+            Month::August => "Aug",
+            Month::September => "Sep",
+            Month::October => "Oct",
+            Month::November => "Nov",
+            Month::December => "Dec",
+        };
         format!(
             "{}, {:02} {} {:04} {:02}:{:02}:{:02} GMT",
-            DAYS[t.weekday().number_days_from_monday() as usize],
+            day,
             t.day(),
-            MONTHS[u8::from(t.month()) as usize - 1],
+            month,
             t.year(),
             t.hour(),
             t.minute(),

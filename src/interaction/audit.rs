@@ -19,7 +19,7 @@ use crate::fhir::types::{Id, Instant};
 use crate::search::parameters::SearchParameters;
 use crate::store::{Method, NewVersion, Store, Transaction};
 use base64::Engine;
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
 /// The lock key serializing appends to the chain.
@@ -68,30 +68,35 @@ fn outcome_code(status: u16) -> &'static str {
 /// The AuditEvent resource for a record.
 pub fn event(who: &Requester, r: &Record) -> Value {
     let mut agents = Vec::new();
-    let mut user = json!({"requestor": true});
+    let mut user = Map::new();
+    user.insert("requestor".into(), json!(true));
     match &who.principal {
         Some(p) => {
-            if let Some(fu) = &p.fhir_user {
-                user["who"] = json!({"reference": fu});
+            let who = if let Some(fu) = &p.fhir_user {
+                json!({"reference": fu})
             } else if let Some(u) = &p.user {
-                user["who"] = json!({"display": u});
+                json!({"display": u})
             } else {
-                user["who"] = json!({"display": p.client_id});
-            }
+                json!({"display": p.client_id})
+            };
+            user.insert("who".into(), who);
             if let Some(u) = &p.user {
-                user["name"] = json!(u);
+                user.insert("name".into(), json!(u));
             }
-            user["altId"] = json!(p.client_id);
-            user["policy"] = json!([format!("scope:{}", p.scope)]);
+            user.insert("altId".into(), json!(p.client_id));
+            user.insert("policy".into(), json!([format!("scope:{}", p.scope)]));
         }
         None => {
-            user["who"] = json!({"display": "anonymous (authorization off)"});
+            user.insert(
+                "who".into(),
+                json!({"display": "anonymous (authorization off)"}),
+            );
         }
     }
     if let Some(addr) = &who.address {
-        user["network"] = json!({"address": addr, "type": "2"});
+        user.insert("network".into(), json!({"address": addr, "type": "2"}));
     }
-    agents.push(user);
+    agents.push(Value::Object(user));
     if let Some(p) = &who.principal {
         agents.push(json!({
             "type": {"coding": [{"system": "http://dicom.nema.org/resources/ontology/DCM", "code": "110150", "display": "Application"}]},
@@ -128,6 +133,18 @@ pub fn event(who: &Requester, r: &Record) -> Value {
     } else {
         "http://hl7.org/fhir/restful-interaction"
     };
+    let mut source = Map::new();
+    source.insert("observer".into(), json!({"display": "Healporium"}));
+    source.insert(
+        "type".into(),
+        json!([{"system": "http://terminology.hl7.org/CodeSystem/security-source-type", "code": "4", "display": "Application Server"}]),
+    );
+    if let Some(d) = &r.description {
+        source.insert(
+            "site".into(),
+            json!(d.chars().take(200).collect::<String>()),
+        );
+    }
     let mut ev = json!({
         "resourceType": "AuditEvent",
         "type": {"system": "http://terminology.hl7.org/CodeSystem/audit-event-type", "code": "rest", "display": "RESTful Operation"},
@@ -137,14 +154,12 @@ pub fn event(who: &Requester, r: &Record) -> Value {
         "outcome": outcome_code(r.status),
         "outcomeDesc": format!("HTTP {}", r.status),
         "agent": agents,
-        "source": {"observer": {"display": "Healporium"},
-                   "type": [{"system": "http://terminology.hl7.org/CodeSystem/security-source-type", "code": "4", "display": "Application Server"}]},
+        "source": Value::Object(source),
     });
-    if let Some(d) = &r.description {
-        ev["source"]["site"] = json!(d.chars().take(200).collect::<String>());
-    }
-    if !entities.is_empty() {
-        ev["entity"] = Value::Array(entities);
+    if !entities.is_empty()
+        && let Some(obj) = ev.as_object_mut()
+    {
+        obj.insert("entity".into(), Value::Array(entities));
     }
     ev
 }
@@ -162,16 +177,20 @@ pub async fn security_event(
     if !ctx.audit {
         return Ok(());
     }
-    let mut agent = json!({"requestor": true});
-    agent["who"] = json!({"display": user.or(client).unwrap_or("unknown")});
+    let mut agent = Map::new();
+    agent.insert("requestor".into(), json!(true));
+    agent.insert(
+        "who".into(),
+        json!({"display": user.or(client).unwrap_or("unknown")}),
+    );
     if let Some(u) = user {
-        agent["name"] = json!(u);
+        agent.insert("name".into(), json!(u));
     }
     if let Some(c) = client {
-        agent["altId"] = json!(c);
+        agent.insert("altId".into(), json!(c));
     }
     if let Some(a) = address {
-        agent["network"] = json!({"address": a, "type": "2"});
+        agent.insert("network".into(), json!({"address": a, "type": "2"}));
     }
     let ev = json!({
         "resourceType": "AuditEvent",
@@ -181,7 +200,7 @@ pub async fn security_event(
         "recorded": Instant::now().to_fhir(),
         "outcome": outcome_code(status),
         "outcomeDesc": format!("HTTP {status}"),
-        "agent": [agent],
+        "agent": [Value::Object(agent)],
         "source": {"observer": {"display": "Healporium"},
                    "type": [{"system": "http://terminology.hl7.org/CodeSystem/security-source-type", "code": "4", "display": "Application Server"}]},
     });

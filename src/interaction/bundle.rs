@@ -373,8 +373,10 @@ async fn run_in(
     let mut targets: Vec<(String, String)> = entries
         .iter()
         .filter(|e| matches!(e.verb, Verb::Put | Verb::Patch | Verb::Delete))
-        .filter(|e| e.path.len() == 2 && e.query.is_none())
-        .map(|e| (e.path[0].clone(), e.path[1].clone()))
+        .filter_map(|e| match e.path.as_slice() {
+            [t, id] if e.query.is_none() => Some((t.clone(), id.clone())),
+            _ => None,
+        })
         .collect();
     targets.sort();
     targets.dedup();
@@ -421,25 +423,28 @@ async fn run_in(
     }
 
     // 4. execution in the spec's order
-    let mut order: Vec<usize> = (0..entries.len()).collect();
-    order.sort_by_key(|&i| (entries[i].verb.order(), i));
-    let mut results: Vec<Option<FhirResponse>> = vec![None; entries.len()];
-    for i in order {
-        let e = &entries[i];
+    let mut order: Vec<(usize, &Entry, &Plan)> = entries
+        .iter()
+        .zip(&plans)
+        .enumerate()
+        .map(|(i, (e, plan))| (i, e, plan))
+        .collect();
+    order.sort_by_key(|&(i, e, _)| (e.verb.order(), i));
+    let mut results: Vec<(usize, FhirResponse)> = Vec::with_capacity(order.len());
+    for (i, e, plan) in order {
         s.set_entry(Some(e.label()));
-        let r = execute(ctx, base, s, e, &plans[i])
+        let r = execute(ctx, base, s, e, plan)
             .await
-            .map_err(|o| locate(o, Some(&e.label()), plan_type(&plans[i])))?;
-        results[i] = Some(r);
+            .map_err(|o| locate(o, Some(&e.label()), plan_type(plan)))?;
+        results.push((i, r));
     }
     s.set_entry(None);
     if let Some(p) = provenance {
         provenance::record_in(ctx, s, p.clone()).await?;
     }
-    results
-        .into_iter()
-        .map(|r| r.ok_or_else(|| Outcome::internal("an entry was not processed")))
-        .collect()
+    // back in the order of the entries
+    results.sort_by_key(|&(i, _)| i);
+    Ok(results.into_iter().map(|(_, r)| r).collect())
 }
 
 fn plan_target(plan: &Plan) -> Option<(&str, &str)> {

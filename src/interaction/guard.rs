@@ -693,10 +693,13 @@ fn compartment(registry: &SearchParameters, resource_type: &str, owners: &Owners
             targets,
         }]);
     }
-    match alts.len() {
-        0 => nothing(),
-        1 if alts[0].len() == 1 => alts.remove(0).remove(0),
-        _ => Filter::Any(alts),
+    match <[Vec<Filter>; 1]>::try_from(alts) {
+        Ok([only]) => match <[Filter; 1]>::try_from(only) {
+            Ok([filter]) => filter,
+            Err(only) => Filter::Any(vec![only]),
+        },
+        Err(alts) if alts.is_empty() => nothing(),
+        Err(alts) => Filter::Any(alts),
     }
 }
 

@@ -8,7 +8,7 @@ use crate::auth::Perm;
 use crate::fhir::outcome::Outcome;
 use crate::fhir::types::{Id, Instant, etag};
 use crate::store::{Cursor, HistoryQuery, HistoryScope, Method, StoredVersion};
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 pub const DEFAULT_COUNT: u32 = 50;
 pub const MAX_COUNT: u32 = 1000;
@@ -207,7 +207,10 @@ pub(super) async fn history(
 }
 
 fn entries_is_empty(bundle: &Value) -> bool {
-    bundle["entry"].as_array().is_some_and(Vec::is_empty)
+    bundle
+        .get("entry")
+        .and_then(Value::as_array)
+        .is_some_and(Vec::is_empty)
 }
 
 fn entry(base: &str, v: &StoredVersion) -> Result<Value, Outcome> {
@@ -218,19 +221,26 @@ fn entry(base: &str, v: &StoredVersion) -> Result<Value, Outcome> {
         Method::Put | Method::Patch => (format!("{}/{}", v.resource_type, v.id), "200 OK"),
         Method::Delete => (format!("{}/{}", v.resource_type, v.id), "204 No Content"),
     };
-    let mut e = json!({"fullUrl": full_url});
+    let mut e = Map::new();
+    e.insert("fullUrl".into(), json!(full_url));
     if let Some(body) = &v.body {
         let resource: Value = serde_json::from_str(body)
             .map_err(|_| Outcome::internal("A stored resource is not valid JSON"))?;
-        e["resource"] = resource;
+        e.insert("resource".into(), resource);
     }
-    e["request"] = json!({"method": v.method.as_str(), "url": url});
-    e["response"] = json!({
-        "status": status,
-        "etag": etag(v.version),
-        "lastModified": v.last_updated.to_fhir(),
-    });
-    Ok(e)
+    e.insert(
+        "request".into(),
+        json!({"method": v.method.as_str(), "url": url}),
+    );
+    e.insert(
+        "response".into(),
+        json!({
+            "status": status,
+            "etag": etag(v.version),
+            "lastModified": v.last_updated.to_fhir(),
+        }),
+    );
+    Ok(Value::Object(e))
 }
 
 #[cfg(test)]

@@ -29,8 +29,7 @@ pub async fn check_since(s: &mut Session, mark: &Mark) -> Result<(), Outcome> {
 /// Nothing live may reference a deleted resource (or, cascading, referrers go too).
 async fn check_deletes(s: &mut Session, from: usize) -> Result<(), Outcome> {
     let mut i = from;
-    while i < s.deleted.len() {
-        let (rt, id, entry) = s.deleted[i].clone();
+    while let Some((rt, id, entry)) = s.deleted.get(i).cloned() {
         i += 1;
         let referrers = s.tx.referrers(&rt, &id, 100).await?;
         let referrers: Vec<(String, String)> = referrers

@@ -36,7 +36,9 @@ pub(super) async fn record_in(
         .iter()
         .map(|(t, id, v)| json!({"reference": format!("{t}/{id}/_history/{v}")}))
         .collect();
-    provenance["target"] = Value::Array(targets);
+    if let Some(obj) = provenance.as_object_mut() {
+        obj.insert("target".into(), Value::Array(targets));
+    }
     ctx.validator.validate(&provenance).map_err(|mut o| {
         for i in &mut o.issues {
             i.diagnostics = format!("X-Provenance: {}", i.diagnostics);

@@ -156,7 +156,8 @@ fn scope_types(
                 if k == "_type" {
                     for t in v.split(',').filter(|t| !t.is_empty()) {
                         let t = resource_type(ctx, t).map_err(|o| {
-                            Outcome::bad_request(o.issues[0].diagnostics.clone()).at("_type")
+                            let diagnostics = o.issues.into_iter().next().map(|i| i.diagnostics);
+                            Outcome::bad_request(diagnostics.unwrap_or_default()).at("_type")
                         })?;
                         if !types.iter().any(|x| x == t) {
                             types.push(t.to_string());
@@ -704,8 +705,7 @@ async fn code_system_closure(
     // the transitive closure from `code`, guarded against cycles
     let mut out = vec![code.to_string()];
     let mut i = 0;
-    while i < out.len() {
-        let current = out[i].clone();
+    while let Some(current) = out.get(i).cloned() {
         for (child, parent) in &parents {
             let next = if above {
                 (child == &current).then_some(parent)

@@ -260,8 +260,9 @@ pub async fn add_client(
         Some(text) => {
             let v: serde_json::Value =
                 serde_json::from_str(text).map_err(|_| "the JWKS file is not JSON".to_string())?;
-            let keys = v["keys"]
-                .as_array()
+            let keys = v
+                .get("keys")
+                .and_then(serde_json::Value::as_array)
                 .ok_or_else(|| "the JWKS has no \"keys\" array".to_string())?;
             if keys.is_empty() || keys.iter().any(|k| k.get("d").is_some()) {
                 return Err(

@@ -64,9 +64,10 @@ impl JwksCache {
     /// The JWK Set behind `url`, refetched when stale or when `kid` is missing (rate-limited).
     async fn get(&self, url: &str, kid: &str) -> Result<Value, SmartError> {
         if let Some((at, set)) = self.cached(url) {
-            let has_kid = set["keys"]
-                .as_array()
-                .is_some_and(|ks| ks.iter().any(|k| k["kid"] == kid));
+            let has_kid = set.get("keys").and_then(Value::as_array).is_some_and(|ks| {
+                ks.iter()
+                    .any(|k| k.get("kid").and_then(Value::as_str) == Some(kid))
+            });
             let fresh = at.elapsed() < JWKS_TTL;
             if fresh && (has_kid || at.elapsed() < JWKS_REFETCH_AFTER) {
                 return Ok(set);
@@ -100,8 +101,9 @@ impl Smart {
         let kid = header.kid.ok_or_else(|| bad("the header has no kid"))?;
         let unverified: Value = jsonwebtoken::dangerous::insecure_decode_claims(assertion)
             .map_err(|_| bad("unreadable claims"))?;
-        let client_id = unverified["iss"]
-            .as_str()
+        let client_id = unverified
+            .get("iss")
+            .and_then(Value::as_str)
             .ok_or_else(|| bad("no iss"))?
             .to_string();
         let client = accounts::client(self.store.as_ref(), &client_id)

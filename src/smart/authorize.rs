@@ -150,9 +150,9 @@ impl Smart {
         let client = accounts::client(self.store.as_ref(), client_id)
             .await?
             .ok_or_else(|| AuthorizeError::Page("The application is not registered".into()))?;
-        let redirect_uri = match &p.redirect_uri {
-            Some(r) if client.redirect_uris.iter().any(|u| u == r) => r.clone(),
-            None if client.redirect_uris.len() == 1 => client.redirect_uris[0].clone(),
+        let redirect_uri = match (&p.redirect_uri, client.redirect_uris.as_slice()) {
+            (Some(r), registered) if registered.iter().any(|u| u == r) => r.clone(),
+            (None, [only]) => only.clone(),
             _ => {
                 return Err(AuthorizeError::Page(
                     "The redirect_uri is not registered for this application".into(),

@@ -9,7 +9,7 @@ use super::tokens::Grant;
 use super::{Smart, SmartError, crypto, now_ms};
 use crate::auth::ScopeContext;
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 /// The form of a token, introspection or revocation request.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -283,23 +283,25 @@ impl Smart {
         refresh_expires: Option<i64>,
     ) -> Result<Value, SmartError> {
         let (token, claims) = self.access_token(grant).await?;
-        let mut out = json!({
-            "access_token": token,
-            "token_type": "Bearer",
-            "expires_in": claims.exp - claims.iat,
-            "scope": grant.scope,
-        });
+        let mut out = Map::new();
+        out.insert("access_token".into(), json!(token));
+        out.insert("token_type".into(), json!("Bearer"));
+        out.insert("expires_in".into(), json!(claims.exp - claims.iat));
+        out.insert("scope".into(), json!(grant.scope));
         if grant.username.is_some() {
-            out["need_patient_banner"] = json!(grant.need_patient_banner);
+            out.insert(
+                "need_patient_banner".into(),
+                json!(grant.need_patient_banner),
+            );
         }
         if let Some(p) = &grant.patient {
-            out["patient"] = json!(p);
+            out.insert("patient".into(), json!(p));
         }
         if let Some(e) = &grant.encounter {
-            out["encounter"] = json!(e);
+            out.insert("encounter".into(), json!(e));
         }
         if let Some(id) = self.id_token(grant).await? {
-            out["id_token"] = json!(id);
+            out.insert("id_token".into(), json!(id));
         }
         let ttl = if grant.has_scope("offline_access") {
             Some(self.config.offline_ttl_secs)
@@ -329,8 +331,8 @@ impl Smart {
                     refresh_expires.unwrap_or(now + ttl * 1000),
                 )
                 .await?;
-            out["refresh_token"] = json!(refresh);
+            out.insert("refresh_token".into(), json!(refresh));
         }
-        Ok(out)
+        Ok(Value::Object(out))
     }
 }

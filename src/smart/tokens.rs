@@ -138,13 +138,15 @@ impl Smart {
             "iat": now,
             "auth_time": now,
         });
-        if let Some(f) = &grant.fhir_user
-            && (grant.has_scope("fhirUser") || grant.has_scope("profile"))
-        {
-            claims["fhirUser"] = json!(f);
-        }
-        if let Some(n) = &grant.nonce {
-            claims["nonce"] = json!(n);
+        if let Some(obj) = claims.as_object_mut() {
+            if let Some(f) = &grant.fhir_user
+                && (grant.has_scope("fhirUser") || grant.has_scope("profile"))
+            {
+                obj.insert("fhirUser".into(), json!(f));
+            }
+            if let Some(n) = &grant.nonce {
+                obj.insert("nonce".into(), json!(n));
+            }
         }
         self.sign(&claims).await.map(Some)
     }
@@ -241,20 +243,22 @@ impl Smart {
                         "iat": c.iat,
                         "jti": c.jti,
                     });
-                    if let Some(u) = &c.username {
-                        out["username"] = json!(u);
-                    }
-                    if let Some(p) = &c.patient {
-                        out["patient"] = json!(p);
-                    }
-                    if let Some(e) = &c.encounter {
-                        out["encounter"] = json!(e);
-                    }
-                    if let Some(f) = &c.fhir_user {
-                        out["fhirUser"] = json!(f);
-                    }
-                    if let Some(r) = &c.role {
-                        out["role"] = json!(r);
+                    if let Some(obj) = out.as_object_mut() {
+                        if let Some(u) = &c.username {
+                            obj.insert("username".into(), json!(u));
+                        }
+                        if let Some(p) = &c.patient {
+                            obj.insert("patient".into(), json!(p));
+                        }
+                        if let Some(e) = &c.encounter {
+                            obj.insert("encounter".into(), json!(e));
+                        }
+                        if let Some(f) = &c.fhir_user {
+                            obj.insert("fhirUser".into(), json!(f));
+                        }
+                        if let Some(r) = &c.role {
+                            obj.insert("role".into(), json!(r));
+                        }
                     }
                     out
                 }
@@ -277,15 +281,17 @@ impl Smart {
             "client_id": grant.client_id,
             "exp": row.expires / 1000,
         });
-        if let Some(u) = &grant.username {
-            out["sub"] = json!(u);
-            out["username"] = json!(u);
-        }
-        if let Some(p) = &grant.patient {
-            out["patient"] = json!(p);
-        }
-        if let Some(f) = &grant.fhir_user {
-            out["fhirUser"] = json!(f);
+        if let Some(obj) = out.as_object_mut() {
+            if let Some(u) = &grant.username {
+                obj.insert("sub".into(), json!(u));
+                obj.insert("username".into(), json!(u));
+            }
+            if let Some(p) = &grant.patient {
+                obj.insert("patient".into(), json!(p));
+            }
+            if let Some(f) = &grant.fhir_user {
+                obj.insert("fhirUser".into(), json!(f));
+            }
         }
         Ok(out)
     }

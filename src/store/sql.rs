@@ -778,10 +778,8 @@ where
     if params.is_empty() {
         return Ok(());
     }
-    for table in &INDEX_TABLES[..2] {
-        delete_params::<DB>(conn, table, resource_type, id, params).await?;
-    }
-    for table in &INDEX_TABLES[3..] {
+    // resource_link rows have no parameter: they stay
+    for table in INDEX_TABLES.iter().filter(|t| **t != "resource_link") {
         delete_params::<DB>(conn, table, resource_type, id, params).await?;
     }
     insert_index_rows::<DB>(conn, resource_type, id, rows, false).await

@@ -74,15 +74,23 @@ pub(super) async fn break_glass(
             ..audit::Record::default()
         };
         let mut ev = audit::event(&ctx.requester, &record);
-        ev["purposeOfEvent"] = json!([{"coding": [{
-            "system": "http://terminology.hl7.org/CodeSystem/v3-ActReason",
-            "code": "BTG",
-            "display": "break the glass"
-        }]}]);
+        if let Some(obj) = ev.as_object_mut() {
+            obj.insert(
+                "purposeOfEvent".into(),
+                json!([{"coding": [{
+                    "system": "http://terminology.hl7.org/CodeSystem/v3-ActReason",
+                    "code": "BTG",
+                    "display": "break the glass"
+                }]}]),
+            );
+        }
         if let Some(Value::Array(entities)) = ev.get_mut("entity")
-            && let Some(first) = entities.first_mut()
+            && let Some(Value::Object(first)) = entities.first_mut()
         {
-            first["detail"] = json!([{"type": "reason", "valueString": reason}]);
+            first.insert(
+                "detail".into(),
+                json!([{"type": "reason", "valueString": reason}]),
+            );
         }
         audit::append_all(ctx, vec![ev]).await?;
     }

@@ -190,8 +190,10 @@ pub(super) async fn everything(
         "total": total,
         "link": links,
     });
-    if !entries.is_empty() {
-        bundle["entry"] = Value::Array(entries);
+    if !entries.is_empty()
+        && let Some(obj) = bundle.as_object_mut()
+    {
+        obj.insert("entry".into(), Value::Array(entries));
     }
     let mut r = FhirResponse::new(Status::Ok);
     r.body = Some(Body::Json(bundle));

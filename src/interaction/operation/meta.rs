@@ -182,7 +182,10 @@ pub(super) async fn change(
         .cloned()
         .unwrap_or_default();
     merge(&mut m, &meta, add);
-    resource["meta"] = Value::Object(m);
+    let Some(obj) = resource.as_object_mut() else {
+        return Err(Outcome::internal("A stored resource is not a JSON object"));
+    };
+    obj.insert("meta".into(), Value::Object(m));
     ctx.validator.validate(&resource).map_err(|mut o| {
         o.kind = ErrorKind::Invalid;
         o

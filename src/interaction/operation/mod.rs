@@ -68,8 +68,10 @@ impl Operation {
             .iter()
             .map(|(name, use_, min, max, ty)| {
                 let mut p = serde_json::json!({"name": name, "use": use_, "min": min, "max": max});
-                if !ty.is_empty() {
-                    p["type"] = Value::from(*ty);
+                if !ty.is_empty()
+                    && let Some(obj) = p.as_object_mut()
+                {
+                    obj.insert("type".into(), Value::from(*ty));
                 }
                 p
             })

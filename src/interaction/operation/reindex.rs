@@ -115,8 +115,10 @@ pub(super) async fn status(ctx: &Context) -> Result<FhirResponse, Outcome> {
         })
         .collect();
     let mut body = json!({"resourceType": "Parameters"});
-    if !parameter.is_empty() {
-        body["parameter"] = Value::Array(parameter);
+    if !parameter.is_empty()
+        && let Some(obj) = body.as_object_mut()
+    {
+        obj.insert("parameter".into(), Value::Array(parameter));
     }
     respond(body)
 }

@@ -179,12 +179,11 @@ impl<'r> Parser<'r> {
     /// The definition of `code` shared by every type in `types` (system search: Resource's).
     fn lookup(&self, types: &[String], code: &str) -> Option<&'r SearchParam> {
         let registry: &'r SearchParameters = self.registry;
-        if types.is_empty() {
+        let Some((first_type, rest)) = types.split_first() else {
             return registry.get("Resource", code);
-        }
-        let first = registry.get(&types[0], code)?;
-        types[1..]
-            .iter()
+        };
+        let first = registry.get(first_type, code)?;
+        rest.iter()
             .all(|t| registry.get(t, code).is_some_and(|p| p.kind == first.kind))
             .then_some(first)
     }
@@ -393,13 +392,12 @@ impl<'r> Parser<'r> {
         };
         match self.registry.get(source_type, param) {
             Some(p) if p.kind == ParamType::Reference => {
-                if types.len() == 1
+                if let [only] = types
                     && !p.targets.is_empty()
-                    && !p.targets.iter().any(|t| *t == types[0])
+                    && !p.targets.iter().any(|t| t == only)
                 {
                     return Err(bad(format!(
-                        "_has: {source_type}.{param} does not reference {}",
-                        types[0]
+                        "_has: {source_type}.{param} does not reference {only}"
                     )));
                 }
             }

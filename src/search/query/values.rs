@@ -195,7 +195,8 @@ pub(super) fn number_pred(name: &str, v: &str) -> Result<Pred, Outcome> {
 
 pub(super) fn quantity_pred(name: &str, v: &str) -> Result<Pred, Outcome> {
     let parts = split(v, '|');
-    let (p, rest) = prefix(&parts[0]);
+    // split yields at least one part
+    let (p, rest) = prefix(parts.first().map_or("", String::as_str));
     let (value, low, high) = number_range(rest).ok_or_else(|| {
         bad(format!(
             "'{}' of '{}' is not a quantity",

@@ -46,13 +46,20 @@ impl Compiler {
         };
         // drivers first: SQLite tries conditions in the order written
         let form = |i: usize| forms.get(i).copied().unwrap_or(Form::In);
-        let order = (0..filters.len())
-            .filter(|&i| form(i) != Form::Probe)
-            .chain((0..filters.len()).filter(|&i| form(i) == Form::Probe));
-        for i in order {
+        let order = filters
+            .iter()
+            .enumerate()
+            .filter(|&(i, _)| form(i) != Form::Probe)
+            .chain(
+                filters
+                    .iter()
+                    .enumerate()
+                    .filter(|&(i, _)| form(i) == Form::Probe),
+            );
+        for (i, f) in order {
             qb.push(" AND ");
             self.probe = form(i) == Form::Probe;
-            self.filter(qb, &filters[i], scope, "r.resource_type", "r.id");
+            self.filter(qb, f, scope, "r.resource_type", "r.id");
             self.probe = false;
         }
     }
@@ -236,14 +243,14 @@ impl Compiler {
                         qb.push(" OR ");
                     }
                     let aliases: Vec<String> = preds.iter().map(|_| self.alias()).collect();
-                    let Some(first) = aliases.first() else {
+                    let (Some(first), Some(first_pred)) = (aliases.first(), preds.first()) else {
                         qb.push("1 = 0");
                         continue;
                     };
                     let mut from = if self.probe {
-                        self.owner_indexed(table_name(preds[0].table()), first)
+                        self.owner_indexed(table_name(first_pred.table()), first)
                     } else {
-                        format!("{} {first}", table_name(preds[0].table()))
+                        format!("{} {first}", table_name(first_pred.table()))
                     };
                     for (p, a) in preds.iter().zip(&aliases).skip(1) {
                         from.push_str(&format!(

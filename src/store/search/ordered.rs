@@ -249,7 +249,7 @@ impl Compiler {
             qb.push(format!(" OR ({}{c} = ", comp.col));
             push_key(qb, &v);
             qb.push(" AND ");
-            self.ordered_keyset(qb, rest, &values[1.min(values.len())..]);
+            self.ordered_keyset(qb, rest, values.get(1..).unwrap_or_default());
             qb.push(")");
         }
         qb.push(")");

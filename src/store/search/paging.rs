@@ -186,7 +186,7 @@ impl Compiler {
                 }
             };
             qb.push(" AND ");
-            self.keyset(qb, rest, &values[1.min(values.len())..]);
+            self.keyset(qb, rest, values.get(1..).unwrap_or_default());
             qb.push(")");
         }
         qb.push(")");

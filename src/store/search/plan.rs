@@ -73,9 +73,11 @@ pub const ORDERED_MIN: i64 = 100;
 pub fn choose_plan(counts: &[Option<i64>], orderable: &[bool]) -> Vec<Form> {
     let smallest = counts.iter().flatten().min().copied();
     if smallest.is_none_or(|c| c >= ORDERED_MIN)
-        && let Some((_, i)) = (0..counts.len())
-            .filter(|&i| orderable.get(i).copied().unwrap_or(false))
-            .map(|i| (counts[i].unwrap_or(i64::MAX), i))
+        && let Some((_, i)) = counts
+            .iter()
+            .enumerate()
+            .filter(|&(i, _)| orderable.get(i).copied().unwrap_or(false))
+            .map(|(i, c)| (c.unwrap_or(i64::MAX), i))
             .min()
     {
         return (0..counts.len())
