@@ -345,6 +345,9 @@ fn edge_violations(files: &[(String, String)]) -> Vec<String> {
         if !edge && http {
             violations.push(format!("{rel} uses HTTP types"));
         }
+        if !["api", "web"].contains(&top.as_str()) && code.contains("askama") {
+            violations.push(format!("{rel} renders HTML"));
+        }
         if top != "store" && code.contains("sqlx") {
             violations.push(format!("{rel} uses sqlx"));
         }
@@ -577,6 +580,11 @@ fn planted_violations_are_found() {
             "search/x.rs",
             "//! x\nfn f(p: &sqlx::PgPool) {}\n",
             "search/x.rs uses sqlx",
+        ),
+        (
+            "smart/x.rs",
+            "//! x\n#[derive(askama::Template)]\nstruct Page;\n",
+            "smart/x.rs renders HTML",
         ),
         (
             "store/x.rs",

@@ -5,6 +5,7 @@
 //! axum and http types live here and in web/ only.
 
 mod negotiate;
+mod pages;
 pub mod smart;
 
 use crate::fhir::outcome::{ErrorKind, Outcome};

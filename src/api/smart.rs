@@ -1,20 +1,22 @@
 //! L4: the HTTP edge of the SMART authorization server — discovery documents, the JWKS, the
-//! authorization endpoint with its server-rendered sign-in, consent and patient-picker pages,
-//! the token, introspection, revocation and EHR-launch endpoints — and the middleware that
-//! requires a valid bearer token on every FHIR request but `GET metadata`, putting the
-//! token's [`Principal`](crate::auth::Principal) into the request extensions.
+//! authorization endpoint with its server-rendered sign-in, consent and patient-picker pages
+//! (their HTML is in [`pages`](super::pages)), the token, introspection, revocation and
+//! EHR-launch endpoints — and the middleware that requires a valid bearer token on every FHIR
+//! request but `GET metadata`, putting the token's [`Principal`](crate::auth::Principal) into
+//! the request extensions.
 //!
 //! Errors: RFC 6749 JSON at the OAuth endpoints, HTML pages in the browser flow, and a 401
 //! OperationOutcome with `WWW-Authenticate: Bearer` on the FHIR API. Tokens, passwords,
 //! secrets and bodies are never logged.
 
+use super::pages::{ConsentPage, LoginPage, MessagePage, html};
 use super::{ApiError, ApiState, FhirBody};
 use crate::auth::discovery::Endpoints;
 use crate::fhir::outcome::{ErrorKind, Outcome};
 use crate::interaction::search::{SearchRequest, SearchScope};
 use crate::interaction::{self, FhirRequest, Interaction, Preconditions};
 use crate::smart::accounts::User;
-use crate::smart::authorize::{AuthorizeError, AuthorizeParams, Pending, SignIn};
+use crate::smart::authorize::{AuthorizeError, AuthorizeParams, SignIn};
 use crate::smart::grants::{BasicCredentials, TokenForm};
 use crate::smart::{Smart, SmartError};
 use axum::Router;
@@ -535,7 +537,7 @@ async fn authorize_post(
 async fn authorize(state: &SmartState, headers: &HeaderMap, params: AuthorizeParams) -> Response {
     let base = state.base(headers);
     match state.smart.begin(&params, &base).await {
-        Ok((id, pending)) => html(StatusCode::OK, &login_page(&id, &pending, None)),
+        Ok((id, pending)) => html(StatusCode::OK, &LoginPage::new(&id, &pending, None)),
         Err(e) => authorize_failure(e),
     }
 }
@@ -550,7 +552,7 @@ fn authorize_failure(e: AuthorizeError) -> Response {
             }
             html(
                 StatusCode::SERVICE_UNAVAILABLE,
-                &page("Try again later", &format!("<p>{}</p>", esc(&e.message()))),
+                &MessagePage::try_again_later(&e.message()),
             )
         }
     }
@@ -609,21 +611,21 @@ async fn login(
             };
             html(
                 StatusCode::OK,
-                &consent_page(&request, &pending, &user, &patients, None),
+                &ConsentPage::new(&request, &pending, &user, &patients, None),
             )
         }
         Ok(SignIn::Failed(pending)) => {
             tracing::warn!("sign-in failed");
             html(
                 StatusCode::UNAUTHORIZED,
-                &login_page(&request, &pending, Some("Wrong user name or password")),
+                &LoginPage::new(&request, &pending, Some("Wrong user name or password")),
             )
         }
         Ok(SignIn::Locked(pending)) => {
             tracing::warn!("sign-in refused: too many failures");
             html(
                 StatusCode::TOO_MANY_REQUESTS,
-                &login_page(
+                &LoginPage::new(
                     &request,
                     &pending,
                     Some("Too many failed sign-ins; try again in a few minutes"),
@@ -632,13 +634,7 @@ async fn login(
         }
         Ok(SignIn::Ended) => {
             tracing::warn!("sign-in failed; the request ended");
-            html(
-                StatusCode::UNAUTHORIZED,
-                &page(
-                    "Sign-in",
-                    "<p>Too many failed attempts for this sign-in. Start again from the app.</p>",
-                ),
-            )
+            html(StatusCode::UNAUTHORIZED, &MessagePage::sign_in_ended())
         }
         Err(e) => authorize_failure(e),
     };
@@ -682,7 +678,7 @@ async fn consent(
         let patients = patient_choices(&state, &headers, &user, q).await;
         return html(
             StatusCode::OK,
-            &consent_page(&request, &pending, &user, &patients, q),
+            &ConsentPage::new(&request, &pending, &user, &patients, q),
         );
     }
     let approve = f.decision.as_deref() == Some("allow");
@@ -788,7 +784,6 @@ async fn patient_choices(
     let Some(Ok(bundle)) = response.body.map(|b| b.to_value()) else {
         return Vec::new();
     };
-    let text = |v: &Value, key: &str| v.get(key).and_then(Value::as_str).map(str::to_string);
     bundle
         .get("entry")
         .and_then(Value::as_array)
@@ -796,99 +791,45 @@ async fn patient_choices(
         .flatten()
         .filter_map(|e| e.get("resource"))
         .filter(|r| r.get("resourceType").and_then(Value::as_str) == Some("Patient"))
-        .filter_map(|r| {
-            let id = text(r, "id")?;
-            let name = r
-                .get("name")
-                .and_then(Value::as_array)
-                .and_then(|n| n.first())
-                .cloned()
-                .unwrap_or(Value::Null);
-            let mut display = text(&name, "text").unwrap_or_else(|| {
-                let given: Vec<&str> = name
-                    .get("given")
-                    .and_then(Value::as_array)
-                    .into_iter()
-                    .flatten()
-                    .filter_map(Value::as_str)
-                    .collect();
-                let family = text(&name, "family").unwrap_or_default();
-                format!("{} {family}", given.join(" ")).trim().to_string()
-            });
-            if display.is_empty() {
-                display = "(no name)".to_string();
-            }
-            if let Some(b) = text(r, "birthDate") {
-                display = format!("{display}, born {b}");
-            }
-            Some((id, display))
-        })
+        .filter_map(patient_choice)
         .collect()
 }
 
-// ---------------------------------------------------------------------------------------
-// pages
-
-fn esc(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
+/// A Patient as the picker shows it: (id, "<name>, born <birthDate>"); the name is the first
+/// `name`'s `text`, else its given names and family.
+fn patient_choice(patient: &Value) -> Option<(String, String)> {
+    let id = patient.get("id")?.as_str()?.to_string();
+    let name = patient.get("name").and_then(|n| n.get(0));
+    let part = |key: &str| name.and_then(|n| n.get(key));
+    let mut display = match part("text").and_then(Value::as_str) {
+        Some(text) => text.to_string(),
+        None => {
+            let given: Vec<&str> = part("given")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect();
+            let family = part("family").and_then(Value::as_str).unwrap_or("");
+            format!("{} {family}", given.join(" ")).trim().to_string()
         }
+    };
+    if display.is_empty() {
+        display = "(no name)".to_string();
     }
-    out
+    if let Some(b) = patient.get("birthDate").and_then(Value::as_str) {
+        display = format!("{display}, born {b}");
+    }
+    Some((id, display))
 }
 
-fn page(title: &str, body: &str) -> String {
-    format!(
-        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
-         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-         <title>{t} — Healporium</title><style>\
-         body{{font-family:system-ui,sans-serif;max-width:34rem;margin:3rem auto;padding:0 1rem;color:#222}}\
-         h1{{font-size:1.4rem}} label{{display:block;margin:.6rem 0 .2rem}}\
-         input[type=text],input[type=password]{{width:100%;padding:.45rem;box-sizing:border-box}}\
-         button{{margin:1rem .5rem 0 0;padding:.5rem 1.2rem}} .err{{color:#a00}}\
-         ul.scopes li{{font-family:monospace}} .muted{{color:#666;font-size:.9rem}}\
-         </style></head><body><h1>{t}</h1>\n{body}\n</body></html>\n",
-        t = esc(title),
-    )
-}
-
-fn html(status: StatusCode, text: &str) -> Response {
-    let mut resp = (
-        status,
-        [(
-            CONTENT_TYPE,
-            HeaderValue::from_static("text/html; charset=utf-8"),
-        )],
-        text.to_string(),
-    )
-        .into_response();
-    let h = resp.headers_mut();
-    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert("x-frame-options", HeaderValue::from_static("DENY"));
-    h.insert(
-        "content-security-policy",
-        HeaderValue::from_static(
-            "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'",
-        ),
-    );
-    h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
-    resp
-}
+// ---------------------------------------------------------------------------------------
+// pages (their HTML: api/pages.rs and src/api/templates/)
 
 fn page_error(message: &str) -> Response {
     html(
         StatusCode::BAD_REQUEST,
-        &page(
-            "Cannot continue",
-            &format!("<p class=\"err\">{}</p>", esc(message)),
-        ),
+        &MessagePage::cannot_continue(message),
     )
 }
 
@@ -905,112 +846,36 @@ fn see_other(url: &str) -> Response {
     }
 }
 
-fn scope_list(scopes: &[String]) -> String {
-    let items: String = scopes
-        .iter()
-        .map(|s| format!("<li>{}</li>", esc(s)))
-        .collect();
-    format!("<ul class=\"scopes\">{items}</ul>")
-}
-
-fn login_page(request: &str, pending: &Pending, error: Option<&str>) -> String {
-    let err = error
-        .map(|e| format!("<p class=\"err\">{}</p>", esc(e)))
-        .unwrap_or_default();
-    page(
-        "Sign in",
-        &format!(
-            "<p><strong>{app}</strong> asks to access this FHIR server on your behalf.</p>{err}\
-             <form method=\"post\" action=\"/auth/login\">\
-             <input type=\"hidden\" name=\"request\" value=\"{req}\">\
-             <label for=\"username\">User name</label>\
-             <input type=\"text\" id=\"username\" name=\"username\" autocomplete=\"username\" required>\
-             <label for=\"password\">Password</label>\
-             <input type=\"password\" id=\"password\" name=\"password\" autocomplete=\"current-password\" required>\
-             <button type=\"submit\">Sign in</button></form>",
-            app = esc(&pending.client_name),
-            req = esc(request),
-        ),
-    )
-}
-
-fn consent_page(
-    request: &str,
-    pending: &Pending,
-    user: &User,
-    patients: &[(String, String)],
-    query: Option<&str>,
-) -> String {
-    let mut picker = String::new();
-    if pending.needs_patient_pick(user) {
-        // only patients the user may see; nothing chosen for them
-        picker.push_str(&format!(
-            "<fieldset><legend>Patient this application may see</legend>\
-             <label for=\"q\">Find by name</label>\
-             <input type=\"search\" id=\"q\" name=\"q\" value=\"{q}\">\
-             <button type=\"submit\" name=\"decision\" value=\"search\">Search</button>",
-            q = esc(query.unwrap_or("")),
-        ));
-        if patients.is_empty() {
-            picker.push_str("<p class=\"muted\">No patients you may see match.</p>");
-        }
-        for (id, display) in patients {
-            picker.push_str(&format!(
-                "<label><input type=\"radio\" name=\"patient\" value=\"{id}\"> {d} \
-                 <span class=\"muted\">Patient/{id}</span></label>",
-                id = esc(id),
-                d = esc(display),
-            ));
-        }
-        picker.push_str(
-            "<label for=\"patient_id\">or a Patient id</label>\
-             <input type=\"text\" id=\"patient_id\" name=\"patient_id\"></fieldset>",
-        );
-    }
-    let context = if pending.ehr_launch {
-        match &pending.launch_patient {
-            Some(p) => format!(
-                "<p>Launched from the EHR for <strong>Patient/{}</strong>.</p>",
-                esc(p)
-            ),
-            None => "<p>Launched from the EHR.</p>".to_string(),
-        }
-    } else {
-        String::new()
-    };
-    page(
-        "Allow access?",
-        &format!(
-            "<p>Signed in as <strong>{user}</strong> ({role}{fhir}).</p>\
-             <p><strong>{app}</strong> asks for:</p>{scopes}{context}\
-             <form method=\"post\" action=\"/auth/consent\">\
-             <input type=\"hidden\" name=\"request\" value=\"{req}\">{picker}\
-             <button type=\"submit\" name=\"decision\" value=\"allow\">Allow</button>\
-             <button type=\"submit\" name=\"decision\" value=\"deny\">Deny</button></form>",
-            user = esc(&user.username),
-            role = user.role.as_str(),
-            fhir = user
-                .fhir_user
-                .as_deref()
-                .map(|f| format!(", {}", esc(f)))
-                .unwrap_or_default(),
-            app = esc(&pending.client_name),
-            scopes = scope_list(&pending.scopes),
-            req = esc(request),
-        ),
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn pages_escape_everything() {
-        assert_eq!(
-            esc("<a href=\"x\">'&'</a>"),
-            "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;"
+    fn the_picker_names_patients_as_before() {
+        fn check(patient: Value, expected: Option<(&str, &str)>) {
+            let got = patient_choice(&patient);
+            let got = got.as_ref().map(|(i, d)| (i.as_str(), d.as_str()));
+            assert_eq!(got, expected, "{patient}");
+        }
+        check(
+            json!({"id": "a", "name": [{"text": "Ann Lee", "family": "X"}], "birthDate": "1990"}),
+            Some(("a", "Ann Lee, born 1990")),
         );
+        check(
+            json!({"id": "b", "name": [{"given": ["Bo", "J"], "family": "Ng"}, {"text": "no"}]}),
+            Some(("b", "Bo J Ng")),
+        );
+        check(
+            json!({"id": "c", "name": [{"family": "Ng"}]}),
+            Some(("c", "Ng")),
+        );
+        check(json!({"id": "d", "name": "odd"}), Some(("d", "(no name)")));
+        check(
+            json!({"id": "e", "birthDate": "2001-02"}),
+            Some(("e", "(no name), born 2001-02")),
+        );
+        check(json!({"name": [{"text": "no id"}]}), None);
+        check(json!({"id": 7}), None);
     }
 
     #[test]

@@ -29,6 +29,17 @@ impl User {
         }
         self.fhir_user.as_deref()?.strip_prefix("Patient/")
     }
+
+    /// A user with no password, for unit tests of what is shown about a user.
+    #[cfg(test)]
+    pub(crate) fn for_tests(username: &str, role: Role, fhir_user: Option<&str>) -> User {
+        User {
+            username: username.to_string(),
+            role,
+            fhir_user: fhir_user.map(str::to_string),
+            password_hash: String::new(),
+        }
+    }
 }
 
 /// A new account.
