@@ -18,7 +18,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("store", 2),
     ("interaction", 3),
     ("smart", 3),
-    ("finance", 3),
+    ("finance", 1),
     ("jobs", 3),
     ("feeds", 3),
     ("api", 4),

@@ -4,7 +4,8 @@
 //! - L0 [`fhir`]: ids, instants, Outcome/ErrorKind, the definitions registry, validation;
 //!   [`fhirpath`]: FHIRPath lexer, parser, evaluator (and FHIRPath Patch).
 //! - L1 [`search`]: the search-parameter registry, query parsing and index-row extraction;
-//!   [`auth`]: pure access decisions (principals, SMART scopes, compartments).
+//!   [`auth`]: pure access decisions (principals, SMART scopes, compartments);
+//!   [`finance`]: the finance rules (amortization), exact in minor units.
 //! - L2 [`store`]: the only SQL — SQLite and PostgreSQL behind one trait.
 //! - L3 [`interaction`]: FHIR REST semantics without HTTP types; [`smart`]: the SMART App
 //!   Launch authorization server (clients, users, codes, tokens, keys); [`jobs`]: durable
@@ -20,6 +21,7 @@ pub mod config;
 pub mod demo;
 pub mod fhir;
 pub mod fhirpath;
+pub mod finance;
 pub mod interaction;
 pub mod jobs;
 pub mod search;

@@ -1,0 +1,6 @@
+//! L1: the finance rules, pure and exact (no I/O, no HTTP, no SQL): amortization of deferred
+//! payments in integer minor units. The operations that use them live in
+//! `interaction/operation/` (so every call meets the Guard), their ledger rows in `store/`.
+//! See docs/finance.md.
+
+pub mod amortize;
