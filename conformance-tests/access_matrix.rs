@@ -33,6 +33,7 @@ secure_backends!(
     break_glass_is_audited_and_short_lived,
     writes_cannot_create_their_own_care_relationship,
     conditional_and_operation_paths_are_confined,
+    credit_quote_follows_account_access,
 );
 
 /// What a role may see of one resource.
@@ -1375,4 +1376,75 @@ async fn conditional_and_operation_paths_are_confined(s: SecureServer) {
     assert_eq!(bob["status"], "final");
     assert!(bob["meta"].get("tag").is_none());
     assert_eq!(bob["meta"]["versionId"], "1");
+}
+
+/// `$credit-quote` changes nothing but reads the Account it is invoked on: every role gets
+/// exactly what a read of that Account gets (hidden looks unknown), and at type level what
+/// its scopes and role allow on Account.
+async fn credit_quote_follows_account_access(s: SecureServer) {
+    let w = World::new(s).await;
+    for (id, patient) in [("alice-acct", "alice"), ("bob-acct", "bob")] {
+        w.admin_setup
+            .put(
+                &format!("Account/{id}"),
+                &json!({"resourceType": "Account", "id": id, "status": "active",
+                    "subject": [{"reference": format!("Patient/{patient}")}]}),
+            )
+            .await
+            .expect(201);
+    }
+    let quote = json!({"resourceType": "Parameters", "parameter": [
+        {"name": "amount", "valueMoney": {"value": 100.00, "currency": "USD"}},
+        {"name": "termMonths", "valueInteger": 3},
+        {"name": "plan", "valueCode": "installments-0"}]});
+    let expected: [(&str, [Sees; 7]); 2] = [
+        ("Account/alice-acct", [Y, Y, H, F, Y, Y, Y]),
+        ("Account/bob-acct", [H, H, H, F, H, Y, Y]),
+    ];
+    let type_level = [200, 200, 200, 403, 200, 200, 200];
+    for (col, role) in ROLES.iter().enumerate() {
+        let c = w.as_role(role);
+        let r = c.post("Account/$credit-quote", &quote).await;
+        assert_eq!(r.status.as_u16(), type_level[col], "{role}: {}", r.text);
+        if r.status.as_u16() == 200 {
+            assert_eq!(
+                r.json()["parameter"][0]["valueMoney"]["value"],
+                json!(33.34)
+            );
+        }
+        for (key, sees) in &expected {
+            let code = match sees[col] {
+                Y => 200,
+                H => 404,
+                F => 403,
+            };
+            let read = c.get(key).await;
+            assert_eq!(
+                read.status.as_u16(),
+                code,
+                "{role} read {key}: {}",
+                read.text
+            );
+            let r = c.post(&format!("{key}/$credit-quote"), &quote).await;
+            assert_eq!(r.status.as_u16(), code, "{role} quote {key}: {}", r.text);
+            if code == 404 {
+                // hidden answers exactly like unknown
+                let unknown = c
+                    .post("Account/no-such-acct/$credit-quote", &quote)
+                    .await
+                    .expect(404);
+                assert_eq!(
+                    r.json()["issue"][0]["diagnostics"]
+                        .as_str()
+                        .unwrap()
+                        .replace(&key[8..], "X"),
+                    unknown.json()["issue"][0]["diagnostics"]
+                        .as_str()
+                        .unwrap()
+                        .replace("no-such-acct", "X"),
+                    "{role} {key}"
+                );
+            }
+        }
+    }
 }

@@ -27,6 +27,7 @@ mod corpus;
 mod errors;
 mod examples;
 mod fhirpath_suite;
+mod finance;
 mod history;
 mod hostile;
 mod jobs;

@@ -4,3 +4,4 @@
 //! See docs/finance.md.
 
 pub mod amortize;
+pub mod products;

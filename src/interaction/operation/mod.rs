@@ -1,8 +1,9 @@
 //! Extended operations, one file each: `$everything`, `$validate`, `$meta`, `$meta-add`,
-//! `$meta-delete`, `$reindex`, and Healporium's `$break-glass`. They run on the same store and
+//! `$meta-delete`, `$reindex`, and Healporium's `$break-glass` and credit operations. They run on the same store and
 //! validator as the interactions.
 
 mod break_glass;
+mod credit;
 mod everything;
 mod meta;
 pub mod reindex;
@@ -189,6 +190,29 @@ pub static OPERATIONS: &[Operation] = &[
             ("return", "out", 1, "1", "Parameters"),
         ],
         handler: |ctx, base, op| Box::pin(reindex_op(ctx, base, op)),
+    },
+    Operation {
+        name: "credit-quote",
+        levels: &[Level::Type, Level::Instance],
+        types: Some(&["Account"]),
+        affects_state: false,
+        id: "credit-quote",
+        canonical: "https://healporium.example/fhir/OperationDefinition/credit-quote",
+        parameters: &[
+            ("amount", "in", 1, "1", "Money"),
+            ("termMonths", "in", 1, "1", "integer"),
+            ("apr", "in", 0, "1", "decimal"),
+            ("plan", "in", 0, "1", "code"),
+            ("installment", "out", 1, "1", "Money"),
+            ("finalInstallment", "out", 1, "1", "Money"),
+            ("totalInterest", "out", 1, "1", "Money"),
+            ("totalPayable", "out", 1, "1", "Money"),
+            ("apr", "out", 1, "1", "decimal"),
+            ("termMonths", "out", 1, "1", "integer"),
+            ("plan", "out", 0, "1", "code"),
+            ("schedule", "out", 1, "*", ""),
+        ],
+        handler: |ctx, base, op| Box::pin(credit::quote(ctx, base, op)),
     },
 ];
 
