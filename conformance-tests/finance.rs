@@ -1,10 +1,14 @@
 //! The credit extension over HTTP: `$credit-quote` at type and instance level with the design
 //! note's golden values, its plans, its refusals (each an OperationOutcome naming the input),
-//! and the calendar of its schedule. SQLite and PostgreSQL.
+//! and the calendar of its schedule; the ledger's invariants held by the database itself
+//! (balanced entries, append-only) and `finance verify`. SQLite and PostgreSQL.
 
 use crate::backends;
-use crate::common::Server;
+use crate::common::{Backend, Server};
+use healporium::store::ledger::{NewEntry, Posting};
+use healporium::store::{Store, StoreError};
 use serde_json::{Value, json};
+use std::sync::Arc;
 
 backends!(
     quotes_match_the_golden_values,
@@ -282,4 +286,326 @@ async fn quotes_on_an_account_need_the_account(s: Server) {
         .expect(200)
         .json();
     assert_eq!(history["total"], 1);
+}
+
+macro_rules! ledger_backends {
+    ($($name:ident),* $(,)?) => {
+        mod ledger_sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    if let Some((s, url, store)) = super::start_ledger(crate::common::Backend::Sqlite).await {
+                        super::$name(s, url, store).await;
+                    }
+                }
+            )*
+        }
+        mod ledger_postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    match super::start_ledger(crate::common::Backend::Postgres).await {
+                        Some((s, url, store)) => super::$name(s, url, store).await,
+                        None => eprintln!("skipped: HEALPORIUM_TEST_DATABASE_URL not set"),
+                    }
+                }
+            )*
+        }
+    };
+}
+
+ledger_backends!(
+    balanced_entries_post_and_commit_with_their_transaction,
+    the_database_refuses_unbalanced_and_changed_entries,
+    commands_are_recorded_once,
+    finance_verify_names_the_first_bad_entry,
+);
+
+/// A server (for its database's lifetime), the database URL and a store on it.
+async fn start_ledger(backend: Backend) -> Option<(Server, String, Arc<dyn Store>)> {
+    let (url, dir, schema) = crate::common::fresh_database(backend).await?;
+    let store = healporium::store::open(&url).await.expect("open store");
+    let s = crate::common::serve(
+        backend,
+        store.clone(),
+        &healporium::app::AppOptions::default(),
+        dir,
+        schema,
+    )
+    .await;
+    Some((s, url, store))
+}
+
+fn entry(book: &str, request_id: &str, postings: &[(&str, &str, i64)]) -> NewEntry {
+    NewEntry {
+        book: book.into(),
+        kind: "draw".into(),
+        request_id: request_id.into(),
+        effective: "2026-12-03".into(),
+        created: 1,
+        reverses: None,
+        memo: None,
+        postings: postings
+            .iter()
+            .map(|(a, c, n)| Posting {
+                account: a.to_string(),
+                currency: c.to_string(),
+                amount: *n,
+            })
+            .collect(),
+    }
+}
+
+async fn balanced_entries_post_and_commit_with_their_transaction(
+    _s: Server,
+    _url: String,
+    store: Arc<dyn Store>,
+) {
+    let mut tx = store.begin().await.unwrap();
+    let id = tx
+        .ledger()
+        .post(&entry(
+            "line-1",
+            "r1",
+            &[
+                ("receivable:d1:principal", "USD", 12_000),
+                ("funding", "USD", -12_000),
+            ],
+        ))
+        .await
+        .unwrap();
+    let balances = tx.ledger().balances("line-1", "receivable:").await.unwrap();
+    assert_eq!(
+        balances,
+        [(
+            "receivable:d1:principal".to_string(),
+            "USD".to_string(),
+            12_000
+        )]
+    );
+    tx.commit().await.unwrap();
+    let entries = store.ledger().entries("line-1").await.unwrap();
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0].id, id);
+    assert_eq!(entries[0].postings.len(), 2);
+    // a rolled-back transaction leaves nothing
+    let mut tx = store.begin().await.unwrap();
+    tx.ledger()
+        .post(&entry(
+            "line-1",
+            "r2",
+            &[
+                ("cash", "USD", 500),
+                ("receivable:d1:principal", "USD", -500),
+            ],
+        ))
+        .await
+        .unwrap();
+    drop(tx);
+    assert_eq!(store.ledger().entries("line-1").await.unwrap().len(), 1);
+    // two currencies in one entry balance separately
+    let mut tx = store.begin().await.unwrap();
+    tx.ledger()
+        .post(&entry(
+            "line-2",
+            "fx",
+            &[
+                ("cash:usd", "USD", 100),
+                ("fx", "USD", -100),
+                ("fx", "JPY", 15),
+                ("cash:jpy", "JPY", -15),
+            ],
+        ))
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let v = store.ledger().verify().await.unwrap();
+    assert!(v.is_sound(), "{v:?}");
+    assert_eq!((v.entries, v.postings), (2, 6));
+}
+
+async fn the_database_refuses_unbalanced_and_changed_entries(
+    _s: Server,
+    url: String,
+    store: Arc<dyn Store>,
+) {
+    // the code refuses before the database is asked
+    for bad in [
+        entry("b", "1", &[("a", "USD", 100), ("b", "USD", -99)]),
+        entry("b", "2", &[("a", "USD", 100)]),
+        entry("b", "3", &[("a", "USD", 100), ("b", "EUR", -100)]),
+        entry("b", "4", &[("a", "USD", 0), ("b", "USD", 0)]),
+    ] {
+        let mut tx = store.begin().await.unwrap();
+        let e = tx.ledger().post(&bad).await.unwrap_err();
+        assert!(matches!(e, StoreError::Internal(_)), "{e:?}");
+    }
+    let mut tx = store.begin().await.unwrap();
+    tx.ledger()
+        .post(&entry("b", "ok", &[("a", "USD", 100), ("b", "USD", -100)]))
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    // and the database refuses what the code would not write: an unbalanced entry, a
+    // posting added to a posted entry, any update or delete
+    let statements = [
+        "INSERT INTO ledger_posting (entry, seq, account, currency, amount) VALUES (900, 0, 'a', 'USD', 5)",
+        "INSERT INTO ledger_entry (id, book, kind, request_id, effective, created) VALUES (900, 'b', 'x', 'x', '2026-12-03', 1)",
+    ];
+    let raw = |sqls: Vec<String>| {
+        let url = url.clone();
+        async move {
+            if url.starts_with("sqlite:") {
+                use sqlx::Connection;
+                let mut c = sqlx::SqliteConnection::connect(&url).await.unwrap();
+                let mut tx = sqlx::Connection::begin(&mut c).await.unwrap();
+                for q in &sqls {
+                    if let Err(e) = sqlx::query(sqlx::AssertSqlSafe(q.clone()))
+                        .execute(&mut *tx)
+                        .await
+                    {
+                        return Err(e.to_string());
+                    }
+                }
+                tx.commit().await.map_err(|e| e.to_string())
+            } else {
+                use sqlx::Connection;
+                let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
+                let mut tx = sqlx::Connection::begin(&mut c).await.unwrap();
+                for q in &sqls {
+                    if let Err(e) = sqlx::query(sqlx::AssertSqlSafe(q.clone()))
+                        .execute(&mut *tx)
+                        .await
+                    {
+                        return Err(e.to_string());
+                    }
+                }
+                tx.commit().await.map_err(|e| e.to_string())
+            }
+        }
+    };
+    let e = raw(statements.iter().map(|s| s.to_string()).collect())
+        .await
+        .unwrap_err();
+    assert!(e.contains("does not balance"), "{e}");
+    let posted: i64 = store.ledger().entries("b").await.unwrap()[0].id;
+    for (q, why) in [
+        (
+            format!(
+                "INSERT INTO ledger_posting (entry, seq, account, currency, amount) VALUES ({posted}, 9, 'a', 'USD', 1)"
+            ),
+            "closed",
+        ),
+        (
+            "UPDATE ledger_posting SET amount = 1".to_string(),
+            "append-only",
+        ),
+        ("DELETE FROM ledger_posting".to_string(), "append-only"),
+        (
+            "UPDATE ledger_entry SET memo = 'x'".to_string(),
+            "append-only",
+        ),
+        ("DELETE FROM ledger_entry".to_string(), "append-only"),
+    ] {
+        let e = raw(vec![q.clone()]).await.unwrap_err();
+        assert!(e.contains(why), "{q}: {e}");
+    }
+    assert!(store.ledger().verify().await.unwrap().is_sound());
+}
+
+async fn commands_are_recorded_once(_s: Server, _url: String, store: Arc<dyn Store>) {
+    let mut tx = store.begin().await.unwrap();
+    assert!(
+        tx.ledger()
+            .command("draw:line", "req-1")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        tx.ledger()
+            .record_command("draw:line", "req-1", "f1", "{\"ok\":1}", 1)
+            .await
+            .unwrap()
+    );
+    tx.commit().await.unwrap();
+    let mut tx = store.begin().await.unwrap();
+    assert!(
+        !tx.ledger()
+            .record_command("draw:line", "req-1", "f2", "{}", 2)
+            .await
+            .unwrap()
+    );
+    let c = tx
+        .ledger()
+        .command("draw:line", "req-1")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (c.fingerprint.as_str(), c.result.as_str()),
+        ("f1", "{\"ok\":1}")
+    );
+    // another scope is another command
+    assert!(
+        tx.ledger()
+            .command("draw:other", "req-1")
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+async fn finance_verify_names_the_first_bad_entry(s: Server, url: String, store: Arc<dyn Store>) {
+    let ok = healporium::app::finance_verify(&url).await.unwrap();
+    assert!(ok.contains("ledger sound: 0 entries"), "{ok}");
+    let mut tx = store.begin().await.unwrap();
+    tx.ledger()
+        .post(&entry("v", "1", &[("a", "USD", 100), ("b", "USD", -100)]))
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let ok = healporium::app::finance_verify(&url).await.unwrap();
+    assert!(
+        ok.contains("1 entries, 2 postings") && ok.contains("in USD"),
+        "{ok}"
+    );
+    if s.backend == Backend::Sqlite {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_healporium"))
+            .args(["finance", "verify", "--database-url", &url])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(String::from_utf8_lossy(&out.stdout).contains("ledger sound"));
+    }
+    // a posting whose entry was never posted (what a half-applied restore could leave): the
+    // triggers allow it, since postings go in before their entry; verify finds it
+    {
+        use sqlx::Connection;
+        let q = "INSERT INTO ledger_posting (entry, seq, account, currency, amount) VALUES (77777, 0, 'a', 'USD', 5)";
+        if url.starts_with("sqlite:") {
+            let mut c = sqlx::SqliteConnection::connect(&url).await.unwrap();
+            sqlx::query(q).execute(&mut c).await.unwrap();
+        } else {
+            let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
+            sqlx::query(q).execute(&mut c).await.unwrap();
+        }
+    }
+    let err = healporium::app::finance_verify(&url)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("ledger entry 77777"), "{err}");
+    if s.backend == Backend::Sqlite {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_healporium"))
+            .args(["finance", "verify", "--database-url", &url])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        assert!(String::from_utf8_lossy(&out.stderr).contains("77777"));
+    }
 }

@@ -233,6 +233,34 @@ pub async fn audit_verify(
     }
 }
 
+/// Runs `healporium finance verify`: Ok(summary) when every entry balances and the trial
+/// balance is zero, Err naming the first bad entry otherwise.
+pub async fn finance_verify(database_url: &str) -> anyhow::Result<String> {
+    let store = store::open(database_url).await?;
+    let v = store
+        .ledger()
+        .verify()
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot read the ledger: {e}"))?;
+    if let Some((id, why)) = &v.first_bad {
+        anyhow::bail!("ledger entry {id} does not balance: {why}");
+    }
+    if let Some((currency, sum)) = v.trial_balance.iter().find(|(_, s)| *s != 0) {
+        anyhow::bail!("the trial balance in {currency} is {sum} minor units, not zero");
+    }
+    let currencies: Vec<&str> = v.trial_balance.iter().map(|(c, _)| c.as_str()).collect();
+    Ok(format!(
+        "ledger sound: {} entries, {} postings, every entry balances, trial balance zero{}",
+        v.entries,
+        v.postings,
+        if currencies.is_empty() {
+            String::new()
+        } else {
+            format!(" in {}", currencies.join(", "))
+        }
+    ))
+}
+
 /// Runs `healporium serve`.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     warm_up()?;

@@ -49,6 +49,22 @@ pub enum Command {
     /// Inspect and steer the background job queue.
     #[command(subcommand)]
     Jobs(JobsCommand),
+    /// The finance ledger.
+    #[command(subcommand)]
+    Finance(FinanceCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum FinanceCommand {
+    /// Check that every ledger entry balances per currency and the trial balance is zero;
+    /// exit code 1 naming the first bad entry.
+    Verify(FinanceVerifyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct FinanceVerifyArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
 }
 
 #[derive(Debug, Subcommand)]

@@ -10,6 +10,7 @@
 pub mod auth;
 mod heavy;
 pub mod jobs;
+pub mod ledger;
 mod postgres;
 mod search;
 mod sql;
@@ -180,6 +181,8 @@ pub trait Store: Send + Sync + 'static {
     fn auth(&self) -> Arc<dyn AuthStore>;
     /// The job queue in the same database.
     fn jobs(&self) -> Arc<dyn JobStore>;
+    /// The ledger outside write transactions (verification, reading).
+    fn ledger(&self) -> Arc<dyn ledger::LedgerStore>;
     /// Notified when a transaction that enqueued a job has committed on this node (workers
     /// wake at once instead of at their next poll).
     fn job_signal(&self) -> Arc<tokio::sync::Notify>;
@@ -320,6 +323,8 @@ pub trait Transaction: Send {
     fn params(&mut self) -> &mut dyn ParamTx;
     /// The job outbox: jobs enqueued here exist if and only if this transaction commits.
     fn jobs(&mut self) -> &mut dyn JobTx;
+    /// The ledger, posted in this transaction.
+    fn ledger(&mut self) -> &mut dyn ledger::LedgerTx;
     async fn commit(self: Box<Self>) -> StoreResult<()>;
 }
 

@@ -102,6 +102,12 @@ impl Store for PostgresStore {
         })
     }
 
+    fn ledger(&self) -> std::sync::Arc<dyn super::ledger::LedgerStore> {
+        std::sync::Arc::new(super::ledger::LedgerSql {
+            read: self.pool.clone(),
+        })
+    }
+
     fn job_signal(&self) -> std::sync::Arc<tokio::sync::Notify> {
         self.wake.clone()
     }

@@ -105,6 +105,12 @@ impl Store for SqliteStore {
         })
     }
 
+    fn ledger(&self) -> std::sync::Arc<dyn super::ledger::LedgerStore> {
+        std::sync::Arc::new(super::ledger::LedgerSql {
+            read: self.read.clone(),
+        })
+    }
+
     fn job_signal(&self) -> std::sync::Arc<tokio::sync::Notify> {
         self.wake.clone()
     }

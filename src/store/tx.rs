@@ -1,7 +1,7 @@
 //! One write transaction, implemented once for both dialects by a macro: resource versions,
 //! and the typed sub-stores that commit with them — the audit chain ([`AuditTx`]), custom
-//! parameter state ([`ParamTx`]) and the job outbox ([`JobTx`]). A claim, its jobs and its
-//! audit record commit together or not at all.
+//! parameter state ([`ParamTx`]), the job outbox ([`JobTx`]) and the ledger ([`LedgerTx`]). A
+//! claim, its ledger postings, its jobs and its audit record commit together or not at all.
 //!
 //! What differs between the dialects is passed to the macro: PostgreSQL serializes writers of
 //! one resource on advisory locks (SQLite's `BEGIN IMMEDIATE` already holds the database write
@@ -9,6 +9,7 @@
 //! [`super::Store::changes`]).
 
 use super::jobs::{JobTx, NewJob, insert_job};
+use super::ledger::LedgerTx;
 use super::search::Compiler;
 use super::sql::{self, SELECT_CURRENT, SELECT_VERSION, fetch_version, write_version};
 use super::{NewVersion, StoreResult, StoredVersion, Transaction, map_err};
@@ -183,6 +184,10 @@ macro_rules! transaction_impl {
             }
 
             fn jobs(&mut self) -> &mut dyn JobTx {
+                self
+            }
+
+            fn ledger(&mut self) -> &mut dyn LedgerTx {
                 self
             }
 
