@@ -15,6 +15,9 @@ backends!(
     quotes_follow_the_repayment_plans,
     bad_quotes_are_refused_with_the_input_named,
     quotes_on_an_account_need_the_account,
+    a_credit_line_is_opened_once_and_replays_answer_alike,
+    a_draw_finances_a_bill_on_the_ledger,
+    draws_are_refused_with_reasons,
 );
 
 fn quote_body(amount: Value, currency: &str, months: i64, extra: &[Value]) -> Value {
@@ -608,4 +611,396 @@ async fn finance_verify_names_the_first_bad_entry(s: Server, url: String, store:
         assert_eq!(out.status.code(), Some(1));
         assert!(String::from_utf8_lossy(&out.stderr).contains("77777"));
     }
+}
+
+fn param<'a>(p: &'a Value, name: &str) -> &'a Value {
+    out(p, name)
+}
+
+fn apply_body(patient: &str, limit: Value, currency: &str, request: &str) -> Value {
+    json!({"resourceType": "Parameters", "parameter": [
+        {"name": "patient", "valueReference": {"reference": format!("Patient/{patient}")}},
+        {"name": "product", "valueCode": "standard"},
+        {"name": "requestedLimit", "valueMoney": {"value": limit, "currency": currency}},
+        {"name": "requestId", "valueString": request}]})
+}
+
+fn draw_body(source: &str, months: i64, request: &str, extra: &[Value]) -> Value {
+    let mut p = vec![
+        json!({"name": "source", "valueReference": {"reference": source}}),
+        json!({"name": "termMonths", "valueInteger": months}),
+        json!({"name": "requestId", "valueString": request}),
+    ];
+    p.extend(extra.iter().cloned());
+    json!({"resourceType": "Parameters", "parameter": p})
+}
+
+/// A patient with an open line of `limit` USD: (patient id, line id).
+async fn patient_with_line(s: &Server, limit: Value) -> (String, String) {
+    let pid = s
+        .create(&json!({"resourceType": "Patient", "name": [{"family": "Payer"}]}))
+        .await;
+    let p = s
+        .post(
+            "Account/$credit-apply",
+            &apply_body(&pid, limit, "USD", &format!("open-{pid}")),
+        )
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(param(&p, "decision")["valueCode"], "approved", "{p}");
+    let line = param(&p, "account")["resource"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    (pid, line)
+}
+
+async fn invoice(s: &Server, pid: &str, amount: Value, currency: &str) -> String {
+    s.create(&json!({"resourceType": "Invoice", "status": "issued",
+        "subject": {"reference": format!("Patient/{pid}")},
+        "totalGross": {"value": amount, "currency": currency}}))
+        .await
+}
+
+fn balance(account: &Value) -> String {
+    let b = account["extension"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| {
+            e["url"] == "http://hl7.org/fhir/5.0/StructureDefinition/extension-Account.balance"
+        })
+        .unwrap();
+    let m = &b["extension"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["url"] == "amount")
+        .unwrap()["valueMoney"];
+    format!("{} {}", m["value"], m["currency"].as_str().unwrap())
+}
+
+async fn a_credit_line_is_opened_once_and_replays_answer_alike(s: Server) {
+    let pid = s
+        .create(&json!({"resourceType": "Patient", "name": [{"family": "Applicant"}]}))
+        .await;
+    let body = apply_body(&pid, json!(1000.00), "USD", "apply-1");
+    let first = s
+        .post("Account/$credit-apply", &body)
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(param(&first, "decision")["valueCode"], "approved");
+    let line = &param(&first, "account")["resource"];
+    assert_eq!(line["resourceType"], "Account");
+    assert_eq!(line["status"], "active");
+    assert_eq!(balance(line), "0.00 USD");
+    let contract = &param(&first, "contract")["resource"];
+    assert_eq!(contract["resourceType"], "Contract");
+    let line_id = line["id"].as_str().unwrap();
+    s.get(&format!("Account/{line_id}")).await.expect(200);
+    // a replay answers exactly alike and writes nothing
+    let again = s
+        .post("Account/$credit-apply", &body)
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(again, first);
+    let n = s
+        .get(&format!("Account?subject=Patient/{pid}&_total=accurate"))
+        .await
+        .expect(200)
+        .json()["total"]
+        .clone();
+    assert_eq!(n, 1);
+    // the same request id with another body is a conflict
+    let other = apply_body(&pid, json!(999.00), "USD", "apply-1");
+    let r = s.post("Account/$credit-apply", &other).await.expect(409);
+    assert_eq!(
+        r.json()["issue"][0]["expression"][0],
+        "Parameters.parameter.where(name = 'requestId')"
+    );
+    // one open line per patient
+    let p = s
+        .post(
+            "Account/$credit-apply",
+            &apply_body(&pid, json!(500.00), "USD", "apply-2"),
+        )
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(param(&p, "decision")["valueCode"], "declined");
+    assert!(
+        param(&p, "reason")["valueString"]
+            .as_str()
+            .unwrap()
+            .contains(line_id)
+    );
+    // another currency is declined, more than the product lends is referred
+    let pid2 = s.create(&json!({"resourceType": "Patient"})).await;
+    let p = s
+        .post(
+            "Account/$credit-apply",
+            &apply_body(&pid2, json!(100.00), "EUR", "a"),
+        )
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(param(&p, "decision")["valueCode"], "declined");
+    let p = s
+        .post(
+            "Account/$credit-apply",
+            &apply_body(&pid2, json!(50000.00), "USD", "b"),
+        )
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(param(&p, "decision")["valueCode"], "referred");
+    assert!(p["parameter"].as_array().unwrap().len() == 2, "{p}");
+    // refusals of the input
+    s.post(
+        "Account/$credit-apply",
+        &apply_body("nobody", json!(100.00), "USD", "c"),
+    )
+    .await
+    .expect(404);
+    let mut unknown = apply_body(&pid2, json!(100.00), "USD", "d");
+    unknown["parameter"][1]["valueCode"] = json!("platinum");
+    s.post("Account/$credit-apply", &unknown).await.expect(422);
+    let mut no_id = apply_body(&pid2, json!(100.00), "USD", "e");
+    no_id["parameter"].as_array_mut().unwrap().pop();
+    let r = s.post("Account/$credit-apply", &no_id).await.expect(400);
+    assert!(r.text.contains("requestId"), "{}", r.text);
+}
+
+async fn a_draw_finances_a_bill_on_the_ledger(s: Server) {
+    let (pid, line) = patient_with_line(&s, json!(1000.00)).await;
+    let inv = invoice(&s, &pid, json!(100.00), "USD").await;
+    let body = draw_body(&format!("Invoice/{inv}"), 3, "draw-1", &[]);
+    let p = s
+        .post(&format!("Account/{line}/$credit-draw"), &body)
+        .await
+        .expect(200)
+        .json();
+    let draw = &param(&p, "account")["resource"];
+    assert_eq!(draw["partOf"]["reference"], format!("Account/{line}"));
+    assert_eq!(balance(draw), "100.00 USD");
+    let contract = &param(&p, "contract")["resource"];
+    let items = contract["term"][0]["asset"][0]["valuedItem"]
+        .as_array()
+        .unwrap();
+    let nets: Vec<String> = items
+        .iter()
+        .map(|i| i["net"]["value"].to_string())
+        .collect();
+    assert_eq!(nets, ["33.34", "33.34", "33.32"]);
+    // the line owes what its draws owe
+    let l = s.get(&format!("Account/{line}")).await.expect(200).json();
+    assert_eq!(balance(&l), "100.00 USD");
+    // a replay answers alike and posts nothing more
+    let again = s
+        .post(&format!("Account/{line}/$credit-draw"), &body)
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(again, p);
+    // a source is financed once
+    let r = s
+        .post(
+            &format!("Account/{line}/$credit-draw"),
+            &draw_body(&format!("Invoice/{inv}"), 3, "draw-2", &[]),
+        )
+        .await
+        .expect(409);
+    assert!(r.text.contains("financed already"), "{}", r.text);
+    // a second bill, at the reduced APR, with an explicit amount
+    let inv2 = invoice(&s, &pid, json!(900.00), "USD").await;
+    let p = s
+        .post(
+            &format!("Account/{line}/$credit-draw"),
+            &draw_body(
+                &format!("Invoice/{inv2}"),
+                12,
+                "draw-3",
+                &[
+                    json!({"name": "plan", "valueCode": "installments-apr"}),
+                    json!({"name": "amount", "valueMoney": {"value": 600.00, "currency": "USD"}}),
+                ],
+            ),
+        )
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(balance(&param(&p, "account")["resource"]), "600.00 USD");
+    let l = s.get(&format!("Account/{line}")).await.expect(200).json();
+    assert_eq!(balance(&l), "700.00 USD");
+    // over the limit: 300.00 are left
+    let inv3 = invoice(&s, &pid, json!(300.01), "USD").await;
+    let r = s
+        .post(
+            &format!("Account/{line}/$credit-draw"),
+            &draw_body(&format!("Invoice/{inv3}"), 3, "draw-4", &[]),
+        )
+        .await
+        .expect(409);
+    assert!(r.text.contains("300.00 USD still available"), "{}", r.text);
+}
+
+async fn draws_are_refused_with_reasons(s: Server) {
+    let (pid, line) = patient_with_line(&s, json!(1000.00)).await;
+    let path = format!("Account/{line}/$credit-draw");
+    // a draw in EUR on a USD line
+    let inv = invoice(&s, &pid, json!(100.00), "EUR").await;
+    let r = s
+        .post(&path, &draw_body(&format!("Invoice/{inv}"), 3, "x1", &[]))
+        .await
+        .expect(422);
+    assert!(r.text.contains("USD credit line"), "{}", r.text);
+    // someone else's bill
+    let other = s.create(&json!({"resourceType": "Patient"})).await;
+    let inv = invoice(&s, &other, json!(100.00), "USD").await;
+    let r = s
+        .post(&path, &draw_body(&format!("Invoice/{inv}"), 3, "x2", &[]))
+        .await
+        .expect(422);
+    assert!(r.text.contains("does not bill"), "{}", r.text);
+    // a queued adjudication: what the patient owes is not known yet
+    let claim = s
+        .create(&json!({"resourceType": "Claim", "status": "active",
+            "type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/claim-type", "code": "professional"}]},
+            "use": "claim", "patient": {"reference": format!("Patient/{pid}")}, "created": "2026-12-01",
+            "provider": {"display": "Clinic"}, "priority": {"coding": [{"code": "normal"}]},
+            "insurance": [{"sequence": 1, "focal": true, "coverage": {"display": "Plan"}}]}))
+        .await;
+    let cr = s
+        .create(&json!({"resourceType": "ClaimResponse", "status": "active",
+            "type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/claim-type", "code": "professional"}]},
+            "use": "claim", "patient": {"reference": format!("Patient/{pid}")}, "created": "2026-12-01",
+            "insurer": {"display": "Insurer"}, "outcome": "queued",
+            "request": {"reference": format!("Claim/{claim}")}}))
+        .await;
+    s.post(
+        &path,
+        &draw_body(&format!("ClaimResponse/{cr}"), 3, "x3", &[]),
+    )
+    .await
+    .expect(409);
+    // a completed one states the member's liability
+    let cr = s
+        .create(&json!({"resourceType": "ClaimResponse", "status": "active",
+            "type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/claim-type", "code": "professional"}]},
+            "use": "claim", "patient": {"reference": format!("Patient/{pid}")}, "created": "2026-12-01",
+            "insurer": {"display": "Insurer"}, "outcome": "complete",
+            "total": [{"category": {"coding": [{"code": "memberliability"}]},
+                "amount": {"value": 45.00, "currency": "USD"}}]}))
+        .await;
+    let p = s
+        .post(
+            &path,
+            &draw_body(&format!("ClaimResponse/{cr}"), 3, "x4", &[]),
+        )
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(balance(&param(&p, "account")["resource"]), "45.00 USD");
+    // not a line, unknown line, bad plan terms, a bill that says nothing
+    let plain = s
+        .create(&json!({"resourceType": "Account", "status": "active"}))
+        .await;
+    s.post(
+        &format!("Account/{plain}/$credit-draw"),
+        &draw_body(&format!("Invoice/{inv}"), 3, "x5", &[]),
+    )
+    .await
+    .expect(422);
+    s.post(
+        "Account/nope/$credit-draw",
+        &draw_body(&format!("Invoice/{inv}"), 3, "x6", &[]),
+    )
+    .await
+    .expect(404);
+    let r = s
+        .post(&path, &draw_body(&format!("Invoice/{inv}"), 48, "x7", &[]))
+        .await
+        .expect(422);
+    assert!(r.text.contains("3 to 24 months"), "{}", r.text);
+    let silent = s
+        .create(&json!({"resourceType": "Invoice", "status": "issued",
+            "subject": {"reference": format!("Patient/{pid}")}}))
+        .await;
+    let r = s
+        .post(
+            &path,
+            &draw_body(&format!("Invoice/{silent}"), 3, "x8", &[]),
+        )
+        .await
+        .expect(422);
+    assert_eq!(
+        r.json()["issue"][0]["expression"][0],
+        "Parameters.parameter.where(name = 'amount')"
+    );
+}
+
+mod parallel {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn sqlite_parallel_draws_over_the_limit_one_succeeds() {
+        super::parallel_draws_over_the_limit(crate::common::Backend::Sqlite).await;
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn postgres_parallel_draws_over_the_limit_one_succeeds() {
+        super::parallel_draws_over_the_limit(crate::common::Backend::Postgres).await;
+    }
+}
+
+/// Two servers on one database (two nodes), eight draws of 600.00 on a 1,000.00 line at
+/// once: each fits alone, no two fit together — exactly one succeeds, the others are 409,
+/// and the ledger holds one draw.
+async fn parallel_draws_over_the_limit(backend: Backend) {
+    let Some((a, b)) = crate::common::start_pair(
+        backend,
+        healporium::app::AppOptions::default(),
+        healporium::store::StoreOptions::default(),
+    )
+    .await
+    else {
+        eprintln!("skipped: HEALPORIUM_TEST_DATABASE_URL not set");
+        return;
+    };
+    let (pid, line) = patient_with_line(&a, json!(1000.00)).await;
+    let mut invoices = Vec::new();
+    for _ in 0..8 {
+        invoices.push(invoice(&a, &pid, json!(600.00), "USD").await);
+    }
+    let mut tasks = Vec::new();
+    for (i, inv) in invoices.iter().enumerate() {
+        let s = if i % 2 == 0 { a.clone() } else { b.clone() };
+        let path = format!("Account/{line}/$credit-draw");
+        let body = draw_body(&format!("Invoice/{inv}"), 3, &format!("p-{i}"), &[]);
+        tasks.push(tokio::spawn(async move { s.post(&path, &body).await }));
+    }
+    let mut statuses = Vec::new();
+    for t in tasks {
+        let r = t.await.unwrap();
+        assert!(
+            matches!(r.status.as_u16(), 200 | 409),
+            "{} {}",
+            r.status,
+            r.text
+        );
+        statuses.push(r.status.as_u16());
+    }
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        1,
+        "{statuses:?}"
+    );
+    let l = b.get(&format!("Account/{line}")).await.expect(200).json();
+    assert_eq!(balance(&l), "600.00 USD");
+    let draws = b
+        .get(&format!("Account?subject=Patient/{pid}&_total=accurate"))
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(draws["total"], 2, "the line and one draw");
 }

@@ -3,9 +3,13 @@
 //! validator as the interactions.
 
 mod break_glass;
-mod credit;
+mod command;
+mod credit_apply;
+mod credit_draw;
+mod credit_quote;
 mod everything;
 mod meta;
+mod params;
 pub mod reindex;
 mod validate;
 
@@ -212,7 +216,44 @@ pub static OPERATIONS: &[Operation] = &[
             ("plan", "out", 0, "1", "code"),
             ("schedule", "out", 1, "*", ""),
         ],
-        handler: |ctx, base, op| Box::pin(credit::quote(ctx, base, op)),
+        handler: |ctx, base, op| Box::pin(credit_quote::quote(ctx, base, op)),
+    },
+    Operation {
+        name: "credit-apply",
+        levels: &[Level::Type],
+        types: Some(&["Account"]),
+        affects_state: true,
+        id: "credit-apply",
+        canonical: "https://healporium.example/fhir/OperationDefinition/credit-apply",
+        parameters: &[
+            ("patient", "in", 1, "1", "Reference"),
+            ("product", "in", 1, "1", "code"),
+            ("requestedLimit", "in", 1, "1", "Money"),
+            ("requestId", "in", 1, "1", "string"),
+            ("decision", "out", 1, "1", "code"),
+            ("reason", "out", 1, "1", "string"),
+            ("account", "out", 0, "1", "Account"),
+            ("contract", "out", 0, "1", "Contract"),
+        ],
+        handler: |ctx, base, op| Box::pin(credit_apply::apply(ctx, base, op)),
+    },
+    Operation {
+        name: "credit-draw",
+        levels: &[Level::Instance],
+        types: Some(&["Account"]),
+        affects_state: true,
+        id: "credit-draw",
+        canonical: "https://healporium.example/fhir/OperationDefinition/credit-draw",
+        parameters: &[
+            ("source", "in", 1, "1", "Reference"),
+            ("amount", "in", 0, "1", "Money"),
+            ("plan", "in", 0, "1", "code"),
+            ("termMonths", "in", 1, "1", "integer"),
+            ("requestId", "in", 1, "1", "string"),
+            ("account", "out", 1, "1", "Account"),
+            ("contract", "out", 1, "1", "Contract"),
+        ],
+        handler: |ctx, base, op| Box::pin(credit_draw::draw(ctx, base, op)),
     },
 ];
 

@@ -3,6 +3,7 @@
 //! at an APR (or a repayment plan's APR), changing nothing. See docs/finance.md.
 
 use super::OperationRequest;
+use super::params::{at, code, decimal, integer, invalid, money};
 use crate::auth::Perm;
 use crate::fhir::money::{Currency, Money};
 use crate::fhir::outcome::{ErrorKind, Outcome};
@@ -12,69 +13,6 @@ use crate::finance::products::{self, Plan};
 use crate::interaction::{Body, Context, FhirResponse, Status};
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
-
-/// The FHIRPath of an input parameter, for an OperationOutcome.
-fn at(name: &str) -> String {
-    format!("Parameters.parameter.where(name = '{name}')")
-}
-
-fn invalid(name: &str, msg: impl Into<String>) -> Outcome {
-    Outcome::new(ErrorKind::Invalid, msg).at(at(name))
-}
-
-/// An integer parameter (`valueInteger`, or its text in a query).
-fn integer(op: &OperationRequest, name: &str) -> Result<Option<i64>, Outcome> {
-    match op.param(name) {
-        None => Ok(None),
-        Some(Value::Number(n)) => n
-            .as_i64()
-            .map(Some)
-            .ok_or_else(|| invalid(name, format!("{name} must be an integer"))),
-        Some(Value::String(s)) => s
-            .trim()
-            .parse()
-            .map(Some)
-            .map_err(|_| invalid(name, format!("{name} must be an integer"))),
-        Some(_) => Err(invalid(name, format!("{name} must be an integer"))),
-    }
-}
-
-/// A decimal parameter, exact (`valueDecimal`, or its text in a query).
-fn decimal(op: &OperationRequest, name: &str) -> Result<Option<Decimal>, Outcome> {
-    let text = match op.param(name) {
-        None => return Ok(None),
-        Some(Value::Number(n)) => n.to_string(),
-        Some(Value::String(s)) => s.trim().to_string(),
-        Some(_) => return Err(invalid(name, format!("{name} must be a decimal"))),
-    };
-    Decimal::from_str_exact(&text)
-        .or_else(|_| Decimal::from_scientific(&text))
-        .map(Some)
-        .map_err(|_| invalid(name, format!("{name} must be a decimal")))
-}
-
-/// A code parameter.
-fn code(op: &OperationRequest, name: &str) -> Result<Option<String>, Outcome> {
-    match op.param(name) {
-        None => Ok(None),
-        Some(Value::String(s)) if !s.trim().is_empty() => Ok(Some(s.trim().to_string())),
-        Some(_) => Err(invalid(name, format!("{name} must be a code"))),
-    }
-}
-
-/// A Money parameter (`valueMoney`, with its currency).
-fn money(op: &OperationRequest, name: &str) -> Result<Option<Money>, Outcome> {
-    match op.param(name) {
-        None => Ok(None),
-        Some(v @ Value::Object(_)) => Money::parse(&v)
-            .map(Some)
-            .map_err(|e| e.to_outcome(&format!("{}.valueMoney", at(name)))),
-        Some(_) => Err(invalid(
-            name,
-            format!("{name} must be a Money (valueMoney with value and currency)"),
-        )),
-    }
-}
 
 /// What a quote is for: the amount, its term and its APR, checked against the plan.
 struct QuoteInput {
