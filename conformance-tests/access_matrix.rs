@@ -34,6 +34,7 @@ secure_backends!(
     writes_cannot_create_their_own_care_relationship,
     conditional_and_operation_paths_are_confined,
     credit_quote_follows_account_access,
+    credit_commands_follow_roles_and_reach,
 );
 
 /// What a role may see of one resource.
@@ -1447,4 +1448,101 @@ async fn credit_quote_follows_account_access(s: SecureServer) {
             }
         }
     }
+}
+
+/// `$credit-apply` and `$credit-draw` for every role: the scopes must grant Account and
+/// Contract create, the role must be one that may open credit (patient for themselves,
+/// practitioner for patients in care, administrator; backend services by scope), and the
+/// patient, line and bill must be within reach — hidden answers like unknown.
+async fn credit_commands_follow_roles_and_reach(s: SecureServer) {
+    let w = World::new(s).await;
+    let apply = |patient: &str, request: String| {
+        json!({"resourceType": "Parameters", "parameter": [
+            {"name": "patient", "valueReference": {"reference": format!("Patient/{patient}")}},
+            {"name": "product", "valueCode": "standard"},
+            {"name": "requestedLimit", "valueMoney": {"value": 1000, "currency": "USD"}},
+            {"name": "requestId", "valueString": request}]})
+    };
+    // columns as in ROLES
+    let alice = [200, 200, 404, 403, 403, 200, 200];
+    let bob = [404, 404, 404, 403, 403, 200, 200];
+    for (col, role) in ROLES.iter().enumerate() {
+        let c = w.as_role(role);
+        for (patient, expected) in [("alice", alice), ("bob", bob)] {
+            let r = c
+                .post(
+                    "Account/$credit-apply",
+                    &apply(patient, format!("{role}-{patient}")),
+                )
+                .await;
+            assert_eq!(
+                r.status.as_u16(),
+                expected[col],
+                "{role} applies for {patient}: {}",
+                r.text
+            );
+        }
+    }
+    // alice's line exists now (opened by the first role allowed); draws on it
+    let lines = w
+        .admin_setup
+        .get("Account?subject=Patient/alice&_total=accurate")
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(
+        lines["total"], 1,
+        "one line, the later applications were declined"
+    );
+    let line = lines["entry"][0]["resource"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let draw = [200, 200, 404, 403, 403, 200, 200];
+    for (col, role) in ROLES.iter().enumerate() {
+        let inv = w
+            .admin_setup
+            .create(&json!({"resourceType": "Invoice", "status": "issued",
+                "subject": {"reference": "Patient/alice"},
+                "totalGross": {"value": 10, "currency": "USD"}}))
+            .await;
+        let body = json!({"resourceType": "Parameters", "parameter": [
+            {"name": "source", "valueReference": {"reference": format!("Invoice/{inv}")}},
+            {"name": "termMonths", "valueInteger": 3},
+            {"name": "requestId", "valueString": format!("draw-{role}")}]});
+        let r = w
+            .as_role(role)
+            .post(&format!("Account/{line}/$credit-draw"), &body)
+            .await;
+        assert_eq!(r.status.as_u16(), draw[col], "{role} draws: {}", r.text);
+    }
+    // bob's bill on alice's line is refused; bob's own line is out of alice's reach
+    let bob_line = w
+        .as_role("admin")
+        .get("Account?subject=Patient/bob")
+        .await
+        .expect(200)
+        .json()["entry"][0]["resource"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let inv = w
+        .admin_setup
+        .create(&json!({"resourceType": "Invoice", "status": "issued",
+            "subject": {"reference": "Patient/bob"},
+            "totalGross": {"value": 10, "currency": "USD"}}))
+        .await;
+    let body = json!({"resourceType": "Parameters", "parameter": [
+        {"name": "source", "valueReference": {"reference": format!("Invoice/{inv}")}},
+        {"name": "termMonths", "valueInteger": 3},
+        {"name": "requestId", "valueString": "alice-on-bob"}]});
+    w.as_role("patient")
+        .post(&format!("Account/{bob_line}/$credit-draw"), &body)
+        .await
+        .expect(404);
+    // alice may not draw bob's bill (hidden) on her own line
+    w.as_role("patient")
+        .post(&format!("Account/{line}/$credit-draw"), &body)
+        .await
+        .expect(404);
 }
