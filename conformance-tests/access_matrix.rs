@@ -1516,6 +1516,18 @@ async fn credit_commands_follow_roles_and_reach(s: SecureServer) {
             .await;
         assert_eq!(r.status.as_u16(), draw[col], "{role} draws: {}", r.text);
     }
+    // payments: the patient themselves, administrators and backend services
+    let pay = [200, 403, 404, 403, 403, 200, 200];
+    for (col, role) in ROLES.iter().enumerate() {
+        let body = json!({"resourceType": "Parameters", "parameter": [
+            {"name": "amount", "valueMoney": {"value": 1, "currency": "USD"}},
+            {"name": "requestId", "valueString": format!("pay-{role}")}]});
+        let r = w
+            .as_role(role)
+            .post(&format!("Account/{line}/$credit-payment"), &body)
+            .await;
+        assert_eq!(r.status.as_u16(), pay[col], "{role} pays: {}", r.text);
+    }
     // bob's bill on alice's line is refused; bob's own line is out of alice's reach
     let bob_line = w
         .as_role("admin")

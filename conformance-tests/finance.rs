@@ -18,6 +18,7 @@ backends!(
     a_credit_line_is_opened_once_and_replays_answer_alike,
     a_draw_finances_a_bill_on_the_ledger,
     draws_are_refused_with_reasons,
+    payments_allocate_oldest_first_and_overpayments_become_credit,
 );
 
 fn quote_body(amount: Value, currency: &str, months: i64, extra: &[Value]) -> Value {
@@ -1003,4 +1004,156 @@ async fn parallel_draws_over_the_limit(backend: Backend) {
         .expect(200)
         .json();
     assert_eq!(draws["total"], 2, "the line and one draw");
+}
+
+fn pay_body(amount: Value, currency: &str, request: &str, extra: &[Value]) -> Value {
+    let mut p = vec![
+        json!({"name": "amount", "valueMoney": {"value": amount, "currency": currency}}),
+        json!({"name": "requestId", "valueString": request}),
+    ];
+    p.extend(extra.iter().cloned());
+    json!({"resourceType": "Parameters", "parameter": p})
+}
+
+fn statuses(contract: &Value) -> Vec<String> {
+    contract["term"][0]["asset"][0]["valuedItem"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            let parts = i["extension"][0]["extension"].as_array().unwrap();
+            let st = parts.iter().find(|p| p["url"] == "status").unwrap();
+            st["valueCode"].as_str().unwrap().to_string()
+        })
+        .collect()
+}
+
+async fn payments_allocate_oldest_first_and_overpayments_become_credit(s: Server) {
+    let (pid, line) = patient_with_line(&s, json!(1000.00)).await;
+    let mut draws = Vec::new();
+    for (i, amount) in [json!(100.00), json!(50.00)].into_iter().enumerate() {
+        let inv = invoice(&s, &pid, amount, "USD").await;
+        let p = s
+            .post(
+                &format!("Account/{line}/$credit-draw"),
+                &draw_body(&format!("Invoice/{inv}"), 3, &format!("d{i}"), &[]),
+            )
+            .await
+            .expect(200)
+            .json();
+        let draw = param(&p, "account")["resource"]["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let terms = param(&p, "contract")["resource"]["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        draws.push((draw, terms));
+    }
+    let path = format!("Account/{line}/$credit-payment");
+    // 40.00: the first installment of the oldest draw (33.34) and part of the second
+    let ptid = json!({"name": "processorTransactionId", "valueString": "ch_1"});
+    let p = s
+        .post(
+            &path,
+            &pay_body(json!(40.00), "USD", "pay-1", std::slice::from_ref(&ptid)),
+        )
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(money(&p, "balance"), "110.00 USD");
+    assert_eq!(money(&p, "creditBalance"), "0.00 USD");
+    let receipt = &param(&p, "paymentReconciliation")["resource"];
+    assert_eq!(receipt["resourceType"], "PaymentReconciliation");
+    assert_eq!(receipt["detail"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        receipt["detail"][0]["request"]["reference"],
+        format!("Account/{}", draws[0].0)
+    );
+    let d0 = s
+        .get(&format!("Account/{}", draws[0].0))
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(balance(&d0), "60.00 USD");
+    let c0 = s
+        .get(&format!("Contract/{}", draws[0].1))
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(statuses(&c0), ["paid", "partial", "scheduled"]);
+    let l = s.get(&format!("Account/{line}")).await.expect(200).json();
+    assert_eq!(balance(&l), "110.00 USD");
+    // the same payment sent twice is one payment
+    let again = s
+        .post(
+            &path,
+            &pay_body(json!(40.00), "USD", "pay-1", std::slice::from_ref(&ptid)),
+        )
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(again, p);
+    // the same processor transaction under a new request id is refused
+    let r = s
+        .post(
+            &path,
+            &pay_body(json!(40.00), "USD", "pay-2", std::slice::from_ref(&ptid)),
+        )
+        .await
+        .expect(409);
+    assert_eq!(
+        r.json()["issue"][0]["expression"][0],
+        "Parameters.parameter.where(name = 'processorTransactionId')"
+    );
+    // 200.00 pays off both draws (60.00 + 50.00) and leaves 90.00 of credit, never a
+    // negative receivable
+    let p = s
+        .post(&path, &pay_body(json!(200.00), "USD", "pay-3", &[]))
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(money(&p, "balance"), "0.00 USD");
+    assert_eq!(money(&p, "creditBalance"), "90.00 USD");
+    let receipt = &param(&p, "paymentReconciliation")["resource"];
+    let kinds: Vec<&str> = receipt["detail"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["type"]["coding"][0]["code"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["principal", "principal", "credit-balance"]);
+    for (draw, terms) in &draws {
+        let d = s.get(&format!("Account/{draw}")).await.expect(200).json();
+        assert_eq!(balance(&d), "0.00 USD");
+        assert_eq!(d["status"], "inactive");
+        let c = s.get(&format!("Contract/{terms}")).await.expect(200).json();
+        assert_eq!(statuses(&c), ["paid", "paid", "paid"]);
+    }
+    // refusals: another currency, nothing, not a line
+    s.post(&path, &pay_body(json!(10.00), "EUR", "pay-4", &[]))
+        .await
+        .expect(422);
+    s.post(&path, &pay_body(json!(0), "USD", "pay-5", &[]))
+        .await
+        .expect(422);
+    s.post(&path, &pay_body(json!(10.001), "USD", "pay-6", &[]))
+        .await
+        .expect(422);
+    let plain = s
+        .create(&json!({"resourceType": "Account", "status": "active"}))
+        .await;
+    s.post(
+        &format!("Account/{plain}/$credit-payment"),
+        &pay_body(json!(10.00), "USD", "pay-7", &[]),
+    )
+    .await
+    .expect(422);
+    let receipts = s
+        .get("PaymentReconciliation?_total=accurate")
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(receipts["total"], 2);
 }

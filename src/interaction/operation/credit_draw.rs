@@ -71,7 +71,7 @@ fn source_facts(rt: &str, v: &Value) -> (Option<String>, Option<Value>) {
     }
 }
 
-fn credit_line_of(v: &Value) -> Option<(Currency, i64)> {
+pub(super) fn credit_line_of(v: &Value) -> Option<(Currency, i64)> {
     let url = products::credit_line_url();
     let parts = v
         .get("extension")?
@@ -89,7 +89,7 @@ fn credit_line_of(v: &Value) -> Option<(Currency, i64)> {
 }
 
 /// `resource` with its balance extensions replaced by `owed` as of `now`.
-fn with_balance(mut resource: Value, owed: &Money, now: Instant) -> Value {
+pub(super) fn with_balance(mut resource: Value, owed: &Money, now: Instant) -> Value {
     if let Some(ext) = resource.get_mut("extension").and_then(Value::as_array_mut) {
         ext.retain(|e| {
             let url = e.get("url").and_then(Value::as_str).unwrap_or("");
@@ -103,7 +103,7 @@ fn with_balance(mut resource: Value, owed: &Money, now: Instant) -> Value {
     resource
 }
 
-async fn read_visible(ctx: &Context, rt: &str, id: &str) -> Result<Value, Outcome> {
+pub(super) async fn read_visible(ctx: &Context, rt: &str, id: &str) -> Result<Value, Outcome> {
     let current = ctx.store.read(rt, id).await?;
     if current.is_some() {
         ctx.guard.check_stored(ctx, Perm::Read, rt, id).await?;
@@ -113,6 +113,18 @@ async fn read_visible(ctx: &Context, rt: &str, id: &str) -> Result<Value, Outcom
             .map_err(|_| Outcome::internal("A stored resource is not valid JSON")),
         None => Err(Outcome::not_found(format!("{rt}/{id} is not known"))),
     }
+}
+
+/// The patient whose credit line `line` is.
+pub(super) fn line_patient(line: &Value) -> Result<String, Outcome> {
+    line.get("subject")
+        .and_then(Value::as_array)
+        .and_then(|s| s.first())
+        .and_then(|s| s.get("reference"))
+        .and_then(Value::as_str)
+        .and_then(|r| r.strip_prefix("Patient/"))
+        .map(str::to_string)
+        .ok_or_else(|| Outcome::internal("A credit line has no patient"))
 }
 
 pub(super) async fn draw(
@@ -170,15 +182,7 @@ pub(super) async fn draw(
             format!("The credit line Account/{line_id} is not active"),
         ));
     }
-    let patient = line
-        .get("subject")
-        .and_then(Value::as_array)
-        .and_then(|s| s.first())
-        .and_then(|s| s.get("reference"))
-        .and_then(Value::as_str)
-        .and_then(|r| r.strip_prefix("Patient/"))
-        .map(str::to_string)
-        .ok_or_else(|| Outcome::internal("A credit line has no patient"))?;
+    let patient = line_patient(&line)?;
     command::authorize(
         ctx,
         "credit-draw",

@@ -6,6 +6,7 @@ mod break_glass;
 mod command;
 mod credit_apply;
 mod credit_draw;
+mod credit_payment;
 mod credit_quote;
 mod everything;
 mod meta;
@@ -254,6 +255,30 @@ pub static OPERATIONS: &[Operation] = &[
             ("contract", "out", 1, "1", "Contract"),
         ],
         handler: |ctx, base, op| Box::pin(credit_draw::draw(ctx, base, op)),
+    },
+    Operation {
+        name: "credit-payment",
+        levels: &[Level::Instance],
+        types: Some(&["Account"]),
+        affects_state: true,
+        id: "credit-payment",
+        canonical: "https://healporium.example/fhir/OperationDefinition/credit-payment",
+        parameters: &[
+            ("amount", "in", 1, "1", "Money"),
+            ("requestId", "in", 1, "1", "string"),
+            ("processorTransactionId", "in", 0, "1", "string"),
+            ("paidOn", "in", 0, "1", "date"),
+            (
+                "paymentReconciliation",
+                "out",
+                1,
+                "1",
+                "PaymentReconciliation",
+            ),
+            ("balance", "out", 1, "1", "Money"),
+            ("creditBalance", "out", 1, "1", "Money"),
+        ],
+        handler: |ctx, base, op| Box::pin(credit_payment::payment(ctx, base, op)),
     },
 ];
 
