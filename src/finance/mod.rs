@@ -3,5 +3,6 @@
 //! `interaction/operation/` (so every call meets the Guard), their ledger rows in `store/`.
 //! See docs/finance.md.
 
+pub mod adjudicate;
 pub mod amortize;
 pub mod products;
