@@ -35,6 +35,7 @@ secure_backends!(
     conditional_and_operation_paths_are_confined,
     credit_quote_follows_account_access,
     credit_commands_follow_roles_and_reach,
+    claim_submit_follows_roles_and_reach,
 );
 
 /// What a role may see of one resource.
@@ -1557,4 +1558,45 @@ async fn credit_commands_follow_roles_and_reach(s: SecureServer) {
         .post(&format!("Account/{line}/$credit-draw"), &body)
         .await
         .expect(404);
+}
+
+/// `Claim/$submit` for every role: practitioners (for patients in their care), administrators
+/// and backend services submit; patients, pharmacists and insurers do not; a patient out of
+/// reach answers 404. The ClaimResponse is answered whatever the adjudication says (alice's
+/// coverage names no plan: outcome error, still 200).
+async fn claim_submit_follows_roles_and_reach(s: SecureServer) {
+    let w = World::new(s).await;
+    let claim = |patient: &str, n: &str| {
+        json!({"resourceType": "Claim", "status": "active",
+            "identifier": [{"system": "https://clinic.example/claims", "value": n}],
+            "type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/claim-type", "code": "professional"}]},
+            "use": "claim", "patient": {"reference": format!("Patient/{patient}")},
+            "created": "2026-06-02", "provider": {"reference": "Practitioner/doc"},
+            "priority": {"coding": [{"code": "normal"}]},
+            "insurance": [{"sequence": 1, "focal": true, "coverage": {"reference": "Coverage/alice-cov"}}],
+            "item": [{"sequence": 1, "productOrService": {"coding": [{"code": "99213"}]},
+                "net": {"value": 100, "currency": "USD"}}]})
+    };
+    let alice = [403, 200, 404, 403, 403, 200, 200];
+    let bob = [403, 404, 404, 403, 403, 200, 200];
+    for (col, role) in ROLES.iter().enumerate() {
+        let c = w.as_role(role);
+        for (patient, expected) in [("alice", alice), ("bob", bob)] {
+            let r = c
+                .post(
+                    "Claim/$submit",
+                    &claim(patient, &format!("{role}-{patient}")),
+                )
+                .await;
+            assert_eq!(
+                r.status.as_u16(),
+                expected[col],
+                "{role} submits for {patient}: {}",
+                r.text
+            );
+            if expected[col] == 200 {
+                assert_eq!(r.json()["resourceType"], "ClaimResponse");
+            }
+        }
+    }
 }

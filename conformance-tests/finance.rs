@@ -19,6 +19,8 @@ backends!(
     a_draw_finances_a_bill_on_the_ledger,
     draws_are_refused_with_reasons,
     payments_allocate_oldest_first_and_overpayments_become_credit,
+    claims_are_adjudicated_from_coverage_and_plan_to_eob_and_credit,
+    claims_that_cannot_be_paid_say_why,
 );
 
 fn quote_body(amount: Value, currency: &str, months: i64, extra: &[Value]) -> Value {
@@ -1156,4 +1158,336 @@ async fn payments_allocate_oldest_first_and_overpayments_become_credit(s: Server
         .expect(200)
         .json();
     assert_eq!(receipts["total"], 2);
+}
+
+const CPT: &str = "http://www.ama-assn.org/go/cpt";
+
+fn usd(v: f64) -> Value {
+    json!({"value": v, "unit": "USD", "system": "urn:iso:std:iso:4217", "code": "USD"})
+}
+
+fn service(code: &str, allowed: f64, copay: f64, coinsurance: f64, pend: bool) -> Value {
+    let mut sc = json!({"category": {"coding": [{"system": CPT, "code": code}]},
+        "benefit": [{"type": {"text": "in network"}, "cost": [
+            {"type": {"coding": [{"code": "allowed"}]}, "value": usd(allowed)},
+            {"type": {"coding": [{"code": "copay"}]}, "value": usd(copay)},
+            {"type": {"coding": [{"code": "coinsurance"}]},
+                "value": {"value": coinsurance, "unit": "%", "system": "http://unitsofmeasure.org", "code": "%"}}]}]});
+    if pend {
+        sc["extension"] = json!([{"url": "https://healporium.example/fhir/StructureDefinition/pend", "valueBoolean": true}]);
+    }
+    sc
+}
+
+/// An insurer, its Gold plan, and a covered patient: (patient, coverage).
+async fn insured(s: &Server, status: &str, period: Value) -> (String, String) {
+    s.put(
+        "Organization/acme-health",
+        &json!({"resourceType": "Organization", "id": "acme-health", "name": "Acme Health"}),
+    )
+    .await;
+    s.put("InsurancePlan/gold", &json!({
+        "resourceType": "InsurancePlan", "id": "gold", "status": "active",
+        "identifier": [{"system": "https://healporium.example/fhir/plan", "value": "gold"}],
+        "name": "Gold", "ownedBy": {"reference": "Organization/acme-health"},
+        "plan": [{
+            "extension": [{"url": "https://healporium.example/fhir/StructureDefinition/pend-above",
+                "valueMoney": {"value": 10000.00, "currency": "USD"}}],
+            "generalCost": [
+                {"type": {"coding": [{"code": "deductible"}]}, "cost": {"value": 500.00, "currency": "USD"}},
+                {"type": {"coding": [{"code": "out-of-pocket-max"}]}, "cost": {"value": 1000.00, "currency": "USD"}}],
+            "specificCost": [
+                service("99213", 150.00, 25.00, 20.0, false),
+                service("70553", 1200.00, 0.0, 20.0, false),
+                service("27447", 30000.00, 0.0, 10.0, true)]}]}))
+    .await;
+    let pid = s
+        .create(&json!({"resourceType": "Patient", "name": [{"family": "Insured"}]}))
+        .await;
+    let cov = s
+        .create(&json!({"resourceType": "Coverage", "status": status,
+            "beneficiary": {"reference": format!("Patient/{pid}")},
+            "payor": [{"reference": "Organization/acme-health"}],
+            "period": period,
+            "class": [{"type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/coverage-class", "code": "plan"}]},
+                "value": "gold"}]}))
+        .await;
+    (pid, cov)
+}
+
+fn claim(pid: &str, cov: &str, ident: &str, items: &[(&str, f64)]) -> Value {
+    let items: Vec<Value> = items
+        .iter()
+        .enumerate()
+        .map(|(n, (code, net))| {
+            json!({"sequence": n + 1,
+            "productOrService": {"coding": [{"system": CPT, "code": code}]},
+            "net": {"value": net, "currency": "USD"}})
+        })
+        .collect();
+    json!({"resourceType": "Claim", "status": "active",
+        "identifier": [{"system": "https://clinic.example/claims", "value": ident}],
+        "type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/claim-type", "code": "professional"}]},
+        "use": "claim", "patient": {"reference": format!("Patient/{pid}")},
+        "billablePeriod": {"start": "2026-06-01"},
+        "created": "2026-06-02", "provider": {"display": "Clinic"},
+        "priority": {"coding": [{"code": "normal"}]},
+        "insurance": [{"sequence": 1, "focal": true, "coverage": {"reference": format!("Coverage/{cov}")}}],
+        "item": items})
+}
+
+/// The amount of an adjudication category in a list of adjudications (or totals).
+fn amount_of(list: &Value, code: &str) -> String {
+    let a = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["category"]["coding"][0]["code"] == code)
+        .unwrap_or_else(|| panic!("no {code} in {list}"));
+    a["amount"]["value"].to_string()
+}
+
+async fn claims_are_adjudicated_from_coverage_and_plan_to_eob_and_credit(s: Server) {
+    let (pid, cov) = insured(
+        &s,
+        "active",
+        json!({"start": "2026-01-01", "end": "2026-12-31"}),
+    )
+    .await;
+    // an office visit at 200.00 (allowed 150.00) before the deductible is met: all the
+    // patient's, nothing the plan's
+    let r = s
+        .post(
+            "Claim/$submit",
+            &claim(&pid, &cov, "c-1", &[("99213", 200.00)]),
+        )
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(r["resourceType"], "ClaimResponse");
+    assert_eq!(r["outcome"], "complete", "{r}");
+    let adj = &r["item"][0]["adjudication"];
+    assert_eq!(amount_of(adj, "submitted"), "200.00");
+    assert_eq!(amount_of(adj, "eligible"), "150.00");
+    assert_eq!(amount_of(adj, "deductible"), "150.00");
+    assert_eq!(amount_of(adj, "benefit"), "0.00");
+    assert_eq!(amount_of(&r["total"], "memberliability"), "150.00");
+    // an MRI as a Bundle whose first entry is the Claim: 350.00 of deductible left, then
+    // 20 % of 850.00 = 170.00; the patient owes 520.00, the plan pays 680.00
+    let bundle = json!({"resourceType": "Bundle", "type": "collection",
+        "entry": [{"resource": claim(&pid, &cov, "c-2", &[("70553", 1500.00)])}]});
+    let r = s.post("Claim/$submit", &bundle).await.expect(200).json();
+    let t = &r["total"];
+    assert_eq!(amount_of(t, "deductible"), "350.00");
+    assert_eq!(amount_of(t, "coinsurance"), "170.00");
+    assert_eq!(amount_of(t, "memberliability"), "520.00");
+    assert_eq!(amount_of(t, "benefit"), "680.00");
+    // the out-of-pocket maximum (1,000.00; 670.00 met) caps the next one: 330.00
+    let r = s
+        .post(
+            "Claim/$submit",
+            &claim(&pid, &cov, "c-3", &[("70553", 1200.00), ("70553", 1200.00)]),
+        )
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(amount_of(&r["total"], "memberliability"), "330.00", "{r}");
+    assert_eq!(amount_of(&r["total"], "benefit"), "2070.00");
+    // 240.00 of coinsurance on the first MRI, 90.00 (of 240.00) on the second
+    assert_eq!(
+        amount_of(&r["item"][1]["adjudication"], "memberliability"),
+        "90.00"
+    );
+    let response_id = r["id"].as_str().unwrap().to_string();
+    // the EOB is the patient's, with what they owe
+    let eobs = s
+        .get(&format!(
+            "ExplanationOfBenefit?patient=Patient/{pid}&_total=accurate"
+        ))
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(eobs["total"], 3);
+    // searches an insurer makes
+    let claims = s
+        .get(&format!(
+            "Claim?patient=Patient/{pid}&status=active&created=ge2026-06-01&_total=accurate"
+        ))
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(claims["total"], 3);
+    let responses = s
+        .get(&format!(
+            "ClaimResponse?patient=Patient/{pid}&outcome=complete&_total=accurate"
+        ))
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(responses["total"], 3);
+    // what the patient owes on the last claim goes on a credit line
+    let line = s
+        .post(
+            "Account/$credit-apply",
+            &apply_body(&pid, json!(2000.00), "USD", "line"),
+        )
+        .await
+        .expect(200)
+        .json();
+    let line = param(&line, "account")["resource"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let p = s
+        .post(
+            &format!("Account/{line}/$credit-draw"),
+            &draw_body(&format!("ClaimResponse/{response_id}"), 3, "defer-c3", &[]),
+        )
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(balance(&param(&p, "account")["resource"]), "330.00 USD");
+    // a pend rule queues a claim; nothing accumulates, no EOB, and it cannot be deferred
+    let r = s
+        .post(
+            "Claim/$submit",
+            &claim(&pid, &cov, "c-4", &[("27447", 25000.00)]),
+        )
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(r["outcome"], "queued");
+    assert!(
+        r["processNote"][0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("review"),
+        "{r}"
+    );
+    let queued = r["id"].as_str().unwrap();
+    s.post(
+        &format!("Account/{line}/$credit-draw"),
+        &draw_body(&format!("ClaimResponse/{queued}"), 3, "defer-c4", &[]),
+    )
+    .await
+    .expect(409);
+    let eobs = s
+        .get(&format!(
+            "ExplanationOfBenefit?patient=Patient/{pid}&_total=accurate"
+        ))
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(eobs["total"], 3);
+    // the insurer finishes a queued claim by posting its own ClaimResponse
+    let finished = json!({"resourceType": "ClaimResponse", "status": "active",
+        "type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/claim-type", "code": "professional"}]},
+        "use": "claim", "patient": {"reference": format!("Patient/{pid}")}, "created": "2026-06-10",
+        "insurer": {"reference": "Organization/acme-health"}, "outcome": "complete",
+        "request": r["request"].clone(),
+        "total": [{"category": {"coding": [{"code": "memberliability"}]}, "amount": {"value": 0, "currency": "USD"}}]});
+    s.post("ClaimResponse", &finished).await.expect(201);
+}
+
+async fn claims_that_cannot_be_paid_say_why(s: Server) {
+    let (pid, cov) = insured(
+        &s,
+        "active",
+        json!({"start": "2026-01-01", "end": "2026-03-31"}),
+    )
+    .await;
+    let error_code = |r: &Value| {
+        r["error"][0]["code"]["coding"][0]["code"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    // outside the coverage's period
+    let r = s
+        .post(
+            "Claim/$submit",
+            &claim(&pid, &cov, "e-1", &[("99213", 100.00)]),
+        )
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(r["outcome"], "error");
+    assert_eq!(error_code(&r), "coverage-period", "{r}");
+    assert!(
+        r["processNote"][0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("2026-06-01")
+    );
+    // an inactive coverage
+    let (pid2, cov2) = insured(&s, "cancelled", json!({"start": "2026-01-01"})).await;
+    let r = s
+        .post(
+            "Claim/$submit",
+            &claim(&pid2, &cov2, "e-2", &[("99213", 100.00)]),
+        )
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(error_code(&r), "coverage-inactive");
+    // a service the plan does not cover: partial with one, error with only that
+    let (pid3, cov3) = insured(&s, "active", json!({"start": "2026-01-01"})).await;
+    let r = s
+        .post(
+            "Claim/$submit",
+            &claim(&pid3, &cov3, "e-3", &[("99213", 100.00), ("00001", 50.00)]),
+        )
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(r["outcome"], "partial");
+    assert_eq!(r["error"][0]["itemSequence"], 2);
+    let r = s
+        .post(
+            "Claim/$submit",
+            &claim(&pid3, &cov3, "e-4", &[("00001", 50.00)]),
+        )
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(r["outcome"], "error");
+    assert_eq!(error_code(&r), "unknown-service");
+    // the same claim twice: a duplicate, not stored again
+    let r = s
+        .post(
+            "Claim/$submit",
+            &claim(&pid3, &cov3, "e-3", &[("99213", 100.00)]),
+        )
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(error_code(&r), "duplicate", "{r}");
+    let n = s
+        .get("Claim?identifier=https://clinic.example/claims|e-3&_total=accurate")
+        .await
+        .expect(200)
+        .json()["total"]
+        .clone();
+    assert_eq!(n, 1);
+    // not a claim at all, or a claim without a coverage on this server: 400/422
+    s.post("Claim/$submit", &json!({"resourceType": "Patient"}))
+        .await
+        .expect(400);
+    let mut no_cov = claim(&pid3, &cov3, "e-5", &[("99213", 100.00)]);
+    no_cov["insurance"][0]["coverage"] = json!({"display": "somewhere"});
+    let r = s.post("Claim/$submit", &no_cov).await.expect(422);
+    assert_eq!(
+        r.json()["issue"][0]["expression"][0],
+        "Claim.insurance.coverage"
+    );
+    // an unknown coverage is a refusal inside the ClaimResponse, never a 500
+    let mut gone = claim(&pid3, &cov3, "e-6", &[("99213", 100.00)]);
+    gone["insurance"][0]["coverage"] = json!({"reference": "Coverage/none"});
+    let r = s.post("Claim/$submit", &gone).await;
+    assert!(
+        matches!(r.status.as_u16(), 200 | 422),
+        "{} {}",
+        r.status,
+        r.text
+    );
 }

@@ -118,6 +118,16 @@ pub trait LedgerTx: Send {
         result: &str,
         now: i64,
     ) -> StoreResult<bool>;
+    /// What a coverage's member has met in a plan year: (deductible, out of pocket).
+    async fn accumulated(&mut self, coverage: &str, plan_year: &str) -> StoreResult<(i64, i64)>;
+    /// Sets what a coverage's member has met in a plan year (callers hold the coverage's lock).
+    async fn set_accumulated(
+        &mut self,
+        coverage: &str,
+        plan_year: &str,
+        met: (i64, i64),
+        now: i64,
+    ) -> StoreResult<()>;
 }
 
 /// The ledger outside write transactions.
@@ -370,6 +380,48 @@ macro_rules! ledger_tx_impl {
                 .await
                 .map_err(map_err)?;
                 Ok(done.rows_affected() == 1)
+            }
+
+            async fn accumulated(
+                &mut self,
+                coverage: &str,
+                plan_year: &str,
+            ) -> StoreResult<(i64, i64)> {
+                let row: Option<(i64, i64)> = sqlx::query_as(
+                    "SELECT deductible, out_of_pocket FROM benefit_accumulator \
+                     WHERE coverage = $1 AND plan_year = $2",
+                )
+                .bind(coverage)
+                .bind(plan_year)
+                .fetch_optional(&mut *self.tx)
+                .await
+                .map_err(map_err)?;
+                Ok(row.unwrap_or((0, 0)))
+            }
+
+            async fn set_accumulated(
+                &mut self,
+                coverage: &str,
+                plan_year: &str,
+                met: (i64, i64),
+                now: i64,
+            ) -> StoreResult<()> {
+                sqlx::query::<$db>(
+                    "INSERT INTO benefit_accumulator \
+                     (coverage, plan_year, deductible, out_of_pocket, updated) \
+                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (coverage, plan_year) DO UPDATE \
+                     SET deductible = excluded.deductible, \
+                     out_of_pocket = excluded.out_of_pocket, updated = excluded.updated",
+                )
+                .bind(coverage)
+                .bind(plan_year)
+                .bind(met.0)
+                .bind(met.1)
+                .bind(now)
+                .execute(&mut *self.tx)
+                .await
+                .map_err(map_err)?;
+                Ok(())
             }
         }
     };

@@ -3,6 +3,7 @@
 //! validator as the interactions.
 
 mod break_glass;
+mod claim_submit;
 mod command;
 mod credit_apply;
 mod credit_draw;
@@ -279,6 +280,19 @@ pub static OPERATIONS: &[Operation] = &[
             ("creditBalance", "out", 1, "1", "Money"),
         ],
         handler: |ctx, base, op| Box::pin(credit_payment::payment(ctx, base, op)),
+    },
+    Operation {
+        name: "submit",
+        levels: &[Level::Type],
+        types: Some(&["Claim"]),
+        affects_state: true,
+        id: "Claim-submit",
+        canonical: "http://hl7.org/fhir/OperationDefinition/Claim-submit",
+        parameters: &[
+            ("resource", "in", 1, "1", "Resource"),
+            ("return", "out", 1, "1", "Resource"),
+        ],
+        handler: |ctx, base, op| Box::pin(claim_submit::submit(ctx, base, op)),
     },
 ];
 
