@@ -36,6 +36,7 @@ secure_backends!(
     credit_quote_follows_account_access,
     credit_commands_follow_roles_and_reach,
     claim_submit_follows_roles_and_reach,
+    insurer_sees_only_billing_it_pays_for,
 );
 
 /// What a role may see of one resource.
@@ -1599,4 +1600,113 @@ async fn claim_submit_follows_roles_and_reach(s: SecureServer) {
             }
         }
     }
+}
+
+/// An insurer sees its members' Claims, ClaimResponses, ExplanationOfBenefits and Coverages
+/// only where its organization is the insurer or payor — not what the same member billed to
+/// another insurer: not by read, search, count, include or chain.
+async fn insurer_sees_only_billing_it_pays_for(s: SecureServer) {
+    let w = World::new(s).await;
+    let a = &w.admin_setup;
+    a.put(
+        "Organization/rival",
+        &json!({"resourceType": "Organization", "id": "rival", "name": "Rival"}),
+    )
+    .await
+    .expect(201);
+    a.put("Coverage/alice-rival", &json!({"resourceType": "Coverage", "id": "alice-rival", "status": "active",
+        "beneficiary": {"reference": "Patient/alice"}, "payor": [{"reference": "Organization/rival"}]}))
+        .await
+        .expect(201);
+    let claim_type = json!({"coding": [{"system": "http://terminology.hl7.org/CodeSystem/claim-type", "code": "professional"}]});
+    for (id, insurer, coverage) in [
+        ("ours", "insurer", "alice-cov"),
+        ("theirs", "rival", "alice-rival"),
+    ] {
+        a.put(&format!("Claim/{id}"), &json!({"resourceType": "Claim", "id": id, "status": "active",
+            "type": claim_type, "use": "claim", "patient": {"reference": "Patient/alice"},
+            "created": "2026-06-01", "insurer": {"reference": format!("Organization/{insurer}")},
+            "provider": {"reference": "Practitioner/doc"}, "priority": {"coding": [{"code": "normal"}]},
+            "insurance": [{"sequence": 1, "focal": true, "coverage": {"reference": format!("Coverage/{coverage}")}}]}))
+            .await
+            .expect(201);
+        a.put(
+            &format!("ClaimResponse/{id}"),
+            &json!({"resourceType": "ClaimResponse", "id": id, "status": "active",
+            "type": claim_type, "use": "claim", "patient": {"reference": "Patient/alice"},
+            "created": "2026-06-01", "insurer": {"reference": format!("Organization/{insurer}")},
+            "outcome": "complete", "request": {"reference": format!("Claim/{id}")}}),
+        )
+        .await
+        .expect(201);
+        a.put(&format!("ExplanationOfBenefit/{id}"), &json!({"resourceType": "ExplanationOfBenefit", "id": id,
+            "status": "active", "type": claim_type, "use": "claim", "patient": {"reference": "Patient/alice"},
+            "created": "2026-06-01", "insurer": {"reference": format!("Organization/{insurer}")},
+            "provider": {"reference": "Practitioner/doc"}, "outcome": "complete",
+            "claim": {"reference": format!("Claim/{id}")},
+            "insurance": [{"focal": true, "coverage": {"reference": format!("Coverage/{coverage}")}}]}))
+            .await
+            .expect(201);
+    }
+    let insurer = w.as_role("insurer");
+    for t in ["Claim", "ClaimResponse", "ExplanationOfBenefit"] {
+        insurer.get(&format!("{t}/ours")).await.expect(200);
+        let hidden = insurer.get(&format!("{t}/theirs")).await.expect(404);
+        let unknown = insurer.get(&format!("{t}/none")).await.expect(404);
+        assert_eq!(
+            hidden.json()["issue"][0]["diagnostics"]
+                .as_str()
+                .unwrap()
+                .replace("theirs", "X"),
+            unknown.json()["issue"][0]["diagnostics"]
+                .as_str()
+                .unwrap()
+                .replace("none", "X")
+        );
+        let all = insurer
+            .get(&format!("{t}?patient=Patient/alice&_total=accurate"))
+            .await
+            .expect(200)
+            .json();
+        assert_eq!(all["total"], 1, "{t}: {all}");
+        assert!(!all.to_string().contains("theirs"), "{t}: {all}");
+        insurer
+            .get(&format!("{t}/theirs/_history"))
+            .await
+            .expect(404);
+    }
+    insurer.get("Coverage/alice-cov").await.expect(200);
+    insurer.get("Coverage/alice-rival").await.expect(404);
+    // nor through an include, a reverse include or a chain
+    let r = insurer
+        .get("ClaimResponse?_include=ClaimResponse:request&patient=Patient/alice")
+        .await
+        .expect(200)
+        .json();
+    assert!(!r.to_string().contains("Claim/theirs"), "{r}");
+    let r = insurer
+        .get("Patient?_id=alice&_revinclude=Claim:patient&_revinclude=ExplanationOfBenefit:patient")
+        .await
+        .expect(200)
+        .json();
+    assert!(!r.to_string().contains("\"theirs\""), "{r}");
+    let r = insurer
+        .get("Claim?insurer=Organization/rival&_total=accurate")
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(r["total"], 0);
+    let r = insurer
+        .get("Patient?_has:Claim:patient:insurer=Organization/rival&_total=accurate")
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(r["total"], 0, "{r}");
+    // the administrator sees both
+    let r = a
+        .get("Claim?patient=Patient/alice&_total=accurate")
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(r["total"], 2);
 }

@@ -36,9 +36,23 @@ pub struct Guard {
     /// The patients the principal's role sees, as a filter on Patient resources (None: the
     /// role is not confined to patients, or there is no role).
     reach: Option<Arc<Filter>>,
+    /// An insurer's organizations: the payers its billing data must name (None: not an
+    /// insurer).
+    payers: Option<Arc<Vec<(String, String)>>>,
     /// The FHIR base, to read absolute references to this server in stored versions.
     base: String,
 }
+
+/// The billing types an insurer sees only when they name its organization, and through
+/// which parameter (an ExplanationOfBenefit through its Coverage's payor).
+const PAYER_LINKS: &[(&str, &str)] = &[
+    ("Claim", "insurer"),
+    ("ClaimResponse", "insurer"),
+    ("Coverage", "payor"),
+    ("CoverageEligibilityRequest", "insurer"),
+    ("CoverageEligibilityResponse", "insurer"),
+    ("ExplanationOfBenefit", "coverage"),
+];
 
 fn forbidden(msg: impl Into<String>) -> Outcome {
     Outcome::new(ErrorKind::Forbidden, msg)
@@ -71,6 +85,7 @@ impl Guard {
         Guard {
             principal,
             reach: None,
+            payers: None,
             base: String::new(),
         }
     }
@@ -82,13 +97,17 @@ impl Guard {
         principal: Option<Principal>,
         base: &str,
     ) -> Result<Guard, Outcome> {
-        let reach = match principal.as_ref() {
-            Some(p) => super::reach::reach_of(store, p).await?.map(Arc::new),
-            None => None,
+        let (reach, payers) = match principal.as_ref() {
+            Some(p) => (
+                super::reach::reach_of(store, p).await?.map(Arc::new),
+                super::reach::payers_of(store, p).await?.map(Arc::new),
+            ),
+            None => (None, None),
         };
         Ok(Guard {
             principal,
             reach,
+            payers,
             base: base.to_string(),
         })
     }
@@ -177,6 +196,7 @@ impl Guard {
         let class = Policy::get().class(resource_type);
         (class.confined() && (p.patient(perm, resource_type).is_some() || self.reach.is_some()))
             || p.restrictions(perm, resource_type).is_some()
+            || (self.payers.is_some() && PAYER_LINKS.iter().any(|(t, _)| *t == resource_type))
     }
 
     /// The filters a `resource_type` must satisfy for `perm`: the compartments of the patients
@@ -208,6 +228,33 @@ impl Guard {
                     &Owners::Matching(Box::new(reach.as_ref().clone())),
                 ));
             }
+        }
+        if let Some(payers) = &self.payers
+            && let Some((_, link)) = PAYER_LINKS.iter().find(|(t, _)| *t == resource_type)
+        {
+            // an insurer sees its members' billing data only where it is the payer
+            let preds: Vec<Pred> = payers
+                .iter()
+                .map(|(t, id)| Pred::Ref {
+                    target_type: Some(t.clone()),
+                    id: id.clone(),
+                })
+                .collect();
+            let by_payer = |param: &str| Filter::Param {
+                param: param.to_string(),
+                preds: preds.clone(),
+                negate: false,
+            };
+            out.push(if preds.is_empty() {
+                nothing()
+            } else if resource_type == "ExplanationOfBenefit" {
+                Filter::Chain {
+                    param: (*link).to_string(),
+                    targets: vec![("Coverage".to_string(), Box::new(by_payer("payor")))],
+                }
+            } else {
+                by_payer(link)
+            });
         }
         if let Some(alternatives) = p.restrictions(perm, resource_type) {
             let types = [resource_type.to_string()];

@@ -138,6 +138,23 @@ pub(super) async fn reach_of(store: &dyn Store, p: &Principal) -> Result<Option<
     }))
 }
 
+/// The organizations an insurer's user pays for (their PractitionerRoles' organizations):
+/// the `insurer`/`payor` their Claims, ClaimResponses, ExplanationOfBenefits and Coverages
+/// must name. None: the role is not an insurer's.
+pub(super) async fn payers_of(
+    store: &dyn Store,
+    p: &Principal,
+) -> Result<Option<Vec<(String, String)>>, Outcome> {
+    let Some(rp) = p.role.and_then(|r| Policy::get().role(r)) else {
+        return Ok(None);
+    };
+    if !matches!(rp.patients, Patients::Members) {
+        return Ok(None);
+    }
+    let (_, orgs) = actors(store, p.fhir_user.as_deref()).await?;
+    Ok(Some(orgs))
+}
+
 /// The references that stand for a staff user (their Practitioner and its active
 /// PractitionerRoles, or their PractitionerRole and its Practitioner) and the organizations
 /// of those roles.
