@@ -9,7 +9,7 @@
 
 use super::{StoreResult, map_err};
 use async_trait::async_trait;
-use sqlx::{Pool, Postgres, QueryBuilder, Sqlite};
+use sqlx::{Pool, Postgres, Sqlite};
 
 /// One line of an entry: `amount` minor units of `currency` on `account`, debit positive.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -173,7 +173,7 @@ fn entry_from(t: EntryTuple, postings: Vec<Posting>) -> EntryRow {
 macro_rules! ledger_reads {
     ($db:ty) => {
         impl LedgerSql<$db> {
-            async fn entries_on<'e, E>(exec: E, book: &str) -> StoreResult<Vec<EntryRow>>
+            pub(in crate::store) async fn entries_on<'e, E>(exec: E, book: &str) -> StoreResult<Vec<EntryRow>>
             where
                 E: sqlx::Executor<'e, Database = $db>,
             {
@@ -280,15 +280,16 @@ ledger_reads!(Postgres);
 /// entry id (read under the book's lock and the transaction's write lock).
 macro_rules! ledger_tx_impl {
     ($tx:ty, $db:ty, $next_id:expr) => {
-        #[async_trait]
-        impl LedgerTx for $tx {
-            async fn post(&mut self, entry: &NewEntry) -> StoreResult<i64> {
-                check_balanced(entry).map_err(super::StoreError::Internal)?;
+        #[async_trait::async_trait]
+        impl $crate::store::ledger::LedgerTx for $tx {
+            async fn post(&mut self, entry: &$crate::store::ledger::NewEntry) -> $crate::store::StoreResult<i64> {
+                $crate::store::ledger::check_balanced(entry)
+                    .map_err($crate::store::StoreError::Internal)?;
                 let id: i64 = sqlx::query_scalar($next_id)
                     .fetch_one(&mut *self.tx)
                     .await
-                    .map_err(map_err)?;
-                let mut qb = QueryBuilder::<$db>::new(
+                    .map_err($crate::store::map_err)?;
+                let mut qb = sqlx::QueryBuilder::<$db>::new(
                     "INSERT INTO ledger_posting (entry, seq, account, currency, amount) ",
                 );
                 qb.push_values(entry.postings.iter().enumerate(), |mut row, (seq, p)| {
@@ -298,7 +299,7 @@ macro_rules! ledger_tx_impl {
                         .push_bind(p.currency.clone())
                         .push_bind(p.amount);
                 });
-                qb.build().execute(&mut *self.tx).await.map_err(map_err)?;
+                qb.build().execute(&mut *self.tx).await.map_err($crate::store::map_err)?;
                 sqlx::query::<$db>(
                     "INSERT INTO ledger_entry (id, book, kind, request_id, effective, created, \
                      reverses, memo) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
@@ -313,7 +314,7 @@ macro_rules! ledger_tx_impl {
                 .bind(&entry.memo)
                 .execute(&mut *self.tx)
                 .await
-                .map_err(map_err)?;
+                .map_err($crate::store::map_err)?;
                 Ok(id)
             }
 
@@ -321,7 +322,7 @@ macro_rules! ledger_tx_impl {
                 &mut self,
                 book: &str,
                 prefix: &str,
-            ) -> StoreResult<Vec<(String, String, i64)>> {
+            ) -> $crate::store::StoreResult<Vec<(String, String, i64)>> {
                 sqlx::query_as(
                     "SELECT p.account, p.currency, CAST(sum(p.amount) AS BIGINT) \
                      FROM ledger_posting p JOIN ledger_entry e ON e.id = p.entry \
@@ -332,18 +333,18 @@ macro_rules! ledger_tx_impl {
                 .bind(prefix)
                 .fetch_all(&mut *self.tx)
                 .await
-                .map_err(map_err)
+                .map_err($crate::store::map_err)
             }
 
-            async fn entries(&mut self, book: &str) -> StoreResult<Vec<EntryRow>> {
-                LedgerSql::<$db>::entries_on(&mut *self.tx, book).await
+            async fn entries(&mut self, book: &str) -> $crate::store::StoreResult<Vec<$crate::store::ledger::EntryRow>> {
+                $crate::store::ledger::LedgerSql::<$db>::entries_on(&mut *self.tx, book).await
             }
 
             async fn command(
                 &mut self,
                 scope: &str,
                 request_id: &str,
-            ) -> StoreResult<Option<CommandRow>> {
+            ) -> $crate::store::StoreResult<Option<$crate::store::ledger::CommandRow>> {
                 let row: Option<(String, String)> = sqlx::query_as(
                     "SELECT fingerprint, result FROM finance_command \
                      WHERE scope = $1 AND request_id = $2",
@@ -352,8 +353,8 @@ macro_rules! ledger_tx_impl {
                 .bind(request_id)
                 .fetch_optional(&mut *self.tx)
                 .await
-                .map_err(map_err)?;
-                Ok(row.map(|(fingerprint, result)| CommandRow {
+                .map_err($crate::store::map_err)?;
+                Ok(row.map(|(fingerprint, result)| $crate::store::ledger::CommandRow {
                     fingerprint,
                     result,
                 }))
@@ -366,7 +367,7 @@ macro_rules! ledger_tx_impl {
                 fingerprint: &str,
                 result: &str,
                 now: i64,
-            ) -> StoreResult<bool> {
+            ) -> $crate::store::StoreResult<bool> {
                 let done = sqlx::query::<$db>(
                     "INSERT INTO finance_command (scope, request_id, fingerprint, result, created) \
                      VALUES ($1, $2, $3, $4, $5) ON CONFLICT (scope, request_id) DO NOTHING",
@@ -378,7 +379,7 @@ macro_rules! ledger_tx_impl {
                 .bind(now)
                 .execute(&mut *self.tx)
                 .await
-                .map_err(map_err)?;
+                .map_err($crate::store::map_err)?;
                 Ok(done.rows_affected() == 1)
             }
 
@@ -386,7 +387,7 @@ macro_rules! ledger_tx_impl {
                 &mut self,
                 coverage: &str,
                 plan_year: &str,
-            ) -> StoreResult<(i64, i64)> {
+            ) -> $crate::store::StoreResult<(i64, i64)> {
                 let row: Option<(i64, i64)> = sqlx::query_as(
                     "SELECT deductible, out_of_pocket FROM benefit_accumulator \
                      WHERE coverage = $1 AND plan_year = $2",
@@ -395,7 +396,7 @@ macro_rules! ledger_tx_impl {
                 .bind(plan_year)
                 .fetch_optional(&mut *self.tx)
                 .await
-                .map_err(map_err)?;
+                .map_err($crate::store::map_err)?;
                 Ok(row.unwrap_or((0, 0)))
             }
 
@@ -405,7 +406,7 @@ macro_rules! ledger_tx_impl {
                 plan_year: &str,
                 met: (i64, i64),
                 now: i64,
-            ) -> StoreResult<()> {
+            ) -> $crate::store::StoreResult<()> {
                 sqlx::query::<$db>(
                     "INSERT INTO benefit_accumulator \
                      (coverage, plan_year, deductible, out_of_pocket, updated) \
@@ -420,20 +421,11 @@ macro_rules! ledger_tx_impl {
                 .bind(now)
                 .execute(&mut *self.tx)
                 .await
-                .map_err(map_err)?;
+                .map_err($crate::store::map_err)?;
                 Ok(())
             }
         }
     };
 }
 
-ledger_tx_impl!(
-    super::tx::SqlTx<Sqlite>,
-    Sqlite,
-    "SELECT COALESCE(MAX(id), 0) + 1 FROM ledger_entry"
-);
-ledger_tx_impl!(
-    super::tx::SqlTx<Postgres>,
-    Postgres,
-    "SELECT nextval('ledger_entry_id')"
-);
+pub(super) use ledger_tx_impl;

@@ -9,7 +9,7 @@
 //! [`super::Store::changes`]).
 
 use super::jobs::{JobTx, NewJob, insert_job};
-use super::ledger::LedgerTx;
+use super::ledger::{LedgerTx, ledger_tx_impl};
 use super::search::Compiler;
 use super::sql::{self, SELECT_CURRENT, SELECT_VERSION, fetch_version, write_version};
 use super::{NewVersion, StoreResult, StoredVersion, Transaction, map_err};
@@ -268,3 +268,13 @@ macro_rules! transaction_impl {
 
 transaction_impl!(Sqlite, postgres = false);
 transaction_impl!(Postgres, postgres = true);
+ledger_tx_impl!(
+    SqlTx<Sqlite>,
+    Sqlite,
+    "SELECT COALESCE(MAX(id), 0) + 1 FROM ledger_entry"
+);
+ledger_tx_impl!(
+    SqlTx<Postgres>,
+    Postgres,
+    "SELECT nextval('ledger_entry_id')"
+);
