@@ -1530,6 +1530,38 @@ async fn credit_commands_follow_roles_and_reach(s: SecureServer) {
             .await;
         assert_eq!(r.status.as_u16(), pay[col], "{role} pays: {}", r.text);
     }
+    // $defer of a claim's adjudication: Claim read, then $credit-draw's rules
+    let defer = [200, 200, 404, 403, 403, 200, 200];
+    let claim_type = json!({"coding": [{"system": "http://terminology.hl7.org/CodeSystem/claim-type", "code": "professional"}]});
+    for (col, role) in ROLES.iter().enumerate() {
+        let claim = w
+            .admin_setup
+            .create(&json!({"resourceType": "Claim", "status": "active", "type": claim_type,
+                "use": "claim", "patient": {"reference": "Patient/alice"}, "created": "2026-06-01",
+                "insurer": {"reference": "Organization/insurer"},
+                "provider": {"reference": "Practitioner/doc"}, "priority": {"coding": [{"code": "normal"}]},
+                "insurance": [{"sequence": 1, "focal": true, "coverage": {"reference": "Coverage/alice-cov"}}]}))
+            .await;
+        w.admin_setup
+            .create(
+                &json!({"resourceType": "ClaimResponse", "status": "active", "type": claim_type,
+                "use": "claim", "patient": {"reference": "Patient/alice"}, "created": "2026-06-01",
+                "insurer": {"reference": "Organization/insurer"}, "outcome": "complete",
+                "request": {"reference": format!("Claim/{claim}")},
+                "total": [{"category": {"coding": [{"code": "memberliability"}]},
+                    "amount": {"value": 5, "currency": "USD"}}]}),
+            )
+            .await;
+        let body = json!({"resourceType": "Parameters", "parameter": [
+            {"name": "creditLine", "valueReference": {"reference": format!("Account/{line}")}},
+            {"name": "termMonths", "valueInteger": 3},
+            {"name": "requestId", "valueString": format!("defer-{role}")}]});
+        let r = w
+            .as_role(role)
+            .post(&format!("Claim/{claim}/$defer"), &body)
+            .await;
+        assert_eq!(r.status.as_u16(), defer[col], "{role} defers: {}", r.text);
+    }
     // bob's bill on alice's line is refused; bob's own line is out of alice's reach
     let bob_line = w
         .as_role("admin")

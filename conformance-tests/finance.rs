@@ -1379,6 +1379,54 @@ async fn claims_are_adjudicated_from_coverage_and_plan_to_eob_and_credit(s: Serv
         .expect(200)
         .json();
     assert_eq!(eobs["total"], 3);
+    // $defer: the claim's latest adjudication onto the line; a queued one is 409
+    let defer = |request: &str| {
+        json!({"resourceType": "Parameters", "parameter": [
+            {"name": "creditLine", "valueReference": {"reference": format!("Account/{line}")}},
+            {"name": "termMonths", "valueInteger": 6},
+            {"name": "requestId", "valueString": request}]})
+    };
+    let queued_claim = r["request"]["reference"].as_str().unwrap().to_string();
+    let r409 = s
+        .post(&format!("{queued_claim}/$defer"), &defer("defer-q"))
+        .await
+        .expect(409);
+    assert!(r409.text.contains("queued"), "{}", r409.text);
+    let first = s
+        .get(&format!(
+            "ClaimResponse?patient=Patient/{pid}&_sort=_lastUpdated&_count=1"
+        ))
+        .await
+        .expect(200)
+        .json();
+    let first_claim = first["entry"][0]["resource"]["request"]["reference"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let p = s
+        .post(&format!("{first_claim}/$defer"), &defer("defer-c1"))
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(balance(&param(&p, "account")["resource"]), "150.00 USD");
+    let items = param(&p, "contract")["resource"]["term"][0]["asset"][0]["valuedItem"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert_eq!(items, 6);
+    // a replay answers alike
+    let again = s
+        .post(&format!("{first_claim}/$defer"), &defer("defer-c1"))
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(again, p);
+    let unsubmitted = s
+        .create(&claim(&pid, &cov, "never-submitted", &[("99213", 10.00)]))
+        .await;
+    s.post(&format!("Claim/{unsubmitted}/$defer"), &defer("defer-none"))
+        .await
+        .expect(409);
     // the insurer finishes a queued claim by posting its own ClaimResponse
     let finished = json!({"resourceType": "ClaimResponse", "status": "active",
         "type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/claim-type", "code": "professional"}]},

@@ -3,6 +3,7 @@
 //! validator as the interactions.
 
 mod break_glass;
+mod claim_defer;
 mod claim_submit;
 mod command;
 mod credit_apply;
@@ -293,6 +294,23 @@ pub static OPERATIONS: &[Operation] = &[
             ("return", "out", 1, "1", "Resource"),
         ],
         handler: |ctx, base, op| Box::pin(claim_submit::submit(ctx, base, op)),
+    },
+    Operation {
+        name: "defer",
+        levels: &[Level::Instance],
+        types: Some(&["Claim"]),
+        affects_state: true,
+        id: "defer",
+        canonical: "https://healporium.example/fhir/OperationDefinition/defer",
+        parameters: &[
+            ("creditLine", "in", 1, "1", "Reference"),
+            ("plan", "in", 0, "1", "code"),
+            ("termMonths", "in", 1, "1", "integer"),
+            ("requestId", "in", 1, "1", "string"),
+            ("account", "out", 1, "1", "Account"),
+            ("contract", "out", 1, "1", "Contract"),
+        ],
+        handler: |ctx, base, op| Box::pin(claim_defer::defer(ctx, base, op)),
     },
 ];
 
