@@ -1562,6 +1562,42 @@ async fn credit_commands_follow_roles_and_reach(s: SecureServer) {
             .await;
         assert_eq!(r.status.as_u16(), defer[col], "{role} defers: {}", r.text);
     }
+    // payoff reads; a reversal is the back office's (administrators, backend services)
+    let payoff = [200, 200, 404, 403, 200, 200, 200];
+    let receipt = w
+        .admin_setup
+        .get("PaymentReconciliation?_count=1")
+        .await
+        .expect(200)
+        .json()["entry"][0]["resource"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let reverse = [403, 403, 404, 403, 403, 200, 409];
+    for (col, role) in ROLES.iter().enumerate() {
+        let c = w.as_role(role);
+        let r = c
+            .post(
+                &format!("Account/{line}/$payoff"),
+                &json!({"resourceType": "Parameters"}),
+            )
+            .await;
+        assert_eq!(r.status.as_u16(), payoff[col], "{role} payoff: {}", r.text);
+        let body = json!({"resourceType": "Parameters", "parameter": [
+            {"name": "payment", "valueReference": {"reference": format!("PaymentReconciliation/{receipt}")}},
+            {"name": "reason", "valueCode": "chargeback"},
+            {"name": "requestId", "valueString": format!("reverse-{role}")}]});
+        let r = c
+            .post(&format!("Account/{line}/$credit-reverse"), &body)
+            .await;
+        // the backend comes after the administrator: the payment is reversed already
+        assert_eq!(
+            r.status.as_u16(),
+            reverse[col],
+            "{role} reverses: {}",
+            r.text
+        );
+    }
     // bob's bill on alice's line is refused; bob's own line is out of alice's reach
     let bob_line = w
         .as_role("admin")

@@ -21,6 +21,7 @@ backends!(
     payments_allocate_oldest_first_and_overpayments_become_credit,
     claims_are_adjudicated_from_coverage_and_plan_to_eob_and_credit,
     claims_that_cannot_be_paid_say_why,
+    a_reversal_mirrors_a_payment_and_payoff_counts_interest,
 );
 
 fn quote_body(amount: Value, currency: &str, months: i64, extra: &[Value]) -> Value {
@@ -1538,4 +1539,112 @@ async fn claims_that_cannot_be_paid_say_why(s: Server) {
         r.status,
         r.text
     );
+}
+
+async fn a_reversal_mirrors_a_payment_and_payoff_counts_interest(s: Server) {
+    let (pid, line) = patient_with_line(&s, json!(2000.00)).await;
+    let inv = invoice(&s, &pid, json!(100.00), "USD").await;
+    s.post(
+        &format!("Account/{line}/$credit-draw"),
+        &draw_body(&format!("Invoice/{inv}"), 3, "rd", &[]),
+    )
+    .await
+    .expect(200);
+    let p = s
+        .post(
+            &format!("Account/{line}/$credit-payment"),
+            &pay_body(json!(30.00), "USD", "rp", &[]),
+        )
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(money(&p, "balance"), "70.00 USD");
+    let receipt = param(&p, "paymentReconciliation")["resource"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let reverse = |request: &str| {
+        json!({"resourceType": "Parameters", "parameter": [
+            {"name": "payment", "valueReference": {"reference": format!("PaymentReconciliation/{receipt}")}},
+            {"name": "reason", "valueCode": "nsf"},
+            {"name": "requestId", "valueString": request}]})
+    };
+    let r = s
+        .post(
+            &format!("Account/{line}/$credit-reverse"),
+            &reverse("rev-1"),
+        )
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(money(&r, "balance"), "100.00 USD");
+    let cancelled = &param(&r, "paymentReconciliation")["resource"];
+    assert_eq!(cancelled["status"], "cancelled");
+    assert!(cancelled["disposition"].as_str().unwrap().contains("nsf"));
+    // the line and the draw owe it again; the original payment is still there
+    let l = s.get(&format!("Account/{line}")).await.expect(200).json();
+    assert_eq!(balance(&l), "100.00 USD");
+    // a replay answers alike; a second reversal of the same payment is refused
+    let again = s
+        .post(
+            &format!("Account/{line}/$credit-reverse"),
+            &reverse("rev-1"),
+        )
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(again, r);
+    s.post(
+        &format!("Account/{line}/$credit-reverse"),
+        &reverse("rev-2"),
+    )
+    .await
+    .expect(409);
+    let mut bad = reverse("rev-3");
+    bad["parameter"][1]["valueCode"] = json!("whim");
+    s.post(&format!("Account/{line}/$credit-reverse"), &bad)
+        .await
+        .expect(422);
+    // payoff: the 0 % draw owes its principal; a draw at 9.90 % accrues simple daily interest
+    let p = s
+        .post(
+            &format!("Account/{line}/$payoff"),
+            &json!({"resourceType": "Parameters"}),
+        )
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(money(&p, "amount"), "100.00 USD");
+    let inv2 = invoice(&s, &pid, json!(1200.00), "USD").await;
+    s.post(
+        &format!("Account/{line}/$credit-draw"),
+        &draw_body(
+            &format!("Invoice/{inv2}"),
+            12,
+            "rd2",
+            &[json!({"name": "plan", "valueCode": "installments-apr"})],
+        ),
+    )
+    .await
+    .expect(200);
+    let in30 = jiff::Timestamp::now()
+        .to_zoned(jiff::tz::TimeZone::UTC)
+        .date()
+        .checked_add(jiff::Span::new().days(30))
+        .unwrap();
+    let p = s
+        .post(
+            &format!("Account/{line}/$payoff"),
+            &json!({"resourceType": "Parameters", "parameter": [
+                {"name": "date", "valueDate": in30.to_string()}]}),
+        )
+        .await
+        .expect(200)
+        .json();
+    // 1,200.00 × 9.90 % × 30 / 365 = 9.7643… → 9.76
+    assert_eq!(money(&p, "interest"), "9.76 USD");
+    assert_eq!(money(&p, "amount"), "1309.76 USD");
+    // a payoff changes nothing
+    let l = s.get(&format!("Account/{line}")).await.expect(200).json();
+    assert_eq!(balance(&l), "1300.00 USD");
 }

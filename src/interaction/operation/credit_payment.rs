@@ -14,10 +14,11 @@ use super::command::{self, answer};
 use super::credit_draw::with_balance;
 use super::params::{at, invalid, money, request_id, string};
 use crate::auth::{Perm, Role};
-use crate::fhir::money::Money;
+use crate::fhir::money::{Currency, Money};
 use crate::fhir::outcome::{ErrorKind, Outcome};
 use crate::fhir::types::{Id, Instant};
 use crate::finance::products::CANONICAL_BASE;
+use crate::interaction::session::Session;
 use crate::interaction::{Context, FhirResponse, Target, create, integrity, update};
 use crate::store::ledger::{NewEntry, Posting};
 use serde_json::{Value, json};
@@ -44,7 +45,7 @@ pub fn allocate(amount: i64, owed: &[(String, i64)]) -> (Vec<(String, i64)>, i64
 }
 
 /// The draw and the kind of a receivable account `receivable:<draw>:<kind>`.
-fn receivable_parts(account: &str) -> Option<(&str, &str)> {
+pub(super) fn receivable_parts(account: &str) -> Option<(&str, &str)> {
     let rest = account.strip_prefix("receivable:")?;
     rest.rsplit_once(':')
 }
@@ -121,6 +122,86 @@ fn terms_of(draw: &Value) -> Option<String> {
         .as_str()?
         .strip_prefix("Contract/")
         .map(str::to_string)
+}
+
+/// Writes what the ledger now says of a line: each of the `touched` draws' balance, status
+/// and installments, and the line's balance; (what the line owes, its credit balance).
+pub(super) async fn reproject(
+    ctx: &Context,
+    s: &mut Session,
+    line_id: &str,
+    line: Value,
+    currency: Currency,
+    now: Instant,
+    touched: &[String],
+) -> Result<(Money, i64), Outcome> {
+    let entries = s.tx().ledger().entries(line_id).await?;
+    let after = s.tx().ledger().balances(line_id, "receivable:").await?;
+    let owed_on = |draw: &str| -> i64 {
+        after
+            .iter()
+            .filter(|(a, c, _)| {
+                receivable_parts(a).is_some_and(|(d, _)| d == draw) && c == currency.code()
+            })
+            .map(|(_, _, n)| n)
+            .sum()
+    };
+    for draw in touched {
+        let draw = draw.as_str();
+        let Some(current) = s.tx().current("Account", draw).await? else {
+            continue;
+        };
+        let Some(body) = current.body.as_deref() else {
+            continue;
+        };
+        let account: Value = serde_json::from_str(body)
+            .map_err(|_| Outcome::internal("A stored resource is not valid JSON"))?;
+        // paid on this draw in all: what was drawn minus what is owed
+        let drawn: i64 = entries
+            .iter()
+            .filter(|e| e.kind == "draw")
+            .flat_map(|e| e.postings.iter())
+            .filter(|p| p.account == format!("receivable:{draw}:principal"))
+            .map(|p| p.amount)
+            .sum();
+        let remaining = owed_on(draw);
+        if let Some(terms) = terms_of(&account)
+            && let Some(c) = s.tx().current("Contract", &terms).await?
+            && let Some(cbody) = c.body.as_deref()
+        {
+            let contract: Value = serde_json::from_str(cbody)
+                .map_err(|_| Outcome::internal("A stored resource is not valid JSON"))?;
+            let contract = with_installments_paid(contract, drawn - remaining, currency);
+            update::prepare(ctx, "Contract", &Target::Id(terms.clone()), &contract)?;
+            update::update_in(s, "Contract", &terms, contract, None).await?;
+        }
+        let mut account = with_balance(account, &Money::from_minor_units(remaining, currency), now);
+        if let Some(obj) = account.as_object_mut() {
+            let status = if remaining == 0 { "inactive" } else { "active" };
+            obj.insert("status".into(), Value::from(status));
+        }
+        update::prepare(ctx, "Account", &Target::Id(draw.to_string()), &account)?;
+        update::update_in(s, "Account", draw, account, None).await?;
+    }
+    let line_owed: i64 = after
+        .iter()
+        .filter(|(_, c, _)| c == currency.code())
+        .map(|(_, _, n)| n)
+        .sum();
+    let credit: i64 = -s
+        .tx()
+        .ledger()
+        .balances(line_id, "credit-balance")
+        .await?
+        .iter()
+        .filter(|(_, c, _)| c == currency.code())
+        .map(|(_, _, n)| n)
+        .sum::<i64>();
+    let line_owed_money = Money::from_minor_units(line_owed, currency);
+    let line = with_balance(line, &line_owed_money, now);
+    update::prepare(ctx, "Account", &Target::Id(line_id.into()), &line)?;
+    update::update_in(s, "Account", line_id, line, None).await?;
+    Ok((line_owed_money, credit))
 }
 
 pub(super) async fn payment(
@@ -230,6 +311,7 @@ pub(super) async fn payment(
         .to_zoned(jiff::tz::TimeZone::UTC)
         .date();
     let paid_on = paid_on.unwrap_or(today);
+    let receipt_id = Id::generate();
     let mut postings = vec![Posting {
         account: "cash".into(),
         currency: currency.code().into(),
@@ -258,85 +340,21 @@ pub(super) async fn payment(
             effective: paid_on.to_string(),
             created: now.millis(),
             reverses: None,
-            memo: processor.clone(),
+            memo: Some(format!("PaymentReconciliation/{receipt_id}")),
             postings,
         })
         .await?;
-    // the projections: each draw's balance and installments, the line's balance
-    let after = s.tx().ledger().balances(line_id, "receivable:").await?;
-    let owed_on = |draw: &str| -> i64 {
-        after
-            .iter()
-            .filter(|(a, c, _)| {
-                receivable_parts(a).is_some_and(|(d, _)| d == draw) && c == currency.code()
-            })
-            .map(|(_, _, n)| n)
-            .sum()
-    };
-    let touched: Vec<&str> = draws
+    let touched: Vec<String> = draws
         .iter()
-        .map(String::as_str)
         .filter(|d| {
             allocations
                 .iter()
-                .any(|(a, _)| receivable_parts(a).is_some_and(|(x, _)| x == *d))
+                .any(|(a, _)| receivable_parts(a).is_some_and(|(x, _)| x == d.as_str()))
         })
+        .cloned()
         .collect();
-    for draw in &touched {
-        let Some(current) = s.tx().current("Account", draw).await? else {
-            continue;
-        };
-        let Some(body) = current.body.as_deref() else {
-            continue;
-        };
-        let account: Value = serde_json::from_str(body)
-            .map_err(|_| Outcome::internal("A stored resource is not valid JSON"))?;
-        // paid on this draw in all: what was drawn minus what is owed
-        let drawn: i64 = entries
-            .iter()
-            .filter(|e| e.kind == "draw")
-            .flat_map(|e| e.postings.iter())
-            .filter(|p| p.account == format!("receivable:{draw}:principal"))
-            .map(|p| p.amount)
-            .sum();
-        let remaining = owed_on(draw);
-        if let Some(terms) = terms_of(&account)
-            && let Some(c) = s.tx().current("Contract", &terms).await?
-            && let Some(cbody) = c.body.as_deref()
-        {
-            let contract: Value = serde_json::from_str(cbody)
-                .map_err(|_| Outcome::internal("A stored resource is not valid JSON"))?;
-            let contract = with_installments_paid(contract, drawn - remaining, currency);
-            update::prepare(ctx, "Contract", &Target::Id(terms.clone()), &contract)?;
-            update::update_in(&mut s, "Contract", &terms, contract, None).await?;
-        }
-        let mut account = with_balance(account, &Money::from_minor_units(remaining, currency), now);
-        if remaining == 0
-            && let Some(obj) = account.as_object_mut()
-        {
-            obj.insert("status".into(), Value::from("inactive"));
-        }
-        update::prepare(ctx, "Account", &Target::Id((*draw).to_string()), &account)?;
-        update::update_in(&mut s, "Account", draw, account, None).await?;
-    }
-    let line_owed: i64 = after
-        .iter()
-        .filter(|(_, c, _)| c == currency.code())
-        .map(|(_, _, n)| n)
-        .sum();
-    let credit: i64 = -s
-        .tx()
-        .ledger()
-        .balances(line_id, "credit-balance")
-        .await?
-        .iter()
-        .filter(|(_, c, _)| c == currency.code())
-        .map(|(_, _, n)| n)
-        .sum::<i64>();
-    let line_owed_money = Money::from_minor_units(line_owed, currency);
-    let line = with_balance(line, &line_owed_money, now);
-    update::prepare(ctx, "Account", &Target::Id(line_id.into()), &line)?;
-    update::update_in(&mut s, "Account", line_id, line, None).await?;
+    let (line_owed_money, credit) =
+        reproject(ctx, &mut s, line_id, line, currency, now, &touched).await?;
     // the receipt
     let mut details: Vec<Value> = allocations
         .iter()
@@ -378,7 +396,14 @@ pub(super) async fn payment(
         );
     }
     let (_, receipt) = create::prepare(ctx, "PaymentReconciliation", receipt)?;
-    let written = create::create_in(&mut s, "PaymentReconciliation", receipt, None, None).await?;
+    let written = create::create_in(
+        &mut s,
+        "PaymentReconciliation",
+        receipt,
+        None,
+        Some(receipt_id),
+    )
+    .await?;
     if let Some(ptid) = &processor {
         let text =
             serde_json::to_string(&request).map_err(|_| Outcome::internal("Cannot serialize"))?;

@@ -9,7 +9,9 @@ mod command;
 mod credit_apply;
 mod credit_draw;
 mod credit_payment;
+mod credit_payoff;
 mod credit_quote;
+mod credit_reverse;
 mod everything;
 mod meta;
 mod params;
@@ -311,6 +313,45 @@ pub static OPERATIONS: &[Operation] = &[
             ("contract", "out", 1, "1", "Contract"),
         ],
         handler: |ctx, base, op| Box::pin(claim_defer::defer(ctx, base, op)),
+    },
+    Operation {
+        name: "credit-reverse",
+        levels: &[Level::Instance],
+        types: Some(&["Account"]),
+        affects_state: true,
+        id: "credit-reverse",
+        canonical: "https://healporium.example/fhir/OperationDefinition/credit-reverse",
+        parameters: &[
+            ("payment", "in", 1, "1", "Reference"),
+            ("reason", "in", 1, "1", "code"),
+            ("requestId", "in", 1, "1", "string"),
+            (
+                "paymentReconciliation",
+                "out",
+                1,
+                "1",
+                "PaymentReconciliation",
+            ),
+            ("balance", "out", 1, "1", "Money"),
+            ("creditBalance", "out", 1, "1", "Money"),
+        ],
+        handler: |ctx, base, op| Box::pin(credit_reverse::reverse(ctx, base, op)),
+    },
+    Operation {
+        name: "payoff",
+        levels: &[Level::Instance],
+        types: Some(&["Account"]),
+        affects_state: false,
+        id: "payoff",
+        canonical: "https://healporium.example/fhir/OperationDefinition/payoff",
+        parameters: &[
+            ("date", "in", 0, "1", "date"),
+            ("amount", "out", 1, "1", "Money"),
+            ("principal", "out", 1, "1", "Money"),
+            ("interest", "out", 1, "1", "Money"),
+            ("creditBalance", "out", 1, "1", "Money"),
+        ],
+        handler: |ctx, base, op| Box::pin(credit_payoff::payoff(ctx, base, op)),
     },
 ];
 
