@@ -326,6 +326,7 @@ ledger_backends!(
     the_database_refuses_unbalanced_and_changed_entries,
     commands_are_recorded_once,
     finance_verify_names_the_first_bad_entry,
+    random_command_sequences_keep_the_ledger_sound,
 );
 
 /// A server (for its database's lifetime), the database URL and a store on it.
@@ -1647,4 +1648,133 @@ async fn a_reversal_mirrors_a_payment_and_payoff_counts_interest(s: Server) {
     // a payoff changes nothing
     let l = s.get(&format!("Account/{line}")).await.expect(200).json();
     assert_eq!(balance(&l), "1300.00 USD");
+}
+
+/// One command of a random sequence.
+#[derive(Debug, Clone)]
+enum Cmd {
+    /// Draw this many cents over this many months (0 %).
+    Draw(i64, i64),
+    /// Pay this many cents.
+    Pay(i64),
+    /// Reverse the n-th payment so far (modulo how many there are).
+    Reverse(usize),
+    /// Send the n-th command so far again, exactly (modulo how many there are).
+    Replay(usize),
+}
+
+fn cmd() -> impl proptest::strategy::Strategy<Value = Cmd> {
+    use proptest::prelude::*;
+    prop_oneof![
+        3 => (1i64..80_000, 3i64..24).prop_map(|(a, m)| Cmd::Draw(a, m)),
+        4 => (1i64..60_000).prop_map(Cmd::Pay),
+        1 => (0usize..50).prop_map(Cmd::Reverse),
+        2 => (0usize..200).prop_map(Cmd::Replay),
+    ]
+}
+
+fn cents(n: i64) -> Value {
+    format!("{}.{:02}", n / 100, n % 100)
+        .parse::<serde_json::Number>()
+        .map(Value::Number)
+        .unwrap()
+}
+
+/// Random sequences of draws, payments, reversals and replays on one line (proptest): after
+/// every step every entry balances and the trial balance is zero, no receivable is negative,
+/// the line's balance is what its receivables sum to, and a replay changes nothing.
+async fn random_command_sequences_keep_the_ledger_sound(
+    s: Server,
+    _url: String,
+    store: Arc<dyn Store>,
+) {
+    use proptest::strategy::{Strategy, ValueTree};
+    let mut runner = proptest::test_runner::TestRunner::deterministic();
+    let strategy = proptest::collection::vec(cmd(), 120);
+    for case in 0..4 {
+        let cmds = strategy.new_tree(&mut runner).unwrap().current();
+        let (pid, line) = patient_with_line(&s, json!(5000.00)).await;
+        let mut sent: Vec<(String, Value, Value)> = Vec::new();
+        let mut payments: Vec<String> = Vec::new();
+        for (step, c) in cmds.iter().enumerate() {
+            let request = format!("c{case}-{step}");
+            let (path, body) = match c {
+                Cmd::Draw(amount, months) => {
+                    let inv = invoice(&s, &pid, cents(*amount), "USD").await;
+                    (
+                        format!("Account/{line}/$credit-draw"),
+                        draw_body(&format!("Invoice/{inv}"), *months, &request, &[]),
+                    )
+                }
+                Cmd::Pay(amount) => (
+                    format!("Account/{line}/$credit-payment"),
+                    pay_body(cents(*amount), "USD", &request, &[]),
+                ),
+                Cmd::Reverse(n) if !payments.is_empty() => (
+                    format!("Account/{line}/$credit-reverse"),
+                    json!({"resourceType": "Parameters", "parameter": [
+                        {"name": "payment", "valueReference": {"reference":
+                            format!("PaymentReconciliation/{}", payments[n % payments.len()])}},
+                        {"name": "reason", "valueCode": "nsf"},
+                        {"name": "requestId", "valueString": request}]}),
+                ),
+                Cmd::Replay(n) if !sent.is_empty() => {
+                    let (path, body, answer) = sent[n % sent.len()].clone();
+                    let before = store.ledger().entries(&line).await.unwrap().len();
+                    let r = s.post(&path, &body).await.expect(200).json();
+                    assert_eq!(r, answer, "case {case} step {step}: a replay answers alike");
+                    let after = store.ledger().entries(&line).await.unwrap().len();
+                    assert_eq!(
+                        before, after,
+                        "case {case} step {step}: a replay posts nothing"
+                    );
+                    continue;
+                }
+                _ => continue,
+            };
+            let r = s.post(&path, &body).await;
+            let status = r.status.as_u16();
+            // refusals are over-limit draws and second reversals: 409, never anything else
+            assert!(
+                matches!(status, 200 | 409),
+                "case {case} step {step} {c:?}: {status} {}",
+                r.text
+            );
+            if status == 200 {
+                let v = r.json();
+                if matches!(c, Cmd::Pay(_)) {
+                    payments.push(
+                        param(&v, "paymentReconciliation")["resource"]["id"]
+                            .as_str()
+                            .unwrap()
+                            .to_string(),
+                    );
+                }
+                sent.push((path, body, v));
+            }
+            let v = store.ledger().verify().await.unwrap();
+            assert!(v.is_sound(), "case {case} step {step}: {v:?}");
+            let entries = store.ledger().entries(&line).await.unwrap();
+            let mut per_account: std::collections::BTreeMap<String, i64> = Default::default();
+            for e in &entries {
+                for p in &e.postings {
+                    *per_account.entry(p.account.clone()).or_default() += p.amount;
+                }
+            }
+            let owed: i64 = per_account
+                .iter()
+                .filter(|(a, _)| a.starts_with("receivable:"))
+                .map(|(a, n)| {
+                    assert!(*n >= 0, "case {case} step {step}: {a} is {n}");
+                    *n
+                })
+                .sum();
+            let l = s.get(&format!("Account/{line}")).await.expect(200).json();
+            assert_eq!(
+                balance(&l),
+                format!("{} USD", cents(owed)),
+                "case {case} step {step}"
+            );
+        }
+    }
 }
