@@ -327,6 +327,7 @@ ledger_backends!(
     commands_are_recorded_once,
     finance_verify_names_the_first_bad_entry,
     random_command_sequences_keep_the_ledger_sound,
+    the_finance_day_posts_interest_and_late_fees_once,
 );
 
 /// A server (for its database's lifetime), the database URL and a store on it.
@@ -1776,5 +1777,129 @@ async fn random_command_sequences_keep_the_ledger_sound(
                 "case {case} step {step}"
             );
         }
+    }
+}
+
+/// The finance day against a controllable clock (the date it runs for): interest of an APR
+/// draw's installment on its due date, late fees and missed installments after the grace
+/// period, each once however often the day runs; payments then go to fees, interest, principal.
+async fn the_finance_day_posts_interest_and_late_fees_once(
+    s: Server,
+    url: String,
+    store: Arc<dyn Store>,
+) {
+    let (pid, line) = patient_with_line(&s, json!(5000.00)).await;
+    let inv = invoice(&s, &pid, json!(1200.00), "USD").await;
+    let p = s
+        .post(
+            &format!("Account/{line}/$credit-draw"),
+            &draw_body(
+                &format!("Invoice/{inv}"),
+                12,
+                "day-apr",
+                &[json!({"name": "plan", "valueCode": "installments-apr"})],
+            ),
+        )
+        .await
+        .expect(200)
+        .json();
+    let apr_terms = param(&p, "contract")["resource"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let inv = invoice(&s, &pid, json!(100.00), "USD").await;
+    s.post(
+        &format!("Account/{line}/$credit-draw"),
+        &draw_body(&format!("Invoice/{inv}"), 3, "day-zero", &[]),
+    )
+    .await
+    .expect(200);
+    let today = jiff::Timestamp::now()
+        .to_zoned(jiff::tz::TimeZone::UTC)
+        .date();
+    let due = healporium::finance::products::due_date(today, 1).unwrap();
+    let day = |d: jiff::civil::Date| {
+        let url = url.clone();
+        async move {
+            healporium::app::finance_run_day(&url, &d.to_string())
+                .await
+                .unwrap()
+        }
+    };
+    let r = day(today).await;
+    assert!(r.contains("0 interest postings, 0 late fees"), "{r}");
+    // on the first due date: 1,200.00 × 9.90 % / 12 = 9.90 of interest, on the APR draw only
+    let r = day(due).await;
+    assert!(r.contains("1 interest postings, 0 late fees"), "{r}");
+    let l = s.get(&format!("Account/{line}")).await.expect(200).json();
+    assert_eq!(balance(&l), "1309.90 USD");
+    let r = day(due).await;
+    assert!(
+        r.contains("0 interest postings, 0 late fees"),
+        "a day runs once: {r}"
+    );
+    // eleven days later nothing was paid: both first installments are missed, 15.00 each
+    let late = due.checked_add(jiff::Span::new().days(11)).unwrap();
+    let r = day(late).await;
+    assert!(r.contains("0 interest postings, 2 late fees"), "{r}");
+    let r = day(late).await;
+    assert!(r.contains("0 late fees"), "{r}");
+    let l = s.get(&format!("Account/{line}")).await.expect(200).json();
+    assert_eq!(balance(&l), "1339.90 USD");
+    let c = s
+        .get(&format!("Contract/{apr_terms}"))
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(statuses(&c)[0], "missed");
+    assert_eq!(statuses(&c)[1], "scheduled");
+    // a payment of 50.00: the oldest draw's fee, then its interest, then its principal
+    let p = s
+        .post(
+            &format!("Account/{line}/$credit-payment"),
+            &pay_body(json!(50.00), "USD", "day-pay", &[]),
+        )
+        .await
+        .expect(200)
+        .json();
+    let detail = param(&p, "paymentReconciliation")["resource"]["detail"].clone();
+    let parts: Vec<(String, String)> = detail
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["type"]["coding"][0]["code"].as_str().unwrap().to_string(),
+                d["amount"]["value"].to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        parts,
+        [
+            ("fees".to_string(), "15.00".to_string()),
+            ("interest".to_string(), "9.90".to_string()),
+            ("principal".to_string(), "25.10".to_string())
+        ]
+    );
+    assert!(store.ledger().verify().await.unwrap().is_sound());
+    if s.backend == Backend::Sqlite {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_healporium"))
+            .args([
+                "finance",
+                "run-day",
+                "--database-url",
+                &url,
+                "--date",
+                &late.to_string(),
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(String::from_utf8_lossy(&out.stdout).contains("1 credit lines"));
     }
 }

@@ -213,6 +213,23 @@ pub async fn reindex(
     ))
 }
 
+/// Runs `healporium finance run-day --date …`: the finance day job for one date (idempotent).
+pub async fn finance_run_day(database_url: &str, date: &str) -> anyhow::Result<String> {
+    warm_up()?;
+    let date: jiff::civil::Date = date
+        .parse()
+        .map_err(|_| anyhow::anyhow!("--date: a date, YYYY-MM-DD"))?;
+    let store = store::open(database_url).await?;
+    let ctx = Context::new(store);
+    let r = crate::interaction::operation::run_day(&ctx, "", date)
+        .await
+        .map_err(|o| anyhow::anyhow!("the finance day failed: {:?}", o.issues))?;
+    Ok(format!(
+        "finance day {date}: {} credit lines, {} interest postings, {} late fees",
+        r.lines, r.interest_postings, r.late_fees
+    ))
+}
+
 /// Runs `healporium audit verify`: Ok(summary) when the chain holds, Err when it is broken.
 pub async fn audit_verify(
     database_url: &str,
@@ -402,6 +419,36 @@ pub fn job_kinds(
             }
         }),
     );
+    let day_ctx = ctx.clone();
+    let zone = jobs.time_zone.clone();
+    registry.register(
+        FINANCE_DAY,
+        5,
+        FnHandler(move |_job| {
+            let ctx = day_ctx.clone();
+            let zone = zone.clone();
+            async move {
+                let tz = jiff::tz::TimeZone::get(&zone)
+                    .map_err(|e| JobError::Retry(format!("time zone {zone}: {e}")))?;
+                let today = jiff::Timestamp::now().to_zoned(tz).date();
+                let r = crate::interaction::operation::run_day(&ctx, "", today)
+                    .await
+                    .map_err(|_| JobError::Retry("the finance day failed".into()))?;
+                tracing::info!(
+                    lines = r.lines,
+                    interest = r.interest_postings,
+                    late_fees = r.late_fees,
+                    "finance day done"
+                );
+                Ok(())
+            }
+        }),
+    );
+    registry.every(
+        FINANCE_DAY,
+        Schedule::daily("00:30", &jobs.time_zone).map_err(anyhow::Error::msg)?,
+        serde_json::json!({}),
+    );
     registry.every(
         CLEANUP,
         Schedule::every(jobs.cleanup_every_secs),
@@ -419,6 +466,8 @@ pub fn job_kinds(
 pub const CLEANUP: &str = "cleanup";
 /// The daily purge of finished jobs.
 pub const JOB_PURGE: &str = "job-purge";
+/// The finance day: interest, late fees and missed installments on every credit line.
+pub const FINANCE_DAY: &str = "finance-day";
 
 /// Opens the store of an admin command (migrating it like `serve` would).
 async fn admin_store(database_url: &str) -> anyhow::Result<Arc<dyn Store>> {

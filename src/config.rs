@@ -59,6 +59,18 @@ pub enum FinanceCommand {
     /// Check that every ledger entry balances per currency and the trial balance is zero;
     /// exit code 1 naming the first bad entry.
     Verify(FinanceVerifyArgs),
+    /// Run the finance day for a date: interest of installments due by then, late fees and
+    /// missed installments after the grace period (idempotent; the server runs it daily).
+    RunDay(FinanceRunDayArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct FinanceRunDayArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// The day to run, YYYY-MM-DD.
+    #[arg(long)]
+    pub date: String,
 }
 
 #[derive(Debug, Args)]

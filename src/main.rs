@@ -115,6 +115,9 @@ fn main() -> ExitCode {
             }
         }
         Command::Jobs(command) => admin(healporium::app::jobs_command(command)),
+        Command::Finance(healporium::config::FinanceCommand::RunDay(args)) => admin(async move {
+            healporium::app::finance_run_day(&args.database.database_url, &args.date).await
+        }),
         Command::Finance(healporium::config::FinanceCommand::Verify(args)) => {
             admin(async move { healporium::app::finance_verify(&args.database.database_url).await })
         }

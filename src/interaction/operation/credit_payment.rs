@@ -52,10 +52,11 @@ pub(super) fn receivable_parts(account: &str) -> Option<(&str, &str)> {
 
 /// The installment statuses of a draw's terms after `paid` minor units were paid on it in
 /// all: installments are paid oldest first.
-fn with_installments_paid(
+pub(super) fn with_installments_paid(
     mut contract: Value,
     paid: i64,
-    currency: crate::fhir::money::Currency,
+    currency: Currency,
+    missed_before: Option<jiff::civil::Date>,
 ) -> Value {
     let url = format!("{CANONICAL_BASE}/StructureDefinition/installment-status");
     let mut left = paid;
@@ -71,8 +72,16 @@ fn with_installments_paid(
                 .unwrap_or(0);
             let on_this = left.min(net).max(0);
             left -= on_this;
+            let overdue = missed_before.is_some_and(|limit| {
+                item.get("paymentDate")
+                    .and_then(Value::as_str)
+                    .and_then(|d| d.parse::<jiff::civil::Date>().ok())
+                    .is_some_and(|due| due < limit)
+            });
             let status = if on_this == net && net > 0 {
                 "paid"
+            } else if overdue {
+                "missed"
             } else if on_this > 0 {
                 "partial"
             } else {
@@ -107,7 +116,7 @@ fn with_installments_paid(
 }
 
 /// The terms Contract id of a draw Account.
-fn terms_of(draw: &Value) -> Option<String> {
+pub(super) fn terms_of(draw: &Value) -> Option<String> {
     let url = format!("{CANONICAL_BASE}/StructureDefinition/credit-draw");
     draw.get("extension")?
         .as_array()?
@@ -126,15 +135,26 @@ fn terms_of(draw: &Value) -> Option<String> {
 
 /// Writes what the ledger now says of a line: each of the `touched` draws' balance, status
 /// and installments, and the line's balance; (what the line owes, its credit balance).
+/// A credit line as a projection reads it: its id, its resource and its currency.
+pub(super) struct Book<'a> {
+    pub id: &'a str,
+    pub line: Value,
+    pub currency: Currency,
+}
+
 pub(super) async fn reproject(
     ctx: &Context,
     s: &mut Session,
-    line_id: &str,
-    line: Value,
-    currency: Currency,
+    book: Book<'_>,
     now: Instant,
     touched: &[String],
+    missed_before: Option<jiff::civil::Date>,
 ) -> Result<(Money, i64), Outcome> {
+    let Book {
+        id: line_id,
+        line,
+        currency,
+    } = book;
     let entries = s.tx().ledger().entries(line_id).await?;
     let after = s.tx().ledger().balances(line_id, "receivable:").await?;
     let owed_on = |draw: &str| -> i64 {
@@ -156,13 +176,23 @@ pub(super) async fn reproject(
         };
         let account: Value = serde_json::from_str(body)
             .map_err(|_| Outcome::internal("A stored resource is not valid JSON"))?;
-        // paid on this draw in all: what was drawn minus what is owed
-        let drawn: i64 = entries
+        // paid toward the installments: the principal and interest charged to this draw
+        // minus what of them is still owed (fees are not part of the installments)
+        let installment_account = |a: &str| {
+            a == format!("receivable:{draw}:principal")
+                || a == format!("receivable:{draw}:interest")
+        };
+        let charged: i64 = entries
             .iter()
-            .filter(|e| e.kind == "draw")
+            .filter(|e| matches!(e.kind.as_str(), "draw" | "interest"))
             .flat_map(|e| e.postings.iter())
-            .filter(|p| p.account == format!("receivable:{draw}:principal"))
+            .filter(|p| installment_account(&p.account))
             .map(|p| p.amount)
+            .sum();
+        let owed_installments: i64 = after
+            .iter()
+            .filter(|(a, c, _)| installment_account(a) && c == currency.code())
+            .map(|(_, _, n)| n)
             .sum();
         let remaining = owed_on(draw);
         if let Some(terms) = terms_of(&account)
@@ -171,7 +201,12 @@ pub(super) async fn reproject(
         {
             let contract: Value = serde_json::from_str(cbody)
                 .map_err(|_| Outcome::internal("A stored resource is not valid JSON"))?;
-            let contract = with_installments_paid(contract, drawn - remaining, currency);
+            let contract = with_installments_paid(
+                contract,
+                charged - owed_installments,
+                currency,
+                missed_before,
+            );
             update::prepare(ctx, "Contract", &Target::Id(terms.clone()), &contract)?;
             update::update_in(s, "Contract", &terms, contract, None).await?;
         }
@@ -353,8 +388,19 @@ pub(super) async fn payment(
         })
         .cloned()
         .collect();
-    let (line_owed_money, credit) =
-        reproject(ctx, &mut s, line_id, line, currency, now, &touched).await?;
+    let (line_owed_money, credit) = reproject(
+        ctx,
+        &mut s,
+        super::credit_payment::Book {
+            id: line_id,
+            line,
+            currency,
+        },
+        now,
+        &touched,
+        None,
+    )
+    .await?;
     // the receipt
     let mut details: Vec<Value> = allocations
         .iter()

@@ -118,7 +118,19 @@ pub(super) async fn reverse(
             postings,
         })
         .await?;
-    let (balance, credit) = reproject(ctx, &mut s, line_id, line, currency, now, &touched).await?;
+    let (balance, credit) = reproject(
+        ctx,
+        &mut s,
+        super::credit_payment::Book {
+            id: line_id,
+            line,
+            currency,
+        },
+        now,
+        &touched,
+        None,
+    )
+    .await?;
     // the receipt stays, marked cancelled with why
     let receipt = match s.tx().current("PaymentReconciliation", &payment_id).await? {
         Some(v) if !v.deleted => v

@@ -7,6 +7,7 @@ mod claim_defer;
 mod claim_submit;
 mod command;
 mod credit_apply;
+mod credit_day;
 mod credit_draw;
 mod credit_payment;
 mod credit_payoff;
@@ -16,6 +17,8 @@ mod everything;
 mod meta;
 mod params;
 pub mod reindex;
+
+pub use credit_day::{DayReport, run_day};
 mod validate;
 
 use super::{Context, FhirResponse};
