@@ -1598,6 +1598,24 @@ async fn credit_commands_follow_roles_and_reach(s: SecureServer) {
             r.text
         );
     }
+    // statements: those who may read the line and are the patient, their practitioner or
+    // the back office
+    let statement = [200, 200, 404, 403, 403, 200, 200];
+    for (col, role) in ROLES.iter().enumerate() {
+        let r = w
+            .as_role(role)
+            .post(
+                &format!("Account/{line}/$statement"),
+                &json!({"resourceType": "Parameters"}),
+            )
+            .await;
+        assert_eq!(
+            r.status.as_u16(),
+            statement[col],
+            "{role} statement: {}",
+            r.text
+        );
+    }
     // bob's bill on alice's line is refused; bob's own line is out of alice's reach
     let bob_line = w
         .as_role("admin")

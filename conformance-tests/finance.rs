@@ -22,6 +22,7 @@ backends!(
     claims_are_adjudicated_from_coverage_and_plan_to_eob_and_credit,
     claims_that_cannot_be_paid_say_why,
     a_reversal_mirrors_a_payment_and_payoff_counts_interest,
+    statements_cover_their_cycle_once,
 );
 
 fn quote_body(amount: Value, currency: &str, months: i64, extra: &[Value]) -> Value {
@@ -1902,4 +1903,102 @@ async fn the_finance_day_posts_interest_and_late_fees_once(
         );
         assert!(String::from_utf8_lossy(&out.stdout).contains("1 credit lines"));
     }
+}
+
+fn statement_part<'a>(invoice: &'a Value, name: &str) -> &'a Value {
+    invoice["extension"][0]["extension"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["url"] == name)
+        .unwrap_or_else(|| panic!("no {name} in {invoice}"))
+}
+
+async fn statements_cover_their_cycle_once(s: Server) {
+    let (pid, line) = patient_with_line(&s, json!(1000.00)).await;
+    let inv = invoice(&s, &pid, json!(100.00), "USD").await;
+    s.post(
+        &format!("Account/{line}/$credit-draw"),
+        &draw_body(&format!("Invoice/{inv}"), 3, "st-d", &[]),
+    )
+    .await
+    .expect(200);
+    s.post(
+        &format!("Account/{line}/$credit-payment"),
+        &pay_body(json!(30.00), "USD", "st-p", &[]),
+    )
+    .await
+    .expect(200);
+    let today = jiff::Timestamp::now()
+        .to_zoned(jiff::tz::TimeZone::UTC)
+        .date();
+    let ask = |d: jiff::civil::Date| json!({"resourceType": "Parameters", "parameter": [{"name": "date", "valueDate": d.to_string()}]});
+    let p = s
+        .post(&format!("Account/{line}/$statement"), &ask(today))
+        .await
+        .expect(200)
+        .json();
+    let invoice = &param(&p, "invoice")["resource"];
+    assert_eq!(invoice["resourceType"], "Invoice");
+    assert_eq!(invoice["account"]["reference"], format!("Account/{line}"));
+    assert_eq!(
+        statement_part(invoice, "previousBalance")["valueMoney"]["value"].to_string(),
+        "0.00"
+    );
+    assert_eq!(
+        statement_part(invoice, "newBalance")["valueMoney"]["value"].to_string(),
+        "70.00"
+    );
+    // the first installment (33.34) falls due within the next cycle; 30.00 is paid
+    assert_eq!(
+        statement_part(invoice, "minimumDue")["valueMoney"]["value"].to_string(),
+        "3.34"
+    );
+    let due = today.checked_add(jiff::Span::new().days(21)).unwrap();
+    assert_eq!(
+        statement_part(invoice, "dueDate")["valueDate"],
+        due.to_string()
+    );
+    let lines: Vec<String> = invoice["lineItem"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["priceComponent"][0]["amount"]["value"].to_string())
+        .collect();
+    assert_eq!(lines, ["100.00", "-30.00"]);
+    // the same date again: the same statement
+    let again = s
+        .post(&format!("Account/{line}/$statement"), &ask(today))
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(param(&again, "invoice")["resource"]["id"], invoice["id"]);
+    // the next cycle starts where this one ended, from its balance
+    let next = today.checked_add(jiff::Span::new().months(1)).unwrap();
+    let p = s
+        .post(&format!("Account/{line}/$statement"), &ask(next))
+        .await
+        .expect(200)
+        .json();
+    let second = &param(&p, "invoice")["resource"];
+    assert_eq!(
+        statement_part(second, "previousBalance")["valueMoney"]["value"].to_string(),
+        "70.00"
+    );
+    let period = &statement_part(second, "period")["valuePeriod"];
+    assert_eq!(
+        period["start"],
+        today
+            .checked_add(jiff::Span::new().days(1))
+            .unwrap()
+            .to_string()
+    );
+    assert!(second.get("lineItem").is_none(), "{second}");
+    // the patient's statements are Invoices of the line
+    let all = s
+        .get(&format!("Invoice?account=Account/{line}&_total=accurate"))
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(all["total"], 2);
 }

@@ -13,6 +13,7 @@ mod credit_payment;
 mod credit_payoff;
 mod credit_quote;
 mod credit_reverse;
+mod credit_statement;
 mod everything;
 mod meta;
 mod params;
@@ -355,6 +356,19 @@ pub static OPERATIONS: &[Operation] = &[
             ("creditBalance", "out", 1, "1", "Money"),
         ],
         handler: |ctx, base, op| Box::pin(credit_payoff::payoff(ctx, base, op)),
+    },
+    Operation {
+        name: "statement",
+        levels: &[Level::Instance],
+        types: Some(&["Account"]),
+        affects_state: true,
+        id: "statement",
+        canonical: "https://healporium.example/fhir/OperationDefinition/statement",
+        parameters: &[
+            ("date", "in", 0, "1", "date"),
+            ("invoice", "out", 1, "1", "Invoice"),
+        ],
+        handler: |ctx, base, op| Box::pin(credit_statement::statement(ctx, base, op)),
     },
 ];
 
