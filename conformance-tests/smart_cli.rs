@@ -471,5 +471,27 @@ async fn demo_seeds_data_and_prints_how_to_sign_in() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
+    // the demo insurer adjudicated alice's MRI: what she owes is ready to defer
+    let responses: Value = http
+        .get(format!(
+            "{origin}/fhir/ClaimResponse?patient=Patient/demo-alice"
+        ))
+        .bearer_auth(t["access_token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let response = &responses["entry"][0]["resource"];
+    assert_eq!(response["outcome"], "complete", "{responses}");
+    let owed = response["total"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["category"]["coding"][0]["code"] == "memberliability")
+        .unwrap();
+    assert_eq!(owed["amount"]["value"].to_string(), "640.00");
+    assert!(out.contains("$defer"), "{out}");
     stop(child);
 }

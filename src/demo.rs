@@ -117,6 +117,7 @@ pub fn resources() -> Vec<Value> {
         // the insurer and its claims reviewer
         json!({"resourceType": "Organization", "id": "demo-insurer", "active": true,
             "name": "Healporium Demo Health Insurance"}),
+        demo_plan(),
         json!({"resourceType": "Practitioner", "id": "demo-claims", "active": true,
             "name": [{"family": "Ito", "given": ["Kim"]}]}),
         json!({"resourceType": "PractitionerRole", "id": "demo-claims-role", "active": true,
@@ -164,7 +165,11 @@ pub fn resources() -> Vec<Value> {
                 json!({"resourceType": "Coverage", "id": format!("demo-{id}-coverage"),
                 "status": "active",
                 "beneficiary": {"reference": format!("Patient/{pid}")},
-                "payor": [{"reference": "Organization/demo-insurer"}]}),
+                "payor": [{"reference": "Organization/demo-insurer"}],
+                "period": {"start": "2026-01-01"},
+                "class": [{"type": {"coding": [{"system":
+                    "http://terminology.hl7.org/CodeSystem/coverage-class", "code": "plan"}]},
+                    "value": "demo-gold", "name": "Demo Gold"}]}),
             );
         }
         if id == "alice" {
@@ -207,6 +212,44 @@ pub fn resources() -> Vec<Value> {
     out
 }
 
+/// The demo insurer's benefit plan (docs/finance.md, *Benefit plans*): a 500.00 deductible, a
+/// 3,000.00 out-of-pocket maximum, office visits and an MRI covered.
+fn demo_plan() -> Value {
+    let usd = |v: f64| json!({"value": v, "unit": "USD", "system": "urn:iso:std:iso:4217", "code": "USD"});
+    let service = |code: &str, allowed: f64, copay: f64| {
+        json!({"category": {"coding": [{"system": "http://www.ama-assn.org/go/cpt", "code": code}]},
+            "benefit": [{"type": {"text": "in network"}, "cost": [
+                {"type": {"coding": [{"code": "allowed"}]}, "value": usd(allowed)},
+                {"type": {"coding": [{"code": "copay"}]}, "value": usd(copay)},
+                {"type": {"coding": [{"code": "coinsurance"}]},
+                    "value": {"value": 20, "unit": "%", "system": "http://unitsofmeasure.org", "code": "%"}}]}]})
+    };
+    json!({"resourceType": "InsurancePlan", "id": "demo-gold", "status": "active",
+        "identifier": [{"system": "https://healporium.example/fhir/plan", "value": "demo-gold"}],
+        "name": "Demo Gold", "ownedBy": {"reference": "Organization/demo-insurer"},
+        "plan": [{
+            "generalCost": [
+                {"type": {"coding": [{"code": "deductible"}]}, "cost": {"value": 500.00, "currency": "USD"}},
+                {"type": {"coding": [{"code": "out-of-pocket-max"}]}, "cost": {"value": 3000.00, "currency": "USD"}}],
+            "specificCost": [service("99213", 150.00, 25.00), service("70553", 1200.00, 0.0)]}]})
+}
+
+/// Alice's MRI claim, submitted (adjudicated natively) when the demo is seeded.
+fn demo_claim() -> Value {
+    json!({"resourceType": "Claim", "status": "active",
+        "identifier": [{"system": "https://healporium.example/fhir/demo-claims", "value": "alice-mri-1"}],
+        "type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/claim-type", "code": "professional"}]},
+        "use": "claim", "patient": {"reference": "Patient/demo-alice"},
+        "billablePeriod": {"start": "2026-03-02"}, "created": "2026-03-03",
+        "provider": {"reference": "Organization/demo-org"},
+        "priority": {"coding": [{"code": "normal"}]},
+        "insurance": [{"sequence": 1, "focal": true, "coverage": {"reference": "Coverage/demo-alice-coverage"}}],
+        "item": [{"sequence": 1,
+            "productOrService": {"coding": [{"system": "http://www.ama-assn.org/go/cpt", "code": "70553",
+                "display": "MRI brain"}]},
+            "net": {"value": 1500.00, "currency": "USD"}}]})
+}
+
 /// Seeds the demo data, accounts and app; returns the instructions to print.
 pub async fn seed(ctx: &Context, auth: &dyn AuthStore, config: &Config) -> anyhow::Result<String> {
     let base = config
@@ -239,6 +282,29 @@ pub async fn seed(ctx: &Context, auth: &dyn AuthStore, config: &Config) -> anyho
     interaction::handle(ctx, request)
         .await
         .map_err(|o| anyhow::anyhow!("cannot seed the demo data: {:?}", o.issues))?;
+    // alice's MRI, adjudicated by the demo insurer's plan: what she owes can be deferred
+    // (a second seed answers "duplicate", which is fine)
+    let submit = FhirRequest {
+        base: base.clone(),
+        interaction: Interaction::Operation(interaction::operation::OperationRequest {
+            name: "submit".into(),
+            resource_type: Some("Claim".into()),
+            id: None,
+            version: None,
+            method: interaction::operation::OperationMethod::Post,
+            query: Vec::new(),
+            body: Some(demo_claim()),
+        }),
+        preconditions: Preconditions::default(),
+        cascade: false,
+        provenance: None,
+        prefer: interaction::PreferReturn::Minimal,
+        principal: Some(crate::auth::Principal::system()),
+        source: None,
+    };
+    interaction::handle(ctx, submit)
+        .await
+        .map_err(|o| anyhow::anyhow!("cannot submit the demo claim: {:?}", o.issues))?;
     let cost = crate::smart::PasswordCost::Standard;
     for (username, password, role, fhir_user) in USERS {
         let user = NewUser {
@@ -298,7 +364,12 @@ pub async fn seed(ctx: &Context, auth: &dyn AuthStore, config: &Config) -> anyho
          Demo data: Organization/demo-org, Practitioner/demo-practitioner (alice's and bob's \
          doctor), Patient/demo-alice, Patient/demo-bob, Patient/demo-carol (each with an \
          Encounter and two Observations), a pharmacy with alice's prescription and an insurer \
-         covering alice and bob.\n\
+         covering alice and bob (plan InsurancePlan/demo-gold).\n\
+         Finance: alice's MRI claim is adjudicated (ClaimResponse?patient=Patient/demo-alice: \
+         she owes 640.00 USD). Open her credit line with POST {base}/Account/$credit-apply \
+         (patient Patient/demo-alice, product standard, requestedLimit 1000.00 USD, a \
+         requestId), then defer the claim with POST {base}/Claim/<id>/$defer (creditLine, \
+         termMonths 6, plan installments-0, a requestId).\n\
          Sign in with one of these demo accounts (user / password):\n"
     ));
     for (username, password, role, fhir_user) in USERS {
