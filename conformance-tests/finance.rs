@@ -329,6 +329,7 @@ ledger_backends!(
     finance_verify_names_the_first_bad_entry,
     random_command_sequences_keep_the_ledger_sound,
     the_finance_day_posts_interest_and_late_fees_once,
+    a_claim_adjudicated_again_after_a_deferral,
 );
 
 /// A server (for its database's lifetime), the database URL and a store on it.
@@ -2001,4 +2002,142 @@ async fn statements_cover_their_cycle_once(s: Server) {
         .expect(200)
         .json();
     assert_eq!(all["total"], 2);
+}
+
+/// Runs every due job (the server's own kinds) to its end, as a node's worker does.
+async fn run_jobs(store: &Arc<dyn Store>) -> usize {
+    let ctx = healporium::interaction::Context::new(store.clone());
+    let config = healporium::config::JobConfig {
+        worker: Default::default(),
+        cleanup_every_secs: 300,
+        time_zone: "UTC".into(),
+        drain_ms: 1000,
+    };
+    let registry = healporium::app::job_kinds(&ctx, &config).unwrap();
+    let worker = healporium::jobs::Worker::new(
+        store.clone(),
+        registry,
+        Arc::new(healporium::jobs::SystemClock),
+        healporium::jobs::WorkerOptions {
+            node: "test".into(),
+            ..Default::default()
+        },
+    );
+    worker.tick().await
+}
+
+/// A deferred claim adjudicated again (the outbox job every stored ClaimResponse enqueues):
+/// the insurer pays more → the draw's principal is reduced; pays less → the signed plan is
+/// left alone and a new draw of the difference is proposed.
+async fn a_claim_adjudicated_again_after_a_deferral(
+    s: Server,
+    _url: String,
+    store: Arc<dyn Store>,
+) {
+    let (pid, cov) = insured(&s, "active", json!({"start": "2026-01-01"})).await;
+    let r = s
+        .post(
+            "Claim/$submit",
+            &claim(&pid, &cov, "re-1", &[("99213", 200.00)]),
+        )
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(amount_of(&r["total"], "memberliability"), "150.00");
+    let claim_ref = r["request"]["reference"].as_str().unwrap().to_string();
+    let line = s
+        .post(
+            "Account/$credit-apply",
+            &apply_body(&pid, json!(1000.00), "USD", "re-line"),
+        )
+        .await
+        .expect(200)
+        .json();
+    let line = param(&line, "account")["resource"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let p = s
+        .post(
+            &format!("{claim_ref}/$defer"),
+            &json!({"resourceType": "Parameters", "parameter": [
+                {"name": "creditLine", "valueReference": {"reference": format!("Account/{line}")}},
+                {"name": "termMonths", "valueInteger": 3},
+                {"name": "requestId", "valueString": "re-defer"}]}),
+        )
+        .await
+        .expect(200)
+        .json();
+    let draw = param(&p, "account")["resource"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let terms = param(&p, "contract")["resource"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // every stored ClaimResponse enqueued its job in its own transaction
+    let queued = store
+        .jobs()
+        .list(
+            None,
+            Some(healporium::interaction::operation::CLAIM_ADJUDICATED_JOB),
+            10,
+        )
+        .await
+        .unwrap();
+    assert_eq!(queued.len(), 1, "{queued:?}");
+    run_jobs(&store).await;
+    let again = |amount: f64| {
+        json!({"resourceType": "ClaimResponse", "status": "active",
+            "type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/claim-type", "code": "professional"}]},
+            "use": "claim", "patient": {"reference": format!("Patient/{pid}")}, "created": "2026-06-20",
+            "insurer": {"reference": "Organization/acme-health"}, "outcome": "complete",
+            "request": {"reference": claim_ref.clone()},
+            "total": [{"category": {"coding": [{"code": "memberliability"}]},
+                "amount": {"value": amount, "currency": "USD"}}]})
+    };
+    // the insurer pays more: the patient owes 100.00, not 150.00
+    s.post("ClaimResponse", &again(100.00)).await.expect(201);
+    assert!(run_jobs(&store).await >= 1);
+    let d = s.get(&format!("Account/{draw}")).await.expect(200).json();
+    assert_eq!(balance(&d), "100.00 USD");
+    let l = s.get(&format!("Account/{line}")).await.expect(200).json();
+    assert_eq!(balance(&l), "100.00 USD");
+    let c = s.get(&format!("Contract/{terms}")).await.expect(200).json();
+    let nets: Vec<String> = c["term"][0]["asset"][0]["valuedItem"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["net"]["value"].to_string())
+        .collect();
+    assert_eq!(
+        nets,
+        ["50.00", "50.00", "0.00"],
+        "the last installments shrink"
+    );
+    // running the jobs again changes nothing
+    run_jobs(&store).await;
+    let d = s.get(&format!("Account/{draw}")).await.expect(200).json();
+    assert_eq!(balance(&d), "100.00 USD");
+    // the insurer pays less: 180.00 now; the plan stays at 100.00 and 80.00 is proposed
+    s.post("ClaimResponse", &again(180.00)).await.expect(201);
+    run_jobs(&store).await;
+    let d = s.get(&format!("Account/{draw}")).await.expect(200).json();
+    assert_eq!(
+        balance(&d),
+        "100.00 USD",
+        "never silently added to a signed plan"
+    );
+    let offers = s
+        .get(&format!("Contract?subject=Patient/{pid}&status=offered"))
+        .await
+        .expect(200)
+        .json();
+    let offer = &offers["entry"][0]["resource"];
+    assert!(
+        offer["title"].as_str().unwrap().contains("80.00 USD"),
+        "{offers}"
+    );
+    assert!(store.ledger().verify().await.unwrap().is_sound());
 }

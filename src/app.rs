@@ -419,6 +419,26 @@ pub fn job_kinds(
             }
         }),
     );
+    let change_ctx = ctx.clone();
+    registry.register(
+        crate::interaction::write::CLAIM_ADJUDICATED_JOB,
+        5,
+        FnHandler(move |job: crate::jobs::JobInput| {
+            let ctx = change_ctx.clone();
+            async move {
+                let id = job
+                    .payload
+                    .get("claimResponse")
+                    .and_then(serde_json::Value::as_str)
+                    .ok_or_else(|| JobError::Fatal("no claimResponse in the payload".into()))?;
+                let change = crate::interaction::operation::on_adjudicated(&ctx, "", id)
+                    .await
+                    .map_err(|_| JobError::Retry("cannot apply the adjudication".into()))?;
+                tracing::debug!(?change, "claim adjudicated");
+                Ok(())
+            }
+        }),
+    );
     let day_ctx = ctx.clone();
     let zone = jobs.time_zone.clone();
     registry.register(

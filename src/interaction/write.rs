@@ -13,6 +13,10 @@ use crate::search;
 use crate::store::{Method, NewVersion, StoredVersion};
 use serde_json::Value;
 
+/// The job every stored ClaimResponse enqueues in its own transaction (the outbox): a claim
+/// adjudicated again may change what a patient deferred (`operation::claim_change`).
+pub const CLAIM_ADJUDICATED_JOB: &str = "claim-adjudicated";
+
 /// Fails with 412 unless `if_match` names the current version.
 pub(super) fn check_if_match(
     current: Option<&StoredVersion>,
@@ -149,6 +153,16 @@ pub(super) async fn put_version(
         })
         .await?;
     s.record_write(resource_type, id, version, links, patients);
+    if resource_type == "ClaimResponse" {
+        let job = crate::store::jobs::NewJob {
+            kind: CLAIM_ADJUDICATED_JOB.to_string(),
+            key: Some(format!("ClaimResponse/{id}/_history/{version}")),
+            payload: serde_json::json!({"claimResponse": id}).to_string(),
+            run_at: last_updated.millis(),
+            max_attempts: 5,
+        };
+        s.tx().jobs().enqueue(&job, last_updated.millis()).await?;
+    }
     // what was written must lie within what the token may write
     if guard.confined(perm, resource_type) {
         let mut src = Src::Tx(s.tx());

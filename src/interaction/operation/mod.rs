@@ -3,6 +3,7 @@
 //! validator as the interactions.
 
 mod break_glass;
+mod claim_change;
 mod claim_defer;
 mod claim_submit;
 mod command;
@@ -19,6 +20,7 @@ mod meta;
 mod params;
 pub mod reindex;
 
+pub use claim_change::{Change, KIND as CLAIM_ADJUDICATED_JOB, on_adjudicated};
 pub use credit_day::{DayReport, run_day};
 mod validate;
 
