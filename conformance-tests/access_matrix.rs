@@ -1518,8 +1518,8 @@ async fn credit_commands_follow_roles_and_reach(s: SecureServer) {
             .await;
         assert_eq!(r.status.as_u16(), draw[col], "{role} draws: {}", r.text);
     }
-    // payments: the patient themselves, administrators and backend services
-    let pay = [200, 403, 404, 403, 403, 200, 200];
+    // payments: recorded by the back office or the processor, never by the payer
+    let pay = [403, 403, 404, 403, 403, 200, 200];
     for (col, role) in ROLES.iter().enumerate() {
         let body = json!({"resourceType": "Parameters", "parameter": [
             {"name": "amount", "valueMoney": {"value": 1, "currency": "USD"}},

@@ -1974,34 +1974,18 @@ async fn statements_cover_their_cycle_once(s: Server) {
         .expect(200)
         .json();
     assert_eq!(param(&again, "invoice")["resource"]["id"], invoice["id"]);
-    // the next cycle starts where this one ended, from its balance
+    // a cycle that has not ended has no statement yet
     let next = today.checked_add(jiff::Span::new().months(1)).unwrap();
-    let p = s
-        .post(&format!("Account/{line}/$statement"), &ask(next))
+    s.post(&format!("Account/{line}/$statement"), &ask(next))
         .await
-        .expect(200)
-        .json();
-    let second = &param(&p, "invoice")["resource"];
-    assert_eq!(
-        statement_part(second, "previousBalance")["valueMoney"]["value"].to_string(),
-        "70.00"
-    );
-    let period = &statement_part(second, "period")["valuePeriod"];
-    assert_eq!(
-        period["start"],
-        today
-            .checked_add(jiff::Span::new().days(1))
-            .unwrap()
-            .to_string()
-    );
-    assert!(second.get("lineItem").is_none(), "{second}");
+        .expect(422);
     // the patient's statements are Invoices of the line
     let all = s
         .get(&format!("Invoice?account=Account/{line}&_total=accurate"))
         .await
         .expect(200)
         .json();
-    assert_eq!(all["total"], 2);
+    assert_eq!(all["total"], 1);
 }
 
 /// Runs every due job (the server's own kinds) to its end, as a node's worker does.

@@ -266,12 +266,15 @@ pub(super) async fn payment(
         ));
     };
     let patient = super::credit_draw::line_patient(&line)?;
+    // money received is recorded by who received it — the payment processor (a backend
+    // service) or the back office — never by the payer: a patient's own token saying "I paid"
+    // must not reduce what they owe
     command::authorize(
         ctx,
         "credit-payment",
         Perm::Create,
         &["PaymentReconciliation"],
-        &[Role::Patient, Role::Admin],
+        &[Role::Admin],
         &patient,
     )
     .await?;

@@ -64,6 +64,12 @@ pub(super) async fn statement(
             .parse::<jiff::civil::Date>()
             .map_err(|_| invalid("date", "date must be a date (YYYY-MM-DD)"))?,
     };
+    if date > today {
+        return Err(invalid(
+            "date",
+            "A statement is for a cycle that has ended: date is in the future",
+        ));
+    }
     ctx.guard.require(Perm::Read, "Account")?;
     let line = super::credit_draw::read_visible(ctx, "Account", line_id).await?;
     let Some((currency, _)) = super::credit_draw::credit_line_of(&line) else {
