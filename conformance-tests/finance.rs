@@ -23,6 +23,7 @@ backends!(
     claims_that_cannot_be_paid_say_why,
     a_reversal_mirrors_a_payment_and_payoff_counts_interest,
     statements_cover_their_cycle_once,
+    the_published_artifacts_are_served_listed_and_enforced,
 );
 
 fn quote_body(amount: Value, currency: &str, months: i64, extra: &[Value]) -> Value {
@@ -2124,4 +2125,121 @@ async fn a_claim_adjudicated_again_after_a_deferral(
         "{offers}"
     );
     assert!(store.ledger().verify().await.unwrap().is_sound());
+}
+
+const BASE_URL: &str = "https://healporium.example/fhir";
+
+async fn the_published_artifacts_are_served_listed_and_enforced(s: Server) {
+    // served read-only, like the server's own OperationDefinitions
+    for key in [
+        "StructureDefinition/credit-line",
+        "StructureDefinition/credit-draw",
+        "StructureDefinition/installment-status",
+        "StructureDefinition/statement",
+        "StructureDefinition/credit-line-account",
+        "StructureDefinition/credit-draw-account",
+        "StructureDefinition/statement-invoice",
+        "CodeSystem/credit-standing",
+        "ValueSet/credit-standing",
+        "SearchParameter/account-credit-standing",
+        "SearchParameter/invoice-statement-due",
+        "OperationDefinition/credit-quote",
+        "OperationDefinition/Claim-submit",
+    ] {
+        let r = s.get(key).await.expect(200).json();
+        let (t, id) = key.split_once('/').unwrap();
+        assert_eq!(
+            (r["resourceType"].as_str(), r["id"].as_str()),
+            (Some(t), Some(id))
+        );
+    }
+    // listed in the CapabilityStatement
+    let cs = s.get("metadata").await.expect(200).json();
+    let account = cs["rest"][0]["resource"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["type"] == "Account")
+        .unwrap()
+        .clone();
+    let profiles = account["supportedProfile"].to_string();
+    assert!(profiles.contains("credit-line-account") && profiles.contains("credit-draw-account"));
+    assert!(
+        account["searchParam"]
+            .to_string()
+            .contains("credit-standing")
+    );
+    assert!(account["operation"].to_string().contains("credit-draw"));
+    // the resources the operations write claim the profiles, and the custom parameters find them
+    let (pid, line) = patient_with_line(&s, json!(500.00)).await;
+    let l = s.get(&format!("Account/{line}")).await.expect(200).json();
+    assert_eq!(
+        l["meta"]["profile"][0],
+        format!("{BASE_URL}/StructureDefinition/credit-line-account")
+    );
+    let found = s
+        .get(&format!(
+            "Account?credit-standing=good&subject=Patient/{pid}&_total=accurate"
+        ))
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(found["total"], 1, "{found}");
+    let today = jiff::Timestamp::now()
+        .to_zoned(jiff::tz::TimeZone::UTC)
+        .date();
+    s.post(
+        &format!("Account/{line}/$statement"),
+        &json!({"resourceType": "Parameters"}),
+    )
+    .await
+    .expect(200);
+    let due = today.checked_add(jiff::Span::new().days(21)).unwrap();
+    let found = s
+        .get(&format!(
+            "Invoice?statement-due={due}&account=Account/{line}&_total=accurate"
+        ))
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(found["total"], 1, "{found}");
+    // a resource claiming a profile is checked against it
+    let claims = |ext: Value| {
+        json!({"resourceType": "Account", "status": "active",
+            "meta": {"profile": [format!("{BASE_URL}/StructureDefinition/credit-line-account")]},
+            "extension": ext})
+    };
+    let mut bare = claims(json!([]));
+    bare.as_object_mut().unwrap().remove("extension");
+    let r = s.post("Account", &bare).await.expect(422);
+    assert_eq!(
+        r.json()["issue"][0]["expression"][0],
+        format!("Account.extension('{BASE_URL}/StructureDefinition/credit-line')")
+    );
+    let r = s
+        .post(
+            "Account",
+            &claims(
+                json!([{"url": format!("{BASE_URL}/StructureDefinition/credit-line"), "extension": [
+                {"url": "limit", "valueMoney": {"value": 100.001, "currency": "USD"}},
+                {"url": "product", "valueCoding": {"code": "standard"}},
+                {"url": "agreement", "valueReference": {"display": "x"}},
+                {"url": "standing", "valueCode": "superb"},
+                {"url": "opened", "valueDate": "2026-01-01"}]}]),
+            ),
+        )
+        .await
+        .expect(422);
+    let text = r.text.clone();
+    assert!(
+        text.contains("more decimals") && text.contains("'superb' is not a credit standing"),
+        "{text}"
+    );
+    // without the claim, the same Account is plain R4 and stored
+    s.post(
+        "Account",
+        &json!({"resourceType": "Account", "status": "active"}),
+    )
+    .await
+    .expect(201);
 }

@@ -5,4 +5,5 @@
 
 pub mod adjudicate;
 pub mod amortize;
+pub mod artifacts;
 pub mod products;

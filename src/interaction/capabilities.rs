@@ -75,6 +75,7 @@ pub fn statement(ctx: &Context, base: &str) -> Value {
                 } else {
                     json!(["literal", "local"])
                 },
+                "supportedProfile": crate::finance::artifacts::profiles_of(t),
                 "operation": ops,
                 "searchInclude": includes,
                 "searchRevInclude": revincludes(registry, t),

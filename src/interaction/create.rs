@@ -22,6 +22,7 @@ pub(super) fn prepare<'a>(
         obj.shift_remove("_id");
     }
     ctx.validator.validate(&resource)?;
+    super::write::check_profiles(&resource)?;
     Ok((rt, resource))
 }
 

@@ -23,6 +23,12 @@ pub(super) async fn read(
         r.body = Some(Body::Json(def));
         return Ok(r);
     }
+    if let Some(artifact) = crate::finance::artifacts::get(rt, id.as_str()) {
+        // the credit extension's published definitions are part of the server too
+        let mut r = FhirResponse::new(Status::Ok);
+        r.body = Some(Body::Json(artifact.clone()));
+        return Ok(r);
+    }
     let current = ctx.store.read(rt, id.as_str()).await?;
     if current.is_some() {
         // forbidden looks like unknown; a deleted resource by its last live version

@@ -35,7 +35,7 @@ impl Default for Registry {
 impl Registry {
     pub fn new() -> Registry {
         let loaded = Loaded {
-            params: Arc::new(SearchParameters::r4().clone()),
+            params: Arc::new(SearchParameters::r4().with_custom(builtin())),
             pending: Arc::new(HashSet::new()),
         };
         Registry {
@@ -77,6 +77,13 @@ impl Registry {
     }
 }
 
+/// The custom parameters every node knows: the credit extension's (fhir-profiles/healporium).
+fn builtin() -> Vec<(Vec<String>, crate::search::parameters::SearchParam)> {
+    crate::finance::artifacts::search_parameters()
+        .filter_map(custom_from_resource)
+        .collect()
+}
+
 async fn load(store: &dyn Store) -> Result<Loaded, Outcome> {
     let types = ["SearchParameter".to_string()];
     let hits = store
@@ -100,6 +107,7 @@ async fn load(store: &dyn Store) -> Result<Loaded, Outcome> {
             custom.push(c);
         }
     }
+    custom.extend(builtin());
     let params = SearchParameters::r4().with_custom(custom);
     let mut active: HashSet<(String, String)> = params.custom().into_iter().collect();
     active.extend(params.internal());

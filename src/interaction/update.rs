@@ -42,6 +42,7 @@ pub(super) fn prepare<'a>(
         }
     }
     ctx.validator.validate(resource)?;
+    super::write::check_profiles(resource)?;
     Ok(rt)
 }
 

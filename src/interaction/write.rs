@@ -246,6 +246,20 @@ pub(super) async fn delete_version(
     Ok(response)
 }
 
+/// A resource claiming one of the credit extension's profiles must conform to it (422 with
+/// the FHIRPath of each problem).
+pub(super) fn check_profiles(resource: &Value) -> Result<(), Outcome> {
+    let problems = crate::finance::artifacts::check(resource);
+    if problems.is_empty() {
+        return Ok(());
+    }
+    let issues = problems
+        .into_iter()
+        .map(|(at, why)| Issue::error("structure", why).at(at))
+        .collect();
+    Err(Outcome::with_issues(ErrorKind::Invalid, issues))
+}
+
 /// The body's resourceType must be the URL's (400 otherwise).
 pub(super) fn check_body_type(resource: &Value, resource_type: &str) -> Result<(), Outcome> {
     match resource.get("resourceType").and_then(Value::as_str) {

@@ -156,6 +156,7 @@ pub(super) async fn apply(
         extensions.extend(balance_extensions(&zero, now));
         let line = json!({
             "resourceType": "Account",
+            "meta": {"profile": [format!("{CANONICAL_BASE}/StructureDefinition/credit-line-account")]},
             "extension": extensions,
             "status": "active",
             "type": account_type("credit-line"),

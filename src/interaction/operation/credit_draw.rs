@@ -97,8 +97,12 @@ pub(super) fn with_balance(mut resource: Value, owed: &Money, now: Instant) -> V
         });
         ext.extend(balance_extensions(owed, now));
     }
-    if let Some(obj) = resource.as_object_mut() {
-        obj.remove("meta");
+    if let Some(obj) = resource.as_object_mut()
+        && let Some(meta) = obj.get_mut("meta").and_then(Value::as_object_mut)
+    {
+        // the server stamps versionId and lastUpdated; the profiles claimed stay
+        meta.remove("versionId");
+        meta.remove("lastUpdated");
     }
     resource
 }
@@ -351,6 +355,7 @@ pub(super) async fn draw(
     extensions.extend(balance_extensions(&amount, now));
     let draw = json!({
         "resourceType": "Account",
+        "meta": {"profile": [format!("{CANONICAL_BASE}/StructureDefinition/credit-draw-account")]},
         "extension": extensions,
         "status": "active",
         "type": account_type("credit-draw"),

@@ -238,6 +238,7 @@ pub(super) async fn statement(
     let now = Instant::now();
     let mut invoice = json!({
         "resourceType": "Invoice",
+        "meta": {"profile": [format!("{CANONICAL_BASE}/StructureDefinition/statement-invoice")]},
         "extension": [{"url": format!("{CANONICAL_BASE}/StructureDefinition/statement"), "extension": [
             {"url": "period", "valuePeriod": {"start": start.to_string(), "end": key}},
             {"url": "previousBalance", "valueMoney": m(previous)},
