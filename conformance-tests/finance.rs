@@ -953,6 +953,14 @@ async fn draws_are_refused_with_reasons(s: Server) {
 
 mod parallel {
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn sqlite_a_payment_sent_to_two_servers_at_once_is_one_payment() {
+        super::duplicate_payments(crate::common::Backend::Sqlite).await;
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn postgres_a_payment_sent_to_two_servers_at_once_is_one_payment() {
+        super::duplicate_payments(crate::common::Backend::Postgres).await;
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn sqlite_parallel_draws_over_the_limit_one_succeeds() {
         super::parallel_draws_over_the_limit(crate::common::Backend::Sqlite).await;
     }
@@ -1886,6 +1894,40 @@ async fn the_finance_day_posts_interest_and_late_fees_once(
         ]
     );
     assert!(store.ledger().verify().await.unwrap().is_sound());
+    // that payment bounces: the fee, the interest and the principal are owed again, exactly
+    let receipt = param(&p, "paymentReconciliation")["resource"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = s
+        .post(
+            &format!("Account/{line}/$credit-reverse"),
+            &json!({"resourceType": "Parameters", "parameter": [
+                {"name": "payment", "valueReference": {"reference": format!("PaymentReconciliation/{receipt}")}},
+                {"name": "reason", "valueCode": "nsf"},
+                {"name": "requestId", "valueString": "day-nsf"}]}),
+        )
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(money(&r, "balance"), "1339.90 USD");
+    let owed: std::collections::BTreeMap<String, i64> = store
+        .ledger()
+        .entries(&line)
+        .await
+        .unwrap()
+        .iter()
+        .flat_map(|e| e.postings.clone())
+        .filter(|p| p.account.starts_with("receivable:"))
+        .fold(Default::default(), |mut m, p| {
+            let kind = p.account.rsplit(':').next().unwrap().to_string();
+            *m.entry(kind).or_default() += p.amount;
+            m
+        });
+    assert_eq!(owed["fees"], 3_000, "both late fees owed again");
+    assert_eq!(owed["interest"], 990);
+    assert_eq!(owed["principal"], 130_000);
+    assert!(store.ledger().verify().await.unwrap().is_sound());
     if s.backend == Backend::Sqlite {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_healporium"))
             .args([
@@ -2242,4 +2284,80 @@ async fn the_published_artifacts_are_served_listed_and_enforced(s: Server) {
     )
     .await
     .expect(201);
+}
+
+/// The same payment (same requestId, same body) sent eight times at once through two servers
+/// on one database: one ledger entry, one PaymentReconciliation, every answer the same; and a
+/// prepayment of two installments leaves the third scheduled.
+async fn duplicate_payments(backend: Backend) {
+    let Some((a, b)) = crate::common::start_pair(
+        backend,
+        healporium::app::AppOptions::default(),
+        healporium::store::StoreOptions::default(),
+    )
+    .await
+    else {
+        eprintln!("skipped: HEALPORIUM_TEST_DATABASE_URL not set");
+        return;
+    };
+    let (pid, line) = patient_with_line(&a, json!(1000.00)).await;
+    let inv = invoice(&a, &pid, json!(100.00), "USD").await;
+    a.post(
+        &format!("Account/{line}/$credit-draw"),
+        &draw_body(&format!("Invoice/{inv}"), 3, "dup-draw", &[]),
+    )
+    .await
+    .expect(200);
+    let body = pay_body(
+        json!(66.68),
+        "USD",
+        "dup-pay",
+        &[json!({"name": "processorTransactionId", "valueString": "ch_dup"})],
+    );
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let s = if i % 2 == 0 { a.clone() } else { b.clone() };
+        let path = format!("Account/{line}/$credit-payment");
+        let body = body.clone();
+        tasks.push(tokio::spawn(async move { s.post(&path, &body).await }));
+    }
+    let mut answers = Vec::new();
+    for t in tasks {
+        let r = t.await.unwrap();
+        // a request that met the first one mid-flight is told to retry, never charged twice
+        assert!(
+            matches!(r.status.as_u16(), 200 | 409),
+            "{} {}",
+            r.status,
+            r.text
+        );
+        if r.status.as_u16() == 200 {
+            answers.push(r.json());
+        }
+    }
+    assert!(!answers.is_empty());
+    assert!(
+        answers.windows(2).all(|w| w[0] == w[1]),
+        "every answer the same"
+    );
+    let receipts = b
+        .get("PaymentReconciliation?_total=accurate")
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(receipts["total"], 1);
+    let l = b.get(&format!("Account/{line}")).await.expect(200).json();
+    assert_eq!(balance(&l), "33.32 USD");
+    let contracts = b
+        .get(&format!("Contract?subject=Patient/{pid}&status=executed"))
+        .await
+        .expect(200)
+        .json();
+    let terms = contracts["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["resource"]["term"].is_array())
+        .unwrap();
+    assert_eq!(statuses(&terms["resource"]), ["paid", "paid", "scheduled"]);
 }
