@@ -24,6 +24,7 @@ backends!(
     a_reversal_mirrors_a_payment_and_payoff_counts_interest,
     statements_cover_their_cycle_once,
     the_published_artifacts_are_served_listed_and_enforced,
+    lines_in_yen_and_dinar_keep_their_minor_units,
 );
 
 fn quote_body(amount: Value, currency: &str, months: i64, extra: &[Value]) -> Value {
@@ -2360,4 +2361,86 @@ async fn duplicate_payments(backend: Backend) {
         .find(|e| e["resource"]["term"].is_array())
         .unwrap();
     assert_eq!(statuses(&terms["resource"]), ["paid", "paid", "scheduled"]);
+}
+
+/// A JPY line (no minor unit) and a KWD line (three decimals): draws, schedules and payments
+/// in whole yen and in fils, and a draw with more decimals than the currency has is refused.
+async fn lines_in_yen_and_dinar_keep_their_minor_units(s: Server) {
+    for (product, currency, limit, bill, months, first, bad) in [
+        (
+            "standard-jpy",
+            "JPY",
+            json!(500000),
+            json!(100000),
+            3,
+            "33334",
+            json!(100.5),
+        ),
+        (
+            "standard-kwd",
+            "KWD",
+            json!(1000.000),
+            json!(100.000),
+            3,
+            "33.334",
+            json!(1.0005),
+        ),
+    ] {
+        let pid = s.create(&json!({"resourceType": "Patient"})).await;
+        let mut apply = apply_body(&pid, limit, currency, &format!("open-{currency}"));
+        apply["parameter"][1]["valueCode"] = json!(product);
+        let p = s
+            .post("Account/$credit-apply", &apply)
+            .await
+            .expect(200)
+            .json();
+        assert_eq!(param(&p, "decision")["valueCode"], "approved", "{p}");
+        let line = param(&p, "account")["resource"]["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let inv = invoice(&s, &pid, bill, currency).await;
+        let p = s
+            .post(
+                &format!("Account/{line}/$credit-draw"),
+                &draw_body(
+                    &format!("Invoice/{inv}"),
+                    months,
+                    &format!("d-{currency}"),
+                    &[],
+                ),
+            )
+            .await
+            .expect(200)
+            .json();
+        let items = param(&p, "contract")["resource"]["term"][0]["asset"][0]["valuedItem"].clone();
+        assert_eq!(items[0]["net"]["value"].to_string(), first, "{items}");
+        assert_eq!(items[0]["net"]["currency"], currency);
+        let p = s
+            .post(
+                &format!("Account/{line}/$credit-payment"),
+                &pay_body(
+                    items[0]["net"]["value"].clone(),
+                    currency,
+                    &format!("p-{currency}"),
+                    &[],
+                ),
+            )
+            .await
+            .expect(200)
+            .json();
+        assert!(money(&p, "balance").ends_with(currency));
+        let inv = invoice(&s, &pid, json!(10), currency).await;
+        s.post(
+            &format!("Account/{line}/$credit-draw"),
+            &draw_body(
+                &format!("Invoice/{inv}"),
+                3,
+                &format!("bad-{currency}"),
+                &[json!({"name": "amount", "valueMoney": {"value": bad, "currency": currency}})],
+            ),
+        )
+        .await
+        .expect(422);
+    }
 }

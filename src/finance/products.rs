@@ -69,14 +69,33 @@ impl Plan {
     }
 }
 
-static PRODUCTS: &[Product] = &[Product {
-    code: "standard",
-    currency: "USD",
-    apr: (1790, 2),
-    reduced_apr: (990, 2),
-    max_limit_minor: 500_000,
-    deferred_interest: false,
-}];
+static PRODUCTS: &[Product] = &[
+    Product {
+        code: "standard",
+        currency: "USD",
+        apr: (1790, 2),
+        reduced_apr: (990, 2),
+        max_limit_minor: 500_000,
+        deferred_interest: false,
+    },
+    // the same terms in a currency without a minor unit and in one with three decimals
+    Product {
+        code: "standard-jpy",
+        currency: "JPY",
+        apr: (1790, 2),
+        reduced_apr: (990, 2),
+        max_limit_minor: 750_000,
+        deferred_interest: false,
+    },
+    Product {
+        code: "standard-kwd",
+        currency: "KWD",
+        apr: (1790, 2),
+        reduced_apr: (990, 2),
+        max_limit_minor: 1_500_000,
+        deferred_interest: false,
+    },
+];
 
 static PLANS: &[Plan] = &[
     Plan {
