@@ -6,4 +6,5 @@
 pub mod adjudicate;
 pub mod amortize;
 pub mod artifacts;
+pub mod deferred;
 pub mod products;
