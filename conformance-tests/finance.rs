@@ -332,6 +332,7 @@ ledger_backends!(
     random_command_sequences_keep_the_ledger_sound,
     the_finance_day_posts_interest_and_late_fees_once,
     a_claim_adjudicated_again_after_a_deferral,
+    deferred_interest_is_assessed_unless_paid_off_by_the_promotions_end,
 );
 
 /// A server (for its database's lifetime), the database URL and a store on it.
@@ -2443,4 +2444,132 @@ async fn lines_in_yen_and_dinar_keep_their_minor_units(s: Server) {
         .await
         .expect(422);
     }
+}
+
+/// A deferred-interest promotion (only a product that offers it): twelve months at 0 %, the
+/// product's APR accruing in the shadow from the draw, shown on statements; at the end a line
+/// paid off is waived, one with anything left is assessed the whole shadow (the amount the
+/// pure rule computes for the same dates: 174.75 in the design note's example).
+async fn deferred_interest_is_assessed_unless_paid_off_by_the_promotions_end(
+    s: Server,
+    url: String,
+    _store: Arc<dyn Store>,
+) {
+    let today = jiff::Timestamp::now()
+        .to_zoned(jiff::tz::TimeZone::UTC)
+        .date();
+    let due = |k: u32| healporium::finance::products::due_date(today, k).unwrap();
+    // the standard product offers no deferred interest
+    let (pid0, plain) = patient_with_line(&s, json!(2000.00)).await;
+    let inv = invoice(&s, &pid0, json!(1200.00), "USD").await;
+    let promo_plan = json!({"name": "plan", "valueCode": "deferred-12"});
+    let r = s
+        .post(
+            &format!("Account/{plain}/$credit-draw"),
+            &draw_body(
+                &format!("Invoice/{inv}"),
+                12,
+                "no-promo",
+                std::slice::from_ref(&promo_plan),
+            ),
+        )
+        .await
+        .expect(422);
+    assert!(r.text.contains("does not offer"), "{}", r.text);
+    let mut lines = Vec::new();
+    for (n, last) in [(0, 9_999i64), (1, 9_999 + 12)] {
+        let pid = s.create(&json!({"resourceType": "Patient"})).await;
+        let mut apply = apply_body(&pid, json!(2000.00), "USD", &format!("promo-{n}"));
+        apply["parameter"][1]["valueCode"] = json!("promo");
+        let p = s
+            .post("Account/$credit-apply", &apply)
+            .await
+            .expect(200)
+            .json();
+        let line = param(&p, "account")["resource"]["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let inv = invoice(&s, &pid, json!(1200.00), "USD").await;
+        let p = s
+            .post(
+                &format!("Account/{line}/$credit-draw"),
+                &draw_body(
+                    &format!("Invoice/{inv}"),
+                    12,
+                    &format!("pd-{n}"),
+                    std::slice::from_ref(&promo_plan),
+                ),
+            )
+            .await
+            .expect(200)
+            .json();
+        let items = &param(&p, "contract")["resource"]["term"][0]["asset"][0]["valuedItem"];
+        assert_eq!(
+            items[0]["net"]["value"].to_string(),
+            "100.00",
+            "0 % during the promotion"
+        );
+        // 99.99 on each due date; the last one 99.99 (0.12 left) or 100.11 (paid off)
+        let mut events = vec![(today, 120_000)];
+        for k in 1..=12u32 {
+            let amount = if k == 12 { last } else { 9_999 };
+            s.post(
+                &format!("Account/{line}/$credit-payment"),
+                &pay_body(
+                    cents(amount),
+                    "USD",
+                    &format!("pp-{n}-{k}"),
+                    &[json!({"name": "paidOn", "valueDate": due(k).to_string()})],
+                ),
+            )
+            .await
+            .expect(200);
+            events.push((due(k), -amount));
+            if k == 6 {
+                // statements show the shadow interest so far and what avoids it
+                let p = s
+                    .post(
+                        &format!("Account/{line}/$statement"),
+                        &json!({"resourceType": "Parameters"}),
+                    )
+                    .await
+                    .expect(200)
+                    .json();
+                let inv = &param(&p, "invoice")["resource"];
+                assert!(
+                    statement_part(inv, "deferredInterest")["valueMoney"].is_object(),
+                    "{inv}"
+                );
+                assert!(
+                    statement_part(inv, "payToAvoid")["valueMoney"].is_object(),
+                    "{inv}"
+                );
+            }
+        }
+        lines.push((line, events));
+    }
+    let r = healporium::app::finance_run_day(&url, &due(12).to_string())
+        .await
+        .unwrap();
+    assert!(
+        r.contains("1 interest postings"),
+        "only the line with 0.12 left: {r}"
+    );
+    let (line, events) = &lines[0];
+    let expected = healporium::finance::deferred::assess(events, "26.99".parse().unwrap(), due(12));
+    assert!(expected > 17_000 && expected < 18_000, "{expected}");
+    let l = s.get(&format!("Account/{line}")).await.expect(200).json();
+    assert_eq!(balance(&l), format!("{} USD", cents(12 + expected)));
+    let l = s
+        .get(&format!("Account/{}", lines[1].0))
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(balance(&l), "0.00 USD", "paid off by the end: waived");
+    // the day runs once
+    let r = healporium::app::finance_run_day(&url, &due(12).to_string())
+        .await
+        .unwrap();
+    assert!(r.contains("0 interest postings"), "{r}");
 }

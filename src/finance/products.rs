@@ -55,6 +55,9 @@ pub struct Plan {
     apr: PlanApr,
     pub min_term: u32,
     pub max_term: u32,
+    /// No interest during the term, but the product's APR accrues in the shadow from the
+    /// draw date and is all assessed if anything is left at the end (deferred interest).
+    pub deferred: bool,
 }
 
 impl Plan {
@@ -79,6 +82,16 @@ static PRODUCTS: &[Product] = &[
         deferred_interest: false,
     },
     // the same terms in a currency without a minor unit and in one with three decimals
+    // a deferred-interest promotion: regulated (US TILA / Regulation Z), so only a product
+    // that says so offers the `deferred-12` plan
+    Product {
+        code: "promo",
+        currency: "USD",
+        apr: (2699, 2),
+        reduced_apr: (990, 2),
+        max_limit_minor: 500_000,
+        deferred_interest: true,
+    },
     Product {
         code: "standard-jpy",
         currency: "JPY",
@@ -103,12 +116,21 @@ static PLANS: &[Plan] = &[
         apr: PlanApr::Fixed(0, 0),
         min_term: 3,
         max_term: 24,
+        deferred: false,
     },
     Plan {
         code: "installments-apr",
         apr: PlanApr::Reduced("standard"),
         min_term: 6,
         max_term: 36,
+        deferred: false,
+    },
+    Plan {
+        code: "deferred-12",
+        apr: PlanApr::Fixed(0, 0),
+        min_term: 12,
+        max_term: 12,
+        deferred: true,
     },
 ];
 

@@ -32,7 +32,7 @@ pub struct DayReport {
     pub late_fees: usize,
 }
 
-fn apr_of(draw: &Value) -> Decimal {
+pub(super) fn apr_of(draw: &Value) -> Decimal {
     let url = format!("{CANONICAL_BASE}/StructureDefinition/credit-draw");
     draw.get("extension")
         .and_then(Value::as_array)
@@ -47,6 +47,44 @@ fn apr_of(draw: &Value) -> Decimal {
         .and_then(|e| e.get("valueDecimal"))
         .and_then(|v| Decimal::from_str_exact(&v.to_string()).ok())
         .unwrap_or(Decimal::ZERO)
+}
+
+/// The end of a deferred-interest draw's promotion (its `credit-draw` extension's `promoEnd`).
+pub(super) fn promo_end_of(draw: &Value) -> Option<jiff::civil::Date> {
+    let url = format!("{CANONICAL_BASE}/StructureDefinition/credit-draw");
+    draw.get("extension")?
+        .as_array()?
+        .iter()
+        .find(|e| e.get("url").and_then(Value::as_str) == Some(url.as_str()))?
+        .get("extension")?
+        .as_array()?
+        .iter()
+        .find(|e| e.get("url").and_then(Value::as_str) == Some("promoEnd"))?
+        .get("valueDate")?
+        .as_str()?
+        .parse()
+        .ok()
+}
+
+/// The changes of a draw's principal, by accounting date: the shadow interest's balance.
+pub(super) fn principal_events(
+    entries: &[crate::store::ledger::EntryRow],
+    draw: &str,
+) -> Vec<crate::finance::deferred::Event> {
+    let account = format!("receivable:{draw}:principal");
+    entries
+        .iter()
+        .filter_map(|e| {
+            let day = e.effective.parse::<jiff::civil::Date>().ok()?;
+            let n: i64 = e
+                .postings
+                .iter()
+                .filter(|p| p.account == account)
+                .map(|p| p.amount)
+                .sum();
+            (n != 0).then_some((day, n))
+        })
+        .collect()
 }
 
 /// (number, due date, net in minor units) of each installment of a terms Contract.
@@ -161,7 +199,42 @@ async fn run_line(
             continue;
         };
         let apr = apr_of(&account);
+        let promo_end = promo_end_of(&account);
         let mut changed = false;
+        // a deferred-interest draw at its promotion's end: waived when paid off, else the
+        // whole shadow interest is assessed
+        if let Some(end) = promo_end
+            && end <= date
+        {
+            let key = format!("promo:{draw}");
+            if s.tx().ledger().command(&scope, &key).await?.is_none() {
+                let entries = s.tx().ledger().entries(line_id).await?;
+                let assessed =
+                    crate::finance::deferred::assess(&principal_events(&entries, draw), apr, end);
+                if assessed > 0 {
+                    post(
+                        &mut s,
+                        line_id,
+                        "interest",
+                        &key,
+                        date,
+                        now,
+                        vec![
+                            (format!("receivable:{draw}:interest"), assessed),
+                            ("income:interest".into(), -assessed),
+                        ],
+                        currency.code(),
+                    )
+                    .await?;
+                    report.interest_postings += 1;
+                    changed = true;
+                }
+                s.tx()
+                    .ledger()
+                    .record_command(&scope, &key, "", "{}", now.millis())
+                    .await?;
+            }
+        }
         let mut due_so_far = 0i64;
         for (number, due, net) in installments(&contract) {
             due_so_far += net;
@@ -184,7 +257,11 @@ async fn run_line(
             };
             // the period's interest on the principal actually owed
             let key = format!("interest:{draw}:{number}");
-            if !apr.is_zero() && s.tx().ledger().command(&scope, &key).await?.is_none() {
+            // (a deferred-interest draw charges no interest per period: see above)
+            if !apr.is_zero()
+                && promo_end.is_none()
+                && s.tx().ledger().command(&scope, &key).await?.is_none()
+            {
                 let interest = (Decimal::from(owed("principal")) * apr / Decimal::from(1200))
                     .round_dp_with_strategy(0, RoundingStrategy::MidpointAwayFromZero)
                     .to_i64()

@@ -119,6 +119,23 @@ pub(super) async fn read_visible(ctx: &Context, rt: &str, id: &str) -> Result<Va
     }
 }
 
+/// The product of a credit line (its `credit-line` extension's `product`).
+pub(super) fn line_product(line: &Value) -> Option<&'static products::Product> {
+    let url = products::credit_line_url();
+    let code = line
+        .get("extension")?
+        .as_array()?
+        .iter()
+        .find(|e| e.get("url").and_then(Value::as_str) == Some(url.as_str()))?
+        .get("extension")?
+        .as_array()?
+        .iter()
+        .find(|e| e.get("url").and_then(Value::as_str) == Some("product"))?
+        .pointer("/valueCoding/code")?
+        .as_str()?;
+    products::product_named(code)
+}
+
 /// The patient whose credit line `line` is.
 pub(super) fn line_patient(line: &Value) -> Result<String, Outcome> {
     line.get("subject")
@@ -245,6 +262,16 @@ pub(super) async fn draw(
     let principal = amount
         .minor_units()
         .map_err(|e| e.to_outcome(&format!("{}.valueMoney", at("amount"))))?;
+    let product = line_product(&line);
+    if plan.deferred && !product.is_some_and(|p| p.deferred_interest) {
+        return Err(invalid(
+            "plan",
+            format!(
+                "The plan {} defers interest, which the product of Account/{line_id} does not offer",
+                plan.code
+            ),
+        ));
+    }
     // from here on in the currency's own precision (100.0 USD is shown as 100.00 USD)
     let amount = Money::from_minor_units(principal, currency);
     let schedule = amortize::schedule(principal, currency, months, plan.apr())
@@ -331,8 +358,13 @@ pub(super) async fn draw(
             "asset": [{"valuedItem": items}]
         }]
     });
-    let apr_number: Value = plan
-        .apr()
+    // a deferred-interest draw carries the product's APR (what accrues in the shadow) and its
+    // promotion: 0 % until the end of the term
+    let charged_apr = match (plan.deferred, product) {
+        (true, Some(p)) => p.apr(),
+        _ => plan.apr(),
+    };
+    let apr_number: Value = charged_apr
         .normalize()
         .to_string()
         .parse::<serde_json::Number>()
@@ -352,6 +384,18 @@ pub(super) async fn draw(
             {"url": "requestId", "valueIdentifier": {
                 "system": format!("{CANONICAL_BASE}/request-id"), "value": request}}]}),
     ];
+    if plan.deferred {
+        let end = products::due_date(today, months)
+            .ok_or_else(|| Outcome::internal("A due date is out of range"))?;
+        if let Some(parts) = extensions
+            .first_mut()
+            .and_then(|e| e.get_mut("extension"))
+            .and_then(Value::as_array_mut)
+        {
+            parts.push(json!({"url": "promoApr", "valueDecimal": 0}));
+            parts.push(json!({"url": "promoEnd", "valueDate": end.to_string()}));
+        }
+    }
     extensions.extend(balance_extensions(&amount, now));
     let draw = json!({
         "resourceType": "Account",

@@ -13,6 +13,7 @@ use crate::fhir::outcome::Outcome;
 use crate::fhir::types::{Id, Instant};
 use crate::finance::products::CANONICAL_BASE;
 use crate::interaction::{Context, FhirResponse, create, integrity};
+use rust_decimal::prelude::ToPrimitive;
 use serde_json::{Value, json};
 
 /// Days from a statement's date to its due date.
@@ -232,6 +233,38 @@ pub(super) async fn statement(
         minimum += (due_by_next - paid).clamp(0, owed_on_draw.max(0));
     }
     let minimum = minimum.clamp(0, new_balance.max(0));
+    // deferred interest: what has accrued in the shadow so far, and what avoids it all
+    let (mut shadow, mut avoid, mut promo) = (0i64, 0i64, false);
+    for e in entries.iter().filter(|e| e.kind == "draw") {
+        let Some(draw) = e.postings.iter().find_map(|p| {
+            super::credit_payment::receivable_parts(&p.account).map(|(d, _)| d.to_string())
+        }) else {
+            continue;
+        };
+        let Some(account) = s
+            .tx()
+            .current("Account", &draw)
+            .await?
+            .and_then(|v| v.body)
+            .and_then(|b| serde_json::from_str::<Value>(&b).ok())
+        else {
+            continue;
+        };
+        let Some(end) = super::credit_day::promo_end_of(&account) else {
+            continue;
+        };
+        if end <= date {
+            continue; // assessed or waived at the promotion's end
+        }
+        promo = true;
+        let events = super::credit_day::principal_events(&entries, &draw);
+        let apr = super::credit_day::apr_of(&account);
+        shadow += crate::finance::deferred::shadow(&events, apr, date)
+            .round_dp_with_strategy(0, rust_decimal::RoundingStrategy::MidpointAwayFromZero)
+            .to_i64()
+            .unwrap_or(0);
+        avoid += events.iter().map(|(_, n)| n).sum::<i64>().max(0);
+    }
     let due = date
         .checked_add(jiff::Span::new().days(DUE_AFTER_DAYS))
         .unwrap_or(date);
@@ -259,6 +292,14 @@ pub(super) async fn statement(
         && let Some(obj) = invoice.as_object_mut()
     {
         obj.insert("lineItem".into(), Value::from(items));
+    }
+    if promo
+        && let Some(parts) = invoice
+            .pointer_mut("/extension/0/extension")
+            .and_then(Value::as_array_mut)
+    {
+        parts.push(json!({"url": "deferredInterest", "valueMoney": m(shadow)}));
+        parts.push(json!({"url": "payToAvoid", "valueMoney": m(avoid)}));
     }
     let (_, invoice) = create::prepare(ctx, "Invoice", invoice)?;
     let written = create::create_in(&mut s, "Invoice", invoice, None, None).await?;
