@@ -1851,6 +1851,26 @@ async fn the_finance_day_posts_interest_and_late_fees_once(
         r.contains("0 interest postings, 0 late fees"),
         "a day runs once: {r}"
     );
+    // the statement is cut on the line's cycle day (the day it opened, the 28th at the latest)
+    let cycle = today.day().min(28);
+    let cut_day = due.with().day(cycle).build().unwrap();
+    let r = day(cut_day).await;
+    assert!(r.contains("1 statements"), "{r}");
+    let count = || async {
+        s.get(&format!(
+            "Invoice?account=Account/{line}&date=ge2000-01-01&_total=accurate"
+        ))
+        .await
+        .expect(200)
+        .json()["total"]
+            .as_i64()
+            .unwrap()
+    };
+    // today's and the first due date's cycles were cut already, each once
+    let before = count().await;
+    assert!(before >= 1, "{before}");
+    let r = day(cut_day).await;
+    assert_eq!(count().await, before, "one statement per date: {r}");
     // eleven days later nothing was paid: both first installments are missed, 15.00 each
     let late = due.checked_add(jiff::Span::new().days(11)).unwrap();
     let r = day(late).await;

@@ -225,8 +225,8 @@ pub async fn finance_run_day(database_url: &str, date: &str) -> anyhow::Result<S
         .await
         .map_err(|o| anyhow::anyhow!("the finance day failed: {:?}", o.issues))?;
     Ok(format!(
-        "finance day {date}: {} credit lines, {} interest postings, {} late fees",
-        r.lines, r.interest_postings, r.late_fees
+        "finance day {date}: {} credit lines, {} interest postings, {} late fees, {} statements",
+        r.lines, r.interest_postings, r.late_fees, r.statements
     ))
 }
 

@@ -134,6 +134,12 @@ pub(super) async fn apply(
         let line_id = Id::generate();
         let contract_id = Id::generate();
         let today = now.to_fhir().chars().take(10).collect::<String>();
+        // statements are cut monthly on the day the line opened (the 28th at the latest)
+        let cycle_day = today
+            .get(8..10)
+            .and_then(|d| d.parse::<u8>().ok())
+            .unwrap_or(1)
+            .min(28);
         let contract = json!({
             "resourceType": "Contract",
             "status": "executed",
@@ -152,6 +158,7 @@ pub(super) async fn apply(
                 "code": product.code}},
             {"url": "agreement", "valueReference": {"reference": format!("Contract/{contract_id}")}},
             {"url": "standing", "valueCode": "good"},
+            {"url": "cycleDay", "valueInteger": cycle_day},
             {"url": "opened", "valueDate": today}]})];
         extensions.extend(balance_extensions(&zero, now));
         let line = json!({

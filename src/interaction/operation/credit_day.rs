@@ -30,6 +30,23 @@ pub struct DayReport {
     pub lines: usize,
     pub interest_postings: usize,
     pub late_fees: usize,
+    pub statements: usize,
+}
+
+/// The day of the month a line's statements are cut (`credit-line`'s `cycleDay`).
+fn cycle_day_of(line: &Value) -> Option<i8> {
+    let url = crate::finance::products::credit_line_url();
+    line.get("extension")?
+        .as_array()?
+        .iter()
+        .find(|e| e.get("url").and_then(Value::as_str) == Some(url.as_str()))?
+        .get("extension")?
+        .as_array()?
+        .iter()
+        .find(|e| e.get("url").and_then(Value::as_str) == Some("cycleDay"))?
+        .get("valueInteger")?
+        .as_i64()
+        .and_then(|d| i8::try_from(d).ok())
 }
 
 pub(super) fn apr_of(draw: &Value) -> Decimal {
@@ -136,6 +153,17 @@ pub async fn run_day(
     let mut report = DayReport::default();
     for line_id in lines {
         run_line(ctx, base, &line_id, date, &mut report).await?;
+        // the statement cut, on the line's cycle day (once per date, like `$statement`)
+        let line = ctx
+            .store
+            .read("Account", &line_id)
+            .await?
+            .and_then(|v| v.body)
+            .and_then(|b| serde_json::from_str::<Value>(&b).ok());
+        if line.as_ref().and_then(cycle_day_of) == Some(date.day()) {
+            super::credit_statement::cut(ctx, base, &line_id, date).await?;
+            report.statements += 1;
+        }
         report.lines += 1;
     }
     Ok(report)

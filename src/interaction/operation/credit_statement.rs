@@ -71,6 +71,20 @@ pub(super) async fn statement(
             "A statement is for a cycle that has ended: date is in the future",
         ));
     }
+    cut(ctx, base, line_id, date).await
+}
+
+/// The statement of `line_id` for the cycle ending on `date` (the request's, or the finance
+/// day's statement cut on the line's cycle day).
+pub(super) async fn cut(
+    ctx: &Context,
+    base: &str,
+    line_id: &str,
+    date: jiff::civil::Date,
+) -> Result<FhirResponse, Outcome> {
+    let today = jiff::Timestamp::now()
+        .to_zoned(jiff::tz::TimeZone::UTC)
+        .date();
     ctx.guard.require(Perm::Read, "Account")?;
     let line = super::credit_draw::read_visible(ctx, "Account", line_id).await?;
     let Some((currency, _)) = super::credit_draw::credit_line_of(&line) else {
