@@ -7,6 +7,7 @@
 //! `healporium finance run-day --date …`.
 
 use super::command;
+use super::credit_draw::{apr_of, principal_events, promo_end_of};
 use super::credit_payment::{receivable_parts, reproject, terms_of};
 use crate::fhir::money::Money;
 use crate::fhir::outcome::Outcome;
@@ -47,61 +48,6 @@ fn cycle_day_of(line: &Value) -> Option<i8> {
         .get("valueInteger")?
         .as_i64()
         .and_then(|d| i8::try_from(d).ok())
-}
-
-pub(super) fn apr_of(draw: &Value) -> Decimal {
-    let url = format!("{CANONICAL_BASE}/StructureDefinition/credit-draw");
-    draw.get("extension")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .find(|e| e.get("url").and_then(Value::as_str) == Some(url.as_str()))
-        .and_then(|e| e.get("extension"))
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .find(|e| e.get("url").and_then(Value::as_str) == Some("apr"))
-        .and_then(|e| e.get("valueDecimal"))
-        .and_then(|v| Decimal::from_str_exact(&v.to_string()).ok())
-        .unwrap_or(Decimal::ZERO)
-}
-
-/// The end of a deferred-interest draw's promotion (its `credit-draw` extension's `promoEnd`).
-pub(super) fn promo_end_of(draw: &Value) -> Option<jiff::civil::Date> {
-    let url = format!("{CANONICAL_BASE}/StructureDefinition/credit-draw");
-    draw.get("extension")?
-        .as_array()?
-        .iter()
-        .find(|e| e.get("url").and_then(Value::as_str) == Some(url.as_str()))?
-        .get("extension")?
-        .as_array()?
-        .iter()
-        .find(|e| e.get("url").and_then(Value::as_str) == Some("promoEnd"))?
-        .get("valueDate")?
-        .as_str()?
-        .parse()
-        .ok()
-}
-
-/// The changes of a draw's principal, by accounting date: the shadow interest's balance.
-pub(super) fn principal_events(
-    entries: &[crate::store::ledger::EntryRow],
-    draw: &str,
-) -> Vec<crate::finance::deferred::Event> {
-    let account = format!("receivable:{draw}:principal");
-    entries
-        .iter()
-        .filter_map(|e| {
-            let day = e.effective.parse::<jiff::civil::Date>().ok()?;
-            let n: i64 = e
-                .postings
-                .iter()
-                .filter(|p| p.account == account)
-                .map(|p| p.amount)
-                .sum();
-            (n != 0).then_some((day, n))
-        })
-        .collect()
 }
 
 /// (number, due date, net in minor units) of each installment of a terms Contract.

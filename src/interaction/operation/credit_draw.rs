@@ -20,6 +20,7 @@ use crate::finance::amortize;
 use crate::finance::products::{self, CANONICAL_BASE};
 use crate::interaction::{Context, FhirResponse, create, integrity, update};
 use crate::store::ledger::{NewEntry, Posting};
+use rust_decimal::Decimal;
 use serde_json::{Value, json};
 
 /// The CARIN Blue Button adjudication category of what the member (patient) owes.
@@ -117,6 +118,62 @@ pub(super) async fn read_visible(ctx: &Context, rt: &str, id: &str) -> Result<Va
             .map_err(|_| Outcome::internal("A stored resource is not valid JSON")),
         None => Err(Outcome::not_found(format!("{rt}/{id} is not known"))),
     }
+}
+
+/// The APR of a draw Account (its `credit-draw` extension), percent.
+pub(super) fn apr_of(draw: &Value) -> Decimal {
+    let url = format!("{CANONICAL_BASE}/StructureDefinition/credit-draw");
+    draw.get("extension")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .find(|e| e.get("url").and_then(Value::as_str) == Some(url.as_str()))
+        .and_then(|e| e.get("extension"))
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .find(|e| e.get("url").and_then(Value::as_str) == Some("apr"))
+        .and_then(|e| e.get("valueDecimal"))
+        .and_then(|v| Decimal::from_str_exact(&v.to_string()).ok())
+        .unwrap_or(Decimal::ZERO)
+}
+
+/// The end of a deferred-interest draw's promotion (its `credit-draw` extension's `promoEnd`).
+pub(super) fn promo_end_of(draw: &Value) -> Option<jiff::civil::Date> {
+    let url = format!("{CANONICAL_BASE}/StructureDefinition/credit-draw");
+    draw.get("extension")?
+        .as_array()?
+        .iter()
+        .find(|e| e.get("url").and_then(Value::as_str) == Some(url.as_str()))?
+        .get("extension")?
+        .as_array()?
+        .iter()
+        .find(|e| e.get("url").and_then(Value::as_str) == Some("promoEnd"))?
+        .get("valueDate")?
+        .as_str()?
+        .parse()
+        .ok()
+}
+
+/// The changes of a draw's principal, by accounting date: the shadow interest's balance.
+pub(super) fn principal_events(
+    entries: &[crate::store::ledger::EntryRow],
+    draw: &str,
+) -> Vec<crate::finance::deferred::Event> {
+    let account = format!("receivable:{draw}:principal");
+    entries
+        .iter()
+        .filter_map(|e| {
+            let day = e.effective.parse::<jiff::civil::Date>().ok()?;
+            let n: i64 = e
+                .postings
+                .iter()
+                .filter(|p| p.account == account)
+                .map(|p| p.amount)
+                .sum();
+            (n != 0).then_some((day, n))
+        })
+        .collect()
 }
 
 /// The product of a credit line (its `credit-line` extension's `product`).

@@ -264,15 +264,15 @@ pub(super) async fn cut(
         else {
             continue;
         };
-        let Some(end) = super::credit_day::promo_end_of(&account) else {
+        let Some(end) = super::credit_draw::promo_end_of(&account) else {
             continue;
         };
         if end <= date {
             continue; // assessed or waived at the promotion's end
         }
         promo = true;
-        let events = super::credit_day::principal_events(&entries, &draw);
-        let apr = super::credit_day::apr_of(&account);
+        let events = super::credit_draw::principal_events(&entries, &draw);
+        let apr = super::credit_draw::apr_of(&account);
         shadow += crate::finance::deferred::shadow(&events, apr, date)
             .round_dp_with_strategy(0, rust_decimal::RoundingStrategy::MidpointAwayFromZero)
             .to_i64()
