@@ -13,7 +13,7 @@ pub const CANONICAL_BASE: &str = "https://healporium.example/fhir";
 
 /// The URL of the `credit-line` extension on a line Account.
 pub fn credit_line_url() -> String {
-    format!("{CANONICAL_BASE}/StructureDefinition/credit-line")
+    extension_url("credit-line")
 }
 
 /// A credit-line product.
@@ -146,10 +146,21 @@ pub fn plan_codes() -> Vec<&'static str> {
     PLANS.iter().map(|p| p.code).collect()
 }
 
-/// The currency of a credit-line Account (its `credit-line` extension's `limit`), if it is one.
-pub fn line_currency(account: &Value) -> Option<Currency> {
-    let url = credit_line_url();
-    account
+/// The URL of one of the credit extension's extensions (`credit-draw`, `statement`, …).
+pub fn extension_url(name: &str) -> String {
+    format!("{CANONICAL_BASE}/StructureDefinition/{name}")
+}
+
+/// The value (`value[x]` under `value_key`) of part `part` of the complex extension
+/// `extension` (one of ours, by name) of `resource`.
+pub fn extension_part<'a>(
+    resource: &'a Value,
+    extension: &str,
+    part: &str,
+    value_key: &str,
+) -> Option<&'a Value> {
+    let url = extension_url(extension);
+    resource
         .get("extension")?
         .as_array()?
         .iter()
@@ -157,8 +168,13 @@ pub fn line_currency(account: &Value) -> Option<Currency> {
         .get("extension")?
         .as_array()?
         .iter()
-        .find(|e| e.get("url").and_then(Value::as_str) == Some("limit"))?
-        .get("valueMoney")?
+        .find(|e| e.get("url").and_then(Value::as_str) == Some(part))?
+        .get(value_key)
+}
+
+/// The currency of a credit-line Account (its `credit-line` extension's `limit`), if it is one.
+pub fn line_currency(account: &Value) -> Option<Currency> {
+    extension_part(account, "credit-line", "limit", "valueMoney")?
         .get("currency")?
         .as_str()
         .and_then(|c| Currency::parse(c).ok())

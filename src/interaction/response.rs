@@ -60,6 +60,16 @@ pub struct FhirResponse {
 }
 
 impl FhirResponse {
+    /// The body as a JSON value (null when there is none).
+    pub fn body_value(&self) -> Result<Value, Outcome> {
+        Ok(self
+            .body
+            .as_ref()
+            .map(Body::to_value)
+            .transpose()?
+            .unwrap_or(Value::Null))
+    }
+
     pub fn new(status: Status) -> FhirResponse {
         FhirResponse {
             status,

@@ -43,12 +43,7 @@ pub(super) async fn defer(
         },
     )
     .await?;
-    let bundle = found
-        .body
-        .as_ref()
-        .map(|b| b.to_value())
-        .transpose()?
-        .unwrap_or(Value::Null);
+    let bundle = found.body_value()?;
     let Some(response) = bundle.pointer("/entry/0/resource") else {
         return Err(Outcome::new(
             ErrorKind::Conflict,

@@ -310,14 +310,6 @@ async fn read_in(s: &mut Session, rt: &str, id: &str) -> Result<Option<Value>, O
     })
 }
 
-fn body_of(r: &FhirResponse) -> Result<Value, Outcome> {
-    Ok(r.body
-        .as_ref()
-        .map(|b| b.to_value())
-        .transpose()?
-        .unwrap_or(Value::Null))
-}
-
 pub(super) async fn submit(
     ctx: &Context,
     base: &str,
@@ -635,5 +627,5 @@ pub(super) async fn submit(
         create::create_in(&mut s, "ExplanationOfBenefit", eob, None, None).await?;
     }
     integrity::finish(s).await?;
-    Ok(answer(body_of(&written)?))
+    Ok(answer(written.body_value()?))
 }

@@ -176,18 +176,11 @@ pub(super) async fn apply(
         let written_contract =
             create::create_in(&mut s, "Contract", contract, None, Some(contract_id)).await?;
         let written_line = create::create_in(&mut s, "Account", line, None, Some(line_id)).await?;
-        let body = |r: &FhirResponse| {
-            r.body
-                .as_ref()
-                .map(|b| b.to_value())
-                .transpose()
-                .map(|v| v.unwrap_or(Value::Null))
-        };
         json!({"resourceType": "Parameters", "parameter": [
             {"name": "decision", "valueCode": "approved"},
             {"name": "reason", "valueString": format!("Approved for {limit} under the {} product", product.code)},
-            {"name": "account", "resource": body(&written_line)?},
-            {"name": "contract", "resource": body(&written_contract)?}]})
+            {"name": "account", "resource": written_line.body_value()?},
+            {"name": "contract", "resource": written_contract.body_value()?}]})
     };
     command::record(&mut s, &scope, &request, &fingerprint, &result).await?;
     integrity::finish(s).await?;

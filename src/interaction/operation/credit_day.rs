@@ -36,16 +36,7 @@ pub struct DayReport {
 
 /// The day of the month a line's statements are cut (`credit-line`'s `cycleDay`).
 fn cycle_day_of(line: &Value) -> Option<i8> {
-    let url = crate::finance::products::credit_line_url();
-    line.get("extension")?
-        .as_array()?
-        .iter()
-        .find(|e| e.get("url").and_then(Value::as_str) == Some(url.as_str()))?
-        .get("extension")?
-        .as_array()?
-        .iter()
-        .find(|e| e.get("url").and_then(Value::as_str) == Some("cycleDay"))?
-        .get("valueInteger")?
+    crate::finance::products::extension_part(line, "credit-line", "cycleDay", "valueInteger")?
         .as_i64()
         .and_then(|d| i8::try_from(d).ok())
 }

@@ -73,18 +73,7 @@ fn source_facts(rt: &str, v: &Value) -> (Option<String>, Option<Value>) {
 }
 
 pub(super) fn credit_line_of(v: &Value) -> Option<(Currency, i64)> {
-    let url = products::credit_line_url();
-    let parts = v
-        .get("extension")?
-        .as_array()?
-        .iter()
-        .find(|e| e.get("url").and_then(Value::as_str) == Some(url.as_str()))?
-        .get("extension")?
-        .as_array()?;
-    let limit = parts
-        .iter()
-        .find(|e| e.get("url").and_then(Value::as_str) == Some("limit"))?
-        .get("valueMoney")?;
+    let limit = products::extension_part(v, "credit-line", "limit", "valueMoney")?;
     let limit = Money::parse(limit).ok()?;
     Some((limit.currency(), limit.minor_units().ok()?))
 }
@@ -122,34 +111,14 @@ pub(super) async fn read_visible(ctx: &Context, rt: &str, id: &str) -> Result<Va
 
 /// The APR of a draw Account (its `credit-draw` extension), percent.
 pub(super) fn apr_of(draw: &Value) -> Decimal {
-    let url = format!("{CANONICAL_BASE}/StructureDefinition/credit-draw");
-    draw.get("extension")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .find(|e| e.get("url").and_then(Value::as_str) == Some(url.as_str()))
-        .and_then(|e| e.get("extension"))
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .find(|e| e.get("url").and_then(Value::as_str) == Some("apr"))
-        .and_then(|e| e.get("valueDecimal"))
+    products::extension_part(draw, "credit-draw", "apr", "valueDecimal")
         .and_then(|v| Decimal::from_str_exact(&v.to_string()).ok())
         .unwrap_or(Decimal::ZERO)
 }
 
 /// The end of a deferred-interest draw's promotion (its `credit-draw` extension's `promoEnd`).
 pub(super) fn promo_end_of(draw: &Value) -> Option<jiff::civil::Date> {
-    let url = format!("{CANONICAL_BASE}/StructureDefinition/credit-draw");
-    draw.get("extension")?
-        .as_array()?
-        .iter()
-        .find(|e| e.get("url").and_then(Value::as_str) == Some(url.as_str()))?
-        .get("extension")?
-        .as_array()?
-        .iter()
-        .find(|e| e.get("url").and_then(Value::as_str) == Some("promoEnd"))?
-        .get("valueDate")?
+    products::extension_part(draw, "credit-draw", "promoEnd", "valueDate")?
         .as_str()?
         .parse()
         .ok()
@@ -178,17 +147,8 @@ pub(super) fn principal_events(
 
 /// The product of a credit line (its `credit-line` extension's `product`).
 pub(super) fn line_product(line: &Value) -> Option<&'static products::Product> {
-    let url = products::credit_line_url();
-    let code = line
-        .get("extension")?
-        .as_array()?
-        .iter()
-        .find(|e| e.get("url").and_then(Value::as_str) == Some(url.as_str()))?
-        .get("extension")?
-        .as_array()?
-        .iter()
-        .find(|e| e.get("url").and_then(Value::as_str) == Some("product"))?
-        .pointer("/valueCoding/code")?
+    let code = products::extension_part(line, "credit-line", "product", "valueCoding")?
+        .get("code")?
         .as_str()?;
     products::product_named(code)
 }
@@ -516,16 +476,9 @@ pub(super) async fn draw(
             now.millis(),
         )
         .await?;
-    let body = |r: &FhirResponse| {
-        r.body
-            .as_ref()
-            .map(|b| b.to_value())
-            .transpose()
-            .map(|v| v.unwrap_or(Value::Null))
-    };
     let result = json!({"resourceType": "Parameters", "parameter": [
-        {"name": "account", "resource": body(&written_draw)?},
-        {"name": "contract", "resource": body(&written_contract)?}]});
+        {"name": "account", "resource": written_draw.body_value()?},
+        {"name": "contract", "resource": written_contract.body_value()?}]});
     command::record(&mut s, &scope, &request, &fingerprint, &result).await?;
     integrity::finish(s).await?;
     Ok(answer(result))

@@ -117,16 +117,7 @@ pub(super) fn with_installments_paid(
 
 /// The terms Contract id of a draw Account.
 pub(super) fn terms_of(draw: &Value) -> Option<String> {
-    let url = format!("{CANONICAL_BASE}/StructureDefinition/credit-draw");
-    draw.get("extension")?
-        .as_array()?
-        .iter()
-        .find(|e| e.get("url").and_then(Value::as_str) == Some(url.as_str()))?
-        .get("extension")?
-        .as_array()?
-        .iter()
-        .find(|e| e.get("url").and_then(Value::as_str) == Some("terms"))?
-        .get("valueReference")?
+    crate::finance::products::extension_part(draw, "credit-draw", "terms", "valueReference")?
         .get("reference")?
         .as_str()?
         .strip_prefix("Contract/")
@@ -461,12 +452,7 @@ pub(super) async fn payment(
             .record_command(&processor_scope, ptid, "", &text, now.millis())
             .await?;
     }
-    let receipt = written
-        .body
-        .as_ref()
-        .map(|b| b.to_value())
-        .transpose()?
-        .unwrap_or(Value::Null);
+    let receipt = written.body_value()?;
     let result = json!({"resourceType": "Parameters", "parameter": [
         {"name": "paymentReconciliation", "resource": receipt},
         {"name": "balance", "valueMoney": line_owed_money.to_fhir()},

@@ -12,29 +12,10 @@ use crate::auth::Perm;
 use crate::fhir::money::Money;
 use crate::fhir::outcome::Outcome;
 use crate::fhir::types::Id;
-use crate::finance::products::CANONICAL_BASE;
 use crate::interaction::{Context, FhirResponse};
 use rust_decimal::prelude::ToPrimitive;
 use rust_decimal::{Decimal, RoundingStrategy};
 use serde_json::{Value, json};
-
-/// The APR of a draw Account (its `credit-draw` extension), percent.
-fn draw_apr(draw: &Value) -> Decimal {
-    let url = format!("{CANONICAL_BASE}/StructureDefinition/credit-draw");
-    draw.get("extension")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .find(|e| e.get("url").and_then(Value::as_str) == Some(url.as_str()))
-        .and_then(|e| e.get("extension"))
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .find(|e| e.get("url").and_then(Value::as_str) == Some("apr"))
-        .and_then(|e| e.get("valueDecimal"))
-        .and_then(|v| Decimal::from_str_exact(&v.to_string()).ok())
-        .unwrap_or(Decimal::ZERO)
-}
 
 /// Simple interest on `principal` minor units at `apr` percent for `days` (actual/365).
 pub fn accrued(principal: i64, apr: Decimal, days: i64) -> i64 {
@@ -102,7 +83,7 @@ pub(super) async fn payoff(
                 .body
                 .as_deref()
                 .and_then(|b| serde_json::from_str::<Value>(b).ok())
-                .map(|b| draw_apr(&b))
+                .map(|b| super::credit_draw::apr_of(&b))
                 .unwrap_or(Decimal::ZERO),
             None => Decimal::ZERO,
         };

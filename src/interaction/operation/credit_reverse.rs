@@ -156,12 +156,7 @@ pub(super) async fn reverse(
     )?;
     let written =
         update::update_in(&mut s, "PaymentReconciliation", &payment_id, receipt, None).await?;
-    let receipt = written
-        .body
-        .as_ref()
-        .map(|b| b.to_value())
-        .transpose()?
-        .unwrap_or(Value::Null);
+    let receipt = written.body_value()?;
     let result = json!({"resourceType": "Parameters", "parameter": [
         {"name": "paymentReconciliation", "resource": receipt},
         {"name": "balance", "valueMoney": balance.to_fhir()},

@@ -33,17 +33,8 @@ fn owed_through(entries: &[crate::store::ledger::EntryRow], currency: &str, unti
 
 /// The last day of the cycle a statement Invoice covers.
 fn statement_end(invoice: &Value) -> Option<jiff::civil::Date> {
-    let url = format!("{CANONICAL_BASE}/StructureDefinition/statement");
-    invoice
-        .get("extension")?
-        .as_array()?
-        .iter()
-        .find(|e| e.get("url").and_then(Value::as_str) == Some(url.as_str()))?
-        .get("extension")?
-        .as_array()?
-        .iter()
-        .find(|e| e.get("url").and_then(Value::as_str) == Some("period"))?
-        .pointer("/valuePeriod/end")?
+    crate::finance::products::extension_part(invoice, "statement", "period", "valuePeriod")?
+        .get("end")?
         .as_str()?
         .parse()
         .ok()
@@ -317,12 +308,7 @@ pub(super) async fn cut(
     }
     let (_, invoice) = create::prepare(ctx, "Invoice", invoice)?;
     let written = create::create_in(&mut s, "Invoice", invoice, None, None).await?;
-    let invoice = written
-        .body
-        .as_ref()
-        .map(|b| b.to_value())
-        .transpose()?
-        .unwrap_or(Value::Null);
+    let invoice = written.body_value()?;
     let result = json!({"resourceType": "Parameters", "parameter": [
         {"name": "invoice", "resource": invoice}]});
     let text = serde_json::to_string(&result)
