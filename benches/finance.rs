@@ -1,7 +1,9 @@
 //! Benchmark: `Claim/$submit` latency (p50/p99, sequential, one coverage so every claim
 //! accumulates on the last) and `$credit-payment` throughput (16 concurrent clients, each on
 //! its own credit line, so lines do not wait on each other's lock) through the real server
-//! over HTTP, on SQLite and PostgreSQL.
+//! over HTTP, on SQLite and PostgreSQL, with the server's defaults (auditing on). Next to each,
+//! its limit in the same run: a plain create of the same Claim (one write instead of three
+//! and the adjudication), and plain PaymentReconciliation creates by the same 16 clients.
 //!
 //! Run: `cargo bench --bench finance`; PostgreSQL is included when HEALPORIUM_BENCH_DATABASE_URL
 //! (or HEALPORIUM_TEST_DATABASE_URL) is set (a fresh schema, dropped afterwards).
@@ -25,7 +27,12 @@ const PAYMENTS_PER_LINE: usize = 40;
 
 async fn serve(url: &str) -> (String, reqwest::Client) {
     let store = healporium::store::open(url).await.expect("store");
-    let app = router(store, &AppOptions::default());
+    // what `serve` runs with: every interaction audited
+    let options = AppOptions {
+        audit: true,
+        ..AppOptions::default()
+    };
+    let app = router(store, &options);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -117,6 +124,53 @@ async fn submit_latency(base: &str, client: &reqwest::Client) -> (f64, f64) {
     (percentile(&times, 0.5), percentile(&times, 0.99))
 }
 
+/// The limit of `$submit`: the same Claim created plainly (`POST Claim`), p50 and p99.
+async fn create_latency(base: &str, client: &reqwest::Client) -> (f64, f64) {
+    let mut times = Vec::with_capacity(CLAIMS);
+    for i in 0..CLAIMS {
+        let claim = json!({"resourceType": "Claim", "status": "active",
+            "identifier": [{"system": "https://bench.example/plain", "value": format!("c{i}")}],
+            "type": {"coding": [{"code": "professional"}]}, "use": "claim",
+            "patient": {"reference": "Patient/bench"}, "created": "2026-06-01",
+            "provider": {"display": "Bench clinic"}, "priority": {"coding": [{"code": "normal"}]},
+            "insurance": [{"sequence": 1, "focal": true, "coverage": {"reference": "Coverage/bench"}}],
+            "item": [{"sequence": 1, "productOrService": {"coding": [{"system": "http://www.ama-assn.org/go/cpt", "code": "99213"}]},
+                "net": {"value": 200, "currency": "USD"}}]});
+        let t = Instant::now();
+        post(client, format!("{base}/Claim"), &claim).await;
+        times.push(t.elapsed());
+    }
+    times.sort();
+    (percentile(&times, 0.5), percentile(&times, 0.99))
+}
+
+/// The limit of `$credit-payment`: 16 clients creating PaymentReconciliations plainly.
+async fn create_throughput(base: &str, client: &reqwest::Client) -> f64 {
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..LINES {
+        let client = client.clone();
+        let base = base.to_string();
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..PAYMENTS_PER_LINE {
+                post(
+                    &client,
+                    format!("{base}/PaymentReconciliation"),
+                    &json!({
+                    "resourceType": "PaymentReconciliation", "status": "active",
+                    "created": "2026-06-01T00:00:00Z", "paymentDate": "2026-06-01",
+                    "paymentAmount": {"value": 10, "currency": "USD"}}),
+                )
+                .await;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    (LINES * PAYMENTS_PER_LINE) as f64 / start.elapsed().as_secs_f64()
+}
+
 async fn payment_throughput(base: &str, client: &reqwest::Client) -> (usize, f64) {
     // one patient, line and draw per client
     let mut lines = Vec::new();
@@ -178,8 +232,12 @@ async fn payment_throughput(base: &str, client: &reqwest::Client) -> (usize, f64
 async fn run(name: &str, url: &str) {
     let (base, client) = serve(url).await;
     let (p50, p99) = submit_latency(&base, &client).await;
-    let (n, rate) = payment_throughput(&base, &client).await;
-    println!("| {name} | {p50:.1} ms | {p99:.1} ms | {n} | {rate:.0}/s |");
+    let (c50, c99) = create_latency(&base, &client).await;
+    let (_, rate) = payment_throughput(&base, &client).await;
+    let limit = create_throughput(&base, &client).await;
+    println!(
+        "| {name} | {p50:.1} / {p99:.1} ms | {c50:.1} / {c99:.1} ms | {rate:.0}/s | {limit:.0}/s |"
+    );
 }
 
 fn main() {
@@ -193,7 +251,9 @@ fn main() {
             std::thread::available_parallelism().map_or(0, |n| n.get())
         );
         println!();
-        println!("| store | $submit p50 | $submit p99 | payments | $credit-payment |");
+        println!(
+            "| store | $submit p50 / p99 | limit: POST Claim p50 / p99 | $credit-payment | limit: POST PaymentReconciliation |"
+        );
         println!("|---|---|---|---|---|");
         let dir = tempfile::tempdir().unwrap();
         run("SQLite", &format!("sqlite:{}", dir.path().join("bench.db").display())).await;
