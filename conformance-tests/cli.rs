@@ -30,6 +30,17 @@ fn help_explains_serve() {
 
 #[test]
 fn bad_configuration_is_one_clear_line() {
+    // a credit catalog whose product has an APR that is not a number
+    let dir = tempfile::tempdir().unwrap();
+    let catalog = dir.path().join("catalog.json");
+    std::fs::write(
+        &catalog,
+        r#"{"resourceType": "CodeSystem", "id": "credit-product", "concept": [{"code": "x",
+          "property": [{"code": "currency", "valueCode": "EUR"},
+                       {"code": "apr", "valueString": "cheap"}]}]}"#,
+    )
+    .unwrap();
+    let catalog_path = catalog.display().to_string();
     for args in [
         vec!["serve", "--listen", "nowhere"],
         vec![
@@ -38,6 +49,8 @@ fn bad_configuration_is_one_clear_line() {
             "mysql://root:secret@localhost/db",
         ],
         vec!["serve", "--base-url", "not a url"],
+        vec!["serve", "--canonical-base", "ftp://nowhere"],
+        vec!["serve", "--credit-catalog", &catalog_path],
     ] {
         let out = bin().args(&args).output().unwrap();
         assert_eq!(out.status.code(), Some(2), "{args:?}");
@@ -47,6 +60,15 @@ fn bad_configuration_is_one_clear_line() {
         assert!(!err.contains("secret"), "secrets never print: {err}");
         assert!(!err.contains("panicked"));
     }
+    let out = bin()
+        .args(["serve", "--credit-catalog", &catalog_path])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("catalog.json: CodeSystem/credit-product concept[0] ('x') property apr"),
+        "{err}"
+    );
 }
 
 pub(crate) fn free_port() -> u16 {

@@ -1835,7 +1835,7 @@ async fn the_finance_day_posts_interest_and_late_fees_once(
     let day = |d: jiff::civil::Date| {
         let url = url.clone();
         async move {
-            healporium::app::finance_run_day(&url, &d.to_string())
+            healporium::app::finance_run_day(&url, &d.to_string(), &Default::default())
                 .await
                 .unwrap()
         }
@@ -2570,7 +2570,7 @@ async fn deferred_interest_is_assessed_unless_paid_off_by_the_promotions_end(
         }
         lines.push((line, events));
     }
-    let r = healporium::app::finance_run_day(&url, &due(12).to_string())
+    let r = healporium::app::finance_run_day(&url, &due(12).to_string(), &Default::default())
         .await
         .unwrap();
     assert!(
@@ -2589,8 +2589,180 @@ async fn deferred_interest_is_assessed_unless_paid_off_by_the_promotions_end(
         .json();
     assert_eq!(balance(&l), "0.00 USD", "paid off by the end: waived");
     // the day runs once
-    let r = healporium::app::finance_run_day(&url, &due(12).to_string())
+    let r = healporium::app::finance_run_day(&url, &due(12).to_string(), &Default::default())
         .await
         .unwrap();
     assert!(r.contains("0 interest postings"), "{r}");
+}
+
+/// An operator's canonical base and credit catalog (products and plans as data) reach every
+/// artifact, the CapabilityStatement, the operations' output, the profile checks and the
+/// custom search parameters; the compiled-in products are gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_base_and_catalog_reach_every_artifact_and_operation() {
+    use healporium::app::AppOptions;
+    use healporium::finance::catalog::Catalog;
+    const OTHER: &str = "https://fhir.clinic.example/r4";
+    let file = json!({"resourceType": "Bundle", "type": "collection", "entry": [
+        {"resource": {"resourceType": "CodeSystem", "id": "credit-product", "concept": [
+            {"code": "clinic", "property": [{"code": "currency", "valueCode": "EUR"},
+              {"code": "apr", "valueDecimal": 12.5}, {"code": "reducedApr", "valueDecimal": 4},
+              {"code": "maxLimit", "valueDecimal": 2000}]}]}},
+        {"resource": {"resourceType": "CodeSystem", "id": "repayment-plan", "concept": [
+            {"code": "clinic-6", "property": [{"code": "aprFrom", "valueCode": "reducedApr"},
+              {"code": "minTerm", "valueInteger": 6}, {"code": "maxTerm", "valueInteger": 6}]}]}}]});
+    let catalog =
+        Arc::new(Catalog::new(Some(OTHER), Some(("clinic.json", &file.to_string()))).unwrap());
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        let options = AppOptions {
+            finance: catalog.clone(),
+            ..AppOptions::default()
+        };
+        let Some(s) = crate::common::start_with(backend, options).await else {
+            continue;
+        };
+        // the artifacts, the operations' definitions and the CapabilityStatement are rebased
+        let sd = s
+            .get("StructureDefinition/credit-line")
+            .await
+            .expect(200)
+            .json();
+        assert_eq!(
+            sd["url"],
+            format!("{OTHER}/StructureDefinition/credit-line")
+        );
+        let od = s
+            .get("OperationDefinition/credit-quote")
+            .await
+            .expect(200)
+            .json();
+        assert_eq!(
+            od["url"],
+            format!("{OTHER}/OperationDefinition/credit-quote")
+        );
+        let sp = s
+            .get("SearchParameter/account-credit-standing")
+            .await
+            .expect(200);
+        assert!(!sp.text.contains(BASE_URL), "{}", sp.text);
+        let cs = s.get("CodeSystem/credit-product").await.expect(200).json();
+        assert_eq!(cs["concept"][0]["code"], "clinic");
+        assert_eq!(cs["url"], format!("{OTHER}/CodeSystem/credit-product"));
+        let meta = s.get("metadata").await.expect(200).text;
+        assert!(!meta.contains(BASE_URL) && meta.contains(OTHER));
+        // the compiled-in product is not offered; the operator's is
+        let pid = s
+            .create(&json!({"resourceType": "Patient", "name": [{"family": "Clinic"}]}))
+            .await;
+        let r = s
+            .post(
+                "Account/$credit-apply",
+                &apply_body(&pid, json!(100), "USD", "std"),
+            )
+            .await;
+        assert!(r.text.contains("not a credit product"), "{}", r.text);
+        let mut body = apply_body(&pid, json!(1500), "EUR", "clinic-1");
+        body["parameter"][1]["valueCode"] = json!("clinic");
+        let p = s
+            .post("Account/$credit-apply", &body)
+            .await
+            .expect(200)
+            .json();
+        assert_eq!(param(&p, "decision")["valueCode"], "approved", "{p}");
+        let line = &param(&p, "account")["resource"];
+        assert_eq!(
+            line["meta"]["profile"][0],
+            format!("{OTHER}/StructureDefinition/credit-line-account")
+        );
+        assert_eq!(
+            line["extension"][0]["url"],
+            format!("{OTHER}/StructureDefinition/credit-line")
+        );
+        assert!(!line.to_string().contains(BASE_URL), "{line}");
+        let line_id = line["id"].as_str().unwrap().to_string();
+        // the operator's highest limit holds
+        let other = s
+            .create(&json!({"resourceType": "Patient", "name": [{"family": "Big"}]}))
+            .await;
+        let mut big = apply_body(&other, json!(2500), "EUR", "clinic-2");
+        big["parameter"][1]["valueCode"] = json!("clinic");
+        let p = s
+            .post("Account/$credit-apply", &big)
+            .await
+            .expect(200)
+            .json();
+        assert_eq!(param(&p, "decision")["valueCode"], "referred", "{p}");
+        // the custom search parameters follow the base
+        let found = s
+            .get(&format!(
+                "Account?credit-standing=good&subject=Patient/{pid}&_total=accurate"
+            ))
+            .await
+            .expect(200)
+            .json();
+        assert_eq!(found["total"], 1, "{found}");
+        // the operator's plan, at the product's reduced APR, priced like a quote at 4 %
+        let quoted = s
+            .post(
+                &format!("Account/{line_id}/$credit-quote"),
+                &quote_body(
+                    json!(600),
+                    "EUR",
+                    6,
+                    &[json!({"name": "plan", "valueCode": "clinic-6"})],
+                ),
+            )
+            .await
+            .expect(200)
+            .json();
+        let at_four = s
+            .post(
+                "Account/$credit-quote",
+                &quote_body(json!(600), "EUR", 6, &[apr("4")]),
+            )
+            .await
+            .expect(200)
+            .json();
+        assert_eq!(
+            money(&quoted, "installment"),
+            money(&at_four, "installment")
+        );
+        assert_eq!(
+            money(&quoted, "totalInterest"),
+            money(&at_four, "totalInterest")
+        );
+        s.post(
+            &format!("Account/{line_id}/$credit-quote"),
+            &quote_body(
+                json!(600),
+                "EUR",
+                6,
+                &[json!({"name": "plan", "valueCode": "installments-0"})],
+            ),
+        )
+        .await
+        .expect(422);
+        // a draw writes its profile and extensions on the base, and passes the profile check
+        let inv = invoice(&s, &pid, json!(600.00), "EUR").await;
+        let d = s
+            .post(
+                &format!("Account/{line_id}/$credit-draw"),
+                &draw_body(
+                    &format!("Invoice/{inv}"),
+                    6,
+                    "clinic-draw",
+                    &[json!({"name": "plan", "valueCode": "clinic-6"})],
+                ),
+            )
+            .await
+            .expect(200)
+            .json();
+        let draw = &param(&d, "account")["resource"];
+        assert_eq!(
+            draw["meta"]["profile"][0],
+            format!("{OTHER}/StructureDefinition/credit-draw-account")
+        );
+        assert!(!d.to_string().contains(BASE_URL), "{d}");
+        assert_eq!(balance(draw), "600.00 EUR");
+    }
 }

@@ -600,7 +600,7 @@ async fn the_cleanup_job_purges_what_expired() {
     let config = healporium::config::Config::from_args(
         match <healporium::config::Cli as clap::Parser>::parse_from(["healporium", "serve"]).command
         {
-            healporium::config::Command::Serve(a) => a,
+            healporium::config::Command::Serve(a) => *a,
             _ => unreachable!(),
         },
     )

@@ -59,6 +59,8 @@ pub struct AppOptions {
     pub limits: crate::fhir::limits::Limits,
     /// The audit chain's key and signed head (none: unkeyed links, for tests and tools).
     pub seal: Option<Arc<crate::interaction::seal::Seal>>,
+    /// The credit extension's canonical base, artifacts, products and plans.
+    pub finance: Arc<crate::finance::catalog::Catalog>,
 }
 
 impl Default for AppOptions {
@@ -76,6 +78,7 @@ impl Default for AppOptions {
             smart: SmartConfig::default(),
             limits: crate::fhir::limits::Limits::default(),
             seal: None,
+            finance: crate::finance::catalog::Catalog::standard(),
         }
     }
 }
@@ -96,6 +99,10 @@ pub fn router_with(
     smart: Option<Arc<Smart>>,
 ) -> Router {
     let mut ctx = Context::new(store);
+    ctx.registry = Arc::new(crate::interaction::registry::Registry::for_catalog(
+        &options.finance,
+    ));
+    ctx.finance = options.finance.clone();
     ctx.integrity = options.referential_integrity;
     ctx.page_ttl_ms = options.search_page_ttl_ms;
     ctx.break_glass_ttl_ms = options.break_glass_ttl_ms;
@@ -214,13 +221,24 @@ pub async fn reindex(
 }
 
 /// Runs `healporium finance run-day --date …`: the finance day job for one date (idempotent).
-pub async fn finance_run_day(database_url: &str, date: &str) -> anyhow::Result<String> {
+pub async fn finance_run_day(
+    database_url: &str,
+    date: &str,
+    finance: &crate::config::FinanceArgs,
+) -> anyhow::Result<String> {
     warm_up()?;
+    let catalog = finance.catalog().map_err(|e| anyhow::anyhow!(e))?;
     let date: jiff::civil::Date = date
         .parse()
         .map_err(|_| anyhow::anyhow!("--date: a date, YYYY-MM-DD"))?;
     let store = store::open(database_url).await?;
-    let ctx = Context::new(store);
+    let ctx = Context {
+        registry: Arc::new(crate::interaction::registry::Registry::for_catalog(
+            &catalog,
+        )),
+        finance: catalog,
+        ..Context::new(store)
+    };
     let r = crate::interaction::operation::run_day(&ctx, "", date)
         .await
         .map_err(|o| anyhow::anyhow!("the finance day failed: {:?}", o.issues))?;
@@ -309,6 +327,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             crate::interaction::seal::Seal::open(&config.audit_key_file)
                 .map_err(|e| anyhow::anyhow!(e))?,
         )),
+        finance: config.finance.clone(),
     };
     let backend = store.backend();
     let smart = match config.auth {
@@ -327,13 +346,20 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         }
     };
     if config.demo {
-        let ctx = Context::new(store.clone());
+        let ctx = Context {
+            finance: options.finance.clone(),
+            ..Context::new(store.clone())
+        };
         let text = crate::demo::seed(&ctx, store.auth().as_ref(), &config).await?;
         println!("{text}");
     }
     if config.jobs.worker.concurrency > 0 {
         let ctx = Context {
             page_ttl_ms: options.search_page_ttl_ms,
+            registry: Arc::new(crate::interaction::registry::Registry::for_catalog(
+                &options.finance,
+            )),
+            finance: options.finance.clone(),
             ..Context::new(store.clone())
         };
         let registry = job_kinds(&ctx, &config.jobs)?;

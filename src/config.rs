@@ -30,7 +30,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the FHIR server.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Rebuild the index rows of custom search parameters (online: the server may keep
     /// running against the same database).
     Reindex(ReindexArgs),
@@ -64,10 +64,53 @@ pub enum FinanceCommand {
     RunDay(FinanceRunDayArgs),
 }
 
+/// What the credit extension is made of (docs/finance.md, "Products and plans").
+#[derive(Debug, Args, Clone, Default)]
+pub struct FinanceArgs {
+    /// The canonical base of the credit extension's published artifacts (extension,
+    /// profile, CodeSystem and OperationDefinition URLs). Set it once, before the first
+    /// credit line: resources written earlier keep the URLs they were written with.
+    #[arg(long, env = "HEALPORIUM_CANONICAL_BASE")]
+    pub canonical_base: Option<String>,
+
+    /// A JSON file with the credit products and repayment plans: a CodeSystem
+    /// `credit-product` and/or `repayment-plan`, or a Bundle of them, replacing the
+    /// compiled-in ones (docs/finance.md).
+    #[arg(long, env = "HEALPORIUM_CREDIT_CATALOG")]
+    pub credit_catalog: Option<std::path::PathBuf>,
+}
+
+impl FinanceArgs {
+    /// The catalog these flags describe; a bad base or file is a one-line error.
+    pub fn catalog(&self) -> Result<std::sync::Arc<crate::finance::catalog::Catalog>, String> {
+        use crate::finance::catalog::Catalog;
+        if self.canonical_base.is_none() && self.credit_catalog.is_none() {
+            return Ok(Catalog::standard());
+        }
+        let file = match &self.credit_catalog {
+            None => None,
+            Some(path) => {
+                let name = path.display().to_string();
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| format!("--credit-catalog {name}: {e}"))?;
+                Some((name, text))
+            }
+        };
+        Catalog::new(
+            self.canonical_base.as_deref(),
+            file.as_ref().map(|(n, t)| (n.as_str(), t.as_str())),
+        )
+        .map(std::sync::Arc::new)
+        .map_err(|e| e.replace('\n', " "))
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct FinanceRunDayArgs {
     #[command(flatten)]
     pub database: DatabaseArgs,
+    #[command(flatten)]
+    pub finance: FinanceArgs,
     /// The day to run, YYYY-MM-DD.
     #[arg(long)]
     pub date: String,
@@ -466,6 +509,9 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub jobs: JobArgs,
 
+    #[command(flatten)]
+    pub finance: FinanceArgs,
+
     /// The key the audit chain is sealed with, kept outside the database (created on first
     /// start; default: beside the SQLite file, or ./healporium-audit.key for PostgreSQL).
     /// Its signed head lives beside it (`<file>.head`).
@@ -629,6 +675,8 @@ pub struct Config {
     pub audit_key_file: std::path::PathBuf,
     /// Background jobs and stopping.
     pub jobs: JobConfig,
+    /// The credit extension's base, artifacts, products and plans.
+    pub finance: std::sync::Arc<crate::finance::catalog::Catalog>,
 }
 
 impl Config {
@@ -700,6 +748,7 @@ impl Config {
                 .clone()
                 .unwrap_or_else(|| default_audit_key(&args.database_url)),
             jobs,
+            finance: args.finance.catalog()?,
         })
     }
 }
@@ -713,7 +762,7 @@ mod tests {
         argv.extend_from_slice(extra);
         let cli = Cli::try_parse_from(argv).map_err(|e| e.to_string())?;
         match cli.command {
-            Command::Serve(a) => Config::from_args(a),
+            Command::Serve(a) => Config::from_args(*a),
             _ => Err("not serve".to_string()),
         }
     }
@@ -738,6 +787,8 @@ mod tests {
             &["--max-body-bytes", "10"],
             &["--log", "[[["],
             &["--access-token-ttl", "1"],
+            &["--canonical-base", "ftp://x"],
+            &["--credit-catalog", "/nonexistent/catalog.json"],
         ] {
             let e = args(bad).unwrap_err();
             assert!(!e.contains('\n'), "{e}");

@@ -116,7 +116,8 @@ fn main() -> ExitCode {
         }
         Command::Jobs(command) => admin(healporium::app::jobs_command(command)),
         Command::Finance(healporium::config::FinanceCommand::RunDay(args)) => admin(async move {
-            healporium::app::finance_run_day(&args.database.database_url, &args.date).await
+            healporium::app::finance_run_day(&args.database.database_url, &args.date, &args.finance)
+                .await
         }),
         Command::Finance(healporium::config::FinanceCommand::Verify(args)) => {
             admin(async move { healporium::app::finance_verify(&args.database.database_url).await })
@@ -160,7 +161,7 @@ fn main() -> ExitCode {
             admin(async move { healporium::app::key_rotate(&args.database_url, ttl).await })
         }
         Command::Serve(args) => {
-            let config = match Config::from_args(args) {
+            let config = match Config::from_args(*args) {
                 Ok(c) => c,
                 Err(e) => {
                     eprintln!("error: {e}");

@@ -6,61 +6,39 @@
 use crate::fhir::definitions::Profiles;
 use crate::fhir::money::Money;
 use serde_json::Value;
-use std::sync::LazyLock;
 
-static ALL: LazyLock<Vec<Value>> = LazyLock::new(|| {
+/// The artifacts compiled in, by resource type and id, with the default canonical base.
+pub fn embedded() -> Vec<Value> {
     let mut out: Vec<Value> = Profiles::iter()
         .filter(|name| name.starts_with("healporium/"))
         .filter_map(|name| Profiles::get(&name))
         .filter_map(|f| serde_json::from_slice(&f.data).ok())
         .collect();
-    out.sort_by_key(|v| {
-        (
-            v.get("resourceType")
-                .and_then(Value::as_str)
-                .map(str::to_string),
-            v.get("id").and_then(Value::as_str).map(str::to_string),
-        )
-    });
+    out.sort_by_key(key);
     out
-});
-
-/// Every artifact.
-pub fn all() -> &'static [Value] {
-    &ALL
 }
 
-/// The artifact `resource_type/id`, if it is one of ours.
-pub fn get(resource_type: &str, id: &str) -> Option<&'static Value> {
-    all().iter().find(|v| {
+/// The sort key of an artifact: (resource type, id).
+pub fn key(v: &Value) -> (Option<String>, Option<String>) {
+    (
+        v.get("resourceType")
+            .and_then(Value::as_str)
+            .map(str::to_string),
+        v.get("id").and_then(Value::as_str).map(str::to_string),
+    )
+}
+
+/// The artifact `resource_type/id` among `all`.
+pub fn find<'a>(all: &'a [Value], resource_type: &str, id: &str) -> Option<&'a Value> {
+    all.iter().find(|v| {
         v.get("resourceType").and_then(Value::as_str) == Some(resource_type)
             && v.get("id").and_then(Value::as_str) == Some(id)
     })
 }
 
-/// The custom SearchParameters every node knows.
-pub fn search_parameters() -> impl Iterator<Item = &'static Value> {
-    all()
-        .iter()
-        .filter(|v| v.get("resourceType").and_then(Value::as_str) == Some("SearchParameter"))
-}
-
-/// The URLs of the profiles on `resource_type`.
-pub fn profiles_of(resource_type: &str) -> Vec<&'static str> {
-    all()
-        .iter()
-        .filter(|v| {
-            v.get("resourceType").and_then(Value::as_str) == Some("StructureDefinition")
-                && v.get("kind").and_then(Value::as_str) == Some("resource")
-                && v.get("type").and_then(Value::as_str) == Some(resource_type)
-        })
-        .filter_map(|v| v.get("url").and_then(Value::as_str))
-        .collect()
-}
-
-/// The codes of one of our CodeSystems.
-fn codes(id: &str) -> Vec<&'static str> {
-    get("CodeSystem", id)
+/// The codes of one of the CodeSystems among `all`.
+fn codes<'a>(all: &'a [Value], id: &str) -> Vec<&'a str> {
+    find(all, "CodeSystem", id)
         .and_then(|cs| cs.get("concept"))
         .and_then(Value::as_array)
         .into_iter()
@@ -71,7 +49,7 @@ fn codes(id: &str) -> Vec<&'static str> {
 
 /// Why `resource` does not conform to the profiles of ours it claims (`meta.profile`): each
 /// problem with the FHIRPath of the element. Empty: it conforms, or claims none of ours.
-pub fn check(resource: &Value) -> Vec<(String, String)> {
+pub fn check(all: &[Value], resource: &Value) -> Vec<(String, String)> {
     let rt = resource
         .get("resourceType")
         .and_then(Value::as_str)
@@ -84,7 +62,7 @@ pub fn check(resource: &Value) -> Vec<(String, String)> {
         .filter_map(Value::as_str)
         .collect();
     let mut problems = Vec::new();
-    for profile in all().iter().filter(|v| {
+    for profile in all.iter().filter(|v| {
         v.get("kind").and_then(Value::as_str) == Some("resource")
             && v.get("url")
                 .and_then(Value::as_str)
@@ -96,7 +74,7 @@ pub fn check(resource: &Value) -> Vec<(String, String)> {
         else {
             continue;
         };
-        let Some(ext_def) = all()
+        let Some(ext_def) = all
             .iter()
             .find(|v| v.get("url").and_then(Value::as_str) == Some(ext_url))
         else {
@@ -164,7 +142,7 @@ pub fn check(resource: &Value) -> Vec<(String, String)> {
                         }
                     }
                     Some(Value::String(c)) if part == "standing" => {
-                        if !codes("credit-standing").contains(&c.as_str()) {
+                        if !codes(all, "credit-standing").contains(&c.as_str()) {
                             problems.push((
                                 format!("{here}.{key}"),
                                 format!("'{c}' is not a credit standing"),
@@ -172,7 +150,7 @@ pub fn check(resource: &Value) -> Vec<(String, String)> {
                         }
                     }
                     Some(Value::String(c)) if part == "status" && name == "installment-status" => {
-                        if !codes("installment-status").contains(&c.as_str()) {
+                        if !codes(all, "installment-status").contains(&c.as_str()) {
                             problems.push((
                                 format!("{here}.{key}"),
                                 format!("'{c}' is not an installment status"),
@@ -192,12 +170,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_artifact_parses_and_is_found() {
-        assert_eq!(all().len(), 24);
-        assert!(get("StructureDefinition", "credit-line").is_some());
-        assert_eq!(search_parameters().count(), 3);
-        assert_eq!(profiles_of("Account").len(), 2);
-        for a in all() {
+    fn every_artifact_parses_and_its_url_ends_with_its_id() {
+        let all = embedded();
+        assert_eq!(all.len(), 25);
+        assert!(find(&all, "StructureDefinition", "credit-line").is_some());
+        for a in &all {
             let url = a.get("url").and_then(Value::as_str).unwrap();
             let id = a.get("id").and_then(Value::as_str).unwrap();
             assert!(url.ends_with(id), "{url}");

@@ -6,5 +6,6 @@
 pub mod adjudicate;
 pub mod amortize;
 pub mod artifacts;
+pub mod catalog;
 pub mod deferred;
 pub mod products;

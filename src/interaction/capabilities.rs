@@ -51,7 +51,7 @@ pub fn statement(ctx: &Context, base: &str) -> Value {
             }
             let ops: Vec<Value> = ops
                 .into_iter()
-                .map(|(name, def)| json!({"name": name, "definition": def}))
+                .map(|(name, def)| json!({"name": name, "definition": ctx.finance.rebase(def)}))
                 .collect();
             let params = search_params(registry, t);
             let includes: Vec<String> = params
@@ -75,7 +75,7 @@ pub fn statement(ctx: &Context, base: &str) -> Value {
                 } else {
                     json!(["literal", "local"])
                 },
-                "supportedProfile": crate::finance::artifacts::profiles_of(t),
+                "supportedProfile": ctx.finance.profiles_of(t),
                 "operation": ops,
                 "searchInclude": includes,
                 "searchRevInclude": revincludes(registry, t),
@@ -130,7 +130,7 @@ pub fn statement(ctx: &Context, base: &str) -> Value {
                 .collect::<Vec<_>>(),
             "operation": super::operation::advertised(super::operation::Level::System, None)
                 .into_iter()
-                .map(|(name, def)| json!({"name": name, "definition": def}))
+                .map(|(name, def)| json!({"name": name, "definition": ctx.finance.rebase(def)}))
                 .collect::<Vec<_>>(),
         }],
     })

@@ -22,7 +22,7 @@ pub(super) fn prepare<'a>(
         obj.shift_remove("_id");
     }
     ctx.validator.validate(&resource)?;
-    super::write::check_profiles(&resource)?;
+    super::write::check_profiles(ctx, &resource)?;
     Ok((rt, resource))
 }
 

@@ -74,6 +74,8 @@ pub struct Context {
     pub limits: crate::fhir::limits::Limits,
     /// The audit chain's key and signed head (none: unkeyed SHA-256 links).
     pub seal: Option<Arc<seal::Seal>>,
+    /// The credit extension's canonical base, artifacts, products and plans.
+    pub finance: Arc<crate::finance::catalog::Catalog>,
 }
 
 impl Context {
@@ -93,6 +95,7 @@ impl Context {
             prefix: "/fhir".to_string(),
             limits: crate::fhir::limits::Limits::default(),
             seal: None,
+            finance: crate::finance::catalog::Catalog::standard(),
         }
     }
 }

@@ -57,7 +57,7 @@ pub(super) async fn patch_in(
         o.kind = ErrorKind::Invalid;
         o
     })?;
-    super::write::check_profiles(&resource)?;
+    super::write::check_profiles(ctx, &resource)?;
     put_version(s, rt, &id, resource, Method::Patch, Some(&current)).await
 }
 

@@ -16,14 +16,21 @@ pub(super) async fn read(
     let id = Id::parse(id)?;
     ctx.guard.require(Perm::Read, rt)?;
     if rt == "OperationDefinition"
-        && let Some(def) = super::operation::definition(id.as_str())
+        && let Some(mut def) = super::operation::definition(id.as_str())
     {
+        let rebased = def
+            .get("url")
+            .and_then(serde_json::Value::as_str)
+            .map(|u| ctx.finance.rebase(u));
+        if let (Some(url), Some(o)) = (rebased, def.as_object_mut()) {
+            o.insert("url".into(), url.into());
+        }
         // the definitions of this server's own operations are part of the server
         let mut r = FhirResponse::new(Status::Ok);
         r.body = Some(Body::Json(def));
         return Ok(r);
     }
-    if let Some(artifact) = crate::finance::artifacts::get(rt, id.as_str()) {
+    if let Some(artifact) = ctx.finance.get(rt, id.as_str()) {
         // the credit extension's published definitions are part of the server too
         let mut r = FhirResponse::new(Status::Ok);
         r.body = Some(Body::Json(artifact.clone()));

@@ -24,6 +24,8 @@ pub struct Loaded {
 
 pub struct Registry {
     inner: RwLock<(Loaded, Option<Instant>)>,
+    /// The SearchParameters every node knows: the credit extension's.
+    builtin: Vec<serde_json::Value>,
 }
 
 impl Default for Registry {
@@ -34,12 +36,22 @@ impl Default for Registry {
 
 impl Registry {
     pub fn new() -> Registry {
+        Registry::for_catalog(&crate::finance::catalog::Catalog::standard())
+    }
+
+    /// R4's parameters and those of the credit extension's `catalog`.
+    pub fn for_catalog(catalog: &crate::finance::catalog::Catalog) -> Registry {
+        let builtin: Vec<serde_json::Value> = catalog.search_parameters().cloned().collect();
         let loaded = Loaded {
-            params: Arc::new(SearchParameters::r4().with_custom(builtin())),
+            params: Arc::new(
+                SearchParameters::r4()
+                    .with_custom(builtin.iter().filter_map(custom_from_resource).collect()),
+            ),
             pending: Arc::new(HashSet::new()),
         };
         Registry {
             inner: RwLock::new((loaded, None)),
+            builtin,
         }
     }
 
@@ -68,7 +80,7 @@ impl Registry {
         if fresh {
             return Ok(self.snapshot());
         }
-        let loaded = load(store).await?;
+        let loaded = load(store, &self.builtin).await?;
         match self.inner.write() {
             Ok(mut g) => *g = (loaded.clone(), Some(Instant::now())),
             Err(p) => *p.into_inner() = (loaded.clone(), Some(Instant::now())),
@@ -77,14 +89,7 @@ impl Registry {
     }
 }
 
-/// The custom parameters every node knows: the credit extension's (fhir-profiles/healporium).
-fn builtin() -> Vec<(Vec<String>, crate::search::parameters::SearchParam)> {
-    crate::finance::artifacts::search_parameters()
-        .filter_map(custom_from_resource)
-        .collect()
-}
-
-async fn load(store: &dyn Store) -> Result<Loaded, Outcome> {
+async fn load(store: &dyn Store, builtin: &[serde_json::Value]) -> Result<Loaded, Outcome> {
     let types = ["SearchParameter".to_string()];
     let hits = store
         .search(&SearchSpec {
@@ -107,7 +112,7 @@ async fn load(store: &dyn Store) -> Result<Loaded, Outcome> {
             custom.push(c);
         }
     }
-    custom.extend(builtin());
+    custom.extend(builtin.iter().filter_map(custom_from_resource));
     let params = SearchParameters::r4().with_custom(custom);
     let mut active: HashSet<(String, String)> = params.custom().into_iter().collect();
     active.extend(params.internal());

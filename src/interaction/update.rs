@@ -42,7 +42,7 @@ pub(super) fn prepare<'a>(
         }
     }
     ctx.validator.validate(resource)?;
-    super::write::check_profiles(resource)?;
+    super::write::check_profiles(ctx, resource)?;
     Ok(rt)
 }
 

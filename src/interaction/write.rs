@@ -4,7 +4,7 @@
 
 use super::guard::Src;
 use super::session::Session;
-use super::{Body, FhirResponse, Status};
+use super::{Body, Context, FhirResponse, Status};
 use crate::auth::Perm;
 use crate::fhir::outcome::{ErrorKind, Issue, Outcome};
 use crate::fhir::resource::{same_content, stamp};
@@ -248,8 +248,8 @@ pub(super) async fn delete_version(
 
 /// A resource claiming one of the credit extension's profiles must conform to it (422 with
 /// the FHIRPath of each problem).
-pub(super) fn check_profiles(resource: &Value) -> Result<(), Outcome> {
-    let problems = crate::finance::artifacts::check(resource);
+pub(super) fn check_profiles(ctx: &Context, resource: &Value) -> Result<(), Outcome> {
+    let problems = ctx.finance.check(resource);
     if problems.is_empty() {
         return Ok(());
     }

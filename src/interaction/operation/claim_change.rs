@@ -18,7 +18,6 @@ use super::credit_payment::{Book, reproject};
 use crate::fhir::money::Money;
 use crate::fhir::outcome::Outcome;
 use crate::fhir::types::{Id, Instant};
-use crate::finance::products::CANONICAL_BASE;
 use crate::interaction::session::Session;
 use crate::interaction::{Context, Target, create, integrity, update};
 use crate::search::query::{Filter, Pred};
@@ -148,7 +147,7 @@ pub async fn on_adjudicated(
     let Some(line) = read(&mut s, "Account", &line_id).await? else {
         return Ok(Change::None);
     };
-    let Some((currency, _)) = credit_line_of(&line) else {
+    let Some((currency, _)) = credit_line_of(&ctx.finance, &line) else {
         return Ok(Change::None);
     };
     let entries = s.tx().ledger().entries(&line_id).await?;
@@ -210,7 +209,7 @@ pub async fn on_adjudicated(
             })
             .await?;
         // the last installments shrink by the difference
-        if let Some(terms) = super::credit_payment::terms_of(&draw)
+        if let Some(terms) = super::credit_payment::terms_of(&ctx.finance, &draw)
             && let Some(mut contract) = read(&mut s, "Contract", &terms).await?
         {
             let mut left = diff;
@@ -261,7 +260,7 @@ pub async fn on_adjudicated(
         let proposal = json!({
             "resourceType": "Contract",
             "status": "offered",
-            "type": {"coding": [{"system": format!("{CANONICAL_BASE}/CodeSystem/contract-type"),
+            "type": {"coding": [{"system": ctx.finance.system("contract-type"),
                 "code": "credit-draw-proposal"}]},
             "issued": now.to_fhir(),
             "subject": [{"reference": format!("Patient/{patient}")}],

@@ -13,7 +13,6 @@ use crate::fhir::money::Money;
 use crate::fhir::outcome::Outcome;
 use crate::fhir::types::{Id, Instant};
 use crate::finance::adjudicate::{self, Accumulated, Adjudication, ItemIn, PlanRules, ServiceRule};
-use crate::finance::products::CANONICAL_BASE;
 use crate::interaction::session::Session;
 use crate::interaction::{Context, FhirResponse, conditional, create, integrity};
 use rust_decimal::Decimal;
@@ -72,7 +71,10 @@ fn code_of(cc: Option<&Value>) -> Option<&str> {
 }
 
 /// A plan's rules from its InsurancePlan (docs/finance.md, *Benefit plans*).
-pub(super) fn plan_rules(plan: &Value) -> Result<PlanRules, String> {
+pub(super) fn plan_rules(
+    fin: &crate::finance::catalog::Catalog,
+    plan: &Value,
+) -> Result<PlanRules, String> {
     let p = plan
         .pointer("/plan/0")
         .ok_or("the InsurancePlan has no plan")?;
@@ -99,7 +101,7 @@ pub(super) fn plan_rules(plan: &Value) -> Result<PlanRules, String> {
             _ => {}
         }
     }
-    let ext_url = format!("{CANONICAL_BASE}/StructureDefinition/pend-above");
+    let ext_url = fin.extension_url("pend-above");
     let pend_above = match p
         .get("extension")
         .and_then(Value::as_array)
@@ -111,7 +113,7 @@ pub(super) fn plan_rules(plan: &Value) -> Result<PlanRules, String> {
         Some(m) => Some(money_minor(m, "the review threshold")?),
         None => None,
     };
-    let pend_url = format!("{CANONICAL_BASE}/StructureDefinition/pend");
+    let pend_url = fin.extension_url("pend");
     let mut services = Vec::new();
     for sc in p
         .get("specificCost")
@@ -391,7 +393,7 @@ pub(super) async fn submit(
                     Ok(Some(id)) => read_in(&mut s, "InsurancePlan", &id).await?,
                     _ => None,
                 };
-                match plan.map(|p| plan_rules(&p)) {
+                match plan.map(|p| plan_rules(&ctx.finance, &p)) {
                     None => refusals.push((
                         "no-plan",
                         format!("No single InsurancePlan has the identifier {plan_code} of Coverage/{coverage_id}"),
@@ -548,7 +550,7 @@ pub(super) async fn submit(
                 .iter()
                 .map(|(code, why, seq)| {
                     let mut e = json!({"code": {"coding": [{
-                        "system": format!("{CANONICAL_BASE}/CodeSystem/adjudication-error"),
+                        "system": ctx.finance.system("adjudication-error"),
                         "code": code}], "text": why}});
                     if let (Some(seq), Some(m)) = (seq, e.as_object_mut()) {
                         m.insert("itemSequence".into(), Value::from(*seq));

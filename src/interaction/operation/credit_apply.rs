@@ -11,7 +11,6 @@ use crate::auth::{Perm, Role};
 use crate::fhir::money::Money;
 use crate::fhir::outcome::Outcome;
 use crate::fhir::types::{Id, Instant};
-use crate::finance::products::{self, CANONICAL_BASE};
 use crate::interaction::{Context, FhirResponse, create, integrity};
 use serde_json::{Value, json};
 
@@ -35,8 +34,8 @@ pub(super) fn balance_extensions(amount: &Money, at: Instant) -> Vec<Value> {
 }
 
 /// The Coding of an account type of the credit extension (`credit-line`, `credit-draw`).
-pub(super) fn account_type(code: &str) -> Value {
-    json!({"coding": [{"system": format!("{CANONICAL_BASE}/CodeSystem/account-type"),
+pub(super) fn account_type(fin: &crate::finance::catalog::Catalog, code: &str) -> Value {
+    json!({"coding": [{"system": fin.system("account-type"),
         "code": code}]})
 }
 
@@ -56,7 +55,7 @@ pub(super) async fn apply(
         )
     })?;
     let request = request_id(op)?;
-    let product = products::product_named(&product_code).ok_or_else(|| {
+    let product = ctx.finance.product(&product_code).ok_or_else(|| {
         invalid(
             "product",
             format!(
@@ -98,7 +97,7 @@ pub(super) async fn apply(
             {"name": "decision", "valueCode": decision},
             {"name": "reason", "valueString": reason}]})
     };
-    let result = if limit.currency().code() != product.currency {
+    let result = if limit.currency() != product.currency {
         decide(
             "declined",
             format!(
@@ -121,7 +120,8 @@ pub(super) async fn apply(
         &mut s,
         "Account",
         &format!(
-            "subject=Patient/{patient}&type={CANONICAL_BASE}/CodeSystem/account-type|credit-line&status=active"
+            "subject=Patient/{patient}&type={}|credit-line&status=active",
+            ctx.finance.system("account-type")
         ),
     )
     .await?
@@ -143,7 +143,7 @@ pub(super) async fn apply(
         let contract = json!({
             "resourceType": "Contract",
             "status": "executed",
-            "type": {"coding": [{"system": format!("{CANONICAL_BASE}/CodeSystem/contract-type"),
+            "type": {"coding": [{"system": ctx.finance.system("contract-type"),
                 "code": "credit-agreement"}]},
             "issued": now.to_fhir(),
             "applies": {"start": today},
@@ -151,22 +151,24 @@ pub(super) async fn apply(
             "title": format!("Credit line agreement ({})", product.code),
         });
         let zero = Money::from_minor_units(0, limit.currency());
-        let mut extensions = vec![json!({"url": products::credit_line_url(), "extension": [
+        let mut extensions = vec![
+            json!({"url": ctx.finance.extension_url("credit-line"), "extension": [
             {"url": "limit", "valueMoney": limit.to_fhir()},
             {"url": "product", "valueCoding": {
-                "system": format!("{CANONICAL_BASE}/CodeSystem/credit-product"),
+                "system": ctx.finance.system("credit-product"),
                 "code": product.code}},
             {"url": "agreement", "valueReference": {"reference": format!("Contract/{contract_id}")}},
             {"url": "standing", "valueCode": "good"},
             {"url": "cycleDay", "valueInteger": cycle_day},
-            {"url": "opened", "valueDate": today}]})];
+            {"url": "opened", "valueDate": today}]}),
+        ];
         extensions.extend(balance_extensions(&zero, now));
         let line = json!({
             "resourceType": "Account",
-            "meta": {"profile": [format!("{CANONICAL_BASE}/StructureDefinition/credit-line-account")]},
+            "meta": {"profile": [ctx.finance.extension_url("credit-line-account")]},
             "extension": extensions,
             "status": "active",
-            "type": account_type("credit-line"),
+            "type": account_type(&ctx.finance, "credit-line"),
             "name": format!("Credit line ({})", product.code),
             "subject": [{"reference": format!("Patient/{patient}")}],
             "servicePeriod": {"start": today},

@@ -12,7 +12,6 @@ use super::credit_payment::{receivable_parts, reproject, terms_of};
 use crate::fhir::money::Money;
 use crate::fhir::outcome::Outcome;
 use crate::fhir::types::Instant;
-use crate::finance::products::CANONICAL_BASE;
 use crate::interaction::reader::Src;
 use crate::interaction::{Context, integrity};
 use crate::store::ledger::{NewEntry, Posting};
@@ -35,8 +34,8 @@ pub struct DayReport {
 }
 
 /// The day of the month a line's statements are cut (`credit-line`'s `cycleDay`).
-fn cycle_day_of(line: &Value) -> Option<i8> {
-    crate::finance::products::extension_part(line, "credit-line", "cycleDay", "valueInteger")?
+fn cycle_day_of(fin: &crate::finance::catalog::Catalog, line: &Value) -> Option<i8> {
+    fin.extension_part(line, "credit-line", "cycleDay", "valueInteger")?
         .as_i64()
         .and_then(|d| i8::try_from(d).ok())
 }
@@ -79,7 +78,7 @@ pub async fn run_day(
     let criteria = [
         token(
             "type",
-            Some(format!("{CANONICAL_BASE}/CodeSystem/account-type")),
+            Some(ctx.finance.system("account-type")),
             "credit-line",
         ),
         token("status", None, "active"),
@@ -97,7 +96,7 @@ pub async fn run_day(
             .await?
             .and_then(|v| v.body)
             .and_then(|b| serde_json::from_str::<Value>(&b).ok());
-        if line.as_ref().and_then(cycle_day_of) == Some(date.day()) {
+        if line.as_ref().and_then(|l| cycle_day_of(&ctx.finance, l)) == Some(date.day()) {
             super::credit_statement::cut(ctx, base, &line_id, date).await?;
             report.statements += 1;
         }
@@ -124,7 +123,7 @@ async fn run_line(
     else {
         return Ok(());
     };
-    let Some((currency, _)) = super::credit_draw::credit_line_of(&line) else {
+    let Some((currency, _)) = super::credit_draw::credit_line_of(&ctx.finance, &line) else {
         return Ok(());
     };
     let scope = format!("day:{line_id}");
@@ -151,7 +150,7 @@ async fn run_line(
         else {
             continue;
         };
-        let Some(terms) = terms_of(&account) else {
+        let Some(terms) = terms_of(&ctx.finance, &account) else {
             continue;
         };
         let Some(contract) = s
@@ -163,8 +162,8 @@ async fn run_line(
         else {
             continue;
         };
-        let apr = apr_of(&account);
-        let promo_end = promo_end_of(&account);
+        let apr = apr_of(&ctx.finance, &account);
+        let promo_end = promo_end_of(&ctx.finance, &account);
         let mut changed = false;
         // a deferred-interest draw at its promotion's end: waived when paid off, else the
         // whole shadow interest is assessed

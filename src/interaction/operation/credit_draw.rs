@@ -17,7 +17,7 @@ use crate::fhir::money::{Currency, Money};
 use crate::fhir::outcome::{ErrorKind, Outcome};
 use crate::fhir::types::{Id, Instant};
 use crate::finance::amortize;
-use crate::finance::products::{self, CANONICAL_BASE};
+use crate::finance::products;
 use crate::interaction::{Context, FhirResponse, create, integrity, update};
 use crate::store::ledger::{NewEntry, Posting};
 use rust_decimal::Decimal;
@@ -72,8 +72,11 @@ fn source_facts(rt: &str, v: &Value) -> (Option<String>, Option<Value>) {
     }
 }
 
-pub(super) fn credit_line_of(v: &Value) -> Option<(Currency, i64)> {
-    let limit = products::extension_part(v, "credit-line", "limit", "valueMoney")?;
+pub(super) fn credit_line_of(
+    fin: &crate::finance::catalog::Catalog,
+    v: &Value,
+) -> Option<(Currency, i64)> {
+    let limit = fin.extension_part(v, "credit-line", "limit", "valueMoney")?;
     let limit = Money::parse(limit).ok()?;
     Some((limit.currency(), limit.minor_units().ok()?))
 }
@@ -110,15 +113,18 @@ pub(super) async fn read_visible(ctx: &Context, rt: &str, id: &str) -> Result<Va
 }
 
 /// The APR of a draw Account (its `credit-draw` extension), percent.
-pub(super) fn apr_of(draw: &Value) -> Decimal {
-    products::extension_part(draw, "credit-draw", "apr", "valueDecimal")
+pub(super) fn apr_of(fin: &crate::finance::catalog::Catalog, draw: &Value) -> Decimal {
+    fin.extension_part(draw, "credit-draw", "apr", "valueDecimal")
         .and_then(|v| Decimal::from_str_exact(&v.to_string()).ok())
         .unwrap_or(Decimal::ZERO)
 }
 
 /// The end of a deferred-interest draw's promotion (its `credit-draw` extension's `promoEnd`).
-pub(super) fn promo_end_of(draw: &Value) -> Option<jiff::civil::Date> {
-    products::extension_part(draw, "credit-draw", "promoEnd", "valueDate")?
+pub(super) fn promo_end_of(
+    fin: &crate::finance::catalog::Catalog,
+    draw: &Value,
+) -> Option<jiff::civil::Date> {
+    fin.extension_part(draw, "credit-draw", "promoEnd", "valueDate")?
         .as_str()?
         .parse()
         .ok()
@@ -143,14 +149,6 @@ pub(super) fn principal_events(
             (n != 0).then_some((day, n))
         })
         .collect()
-}
-
-/// The product of a credit line (its `credit-line` extension's `product`).
-pub(super) fn line_product(line: &Value) -> Option<&'static products::Product> {
-    let code = products::extension_part(line, "credit-line", "product", "valueCoding")?
-        .get("code")?
-        .as_str()?;
-    products::product_named(code)
 }
 
 /// The patient whose credit line `line` is.
@@ -180,13 +178,13 @@ pub(super) async fn draw(
     })?;
     let requested = money(op, "amount")?;
     let plan_code = code(op, "plan")?.unwrap_or_else(|| "installments-0".to_string());
-    let plan = products::plan(&plan_code).ok_or_else(|| {
+    let plan = ctx.finance.plan(&plan_code).ok_or_else(|| {
         invalid(
             "plan",
             format!(
                 "'{}' is not a repayment plan of this server (known: {})",
                 plan_code.chars().take(64).collect::<String>(),
-                products::plan_codes().join(", ")
+                ctx.finance.plan_codes().join(", ")
             ),
         )
     })?;
@@ -208,7 +206,7 @@ pub(super) async fn draw(
     // what the caller may see: the line, then the source
     ctx.guard.require(Perm::Read, "Account")?;
     let line = read_visible(ctx, "Account", line_id).await?;
-    let Some((currency, limit)) = credit_line_of(&line) else {
+    let Some((currency, limit)) = credit_line_of(&ctx.finance, &line) else {
         return Err(invalid(
             "source",
             format!("Account/{line_id} is not a credit line"),
@@ -279,7 +277,7 @@ pub(super) async fn draw(
     let principal = amount
         .minor_units()
         .map_err(|e| e.to_outcome(&format!("{}.valueMoney", at("amount"))))?;
-    let product = line_product(&line);
+    let product = ctx.finance.line_product(&line);
     if plan.deferred && !product.is_some_and(|p| p.deferred_interest) {
         return Err(invalid(
             "plan",
@@ -291,8 +289,13 @@ pub(super) async fn draw(
     }
     // from here on in the currency's own precision (100.0 USD is shown as 100.00 USD)
     let amount = Money::from_minor_units(principal, currency);
-    let schedule = amortize::schedule(principal, currency, months, plan.apr())
-        .map_err(|e| invalid(e.parameter(), e.to_string()))?;
+    let schedule = amortize::schedule(
+        principal,
+        currency,
+        months,
+        ctx.finance.plan_apr(plan, product),
+    )
+    .map_err(|e| invalid(e.parameter(), e.to_string()))?;
 
     let fingerprint = command::fingerprint(op);
     let scope = format!("credit-draw:Account/{line_id}");
@@ -344,7 +347,7 @@ pub(super) async fn draw(
         let due = products::due_date(today, i.number)
             .ok_or_else(|| Outcome::internal("A due date is out of range"))?;
         items.push(json!({
-            "extension": [{"url": format!("{CANONICAL_BASE}/StructureDefinition/installment-status"),
+            "extension": [{"url": ctx.finance.extension_url("installment-status"),
                 "extension": [
                     {"url": "number", "valueInteger": i.number},
                     {"url": "status", "valueCode": "scheduled"},
@@ -360,7 +363,7 @@ pub(super) async fn draw(
     let contract = json!({
         "resourceType": "Contract",
         "status": "executed",
-        "type": {"coding": [{"system": format!("{CANONICAL_BASE}/CodeSystem/contract-type"),
+        "type": {"coding": [{"system": ctx.finance.system("contract-type"),
             "code": "credit-draw-terms"}]},
         "issued": now.to_fhir(),
         "applies": {"start": today.to_string()},
@@ -378,8 +381,8 @@ pub(super) async fn draw(
     // a deferred-interest draw carries the product's APR (what accrues in the shadow) and its
     // promotion: 0 % until the end of the term
     let charged_apr = match (plan.deferred, product) {
-        (true, Some(p)) => p.apr(),
-        _ => plan.apr(),
+        (true, Some(p)) => p.apr,
+        _ => ctx.finance.plan_apr(plan, product),
     };
     let apr_number: Value = charged_apr
         .normalize()
@@ -387,8 +390,7 @@ pub(super) async fn draw(
         .parse::<serde_json::Number>()
         .map(Value::Number)
         .map_err(|_| Outcome::internal("Cannot render the APR"))?;
-    let mut extensions = vec![
-        json!({"url": format!("{CANONICAL_BASE}/StructureDefinition/credit-draw"),
+    let mut extensions = vec![json!({"url": ctx.finance.extension_url("credit-draw"),
         "extension": [
             {"url": "source", "valueReference": {"reference": format!("{source_type}/{source_id}")}},
             {"url": "principal", "valueMoney": amount.to_fhir()},
@@ -399,8 +401,7 @@ pub(super) async fn draw(
             {"url": "installment", "valueMoney": installment.to_fhir()},
             {"url": "terms", "valueReference": {"reference": format!("Contract/{contract_id}")}},
             {"url": "requestId", "valueIdentifier": {
-                "system": format!("{CANONICAL_BASE}/request-id"), "value": request}}]}),
-    ];
+                "system": ctx.finance.url("request-id"), "value": request}}]})];
     if plan.deferred {
         let end = products::due_date(today, months)
             .ok_or_else(|| Outcome::internal("A due date is out of range"))?;
@@ -416,10 +417,10 @@ pub(super) async fn draw(
     extensions.extend(balance_extensions(&amount, now));
     let draw = json!({
         "resourceType": "Account",
-        "meta": {"profile": [format!("{CANONICAL_BASE}/StructureDefinition/credit-draw-account")]},
+        "meta": {"profile": [ctx.finance.extension_url("credit-draw-account")]},
         "extension": extensions,
         "status": "active",
-        "type": account_type("credit-draw"),
+        "type": account_type(&ctx.finance, "credit-draw"),
         "name": format!("Deferred payment of {amount}"),
         "subject": [patient_ref],
         "servicePeriod": {"start": today.to_string()},

@@ -17,7 +17,6 @@ use crate::auth::{Perm, Role};
 use crate::fhir::money::{Currency, Money};
 use crate::fhir::outcome::{ErrorKind, Outcome};
 use crate::fhir::types::{Id, Instant};
-use crate::finance::products::CANONICAL_BASE;
 use crate::interaction::session::Session;
 use crate::interaction::{Context, FhirResponse, Target, create, integrity, update};
 use crate::store::ledger::{NewEntry, Posting};
@@ -53,12 +52,13 @@ pub(super) fn receivable_parts(account: &str) -> Option<(&str, &str)> {
 /// The installment statuses of a draw's terms after `paid` minor units were paid on it in
 /// all: installments are paid oldest first.
 pub(super) fn with_installments_paid(
+    fin: &crate::finance::catalog::Catalog,
     mut contract: Value,
     paid: i64,
     currency: Currency,
     missed_before: Option<jiff::civil::Date>,
 ) -> Value {
-    let url = format!("{CANONICAL_BASE}/StructureDefinition/installment-status");
+    let url = fin.extension_url("installment-status");
     let mut left = paid;
     if let Some(items) = contract
         .pointer_mut("/term/0/asset/0/valuedItem")
@@ -116,8 +116,8 @@ pub(super) fn with_installments_paid(
 }
 
 /// The terms Contract id of a draw Account.
-pub(super) fn terms_of(draw: &Value) -> Option<String> {
-    crate::finance::products::extension_part(draw, "credit-draw", "terms", "valueReference")?
+pub(super) fn terms_of(fin: &crate::finance::catalog::Catalog, draw: &Value) -> Option<String> {
+    fin.extension_part(draw, "credit-draw", "terms", "valueReference")?
         .get("reference")?
         .as_str()?
         .strip_prefix("Contract/")
@@ -186,13 +186,14 @@ pub(super) async fn reproject(
             .map(|(_, _, n)| n)
             .sum();
         let remaining = owed_on(draw);
-        if let Some(terms) = terms_of(&account)
+        if let Some(terms) = terms_of(&ctx.finance, &account)
             && let Some(c) = s.tx().current("Contract", &terms).await?
             && let Some(cbody) = c.body.as_deref()
         {
             let contract: Value = serde_json::from_str(cbody)
                 .map_err(|_| Outcome::internal("A stored resource is not valid JSON"))?;
             let contract = with_installments_paid(
+                &ctx.finance,
                 contract,
                 charged - owed_installments,
                 currency,
@@ -250,7 +251,7 @@ pub(super) async fn payment(
     };
     ctx.guard.require(Perm::Read, "Account")?;
     let line = super::credit_draw::read_visible(ctx, "Account", line_id).await?;
-    let Some((currency, _)) = super::credit_draw::credit_line_of(&line) else {
+    let Some((currency, _)) = super::credit_draw::credit_line_of(&ctx.finance, &line) else {
         return Err(invalid(
             "amount",
             format!("Account/{line_id} is not a credit line"),
@@ -401,7 +402,7 @@ pub(super) async fn payment(
         .map(|(account, n)| {
             let (draw, kind) = receivable_parts(account).unwrap_or(("", "principal"));
             json!({
-                "type": {"coding": [{"system": format!("{CANONICAL_BASE}/CodeSystem/allocation"),
+                "type": {"coding": [{"system": ctx.finance.system("allocation"),
                     "code": kind}]},
                 "request": {"reference": format!("Account/{draw}")},
                 "amount": Money::from_minor_units(*n, currency).to_fhir(),
@@ -410,7 +411,7 @@ pub(super) async fn payment(
         .collect();
     if excess > 0 {
         details.push(json!({
-            "type": {"coding": [{"system": format!("{CANONICAL_BASE}/CodeSystem/allocation"),
+            "type": {"coding": [{"system": ctx.finance.system("allocation"),
                 "code": "credit-balance"}]},
             "request": {"reference": format!("Account/{line_id}")},
             "amount": Money::from_minor_units(excess, currency).to_fhir(),
@@ -432,7 +433,7 @@ pub(super) async fn payment(
     {
         obj.insert(
             "paymentIdentifier".into(),
-            json!({"system": format!("{CANONICAL_BASE}/processor-transaction"), "value": ptid}),
+            json!({"system": ctx.finance.url("processor-transaction"), "value": ptid}),
         );
     }
     let (_, receipt) = create::prepare(ctx, "PaymentReconciliation", receipt)?;

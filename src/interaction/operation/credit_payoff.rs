@@ -46,7 +46,7 @@ pub(super) async fn payoff(
     };
     ctx.guard.require(Perm::Read, "Account")?;
     let line = super::credit_draw::read_visible(ctx, "Account", line_id).await?;
-    let Some((currency, _)) = super::credit_draw::credit_line_of(&line) else {
+    let Some((currency, _)) = super::credit_draw::credit_line_of(&ctx.finance, &line) else {
         return Err(invalid(
             "date",
             format!("Account/{line_id} is not a credit line"),
@@ -83,7 +83,7 @@ pub(super) async fn payoff(
                 .body
                 .as_deref()
                 .and_then(|b| serde_json::from_str::<Value>(b).ok())
-                .map(|b| super::credit_draw::apr_of(&b))
+                .map(|b| super::credit_draw::apr_of(&ctx.finance, &b))
                 .unwrap_or(Decimal::ZERO),
             None => Decimal::ZERO,
         };

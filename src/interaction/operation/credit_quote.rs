@@ -15,14 +15,17 @@ use rust_decimal::Decimal;
 use serde_json::{Value, json};
 
 /// What a quote is for: the amount, its term and its APR, checked against the plan.
-struct QuoteInput {
+struct QuoteInput<'a> {
     amount: Money,
     months: u32,
     apr: Decimal,
-    plan: Option<&'static Plan>,
+    plan: Option<&'a Plan>,
 }
 
-fn quote_input(op: &OperationRequest) -> Result<QuoteInput, Outcome> {
+fn quote_input<'a>(
+    fin: &'a crate::finance::catalog::Catalog,
+    op: &OperationRequest,
+) -> Result<QuoteInput<'a>, Outcome> {
     let amount =
         money(op, "amount")?.ok_or_else(|| invalid("amount", "amount (Money) is required"))?;
     let months = integer(op, "termMonths")?
@@ -39,13 +42,13 @@ fn quote_input(op: &OperationRequest) -> Result<QuoteInput, Outcome> {
     let apr = decimal(op, "apr")?;
     let plan = match code(op, "plan")? {
         None => None,
-        Some(c) => Some(products::plan(&c).ok_or_else(|| {
+        Some(c) => Some(fin.plan(&c).ok_or_else(|| {
             Outcome::new(
                 ErrorKind::Invalid,
                 format!(
                     "'{}' is not a repayment plan of this server (known: {})",
                     c.chars().take(64).collect::<String>(),
-                    products::plan_codes().join(", ")
+                    fin.plan_codes().join(", ")
                 ),
             )
             .at(at("plan"))
@@ -53,7 +56,7 @@ fn quote_input(op: &OperationRequest) -> Result<QuoteInput, Outcome> {
     };
     let apr = match (plan, apr) {
         (Some(p), given) => {
-            let plan_apr = p.apr();
+            let plan_apr = fin.plan_apr(p, None);
             if given.is_some_and(|a| a != plan_apr) {
                 return Err(invalid(
                     "apr",
@@ -98,7 +101,7 @@ pub(super) async fn quote(
     op: &OperationRequest,
 ) -> Result<FhirResponse, Outcome> {
     ctx.guard.require(Perm::Read, "Account")?;
-    let input = quote_input(op)?;
+    let input = quote_input(&ctx.finance, op)?;
     if let Some(id) = op.id.as_deref() {
         let id = Id::parse(id)?;
         let current = ctx.store.read("Account", id.as_str()).await?;
@@ -116,7 +119,7 @@ pub(super) async fn quote(
             .as_deref()
             .and_then(|b| serde_json::from_str(b).ok())
             .unwrap_or(Value::Null);
-        if let Some(line) = products::line_currency(&body)
+        if let Some(line) = ctx.finance.line_currency(&body)
             && line != input.amount.currency()
         {
             return Err(Outcome::new(

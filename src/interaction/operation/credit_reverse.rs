@@ -43,7 +43,7 @@ pub(super) async fn reverse(
     let request = request_id(op)?;
     ctx.guard.require(Perm::Read, "Account")?;
     let line = super::credit_draw::read_visible(ctx, "Account", line_id).await?;
-    let Some((currency, _)) = super::credit_draw::credit_line_of(&line) else {
+    let Some((currency, _)) = super::credit_draw::credit_line_of(&ctx.finance, &line) else {
         return Err(invalid(
             "payment",
             format!("Account/{line_id} is not a credit line"),

@@ -11,7 +11,6 @@ use crate::auth::{Perm, Role};
 use crate::fhir::money::Money;
 use crate::fhir::outcome::Outcome;
 use crate::fhir::types::{Id, Instant};
-use crate::finance::products::CANONICAL_BASE;
 use crate::interaction::{Context, FhirResponse, create, integrity};
 use rust_decimal::prelude::ToPrimitive;
 use serde_json::{Value, json};
@@ -32,8 +31,11 @@ fn owed_through(entries: &[crate::store::ledger::EntryRow], currency: &str, unti
 }
 
 /// The last day of the cycle a statement Invoice covers.
-fn statement_end(invoice: &Value) -> Option<jiff::civil::Date> {
-    crate::finance::products::extension_part(invoice, "statement", "period", "valuePeriod")?
+fn statement_end(
+    fin: &crate::finance::catalog::Catalog,
+    invoice: &Value,
+) -> Option<jiff::civil::Date> {
+    fin.extension_part(invoice, "statement", "period", "valuePeriod")?
         .get("end")?
         .as_str()?
         .parse()
@@ -78,7 +80,7 @@ pub(super) async fn cut(
         .date();
     ctx.guard.require(Perm::Read, "Account")?;
     let line = super::credit_draw::read_visible(ctx, "Account", line_id).await?;
-    let Some((currency, _)) = super::credit_draw::credit_line_of(&line) else {
+    let Some((currency, _)) = super::credit_draw::credit_line_of(&ctx.finance, &line) else {
         return Err(invalid(
             "date",
             format!("Account/{line_id} is not a credit line"),
@@ -134,7 +136,7 @@ pub(super) async fn cut(
         let Ok(inv) = serde_json::from_str::<Value>(body) else {
             continue;
         };
-        let end = statement_end(&inv);
+        let end = statement_end(&ctx.finance, &inv);
         if let Some(d) = end
             && d < date
         {
@@ -168,7 +170,7 @@ pub(super) async fn cut(
             json!({
                 "sequence": n + 1,
                 "chargeItemCodeableConcept": {
-                    "coding": [{"system": format!("{CANONICAL_BASE}/CodeSystem/ledger-entry-kind"),
+                    "coding": [{"system": ctx.finance.system("ledger-entry-kind"),
                         "code": e.kind}],
                     "text": format!("{} {}", e.effective, e.memo.clone().unwrap_or_else(|| e.kind.clone()))},
                 "priceComponent": [{"type": "base", "amount": m(amount)}],
@@ -203,7 +205,8 @@ pub(super) async fn cut(
                     .as_deref()
                     .and_then(|b| serde_json::from_str(b).ok())
                     .unwrap_or(Value::Null);
-                let terms = super::credit_payment::terms_of(&account).unwrap_or_default();
+                let terms =
+                    super::credit_payment::terms_of(&ctx.finance, &account).unwrap_or_default();
                 let contract: Value = match s.tx().current("Contract", &terms).await? {
                     Some(cv) => cv
                         .body
@@ -255,7 +258,7 @@ pub(super) async fn cut(
         else {
             continue;
         };
-        let Some(end) = super::credit_draw::promo_end_of(&account) else {
+        let Some(end) = super::credit_draw::promo_end_of(&ctx.finance, &account) else {
             continue;
         };
         if end <= date {
@@ -263,7 +266,7 @@ pub(super) async fn cut(
         }
         promo = true;
         let events = super::credit_draw::principal_events(&entries, &draw);
-        let apr = super::credit_draw::apr_of(&account);
+        let apr = super::credit_draw::apr_of(&ctx.finance, &account);
         shadow += crate::finance::deferred::shadow(&events, apr, date)
             .round_dp_with_strategy(0, rust_decimal::RoundingStrategy::MidpointAwayFromZero)
             .to_i64()
@@ -276,8 +279,8 @@ pub(super) async fn cut(
     let now = Instant::now();
     let mut invoice = json!({
         "resourceType": "Invoice",
-        "meta": {"profile": [format!("{CANONICAL_BASE}/StructureDefinition/statement-invoice")]},
-        "extension": [{"url": format!("{CANONICAL_BASE}/StructureDefinition/statement"), "extension": [
+        "meta": {"profile": [ctx.finance.extension_url("statement-invoice")]},
+        "extension": [{"url": ctx.finance.extension_url("statement"), "extension": [
             {"url": "period", "valuePeriod": {"start": start.to_string(), "end": key}},
             {"url": "previousBalance", "valueMoney": m(previous)},
             {"url": "newBalance", "valueMoney": m(new_balance)},
@@ -285,7 +288,7 @@ pub(super) async fn cut(
             {"url": "dueDate", "valueDate": due.to_string()}]},
             {"url": super::credit_apply::CALCULATED_AT_URL, "valueDateTime": now.to_fhir()}],
         "status": "issued",
-        "type": {"coding": [{"system": format!("{CANONICAL_BASE}/CodeSystem/invoice-type"),
+        "type": {"coding": [{"system": ctx.finance.system("invoice-type"),
             "code": "credit-statement"}]},
         "subject": {"reference": format!("Patient/{patient}")},
         "date": now.to_fhir(),
