@@ -457,6 +457,21 @@ async fn batch_entries_are_independent(s: Server) {
     );
     let id = body["entry"][0]["resource"]["id"].as_str().unwrap();
     s.get(&format!("Patient/{id}")).await.expect(200);
+    // an entry referring to another entry's fullUrl is refused with the rule, naming both
+    let patient = "urn:uuid:6f1d5d1e-1a37-4c39-9d6b-1a0f1c1b2c3d";
+    let bundle = batch(vec![
+        json!({"fullUrl": patient, "resource": {"resourceType": "Patient"}, "request": {"method": "POST", "url": "Patient"}}),
+        json!({"resource": {"resourceType": "Observation", "status": "final", "code": {"text": "x"}, "subject": {"reference": patient}}, "request": {"method": "POST", "url": "Observation"}}),
+    ]);
+    let body = s.post("", &bundle).await.expect(200).json();
+    assert_eq!(statuses(&body), vec!["201 Created", "400 Bad Request"]);
+    let issue = &body["entry"][1]["response"]["outcome"]["issue"][0];
+    assert_eq!(issue["expression"][0], "Bundle.entry[1].resource.subject");
+    let text = issue["diagnostics"].as_str().unwrap();
+    assert!(
+        text.contains("the fullUrl of Bundle.entry[0]") && text.contains("send a transaction"),
+        "{text}"
+    );
 }
 
 async fn prefer_shapes_response_entries(s: Server) {

@@ -6,6 +6,7 @@ use crate::common::{FHIR_JSON, Server};
 use serde_json::{Value, json};
 
 backends!(
+    discovery_and_cors_without_authorization,
     create_assigns_id_and_headers,
     read_and_vread,
     update_makes_versions,
@@ -426,4 +427,46 @@ async fn every_type_is_served(s: Server) {
     }
     assert_eq!(served, 146);
     let _: Value = s.get("metadata").await.expect(200).json();
+}
+
+/// With authorization off, the smart-configuration says so, unknown discovery documents are
+/// plain 404s, and browser preflights are answered.
+async fn discovery_and_cors_without_authorization(s: Server) {
+    let doc = s
+        .get(".well-known/smart-configuration")
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(doc["authorization_required"], false, "{doc}");
+    assert!(doc.get("token_endpoint").is_none());
+    assert_eq!(doc["capabilities"], json!([]));
+    let r = s.get(".well-known/udap").await.expect(404);
+    assert_eq!(r.json()["resourceType"], "OperationOutcome");
+    assert!(r.text.contains("No such discovery document"), "{}", r.text);
+    s.post(".well-known/smart-configuration", &json!({}))
+        .await
+        .expect(405);
+    let pre = reqwest::Client::new()
+        .request(reqwest::Method::OPTIONS, s.url("Patient/x"))
+        .header("origin", "http://localhost:3000")
+        .header("access-control-request-method", "PUT")
+        .header("access-control-request-headers", "content-type, if-match")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(pre.status(), 200);
+    assert_eq!(pre.headers()["access-control-allow-origin"], "*");
+    let got = reqwest::Client::new()
+        .get(s.url("metadata"))
+        .header("origin", "http://localhost:3000")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(got.headers()["access-control-allow-origin"], "*");
+    assert!(
+        got.headers()["access-control-expose-headers"]
+            .to_str()
+            .unwrap()
+            .contains("etag")
+    );
 }

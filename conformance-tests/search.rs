@@ -21,6 +21,7 @@ backends!(
     index_rows_follow_updates_and_deletes,
     searches_inside_bundles,
     custom_search_parameters_and_reindex,
+    missing_means_the_tested_element_is_absent,
 );
 
 fn put(rt: &str, id: &str, mut body: Value) -> Value {
@@ -1429,4 +1430,83 @@ fn ids_of(b: &Value) -> Vec<String> {
         .filter(|e| e["search"]["mode"] == "match")
         .map(|e| e["resource"]["id"].as_str().unwrap().to_string())
         .collect()
+}
+
+/// Every R4 parameter whose expression is a test (found over the registry, not listed):
+/// `:missing` is about the element it tests, and the test's own value still searches.
+async fn missing_means_the_tested_element_is_absent(s: Server) {
+    use healporium::fhir::definitions::Definitions;
+    use healporium::search::parameters::SearchParameters;
+    use healporium::search::presence::tested_elements;
+    // (base, code) → a resource with the element (tested true), one with it false, one without
+    let samples = |rt: &str, code: &str| -> Option<[Value; 3]> {
+        match (rt, code) {
+            ("Patient", "deceased") => Some([
+                json!({"resourceType": "Patient", "deceasedDateTime": "2020-01-01"}),
+                json!({"resourceType": "Patient", "deceasedBoolean": false}),
+                json!({"resourceType": "Patient"}),
+            ]),
+            _ => None,
+        }
+    };
+    let registry = SearchParameters::r4();
+    let mut found = Vec::new();
+    for rt in Definitions::r4().resource_types() {
+        for p in registry.own(rt) {
+            if p.parsed
+                .as_ref()
+                .is_some_and(|e| tested_elements(e).is_some())
+            {
+                found.push((rt.to_string(), p.code.clone()));
+            }
+        }
+    }
+    assert!(!found.is_empty());
+    for (rt, code) in found {
+        let Some([yes, no, absent]) = samples(&rt, &code) else {
+            panic!("{rt}.{code} is a test: give it samples here");
+        };
+        let tag = format!("missing-{code}");
+        let mut ids = Vec::new();
+        for mut r in [yes, no, absent] {
+            r["meta"] = json!({"tag": [{"system": "urn:test", "code": tag}]});
+            ids.push(s.create(&r).await);
+        }
+        let q = |query: String| {
+            let s = s.clone();
+            async move {
+                let b = s.get(&query).await.expect(200).json();
+                let mut got: Vec<String> = b["entry"]
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .map(|e| e["resource"]["id"].as_str().unwrap().to_string())
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                got.sort();
+                got
+            }
+        };
+        let sorted = |mut v: Vec<String>| {
+            v.sort();
+            v
+        };
+        let base = format!("{rt}?_tag=urn:test|{tag}");
+        assert_eq!(
+            q(format!("{base}&{code}:missing=true")).await,
+            vec![ids[2].clone()],
+            "{rt}.{code}:missing=true"
+        );
+        assert_eq!(
+            q(format!("{base}&{code}:missing=false")).await,
+            sorted(vec![ids[0].clone(), ids[1].clone()]),
+            "{rt}.{code}:missing=false"
+        );
+        assert_eq!(q(format!("{base}&{code}=true")).await, vec![ids[0].clone()]);
+        assert_eq!(
+            q(format!("{base}&{code}=false")).await,
+            sorted(vec![ids[1].clone(), ids[2].clone()])
+        );
+    }
 }

@@ -97,6 +97,12 @@ async fn json_of(resp: reqwest::Response) -> (u16, Value) {
 }
 
 async fn discovery_and_metadata_are_public(s: SecureServer) {
+    // an unknown discovery document is a plain 404, with or without a token
+    let r = s.get(".well-known/udap").await.expect(404);
+    assert_eq!(
+        r.json()["issue"][0]["diagnostics"],
+        "No such discovery document"
+    );
     let resp = s.get(".well-known/smart-configuration").await.expect(200);
     assert!(
         resp.header("content-type")

@@ -379,7 +379,27 @@ async fn insecure_no_auth_warns_at_start_and_in_metadata() {
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 404, "no authorization server when auth is off");
+    assert_eq!(r.status(), 200);
+    let doc: Value = r.json().await.unwrap();
+    assert_eq!(doc["authorization_required"], false, "{doc}");
+    assert!(doc.get("authorization_endpoint").is_none(), "{doc}");
+    assert!(
+        doc["description"]
+            .as_str()
+            .unwrap()
+            .contains("--insecure-no-auth")
+    );
+    // browser apps can try it: preflights are answered
+    let r = http
+        .request(reqwest::Method::OPTIONS, format!("{origin}/fhir/Patient"))
+        .header("Origin", "http://app.example")
+        .header("Access-Control-Request-Method", "POST")
+        .header("Access-Control-Request-Headers", "content-type")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["access-control-allow-origin"], "*");
     stop(child);
     let err = std::fs::read_to_string(dir.path().join("stderr.txt")).unwrap();
     assert!(err.contains("WARNING: authorization is off"), "{err}");

@@ -129,8 +129,14 @@ pub fn router_with(
                 api::smart::require_token,
             ))
             .merge(api::smart::router(smart_state.clone()))
+            .merge(api::discovery(&options.prefix, true))
             .layer(cors())
             .merge(api::smart::pages(smart_state));
+    } else {
+        // browser apps can be tried against a local server without authorization too
+        app = app
+            .merge(api::discovery(&options.prefix, false))
+            .layer(cors());
     }
     app.layer(DefaultBodyLimit::max(options.max_body_bytes))
         .layer(CatchPanicLayer::custom(|_| api::panic_response()))

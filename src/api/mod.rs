@@ -910,6 +910,37 @@ async fn not_found() -> ApiError {
     ApiError(Outcome::not_found("No such endpoint"))
 }
 
+/// Discovery documents under `[prefix]/.well-known/` that every auth mode answers without a
+/// token: unknown ones are a plain 404, and a server without authorization publishes a
+/// smart-configuration that says so (the authorization server's routes serve the real one).
+pub fn discovery(prefix: &str, authorization: bool) -> Router {
+    let mut r = Router::new().route(
+        &format!("{prefix}/.well-known/{{*rest}}"),
+        get(unknown_discovery),
+    );
+    if !authorization {
+        r = r.route(
+            &format!("{prefix}/.well-known/smart-configuration"),
+            get(insecure_smart_configuration),
+        );
+    }
+    r.method_not_allowed_fallback(method_not_allowed)
+}
+
+async fn unknown_discovery() -> ApiError {
+    ApiError(Outcome::not_found("No such discovery document"))
+}
+
+async fn insecure_smart_configuration() -> Response {
+    (
+        StatusCode::OK,
+        [(CONTENT_TYPE, HeaderValue::from_static(PLAIN_JSON))],
+        serde_json::to_vec(&crate::auth::discovery::insecure_smart_configuration())
+            .unwrap_or_default(),
+    )
+        .into_response()
+}
+
 /// The response of a panic caught by the panic layer: a 500 OperationOutcome.
 pub fn panic_response() -> Response {
     ApiError(Outcome::internal("Internal server error")).into_response()

@@ -168,7 +168,22 @@ pub const INSECURE_WARNING: &str = "WARNING: authorization is off (--insecure-no
 
 /// `CapabilityStatement.rest.security` of a server without authorization.
 pub fn insecure_security() -> Value {
-    json!({ "cors": false, "description": INSECURE_WARNING })
+    json!({ "cors": true, "description": INSECURE_WARNING })
+}
+
+/// `.well-known/smart-configuration` of a server without authorization: no authorization
+/// or token endpoint (an app launches against it as an open server), no grants, no scopes,
+/// and the warning.
+pub fn insecure_smart_configuration() -> Value {
+    json!({
+        "grant_types_supported": [],
+        "response_types_supported": [],
+        "scopes_supported": [],
+        "code_challenge_methods_supported": [],
+        "capabilities": [],
+        "authorization_required": false,
+        "description": INSECURE_WARNING,
+    })
 }
 
 /// Whether the FHIR API requires SMART access tokens.

@@ -307,7 +307,7 @@ async fn run_transaction(
     provenance: Option<&Value>,
 ) -> Result<Vec<FhirResponse>, Outcome> {
     let mut s = Session::begin(ctx, base).await?;
-    let results = run_in(ctx, base, &mut s, entries, provenance).await?;
+    let results = run_in(ctx, base, &mut s, entries, provenance, &HashMap::new()).await?;
     super::recording::audit_in_session(ctx, &mut s, "transaction", "E", 200).await?;
     super::integrity::finish(s).await?;
     Ok(results)
@@ -323,12 +323,18 @@ async fn run_batch(
 ) -> Result<Vec<Result<FhirResponse, Outcome>>, Outcome> {
     let mut s = Session::begin(ctx, base).await?;
     let mut out = Vec::with_capacity(entries.len());
+    // the entries' fullUrls, to name the rule when one refers to another
+    let full_urls: HashMap<String, usize> = entries
+        .iter()
+        .filter_map(|e| e.full_url.clone().map(|u| (u, e.index)))
+        .collect();
     for e in entries {
         let mut attempt = 0;
         let result = loop {
             let mark = s.mark();
             s.tx().savepoint("batch_entry").await?;
-            let r = match run_in(ctx, base, &mut s, std::slice::from_ref(e), None).await {
+            let one = std::slice::from_ref(e);
+            let r = match run_in(ctx, base, &mut s, one, None, &full_urls).await {
                 Ok(r) => super::integrity::check_since(&mut s, &mark)
                     .await
                     .map(|_| r),
@@ -366,6 +372,7 @@ async fn run_in(
     s: &mut Session,
     entries: &[Entry],
     provenance: Option<&Value>,
+    batch_full_urls: &HashMap<String, usize>,
 ) -> Result<Vec<FhirResponse>, Outcome> {
     let mut entries: Vec<Entry> = entries.to_vec();
     // Explicit targets are locked up front, in one order, so transactions cannot deadlock
@@ -398,7 +405,7 @@ async fn run_in(
     check_duplicates(&entries, &plans)?;
 
     // 2. references: fullUrls and conditional references → Type/id
-    resolve_references(s, &mut entries, &ids).await?;
+    resolve_references(s, &mut entries, &ids, batch_full_urls).await?;
 
     // 3. validation of what will be written
     for (e, plan) in entries.iter_mut().zip(&plans) {
@@ -662,6 +669,7 @@ async fn resolve_references(
     s: &mut Session,
     entries: &mut [Entry],
     ids: &HashMap<String, String>,
+    batch_full_urls: &HashMap<String, usize>,
 ) -> Result<(), Outcome> {
     let mut issues = Vec::new();
     let mut kind = ErrorKind::NotFound;
@@ -686,7 +694,22 @@ async fn resolve_references(
         });
         for (expr, r) in wanted {
             let at = relocate(&expr, Some(&label), &rt);
-            if r.starts_with("urn:uuid:") || r.starts_with("urn:oid:") {
+            if let Some(other) = batch_full_urls.get(&r) {
+                // R4 http.html#brules: no interdependencies between the entries of a batch
+                kind = ErrorKind::BadRequest;
+                issues.push(
+                    Issue::error(
+                        "invalid",
+                        format!(
+                            "{at} refers to {r}, the fullUrl of Bundle.entry[{other}]: the \
+                             entries of a batch are processed independently and may not refer \
+                             to each other (R4 http.html#brules); send a transaction Bundle, \
+                             or refer to the resource by Type/id"
+                        ),
+                    )
+                    .at(at),
+                );
+            } else if r.starts_with("urn:uuid:") || r.starts_with("urn:oid:") {
                 issues.push(
                     Issue::error(
                         "not-found",

@@ -189,6 +189,19 @@ pub fn extract_params(
         for item in &items {
             add_value(&mut rows, &p.code, p.kind, item.value(), base, None);
         }
+        // a test's value exists always; `:missing` asks whether the tested element does
+        if let Some(paths) = super::presence::tested_elements(expr)
+            && paths
+                .iter()
+                .any(|path| evaluate(path, resource, &env).is_ok_and(|v| !v.is_empty()))
+        {
+            rows.tokens.push(TokenRow {
+                param: super::presence::marker(&p.code),
+                system: None,
+                code: "true".into(),
+                grp: None,
+            });
+        }
     }
     rows
 }

@@ -7,6 +7,7 @@ pub mod dates;
 pub mod index;
 pub mod matching;
 pub mod parameters;
+pub mod presence;
 pub mod query;
 pub mod text;
 pub mod ucum;

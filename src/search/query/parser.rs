@@ -520,6 +520,17 @@ impl<'r> Parser<'r> {
                     tables: Table::of(first).to_vec(),
                     missing,
                 }));
+            } else if param
+                .parsed
+                .as_ref()
+                .is_some_and(|e| crate::search::presence::tested_elements(e).is_some())
+            {
+                // a test has a value always: missing means the tested element is absent
+                return Ok(Some(Filter::Missing {
+                    param: crate::search::presence::marker(code),
+                    tables: vec![Table::Token],
+                    missing,
+                }));
             } else {
                 Table::of(param.kind).to_vec()
             };
