@@ -37,6 +37,7 @@ secure_backends!(
     credit_commands_follow_roles_and_reach,
     claim_submit_follows_roles_and_reach,
     insurer_sees_only_billing_it_pays_for,
+    operations_in_bundles_follow_the_roles,
 );
 
 /// What a role may see of one resource.
@@ -1795,4 +1796,70 @@ async fn insurer_sees_only_billing_it_pays_for(s: SecureServer) {
         .expect(200)
         .json();
     assert_eq!(r["total"], 2);
+}
+
+/// Operations inside batch and transaction Bundles meet the same Guard as their REST calls:
+/// for every role each entry answers exactly as the operation called on its own (hidden
+/// looks unknown, bodies name nothing hidden), `$lookup` included; a state-changing
+/// operation is refused inside a transaction for every role.
+async fn operations_in_bundles_follow_the_roles(s: SecureServer) {
+    let w = World::new(s).await;
+    w.admin_setup
+        .post(
+            "CodeSystem",
+            &json!({"resourceType": "CodeSystem", "url": "http://example.org/cs", "status": "active",
+                "content": "complete", "concept": [{"code": "a", "display": "Alpha"}]}),
+        )
+        .await
+        .expect(201);
+    let calls = [
+        ("GET", "Patient/alice/$everything"),
+        ("GET", "Patient/bob/$everything"),
+        ("GET", "Patient/bob/$meta"),
+        (
+            "GET",
+            "CodeSystem/$lookup?system=http://example.org/cs&code=a",
+        ),
+    ];
+    for (col, role) in ROLES.iter().enumerate() {
+        let c = w.as_role(role);
+        let entries: Vec<Value> = calls
+            .iter()
+            .map(|(m, u)| json!({"request": {"method": m, "url": u}}))
+            .collect();
+        let b = c
+            .post(
+                "",
+                &json!({"resourceType": "Bundle", "type": "batch", "entry": entries}),
+            )
+            .await;
+        assert_eq!(b.status.as_u16(), 200, "{role}: {}", b.text);
+        let body = b.json();
+        for (i, (_, url)) in calls.iter().enumerate() {
+            let alone = c.get(url).await;
+            let entry = &body["entry"][i];
+            assert_eq!(
+                status_of(entry),
+                alone.status.as_u16(),
+                "{role} {url}: batch {entry} vs alone {}",
+                alone.text
+            );
+            assert_none_of(&format!("{role} {url}"), entry, &w.hidden_from(col));
+        }
+        // in a transaction: read-only operations run, state-changing ones are refused
+        let t = c
+            .post(
+                "",
+                &json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+                    {"resource": {"resourceType": "Parameters", "parameter": [
+                        {"name": "patient", "valueReference": {"reference": "Patient/alice"}},
+                        {"name": "product", "valueCode": "standard"},
+                        {"name": "requestedLimit", "valueMoney": {"value": 100, "currency": "USD"}},
+                        {"name": "requestId", "valueString": format!("tx-{role}")}]},
+                     "request": {"method": "POST", "url": "Account/$credit-apply"}}]}),
+            )
+            .await
+            .expect(400);
+        assert_eq!(t.expressions(), vec!["Bundle.entry[0]"], "{role}");
+    }
 }

@@ -24,6 +24,7 @@ backends!(
     x_provenance,
     parallel_transactions,
     crossing_transactions_do_not_deadlock,
+    operations_run_inside_bundles,
 );
 
 fn example(name: &str) -> Value {
@@ -89,31 +90,39 @@ async fn official_transaction_example(s: Server) {
     update_times(&s, "Patient/12334", 4).await;
     let before = s.version_count().await;
 
-    // As published, it holds a ValueSet/$lookup, which this server does not support in
-    // Bundles: the whole transaction fails and nothing changes.
+    // As published, it looks up a LOINC code (POST ValueSet/$lookup): without LOINC on this
+    // server (no external terminology) that entry is a 404 and the whole transaction fails.
     let full = example("Bundle-bundle-transaction.json");
-    let r = s.post("", &full).await.expect(501);
+    let r = s.post("", &full).await.expect(404);
     assert_eq!(r.expressions(), vec!["Bundle.entry[7]"]);
+    assert!(
+        r.text.contains("http://loinc.org is not a code system"),
+        "{}",
+        r.text
+    );
     assert_eq!(
         s.version_count().await,
         before,
         "a failed transaction writes nothing"
     );
 
-    // Without those two entries it succeeds, with the statuses of the published response.
-    let mut supported = full.clone();
-    let entries: Vec<Value> = full["entry"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| *i != 7 && *i != 8)
-        .map(|(_, e)| e.clone())
-        .collect();
-    supported["entry"] = Value::Array(entries);
-    let r = s.post("", &supported).await.expect(200);
+    // With the code system held here, the published transaction succeeds whole, with the
+    // statuses of the published response.
+    s.post(
+        "CodeSystem",
+        &json!({"resourceType": "CodeSystem", "url": "http://loinc.org", "name": "LOINC",
+            "status": "active", "content": "fragment",
+            "concept": [{"code": "1963-8", "display": "Bicarbonate [Moles/volume] in Serum or Plasma"}]}),
+    )
+    .await
+    .expect(201);
+    let r = s.post("", &full).await.expect(200);
     let body = r.json();
     assert_eq!(body["type"], "transaction-response");
+    let lookup = &body["entry"][7]["resource"];
+    assert_eq!(lookup["resourceType"], "Parameters", "{lookup}");
+    assert!(lookup.to_string().contains("Bicarbonate"), "{lookup}");
+    assert_eq!(body["entry"][8]["resource"]["type"], "searchset");
     let expected = example("Bundle-bundle-response.json");
     let expected: Vec<Value> = expected["entry"]
         .as_array()
@@ -123,6 +132,16 @@ async fn official_transaction_example(s: Server) {
         .filter(|(i, _)| *i != 7 && *i != 8)
         .map(|(_, e)| e.clone())
         .collect();
+    let mut body = body.clone();
+    let kept: Vec<Value> = body["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != 7 && *i != 8)
+        .map(|(_, e)| e.clone())
+        .collect();
+    body["entry"] = Value::Array(kept);
     let got = statuses(&body);
     for (i, (g, e)) in got.iter().zip(&expected).enumerate() {
         let want = e["response"]["status"].as_str().unwrap();
@@ -701,4 +720,93 @@ async fn crossing_transactions_do_not_deadlock(s: Server) {
             11
         );
     }
+}
+
+/// Operations in batch entries: read-only ones by GET or POST, state-changing ones by POST
+/// (each as its own call); refusals name the entry; in a transaction read-only operations
+/// run beside the writes.
+async fn operations_run_inside_bundles(s: Server) {
+    let pid = s
+        .create(&json!({"resourceType": "Patient", "name": [{"family": "Ops"}]}))
+        .await;
+    let bundle = batch(vec![
+        json!({"request": {"method": "GET", "url": format!("Patient/{pid}/$everything")}}),
+        json!({"request": {"method": "GET", "url": format!("Patient/{pid}/$meta")}}),
+        json!({"resource": {"resourceType": "Patient", "gender": "nope"}, "request": {"method": "POST", "url": "Patient/$validate"}}),
+        json!({"resource": {"resourceType": "Parameters", "parameter": [
+            {"name": "patient", "valueReference": {"reference": format!("Patient/{pid}")}},
+            {"name": "product", "valueCode": "standard"},
+            {"name": "requestedLimit", "valueMoney": {"value": 500, "currency": "USD"}},
+            {"name": "requestId", "valueString": "in-a-batch"}]},
+            "request": {"method": "POST", "url": "Account/$credit-apply"}}),
+        json!({"request": {"method": "GET", "url": "Account/$credit-apply?requestId=x"}}),
+        json!({"request": {"method": "GET", "url": "Patient/$no-such-operation"}}),
+        json!({"request": {"method": "DELETE", "url": format!("Patient/{pid}/$meta")}}),
+        json!({"resource": {"resourceType": "Patient"}, "request": {"method": "POST", "url": "Patient"}}),
+    ]);
+    let body = s.post("", &bundle).await.expect(200).json();
+    assert_eq!(
+        statuses(&body),
+        vec![
+            "200 OK",
+            "200 OK",
+            "200 OK",
+            "200 OK",
+            "400 Bad Request",
+            "400 Bad Request",
+            "405 Method Not Allowed",
+            "201 Created"
+        ]
+    );
+    assert_eq!(body["entry"][0]["resource"]["type"], "searchset");
+    assert_eq!(body["entry"][1]["resource"]["resourceType"], "Parameters");
+    let outcome = &body["entry"][2]["resource"];
+    assert_eq!(outcome["resourceType"], "OperationOutcome");
+    assert!(outcome.to_string().contains("Patient.gender"), "{outcome}");
+    assert_eq!(
+        body["entry"][3]["resource"]["parameter"][0]["valueCode"],
+        "approved"
+    );
+    let refusal = &body["entry"][4]["response"]["outcome"]["issue"][0];
+    assert!(
+        refusal["diagnostics"].as_str().unwrap().contains("POST"),
+        "{refusal}"
+    );
+    assert_eq!(refusal["expression"][0], "Bundle.entry[4]");
+    // a transaction: the lookup runs beside the write; a state-changing operation cannot
+    s.post(
+        "CodeSystem",
+        &json!({"resourceType": "CodeSystem", "url": "http://example.org/colors", "status": "active",
+            "content": "complete", "name": "Colors", "concept": [{"code": "r", "display": "Red",
+            "concept": [{"code": "dr", "display": "Dark red"}]}]}),
+    )
+    .await
+    .expect(201);
+    let tx = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"resource": {"resourceType": "Patient"}, "request": {"method": "POST", "url": "Patient"}},
+        {"request": {"method": "GET", "url": "CodeSystem/$lookup?system=http://example.org/colors&code=dr"}}]});
+    let body = s.post("", &tx).await.expect(200).json();
+    assert_eq!(statuses(&body), vec!["201 Created", "200 OK"]);
+    let out = body["entry"][1]["resource"].to_string();
+    assert!(out.contains("Dark red") && out.contains("Colors"), "{out}");
+    let before = s.version_count().await;
+    let tx = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"resource": {"resourceType": "Patient"}, "request": {"method": "POST", "url": "Patient"}},
+        {"resource": {"resourceType": "Parameters"}, "request": {"method": "POST", "url": format!("Account/x/$credit-payment")}}]});
+    let r = s.post("", &tx).await.expect(400);
+    assert_eq!(r.expressions(), vec!["Bundle.entry[1]"]);
+    assert!(
+        r.text.contains("cannot be part of an atomic transaction"),
+        "{}",
+        r.text
+    );
+    assert_eq!(s.version_count().await, before);
+    // $lookup on its own: unknown systems and codes are 404s
+    s.get("CodeSystem/$lookup?system=http://example.org/colors&code=zz")
+        .await
+        .expect(404);
+    s.get("CodeSystem/$lookup?system=http://nowhere.example&code=r")
+        .await
+        .expect(404);
+    s.get("CodeSystem/$lookup?code=r").await.expect(422);
 }

@@ -121,32 +121,61 @@ pub(super) async fn process(
     let provenance = provenance
         .map(|p| provenance::prepare(ctx, p))
         .transpose()?;
-    let mut out = Vec::with_capacity(entries.len());
-    let response_type = if kind == "transaction" {
-        let results =
-            with_retries(|| run_transaction(ctx, base, &entries, provenance.as_ref())).await?;
-        for (e, r) in entries.iter().zip(&results) {
-            out.push(entry_json(e, Ok(r), base, prefer));
+    let transaction = kind == "transaction";
+    // operation entries run first, each as its own call with its own Guard and audit (in a
+    // transaction only those that change nothing, seeing the data as it was before it)
+    let (ops, entries): (Vec<Entry>, Vec<Entry>) = entries
+        .into_iter()
+        .partition(|e| operation_name(e).is_some());
+    let mut results: Vec<(usize, Result<FhirResponse, Outcome>)> = Vec::new();
+    if transaction {
+        for e in &ops {
+            check_operation_entry(ctx, e, true).map_err(|o| e.fail(o))?;
         }
+    }
+    for e in &ops {
+        let r = run_operation_entry(ctx, base, e, transaction).await;
+        match r {
+            Err(o) if transaction => return Err(e.fail(o)),
+            r => results.push((e.index, r.map_err(|o| e.fail(o)))),
+        }
+    }
+    let response_type = if transaction {
+        let done =
+            with_retries(|| run_transaction(ctx, base, &entries, provenance.as_ref())).await?;
+        results.extend(
+            entries
+                .iter()
+                .map(|e| e.index)
+                .zip(done.into_iter().map(Ok)),
+        );
         "transaction-response"
     } else {
         let mut attempt = 0;
-        let results = loop {
+        let done = loop {
             match run_batch(ctx, base, &entries).await {
                 Err(o) if o.kind == ErrorKind::Contention && attempt < MAX_RETRIES => attempt += 1,
                 r => break r?,
             }
         };
-        for (e, result) in entries.iter().zip(&results) {
-            if let Err(o) = result
-                && o.kind.is_fault()
-            {
-                tracing::error!(kind = ?o.kind, entry = e.index, "batch entry failed");
-            }
-            out.push(entry_json(e, result.as_ref(), base, prefer));
-        }
+        results.extend(entries.iter().map(|e| e.index).zip(done));
         "batch-response"
     };
+    results.sort_by_key(|(i, _)| *i);
+    let all: Vec<&Entry> = {
+        let mut v: Vec<&Entry> = ops.iter().chain(entries.iter()).collect();
+        v.sort_by_key(|e| e.index);
+        v
+    };
+    let mut out = Vec::with_capacity(results.len());
+    for (e, (_, result)) in all.into_iter().zip(&results) {
+        if let Err(o) = result
+            && o.kind.is_fault()
+        {
+            tracing::error!(kind = ?o.kind, entry = e.index, "bundle entry failed");
+        }
+        out.push(entry_json(e, result.as_ref(), base, prefer));
+    }
     let mut response = FhirResponse::new(Status::Ok);
     response.body = Some(Body::Json(json!({
         "resourceType": "Bundle",
@@ -475,6 +504,115 @@ fn plan_type(plan: &Plan) -> Option<&str> {
         | Plan::Read { rt, .. } => Some(rt),
         Plan::Other(_) => None,
     }
+}
+
+/// The operation an entry calls (`$name` as the last segment of request.url), if any.
+fn operation_name(e: &Entry) -> Option<&str> {
+    e.path.last().and_then(|p| p.strip_prefix('$'))
+}
+
+/// The operation request an entry makes, and whether the operation changes state.
+fn operation_request(
+    ctx: &Context,
+    e: &Entry,
+) -> Result<(super::operation::OperationRequest, bool), Outcome> {
+    use super::operation::{Level, OPERATIONS, OperationMethod, OperationRequest};
+    let name = operation_name(e).unwrap_or_default().to_string();
+    let at: Vec<&str> = e.path.iter().map(String::as_str).collect();
+    let (rt, id, version) = match at.as_slice() {
+        [_] => (None, None, None),
+        [t, _] => (Some(*t), None, None),
+        [t, id, _] => (Some(*t), Some(*id), None),
+        [t, id, "_history", v, _] => (Some(*t), Some(*id), Some(*v)),
+        _ => {
+            return Err(Outcome::bad_request(
+                "An operation's request.url is [$op], Type/$op, Type/id/$op or \
+                 Type/id/_history/vid/$op",
+            ));
+        }
+    };
+    if let Some(t) = rt {
+        resource_type(ctx, t)?;
+    }
+    let level = match (rt, id) {
+        (None, _) => Level::System,
+        (Some(_), None) => Level::Type,
+        (Some(_), Some(_)) => Level::Instance,
+    };
+    let affects_state = OPERATIONS
+        .iter()
+        .find(|o| o.name == name && o.applies(level, rt))
+        .map(|o| o.affects_state);
+    let method = match e.verb {
+        Verb::Get => OperationMethod::Get,
+        Verb::Post => OperationMethod::Post,
+        _ => {
+            return Err(Outcome::new(
+                ErrorKind::MethodNotAllowed,
+                "An operation is called with GET or POST",
+            ));
+        }
+    };
+    let query: Vec<(String, String)> = match &e.query {
+        Some(q) => serde_urlencoded::from_str(q)
+            .map_err(|_| Outcome::bad_request("The request.url query cannot be decoded"))?,
+        None => Vec::new(),
+    };
+    let op = OperationRequest {
+        name,
+        resource_type: rt.map(str::to_string),
+        id: id.map(str::to_string),
+        version: version.map(str::to_string),
+        method,
+        query,
+        body: if e.verb == Verb::Post {
+            e.resource.clone()
+        } else {
+            None
+        },
+    };
+    // an operation this server does not define answers as its REST call does
+    Ok((op, affects_state.unwrap_or(false)))
+}
+
+/// Whether an operation entry may run: GET only for operations that change nothing, and in
+/// a transaction only those (an operation that changes state commits on its own).
+fn check_operation_entry(ctx: &Context, e: &Entry, transaction: bool) -> Result<(), Outcome> {
+    let (op, affects_state) = operation_request(ctx, e)?;
+    if affects_state && e.verb == Verb::Get {
+        return Err(Outcome::bad_request(format!(
+            "${} changes state: it is called with POST",
+            op.name
+        )));
+    }
+    if affects_state && transaction {
+        return Err(Outcome::bad_request(format!(
+            "${} changes state and commits on its own, so it cannot be part of an atomic \
+             transaction Bundle; send it in a batch or as its own request",
+            op.name
+        )));
+    }
+    Ok(())
+}
+
+/// Runs an operation entry as its REST call would: the request's Guard, and its AuditEvent.
+async fn run_operation_entry(
+    ctx: &Context,
+    base: &str,
+    e: &Entry,
+    transaction: bool,
+) -> Result<FhirResponse, Outcome> {
+    check_operation_entry(ctx, e, transaction)?;
+    let (op, _) = operation_request(ctx, e)?;
+    let interaction = Interaction::Operation(op.clone());
+    let record = super::recording::audit_record(&interaction);
+    let result = super::operation::run(ctx, base, op).await;
+    if ctx.audit
+        && let Some((r, _)) = record
+    {
+        super::recording::record_after(ctx, base, r, &result).await?;
+    }
+    result
 }
 
 fn not_supported(what: &str) -> Outcome {

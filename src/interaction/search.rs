@@ -724,7 +724,7 @@ async fn code_system_closure(
 }
 
 /// The body of the stored resource of `resource_type` whose `url` is `url`.
-async fn stored_by_url(
+pub(super) async fn stored_by_url(
     ctx: &Context,
     resource_type: &str,
     url: &str,

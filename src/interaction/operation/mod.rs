@@ -16,6 +16,7 @@ mod credit_quote;
 mod credit_reverse;
 mod credit_statement;
 mod everything;
+mod lookup;
 mod meta;
 mod params;
 pub mod reindex;
@@ -126,6 +127,26 @@ pub static OPERATIONS: &[Operation] = &[
             ("return", "out", 1, "1", "OperationOutcome"),
         ],
         handler: |ctx, _, op| Box::pin(validate::validate(ctx, op)),
+    },
+    Operation {
+        name: "lookup",
+        levels: &[Level::Type],
+        types: Some(&["CodeSystem", "ValueSet"]),
+        affects_state: false,
+        id: "CodeSystem-lookup",
+        canonical: "http://hl7.org/fhir/OperationDefinition/CodeSystem-lookup",
+        parameters: &[
+            ("code", "in", 0, "1", "code"),
+            ("system", "in", 0, "1", "uri"),
+            ("version", "in", 0, "1", "string"),
+            ("coding", "in", 0, "1", "Coding"),
+            ("name", "out", 1, "1", "string"),
+            ("version", "out", 0, "1", "string"),
+            ("display", "out", 1, "1", "string"),
+            ("designation", "out", 0, "*", ""),
+            ("property", "out", 0, "*", ""),
+        ],
+        handler: |ctx, _, op| Box::pin(lookup::lookup(ctx, op)),
     },
     Operation {
         name: "meta",
