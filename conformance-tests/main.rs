@@ -40,4 +40,5 @@ mod sign_in;
 mod smart;
 mod smart_cli;
 mod synthea;
+mod validator_cases;
 mod validator_examples;

@@ -177,7 +177,12 @@ fn children_into(defs: &Definitions, el: &XmlElement, context: &str, obj: &mut M
     }
     for child in &el.children {
         let Some(prop) = defs.property(context, &child.name) else {
-            panic!("{context}.{} is not in the definitions", child.name);
+            // kept, so that a validator sees the element FHIR does not define
+            let v = child
+                .attr("value")
+                .map_or_else(|| Value::Object(Map::new()), |v| Value::String(v.into()));
+            obj.insert(child.name.clone(), v);
+            continue;
         };
         let is_array = prop.element.is_array();
         let ty = prop.type_name;
