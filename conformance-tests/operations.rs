@@ -289,8 +289,19 @@ async fn validate(s: Server) {
         .expect(200)
         .json();
     assert_eq!(r["issue"][0]["expression"][0], "Patient.id");
-    // references are checked as a write would check them
-    let r = s.post("Observation/$validate", &json!({"resourceType": "Observation", "status": "final", "code": {"text": "x"}, "subject": {"reference": "Patient/none"}})).await.expect(200).json();
+    // references are judged by form, and checked as a write would check them when a mode asks
+    let dangling = json!({"resourceType": "Observation", "status": "final", "code": {"text": "x"}, "subject": {"reference": "Patient/none"}});
+    let r = s
+        .post("Observation/$validate", &dangling)
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(r["issue"][0]["severity"], "information");
+    let r = s
+        .post("Observation/$validate?mode=create", &dangling)
+        .await
+        .expect(200)
+        .json();
     assert_eq!(r["issue"][0]["code"], "not-found");
     // mode delete: would integrity refuse it?
     let p = s.create(&json!({"resourceType": "Patient"})).await;

@@ -34,8 +34,8 @@ fn fhir_profiles_are_generated_from_shared() {
     );
     assert_eq!(
         files.len(),
-        150,
-        "elements, search parameters, compartment, datatypes + 146 schemas"
+        151,
+        "elements, search parameters, code systems, compartment, datatypes + 146 schemas"
     );
 }
 

@@ -114,6 +114,11 @@ pub fn generate(shared_fhir: &Path) -> GenResult<BTreeMap<PathBuf, String>> {
         PathBuf::from("search-parameters.json"),
         search_parameters_json(&search_params)?,
     );
+    let terminology = read_json_gz(&defs.join("valuesets.json.gz"))?;
+    out.insert(
+        PathBuf::from("code-systems.json"),
+        code_systems_json(&terminology)?,
+    );
     let compartment = read_json(&defs.join("compartmentdefinition-patient.json"))?;
     out.insert(
         PathBuf::from("compartment-patient.json"),
@@ -423,6 +428,54 @@ fn value_sets_of(bindings: &Value) -> GenResult<ValueSets> {
         }
     }
     Ok(out)
+}
+
+/// `code-systems.json`: the codes of every R4 code system whose content is complete (to check
+/// `Coding.code` against its system) and the canonical URL of every R4 value set (which is
+/// never a `Coding.system`).
+fn code_systems_json(bundle: &Value) -> GenResult<String> {
+    fn codes_of(concepts: &Value, out: &mut BTreeSet<String>) {
+        for c in concepts.as_array().into_iter().flatten() {
+            if let Some(code) = c["code"].as_str() {
+                out.insert(code.to_string());
+            }
+            codes_of(&c["concept"], out);
+        }
+    }
+    let mut systems: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut value_sets: BTreeSet<String> = BTreeSet::new();
+    for entry in bundle["entry"].as_array().ok_or("valuesets: no entry")? {
+        let r = &entry["resource"];
+        match r["resourceType"].as_str() {
+            Some("CodeSystem") if r["content"] == "complete" => {
+                let mut codes = BTreeSet::new();
+                codes_of(&r["concept"], &mut codes);
+                if !codes.is_empty() {
+                    systems.insert(str_of(r, "url")?.to_string(), codes);
+                }
+            }
+            Some("ValueSet") => {
+                value_sets.insert(str_of(r, "url")?.to_string());
+            }
+            _ => {}
+        }
+    }
+    // a URL that names both (none in R4) is a code system
+    value_sets.retain(|u| !systems.contains_key(u));
+    let mut s = String::from("{\n\"codeSystems\": {\n");
+    let lines: Vec<String> = systems
+        .iter()
+        .map(|(url, codes)| format!("  {}: {}", json!(url), json!(codes)))
+        .collect();
+    s.push_str(&lines.join(",\n"));
+    s.push_str("\n},\n\"valueSets\": [\n");
+    let lines: Vec<String> = value_sets
+        .iter()
+        .map(|u| format!("  {}", json!(u)))
+        .collect();
+    s.push_str(&lines.join(",\n"));
+    s.push_str("\n]\n}\n");
+    Ok(s)
 }
 
 fn element_json(e: &Element) -> Value {

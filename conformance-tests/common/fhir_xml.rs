@@ -258,7 +258,15 @@ fn push(obj: &mut Map<String, Value>, name: &str, value: Option<Value>, is_array
             a.push(value.unwrap_or(Value::Null));
         }
     } else if let Some(v) = value {
-        obj.insert(name.to_string(), v);
+        // a non-repeating element given twice becomes an array, the JSON shape a validator
+        // refuses (merging would hide the error)
+        match obj.get_mut(name) {
+            Some(Value::Array(a)) => a.push(v),
+            Some(prev) => *prev = Value::Array(vec![prev.take(), v]),
+            None => {
+                obj.insert(name.to_string(), v);
+            }
+        }
     }
 }
 

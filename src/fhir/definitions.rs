@@ -116,6 +116,18 @@ pub struct Definitions {
     children: HashMap<String, Vec<usize>>,
     value_sets: HashMap<String, ValueSet>,
     resource_types: Vec<String>,
+    /// code system URL → its codes (R4's complete code systems, `code-systems.json`)
+    code_systems: HashMap<String, HashSet<String>>,
+    /// the canonical URL of every R4 value set
+    value_set_urls: HashSet<String>,
+}
+
+#[derive(Deserialize)]
+struct RawTerminology {
+    #[serde(rename = "codeSystems")]
+    code_systems: HashMap<String, HashSet<String>>,
+    #[serde(rename = "valueSets")]
+    value_sets: HashSet<String>,
 }
 
 #[derive(Deserialize)]
@@ -287,7 +299,12 @@ impl Definitions {
                 )
             })
             .collect();
+        let file = Profiles::get("code-systems.json").ok_or("code-systems.json is not embedded")?;
+        let terminology: RawTerminology =
+            serde_json::from_slice(&file.data).map_err(|e| format!("code-systems.json: {e}"))?;
         Ok(Definitions {
+            code_systems: terminology.code_systems,
+            value_set_urls: terminology.value_sets,
             primitives,
             types,
             elements,
@@ -326,6 +343,17 @@ impl Definitions {
 
     pub fn value_set(&self, url: &str) -> Option<&ValueSet> {
         self.value_sets.get(url)
+    }
+
+    /// The codes of an R4 code system with complete content (None for systems R4 does not
+    /// define in full: SNOMED CT, LOINC, v2 and v3 tables, and everyone else's).
+    pub fn code_system(&self, url: &str) -> Option<&HashSet<String>> {
+        self.code_systems.get(url)
+    }
+
+    /// Whether `url` is the canonical URL of an R4 value set.
+    pub fn is_value_set_url(&self, url: &str) -> bool {
+        self.value_set_urls.contains(url)
     }
 
     /// The direct child elements of a context (a type name or a backbone element path).

@@ -79,6 +79,16 @@ impl Validator {
     /// Validates a resource; Ok when it has no error issues. The error is 400 (Structure)
     /// when any issue is structural (unknown elements, wrong JSON types), else 422 (Invalid).
     pub fn validate(&self, resource: &Value) -> Result<(), Outcome> {
+        self.run(resource, false)
+    }
+
+    /// [`Self::validate`] plus the HL7 validator's further rules ([`crate::fhir::strict`]):
+    /// what `$validate` judges, where writes stay lenient.
+    pub fn validate_strict(&self, resource: &Value) -> Result<(), Outcome> {
+        self.run(resource, true)
+    }
+
+    fn run(&self, resource: &Value, strict: bool) -> Result<(), Outcome> {
         let mut issues = Vec::new();
         let mut structural = false;
         let Some(resource_type) = self.check_resource_type(resource, &mut issues) else {
@@ -88,7 +98,7 @@ impl Validator {
             resource,
             &resource_type,
             &resource_type,
-            0,
+            (0, strict),
             &mut issues,
             &mut structural,
         );
@@ -141,7 +151,7 @@ impl Validator {
         resource: &Value,
         resource_type: &str,
         expr: &str,
-        nesting: usize,
+        (nesting, strict): (usize, bool),
         issues: &mut Vec<Issue>,
         structural: &mut bool,
     ) {
@@ -164,6 +174,7 @@ impl Validator {
             issues,
             structural,
             nesting,
+            strict,
         };
         walker.object(resource, resource_type, expr, true);
     }
@@ -361,6 +372,8 @@ struct Walker<'a> {
     issues: &'a mut Vec<Issue>,
     structural: &'a mut bool,
     nesting: usize,
+    /// also the HL7 validator's further rules ($validate)
+    strict: bool,
 }
 
 impl Walker<'_> {
@@ -373,6 +386,16 @@ impl Walker<'_> {
         let Some(obj) = value.as_object() else {
             return; // the schema reports the wrong type
         };
+        if self.strict {
+            crate::fhir::strict::object(
+                self.defs,
+                obj,
+                context,
+                expr,
+                is_resource_root,
+                self.issues,
+            );
+        }
         if obj.is_empty() || (obj.len() == 1 && obj.contains_key("id")) {
             self.error(
                 "structure",
@@ -474,6 +497,11 @@ impl Walker<'_> {
                         "Narrative div must be an XHTML <div> element",
                         expr.to_string(),
                     );
+                } else if self.strict && type_name == "xhtml" {
+                    crate::fhir::strict::xhtml(s, expr, self.issues);
+                }
+                if self.strict && type_name == "markdown" {
+                    crate::fhir::strict::markdown(s, expr, self.issues);
                 }
             }
             _ => {}
@@ -551,7 +579,7 @@ impl Walker<'_> {
             v,
             &rt,
             expr,
-            self.nesting + 1,
+            (self.nesting + 1, self.strict),
             self.issues,
             self.structural,
         );
@@ -738,9 +766,13 @@ fn unreferenced_contained(resource: &Value, expr: &str, issues: &mut Vec<Issue>)
     let Some(contained) = resource.get("contained").and_then(Value::as_array) else {
         return;
     };
-    fn local_refs<'a>(v: &'a Value, out: &mut Vec<&'a str>) {
+    fn local_refs(v: &Value, out: &mut Vec<String>) {
         match v {
-            Value::String(s) if s.starts_with('#') => out.push(s),
+            Value::String(s) if s.starts_with('#') => out.push(s.clone()),
+            // a narrative's `img src="#id"` and `a href="#id"` point at contained resources too
+            Value::String(s) if s.starts_with("<div") => {
+                out.extend(crate::fhir::narrative::local_links(s))
+            }
             Value::Array(a) => a.iter().for_each(|x| local_refs(x, out)),
             Value::Object(o) => o.values().for_each(|x| local_refs(x, out)),
             _ => {}
@@ -755,7 +787,7 @@ fn unreferenced_contained(resource: &Value, expr: &str, issues: &mut Vec<Issue>)
         let wanted = format!("#{id}");
         let mut own = Vec::new();
         local_refs(c, &mut own);
-        if !refs.contains(&wanted.as_str()) && !own.contains(&"#") {
+        if !refs.contains(&wanted) && !own.iter().any(|r| r == "#") {
             issues.push(
                 Issue::error(
                     "invariant",
