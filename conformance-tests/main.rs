@@ -29,6 +29,7 @@ mod examples;
 mod fhirpath_suite;
 mod finance;
 mod history;
+mod hl7v2_samples;
 mod hostile;
 mod jobs;
 mod operations;

@@ -5,11 +5,13 @@
 //!   [`fhirpath`]: FHIRPath lexer, parser, evaluator (and FHIRPath Patch).
 //! - L1 [`search`]: the search-parameter registry, query parsing and index-row extraction;
 //!   [`auth`]: pure access decisions (principals, SMART scopes, compartments);
-//!   [`finance`]: the finance rules (amortization), exact in minor units.
+//!   [`finance`]: the finance rules (amortization), exact in minor units; [`hl7v2`]: HL7 v2
+//!   ER7 parsing, message-structure grammars, timestamps and ACKs (pure).
 //! - L2 [`store`]: the only SQL — SQLite and PostgreSQL behind one trait.
 //! - L3 [`interaction`]: FHIR REST semantics without HTTP types; [`smart`]: the SMART App
 //!   Launch authorization server (clients, users, codes, tokens, keys); [`jobs`]: durable
-//!   background jobs (the outbox, workers, periodic schedules).
+//!   background jobs (the outbox, workers, periodic schedules); [`feeds`]: hospital feeds on
+//!   the mapping set in mappings/.
 //! - L4 [`api`]: the axum edge — routes, extractors, the ErrorKind → HTTP table in use.
 //! - [`app`] wires it together ([`demo`] seeds `serve --demo`); [`config`] and [`telemetry`]
 //!   serve `main`.
@@ -19,9 +21,11 @@ pub mod app;
 pub mod auth;
 pub mod config;
 pub mod demo;
+pub mod feeds;
 pub mod fhir;
 pub mod fhirpath;
 pub mod finance;
+pub mod hl7v2;
 pub mod interaction;
 pub mod jobs;
 pub mod search;
