@@ -4,6 +4,7 @@
 //! structure, a trigger claimed once). A bad map stops the start with one line naming the
 //! file and the field.
 
+use super::map::{DatatypeMap, IdentitySystems, MessageMap, SegmentMap, VocabMap};
 use crate::hl7v2::er7::Message;
 use crate::hl7v2::grammar::Structure;
 use rust_embed::Embed;
@@ -48,7 +49,15 @@ fn err(file: &str, field: &str, message: impl Into<String>) -> MappingError {
 }
 
 /// The kinds a file may have, each with its schema file.
-const KINDS: &[&str] = &["MappingSet", "MessageStructure"];
+const KINDS: &[&str] = &[
+    "MappingSet",
+    "MessageStructure",
+    "MessageMap",
+    "SegmentMap",
+    "DatatypeMap",
+    "VocabMap",
+    "IdentitySystems",
+];
 
 /// The loaded, checked mapping set.
 #[derive(Debug, Clone)]
@@ -58,6 +67,14 @@ pub struct MappingSet {
     structures: BTreeMap<String, Structure>,
     /// `ADT^A04` → `ADT_A01`
     by_trigger: HashMap<String, String>,
+    message_maps: BTreeMap<String, MessageMap>,
+    /// `ADT^A04` → the message map's name
+    map_by_trigger: HashMap<String, String>,
+    segment_maps: BTreeMap<String, SegmentMap>,
+    datatypes: BTreeMap<String, DatatypeMap>,
+    vocabs: BTreeMap<String, VocabMap>,
+    /// assigning authority → identifier system
+    authorities: BTreeMap<String, String>,
 }
 
 impl MappingSet {
@@ -115,6 +132,13 @@ impl MappingSet {
         let mut set: Option<(String, String)> = None;
         let mut structures = BTreeMap::new();
         let mut by_trigger: HashMap<String, String> = HashMap::new();
+        let mut message_maps = BTreeMap::new();
+        let mut segment_maps = BTreeMap::new();
+        let mut datatypes = BTreeMap::new();
+        let mut vocabs = BTreeMap::new();
+        let mut authorities = BTreeMap::new();
+        // where each map was defined, to name the file in cross-reference errors
+        let mut origin: HashMap<String, String> = HashMap::new();
         for (path, bytes) in &files {
             if path.starts_with("schemas/") {
                 continue;
@@ -180,7 +204,161 @@ impl MappingSet {
                     }
                     structures.insert(name, st);
                 }
+                "MessageMap" => {
+                    let m: MessageMap = typed(path, &doc)?;
+                    origin.insert(format!("message:{}", m.name), path.clone());
+                    if let Some(prev) = message_maps.insert(m.name.clone(), m) {
+                        return Err(err(
+                            path,
+                            "/name",
+                            format!("a second message map {}", prev.name),
+                        ));
+                    }
+                }
+                "SegmentMap" => {
+                    let m: SegmentMap = typed(path, &doc)?;
+                    origin.insert(format!("segment:{}", m.name), path.clone());
+                    if let Some(prev) = segment_maps.insert(m.name.clone(), m) {
+                        return Err(err(
+                            path,
+                            "/name",
+                            format!("a second segment map {}", prev.name),
+                        ));
+                    }
+                }
+                "DatatypeMap" => {
+                    let m: DatatypeMap = typed(path, &doc)?;
+                    origin.insert(format!("datatype:{}", m.name), path.clone());
+                    if let Some(prev) = datatypes.insert(m.name.clone(), m) {
+                        return Err(err(
+                            path,
+                            "/name",
+                            format!("a second datatype map {}", prev.name),
+                        ));
+                    }
+                }
+                "VocabMap" => {
+                    let m: VocabMap = typed(path, &doc)?;
+                    if let Some(prev) = vocabs.insert(m.name.clone(), m) {
+                        return Err(err(
+                            path,
+                            "/name",
+                            format!("a second vocabulary {}", prev.name),
+                        ));
+                    }
+                }
+                "IdentitySystems" => {
+                    let m: IdentitySystems = typed(path, &doc)?;
+                    for (k, v) in m.systems {
+                        if authorities.insert(k.clone(), v).is_some() {
+                            return Err(err(
+                                path,
+                                &format!("/systems/{k}"),
+                                "an assigning authority named twice",
+                            ));
+                        }
+                    }
+                }
                 _ => {}
+            }
+        }
+        // cross-references: every name a map uses exists
+        let rows_ok =
+            |file: &str, base: &str, rows: &[super::map::Row]| -> Result<(), MappingError> {
+                for (i, r) in rows.iter().enumerate() {
+                    if let Some(d) = &r.datatype
+                        && !datatypes.contains_key(d)
+                    {
+                        return Err(err(
+                            file,
+                            &format!("{base}/{i}/datatype"),
+                            format!("no datatype map {d}"),
+                        ));
+                    }
+                    if let Some(v) = &r.vocab
+                        && !vocabs.contains_key(v)
+                    {
+                        return Err(err(
+                            file,
+                            &format!("{base}/{i}/vocab"),
+                            format!("no vocabulary {v}"),
+                        ));
+                    }
+                }
+                Ok(())
+            };
+        for m in datatypes.values() {
+            let file = origin
+                .get(&format!("datatype:{}", m.name))
+                .cloned()
+                .unwrap_or_default();
+            rows_ok(&file, "/rows", &m.rows)?;
+        }
+        for m in segment_maps.values() {
+            let file = origin
+                .get(&format!("segment:{}", m.name))
+                .cloned()
+                .unwrap_or_default();
+            rows_ok(&file, "/rows", &m.rows)?;
+        }
+        let mut map_by_trigger = HashMap::new();
+        for m in message_maps.values() {
+            let file = origin
+                .get(&format!("message:{}", m.name))
+                .cloned()
+                .unwrap_or_default();
+            if !structures.contains_key(&m.structure) {
+                return Err(err(
+                    &file,
+                    "/structure",
+                    format!("no structure {}", m.structure),
+                ));
+            }
+            let keys: Vec<&str> = m.produce.iter().map(|p| p.key.as_str()).collect();
+            for (i, p) in m.produce.iter().enumerate() {
+                if !segment_maps.contains_key(&p.map) {
+                    return Err(err(
+                        &file,
+                        &format!("/produce/{i}/map"),
+                        format!("no segment map {}", p.map),
+                    ));
+                }
+                for (el, k) in &p.references {
+                    if !keys.contains(&k.as_str()) {
+                        return Err(err(
+                            &file,
+                            &format!("/produce/{i}/references/{el}"),
+                            format!("no resource with key {k}"),
+                        ));
+                    }
+                }
+                for t in &p.identity.uuid {
+                    if let Some(k) = t.strip_prefix('@')
+                        && !keys.get(..i).unwrap_or_default().contains(&k)
+                    {
+                        return Err(err(
+                            &file,
+                            &format!("/produce/{i}/identity/uuid"),
+                            format!("@{k} is not a resource produced before this one"),
+                        ));
+                    }
+                }
+                if !p.identity.identifier && p.identity.uuid.is_empty() {
+                    return Err(err(
+                        &file,
+                        &format!("/produce/{i}/identity"),
+                        "a resource is identified by identifier or by a uuid tuple",
+                    ));
+                }
+            }
+            for (i, t) in m.triggers.iter().enumerate() {
+                if let Some(other) = map_by_trigger.insert(t.clone(), m.name.clone()) {
+                    return Err(err(
+                        &file,
+                        &format!("/triggers/{i}"),
+                        format!("{t} is already mapped by {other}"),
+                    ));
+                }
             }
         }
         let (name, version) =
@@ -190,6 +368,12 @@ impl MappingSet {
             version,
             structures,
             by_trigger,
+            message_maps,
+            map_by_trigger,
+            segment_maps,
+            datatypes,
+            vocabs,
+            authorities,
         })
     }
 
@@ -208,10 +392,49 @@ impl MappingSet {
             .or_else(|| self.structures.get(&structure))
     }
 
+    pub fn structure(&self, name: &str) -> Option<&Structure> {
+        self.structures.get(name)
+    }
+
+    /// The message map of a trigger (`ADT^A04`).
+    pub fn message_map(&self, trigger: &str) -> Option<&MessageMap> {
+        self.map_by_trigger
+            .get(trigger)
+            .and_then(|n| self.message_maps.get(n))
+    }
+
+    pub fn segment_map(&self, name: &str) -> Option<&SegmentMap> {
+        self.segment_maps.get(name)
+    }
+
+    pub fn datatype(&self, name: &str) -> Option<&DatatypeMap> {
+        self.datatypes.get(name)
+    }
+
+    pub fn vocab(&self, name: &str) -> Option<&VocabMap> {
+        self.vocabs.get(name)
+    }
+
+    /// The identifier system of an assigning authority (CX.4.1 or its universal id).
+    pub fn identity_system(&self, authority: &str) -> Option<&str> {
+        self.authorities.get(authority).map(String::as_str)
+    }
+
+    /// The triggers this set maps.
+    pub fn mapped_triggers(&self) -> impl Iterator<Item = &str> {
+        self.map_by_trigger.keys().map(String::as_str)
+    }
+
     /// Every structure, by name.
     pub fn structures(&self) -> impl Iterator<Item = &Structure> {
         self.structures.values()
     }
+}
+
+/// A map document as its typed form (the schema has passed, so this names only what the
+/// schema cannot say).
+fn typed<T: serde::de::DeserializeOwned>(path: &str, doc: &Value) -> Result<T, MappingError> {
+    serde_json::from_value(doc.clone()).map_err(|e| err(path, "", e.to_string()))
 }
 
 #[cfg(test)]
