@@ -38,6 +38,7 @@ secure_backends!(
     claim_submit_follows_roles_and_reach,
     insurer_sees_only_billing_it_pays_for,
     operations_in_bundles_follow_the_roles,
+    hl7v2_feed_follows_the_roles,
 );
 
 /// What a role may see of one resource.
@@ -1861,5 +1862,73 @@ async fn operations_in_bundles_follow_the_roles(s: SecureServer) {
             .await
             .expect(400);
         assert_eq!(t.expressions(), vec!["Bundle.entry[0]"], "{role}");
+    }
+}
+
+/// `POST /hl7v2` writes whatever a hospital sends: only a backend service with system/ write
+/// scopes or an administrator may post. Every other role is refused with 403 before anything
+/// is stored (no inbox row, no dead letter, no resource) — even a patient posting about
+/// herself — and without a token it is 401.
+async fn hl7v2_feed_follows_the_roles(s: SecureServer) {
+    let w = World::new(s).await;
+    let message = |control: &str, mrn: &str| {
+        format!(
+            "MSH|^~\\&|EPIC|HOSP|HP|HP|20240105083000+0100||ADT^A04^ADT_A01|{control}|P|2.5.1\r\
+             EVN|A04|20240105083000+0100\r\
+             PID|1||{mrn}^^^HEALPORIUM^MR||Doe^Jane||19800214|F\r\
+             PV1|1|O\r"
+        )
+    };
+    let expected = [403, 403, 403, 403, 403, 200, 200];
+    for (col, role) in ROLES.iter().enumerate() {
+        let c = w.as_role(role);
+        let r = c
+            .post_hl7(&message(&format!("M-{role}"), &format!("mrn-{role}")))
+            .await;
+        assert_eq!(r.status.as_u16(), expected[col], "{role}: {}", r.text);
+        if expected[col] == 200 {
+            assert!(r.text.contains("MSA|AA|"), "{role}: {}", r.text);
+        } else {
+            assert_eq!(r.json()["resourceType"], "OperationOutcome");
+        }
+    }
+    let anonymous = w.s.server.clone();
+    let r = anonymous.post_hl7(&message("M-anon", "mrn-anon")).await;
+    assert_eq!(r.status.as_u16(), 401, "{}", r.text);
+    // what was refused left nothing behind
+    let admin = w.as_role("admin");
+    for role in ["patient", "doctor", "pharmacist", "insurer", "anon"] {
+        let found = admin
+            .get(&format!(
+                "Patient?identifier=https://healporium.dev/fhir/sid/mrn|mrn-{role}"
+            ))
+            .await
+            .expect(200)
+            .json();
+        assert!(
+            found["entry"].as_array().is_none_or(Vec::is_empty),
+            "{role}: {found}"
+        );
+    }
+    let dead =
+        w.s.store
+            .feeds()
+            .dead_letters(None, true, 100)
+            .await
+            .unwrap();
+    assert!(dead.is_empty(), "{dead:?}");
+    for role in ["admin", "backend"] {
+        let found = admin
+            .get(&format!(
+                "Patient?identifier=https://healporium.dev/fhir/sid/mrn|mrn-{role}"
+            ))
+            .await
+            .expect(200)
+            .json();
+        assert_eq!(
+            found["entry"].as_array().map_or(0, Vec::len),
+            1,
+            "{role}: {found}"
+        );
     }
 }

@@ -26,6 +26,7 @@ mod conditional;
 mod corpus;
 mod errors;
 mod examples;
+mod feeds;
 mod fhirpath_suite;
 mod finance;
 mod history;

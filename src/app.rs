@@ -2,6 +2,7 @@
 //! kinds, and runs the HTTP listener and the job workers under one [`supervisor`] until
 //! Ctrl-C or SIGTERM.
 
+pub mod feeds;
 pub mod supervisor;
 
 use crate::api::smart::SmartState;
@@ -61,6 +62,8 @@ pub struct AppOptions {
     pub seal: Option<Arc<crate::interaction::seal::Seal>>,
     /// The credit extension's canonical base, artifacts, products and plans.
     pub finance: Arc<crate::finance::catalog::Catalog>,
+    /// The zone of HL7 v2 timestamps without an offset (`POST /hl7v2`, MLLP).
+    pub feed_zone: Option<String>,
 }
 
 impl Default for AppOptions {
@@ -79,6 +82,7 @@ impl Default for AppOptions {
             limits: crate::fhir::limits::Limits::default(),
             seal: None,
             finance: crate::finance::catalog::Catalog::standard(),
+            feed_zone: None,
         }
     }
 }
@@ -98,6 +102,11 @@ pub fn router_with(
     options: &AppOptions,
     smart: Option<Arc<Smart>>,
 ) -> Router {
+    router_and_feeds(store, options, smart).0
+}
+
+/// The interaction context of a node.
+fn node_context(store: Arc<dyn Store>, options: &AppOptions, secured: bool) -> Context {
     let mut ctx = Context::new(store);
     ctx.registry = Arc::new(crate::interaction::registry::Registry::for_catalog(
         &options.finance,
@@ -110,10 +119,49 @@ pub fn router_with(
     ctx.prefix = options.prefix.clone();
     ctx.limits = options.limits;
     ctx.seal = options.seal.clone();
-    ctx.security = match smart {
-        Some(_) => Security::Smart,
-        None => Security::Off,
+    ctx.security = if secured {
+        Security::Smart
+    } else {
+        Security::Off
     };
+    ctx
+}
+
+/// Who a feed channel writes as: a backend principal of its own (None without authorization).
+pub fn feed_principal(channel: &str, secured: bool) -> Option<crate::auth::Principal> {
+    secured.then(|| crate::auth::Principal {
+        client_id: format!("healporium-feed:{channel}"),
+        ..crate::auth::Principal::system()
+    })
+}
+
+/// The feed pipeline over `ctx` (None when the embedded mapping set does not load, which
+/// `warm_up` reports at start).
+pub fn feed_pipeline(ctx: &Context, base: &str) -> Option<Arc<crate::feeds::runtime::Pipeline>> {
+    let set = crate::feeds::mapping_set::MappingSet::shared().ok()?;
+    let sink = Arc::new(api::hl7v2::InteractionSink {
+        ctx: ctx.clone(),
+        base: base.to_string(),
+    });
+    Some(Arc::new(crate::feeds::runtime::Pipeline::new(
+        set,
+        ctx.store.feeds(),
+        sink,
+    )))
+}
+
+/// The HTTP application and the feed pipeline it posts HL7 v2 to (shared with MLLP).
+pub fn router_and_feeds(
+    store: Arc<dyn Store>,
+    options: &AppOptions,
+    smart: Option<Arc<Smart>>,
+) -> (Router, Option<Arc<crate::feeds::runtime::Pipeline>>) {
+    let ctx = node_context(store, options, smart.is_some());
+    let base = options
+        .base_url
+        .clone()
+        .unwrap_or_else(|| format!("http://localhost{}", options.prefix));
+    let pipeline = feed_pipeline(&ctx, &base);
     let state = ApiState {
         ctx,
         base_url: options.base_url.as_deref().map(Into::into),
@@ -121,6 +169,17 @@ pub fn router_with(
         prefix: options.prefix.as_str().into(),
     };
     let mut app = api::router(state.clone());
+    if let Some(p) = &pipeline {
+        app = app.merge(api::hl7v2::router(api::hl7v2::Hl7State {
+            api: state.clone(),
+            pipeline: p.clone(),
+            channel: Arc::new(crate::feeds::runtime::Channel {
+                default_zone: options.feed_zone.clone(),
+                ..crate::feeds::runtime::Channel::default_channel(None)
+            }),
+            secured: smart.is_some(),
+        }));
+    }
     if let Some(smart) = smart {
         let smart_state = SmartState { api: state, smart };
         app = app
@@ -138,7 +197,8 @@ pub fn router_with(
             .merge(api::discovery(&options.prefix, false))
             .layer(cors());
     }
-    app.layer(DefaultBodyLimit::max(options.max_body_bytes))
+    let app = app
+        .layer(DefaultBodyLimit::max(options.max_body_bytes))
         .layer(CatchPanicLayer::custom(|_| api::panic_response()))
         .layer(crate::telemetry::http_trace())
         .layer(PropagateRequestIdLayer::x_request_id())
@@ -148,7 +208,8 @@ pub fn router_with(
             AUTHORIZATION,
             PROXY_AUTHORIZATION,
             COOKIE,
-        ]))
+        ]));
+    (app, pipeline)
 }
 
 /// CORS for browser SMART apps: any origin (tokens travel in headers, never in cookies), the
@@ -197,7 +258,9 @@ pub fn warm_up() -> anyhow::Result<()> {
     );
     Validator::r4()
         .warm_up()
-        .map_err(|e| anyhow::anyhow!("validator: {e}"))
+        .map_err(|e| anyhow::anyhow!("validator: {e}"))?;
+    crate::feeds::mapping_set::MappingSet::shared().map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(())
 }
 
 /// Runs `healporium reindex`: prints what was rebuilt.
@@ -334,6 +397,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
                 .map_err(|e| anyhow::anyhow!(e))?,
         )),
         finance: config.finance.clone(),
+        feed_zone: config.feed_zone.clone(),
     };
     let backend = store.backend();
     let smart = match config.auth {
@@ -381,7 +445,29 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             Ok(())
         });
     }
-    let app = router_with(store, &options, smart);
+    let secured = smart.is_some();
+    let (app, pipeline) = router_and_feeds(store, &options, smart);
+    if let Some(addr) = config.mllp {
+        let pipeline = pipeline.ok_or_else(|| anyhow::anyhow!("the mapping set did not load"))?;
+        let listener = supervisor.bind("MLLP", addr).await?;
+        let channel = crate::feeds::runtime::Channel {
+            default_zone: config.feed_zone.clone(),
+            ..crate::feeds::runtime::Channel::default_channel(feed_principal("default", secured))
+        };
+        tracing::info!(address = %addr, "HL7 v2 over MLLP: channel default");
+        let shutdown = supervisor.shutdown();
+        supervisor.spawn("MLLP listener", async move {
+            crate::feeds::mllp::serve(
+                listener,
+                pipeline,
+                Arc::new(channel),
+                crate::feeds::mllp::Limits::default(),
+                shutdown,
+            )
+            .await
+            .context("MLLP listener")
+        });
+    }
     tracing::info!(
         address = %config.listen,
         store = backend,

@@ -52,6 +52,74 @@ pub enum Command {
     /// The finance ledger.
     #[command(subcommand)]
     Finance(FinanceCommand),
+    /// Hospital feeds: the inbox's dead letters.
+    #[command(subcommand)]
+    Feeds(FeedsCommand),
+    /// Import files: HL7 v2 messages.
+    #[command(subcommand)]
+    Import(ImportCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum FeedsCommand {
+    /// Messages that failed, by class (parse, unsupported, conflict, mapping, validation,
+    /// transient-exhausted).
+    #[command(name = "dead-letter", subcommand)]
+    DeadLetter(DeadLetterCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DeadLetterCommand {
+    /// Dead letters, newest first.
+    List(DeadLetterListArgs),
+    /// One dead letter: its error, its ACK and the message as received.
+    Show(DeadLetterIdArgs),
+    /// Process a dead letter's message again (after a fix of the map or the data).
+    Replay(DeadLetterIdArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DeadLetterListArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// Only this class.
+    #[arg(long)]
+    pub class: Option<String>,
+    /// Include the ones a replay has resolved.
+    #[arg(long)]
+    pub all: bool,
+    #[arg(long, default_value_t = 50)]
+    pub limit: u32,
+}
+
+#[derive(Debug, Args)]
+pub struct DeadLetterIdArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// The message id (from `feeds dead-letter list`).
+    pub id: String,
+    /// The zone of timestamps without an offset, as the channel declares (`+01:00`).
+    #[arg(long)]
+    pub zone: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImportCommand {
+    /// HL7 v2 files (one or many messages each; a directory is read recursively), through the
+    /// same inbox, maps and ACKs as a live feed.
+    Hl7v2(ImportHl7v2Args),
+}
+
+#[derive(Debug, Args)]
+pub struct ImportHl7v2Args {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// Files or directories.
+    #[arg(required = true)]
+    pub paths: Vec<std::path::PathBuf>,
+    /// The zone of timestamps without an offset (`+01:00`).
+    #[arg(long)]
+    pub zone: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -512,6 +580,16 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub finance: FinanceArgs,
 
+    /// Also take HL7 v2 over MLLP on this address (e.g. 127.0.0.1:2575): the default channel,
+    /// every supported message type.
+    #[arg(long, env = "HEALPORIUM_MLLP")]
+    pub mllp: Option<String>,
+
+    /// The zone of HL7 v2 timestamps that carry no offset (`+01:00`); without it such a
+    /// timestamp is an error (AE), never a guess.
+    #[arg(long, env = "HEALPORIUM_FEED_ZONE")]
+    pub feed_zone: Option<String>,
+
     /// The key the audit chain is sealed with, kept outside the database (created on first
     /// start; default: beside the SQLite file, or ./healporium-audit.key for PostgreSQL).
     /// Its signed head lives beside it (`<file>.head`).
@@ -677,6 +755,29 @@ pub struct Config {
     pub jobs: JobConfig,
     /// The credit extension's base, artifacts, products and plans.
     pub finance: std::sync::Arc<crate::finance::catalog::Catalog>,
+    /// The MLLP listener's address, if any.
+    pub mllp: Option<SocketAddr>,
+    /// The default zone of HL7 v2 timestamps.
+    pub feed_zone: Option<String>,
+}
+
+/// A feed's default zone as an RFC 3339 offset: `+01:00`, `-05:00` or `Z`.
+pub fn feed_zone(z: &str) -> Result<String, String> {
+    let b = z.as_bytes();
+    let ok = z == "Z"
+        || (b.len() == 6
+            && matches!(b.first(), Some(b'+' | b'-'))
+            && b.get(3) == Some(&b':')
+            && [1, 2, 4, 5]
+                .iter()
+                .all(|&i| b.get(i).is_some_and(u8::is_ascii_digit)));
+    if ok {
+        Ok(z.to_string())
+    } else {
+        Err(format!(
+            "--feed-zone: '{z}' is not an offset such as +01:00 or Z"
+        ))
+    }
 }
 
 impl Config {
@@ -749,6 +850,16 @@ impl Config {
                 .unwrap_or_else(|| default_audit_key(&args.database_url)),
             jobs,
             finance: args.finance.catalog()?,
+            mllp: match &args.mllp {
+                None => None,
+                Some(a) => Some(a.parse().map_err(|_| {
+                    format!("--mllp: '{a}' is not an address such as 127.0.0.1:2575")
+                })?),
+            },
+            feed_zone: match &args.feed_zone {
+                None => None,
+                Some(z) => Some(feed_zone(z)?),
+            },
         })
     }
 }

@@ -115,6 +115,10 @@ fn main() -> ExitCode {
             }
         }
         Command::Jobs(command) => admin(healporium::app::jobs_command(command)),
+        Command::Feeds(command) => admin(healporium::app::feeds::feeds_command(command)),
+        Command::Import(healporium::config::ImportCommand::Hl7v2(args)) => {
+            admin(healporium::app::feeds::import_hl7v2(args))
+        }
         Command::Finance(healporium::config::FinanceCommand::RunDay(args)) => admin(async move {
             healporium::app::finance_run_day(&args.database.database_url, &args.date, &args.finance)
                 .await

@@ -539,6 +539,27 @@ impl Server {
         r.json()["id"].as_str().expect("id").to_string()
     }
 
+    /// `POST /hl7v2` with an ER7 message (the ACK comes back as the body).
+    pub async fn post_hl7(&self, message: &str) -> Reply {
+        let mut req = self
+            .client
+            .post(format!("{}/hl7v2", self.origin()))
+            .header("content-type", "x-application/hl7-v2+er7")
+            .body(message.to_string());
+        if let Some(token) = &self.bearer {
+            req = req.bearer_auth(token);
+        }
+        let resp: Response = req.send().await.expect("request");
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let text = resp.text().await.unwrap_or_default();
+        Reply {
+            status,
+            headers,
+            text,
+        }
+    }
+
     /// The total of the system history: how many versions the store holds.
     pub async fn version_count(&self) -> u64 {
         self.get("_history?_count=0").await.expect(200).json()["total"]

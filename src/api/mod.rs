@@ -4,6 +4,7 @@
 //!
 //! axum and http types live here and in web/ only.
 
+pub mod hl7v2;
 mod negotiate;
 mod pages;
 pub mod smart;

@@ -95,8 +95,8 @@ pub async fn require_token(
 ) -> Response {
     let prefix: &str = &state.api.prefix;
     let path = req.uri().path();
-    // outside the FHIR prefix there is only the 404 fallback
-    let outside = !path.starts_with(prefix);
+    // outside the FHIR prefix there is only the 404 fallback, and the HL7 v2 edge
+    let outside = !path.starts_with(prefix) && path != super::hl7v2::PATH;
     let public = outside
         || (matches!(*req.method(), Method::GET | Method::HEAD)
             && path.trim_end_matches('/') == format!("{prefix}/metadata"));

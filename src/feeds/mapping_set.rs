@@ -4,7 +4,7 @@
 //! structure, a trigger claimed once). A bad map stops the start with one line naming the
 //! file and the field.
 
-use super::map::{DatatypeMap, IdentitySystems, MessageMap, SegmentMap, VocabMap};
+use super::maps::{DatatypeMap, IdentitySystems, MessageMap, SegmentMap, VocabMap};
 use crate::hl7v2::er7::Message;
 use crate::hl7v2::grammar::Structure;
 use rust_embed::Embed;
@@ -84,6 +84,14 @@ impl MappingSet {
             .filter_map(|p| Embedded::get(&p).map(|f| (p.to_string(), f.data.into_owned())))
             .collect();
         MappingSet::from_files(files)
+    }
+
+    /// The embedded set, loaded and checked once per process.
+    pub fn shared() -> Result<std::sync::Arc<MappingSet>, MappingError> {
+        static SET: std::sync::OnceLock<Result<std::sync::Arc<MappingSet>, MappingError>> =
+            std::sync::OnceLock::new();
+        SET.get_or_init(|| MappingSet::embedded().map(std::sync::Arc::new))
+            .clone()
     }
 
     /// A mapping set from a directory laid out like mappings/ (an operator's own maps).
@@ -264,7 +272,7 @@ impl MappingSet {
         }
         // cross-references: every name a map uses exists
         let rows_ok =
-            |file: &str, base: &str, rows: &[super::map::Row]| -> Result<(), MappingError> {
+            |file: &str, base: &str, rows: &[super::maps::Row]| -> Result<(), MappingError> {
                 for (i, r) in rows.iter().enumerate() {
                     if let Some(d) = &r.datatype
                         && !datatypes.contains_key(d)

@@ -3,3 +3,6 @@
 
 pub mod map;
 pub mod mapping_set;
+pub mod maps;
+pub mod mllp;
+pub mod runtime;

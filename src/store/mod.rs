@@ -8,6 +8,7 @@
 //! the expected previous version, so a concurrent writer can never be lost silently.
 
 pub mod auth;
+pub mod feeds;
 mod heavy;
 pub mod jobs;
 pub mod ledger;
@@ -25,6 +26,7 @@ use async_trait::async_trait;
 use std::sync::Arc;
 
 pub use auth::AuthStore;
+pub use feeds::{Begun, DeadLetterRow, FeedMessageRow, FeedStore, Finish, NewFeedMessage};
 pub use jobs::{AttemptRow, Claimed, JobRow, JobState, JobStore, JobTx, NewJob};
 pub use postgres::PostgresStore;
 pub use search::{
@@ -181,6 +183,8 @@ pub trait Store: Send + Sync + 'static {
     fn auth(&self) -> Arc<dyn AuthStore>;
     /// The job queue in the same database.
     fn jobs(&self) -> Arc<dyn JobStore>;
+    /// The feeds' inbox and dead letters in the same database.
+    fn feeds(&self) -> Arc<dyn FeedStore>;
     /// The ledger outside write transactions (verification, reading).
     fn ledger(&self) -> Arc<dyn ledger::LedgerStore>;
     /// Notified when a transaction that enqueued a job has committed on this node (workers

@@ -94,6 +94,13 @@ impl Store for PostgresStore {
         })
     }
 
+    fn feeds(&self) -> std::sync::Arc<dyn super::FeedStore> {
+        std::sync::Arc::new(super::feeds::FeedSql {
+            read: self.pool.clone(),
+            write: self.pool.clone(),
+        })
+    }
+
     fn jobs(&self) -> std::sync::Arc<dyn super::JobStore> {
         std::sync::Arc::new(super::jobs::JobSql {
             read: self.pool.clone(),

@@ -97,6 +97,13 @@ impl Store for SqliteStore {
         })
     }
 
+    fn feeds(&self) -> std::sync::Arc<dyn super::FeedStore> {
+        std::sync::Arc::new(super::feeds::FeedSql {
+            read: self.read.clone(),
+            write: self.write.clone(),
+        })
+    }
+
     fn jobs(&self) -> std::sync::Arc<dyn super::JobStore> {
         std::sync::Arc::new(super::jobs::JobSql {
             read: self.read.clone(),

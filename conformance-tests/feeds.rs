@@ -1,0 +1,510 @@
+//! Hospital feeds end to end, on SQLite and PostgreSQL: HL7 v2 over `POST /hl7v2` and over a
+//! real MLLP socket becomes FHIR resources through the interaction layer, with a Provenance
+//! naming the source message and the mapping set, and an ACK after the commit; a re-delivery
+//! gets the same ACK and writes nothing; failures are AE/AR with ERR segments and land in the
+//! dead letters by class, where a replay after a fix resolves them; `import hl7v2` and
+//! `feeds dead-letter` from the command line.
+
+use crate::common::Server;
+use healporium::app::AppOptions;
+use healporium::store::Store;
+use serde_json::{Value, json};
+use std::sync::Arc;
+
+macro_rules! feed_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let (s, store) = $crate::common::start_store($crate::common::Backend::Sqlite, super::options()).await.unwrap();
+                    super::$name(s, store).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    match $crate::common::start_store($crate::common::Backend::Postgres, super::options()).await {
+                        Some((s, store)) => super::$name(s, store).await,
+                        None => eprintln!("skipped: HEALPORIUM_TEST_DATABASE_URL not set"),
+                    }
+                }
+            )*
+        }
+    };
+}
+
+feed_backends!(
+    an_admission_becomes_resources_with_provenance,
+    redelivery_returns_the_same_ack_and_writes_nothing,
+    admit_then_discharge_is_one_encounter,
+    results_attach_to_their_order,
+    mapping_errors_are_ae_and_dead_letters_and_write_nothing,
+    unsupported_and_unreadable_messages_are_ar,
+    a_conflict_is_replayed_after_the_fix,
+    mllp_over_a_real_socket,
+);
+
+fn options() -> AppOptions {
+    AppOptions {
+        audit: true,
+        feed_zone: Some("+01:00".into()),
+        ..AppOptions::default()
+    }
+}
+
+const A01: &str = "MSH|^~\\&|EPIC|HOSP|HP|HP|20240105083000+0100||ADT^A01^ADT_A01|MSG0001|P|2.5.1\r\
+EVN|A01|20240105083000+0100\r\
+PID|1||12345^^^HEALPORIUM^MR~999-99-9999^^^SSA^SS||Doe^Jane^Q||19800214|F|||1 Main St^^Town^ST^12345^^H||^PRN^PH^^^^^^^^^555-1234\r\
+ZPI|custom\r\
+PV1|1|I|W1^101^A||||1234^Smith^John||||||||||||V100^^^HEALPORIUM^VN|||||||||||||||||||||||||20240105080000\r";
+
+fn a01(control: &str, mrn: &str) -> String {
+    A01.replace("MSG0001", control)
+        .replace("12345^^^HEALPORIUM", &format!("{mrn}^^^HEALPORIUM"))
+}
+
+/// MSA-1 and the ERR segments of an ACK.
+fn ack_code(ack: &str) -> String {
+    ack.split('\r')
+        .find(|s| s.starts_with("MSA|"))
+        .and_then(|s| s.split('|').nth(1))
+        .unwrap_or("")
+        .to_string()
+}
+
+fn errs(ack: &str) -> Vec<String> {
+    ack.split('\r')
+        .filter(|s| s.starts_with("ERR|"))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Versions of what feeds write (the AuditEvents of the reads themselves left out).
+async fn written(s: &Server) -> u64 {
+    let mut n = 0;
+    for t in [
+        "Patient",
+        "Encounter",
+        "Observation",
+        "DiagnosticReport",
+        "Provenance",
+    ] {
+        n += s
+            .get(&format!("{t}/_history?_count=0"))
+            .await
+            .expect(200)
+            .json()["total"]
+            .as_u64()
+            .unwrap();
+    }
+    n
+}
+
+async fn search(s: &Server, query: &str) -> Vec<Value> {
+    s.get(query).await.expect(200).json()["entry"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|e| e["resource"].clone())
+        .collect()
+}
+
+async fn an_admission_becomes_resources_with_provenance(s: Server, store: Arc<dyn Store>) {
+    let r = s.post_hl7(A01).await;
+    assert_eq!(r.status.as_u16(), 200, "{}", r.text);
+    assert_eq!(
+        r.header("content-type"),
+        Some("x-application/hl7-v2+er7; charset=utf-8")
+    );
+    assert_eq!(ack_code(&r.text), "AA", "{}", r.text);
+    assert!(r.text.contains("MSA|AA|MSG0001\r"), "{}", r.text);
+    assert!(
+        r.text.starts_with("MSH|^~\\&|HP|HP|EPIC|HOSP|"),
+        "{}",
+        r.text
+    );
+    // the Z-segment rides along as a warning
+    assert!(
+        errs(&r.text).iter().any(|e| e.contains("|W|")),
+        "{}",
+        r.text
+    );
+    let patients = search(
+        &s,
+        "Patient?identifier=https://healporium.dev/fhir/sid/mrn|12345",
+    )
+    .await;
+    assert_eq!(patients.len(), 1);
+    assert_eq!(patients[0]["birthDate"], "1980-02-14");
+    assert_eq!(patients[0]["name"][0]["family"], "Doe");
+    let pid = patients[0]["id"].as_str().unwrap().to_string();
+    let encounters = search(&s, &format!("Encounter?subject=Patient/{pid}")).await;
+    assert_eq!(encounters.len(), 1);
+    // the channel's zone completes a timestamp without an offset
+    assert_eq!(
+        encounters[0]["period"]["start"],
+        "2024-01-05T08:00:00+01:00"
+    );
+    // the Provenance names the inbox message and the mapping set, and targets both writes
+    let provs = search(&s, &format!("Provenance?target=Patient/{pid}")).await;
+    assert_eq!(provs.len(), 1, "{provs:?}");
+    let p = &provs[0];
+    let message_id = p["entity"][0]["what"]["identifier"]["value"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        p["entity"][0]["what"]["identifier"]["system"],
+        "urn:healporium:feed-message"
+    );
+    assert!(
+        p["policy"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("urn:healporium:mapping-set:"),
+        "{p}"
+    );
+    assert_eq!(p["target"].as_array().unwrap().len(), 2);
+    let row = store.feeds().message(&message_id).await.unwrap().unwrap();
+    assert_eq!(row.raw, A01.as_bytes());
+    assert_eq!(row.dup_key, "EPIC|HOSP|MSG0001");
+    assert_eq!(row.state, "accepted");
+    assert_eq!(row.ack.as_deref(), Some(r.text.as_str()));
+    // the writes were audited like any other transaction
+    let audits = search(&s, "AuditEvent?subtype=transaction").await;
+    assert!(!audits.is_empty(), "the feed's transaction is audited");
+}
+
+async fn redelivery_returns_the_same_ack_and_writes_nothing(s: Server, _store: Arc<dyn Store>) {
+    let first = s.post_hl7(A01).await;
+    assert_eq!(ack_code(&first.text), "AA", "{}", first.text);
+    let versions = written(&s).await;
+    let again = s.post_hl7(A01).await;
+    assert_eq!(again.status.as_u16(), 200);
+    assert_eq!(again.text, first.text, "the very same ACK");
+    assert_eq!(again.header("x-hl7-duplicate"), Some("true"));
+    assert_eq!(written(&s).await, versions, "zero new versions");
+    // the same content under a new control id is processed, and is a no-op write
+    let resent = s.post_hl7(&a01("MSG0001-B", "12345")).await;
+    assert_eq!(ack_code(&resent.text), "AA", "{}", resent.text);
+    assert_eq!(resent.header("x-hl7-duplicate"), None);
+    let extra = written(&s).await - versions;
+    assert!(
+        extra <= 1,
+        "unchanged resources are not written again (only the Provenance is new): {extra}"
+    );
+}
+
+async fn admit_then_discharge_is_one_encounter(s: Server, _store: Arc<dyn Store>) {
+    let r = s.post_hl7(A01).await;
+    assert_eq!(ack_code(&r.text), "AA", "{}", r.text);
+    let discharge = A01
+        .replace("ADT^A01^ADT_A01|MSG0001", "ADT^A03^ADT_A03|MSG0002")
+        .replace("EVN|A01", "EVN|A03")
+        .replace("ZPI|custom\r", "");
+    let r = s.post_hl7(&discharge).await;
+    assert_eq!(ack_code(&r.text), "AA", "{}", r.text);
+    let encounters = search(&s, "Encounter").await;
+    assert_eq!(encounters.len(), 1, "one Encounter: {encounters:?}");
+    assert_eq!(encounters[0]["status"], "finished");
+    assert_eq!(search(&s, "Patient").await.len(), 1);
+}
+
+async fn results_attach_to_their_order(s: Server, _store: Arc<dyn Store>) {
+    let oru = "MSH|^~\\&|LAB|HOSP|HP|HP|20240105||ORU^R01^ORU_R01|M2|P|2.5.1\r\
+PID|1||777^^^HEALPORIUM^MR||Doe^John\r\
+OBR|1|ORD1|FIL1|24323-8^Metabolic panel^LN|||20240105070000+0000\r\
+OBX|1|NM|2345-7^Glucose^LN||95|mg/dL^^UCUM|70-99|N|||F|||20240105070000+0000\r\
+OBX|2|NM|2160-0^Creatinine^LN||0.9|mg/dL^^UCUM|||||F|||20240105070000+0000\r\
+OBR|2|ORD2|FIL2|58410-2^CBC^LN\r\
+OBX|1|NM|718-7^Hemoglobin^LN||13.5|g/dL^^UCUM|||||P\r";
+    let r = s.post_hl7(oru).await;
+    assert_eq!(ack_code(&r.text), "AA", "{}", r.text);
+    let obs = search(&s, "Observation?_count=50").await;
+    assert_eq!(obs.len(), 3, "{obs:?}");
+    let glucose = obs
+        .iter()
+        .find(|o| o["code"]["coding"][0]["code"] == "2345-7")
+        .unwrap();
+    assert_eq!(glucose["valueQuantity"]["value"].to_string(), "95");
+    assert_eq!(glucose["status"], "final");
+    let reports = search(&s, "DiagnosticReport").await;
+    assert_eq!(reports.len(), 2);
+}
+
+async fn mapping_errors_are_ae_and_dead_letters_and_write_nothing(
+    s: Server,
+    store: Arc<dyn Store>,
+) {
+    let versions = written(&s).await;
+    let bad_date = a01("BAD1", "1").replace("|19800214|", "|1980-02-14|");
+    let r = s.post_hl7(&bad_date).await;
+    assert_eq!(r.status.as_u16(), 200);
+    assert_eq!(ack_code(&r.text), "AE", "{}", r.text);
+    assert!(
+        errs(&r.text)
+            .iter()
+            .any(|e| e.contains("PID^^7") && e.contains("|102^^HL70357|E|")),
+        "{}",
+        r.text
+    );
+    let unknown_authority = a01("BAD2", "2").replace("2^^^HEALPORIUM^MR", "2^^^ELSEWHERE^MR");
+    let r = s.post_hl7(&unknown_authority).await;
+    assert_eq!(ack_code(&r.text), "AE", "{}", r.text);
+    assert!(
+        errs(&r.text).iter().any(|e| e.contains("|103^^HL70357|")),
+        "{}",
+        r.text
+    );
+    assert_eq!(written(&s).await, versions, "nothing written");
+    let dead = store
+        .feeds()
+        .dead_letters(Some("mapping"), false, 10)
+        .await
+        .unwrap();
+    assert_eq!(dead.len(), 2, "{dead:?}");
+    assert!(dead.iter().any(|d| d.dup_key == "EPIC|HOSP|BAD1"));
+    // a re-delivery of a failed message gets the same AE
+    let again = s.post_hl7(&bad_date).await;
+    assert_eq!(ack_code(&again.text), "AE");
+    assert_eq!(again.header("x-hl7-duplicate"), Some("true"));
+}
+
+async fn unsupported_and_unreadable_messages_are_ar(s: Server, store: Arc<dyn Store>) {
+    let unknown = a01("U1", "3").replace("ADT^A01^ADT_A01", "ZZZ^Z99");
+    let r = s.post_hl7(&unknown).await;
+    assert_eq!(ack_code(&r.text), "AR", "{}", r.text);
+    assert!(r.text.contains("|200^^HL70357|"), "{}", r.text);
+    let debug = a01("U2", "3")
+        .replace("|MSG0001|P|", "|U2|D|")
+        .replace("|U2|P|", "|U2|D|");
+    let r = s.post_hl7(&debug).await;
+    assert_eq!(ack_code(&r.text), "AR", "{}", r.text);
+    assert!(r.text.contains("|202^^HL70357|"), "{}", r.text);
+    let r = s.post_hl7("this is not an HL7 message").await;
+    assert_eq!(ack_code(&r.text), "AR", "{}", r.text);
+    let parse = store
+        .feeds()
+        .dead_letters(Some("parse"), false, 10)
+        .await
+        .unwrap();
+    assert_eq!(parse.len(), 1);
+    assert!(parse[0].dup_key.starts_with("sha256:"));
+    let unsupported = store
+        .feeds()
+        .dead_letters(Some("unsupported"), false, 10)
+        .await
+        .unwrap();
+    assert_eq!(unsupported.len(), 2);
+    // a body that is not ER7 is refused at the door
+    let r = s
+        .client
+        .post(format!("{}/hl7v2", s.origin()))
+        .header("content-type", "application/json")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 415);
+}
+
+/// Two Patients share the MRN: the conditional update is ambiguous (a conflict). Once the
+/// duplicate is removed, a replay of the dead letter is accepted and resolves it.
+async fn a_conflict_is_replayed_after_the_fix(s: Server, store: Arc<dyn Store>) {
+    let twin = |id: &str| {
+        json!({"resourceType": "Patient", "id": id,
+            "identifier": [{"system": "https://healporium.dev/fhir/sid/mrn", "value": "4242"}]})
+    };
+    s.put("Patient/twin-a", &twin("twin-a")).await.expect(201);
+    s.put("Patient/twin-b", &twin("twin-b")).await.expect(201);
+    let r = s.post_hl7(&a01("C1", "4242")).await;
+    assert_eq!(ack_code(&r.text), "AE", "{}", r.text);
+    let dead = store
+        .feeds()
+        .dead_letters(Some("conflict"), false, 10)
+        .await
+        .unwrap();
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    let id = dead[0].message_id.clone();
+    s.delete("Patient/twin-b").await.expect(204);
+    let pipeline = healporium::app::feed_pipeline(
+        &healporium::interaction::Context::new(store.clone()),
+        "http://localhost/fhir",
+    )
+    .unwrap();
+    let channel = healporium::feeds::runtime::Channel {
+        default_zone: Some("+01:00".into()),
+        ..healporium::feeds::runtime::Channel::default_channel(None)
+    };
+    let receipt = pipeline.replay(&id, &channel, None).await.unwrap().unwrap();
+    assert_eq!(ack_code(&receipt.ack), "AA", "{}", receipt.ack);
+    assert!(
+        store
+            .feeds()
+            .dead_letters(Some("conflict"), false, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let resolved = store
+        .feeds()
+        .dead_letters(Some("conflict"), true, 10)
+        .await
+        .unwrap();
+    assert!(resolved[0].resolved.is_some());
+    assert_eq!(
+        s.get("Patient/twin-a").await.expect(200).json()["name"][0]["family"],
+        "Doe"
+    );
+    // the sender re-delivering now gets the new ACK
+    let again = s.post_hl7(&a01("C1", "4242")).await;
+    assert_eq!(ack_code(&again.text), "AA", "{}", again.text);
+}
+
+async fn mllp_over_a_real_socket(s: Server, store: Arc<dyn Store>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (_, pipeline) = healporium::app::router_and_feeds(store.clone(), &options(), None);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, shutdown) = tokio::sync::watch::channel(false);
+    let limits = healporium::feeds::mllp::Limits {
+        max_frame: 4096,
+        idle: std::time::Duration::from_secs(2),
+        ..Default::default()
+    };
+    let channel = healporium::feeds::runtime::Channel {
+        default_zone: Some("+01:00".into()),
+        ..healporium::feeds::runtime::Channel::default_channel(None)
+    };
+    let server = tokio::spawn(healporium::feeds::mllp::serve(
+        listener,
+        pipeline.unwrap(),
+        Arc::new(channel),
+        limits,
+        shutdown,
+    ));
+    let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+    // two messages in one write, then one split over three writes, then an oversized one
+    let mut wire = Vec::new();
+    for m in [a01("L1", "501"), a01("L2", "502")] {
+        wire.extend_from_slice(&healporium::feeds::mllp::frame(m.as_bytes()));
+    }
+    c.write_all(&wire).await.unwrap();
+    let third = healporium::feeds::mllp::frame(a01("L3", "503").as_bytes());
+    let (a, rest) = third.split_at(10);
+    let (b, d) = rest.split_at(40);
+    for part in [a, b, d] {
+        c.write_all(part).await.unwrap();
+        c.flush().await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+    }
+    let big = format!("{}NTE|{}\r", a01("L4", "504"), "x".repeat(5000));
+    c.write_all(&healporium::feeds::mllp::frame(big.as_bytes()))
+        .await
+        .unwrap();
+    let mut acks: Vec<String> = Vec::new();
+    let mut buf = Vec::new();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    while acks.len() < 4 && tokio::time::Instant::now() < deadline {
+        let mut chunk = [0u8; 4096];
+        let n = tokio::time::timeout(std::time::Duration::from_secs(20), c.read(&mut chunk))
+            .await
+            .expect("an ACK in time")
+            .unwrap();
+        assert!(n > 0, "the connection stays open");
+        buf.extend_from_slice(&chunk[..n]);
+        while let Some(end) = buf.windows(2).position(|w| w == [0x1c, 0x0d]) {
+            let frame: Vec<u8> = buf.drain(..end + 2).collect();
+            assert_eq!(frame[0], 0x0b, "ACKs are framed");
+            acks.push(String::from_utf8(frame[1..frame.len() - 2].to_vec()).unwrap());
+        }
+    }
+    assert_eq!(acks.len(), 4, "{acks:?}");
+    for (ack, control) in acks.iter().zip(["L1", "L2", "L3"]) {
+        assert!(ack.contains(&format!("MSA|AA|{control}\r")), "{ack}");
+    }
+    assert_eq!(ack_code(&acks[3]), "AR", "{}", acks[3]);
+    assert_eq!(search(&s, "Patient?_count=10").await.len(), 3);
+    // the idle connection is closed by the server
+    let mut chunk = [0u8; 16];
+    let n = tokio::time::timeout(std::time::Duration::from_secs(10), c.read(&mut chunk))
+        .await
+        .expect("closed after the idle timeout")
+        .unwrap_or(0);
+    assert_eq!(n, 0);
+    stop.send(true).unwrap();
+    server.await.unwrap().unwrap();
+}
+
+/// `healporium import hl7v2` reads a directory of files (several messages per file), answers
+/// with a summary by ACK code, and the operator finds the failed one with
+/// `feeds dead-letter list`, reads it with `show`, and replays it.
+#[test]
+fn import_and_dead_letters_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite:{}", dir.path().join("feeds.db").display());
+    let files = dir.path().join("in");
+    std::fs::create_dir(&files).unwrap();
+    let two = format!("{}\n{}\n", a01("F1", "601"), a01("F2", "602")).replace('\r', "\n");
+    std::fs::write(files.join("a.hl7"), two).unwrap();
+    let bad = a01("F3", "603").replace("|19800214|", "|1980-02-14|");
+    std::fs::write(files.join("b.hl7"), &bad).unwrap();
+    let run = |args: &[&str]| {
+        let out = crate::cli::bin()
+            .args(args)
+            .args(["--database-url", &db])
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let dir_arg = files.display().to_string();
+    let (code, _, err) = run(&["import", "hl7v2", &dir_arg, "--zone", "+01:00"]);
+    assert_eq!(code, Some(1), "one message failed: {err}");
+    assert!(
+        err.contains("3 message(s) from 2 file(s)") && err.contains("AA 2, AE 1, AR 0"),
+        "{err}"
+    );
+    // importing again: everything is a duplicate, answered from the inbox
+    let (_, _, err) = run(&["import", "hl7v2", &dir_arg, "--zone", "+01:00"]);
+    assert!(err.contains("3 already received"), "{err}");
+    let (code, out, err) = run(&["feeds", "dead-letter", "list"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        out.contains("mapping") && out.contains("EPIC|HOSP|F3"),
+        "{out}"
+    );
+    assert!(out.contains("1 dead letter(s)"), "{out}");
+    let id = out
+        .lines()
+        .find(|l| l.contains("EPIC|HOSP|F3"))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap()
+        .to_string();
+    let (code, out, _) = run(&["feeds", "dead-letter", "show", &id]);
+    assert_eq!(code, Some(0));
+    assert!(
+        out.contains("class     mapping") && out.contains("PID-7"),
+        "{out}"
+    );
+    assert!(
+        out.contains("PID|1||603^^^HEALPORIUM"),
+        "the message as received: {out}"
+    );
+    // nothing was fixed, so the replay fails the same way
+    let (code, _, err) = run(&["feeds", "dead-letter", "replay", &id, "--zone", "+01:00"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains(": AE"), "{err}");
+    let (_, out, _) = run(&["feeds", "dead-letter", "list", "--class", "mapping"]);
+    assert!(out.contains("      1  "), "one replay counted: {out}");
+    let (code, _, err) = run(&["feeds", "dead-letter", "list", "--class", "nonsense"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("--class"), "{err}");
+}

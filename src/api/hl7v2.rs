@@ -1,0 +1,195 @@
+//! HL7 v2 at the HTTP edge: `POST /hl7v2` takes one ER7 message and answers with its ACK,
+//! and [`InteractionSink`] commits what the feed pipeline maps as one FHIR transaction
+//! through the interaction layer (every transport's writes go this way).
+//!
+//! Who may post: a backend service with a `system/` scope that creates or updates, or an
+//! administrator (or anyone when authorization is off). Patients, practitioners, pharmacists
+//! and insurers are refused with 403 before anything is stored, so a valid token of theirs
+//! cannot fill the inbox either.
+
+use super::{ApiError, ApiState, peer_address};
+use crate::auth::scopes::{Perm, ScopeContext};
+use crate::auth::{Principal, Role};
+use crate::feeds::runtime::{Channel, Class, Pipeline, Refusal, Sink};
+use crate::fhir::outcome::{ErrorKind, Outcome};
+use crate::interaction::{self, Context, FhirRequest, Interaction, Preconditions, PreferReturn};
+use async_trait::async_trait;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Request, State};
+use axum::http::header::CONTENT_TYPE;
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use serde_json::Value;
+use std::sync::Arc;
+
+/// Where messages are posted (outside the FHIR prefix, behind the same token check).
+pub const PATH: &str = "/hl7v2";
+
+/// The media types an ER7 body may come as.
+pub const ER7_TYPES: [&str; 3] = [
+    "x-application/hl7-v2+er7",
+    "application/hl7-v2",
+    "text/plain",
+];
+
+/// Commits mapped transactions through the interaction layer.
+pub struct InteractionSink {
+    pub ctx: Context,
+    /// The FHIR base URL of this server (for the links in responses, unused here).
+    pub base: String,
+}
+
+#[async_trait]
+impl Sink for InteractionSink {
+    async fn commit(
+        &self,
+        bundle: Value,
+        provenance: Value,
+        principal: Option<Principal>,
+        source: Option<String>,
+    ) -> Result<(), Refusal> {
+        let request = FhirRequest {
+            base: self.base.clone(),
+            interaction: Interaction::Bundle { bundle },
+            preconditions: Preconditions::default(),
+            cascade: false,
+            provenance: Some(provenance),
+            prefer: PreferReturn::Minimal,
+            principal,
+            source,
+        };
+        match interaction::handle(&self.ctx, request).await {
+            Ok(_) => Ok(()),
+            Err(o) => Err(refusal(&o)),
+        }
+    }
+}
+
+/// The dead-letter class of an interaction failure.
+fn refusal(o: &Outcome) -> Refusal {
+    let class = match o.kind {
+        ErrorKind::Conflict | ErrorKind::VersionConflict | ErrorKind::MultipleMatches => {
+            Class::Conflict
+        }
+        ErrorKind::Unavailable | ErrorKind::Contention | ErrorKind::Internal => {
+            Class::TransientExhausted
+        }
+        _ => Class::Validation,
+    };
+    Refusal {
+        class,
+        status: o.status(),
+        issues: o
+            .issues
+            .iter()
+            .map(|i| (i.expression.first().cloned(), i.diagnostics.clone()))
+            .collect(),
+    }
+}
+
+/// Whether `principal` may feed messages in (`secured`: authorization is on).
+pub fn may_feed(principal: Option<&Principal>, secured: bool) -> bool {
+    let Some(p) = principal else {
+        return !secured;
+    };
+    if p.role == Some(Role::Admin) {
+        return true;
+    }
+    p.user.is_none()
+        && p.role.is_none()
+        && p.grants.iter().any(|g| {
+            g.context == ScopeContext::System
+                && (g.grants(Perm::Create, "Patient") || g.grants(Perm::Update, "Patient"))
+        })
+}
+
+/// State of the HL7 v2 route.
+#[derive(Clone)]
+pub struct Hl7State {
+    pub api: ApiState,
+    pub pipeline: Arc<Pipeline>,
+    pub channel: Arc<Channel>,
+    /// Authorization is on: a request without a principal is refused.
+    pub secured: bool,
+}
+
+/// `POST /hl7v2`.
+pub fn router(state: Hl7State) -> Router {
+    let api = state.api.clone();
+    Router::new()
+        .route(PATH, post(receive))
+        .with_state(state)
+        .layer(axum::middleware::from_fn_with_state(
+            api,
+            super::audit_refusals,
+        ))
+}
+
+async fn receive(State(state): State<Hl7State>, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let principal = parts.extensions.get::<Principal>().cloned();
+    if !may_feed(principal.as_ref(), state.secured) {
+        return ApiError(Outcome::new(
+            ErrorKind::Forbidden,
+            "Only a backend service with system/ write scopes or an administrator may send HL7 v2 messages",
+        ))
+        .into_response();
+    }
+    let media = parts
+        .headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|v| v.trim().to_ascii_lowercase());
+    if !media.as_deref().is_some_and(|m| ER7_TYPES.contains(&m)) {
+        return ApiError(Outcome::new(
+            ErrorKind::UnsupportedMediaType,
+            "An HL7 v2 message is sent as Content-Type: x-application/hl7-v2+er7",
+        ))
+        .into_response();
+    }
+    let bytes: Bytes = match axum::body::to_bytes(body, usize::MAX).await {
+        Ok(b) => b,
+        Err(_) => {
+            return ApiError(Outcome::new(
+                ErrorKind::PayloadTooLarge,
+                "The message is larger than the server takes",
+            ))
+            .into_response();
+        }
+    };
+    let source = peer_address(&parts.headers, &parts.extensions);
+    let receipt = state
+        .pipeline
+        .receive(&state.channel, principal, source, &bytes)
+        .await;
+    if let Some(r) = parts.extensions.get::<super::Reached>() {
+        // the transaction was audited by the interaction layer
+        r.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+    let status = if receipt.retry {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
+    let mut response = (
+        status,
+        [(
+            CONTENT_TYPE,
+            HeaderValue::from_static("x-application/hl7-v2+er7; charset=utf-8"),
+        )],
+        receipt.ack,
+    )
+        .into_response();
+    if let Ok(v) = HeaderValue::from_str(receipt.code.as_str()) {
+        response.headers_mut().insert("x-hl7-ack-code", v);
+    }
+    if receipt.duplicate {
+        response
+            .headers_mut()
+            .insert("x-hl7-duplicate", HeaderValue::from_static("true"));
+    }
+    response
+}

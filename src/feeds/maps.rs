@@ -1,0 +1,135 @@
+//! The map files as data: the rows, segment, datatype, vocabulary, identity-system and
+//! message maps that mappings/ holds (read by [`super::mapping_set`], applied by
+//! [`super::map`]).
+
+use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+
+/// A row of a datatype or segment map.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Row {
+    /// `3` (a field), `3.1` (component), `3.1.2` (subcomponent) — inside a datatype map the
+    /// first number is the component.
+    pub from: String,
+    /// A FHIR path below the resource or datatype: `name`, `type.coding[0].code`, and `[]`
+    /// to append (`identifier[]`).
+    pub to: String,
+    /// The value's FHIR type when it is not a string: date, dateTime, decimal, integer,
+    /// boolean (`Y`/`N`).
+    #[serde(default, rename = "type")]
+    pub value_type: Option<String>,
+    /// A datatype map applied to the field's or component's content.
+    #[serde(default)]
+    pub datatype: Option<String>,
+    /// A vocabulary map applied to the value.
+    #[serde(default)]
+    pub vocab: Option<String>,
+    /// The value is an assigning authority, turned into an identifier system.
+    #[serde(default)]
+    pub identity: bool,
+    /// Every repetition of the field (with `to` ending in `[]`), not only the first.
+    #[serde(default)]
+    pub repeats: bool,
+    /// A constant written when `from` is valued.
+    #[serde(default, rename = "const")]
+    pub constant: Option<Value>,
+    /// A missing value is an error (101).
+    #[serde(default)]
+    pub required: bool,
+    /// The row applies only when another field of the segment has one of these values
+    /// (`{"field": "2", "in": ["NM", "SN"]}`: OBX-5 by its value type OBX-2).
+    #[serde(default)]
+    pub when: Option<When>,
+}
+
+/// A condition on a sibling field, as the v2-to-FHIR guide's `IF OBX-2 IN ("NM")`.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct When {
+    pub field: String,
+    #[serde(rename = "in")]
+    pub is_in: Vec<String>,
+}
+
+/// `kind: DatatypeMap`.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct DatatypeMap {
+    pub name: String,
+    pub rows: Vec<Row>,
+}
+
+/// `kind: SegmentMap`.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct SegmentMap {
+    pub name: String,
+    pub segment: String,
+    pub resource: String,
+    /// Elements every resource of this map gets (`{"status": "final"}`).
+    #[serde(default)]
+    pub fixed: Map<String, Value>,
+    pub rows: Vec<Row>,
+}
+
+/// `kind: VocabMap`.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct VocabMap {
+    pub name: String,
+    pub map: BTreeMap<String, String>,
+    /// `error` (103, the default), `keep` (the code as sent) or `drop`.
+    #[serde(default)]
+    pub unmapped: Option<String>,
+}
+
+/// `kind: IdentitySystems`.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct IdentitySystems {
+    pub name: String,
+    pub systems: BTreeMap<String, String>,
+}
+
+/// How a produced resource is identified.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Identity {
+    /// Conditional update on its first identifier with a system and a value.
+    #[serde(default)]
+    pub identifier: bool,
+    /// UUIDv5 over this tuple: `@key` (another resource's identity) or a v2 location
+    /// (`PV1-19.1`) read from the resource's own segment or, for another segment, the nearest.
+    #[serde(default)]
+    pub uuid: Vec<String>,
+}
+
+/// One resource a message map produces.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Produce {
+    /// A name other resources reference it by.
+    pub key: String,
+    /// The segment, with its group path: `PID`, `PROCEDURE/PR1`,
+    /// `PATIENT_RESULT/ORDER_OBSERVATION/OBSERVATION/OBX`.
+    pub path: String,
+    /// The segment map filling it.
+    pub map: String,
+    pub identity: Identity,
+    /// element → key: `{"subject": "patient"}` sets `subject.reference`.
+    #[serde(default)]
+    pub references: BTreeMap<String, String>,
+    /// Not every message has the segment.
+    #[serde(default)]
+    pub optional: bool,
+    /// Elements set for this message type (`{"status": "finished"}` for an A03), over the
+    /// segment map's.
+    #[serde(default)]
+    pub fixed: Map<String, Value>,
+}
+
+/// `kind: MessageMap`.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct MessageMap {
+    pub name: String,
+    pub structure: String,
+    pub triggers: Vec<String>,
+    pub produce: Vec<Produce>,
+}
