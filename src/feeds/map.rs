@@ -123,8 +123,13 @@ impl Ctx<'_> {
         }
         let mut text = raw.to_string();
         if row.identity {
-            match self.set.identity_system(raw) {
-                Some(s) => text = s.to_string(),
+            let system = self
+                .set
+                .identity_system(raw)
+                .map(str::to_string)
+                .or_else(|| self.set.templated_system(raw));
+            match system {
+                Some(s) => text = s,
                 None => {
                     self.issues.push(issue(
                         Some(at.to_string()),
@@ -223,7 +228,7 @@ impl Ctx<'_> {
             "URI" | "URL" if uid.contains(':') => Some(uid.to_string()),
             _ => None,
         };
-        let found = known.or(derived);
+        let found = known.or(derived).or_else(|| self.set.templated_system(ns));
         if found.is_none() {
             self.issues.push(issue(
                 Some(at.to_string()),
@@ -271,7 +276,11 @@ impl Ctx<'_> {
                 continue;
             }
             if row.identity {
-                let hd = (rep.get(c, 1), rep.get(c, 2), rep.get(c, 3));
+                let hd = if row.flat {
+                    (rep.get(c, 1), rep.get(c + 1, 1), rep.get(c + 2, 1))
+                } else {
+                    (rep.get(c, 1), rep.get(c, 2), rep.get(c, 3))
+                };
                 if let Some(system) = self.authority(hd, &here) {
                     set(&mut obj, &row.to, Value::String(system));
                 }

@@ -75,15 +75,21 @@ pub struct MappingSet {
     vocabs: BTreeMap<String, VocabMap>,
     /// assigning authority → identifier system
     authorities: BTreeMap<String, String>,
+    /// The system of namespaces no file names, `{namespace}` replaced.
+    namespace_template: Option<String>,
 }
 
 impl MappingSet {
     /// The mapping set compiled into the binary (mappings/ at build time).
     pub fn embedded() -> Result<MappingSet, MappingError> {
-        let files = Embedded::iter()
+        MappingSet::from_files(MappingSet::embedded_files())
+    }
+
+    /// The files of the embedded set, as (path under mappings/, bytes).
+    pub fn embedded_files() -> Vec<(String, Vec<u8>)> {
+        Embedded::iter()
             .filter_map(|p| Embedded::get(&p).map(|f| (p.to_string(), f.data.into_owned())))
-            .collect();
-        MappingSet::from_files(files)
+            .collect()
     }
 
     /// The embedded set, loaded and checked once per process.
@@ -145,6 +151,7 @@ impl MappingSet {
         let mut datatypes = BTreeMap::new();
         let mut vocabs = BTreeMap::new();
         let mut authorities = BTreeMap::new();
+        let mut namespace_template: Option<String> = None;
         // where each map was defined, to name the file in cross-reference errors
         let mut origin: HashMap<String, String> = HashMap::new();
         for (path, bytes) in &files {
@@ -257,6 +264,15 @@ impl MappingSet {
                 }
                 "IdentitySystems" => {
                     let m: IdentitySystems = typed(path, &doc)?;
+                    if let Some(t) = m.namespace_template
+                        && namespace_template.replace(t).is_some()
+                    {
+                        return Err(err(
+                            path,
+                            "/namespace_template",
+                            "a second namespace template in the mapping set",
+                        ));
+                    }
                     for (k, v) in m.systems {
                         if authorities.insert(k.clone(), v).is_some() {
                             return Err(err(
@@ -382,6 +398,7 @@ impl MappingSet {
             datatypes,
             vocabs,
             authorities,
+            namespace_template,
         })
     }
 
@@ -428,6 +445,16 @@ impl MappingSet {
         self.authorities.get(authority).map(String::as_str)
     }
 
+    /// The system the namespace template gives a namespace (letters, digits, `._-` only).
+    pub fn templated_system(&self, namespace: &str) -> Option<String> {
+        let t = self.namespace_template.as_deref()?;
+        let plain = !namespace.is_empty()
+            && namespace
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+        plain.then(|| t.replace("{namespace}", namespace))
+    }
+
     /// The triggers this set maps.
     pub fn mapped_triggers(&self) -> impl Iterator<Item = &str> {
         self.map_by_trigger.keys().map(String::as_str)
@@ -450,9 +477,28 @@ mod tests {
     use super::*;
 
     fn embedded_files() -> Vec<(String, Vec<u8>)> {
-        Embedded::iter()
-            .filter_map(|p| Embedded::get(&p).map(|f| (p.to_string(), f.data.into_owned())))
-            .collect()
+        MappingSet::embedded_files()
+    }
+
+    #[test]
+    fn a_namespace_template_names_plain_namespaces_once() {
+        let t = r#"{"kind": "IdentitySystems", "name": "t", "namespace_template": "https://x.example/id/{namespace}"}"#;
+        let set = with("identity/t.json", t).unwrap();
+        assert_eq!(
+            set.templated_system("GOOD_HOSP-1"),
+            Some("https://x.example/id/GOOD_HOSP-1".to_string())
+        );
+        assert_eq!(set.templated_system("two words"), None);
+        assert_eq!(set.templated_system(""), None);
+        assert_eq!(MappingSet::embedded().unwrap().templated_system("X"), None);
+        let mut files = embedded_files();
+        files.push(("identity/t.json".into(), t.as_bytes().to_vec()));
+        files.push((
+            "identity/u.json".into(),
+            t.replace("\"t\"", "\"u\"").into_bytes(),
+        ));
+        let e = MappingSet::from_files(files).unwrap_err().to_string();
+        assert!(e.contains("/namespace_template"), "{e}");
     }
 
     fn with(path: &str, text: &str) -> Result<MappingSet, MappingError> {

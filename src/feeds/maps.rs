@@ -28,6 +28,10 @@ pub struct Row {
     /// The value is an assigning authority, turned into an identifier system.
     #[serde(default)]
     pub identity: bool,
+    /// With `identity`: the assigning authority's namespace, universal id and its type are
+    /// this component and the next two (EI), not subcomponents of this one (CX.4).
+    #[serde(default)]
+    pub flat: bool,
     /// Every repetition of the field (with `to` ending in `[]`), not only the first.
     #[serde(default)]
     pub repeats: bool,
@@ -85,7 +89,12 @@ pub struct VocabMap {
 #[derive(Debug, Clone, serde::Deserialize)]
 pub struct IdentitySystems {
     pub name: String,
+    #[serde(default)]
     pub systems: BTreeMap<String, String>,
+    /// The system of a namespace no file names (`https://example.org/id/{namespace}`): for a
+    /// feed whose local namespaces are trusted as they come. At most one in a set.
+    #[serde(default)]
+    pub namespace_template: Option<String>,
 }
 
 /// How a produced resource is identified.
