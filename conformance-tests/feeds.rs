@@ -508,3 +508,85 @@ fn import_and_dead_letters_from_the_command_line() {
     assert_eq!(code, Some(1));
     assert!(err.contains("--class"), "{err}");
 }
+
+/// What mapping a golden case gives, as its expected file holds it.
+fn golden_outcome(set: &healporium::feeds::mapping_set::MappingSet, text: &str) -> Value {
+    let m = healporium::hl7v2::er7::parse(text).expect("a golden message parses");
+    let (code, trigger, _) = m.message_type();
+    if set.message_map(&format!("{code}^{trigger}")).is_none() {
+        return json!({"ack": "AR", "errors": ["MSH-9 200"]});
+    }
+    let list = |issues: &[healporium::feeds::map::MapIssue], errors: bool| -> Vec<String> {
+        issues
+            .iter()
+            .filter(|i| i.error == errors)
+            .map(|i| format!("{} {}", i.location.as_deref().unwrap_or("-"), i.code))
+            .collect()
+    };
+    match set.map_message(&m, Some("+01:00")) {
+        Ok(mapped) => json!({
+            "ack": "AA",
+            "warnings": list(&mapped.issues, false),
+            "bundle": mapped.bundle,
+        }),
+        Err(issues) => json!({"ack": "AE", "errors": list(&issues, true)}),
+    }
+}
+
+/// The golden cases beside the maps (mappings/hl7v2/golden: a message and the transaction
+/// Bundle and ACK it must give). Mapping is pure, so each must match exactly; then every
+/// message goes through a real server, whose ACK must agree — the golden Bundles are valid
+/// FHIR that the server commits. `GOLDEN_UPDATE=1 cargo test golden` rewrites the expected
+/// files after a deliberate map change (review the diff).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn golden_cases_map_exactly_and_commit() {
+    let set = healporium::feeds::mapping_set::MappingSet::embedded().unwrap();
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("mappings/hl7v2/golden");
+    let mut cases: Vec<std::path::PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "hl7"))
+        .collect();
+    cases.sort();
+    assert!(cases.len() >= 13, "{} golden cases", cases.len());
+    let update = std::env::var("GOLDEN_UPDATE").is_ok_and(|v| v == "1");
+    let mut wrong = Vec::new();
+    let mut messages = Vec::new();
+    for case in &cases {
+        let text = std::fs::read_to_string(case).unwrap().replace('\n', "\r");
+        let got = golden_outcome(&set, &text);
+        let expected_path = case.with_extension("json");
+        if update {
+            std::fs::write(
+                &expected_path,
+                serde_json::to_string_pretty(&got).unwrap() + "\n",
+            )
+            .unwrap();
+        }
+        let expected: Value = serde_json::from_str(
+            &std::fs::read_to_string(&expected_path)
+                .unwrap_or_else(|_| panic!("{} has no expected file", case.display())),
+        )
+        .unwrap();
+        if got != expected {
+            wrong.push(format!(
+                "{}: got\n{}",
+                case.display(),
+                serde_json::to_string_pretty(&got).unwrap()
+            ));
+        }
+        messages.push((
+            case.clone(),
+            text,
+            expected["ack"].as_str().unwrap().to_string(),
+        ));
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n\n"));
+    let (s, _) = crate::common::start_store(crate::common::Backend::Sqlite, options())
+        .await
+        .unwrap();
+    for (case, text, ack) in messages {
+        let r = s.post_hl7(&text).await;
+        assert_eq!(ack_code(&r.text), ack, "{}: {}", case.display(), r.text);
+    }
+}

@@ -109,6 +109,19 @@ fn set(obj: &mut Map<String, Value>, path: &str, value: Value) {
     }
 }
 
+/// Merges `part` into `target`: arrays are appended, objects merged, other values set.
+fn merge(target: &mut Map<String, Value>, part: Map<String, Value>) {
+    for (k, v) in part {
+        match (target.get_mut(&k), v) {
+            (Some(Value::Array(a)), Value::Array(b)) => a.extend(b),
+            (Some(Value::Object(a)), Value::Object(b)) => merge(a, b),
+            (_, v) => {
+                target.insert(k, v);
+            }
+        }
+    }
+}
+
 struct Ctx<'a> {
     set: &'a MappingSet,
     default_zone: Option<&'a str>,
@@ -441,6 +454,7 @@ impl MappingSet {
             identity: String,
         }
         let mut made: Vec<Made> = Vec::new();
+        let mut merges: Vec<(String, Vec<usize>, Map<String, Value>)> = Vec::new();
         for p in &mm.produce {
             let Some(sm) = self.segment_map(&p.map).cloned() else {
                 ctx.issues
@@ -463,6 +477,11 @@ impl MappingSet {
                 for (k, v) in &p.fixed {
                     resource.insert(k.clone(), v.clone());
                 }
+                if let Some(into) = &p.into {
+                    resource.shift_remove("resourceType");
+                    merges.push((into.clone(), chain, resource));
+                    continue;
+                }
                 made.push(Made {
                     key: p.key.clone(),
                     seg: seg_index,
@@ -472,6 +491,16 @@ impl MappingSet {
                     request_url: String::new(),
                     identity: String::new(),
                 });
+            }
+        }
+        // segments that fill in another resource, into the nearest one of their key
+        for (into, chain, part) in merges {
+            let target = made
+                .iter_mut()
+                .filter(|m| m.key == into)
+                .max_by_key(|m| common_prefix(&m.chain, &chain));
+            if let Some(t) = target {
+                merge(&mut t.resource, part);
             }
         }
         // identities, in produce order so `@key` tuples find theirs

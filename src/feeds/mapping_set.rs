@@ -16,6 +16,7 @@ use std::path::Path;
 #[derive(Embed)]
 #[folder = "mappings/"]
 #[include = "*.json"]
+#[exclude = "hl7v2/golden/*"]
 struct Embedded;
 
 /// A map that cannot be used: the file (relative to mappings/), the field (a JSON pointer)
@@ -106,6 +107,10 @@ impl MappingSet {
             for entry in std::fs::read_dir(dir)? {
                 let path = entry?.path();
                 if path.is_dir() {
+                    // golden cases are test data beside the maps, not maps
+                    if path.file_name().is_some_and(|n| n == "golden") {
+                        continue;
+                    }
                     walk(root, &path, out)?;
                 } else if path.extension().is_some_and(|e| e == "json") {
                     let rel = path
@@ -367,7 +372,16 @@ impl MappingSet {
                         ));
                     }
                 }
-                if !p.identity.identifier && p.identity.uuid.is_empty() {
+                if let Some(k) = &p.into
+                    && !keys.get(..i).unwrap_or_default().contains(&k.as_str())
+                {
+                    return Err(err(
+                        &file,
+                        &format!("/produce/{i}/into"),
+                        format!("{k} is not a resource produced before this one"),
+                    ));
+                }
+                if p.into.is_none() && !p.identity.identifier && p.identity.uuid.is_empty() {
                     return Err(err(
                         &file,
                         &format!("/produce/{i}/identity"),

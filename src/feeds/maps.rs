@@ -98,7 +98,7 @@ pub struct IdentitySystems {
 }
 
 /// How a produced resource is identified.
-#[derive(Debug, Clone, serde::Deserialize)]
+#[derive(Debug, Clone, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Identity {
     /// Conditional update on its first identifier with a system and a value.
@@ -121,7 +121,14 @@ pub struct Produce {
     pub path: String,
     /// The segment map filling it.
     pub map: String,
+    /// How it is identified (absent with `into`).
+    #[serde(default)]
     pub identity: Identity,
+    /// Instead of a resource of its own, the segment fills in the nearest resource of this
+    /// key (PV2 into the Encounter, RXR into the Immunization, AIS into the Appointment):
+    /// its arrays are appended, its other elements set over the target's.
+    #[serde(default)]
+    pub into: Option<String>,
     /// element → key: `{"subject": "patient"}` sets `subject.reference`.
     #[serde(default)]
     pub references: BTreeMap<String, String>,
