@@ -24,7 +24,7 @@ use std::time::Instant;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn message(n: usize, run: &str) -> String {
-    if n % 2 == 0 {
+    if n.is_multiple_of(2) {
         format!(
             "MSH|^~\\&|EPIC|HOSP|HP|HP|20240105083000+0100||ADT^A01^ADT_A01|{run}-{n}|P|2.5.1\r\
              EVN|A01|20240105083000+0100\r\
@@ -138,8 +138,13 @@ async fn bench(label: &str, url: &str, total: usize) {
     let (_, pipeline) = router_and_feeds(store, &options, None);
     let pipeline = pipeline.expect("the mapping set loads");
     for connections in [1, 8] {
-        let (ok, secs) =
-            over_mllp(pipeline.clone(), connections, total, &format!("m{connections}")).await;
+        let (ok, secs) = over_mllp(
+            pipeline.clone(),
+            connections,
+            total,
+            &format!("m{connections}"),
+        )
+        .await;
         println!(
             "{label:<10} MLLP, {connections} connection(s): {ok} messages in {secs:.2} s = {:.0} messages/s",
             ok as f64 / secs

@@ -45,6 +45,7 @@ feed_backends!(
     unsupported_and_unreadable_messages_are_ar,
     a_conflict_is_replayed_after_the_fix,
     mllp_over_a_real_socket,
+    an_older_message_does_not_overwrite_newer_data,
 );
 
 fn options() -> AppOptions {
@@ -589,4 +590,54 @@ async fn golden_cases_map_exactly_and_commit() {
         let r = s.post_hl7(&text).await;
         assert_eq!(ack_code(&r.text), ack, "{}: {}", case.display(), r.text);
     }
+}
+
+/// An A08 (update) recorded on the 6th arrives before the A01 (admission) recorded on the 5th:
+/// the A01 is accepted but leaves the newer data as it is, and a still newer A08 applies.
+async fn an_older_message_does_not_overwrite_newer_data(s: Server, _store: Arc<dyn Store>) {
+    let at = |control: &str, trigger: &str, when: &str, street: &str| {
+        A01.replace(
+            "ADT^A01^ADT_A01|MSG0001",
+            &format!("ADT^{trigger}^ADT_A01|{control}"),
+        )
+        .replace(
+            "EVN|A01|20240105083000+0100",
+            &format!("EVN|{trigger}|{when}"),
+        )
+        .replace("1 Main St", street)
+    };
+    let address = |s: &Server| {
+        let s = s.clone();
+        async move {
+            let p = search(
+                &s,
+                "Patient?identifier=https://healporium.dev/fhir/sid/mrn|12345",
+            )
+            .await;
+            assert_eq!(p.len(), 1);
+            p[0]["address"][0]["line"][0].as_str().unwrap().to_string()
+        }
+    };
+    let r = s
+        .post_hl7(&at("N1", "A08", "20240106083000+0100", "2 Oak Ave"))
+        .await;
+    assert_eq!(ack_code(&r.text), "AA", "{}", r.text);
+    let versions = written(&s).await;
+    let r = s
+        .post_hl7(&at("N2", "A01", "20240105083000+0100", "1 Main St"))
+        .await;
+    assert_eq!(ack_code(&r.text), "AA", "{}", r.text);
+    assert!(r.text.contains("later message"), "{}", r.text);
+    assert_eq!(address(&s).await, "2 Oak Ave");
+    assert_eq!(search(&s, "Encounter").await.len(), 1);
+    assert!(
+        written(&s).await - versions <= 1,
+        "nothing but the Provenance is written"
+    );
+    let r = s
+        .post_hl7(&at("N3", "A08", "20240107083000+0100", "3 Elm St"))
+        .await;
+    assert_eq!(ack_code(&r.text), "AA", "{}", r.text);
+    assert!(!r.text.contains("later message"), "{}", r.text);
+    assert_eq!(address(&s).await, "3 Elm St");
 }

@@ -31,3 +31,12 @@ CREATE TABLE feed_dead_letter (
     resolved   INTEGER
 );
 CREATE INDEX feed_dead_letter_class ON feed_dead_letter (class, created);
+
+-- The event time (EVN-2, else MSH-7) of the latest message applied to each resource a feed
+-- writes, by its identity (the entry's request URL): an older message arriving later (an A01
+-- after the A08 that updated it) does not overwrite newer data.
+CREATE TABLE feed_event (
+    identity   TEXT    PRIMARY KEY,
+    event_ms   INTEGER NOT NULL,
+    message_id TEXT    NOT NULL
+);

@@ -427,9 +427,10 @@ impl Pipeline {
                 );
             }
         };
-        let warnings: Vec<AckError> = mapped.issues.iter().map(from_issue).collect();
+        let mut warnings: Vec<AckError> = mapped.issues.iter().map(from_issue).collect();
         let provenance = self.provenance(id, channel, m);
-        let lock_key = patient_key(&mapped.bundle);
+        let mut bundle = mapped.bundle;
+        let lock_key = patient_key(&bundle);
         let stripe = self
             .stripes
             .get(stripe_of(&lock_key, self.stripes.len()))
@@ -438,12 +439,48 @@ impl Pipeline {
             Some(lock) => Some(lock.await),
             None => None,
         };
+        // an older message arriving after a newer one (an A01 after its A08) leaves the
+        // newer data as it is: its entries become conditional creates that match and write
+        // nothing, so the references to them still resolve
+        let event = event_ms(m, channel.default_zone.as_deref());
+        let identities = entry_urls(&bundle);
+        let mut fresh = identities.clone();
+        if let Some(ev) = event {
+            let times = match self.store.event_times(&identities).await {
+                Ok(t) => t,
+                Err(e) => {
+                    tracing::error!(error = %e, "the feed's event times could not be read");
+                    return fail(
+                        AckCode::Error,
+                        Class::TransientExhausted,
+                        vec![ack_error(
+                            None,
+                            "207",
+                            "the server could not check the message's order",
+                        )],
+                    );
+                }
+            };
+            for (identity, t) in times {
+                if t > ev && keep_newer(&mut bundle, &identity) {
+                    fresh.retain(|f| f != &identity);
+                    let rt = identity.split(['/', '?']).next().unwrap_or("").to_string();
+                    warnings.push(ack_error(
+                        None,
+                        "207",
+                        format!(
+                            "{rt}: the server holds data from a later message; this older one does not overwrite it"
+                        ),
+                    ));
+                }
+            }
+        }
         let mut attempt = 0;
         loop {
             let result = self
                 .sink
                 .commit(
-                    mapped.bundle.clone(),
+                    bundle.clone(),
                     provenance.clone(),
                     principal.clone(),
                     source.clone(),
@@ -451,6 +488,11 @@ impl Pipeline {
                 .await;
             match result {
                 Ok(()) => {
+                    if let Some(ev) = event
+                        && let Err(e) = self.store.record_events(&fresh, ev, id).await
+                    {
+                        tracing::error!(error = %e, "the feed's event times could not be stored");
+                    }
                     return Outcome {
                         code: AckCode::Accept,
                         errors: warnings,
@@ -518,6 +560,76 @@ impl Pipeline {
             }]
         })
     }
+}
+
+/// When the message's event happened (EVN-2, else MSH-7), in ms since the epoch.
+fn event_ms(m: &Message, zone: Option<&str>) -> Option<i64> {
+    let evn = m
+        .segment("EVN")
+        .map(|s| s.get(2, 1, 1))
+        .filter(|v| !v.is_empty());
+    let msh = m
+        .segment("MSH")
+        .map(|s| s.get(7, 1, 1))
+        .filter(|v| !v.is_empty());
+    let text = evn.or(msh)?;
+    let fhir = crate::hl7v2::dtm::to_datetime(text, zone.or(Some("Z"))).ok()?;
+    let rfc = time::format_description::well_known::Rfc3339;
+    if let Ok(t) = time::OffsetDateTime::parse(&fhir, &rfc) {
+        return i64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok();
+    }
+    // a partial time: its start (a day, a month, a year)
+    let padded = match fhir.len() {
+        4 => format!("{fhir}-01-01T00:00:00Z"),
+        7 => format!("{fhir}-01T00:00:00Z"),
+        10 => format!("{fhir}T00:00:00Z"),
+        _ => return None,
+    };
+    let t = time::OffsetDateTime::parse(&padded, &rfc).ok()?;
+    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok()
+}
+
+/// The request URLs of a transaction's entries (their identities).
+fn entry_urls(bundle: &Value) -> Vec<String> {
+    bundle
+        .get("entry")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.pointer("/request/url").and_then(Value::as_str))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Turns the entry written to `identity` into a conditional create that matches the stored
+/// resource (and so writes nothing); false when there is no such entry.
+fn keep_newer(bundle: &mut Value, identity: &str) -> bool {
+    let Some(entries) = bundle.get_mut("entry").and_then(Value::as_array_mut) else {
+        return false;
+    };
+    let Some(e) = entries
+        .iter_mut()
+        .find(|e| e.pointer("/request/url").and_then(Value::as_str) == Some(identity))
+    else {
+        return false;
+    };
+    let (rt, criteria) = match identity.split_once('?') {
+        Some((rt, q)) => (rt.to_string(), q.to_string()),
+        None => match identity.split_once('/') {
+            Some((rt, id)) => (rt.to_string(), format!("_id={id}")),
+            None => return false,
+        },
+    };
+    if let Some(r) = e.get_mut("resource").and_then(Value::as_object_mut) {
+        r.shift_remove("id");
+    }
+    if let Some(obj) = e.as_object_mut() {
+        obj.insert(
+            "request".into(),
+            json!({"method": "POST", "url": rt, "ifNoneExist": criteria}),
+        );
+    }
+    true
 }
 
 /// The patient a transaction concerns (its Patient entry's request URL), for ordering.

@@ -78,6 +78,16 @@ pub trait FeedStore: Send + Sync {
     /// earlier dead letter of the message).
     async fn finish(&self, id: &str, finish: &Finish<'_>, now: i64) -> StoreResult<()>;
     async fn message(&self, id: &str) -> StoreResult<Option<FeedMessageRow>>;
+    /// The latest event time applied to each of `identities` (those never written are left
+    /// out).
+    async fn event_times(&self, identities: &[String]) -> StoreResult<Vec<(String, i64)>>;
+    /// Records that `message_id` applied its event time to `identities` (a later time wins).
+    async fn record_events(
+        &self,
+        identities: &[String],
+        event_ms: i64,
+        message_id: &str,
+    ) -> StoreResult<()>;
     /// Dead letters, newest first; resolved ones only when asked.
     async fn dead_letters(
         &self,
@@ -216,6 +226,52 @@ macro_rules! feed_store_impl {
                     }
                 }
                 tx.commit().await.map_err(map_err)?;
+                Ok(())
+            }
+
+            async fn event_times(
+                &self,
+                identities: &[String],
+            ) -> StoreResult<Vec<(String, i64)>> {
+                if identities.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let mut qb = sqlx::QueryBuilder::<$db>::new(
+                    "SELECT identity, event_ms FROM feed_event WHERE identity IN (",
+                );
+                let mut list = qb.separated(", ");
+                for i in identities {
+                    list.push_bind(i.clone());
+                }
+                qb.push(")");
+                qb.build_query_as::<(String, i64)>()
+                    .fetch_all(&self.write)
+                    .await
+                    .map_err(map_err)
+            }
+
+            async fn record_events(
+                &self,
+                identities: &[String],
+                event_ms: i64,
+                message_id: &str,
+            ) -> StoreResult<()> {
+                if identities.is_empty() {
+                    return Ok(());
+                }
+                let mut qb = sqlx::QueryBuilder::<$db>::new(
+                    "INSERT INTO feed_event (identity, event_ms, message_id) ",
+                );
+                qb.push_values(identities, |mut b, i| {
+                    b.push_bind(i.clone())
+                        .push_bind(event_ms)
+                        .push_bind(message_id.to_string());
+                });
+                qb.push(
+                    " ON CONFLICT (identity) DO UPDATE SET event_ms = excluded.event_ms, \
+                     message_id = excluded.message_id WHERE excluded.event_ms >= feed_event.event_ms",
+                );
+                qb.build().execute(&self.write).await.map_err(map_err)?;
                 Ok(())
             }
 
