@@ -46,6 +46,7 @@ feed_backends!(
     a_conflict_is_replayed_after_the_fix,
     mllp_over_a_real_socket,
     an_older_message_does_not_overwrite_newer_data,
+    a_merge_links_the_records_once,
 );
 
 fn options() -> AppOptions {
@@ -640,4 +641,44 @@ async fn an_older_message_does_not_overwrite_newer_data(s: Server, _store: Arc<d
     assert_eq!(ack_code(&r.text), "AA", "{}", r.text);
     assert!(!r.text.contains("later message"), "{}", r.text);
     assert_eq!(address(&s).await, "3 Elm St");
+}
+
+/// ADT^A40: the record of MRG-1 becomes inactive and `replaced-by` the surviving one, which
+/// `replaces` it; the same merge sent again (another control id) writes nothing.
+async fn a_merge_links_the_records_once(s: Server, _store: Arc<dyn Store>) {
+    let old = a01("OLD", "55555");
+    assert_eq!(ack_code(&s.post_hl7(&old).await.text), "AA");
+    let merge = |control: &str| {
+        format!(
+            "MSH|^~\\&|EPIC|HOSP|HP|HP|20240108090000+0100||ADT^A40^ADT_A39|{control}|P|2.5.1\r\
+             EVN|A40|20240108090000+0100\r\
+             PID|1||12345^^^HEALPORIUM^MR||Doe^Jane^Q||19800214|F\r\
+             MRG|55555^^^HEALPORIUM^MR\r"
+        )
+    };
+    let r = s.post_hl7(&merge("M1")).await;
+    assert_eq!(ack_code(&r.text), "AA", "{}", r.text);
+    let find = |mrn: &str| {
+        let s = s.clone();
+        let q = format!("Patient?identifier=https://healporium.dev/fhir/sid/mrn|{mrn}");
+        async move { search(&s, &q).await }
+    };
+    let prior = find("55555").await;
+    let survivor = find("12345").await;
+    assert_eq!((prior.len(), survivor.len()), (1, 1));
+    assert_eq!(prior[0]["active"], false);
+    assert_eq!(prior[0]["link"][0]["type"], "replaced-by");
+    assert_eq!(
+        prior[0]["link"][0]["other"]["reference"],
+        format!("Patient/{}", survivor[0]["id"].as_str().unwrap())
+    );
+    assert_eq!(survivor[0]["link"][0]["type"], "replaces");
+    let versions = written(&s).await;
+    let r = s.post_hl7(&merge("M2")).await;
+    assert_eq!(ack_code(&r.text), "AA", "{}", r.text);
+    assert_eq!(
+        written(&s).await,
+        versions,
+        "a merge sent twice merges once"
+    );
 }
