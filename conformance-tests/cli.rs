@@ -51,6 +51,9 @@ fn bad_configuration_is_one_clear_line() {
         vec!["serve", "--base-url", "not a url"],
         vec!["serve", "--canonical-base", "ftp://nowhere"],
         vec!["serve", "--credit-catalog", &catalog_path],
+        vec!["serve", "--mappings", "/nonexistent/mappings"],
+        vec!["serve", "--mllp", "nowhere"],
+        vec!["serve", "--feed-zone", "CET"],
     ] {
         let out = bin().args(&args).output().unwrap();
         assert_eq!(out.status.code(), Some(2), "{args:?}");

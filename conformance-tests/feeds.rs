@@ -47,6 +47,7 @@ feed_backends!(
     mllp_over_a_real_socket,
     an_older_message_does_not_overwrite_newer_data,
     a_merge_links_the_records_once,
+    a_channel_takes_what_it_declares,
 );
 
 fn options() -> AppOptions {
@@ -336,6 +337,7 @@ async fn a_conflict_is_replayed_after_the_fix(s: Server, store: Arc<dyn Store>) 
     let pipeline = healporium::app::feed_pipeline(
         &healporium::interaction::Context::new(store.clone()),
         "http://localhost/fhir",
+        None,
     )
     .unwrap();
     let channel = healporium::feeds::runtime::Channel {
@@ -681,4 +683,70 @@ async fn a_merge_links_the_records_once(s: Server, _store: Arc<dyn Store>) {
         versions,
         "a merge sent twice merges once"
     );
+}
+
+/// A channel file of an operator's own mapping set: a lab channel that takes ORU^R01 in
+/// version 2.5.1 only, in enhanced acknowledgement mode (MSH-16 decides whether an ACK goes
+/// back).
+async fn a_channel_takes_what_it_declares(_s: Server, store: Arc<dyn Store>) {
+    use healporium::feeds::mapping_set::MappingSet;
+    use healporium::hl7v2::ack::AckCode;
+    let mut files = MappingSet::embedded_files();
+    files.push((
+        "channels/lab.json".into(),
+        br#"{"kind": "Channel", "name": "lab", "bind": "127.0.0.1:0", "accept": ["ORU^R01"],
+            "versions": ["2.5.1"], "ack": "enhanced", "zone": "+01:00"}"#
+            .to_vec(),
+    ));
+    let set = Arc::new(MappingSet::from_files(files).unwrap());
+    let lab = set.channels().iter().find(|c| c.name == "lab").unwrap();
+    assert_eq!(lab.bind.as_deref(), Some("127.0.0.1:0"));
+    let pipeline = healporium::app::feed_pipeline(
+        &healporium::interaction::Context::new(store.clone()),
+        "http://localhost/fhir",
+        Some(set.clone()),
+    )
+    .unwrap();
+    let channel = healporium::app::feed_channel(&pipeline, "lab", None, None);
+    assert_eq!(channel.default_zone.as_deref(), Some("+01:00"));
+    let r = pipeline
+        .receive(&channel, None, None, a01("CH1", "801").as_bytes())
+        .await;
+    assert_eq!(r.code, AckCode::Reject, "{}", r.ack);
+    assert!(r.ack.contains("not taken on channel lab"), "{}", r.ack);
+    let oru = |control: &str, version: &str, ack_type: &str| {
+        format!(
+            "MSH|^~\\&|LAB|HOSP|HP|HP|20240105||ORU^R01^ORU_R01|{control}|P|{version}|||AL|{ack_type}\r\
+             PID|1||802^^^HEALPORIUM^MR||Doe^John\r\
+             OBR|1|ORD1|FIL1|24323-8^Metabolic panel^LN|||20240105070000+0000\r\
+             OBX|1|NM|2345-7^Glucose^LN||95|mg/dL^^UCUM|70-99|N|||F|||20240105070000+0000\r"
+        )
+    };
+    let r = pipeline
+        .receive(&channel, None, None, oru("CH2", "2.3", "AL").as_bytes())
+        .await;
+    assert_eq!(r.code, AckCode::Reject, "{}", r.ack);
+    assert!(r.ack.contains("|203^^HL70357|"), "{}", r.ack);
+    assert!(r.send, "AL: always answered");
+    let r = pipeline
+        .receive(&channel, None, None, oru("CH3", "2.5.1", "NE").as_bytes())
+        .await;
+    assert_eq!(r.code, AckCode::Accept, "{}", r.ack);
+    assert!(!r.send, "NE: never answered");
+    let r = pipeline
+        .receive(&channel, None, None, oru("CH4", "2.5.1", "ER").as_bytes())
+        .await;
+    assert_eq!(r.code, AckCode::Accept);
+    assert!(!r.send, "ER: answered on errors only");
+    let r = pipeline
+        .receive(&channel, None, None, oru("CH5", "2.9", "ER").as_bytes())
+        .await;
+    assert_eq!(r.code, AckCode::Reject);
+    assert!(r.send, "ER: an error is answered");
+    // the default channel of the same set takes what the lab channel refuses
+    let default = healporium::app::feed_channel(&pipeline, "default", None, Some("+01:00"));
+    let r = pipeline
+        .receive(&default, None, None, a01("CH6", "803").as_bytes())
+        .await;
+    assert_eq!(r.code, AckCode::Accept, "{}", r.ack);
 }

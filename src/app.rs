@@ -62,8 +62,11 @@ pub struct AppOptions {
     pub seal: Option<Arc<crate::interaction::seal::Seal>>,
     /// The credit extension's canonical base, artifacts, products and plans.
     pub finance: Arc<crate::finance::catalog::Catalog>,
-    /// The zone of HL7 v2 timestamps without an offset (`POST /hl7v2`, MLLP).
+    /// The zone of HL7 v2 timestamps without an offset (`POST /hl7v2`, MLLP), over the
+    /// default channel's.
     pub feed_zone: Option<String>,
+    /// The feeds' mapping set (None: the one compiled in).
+    pub mappings: Option<Arc<crate::feeds::mapping_set::MappingSet>>,
 }
 
 impl Default for AppOptions {
@@ -83,6 +86,7 @@ impl Default for AppOptions {
             seal: None,
             finance: crate::finance::catalog::Catalog::standard(),
             feed_zone: None,
+            mappings: None,
         }
     }
 }
@@ -127,6 +131,30 @@ fn node_context(store: Arc<dyn Store>, options: &AppOptions, secured: bool) -> C
     ctx
 }
 
+/// The channel `name` of the pipeline's mapping set (the built-in default when the set has
+/// no such file), writing as `principal`, with `zone` over the file's.
+pub fn feed_channel(
+    pipeline: &crate::feeds::runtime::Pipeline,
+    name: &str,
+    principal: Option<crate::auth::Principal>,
+    zone: Option<&str>,
+) -> crate::feeds::runtime::Channel {
+    use crate::feeds::runtime::Channel;
+    let mut c = pipeline
+        .mapping_set()
+        .channels()
+        .iter()
+        .find(|c| c.name == name)
+        .map_or_else(
+            || Channel::default_channel(principal.clone()),
+            |m| Channel::from_map(m, principal.clone()),
+        );
+    if let Some(z) = zone {
+        c.default_zone = Some(z.to_string());
+    }
+    c
+}
+
 /// Who a feed channel writes as: a backend principal of its own (None without authorization).
 pub fn feed_principal(channel: &str, secured: bool) -> Option<crate::auth::Principal> {
     secured.then(|| crate::auth::Principal {
@@ -137,8 +165,15 @@ pub fn feed_principal(channel: &str, secured: bool) -> Option<crate::auth::Princ
 
 /// The feed pipeline over `ctx` (None when the embedded mapping set does not load, which
 /// `warm_up` reports at start).
-pub fn feed_pipeline(ctx: &Context, base: &str) -> Option<Arc<crate::feeds::runtime::Pipeline>> {
-    let set = crate::feeds::mapping_set::MappingSet::shared().ok()?;
+pub fn feed_pipeline(
+    ctx: &Context,
+    base: &str,
+    set: Option<Arc<crate::feeds::mapping_set::MappingSet>>,
+) -> Option<Arc<crate::feeds::runtime::Pipeline>> {
+    let set = match set {
+        Some(s) => s,
+        None => crate::feeds::mapping_set::MappingSet::shared().ok()?,
+    };
     let sink = Arc::new(api::hl7v2::InteractionSink {
         ctx: ctx.clone(),
         base: base.to_string(),
@@ -161,7 +196,7 @@ pub fn router_and_feeds(
         .base_url
         .clone()
         .unwrap_or_else(|| format!("http://localhost{}", options.prefix));
-    let pipeline = feed_pipeline(&ctx, &base);
+    let pipeline = feed_pipeline(&ctx, &base, options.mappings.clone());
     let state = ApiState {
         ctx,
         base_url: options.base_url.as_deref().map(Into::into),
@@ -173,10 +208,12 @@ pub fn router_and_feeds(
         app = app.merge(api::hl7v2::router(api::hl7v2::Hl7State {
             api: state.clone(),
             pipeline: p.clone(),
-            channel: Arc::new(crate::feeds::runtime::Channel {
-                default_zone: options.feed_zone.clone(),
-                ..crate::feeds::runtime::Channel::default_channel(None)
-            }),
+            channel: Arc::new(feed_channel(
+                p,
+                "default",
+                None,
+                options.feed_zone.as_deref(),
+            )),
             secured: smart.is_some(),
         }));
     }
@@ -398,6 +435,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         )),
         finance: config.finance.clone(),
         feed_zone: config.feed_zone.clone(),
+        mappings: config.mappings.clone(),
     };
     let backend = store.backend();
     let smart = match config.auth {
@@ -447,16 +485,38 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     }
     let secured = smart.is_some();
     let (app, pipeline) = router_and_feeds(store, &options, smart);
-    if let Some(addr) = config.mllp {
-        let pipeline = pipeline.ok_or_else(|| anyhow::anyhow!("the mapping set did not load"))?;
-        let listener = supervisor.bind("MLLP", addr).await?;
-        let channel = crate::feeds::runtime::Channel {
-            default_zone: config.feed_zone.clone(),
-            ..crate::feeds::runtime::Channel::default_channel(feed_principal("default", secured))
+    // the default channel on --mllp, and every channel of the set with its own address
+    let mut listeners: Vec<(std::net::SocketAddr, crate::feeds::runtime::Channel)> = Vec::new();
+    if let Some(p) = &pipeline {
+        if let Some(addr) = config.mllp {
+            let c = feed_channel(
+                p,
+                "default",
+                feed_principal("default", secured),
+                config.feed_zone.as_deref(),
+            );
+            listeners.push((addr, c));
+        }
+        for m in p.mapping_set().channels() {
+            if let Some(bind) = &m.bind {
+                let addr: std::net::SocketAddr = bind
+                    .parse()
+                    .map_err(|_| anyhow::anyhow!("channel {}: bad bind {bind}", m.name))?;
+                let c = feed_channel(p, &m.name, feed_principal(&m.name, secured), None);
+                listeners.push((addr, c));
+            }
+        }
+    } else if config.mllp.is_some() {
+        anyhow::bail!("the mapping set did not load");
+    }
+    for (addr, channel) in listeners {
+        let Some(pipeline) = pipeline.clone() else {
+            break;
         };
-        tracing::info!(address = %addr, "HL7 v2 over MLLP: channel default");
+        let listener = supervisor.bind("MLLP", addr).await?;
+        tracing::info!(address = %addr, channel = %channel.name, "HL7 v2 over MLLP");
         let shutdown = supervisor.shutdown();
-        supervisor.spawn("MLLP listener", async move {
+        supervisor.spawn(&format!("MLLP listener {}", channel.name), async move {
             crate::feeds::mllp::serve(
                 listener,
                 pipeline,

@@ -590,6 +590,12 @@ pub struct ServeArgs {
     #[arg(long, env = "HEALPORIUM_FEED_ZONE")]
     pub feed_zone: Option<String>,
 
+    /// A mapping set of your own, a directory laid out like mappings/ (structures, maps,
+    /// vocabularies, identity systems, channels), in place of the compiled-in one; checked at
+    /// start (a bad map is one line naming the file and field).
+    #[arg(long, env = "HEALPORIUM_MAPPINGS")]
+    pub mappings: Option<std::path::PathBuf>,
+
     /// The key the audit chain is sealed with, kept outside the database (created on first
     /// start; default: beside the SQLite file, or ./healporium-audit.key for PostgreSQL).
     /// Its signed head lives beside it (`<file>.head`).
@@ -759,6 +765,8 @@ pub struct Config {
     pub mllp: Option<SocketAddr>,
     /// The default zone of HL7 v2 timestamps.
     pub feed_zone: Option<String>,
+    /// An operator's mapping set (None: the compiled-in one).
+    pub mappings: Option<std::sync::Arc<crate::feeds::mapping_set::MappingSet>>,
 }
 
 /// A feed's default zone as an RFC 3339 offset: `+01:00`, `-05:00` or `Z`.
@@ -859,6 +867,13 @@ impl Config {
             feed_zone: match &args.feed_zone {
                 None => None,
                 Some(z) => Some(feed_zone(z)?),
+            },
+            mappings: match &args.mappings {
+                None => None,
+                Some(dir) => Some(std::sync::Arc::new(
+                    crate::feeds::mapping_set::MappingSet::from_dir(dir)
+                        .map_err(|e| format!("--mappings: {e}"))?,
+                )),
             },
         })
     }

@@ -22,19 +22,21 @@ fn admin_pipeline(store: Arc<dyn Store>) -> anyhow::Result<Arc<Pipeline>> {
         ..AppOptions::default()
     };
     let ctx = node_context(store, &options, false);
-    feed_pipeline(&ctx, "http://localhost/fhir")
+    feed_pipeline(&ctx, "http://localhost/fhir", None)
         .ok_or_else(|| anyhow::anyhow!("the mapping set did not load"))
 }
 
-fn channel(zone: Option<&str>) -> anyhow::Result<Channel> {
-    let default_zone = match zone {
+fn channel(pipeline: &Pipeline, zone: Option<&str>) -> anyhow::Result<Channel> {
+    let zone = match zone {
         None => None,
         Some(z) => Some(crate::config::feed_zone(z).map_err(|e| anyhow::anyhow!(e))?),
     };
-    Ok(Channel {
-        default_zone,
-        ..Channel::default_channel(None)
-    })
+    Ok(super::feed_channel(
+        pipeline,
+        "default",
+        None,
+        zone.as_deref(),
+    ))
 }
 
 /// Runs `healporium feeds …`.
@@ -121,7 +123,7 @@ pub async fn feeds_command(command: FeedsCommand) -> anyhow::Result<String> {
         DeadLetterCommand::Replay(args) => {
             let store = admin_store(&args.database.database_url).await?;
             let pipeline = admin_pipeline(store)?;
-            let channel = channel(args.zone.as_deref())?;
+            let channel = channel(&pipeline, args.zone.as_deref())?;
             let receipt = pipeline
                 .replay(&args.id, &channel, None)
                 .await
@@ -204,7 +206,7 @@ pub async fn import_hl7v2(args: ImportHl7v2Args) -> anyhow::Result<String> {
     }
     let store = admin_store(&args.database.database_url).await?;
     let pipeline = admin_pipeline(store)?;
-    let channel = channel(args.zone.as_deref())?;
+    let channel = channel(&pipeline, args.zone.as_deref())?;
     let bar = indicatif::ProgressBar::with_draw_target(
         Some(messages.len() as u64),
         indicatif::ProgressDrawTarget::stderr(),

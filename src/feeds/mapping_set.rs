@@ -4,7 +4,7 @@
 //! structure, a trigger claimed once). A bad map stops the start with one line naming the
 //! file and the field.
 
-use super::maps::{DatatypeMap, IdentitySystems, MessageMap, SegmentMap, VocabMap};
+use super::maps::{ChannelMap, DatatypeMap, IdentitySystems, MessageMap, SegmentMap, VocabMap};
 use crate::hl7v2::er7::Message;
 use crate::hl7v2::grammar::Structure;
 use rust_embed::Embed;
@@ -58,6 +58,7 @@ const KINDS: &[&str] = &[
     "DatatypeMap",
     "VocabMap",
     "IdentitySystems",
+    "Channel",
 ];
 
 /// The loaded, checked mapping set.
@@ -78,6 +79,7 @@ pub struct MappingSet {
     authorities: BTreeMap<String, String>,
     /// The system of namespaces no file names, `{namespace}` replaced.
     namespace_template: Option<String>,
+    channels: Vec<ChannelMap>,
 }
 
 impl MappingSet {
@@ -157,6 +159,7 @@ impl MappingSet {
         let mut vocabs = BTreeMap::new();
         let mut authorities = BTreeMap::new();
         let mut namespace_template: Option<String> = None;
+        let mut channels: Vec<(ChannelMap, String)> = Vec::new();
         // where each map was defined, to name the file in cross-reference errors
         let mut origin: HashMap<String, String> = HashMap::new();
         for (path, bytes) in &files {
@@ -256,6 +259,25 @@ impl MappingSet {
                             format!("a second datatype map {}", prev.name),
                         ));
                     }
+                }
+                "Channel" => {
+                    let c: ChannelMap = typed(path, &doc)?;
+                    if let Some(b) = &c.bind
+                        && b.parse::<std::net::SocketAddr>().is_err()
+                    {
+                        return Err(err(
+                            path,
+                            "/bind",
+                            format!("'{b}' is not an address such as 0.0.0.0:2575"),
+                        ));
+                    }
+                    if channels
+                        .iter()
+                        .any(|(o, _): &(ChannelMap, String)| o.name == c.name)
+                    {
+                        return Err(err(path, "/name", format!("a second channel {}", c.name)));
+                    }
+                    channels.push((c, path.to_string()));
                 }
                 "VocabMap" => {
                     let m: VocabMap = typed(path, &doc)?;
@@ -399,6 +421,18 @@ impl MappingSet {
                 }
             }
         }
+        for (c, file) in &channels {
+            for (i, t) in c.accept.iter().flatten().enumerate() {
+                if !map_by_trigger.contains_key(t) {
+                    return Err(err(
+                        file,
+                        &format!("/accept/{i}"),
+                        format!("{t} is not a message type this set maps"),
+                    ));
+                }
+            }
+        }
+        let channels = channels.into_iter().map(|(c, _)| c).collect();
         let (name, version) =
             set.ok_or_else(|| err("mapping-set.json", "", "the MappingSet file is missing"))?;
         Ok(MappingSet {
@@ -413,6 +447,7 @@ impl MappingSet {
             vocabs,
             authorities,
             namespace_template,
+            channels,
         })
     }
 
@@ -459,6 +494,11 @@ impl MappingSet {
         self.authorities.get(authority).map(String::as_str)
     }
 
+    /// The channels of the set (`default` is what `serve --mllp` starts).
+    pub fn channels(&self) -> &[ChannelMap] {
+        &self.channels
+    }
+
     /// The system the namespace template gives a namespace (letters, digits, `._-` only).
     pub fn templated_system(&self, namespace: &str) -> Option<String> {
         let t = self.namespace_template.as_deref()?;
@@ -492,6 +532,23 @@ mod tests {
 
     fn embedded_files() -> Vec<(String, Vec<u8>)> {
         MappingSet::embedded_files()
+    }
+
+    #[test]
+    fn channels_are_checked_against_the_set() {
+        let c = |body: &str| {
+            with(
+                "channels/x.json",
+                &format!("{{\"kind\": \"Channel\", \"name\": \"x\", {body}}}"),
+            )
+        };
+        assert_eq!(c("\"accept\": [\"ORU^R01\"]").unwrap().channels().len(), 2);
+        let e = c("\"accept\": [\"ZZZ^Z01\"]").unwrap_err().to_string();
+        assert!(e.contains("channels/x.json: /accept/0"), "{e}");
+        let e = c("\"bind\": \"nowhere:99999\"").unwrap_err().to_string();
+        assert!(e.contains("/bind"), "{e}");
+        let e = c("\"ack\": \"sometimes\"").unwrap_err().to_string();
+        assert!(e.contains("channels/x.json"), "{e}");
     }
 
     #[test]

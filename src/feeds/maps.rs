@@ -149,3 +149,29 @@ pub struct MessageMap {
     pub triggers: Vec<String>,
     pub produce: Vec<Produce>,
 }
+
+/// `kind: Channel`: a way in (`serve --mllp` starts `default`; a channel with `bind` listens
+/// on its own address).
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct ChannelMap {
+    pub name: String,
+    /// The MLLP listener's address; None: started by `serve --mllp` (the default channel) or
+    /// not at all.
+    #[serde(default)]
+    pub bind: Option<String>,
+    /// The message types taken (every mapped one when absent).
+    #[serde(default)]
+    pub accept: Option<Vec<String>>,
+    /// MSH-12 versions taken (any when absent).
+    #[serde(default)]
+    pub versions: Option<Vec<String>>,
+    /// MSH-11 processing ids taken (P and T when absent).
+    #[serde(default)]
+    pub processing_ids: Option<Vec<String>>,
+    /// The zone of timestamps without an offset.
+    #[serde(default)]
+    pub zone: Option<String>,
+    /// `original`: every message is answered; `enhanced`: MSH-16 decides (AL, NE, ER, SU).
+    #[serde(default)]
+    pub ack: Option<String>,
+}

@@ -191,14 +191,16 @@ async fn connection(
         for f in frames {
             let reply = match f {
                 Frame::Message(bytes) => {
-                    pipeline
+                    let r = pipeline
                         .receive(&channel, None, Some(peer.clone()), &bytes)
-                        .await
-                        .ack
+                        .await;
+                    r.send.then_some(r.ack)
                 }
-                Frame::Oversized => oversized(limits.max_frame),
+                Frame::Oversized => Some(oversized(limits.max_frame)),
             };
-            stream.write_all(&frame(reply.as_bytes())).await?;
+            if let Some(reply) = reply {
+                stream.write_all(&frame(reply.as_bytes())).await?;
+            }
         }
         frame_started = match (framer.in_frame(), frame_started) {
             (true, Some(t)) => Some(t),

@@ -94,6 +94,13 @@ pub struct Channel {
     pub processing_ids: Vec<String>,
     /// Who the channel writes as (None when authorization is off, or for HTTP: the caller).
     pub principal: Option<Principal>,
+    /// The message types taken (None: every mapped one).
+    pub accept: Option<Vec<String>>,
+    /// MSH-12 versions taken (None: any).
+    pub versions: Option<Vec<String>>,
+    /// Enhanced acknowledgement: MSH-16 says whether an ACK is sent (AL always, NE never, ER
+    /// on errors, SU on success); original mode answers every message.
+    pub enhanced: bool,
 }
 
 impl Channel {
@@ -104,6 +111,43 @@ impl Channel {
             default_zone: None,
             processing_ids: vec!["P".into(), "T".into()],
             principal,
+            accept: None,
+            versions: None,
+            enhanced: false,
+        }
+    }
+
+    /// A channel as its file in mappings/channels/ describes it.
+    pub fn from_map(m: &super::maps::ChannelMap, principal: Option<Principal>) -> Channel {
+        Channel {
+            name: m.name.clone(),
+            default_zone: m.zone.clone(),
+            processing_ids: m
+                .processing_ids
+                .clone()
+                .unwrap_or_else(|| vec!["P".into(), "T".into()]),
+            principal,
+            accept: m.accept.clone(),
+            versions: m.versions.clone(),
+            enhanced: m.ack.as_deref() == Some("enhanced"),
+        }
+    }
+
+    /// Whether the sender gets an ACK for `message` answered with `code` (MLLP; HTTP always
+    /// answers).
+    pub fn answers(&self, message: Option<&Message>, code: AckCode) -> bool {
+        if !self.enhanced {
+            return true;
+        }
+        let wanted = message
+            .and_then(|m| m.segment("MSH"))
+            .map(|s| s.get(16, 1, 1).to_string())
+            .unwrap_or_default();
+        match wanted.as_str() {
+            "NE" => false,
+            "ER" => code != AckCode::Accept,
+            "SU" => code == AckCode::Accept,
+            _ => true,
         }
     }
 }
@@ -121,6 +165,8 @@ pub struct Receipt {
     /// The message was not stored (the store failed, or another delivery of it is in
     /// progress): the sender should resend.
     pub retry: bool,
+    /// Whether the channel sends this ACK (enhanced mode may not).
+    pub send: bool,
 }
 
 /// The feed pipeline of a node.
@@ -282,6 +328,7 @@ impl Pipeline {
                     duplicate: true,
                     message_id: Some(id),
                     retry: false,
+                    send: channel.answers(original, code),
                 };
             }
             Ok(Begun::Busy) => {
@@ -328,6 +375,7 @@ impl Pipeline {
             duplicate: false,
             message_id: None,
             retry: true,
+            send: true,
         }
     }
 
@@ -371,6 +419,7 @@ impl Pipeline {
             duplicate: false,
             message_id: Some(id.to_string()),
             retry: false,
+            send: channel.answers(parsed.as_ref().ok(), outcome.code),
         }
     }
 
@@ -403,8 +452,35 @@ impl Pipeline {
                 )],
             );
         }
+        let version = msh.map_or("", |s| s.get(12, 1, 1));
+        if let Some(vs) = &channel.versions
+            && !vs.iter().any(|v| v == version)
+        {
+            return fail(
+                AckCode::Reject,
+                Class::Unsupported,
+                vec![ack_error(
+                    Some("MSH-12".into()),
+                    "203",
+                    format!("version {version} is not taken on channel {}", channel.name),
+                )],
+            );
+        }
         let (code, trigger, _) = m.message_type();
         let key = format!("{code}^{trigger}");
+        if let Some(accept) = &channel.accept
+            && !accept.iter().any(|a| a == &key)
+        {
+            return fail(
+                AckCode::Reject,
+                Class::Unsupported,
+                vec![ack_error(
+                    Some("MSH-9".into()),
+                    "200",
+                    format!("{key} is not taken on channel {}", channel.name),
+                )],
+            );
+        }
         if self.set.message_map(&key).is_none() {
             let text = if self.set.structure_for(m).is_some() {
                 format!("{key} is read but not yet mapped by this server")
