@@ -750,3 +750,111 @@ async fn a_channel_takes_what_it_declares(_s: Server, store: Arc<dyn Store>) {
         .await;
     assert_eq!(r.code, AckCode::Accept, "{}", r.ack);
 }
+
+mod csv_import {
+    use crate::common::{Backend, fresh_database};
+    use healporium::config::{DatabaseArgs, ImportCsvArgs};
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite() {
+        csv_rows_are_imported_and_bad_ones_named(Backend::Sqlite).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres() {
+        if crate::common::postgres_url().is_none() {
+            eprintln!("skipped: HEALPORIUM_TEST_DATABASE_URL not set");
+            return;
+        }
+        csv_rows_are_imported_and_bad_ones_named(Backend::Postgres).await;
+    }
+
+    async fn import(url: &str, map: &str, file: &std::path::Path) -> Result<String, String> {
+        healporium::app::feeds::import_csv(ImportCsvArgs {
+            database: DatabaseArgs {
+                database_url: url.to_string(),
+            },
+            map: map.to_string(),
+            files: vec![file.to_path_buf()],
+        })
+        .await
+        .map_err(|e| e.to_string())
+    }
+
+    /// `import csv` writes every good row, names each bad one by row and column (or by the
+    /// server's refusal), and importing the same file again writes nothing new.
+    async fn csv_rows_are_imported_and_bad_ones_named(backend: Backend) {
+        let (url, dir, pg) = fresh_database(backend).await.unwrap();
+        let store = healporium::store::open(&url).await.unwrap();
+        let s = crate::common::serve(backend, store, &super::options(), dir, pg).await;
+        let tmp = tempfile::tempdir().unwrap();
+        let patients = tmp.path().join("patients.csv");
+        std::fs::write(
+            &patients,
+            "mrn,family,given,birth_date,sex,phone\n\
+             100,Doe,Jane,1980-02-14,F,555-1234\n\
+             101,Roe,Rick,1975-06-01,M,\n\
+             102,\"Smith, Jr\",Al,1990-01-31,U,\n\
+             103,Bad,Date,1980-13-01,F,\n\
+             104,Bad,Sex,1980-01-01,Q,\n",
+        )
+        .unwrap();
+        let err = import(&url, "patients", &patients).await.unwrap_err();
+        assert!(
+            err.contains("5 row(s)") && err.contains("3 written or unchanged, 2 failed"),
+            "{err}"
+        );
+        assert!(err.contains("row 5, column birth_date"), "{err}");
+        assert!(err.contains("row 6, column sex"), "{err}");
+        let found = super::search(&s, "Patient?_count=50").await;
+        assert_eq!(found.len(), 3);
+        assert!(found.iter().any(|p| p["name"][0]["family"] == "Smith, Jr"));
+        let versions = super::written(&s).await;
+        let _ = import(&url, "patients", &patients).await;
+        assert_eq!(
+            super::written(&s).await,
+            versions,
+            "a second import changes nothing"
+        );
+        // coverage rows reference patients by MRN; an unknown one is that row's error
+        s.put(
+            "Organization/ins1",
+            &serde_json::json!({"resourceType": "Organization", "id": "ins1", "name": "Insurer"}),
+        )
+        .await
+        .expect(201);
+        let coverage = tmp.path().join("coverage.csv");
+        std::fs::write(
+            &coverage,
+            "member_id,mrn,payor,plan,start,end\nM-1,100,ins1,Gold,2024-01-01,2024-12-31\nM-2,999,ins1,Gold,2024-01-01,\n",
+        )
+        .unwrap();
+        let err = import(&url, "coverage", &coverage).await.unwrap_err();
+        assert!(err.contains("1 written or unchanged, 1 failed"), "{err}");
+        assert!(err.contains("row 3 (key M-2)"), "{err}");
+        let cov = super::search(&s, "Coverage").await;
+        assert_eq!(cov.len(), 1);
+        let pid = found
+            .iter()
+            .find(|p| p["identifier"][0]["value"] == "100")
+            .unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert_eq!(cov[0]["beneficiary"]["reference"], format!("Patient/{pid}"));
+        let appts = tmp.path().join("appointments.csv");
+        std::fs::write(
+            &appts,
+            "appointment_id,mrn,start,end,status,description\n\
+             A-1,100,2024-02-01T09:00:00+01:00,2024-02-01T09:30:00+01:00,booked,Check-up\n",
+        )
+        .unwrap();
+        let ok = import(&url, "appointments", &appts).await.unwrap();
+        assert!(ok.contains("1 written or unchanged, 0 failed"), "{ok}");
+        let missing = import(&url, "no-such-map", &appts).await.unwrap_err();
+        assert!(
+            missing.contains("shipped: appointments, charges, coverage, patients, payments"),
+            "{missing}"
+        );
+    }
+}

@@ -108,6 +108,23 @@ pub enum ImportCommand {
     /// HL7 v2 files (one or many messages each; a directory is read recursively), through the
     /// same inbox, maps and ACKs as a live feed.
     Hl7v2(ImportHl7v2Args),
+    /// CSV files through a CSV map (patients, coverage, charges, payments, appointments, or a
+    /// map file of your own): one resource per row, errors by row and column, the other rows
+    /// imported; importing again changes nothing.
+    Csv(ImportCsvArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ImportCsvArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// A CSV map: the name of a shipped one (patients, coverage, charges, payments,
+    /// appointments) or a map file (kind CsvMap).
+    #[arg(long)]
+    pub map: String,
+    /// CSV files with a header row.
+    #[arg(required = true)]
+    pub files: Vec<std::path::PathBuf>,
 }
 
 #[derive(Debug, Args)]

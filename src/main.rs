@@ -119,6 +119,9 @@ fn main() -> ExitCode {
         Command::Import(healporium::config::ImportCommand::Hl7v2(args)) => {
             admin(healporium::app::feeds::import_hl7v2(args))
         }
+        Command::Import(healporium::config::ImportCommand::Csv(args)) => {
+            admin(healporium::app::feeds::import_csv(args))
+        }
         Command::Finance(healporium::config::FinanceCommand::RunDay(args)) => admin(async move {
             healporium::app::finance_run_day(&args.database.database_url, &args.date, &args.finance)
                 .await

@@ -3,7 +3,8 @@
 //! live feed, with a progress bar on a terminal and a summary by ACK code).
 
 use super::{AppOptions, admin_store, feed_pipeline, node_context};
-use crate::config::{DeadLetterCommand, FeedsCommand, ImportHl7v2Args};
+use crate::config::{DeadLetterCommand, FeedsCommand, ImportCsvArgs, ImportHl7v2Args};
+use crate::feeds::mapping_set::MappingSet;
 use crate::feeds::runtime::{Channel, Class, Pipeline, decode};
 use crate::hl7v2::ack::AckCode;
 use crate::store::Store;
@@ -263,6 +264,177 @@ pub async fn import_hl7v2(args: ImportHl7v2Args) -> anyhow::Result<String> {
         Err(anyhow::anyhow!(
             "{out}\n{failed} message(s) not accepted: see `healporium feeds dead-letter list`"
         ))
+    } else {
+        Ok(out)
+    }
+}
+
+/// Rows written per batch Bundle.
+const CSV_BATCH: usize = 100;
+
+/// The CSV map `--map` names: a file of kind CsvMap, or a map of the compiled-in set.
+fn csv_set(map: &str) -> anyhow::Result<(Arc<MappingSet>, String)> {
+    let path = Path::new(map);
+    if path.is_file() {
+        let bytes = std::fs::read(path).map_err(|e| anyhow::anyhow!("--map {map}: {e}"))?;
+        let doc: serde_json::Value = serde_json::from_slice(&bytes)
+            .map_err(|e| anyhow::anyhow!("--map {map}: not JSON: {e}"))?;
+        let name = doc
+            .get("name")
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        let rel = format!("csv/{name}.json");
+        let mut files: Vec<(String, Vec<u8>)> = MappingSet::embedded_files()
+            .into_iter()
+            .filter(|(p, _)| *p != rel)
+            .collect();
+        files.push((rel, bytes));
+        let set = MappingSet::from_files(files).map_err(|e| anyhow::anyhow!("--map {map}: {e}"))?;
+        return Ok((Arc::new(set), name));
+    }
+    let set = MappingSet::shared().map_err(|e| anyhow::anyhow!("{e}"))?;
+    if set.csv_map(map).is_none() {
+        anyhow::bail!(
+            "--map: no CSV map or file '{map}' (shipped: {})",
+            set.csv_maps().collect::<Vec<_>>().join(", ")
+        );
+    }
+    Ok((set, map.to_string()))
+}
+
+/// What a batch entry's response says: None when it succeeded, else the problem.
+fn entry_failure(entry: &serde_json::Value) -> Option<String> {
+    let status = entry
+        .pointer("/response/status")
+        .and_then(serde_json::Value::as_str)?;
+    let code: u16 = status.split(' ').next()?.parse().ok()?;
+    if code < 400 {
+        return None;
+    }
+    let issues: Vec<String> = entry
+        .pointer("/response/outcome/issue")
+        .and_then(serde_json::Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|i| {
+            let d = i
+                .get("diagnostics")
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or("refused");
+            match i
+                .pointer("/expression/0")
+                .and_then(serde_json::Value::as_str)
+            {
+                Some(e) => format!("{d} ({e})"),
+                None => d.to_string(),
+            }
+        })
+        .collect();
+    Some(format!("{code}: {}", issues.join("; ")))
+}
+
+/// Runs `healporium import csv`.
+pub async fn import_csv(args: ImportCsvArgs) -> anyhow::Result<String> {
+    let (set, name) = csv_set(&args.map)?;
+    let map = set
+        .csv_map(&name)
+        .ok_or_else(|| anyhow::anyhow!("--map: no CSV map {name}"))?
+        .clone();
+    let mut rows = Vec::new();
+    for f in &args.files {
+        let bytes = std::fs::read(f).map_err(|e| anyhow::anyhow!("{}: {e}", f.display()))?;
+        let mapped = set
+            .map_csv(&map, &bytes)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", f.display()))?;
+        rows.extend(mapped.into_iter().map(|r| (f.display().to_string(), r)));
+    }
+    let store = admin_store(&args.database.database_url).await?;
+    let options = AppOptions {
+        audit: true,
+        ..AppOptions::default()
+    };
+    let ctx = node_context(store, &options, false);
+    let bar = indicatif::ProgressBar::with_draw_target(
+        Some(rows.len() as u64),
+        indicatif::ProgressDrawTarget::stderr(),
+    );
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} rows {per_sec} {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let started = std::time::Instant::now();
+    let mut failures: Vec<String> = Vec::new();
+    let mut failed = 0u64;
+    let mut written = 0u64;
+    for (file, r) in rows.iter().filter(|(_, r)| r.entry.is_none()) {
+        failed += 1;
+        for (col, msg) in &r.errors {
+            failures.push(format!("{file} row {}, column {col}: {msg}", r.row));
+        }
+    }
+    let ready: Vec<&(String, crate::feeds::csv::CsvRow)> =
+        rows.iter().filter(|(_, r)| r.entry.is_some()).collect();
+    bar.inc(failed);
+    for chunk in ready.chunks(CSV_BATCH) {
+        let entries: Vec<serde_json::Value> =
+            chunk.iter().filter_map(|(_, r)| r.entry.clone()).collect();
+        let bundle =
+            serde_json::json!({"resourceType": "Bundle", "type": "batch", "entry": entries});
+        let request = crate::interaction::FhirRequest {
+            base: "http://localhost/fhir".into(),
+            interaction: crate::interaction::Interaction::Bundle { bundle },
+            preconditions: crate::interaction::Preconditions::default(),
+            cascade: false,
+            provenance: None,
+            prefer: crate::interaction::PreferReturn::OperationOutcome,
+            principal: None,
+            source: None,
+        };
+        let response = crate::interaction::handle(&ctx, request)
+            .await
+            .map_err(|o| anyhow::anyhow!("the batch was refused: {}", o.to_resource()))?;
+        let body = response
+            .body
+            .map(|b| b.to_value())
+            .transpose()
+            .map_err(|o| anyhow::anyhow!("{}", o.to_resource()))?
+            .unwrap_or_default();
+        let results = body
+            .get("entry")
+            .and_then(serde_json::Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        for (i, (file, r)) in chunk.iter().enumerate() {
+            match results.get(i).and_then(entry_failure) {
+                None if results.get(i).is_some() => written += 1,
+                None => {
+                    failed += 1;
+                    failures.push(format!("{file} row {}: no response", r.row));
+                }
+                Some(why) => {
+                    failed += 1;
+                    failures.push(format!("{file} row {} (key {}): {why}", r.row, r.key));
+                }
+            }
+        }
+        bar.inc(chunk.len() as u64);
+    }
+    bar.finish_and_clear();
+    let secs = started.elapsed().as_secs_f64().max(0.001);
+    let mut out = format!(
+        "{} row(s) from {} file(s) with map {name} in {secs:.1} s: {written} written or unchanged, {failed} failed",
+        rows.len(),
+        args.files.len()
+    );
+    for f in failures.iter().take(20) {
+        out.push_str(&format!("\n  {f}"));
+    }
+    if failures.len() > 20 {
+        out.push_str(&format!("\n  … and {} more", failures.len() - 20));
+    }
+    if failed > 0 {
+        Err(anyhow::anyhow!("{out}"))
     } else {
         Ok(out)
     }

@@ -64,7 +64,7 @@ fn position(from: &str) -> (usize, usize, usize) {
 }
 
 /// Sets `path` (`a.b[0].c`, `a[]`) in `obj` to `value`.
-fn set(obj: &mut Map<String, Value>, path: &str, value: Value) {
+pub(super) fn set(obj: &mut Map<String, Value>, path: &str, value: Value) {
     let (head, rest) = match path.split_once('.') {
         Some((h, r)) => (h, Some(r)),
         None => (path, None),

@@ -4,7 +4,9 @@
 //! structure, a trigger claimed once). A bad map stops the start with one line naming the
 //! file and the field.
 
-use super::maps::{ChannelMap, DatatypeMap, IdentitySystems, MessageMap, SegmentMap, VocabMap};
+use super::maps::{
+    ChannelMap, CsvMap, DatatypeMap, IdentitySystems, MessageMap, SegmentMap, VocabMap,
+};
 use crate::hl7v2::er7::Message;
 use crate::hl7v2::grammar::Structure;
 use rust_embed::Embed;
@@ -59,6 +61,7 @@ const KINDS: &[&str] = &[
     "VocabMap",
     "IdentitySystems",
     "Channel",
+    "CsvMap",
 ];
 
 /// The loaded, checked mapping set.
@@ -80,6 +83,7 @@ pub struct MappingSet {
     /// The system of namespaces no file names, `{namespace}` replaced.
     namespace_template: Option<String>,
     channels: Vec<ChannelMap>,
+    csv_maps: BTreeMap<String, CsvMap>,
 }
 
 impl MappingSet {
@@ -160,6 +164,7 @@ impl MappingSet {
         let mut authorities = BTreeMap::new();
         let mut namespace_template: Option<String> = None;
         let mut channels: Vec<(ChannelMap, String)> = Vec::new();
+        let mut csv_pending: Vec<(CsvMap, String)> = Vec::new();
         // where each map was defined, to name the file in cross-reference errors
         let mut origin: HashMap<String, String> = HashMap::new();
         for (path, bytes) in &files {
@@ -259,6 +264,31 @@ impl MappingSet {
                             format!("a second datatype map {}", prev.name),
                         ));
                     }
+                }
+                "CsvMap" => {
+                    let m: CsvMap = typed(path, &doc)?;
+                    let named: Vec<&str> = m
+                        .columns
+                        .iter()
+                        .filter_map(|c| c.column.as_deref())
+                        .collect();
+                    for (i, k) in m.key.iter().chain(&m.identity.uuid).enumerate() {
+                        if !named.contains(&k.as_str()) {
+                            return Err(err(
+                                path,
+                                &format!("/key/{i}"),
+                                format!("{k} is not a column of this map"),
+                            ));
+                        }
+                    }
+                    if m.request.is_none() && !m.identity.identifier && m.identity.uuid.is_empty() {
+                        return Err(err(
+                            path,
+                            "/identity",
+                            "a row is identified by identifier or by a uuid tuple",
+                        ));
+                    }
+                    csv_pending.push((m, path.to_string()));
                 }
                 "Channel" => {
                     let c: ChannelMap = typed(path, &doc)?;
@@ -433,6 +463,24 @@ impl MappingSet {
             }
         }
         let channels = channels.into_iter().map(|(c, _)| c).collect();
+        let mut csv_maps = BTreeMap::new();
+        for (m, file) in csv_pending {
+            for (i, c) in m.columns.iter().enumerate() {
+                if let Some(v) = &c.vocab
+                    && !vocabs.contains_key(v)
+                {
+                    return Err(err(
+                        &file,
+                        &format!("/columns/{i}/vocab"),
+                        format!("no vocabulary {v}"),
+                    ));
+                }
+            }
+            let name = m.name.clone();
+            if csv_maps.insert(name.clone(), m).is_some() {
+                return Err(err(&file, "/name", format!("a second CSV map {name}")));
+            }
+        }
         let (name, version) =
             set.ok_or_else(|| err("mapping-set.json", "", "the MappingSet file is missing"))?;
         Ok(MappingSet {
@@ -448,6 +496,7 @@ impl MappingSet {
             authorities,
             namespace_template,
             channels,
+            csv_maps,
         })
     }
 
@@ -492,6 +541,16 @@ impl MappingSet {
     /// The identifier system of an assigning authority (CX.4.1 or its universal id).
     pub fn identity_system(&self, authority: &str) -> Option<&str> {
         self.authorities.get(authority).map(String::as_str)
+    }
+
+    /// A CSV map by name.
+    pub fn csv_map(&self, name: &str) -> Option<&CsvMap> {
+        self.csv_maps.get(name)
+    }
+
+    /// The names of the CSV maps.
+    pub fn csv_maps(&self) -> impl Iterator<Item = &str> {
+        self.csv_maps.keys().map(String::as_str)
     }
 
     /// The channels of the set (`default` is what `serve --mllp` starts).

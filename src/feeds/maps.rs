@@ -175,3 +175,53 @@ pub struct ChannelMap {
     #[serde(default)]
     pub ack: Option<String>,
 }
+
+/// One column rule of a CSV map.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CsvColumn {
+    /// The header name the value comes from (absent with `const`).
+    #[serde(default)]
+    pub column: Option<String>,
+    /// A FHIR path below the resource (`name[0].given[]`).
+    pub to: String,
+    /// A fixed value instead of a column's.
+    #[serde(default, rename = "const")]
+    pub constant: Option<Value>,
+    /// date, dateTime, decimal, integer or boolean (a string when absent).
+    #[serde(default, rename = "type")]
+    pub value_type: Option<String>,
+    /// A vocabulary of the set translating the value.
+    #[serde(default)]
+    pub vocab: Option<String>,
+    /// A reference template, `{}` replaced by the value: `Patient?identifier=sys|{}`.
+    #[serde(default)]
+    pub reference: Option<String>,
+    #[serde(default)]
+    pub required: bool,
+}
+
+/// How a CSV row is written.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CsvRequest {
+    pub method: String,
+    /// `{column}` placeholders are replaced by the row's values.
+    pub url: String,
+}
+
+/// `kind: CsvMap`: one resource (or operation call) per row of a CSV file.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct CsvMap {
+    pub name: String,
+    pub resource: String,
+    /// The columns that identify a row (its key, for idempotency and messages).
+    pub key: Vec<String>,
+    /// How the written resource is identified (unless `request` says where it goes).
+    #[serde(default)]
+    pub identity: Identity,
+    /// An explicit request (an operation such as `Account/{line}/$credit-payment`).
+    #[serde(default)]
+    pub request: Option<CsvRequest>,
+    pub columns: Vec<CsvColumn>,
+}
