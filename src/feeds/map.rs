@@ -191,6 +191,12 @@ impl Ctx<'_> {
         let converted = match row.value_type.as_deref() {
             Some("date") => dtm::to_date(&text).map(Value::String),
             Some("dateTime") => dtm::to_datetime(&text, self.default_zone).map(Value::String),
+            Some("base64") => {
+                use base64::Engine;
+                Ok(Value::String(
+                    base64::engine::general_purpose::STANDARD.encode(text.as_bytes()),
+                ))
+            }
             Some("boolean") => match text.as_str() {
                 "Y" | "y" | "1" | "true" => Ok(Value::Bool(true)),
                 "N" | "n" | "0" | "false" => Ok(Value::Bool(false)),
