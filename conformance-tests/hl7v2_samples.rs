@@ -325,4 +325,4 @@ fn mapped_samples_agree_with_the_converter_on_key_fields() {
 }
 
 /// Fields that agree today (raise it when a map improves).
-const AGREEMENT_FLOOR: u32 = 167;
+const AGREEMENT_FLOOR: u32 = 176;

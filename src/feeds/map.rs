@@ -479,6 +479,25 @@ impl MappingSet {
                 let Some(seg) = message.segments.get(seg_index) else {
                     continue;
                 };
+                if let Some(w) = &p.when {
+                    let (wf, wc, ws) = position(&w.field);
+                    let v = seg.get(wf, wc.max(1), ws.max(1));
+                    if !w.is_in.iter().any(|x| x == v) {
+                        continue;
+                    }
+                }
+                if let Some(why) = &p.refuse {
+                    ctx.issues.push(issue(
+                        Some(format!(
+                            "{}-{}",
+                            seg.name,
+                            p.when.as_ref().map_or("0", |w| w.field.as_str())
+                        )),
+                        "200",
+                        why.clone(),
+                    ));
+                    continue;
+                }
                 let mut resource = ctx.segment(&sm, seg);
                 for (k, v) in &p.fixed {
                     resource.insert(k.clone(), v.clone());

@@ -433,7 +433,11 @@ impl MappingSet {
                         format!("{k} is not a resource produced before this one"),
                     ));
                 }
-                if p.into.is_none() && !p.identity.identifier && p.identity.uuid.is_empty() {
+                if p.into.is_none()
+                    && p.refuse.is_none()
+                    && !p.identity.identifier
+                    && p.identity.uuid.is_empty()
+                {
                     return Err(err(
                         &file,
                         &format!("/produce/{i}/identity"),

@@ -129,6 +129,13 @@ pub struct Produce {
     /// its arrays are appended, its other elements set over the target's.
     #[serde(default)]
     pub into: Option<String>,
+    /// Only the segments whose field has one of these values (`{"field": "6", "in": ["CG"]}`).
+    #[serde(default)]
+    pub when: Option<When>,
+    /// The message is refused as unsupported (AR) when it has such a segment: what this
+    /// server does not take yet, said plainly instead of half-imported.
+    #[serde(default)]
+    pub refuse: Option<String>,
     /// element → key: `{"subject": "patient"}` sets `subject.reference`.
     #[serde(default)]
     pub references: BTreeMap<String, String>,

@@ -496,11 +496,15 @@ impl Pipeline {
         let mapped = match self.set.map_message(m, channel.default_zone.as_deref()) {
             Ok(mapped) => mapped,
             Err(issues) => {
-                return fail(
-                    AckCode::Error,
-                    Class::Mapping,
-                    issues.iter().filter(|i| i.error).map(from_issue).collect(),
-                );
+                let errors: Vec<&MapIssue> = issues.iter().filter(|i| i.error).collect();
+                // what the maps refuse outright is unsupported (AR), not a mapping error
+                let (code, class) = if !errors.is_empty() && errors.iter().all(|i| i.code == "200")
+                {
+                    (AckCode::Reject, Class::Unsupported)
+                } else {
+                    (AckCode::Error, Class::Mapping)
+                };
+                return fail(code, class, errors.into_iter().map(from_issue).collect());
             }
         };
         let mut warnings: Vec<AckError> = mapped.issues.iter().map(from_issue).collect();
