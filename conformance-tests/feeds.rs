@@ -377,8 +377,8 @@ async fn mllp_over_a_real_socket(s: Server, store: Arc<dyn Store>) {
     let (stop, shutdown) = tokio::sync::watch::channel(false);
     let limits = healporium::feeds::mllp::Limits {
         max_frame: 4096,
-        idle: std::time::Duration::from_secs(2),
-        ..Default::default()
+        idle: std::time::Duration::from_secs(5),
+        frame: std::time::Duration::from_secs(1),
     };
     let channel = healporium::feeds::runtime::Channel {
         default_zone: Some("+01:00".into()),
@@ -440,6 +440,20 @@ async fn mllp_over_a_real_socket(s: Server, store: Arc<dyn Store>) {
         .expect("closed after the idle timeout")
         .unwrap_or(0);
     assert_eq!(n, 0);
+    // a sender that starts a frame and never finishes it is cut off after the frame timeout
+    let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
+    slow.write_all(b"\x0bMSH|^~\\&|SLOW").await.unwrap();
+    let started = std::time::Instant::now();
+    let n = tokio::time::timeout(std::time::Duration::from_secs(10), slow.read(&mut chunk))
+        .await
+        .expect("closed after the frame timeout")
+        .unwrap_or(0);
+    assert_eq!(n, 0);
+    assert!(
+        started.elapsed() < std::time::Duration::from_millis(4000),
+        "the frame timeout (1 s), not the idle one (5 s): {:?}",
+        started.elapsed()
+    );
     stop.send(true).unwrap();
     server.await.unwrap().unwrap();
 }
