@@ -303,6 +303,25 @@ async fn unsupported_and_unreadable_messages_are_ar(s: Server, store: Arc<dyn St
         .await
         .unwrap();
     assert_eq!(unsupported.len(), 2);
+    // a body over one message's limit is refused before it is stored
+    let huge = format!("{}NTE|{}\r", a01("HUGE", "9"), "x".repeat(9 * 1024 * 1024));
+    let r = s.post_hl7(&huge).await;
+    assert_eq!(
+        r.status.as_u16(),
+        413,
+        "{}",
+        &r.text[..r.text.len().min(200)]
+    );
+    assert!(
+        store
+            .feeds()
+            .dead_letters(None, true, 50)
+            .await
+            .unwrap()
+            .iter()
+            .all(|d| !d.dup_key.contains("HUGE")),
+        "nothing stored"
+    );
     // a body that is not ER7 is refused at the door
     let r = s
         .client

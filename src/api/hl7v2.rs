@@ -150,12 +150,14 @@ async fn receive(State(state): State<Hl7State>, req: Request) -> Response {
         ))
         .into_response();
     }
-    let bytes: Bytes = match axum::body::to_bytes(body, usize::MAX).await {
+    // read at most one message's worth: a larger body is refused before it is held
+    let limit = crate::hl7v2::er7::MAX_MESSAGE_BYTES;
+    let bytes: Bytes = match axum::body::to_bytes(body, limit).await {
         Ok(b) => b,
         Err(_) => {
             return ApiError(Outcome::new(
                 ErrorKind::PayloadTooLarge,
-                "The message is larger than the server takes",
+                format!("An HL7 v2 message is at most {limit} bytes"),
             ))
             .into_response();
         }
