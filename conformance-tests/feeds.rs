@@ -48,6 +48,8 @@ feed_backends!(
     an_older_message_does_not_overwrite_newer_data,
     a_merge_links_the_records_once,
     a_channel_takes_what_it_declares,
+    an_identifier_change_keeps_the_patient,
+    a_dft_payment_posts_to_the_credit_line,
 );
 
 fn options() -> AppOptions {
@@ -561,11 +563,21 @@ fn golden_outcome(set: &healporium::feeds::mapping_set::MappingSet, text: &str) 
             .collect()
     };
     match set.map_message(&m, Some("+01:00")) {
-        Ok(mapped) => json!({
-            "ack": "AA",
-            "warnings": list(&mapped.issues, false),
-            "bundle": mapped.bundle,
-        }),
+        Ok(mapped) => {
+            let mut v = json!({
+                "ack": "AA",
+                "warnings": list(&mapped.issues, false),
+                "bundle": mapped.bundle,
+            });
+            if !mapped.commands.is_empty() {
+                v["commands"] = mapped
+                    .commands
+                    .iter()
+                    .map(|c| json!({"kind": c.kind, "target": c.target, "segment": c.segment, "parameters": c.parameters}))
+                    .collect();
+            }
+            v
+        }
         Err(issues) => {
             let refused = issues.iter().filter(|i| i.error).all(|i| i.code == "200");
             json!({"ack": if refused { "AR" } else { "AE" }, "errors": list(&issues, true)})
@@ -619,15 +631,22 @@ async fn golden_cases_map_exactly_and_commit() {
             case.clone(),
             text,
             expected["ack"].as_str().unwrap().to_string(),
+            expected.get("commands").is_some(),
         ));
     }
     assert!(wrong.is_empty(), "{}", wrong.join("\n\n"));
     let (s, _) = crate::common::start_store(crate::common::Backend::Sqlite, options())
         .await
         .unwrap();
-    for (case, text, ack) in messages {
+    for (case, text, ack, commands) in messages {
         let r = s.post_hl7(&text).await;
-        assert_eq!(ack_code(&r.text), ack, "{}: {}", case.display(), r.text);
+        if commands {
+            // the golden server has no credit lines: the payment is refused after the rest
+            assert_eq!(ack_code(&r.text), "AE", "{}: {}", case.display(), r.text);
+            assert!(r.text.contains("no open credit line"), "{}", r.text);
+        } else {
+            assert_eq!(ack_code(&r.text), ack, "{}: {}", case.display(), r.text);
+        }
     }
 }
 
@@ -893,4 +912,118 @@ mod csv_import {
             "{missing}"
         );
     }
+}
+
+/// ADT^A47: the patient found by its prior identifier (MRG-1) gets the new one (PID-3); it
+/// stays the same resource, and the prior identifier finds nothing afterwards.
+async fn an_identifier_change_keeps_the_patient(s: Server, _store: Arc<dyn Store>) {
+    assert_eq!(ack_code(&s.post_hl7(&a01("ID1", "12345")).await.text), "AA");
+    let by = |mrn: &str| {
+        let s = s.clone();
+        let q = format!("Patient?identifier=https://healporium.dev/fhir/sid/mrn|{mrn}");
+        async move { search(&s, &q).await }
+    };
+    let before = by("12345").await;
+    assert_eq!(before.len(), 1);
+    let change = "MSH|^~\\&|EPIC|HOSP|HP|HP|20240109090000+0100||ADT^A47^ADT_A30|ID2|P|2.5.1\r\
+                  EVN|A47|20240109090000+0100\r\
+                  PID|1||12399^^^HEALPORIUM^MR||Doe^Jane^Q||19800214|F\r\
+                  MRG|12345^^^HEALPORIUM^MR\r";
+    let r = s.post_hl7(change).await;
+    assert_eq!(ack_code(&r.text), "AA", "{}", r.text);
+    let after = by("12399").await;
+    assert_eq!(after.len(), 1);
+    assert_eq!(after[0]["id"], before[0]["id"], "the same Patient");
+    assert!(by("12345").await.is_empty());
+    // an unknown authority in MRG-1 is an error naming it
+    let bad = change
+        .replace("MRG|12345^^^HEALPORIUM^MR", "MRG|12345^^^ELSEWHERE^MR")
+        .replace("|ID2|", "|ID3|");
+    let r = s.post_hl7(&bad).await;
+    assert_eq!(ack_code(&r.text), "AE", "{}", r.text);
+    assert!(r.text.contains("|103^^HL70357|"), "{}", r.text);
+}
+
+/// DFT^P03 with a charge and a payment: the charge is a ChargeItem on the patient's Account,
+/// the payment (FT1-6 PY, a negative credit of 50.00) is posted to the patient's credit line
+/// through `$credit-payment` — a PaymentReconciliation with the processor's transaction id,
+/// never a charge. The same message sent again posts nothing twice; without a credit line
+/// the payment is an AE and a dead letter to replay once the line exists.
+async fn a_dft_payment_posts_to_the_credit_line(s: Server, store: Arc<dyn Store>) {
+    let dft = |control: &str, mrn: &str| {
+        format!(
+            "MSH|^~\\&|BILL|HOSP|HP|HP|20240106||DFT^P03^DFT_P03|{control}|P|2.5.1\r\
+             EVN|P03|20240106100000+0100\r\
+             PID|1||{mrn}^^^HEALPORIUM^MR||Doe^Jane^Q||19800214|F||||||||||ACC-{mrn}^^^HEALPORIUM^AN\r\
+             FT1|1|T-1001||20240105140000+0100||CG|99213^Office visit^CPT|||1|120.00&USD\r\
+             FT1|2|PAY-77||20240106100000+0100||PY|CASH^Cash payment^L|||1|-50.00&USD\r"
+        )
+    };
+    // no credit line yet: the charge commits, the payment is refused and kept
+    assert_eq!(ack_code(&s.post_hl7(&a01("P0", "7001")).await.text), "AA");
+    let r = s.post_hl7(&dft("P1", "7001")).await;
+    assert_eq!(ack_code(&r.text), "AE", "{}", r.text);
+    assert!(r.text.contains("no open credit line"), "{}", r.text);
+    assert!(
+        r.text.contains("ERR||FT1^^"),
+        "the ERR names the FT1: {}",
+        r.text
+    );
+    assert_eq!(search(&s, "ChargeItem").await.len(), 1, "the charge is in");
+    assert!(search(&s, "PaymentReconciliation").await.is_empty());
+    let dead = store
+        .feeds()
+        .dead_letters(Some("validation"), false, 10)
+        .await
+        .unwrap();
+    assert_eq!(dead.len(), 1);
+    // the patient opens a line; the operator replays: the payment lands once
+    let pid = search(
+        &s,
+        "Patient?identifier=https://healporium.dev/fhir/sid/mrn|7001",
+    )
+    .await[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let apply = json!({"resourceType": "Parameters", "parameter": [
+        {"name": "patient", "valueReference": {"reference": format!("Patient/{pid}")}},
+        {"name": "product", "valueCode": "standard"},
+        {"name": "requestedLimit", "valueMoney": {"value": 1000, "currency": "USD"}},
+        {"name": "requestId", "valueString": "open-7001"}]});
+    s.post("Account/$credit-apply", &apply).await.expect(200);
+    let pipeline = healporium::app::feed_pipeline(
+        &healporium::interaction::Context::new(store.clone()),
+        "http://localhost/fhir",
+        None,
+    )
+    .unwrap();
+    let channel = healporium::app::feed_channel(&pipeline, "default", None, Some("+01:00"));
+    let receipt = pipeline
+        .replay(&dead[0].message_id, &channel, None)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(ack_code(&receipt.ack), "AA", "{}", receipt.ack);
+    let payments = search(&s, "PaymentReconciliation").await;
+    assert_eq!(payments.len(), 1, "{payments:?}");
+    assert_eq!(payments[0]["paymentIdentifier"]["value"], "PAY-77");
+    assert_eq!(payments[0]["paymentAmount"]["value"].to_string(), "50.00");
+    assert_eq!(
+        search(&s, "ChargeItem").await.len(),
+        1,
+        "a payment is never a charge"
+    );
+    // the sender re-delivers (answered from the inbox) and resends under a new control id
+    // (the same payment id: the ledger takes it once)
+    let again = s.post_hl7(&dft("P1", "7001")).await;
+    assert_eq!(again.header("x-hl7-duplicate"), Some("true"));
+    assert_eq!(ack_code(&again.text), "AA");
+    let resent = s.post_hl7(&dft("P2", "7001")).await;
+    assert_eq!(ack_code(&resent.text), "AA", "{}", resent.text);
+    assert_eq!(
+        search(&s, "PaymentReconciliation").await.len(),
+        1,
+        "the same payment, once"
+    );
 }

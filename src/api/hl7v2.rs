@@ -12,6 +12,7 @@ use crate::auth::scopes::{Perm, ScopeContext};
 use crate::auth::{Principal, Role};
 use crate::feeds::runtime::{Channel, Class, Pipeline, Refusal, Sink};
 use crate::fhir::outcome::{ErrorKind, Outcome};
+use crate::interaction::search::{SearchRequest, SearchScope};
 use crate::interaction::{self, Context, FhirRequest, Interaction, Preconditions, PreferReturn};
 use async_trait::async_trait;
 use axum::Router;
@@ -64,6 +65,161 @@ impl Sink for InteractionSink {
             Ok(_) => Ok(()),
             Err(o) => Err(refusal(&o)),
         }
+    }
+
+    async fn command(
+        &self,
+        kind: &str,
+        target: &str,
+        parameters: Value,
+        principal: Option<Principal>,
+        source: Option<String>,
+    ) -> Result<(), Refusal> {
+        let refused = |class: Class, status: u16, text: String| Refusal {
+            class,
+            status,
+            issues: vec![(None, text)],
+        };
+        if kind != "credit-payment" {
+            return Err(refused(
+                Class::Unsupported,
+                501,
+                format!("no command {kind}"),
+            ));
+        }
+        // the patient's open credit line
+        let query = target.split_once('?').map_or("", |(_, q)| q);
+        let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query).unwrap_or_default();
+        let Some((_, token)) = pairs.into_iter().find(|(k, _)| k == "identifier") else {
+            return Err(refused(
+                Class::Validation,
+                400,
+                "a payment names its patient by identifier".into(),
+            ));
+        };
+        let search = FhirRequest {
+            base: self.base.clone(),
+            interaction: Interaction::Search(SearchRequest {
+                scope: SearchScope::Type("Account".into()),
+                pairs: vec![
+                    ("subject:Patient.identifier".into(), token),
+                    ("status".into(), "active".into()),
+                ],
+                strict: false,
+                paging: false,
+            }),
+            preconditions: Preconditions::default(),
+            cascade: false,
+            provenance: None,
+            prefer: PreferReturn::Representation,
+            principal: principal.clone(),
+            source: source.clone(),
+        };
+        let found = interaction::handle(&self.ctx, search)
+            .await
+            .map_err(|o| refusal(&o))?;
+        let found = found
+            .body
+            .map(|b| b.to_value())
+            .transpose()
+            .map_err(|o| refusal(&o))?
+            .unwrap_or_default();
+        let line_ext = self.ctx.finance.extension_url("credit-line");
+        let lines: Vec<String> = found
+            .get("entry")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.get("resource"))
+            .filter(|r| {
+                r.get("extension")
+                    .and_then(Value::as_array)
+                    .is_some_and(|x| {
+                        x.iter().any(|x| {
+                            x.get("url").and_then(Value::as_str) == Some(line_ext.as_str())
+                        })
+                    })
+            })
+            .filter_map(|r| r.get("id").and_then(Value::as_str).map(str::to_string))
+            .collect();
+        let line = match lines.as_slice() {
+            [one] => one.clone(),
+            [] => {
+                return Err(refused(
+                    Class::Validation,
+                    422,
+                    "the patient has no open credit line to post the payment to".into(),
+                ));
+            }
+            _ => {
+                return Err(refused(
+                    Class::Conflict,
+                    409,
+                    "the patient has more than one open credit line".into(),
+                ));
+            }
+        };
+        // the payment, as its own request (it commits on its own)
+        let bundle = serde_json::json!({"resourceType": "Bundle", "type": "batch", "entry": [{
+            "request": {"method": "POST", "url": format!("Account/{line}/$credit-payment")},
+            "resource": parameters,
+        }]});
+        let request = FhirRequest {
+            base: self.base.clone(),
+            interaction: Interaction::Bundle { bundle },
+            preconditions: Preconditions::default(),
+            cascade: false,
+            provenance: None,
+            prefer: PreferReturn::OperationOutcome,
+            principal,
+            source,
+        };
+        let response = interaction::handle(&self.ctx, request)
+            .await
+            .map_err(|o| refusal(&o))?;
+        let body = response
+            .body
+            .map(|b| b.to_value())
+            .transpose()
+            .map_err(|o| refusal(&o))?
+            .unwrap_or_default();
+        let entry = body.pointer("/entry/0").cloned().unwrap_or_default();
+        let status: u16 = entry
+            .pointer("/response/status")
+            .and_then(Value::as_str)
+            .and_then(|s| s.split(' ').next())
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(500);
+        if status < 400 {
+            return Ok(());
+        }
+        let issues: Vec<(Option<String>, String)> = entry
+            .pointer("/response/outcome/issue")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .map(|i| {
+                (
+                    i.pointer("/expression/0")
+                        .and_then(Value::as_str)
+                        .map(str::to_string),
+                    i.get("diagnostics")
+                        .and_then(Value::as_str)
+                        .unwrap_or("refused")
+                        .to_string(),
+                )
+            })
+            .collect();
+        let class = match status {
+            409 | 412 => Class::Conflict,
+            s if s >= 500 => Class::TransientExhausted,
+            _ => Class::Validation,
+        };
+        Err(Refusal {
+            class,
+            status,
+            issues,
+        })
     }
 }
 

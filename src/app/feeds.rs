@@ -12,6 +12,20 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+/// A progress bar on stderr (drawn only on a terminal), counting `unit`.
+fn progress(len: usize, unit: &str) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::with_draw_target(
+        Some(len as u64),
+        indicatif::ProgressDrawTarget::stderr(),
+    );
+    let template = format!("{{bar:40}} {{pos}}/{{len}} {unit} {{per_sec}} {{msg}}");
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(&template)
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar
+}
+
 fn fmt_time(ms: i64) -> String {
     crate::fhir::types::Instant::from_millis(ms).to_fhir()
 }
@@ -208,14 +222,7 @@ pub async fn import_hl7v2(args: ImportHl7v2Args) -> anyhow::Result<String> {
     let store = admin_store(&args.database.database_url).await?;
     let pipeline = admin_pipeline(store)?;
     let channel = channel(&pipeline, args.zone.as_deref())?;
-    let bar = indicatif::ProgressBar::with_draw_target(
-        Some(messages.len() as u64),
-        indicatif::ProgressDrawTarget::stderr(),
-    );
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} messages {per_sec} {msg}")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-    );
+    let bar = progress(messages.len(), "messages");
     let started = std::time::Instant::now();
     let mut by_code: BTreeMap<&'static str, u64> = BTreeMap::new();
     let mut duplicates = 0u64;
@@ -355,14 +362,7 @@ pub async fn import_csv(args: ImportCsvArgs) -> anyhow::Result<String> {
         ..AppOptions::default()
     };
     let ctx = node_context(store, &options, false);
-    let bar = indicatif::ProgressBar::with_draw_target(
-        Some(rows.len() as u64),
-        indicatif::ProgressDrawTarget::stderr(),
-    );
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} rows {per_sec} {msg}")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-    );
+    let bar = progress(rows.len(), "rows");
     let started = std::time::Instant::now();
     let mut failures: Vec<String> = Vec::new();
     let mut failed = 0u64;

@@ -51,6 +51,22 @@ fn issue(location: Option<String>, code: &'static str, message: String) -> MapIs
 pub struct Mapped {
     pub bundle: Value,
     pub issues: Vec<MapIssue>,
+    /// Commands to run after the transaction commits, in message order.
+    pub commands: Vec<MapCommand>,
+}
+
+/// A command a message carries besides its resources (a payment to post).
+#[derive(Debug, Clone, PartialEq)]
+pub struct MapCommand {
+    /// `credit-payment`.
+    pub kind: String,
+    /// The request URL of the resource it concerns (`Patient?identifier=sys|val`).
+    pub target: String,
+    /// Its Parameters, from the segment's map.
+    pub parameters: Value,
+    /// The segment it came from (`FT1` and its position in the message), for a stable
+    /// request id.
+    pub segment: String,
 }
 
 /// Reads a location `3.1.2` as (field, component, subcomponent); 0 = whole.
@@ -202,6 +218,20 @@ impl Ctx<'_> {
                 "N" | "n" | "0" | "false" => Ok(Value::Bool(false)),
                 _ => Err(dtm::DtmError(format!("'{text}' is not Y or N"))),
             },
+            Some("magnitude") => {
+                // an amount without its sign (DFT payments come as negative credits)
+                let t = text.trim().trim_start_matches(['-', '+']);
+                match (
+                    t.parse::<rust_decimal::Decimal>().is_ok(),
+                    serde_json::from_str::<Value>(t),
+                ) {
+                    (true, Ok(n @ Value::Number(_))) => Ok(n),
+                    _ => Err(dtm::DtmError(format!(
+                        "'{}' is not an amount",
+                        text.chars().take(40).collect::<String>()
+                    ))),
+                }
+            }
             Some("decimal") | Some("integer") => {
                 let ok = text.parse::<rust_decimal::Decimal>().is_ok()
                     && (row.value_type.as_deref() == Some("decimal")
@@ -461,6 +491,9 @@ impl MappingSet {
         }
         let mut made: Vec<Made> = Vec::new();
         let mut merges: Vec<(String, Vec<usize>, Map<String, Value>)> = Vec::new();
+        // (kind, target key, group chain, parameters, segment)
+        type Pending = (String, String, Vec<usize>, Map<String, Value>, String);
+        let mut pending: Vec<Pending> = Vec::new();
         for p in &mm.produce {
             let Some(sm) = self.segment_map(&p.map).cloned() else {
                 ctx.issues
@@ -507,6 +540,12 @@ impl MappingSet {
                     merges.push((into.clone(), chain, resource));
                     continue;
                 }
+                if let Some(kind) = &p.command {
+                    let target = p.references.values().next().cloned().unwrap_or_default();
+                    let at = format!("{}[{}]", seg.name, seg_index + 1);
+                    pending.push((kind.clone(), target, chain, resource, at));
+                    continue;
+                }
                 made.push(Made {
                     key: p.key.clone(),
                     seg: seg_index,
@@ -540,7 +579,24 @@ impl MappingSet {
                 .and_then(Value::as_str)
                 .unwrap_or("")
                 .to_string();
-            let (identity, request_url) = if p.identity.identifier {
+            let (identity, request_url) = if let Some(loc) = &p.identity.identifier_from {
+                let at = |part: &str| read_location(message, &format!("{loc}.{part}"), m.seg);
+                let value = at("1");
+                let (ns, uid, kind) = (at("4.1"), at("4.2"), at("4.3"));
+                let system = if value.is_empty() {
+                    ctx.issues.push(issue(
+                        Some(loc.clone()),
+                        "101",
+                        format!("the {}'s identifier ({loc}) is empty", m.key),
+                    ));
+                    None
+                } else {
+                    ctx.authority((&ns, &uid, &kind), &format!("{loc}.4"))
+                };
+                let Some(s) = system else { continue };
+                let q = format!("identifier={}|{}", url_escape(&s), url_escape(&value));
+                (format!("{rt}?{s}|{value}"), format!("{rt}?{q}"))
+            } else if p.identity.identifier {
                 let first = m
                     .resource
                     .get("identifier")
@@ -613,6 +669,28 @@ impl MappingSet {
                 m.full_url = full_url;
             }
         }
+        // commands, on the nearest resource of their key
+        let mut commands = Vec::new();
+        for (kind, key, chain, resource, segment) in pending {
+            let target = made
+                .iter()
+                .filter(|m| m.key == key && !m.request_url.is_empty())
+                .max_by_key(|m| common_prefix(&m.chain, &chain))
+                .map(|m| m.request_url.clone());
+            match target {
+                Some(target) => commands.push(MapCommand {
+                    kind,
+                    target,
+                    parameters: Value::Object(resource),
+                    segment,
+                }),
+                None => ctx.issues.push(issue(
+                    None,
+                    "207",
+                    format!("the {kind} of {segment} has no {key} to act on"),
+                )),
+            }
+        }
         // references, to the nearest instance of the key
         let targets: Vec<(String, Vec<usize>, String)> = made
             .iter()
@@ -661,6 +739,7 @@ impl MappingSet {
         Ok(Mapped {
             bundle: json!({"resourceType": "Bundle", "type": "transaction", "entry": entries}),
             issues: ctx.issues,
+            commands,
         })
     }
 }

@@ -435,7 +435,9 @@ impl MappingSet {
                 }
                 if p.into.is_none()
                     && p.refuse.is_none()
+                    && p.command.is_none()
                     && !p.identity.identifier
+                    && p.identity.identifier_from.is_none()
                     && p.identity.uuid.is_empty()
                 {
                     return Err(err(

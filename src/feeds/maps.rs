@@ -108,6 +108,10 @@ pub struct Identity {
     /// (`PV1-19.1`) read from the resource's own segment or, for another segment, the nearest.
     #[serde(default)]
     pub uuid: Vec<String>,
+    /// Conditional update on the identifier in this CX field of the message (`MRG-1`: the
+    /// patient an A47 changes is found by its prior identifier, and gets the new ones).
+    #[serde(default)]
+    pub identifier_from: Option<String>,
 }
 
 /// One resource a message map produces.
@@ -136,6 +140,11 @@ pub struct Produce {
     /// server does not take yet, said plainly instead of half-imported.
     #[serde(default)]
     pub refuse: Option<String>,
+    /// Instead of a resource, the segment's map fills the Parameters of a command run after
+    /// the transaction commits, on the resource its `references` name (`credit-payment`: a
+    /// payment on the patient's credit line, posted to the ledger).
+    #[serde(default)]
+    pub command: Option<String>,
     /// element → key: `{"subject": "patient"}` sets `subject.reference`.
     #[serde(default)]
     pub references: BTreeMap<String, String>,

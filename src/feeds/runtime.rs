@@ -82,6 +82,18 @@ pub trait Sink: Send + Sync {
         principal: Option<Principal>,
         source: Option<String>,
     ) -> Result<(), Refusal>;
+
+    /// Runs a command a message carries (`credit-payment` on the patient `target` names,
+    /// with `parameters`) after its transaction committed; idempotent by the `requestId`
+    /// among the parameters.
+    async fn command(
+        &self,
+        kind: &str,
+        target: &str,
+        parameters: Value,
+        principal: Option<Principal>,
+        source: Option<String>,
+    ) -> Result<(), Refusal>;
 }
 
 /// A channel: a named way in, with what it accepts.
@@ -573,6 +585,33 @@ impl Pipeline {
                     {
                         tracing::error!(error = %e, "the feed's event times could not be stored");
                     }
+                    let dup = duplicate_key(Some(m), "");
+                    for c in &mapped.commands {
+                        // the sender's own transaction id makes a resent payment the same one;
+                        // without it, the message and the segment do
+                        let request_id = match processor_id(&c.parameters) {
+                            Some(tx) => format!("hl7v2|{}|{tx}", sender(m)),
+                            None => format!("hl7v2|{dup}|{}", c.segment),
+                        };
+                        let parameters = with_request_id(&c.parameters, &request_id);
+                        if let Err(r) = self
+                            .sink
+                            .command(
+                                &c.kind,
+                                &c.target,
+                                parameters,
+                                principal.clone(),
+                                source.clone(),
+                            )
+                            .await
+                        {
+                            let mut errors = refusal_errors(&r);
+                            for e in &mut errors {
+                                e.location = Some(c.segment.replace('[', "-").replace(']', ""));
+                            }
+                            return fail(AckCode::Error, r.class, errors);
+                        }
+                    }
                     return Outcome {
                         code: AckCode::Accept,
                         errors: warnings,
@@ -585,24 +624,7 @@ impl Pipeline {
                     attempt += 1;
                 }
                 Err(r) => {
-                    let errors = if r.issues.is_empty() {
-                        vec![ack_error(
-                            None,
-                            "207",
-                            format!("the server refused the writes ({})", r.status),
-                        )]
-                    } else {
-                        r.issues
-                            .iter()
-                            .map(|(expr, text)| {
-                                let text = match expr {
-                                    Some(e) => format!("{e}: {text}"),
-                                    None => text.clone(),
-                                };
-                                ack_error(None, "207", text)
-                            })
-                            .collect()
-                    };
+                    let errors = refusal_errors(&r);
                     return fail(AckCode::Error, r.class, errors);
                 }
             }
@@ -640,6 +662,56 @@ impl Pipeline {
             }]
         })
     }
+}
+
+/// The ERR lines of a refusal.
+fn refusal_errors(r: &Refusal) -> Vec<AckError> {
+    if r.issues.is_empty() {
+        return vec![ack_error(
+            None,
+            "207",
+            format!("the server refused the writes ({})", r.status),
+        )];
+    }
+    r.issues
+        .iter()
+        .map(|(expr, text)| {
+            let text = match expr {
+                Some(e) => format!("{e}: {text}"),
+                None => text.clone(),
+            };
+            ack_error(None, "207", text)
+        })
+        .collect()
+}
+
+/// The `processorTransactionId` among a command's parameters.
+fn processor_id(parameters: &Value) -> Option<String> {
+    parameters
+        .get("parameter")?
+        .as_array()?
+        .iter()
+        .find(|p| p.get("name").and_then(Value::as_str) == Some("processorTransactionId"))?
+        .get("valueString")?
+        .as_str()
+        .map(str::to_string)
+}
+
+/// MSH-3|MSH-4: who sent the message.
+fn sender(m: &Message) -> String {
+    let msh = m.segment("MSH");
+    let get = |n: usize| msh.map_or(String::new(), |s| s.get(n, 1, 1).to_string());
+    format!("{}|{}", get(3), get(4))
+}
+
+/// `parameters` with a `requestId` (the command's idempotency key) in front.
+fn with_request_id(parameters: &Value, request_id: &str) -> Value {
+    let mut p = parameters.clone();
+    if let Some(list) = p.get_mut("parameter").and_then(Value::as_array_mut) {
+        list.retain(|x| x.get("name").and_then(Value::as_str) != Some("requestId"));
+        list.insert(0, json!({"name": "requestId", "valueString": request_id}));
+    }
+    p
 }
 
 /// When the message's event happened (EVN-2, else MSH-7), in ms since the epoch.
