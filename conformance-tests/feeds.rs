@@ -906,6 +906,47 @@ mod csv_import {
         .unwrap();
         let ok = import(&url, "appointments", &appts).await.unwrap();
         assert!(ok.contains("1 written or unchanged, 0 failed"), "{ok}");
+        // payments go to the patient's credit line as `$credit-payment` calls, once
+        let apply = serde_json::json!({"resourceType": "Parameters", "parameter": [
+            {"name": "patient", "valueReference": {"reference": format!("Patient/{pid}")}},
+            {"name": "product", "valueCode": "standard"},
+            {"name": "requestedLimit", "valueMoney": {"value": 1000, "currency": "USD"}},
+            {"name": "requestId", "valueString": "open-100"}]});
+        let opened = s
+            .post("Account/$credit-apply", &apply)
+            .await
+            .expect(200)
+            .json();
+        let line = opened["parameter"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == "account")
+            .unwrap()["resource"]["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let pay = tmp.path().join("payments.csv");
+        std::fs::write(
+            &pay,
+            format!(
+                "payment_id,line,amount,currency,transaction_id,paid_on\n\
+                 PAY-1,{line},25.00,USD,tx-1,2024-03-01\n\
+                 PAY-2,no-such-line,5.00,USD,tx-2,2024-03-01\n"
+            ),
+        )
+        .unwrap();
+        let err = import(&url, "payments", &pay).await.unwrap_err();
+        assert!(err.contains("1 written or unchanged, 1 failed"), "{err}");
+        assert!(err.contains("row 3 (key PAY-2)"), "{err}");
+        let _ = import(&url, "payments", &pay).await;
+        let recs = super::search(&s, "PaymentReconciliation").await;
+        assert_eq!(
+            recs.len(),
+            1,
+            "one payment however often the file is imported"
+        );
+        assert_eq!(recs[0]["paymentIdentifier"]["value"], "tx-1");
         let missing = import(&url, "no-such-map", &appts).await.unwrap_err();
         assert!(
             missing.contains("shipped: appointments, charges, coverage, patients, payments"),
