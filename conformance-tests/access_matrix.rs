@@ -39,6 +39,7 @@ secure_backends!(
     insurer_sees_only_billing_it_pays_for,
     operations_in_bundles_follow_the_roles,
     hl7v2_feed_follows_the_roles,
+    health_is_public_and_the_same_for_everyone,
 );
 
 /// What a role may see of one resource.
@@ -1930,5 +1931,40 @@ async fn hl7v2_feed_follows_the_roles(s: SecureServer) {
             1,
             "{role}: {found}"
         );
+    }
+}
+
+/// `/health/live` and `/health/ready` answer every caller — no token, any role, a bad token —
+/// with the same small body about the node only: nothing to read, count or tell apart.
+async fn health_is_public_and_the_same_for_everyone(s: SecureServer) {
+    let w = World::new(s).await;
+    let origin = w.s.server.origin();
+    let client = &w.s.server.client;
+    for path in ["/health/live", "/health/ready"] {
+        let mut bodies = Vec::new();
+        let mut tokens: Vec<Option<String>> = vec![None, Some("not-a-token".into())];
+        for role in ROLES {
+            tokens.push(w.as_role(role).bearer.clone());
+        }
+        for token in tokens {
+            let mut req = client.get(format!("{origin}{path}"));
+            if let Some(t) = &token {
+                req = req.bearer_auth(t);
+            }
+            let r = req.send().await.unwrap();
+            assert_eq!(r.status().as_u16(), 200, "{path}");
+            assert_eq!(
+                r.headers()["content-type"].to_str().unwrap(),
+                "application/health+json"
+            );
+            bodies.push(r.text().await.unwrap());
+        }
+        assert!(
+            bodies.windows(2).all(|b| b[0] == b[1]),
+            "{path}: {bodies:?}"
+        );
+        let v: Value = serde_json::from_str(&bodies[0]).unwrap();
+        assert_eq!(v["status"], "pass", "{v}");
+        assert!(bodies[0].len() < 120, "about the node only: {}", bodies[0]);
     }
 }

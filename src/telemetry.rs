@@ -8,11 +8,15 @@ use tower_http::trace::{DefaultOnResponse, MakeSpan, TraceLayer};
 use tracing::{Level, Span};
 use tracing_subscriber::EnvFilter;
 
-/// Installs the global subscriber (a second call is a no-op).
+/// Installs the global subscriber (a second call is a no-op). Logs go to stderr (stdout is
+/// the commands' output), coloured only when stderr is a terminal.
 pub fn init(format: LogFormat, filter: &str) {
+    use std::io::IsTerminal;
     let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_target(false);
     let _ = match format {
         LogFormat::Text => builder.try_init(),

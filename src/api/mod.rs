@@ -911,6 +911,46 @@ async fn not_found() -> ApiError {
     ApiError(Outcome::not_found("No such endpoint"))
 }
 
+/// `GET /health/live` (the process answers) and `GET /health/ready` (the database answers;
+/// migrations are applied before a node listens), for load balancers and orchestrators:
+/// public, the same for every caller, and about nothing but the node.
+pub fn health(state: ApiState) -> Router {
+    Router::new()
+        .route("/health/live", get(live))
+        .route("/health/ready", get(ready))
+        .with_state(state)
+}
+
+fn health_json(status: StatusCode, body: serde_json::Value) -> Response {
+    (
+        status,
+        [(
+            CONTENT_TYPE,
+            HeaderValue::from_static("application/health+json"),
+        )],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+async fn live() -> Response {
+    health_json(StatusCode::OK, serde_json::json!({"status": "pass"}))
+}
+
+async fn ready(State(state): State<ApiState>) -> Response {
+    let db = state.ctx.store.ping().await.is_ok();
+    let body = serde_json::json!({
+        "status": if db { "pass" } else { "fail" },
+        "checks": {"database": [{"status": if db { "pass" } else { "fail" }}]},
+    });
+    let status = if db {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    health_json(status, body)
+}
+
 /// Discovery documents under `[prefix]/.well-known/` that every auth mode answers without a
 /// token: unknown ones are a plain 404, and a server without authorization publishes a
 /// smart-configuration that says so (the authorization server's routes serve the real one).
