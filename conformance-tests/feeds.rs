@@ -1068,3 +1068,154 @@ async fn a_dft_payment_posts_to_the_credit_line(s: Server, store: Arc<dyn Store>
         "the same payment, once"
     );
 }
+
+/// The pipeline over a real store with a sink of our own: a store that keeps failing
+/// transiently, and one that records how many commits of one patient overlap.
+mod pipeline_behaviour {
+    use crate::common::{Backend, fresh_database};
+    use async_trait::async_trait;
+    use healporium::auth::Principal;
+    use healporium::feeds::mapping_set::MappingSet;
+    use healporium::feeds::runtime::{Channel, Class, Pipeline, Refusal, Sink};
+    use healporium::hl7v2::ack::AckCode;
+    use serde_json::Value;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Fails the first `fail` commits as the store being unavailable, then succeeds; tracks
+    /// the largest number of commits in flight at once.
+    struct TestSink {
+        fail: usize,
+        calls: AtomicUsize,
+        in_flight: AtomicUsize,
+        most: AtomicUsize,
+    }
+
+    #[async_trait]
+    impl Sink for TestSink {
+        async fn commit(
+            &self,
+            _bundle: Value,
+            _provenance: Value,
+            _principal: Option<Principal>,
+            _source: Option<String>,
+        ) -> Result<(), Refusal> {
+            let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+            self.most.fetch_max(now, Ordering::SeqCst);
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            self.in_flight.fetch_sub(1, Ordering::SeqCst);
+            if self.calls.fetch_add(1, Ordering::SeqCst) < self.fail {
+                return Err(Refusal {
+                    class: Class::TransientExhausted,
+                    status: 503,
+                    issues: vec![(None, "the database is busy".into())],
+                });
+            }
+            Ok(())
+        }
+
+        async fn command(
+            &self,
+            _kind: &str,
+            _target: &str,
+            _parameters: Value,
+            _principal: Option<Principal>,
+            _source: Option<String>,
+        ) -> Result<(), Refusal> {
+            Ok(())
+        }
+    }
+
+    fn sink(fail: usize) -> Arc<TestSink> {
+        Arc::new(TestSink {
+            fail,
+            calls: AtomicUsize::new(0),
+            in_flight: AtomicUsize::new(0),
+            most: AtomicUsize::new(0),
+        })
+    }
+
+    async fn pipeline(s: Arc<TestSink>) -> (Pipeline, Option<tempfile::TempDir>) {
+        let (url, dir, _) = fresh_database(Backend::Sqlite).await.unwrap();
+        let store = healporium::store::open(&url).await.unwrap();
+        let mut p = Pipeline::new(MappingSet::shared().unwrap(), store.feeds(), s);
+        p.backoff_ms = 5;
+        (p, dir)
+    }
+
+    fn channel() -> Channel {
+        Channel {
+            default_zone: Some("+01:00".into()),
+            ..Channel::default_channel(None)
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn transient_failures_are_retried_then_dead_lettered() {
+        let s = sink(2);
+        let (p, _db) = pipeline(s.clone()).await;
+        let r = p
+            .receive(&channel(), None, None, super::a01("T1", "1").as_bytes())
+            .await;
+        assert_eq!(
+            r.code,
+            AckCode::Accept,
+            "two failures, then the third try: {}",
+            r.ack
+        );
+        assert_eq!(s.calls.load(Ordering::SeqCst), 3);
+        let s = sink(usize::MAX);
+        let (mut p, _db2) = pipeline(s.clone()).await;
+        p.retries = 2;
+        let r = p
+            .receive(&channel(), None, None, super::a01("T2", "2").as_bytes())
+            .await;
+        assert_eq!(r.code, AckCode::Error, "{}", r.ack);
+        assert_eq!(s.calls.load(Ordering::SeqCst), 3, "one try and two retries");
+        let dead = p
+            .store()
+            .dead_letters(Some("transient-exhausted"), false, 10)
+            .await
+            .unwrap();
+        assert_eq!(dead.len(), 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn one_patients_messages_commit_one_at_a_time() {
+        let s = sink(0);
+        let (p, _db) = pipeline(s.clone()).await;
+        let p = Arc::new(p);
+        let mut tasks = Vec::new();
+        for i in 0..6 {
+            let p = p.clone();
+            tasks.push(tokio::spawn(async move {
+                let m = super::a01(&format!("O{i}"), "4711");
+                p.receive(&channel(), None, None, m.as_bytes()).await.code
+            }));
+        }
+        for t in tasks {
+            assert_eq!(t.await.unwrap(), AckCode::Accept);
+        }
+        assert_eq!(
+            s.most.load(Ordering::SeqCst),
+            1,
+            "never two commits of one patient at once"
+        );
+        // different patients do not wait for each other
+        let s = sink(0);
+        let (p, _db2) = pipeline(s.clone()).await;
+        let p = Arc::new(p);
+        let mut tasks = Vec::new();
+        for i in 0..6 {
+            let p = p.clone();
+            tasks.push(tokio::spawn(async move {
+                let m = super::a01(&format!("D{i}"), &format!("50{i}"));
+                p.receive(&channel(), None, None, m.as_bytes()).await.code
+            }));
+        }
+        for t in tasks {
+            assert_eq!(t.await.unwrap(), AckCode::Accept);
+        }
+        assert!(s.most.load(Ordering::SeqCst) > 1, "patients in parallel");
+    }
+}
