@@ -42,6 +42,38 @@ pub struct InteractionSink {
     pub base: String,
 }
 
+impl InteractionSink {
+    /// Runs `what` as `principal` and returns the response body (Null without one).
+    async fn call(
+        &self,
+        what: Interaction,
+        provenance: Option<Value>,
+        prefer: PreferReturn,
+        principal: Option<Principal>,
+        source: Option<String>,
+    ) -> Result<Value, Refusal> {
+        let request = FhirRequest {
+            base: self.base.clone(),
+            interaction: what,
+            preconditions: Preconditions::default(),
+            cascade: false,
+            provenance,
+            prefer,
+            principal,
+            source,
+        };
+        let response = interaction::handle(&self.ctx, request)
+            .await
+            .map_err(|o| refusal(&o))?;
+        Ok(response
+            .body
+            .map(|b| b.to_value())
+            .transpose()
+            .map_err(|o| refusal(&o))?
+            .unwrap_or_default())
+    }
+}
+
 #[async_trait]
 impl Sink for InteractionSink {
     async fn commit(
@@ -51,20 +83,15 @@ impl Sink for InteractionSink {
         principal: Option<Principal>,
         source: Option<String>,
     ) -> Result<(), Refusal> {
-        let request = FhirRequest {
-            base: self.base.clone(),
-            interaction: Interaction::Bundle { bundle },
-            preconditions: Preconditions::default(),
-            cascade: false,
-            provenance: Some(provenance),
-            prefer: PreferReturn::Minimal,
+        self.call(
+            Interaction::Bundle { bundle },
+            Some(provenance),
+            PreferReturn::Minimal,
             principal,
             source,
-        };
-        match interaction::handle(&self.ctx, request).await {
-            Ok(_) => Ok(()),
-            Err(o) => Err(refusal(&o)),
-        }
+        )
+        .await
+        .map(|_| ())
     }
 
     async fn command(
@@ -97,33 +124,24 @@ impl Sink for InteractionSink {
                 "a payment names its patient by identifier".into(),
             ));
         };
-        let search = FhirRequest {
-            base: self.base.clone(),
-            interaction: Interaction::Search(SearchRequest {
-                scope: SearchScope::Type("Account".into()),
-                pairs: vec![
-                    ("subject:Patient.identifier".into(), token),
-                    ("status".into(), "active".into()),
-                ],
-                strict: false,
-                paging: false,
-            }),
-            preconditions: Preconditions::default(),
-            cascade: false,
-            provenance: None,
-            prefer: PreferReturn::Representation,
-            principal: principal.clone(),
-            source: source.clone(),
-        };
-        let found = interaction::handle(&self.ctx, search)
-            .await
-            .map_err(|o| refusal(&o))?;
-        let found = found
-            .body
-            .map(|b| b.to_value())
-            .transpose()
-            .map_err(|o| refusal(&o))?
-            .unwrap_or_default();
+        let search = Interaction::Search(SearchRequest {
+            scope: SearchScope::Type("Account".into()),
+            pairs: vec![
+                ("subject:Patient.identifier".into(), token),
+                ("status".into(), "active".into()),
+            ],
+            strict: false,
+            paging: false,
+        });
+        let found = self
+            .call(
+                search,
+                None,
+                PreferReturn::Representation,
+                principal.clone(),
+                source.clone(),
+            )
+            .await?;
         let line_ext = self.ctx.finance.extension_url("credit-line");
         let lines: Vec<String> = found
             .get("entry")
@@ -164,25 +182,15 @@ impl Sink for InteractionSink {
             "request": {"method": "POST", "url": format!("Account/{line}/$credit-payment")},
             "resource": parameters,
         }]});
-        let request = FhirRequest {
-            base: self.base.clone(),
-            interaction: Interaction::Bundle { bundle },
-            preconditions: Preconditions::default(),
-            cascade: false,
-            provenance: None,
-            prefer: PreferReturn::OperationOutcome,
-            principal,
-            source,
-        };
-        let response = interaction::handle(&self.ctx, request)
-            .await
-            .map_err(|o| refusal(&o))?;
-        let body = response
-            .body
-            .map(|b| b.to_value())
-            .transpose()
-            .map_err(|o| refusal(&o))?
-            .unwrap_or_default();
+        let body = self
+            .call(
+                Interaction::Bundle { bundle },
+                None,
+                PreferReturn::OperationOutcome,
+                principal,
+                source,
+            )
+            .await?;
         let entry = body.pointer("/entry/0").cloned().unwrap_or_default();
         let status: u16 = entry
             .pointer("/response/status")
