@@ -326,14 +326,14 @@ async fn a_job_whose_lease_expired_is_taken_over_and_the_first_node_is_fenced_of
     }
 }
 
-/// A `healporium serve` process running jobs on `url`.
-struct Node {
+/// A `healporium serve` process running jobs on `url` (without authorization).
+pub(crate) struct Node {
     child: Child,
-    port: u16,
+    pub(crate) port: u16,
 }
 
 impl Node {
-    fn start(url: &str, node: &str, extra: &[&str]) -> Node {
+    pub(crate) fn start(url: &str, node: &str, extra: &[&str]) -> Node {
         let port = free_port();
         let dir = tempfile::tempdir().unwrap();
         let child = bin()
@@ -367,7 +367,7 @@ impl Node {
         node
     }
 
-    fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         let _ = self.child.kill(); // SIGKILL
         let _ = self.child.wait();
     }

@@ -37,6 +37,7 @@ mod operations;
 mod patch;
 mod profiles;
 mod rest;
+mod scheduling;
 mod search;
 mod sign_in;
 mod smart;

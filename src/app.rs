@@ -617,6 +617,29 @@ pub fn job_kinds(
             }
         }),
     );
+    let slots_ctx = ctx.clone();
+    registry.register(
+        crate::interaction::scheduling::SLOTS_JOB,
+        5,
+        FnHandler(move |job: crate::jobs::JobInput| {
+            let ctx = slots_ctx.clone();
+            async move {
+                let schedule = job
+                    .payload
+                    .get("schedule")
+                    .and_then(serde_json::Value::as_str);
+                let created = crate::interaction::slots::run_slots_job(
+                    &ctx,
+                    schedule,
+                    crate::smart::now_ms(),
+                )
+                .await
+                .map_err(|_| JobError::Retry("cannot generate slots".into()))?;
+                tracing::debug!(created, "slots generated");
+                Ok(())
+            }
+        }),
+    );
     let day_ctx = ctx.clone();
     let zone = jobs.time_zone.clone();
     registry.register(
@@ -645,6 +668,12 @@ pub fn job_kinds(
     registry.every(
         FINANCE_DAY,
         Schedule::daily("00:30", &jobs.time_zone).map_err(anyhow::Error::msg)?,
+        serde_json::json!({}),
+    );
+    // the planning horizon moves on, and expired holds are released
+    registry.every(
+        crate::interaction::scheduling::SLOTS_JOB,
+        Schedule::every(300),
         serde_json::json!({}),
     );
     registry.every(

@@ -3,6 +3,7 @@
 //! transaction, which the caller commits.
 
 use super::guard::Src;
+use super::scheduling as sched;
 use super::session::Session;
 use super::{Body, Context, FhirResponse, Status};
 use crate::auth::Perm;
@@ -12,6 +13,7 @@ use crate::fhir::types::{Instant, VersionId, etag};
 use crate::search;
 use crate::store::{Method, NewVersion, StoredVersion};
 use serde_json::Value;
+use std::collections::BTreeSet;
 
 /// The job every stored ClaimResponse enqueues in its own transaction (the outbox): a claim
 /// adjudicated again may change what a patient deferred (`operation::claim_change`).
@@ -106,6 +108,22 @@ pub(super) async fn put_version(
     guard
         .check_content(s.tx(), &registry, perm, resource_type, &resource)
         .await?;
+    // the scheduling rules (docs/scheduling.md): a practitioner's own schedules only, and
+    // a Schedule's availability must be well formed
+    let before: Option<Value> = match live.and_then(|c| c.body.as_deref()) {
+        Some(body) if matches!(resource_type, "Appointment" | "Schedule" | "Slot") => Some(
+            serde_json::from_str(body)
+                .map_err(|_| Outcome::internal("A stored resource is not valid JSON"))?,
+        ),
+        _ => None,
+    };
+    if let Some(before) = &before {
+        super::scheduling::check_owner(s, resource_type, before).await?;
+    }
+    super::scheduling::check_owner(s, resource_type, &resource).await?;
+    if resource_type == "Schedule" {
+        super::scheduling::check_schedule(&resource)?;
+    }
     if let Some(cur) = live
         && let Some(body) = &cur.body
     {
@@ -153,6 +171,19 @@ pub(super) async fn put_version(
         })
         .await?;
     s.record_write(resource_type, id, version, links, patients);
+    if resource_type == "Appointment" {
+        appointment_written(s, before.as_ref(), Some(&resource)).await?;
+    }
+    if resource_type == "Schedule" {
+        let job = crate::store::jobs::NewJob {
+            kind: super::scheduling::SLOTS_JOB.to_string(),
+            key: Some(format!("Schedule/{id}/_history/{version}")),
+            payload: serde_json::json!({"schedule": id}).to_string(),
+            run_at: last_updated.millis(),
+            max_attempts: 5,
+        };
+        s.tx().jobs().enqueue(&job, last_updated.millis()).await?;
+    }
     if resource_type == "ClaimResponse" {
         let job = crate::store::jobs::NewJob {
             kind: CLAIM_ADJUDICATED_JOB.to_string(),
@@ -210,6 +241,23 @@ pub(super) async fn delete_version(
             &current.id,
         )
         .await?;
+    let before: Option<Value> = match current.body.as_deref() {
+        Some(body)
+            if matches!(
+                current.resource_type.as_str(),
+                "Appointment" | "Schedule" | "Slot"
+            ) =>
+        {
+            Some(
+                serde_json::from_str(body)
+                    .map_err(|_| Outcome::internal("A stored resource is not valid JSON"))?,
+            )
+        }
+        _ => None,
+    };
+    if let Some(before) = &before {
+        super::scheduling::check_owner(s, &current.resource_type, before).await?;
+    }
     let version = current.version + 1;
     let last_updated = next_timestamp(Some(current));
     // whose data went, for the audit
@@ -233,6 +281,9 @@ pub(super) async fn delete_version(
         })
         .await?;
     s.record_delete(&current.resource_type, &current.id, version, patients);
+    if current.resource_type == "Appointment" {
+        appointment_written(s, before.as_ref(), None).await?;
+    }
     if current.resource_type == "SearchParameter" {
         s.registry_changed();
     }
@@ -244,6 +295,66 @@ pub(super) async fn delete_version(
         format!("Deleted {}/{}", current.resource_type, current.id),
     ));
     Ok(response)
+}
+
+// the scheduling rules of Appointment writes (docs/scheduling.md)
+
+/// Writes a Slot as the server (the booking was authorized on the Appointment; a patient
+/// may not write Slots).
+pub(crate) async fn write_slot(
+    s: &mut Session,
+    current: &StoredVersion,
+    slot: Value,
+) -> Result<(), Outcome> {
+    let caller = std::mem::replace(&mut s.guard, super::guard::Guard::open());
+    let written = Box::pin(put_version(
+        s,
+        "Slot",
+        &current.id,
+        slot,
+        Method::Put,
+        Some(current),
+    ))
+    .await;
+    s.guard = caller;
+    written.map(|_| ())
+}
+
+/// After an Appointment changed from `before` (None: it is new) to `after` (None: deleted):
+/// the slots it now occupies become busy (409 if one is not free for its patient), the
+/// slots it stopped occupying are free again.
+pub(super) async fn appointment_written(
+    s: &mut Session,
+    before: Option<&Value>,
+    after: Option<&Value>,
+) -> Result<(), Outcome> {
+    let occupied = |a: Option<&Value>| {
+        a.filter(|a| sched::occupies(a))
+            .map(sched::slot_ids)
+            .unwrap_or_default()
+    };
+    let (old, new) = (occupied(before), occupied(after));
+    if old == new {
+        return Ok(());
+    }
+    let touched: BTreeSet<String> = old.symmetric_difference(&new).cloned().collect();
+    let patient = after.or(before).and_then(sched::patient_of);
+    let now = Instant::now().millis();
+    for (current, slot) in sched::lock_slots(s, &touched, "Appointment.slot").await? {
+        let id = current.id.clone();
+        if new.contains(&id) {
+            let state = sched::slot_state(&slot, now);
+            let own = matches!(&state, sched::SlotState::Held(holder, _)
+                if patient.as_deref().map(|p| sched::holder_key(&id, p)).as_deref() == Some(holder.as_str()));
+            if state != sched::SlotState::Free && !own {
+                return Err(sched::conflict(&id, &state, "Appointment.slot"));
+            }
+            write_slot(s, &current, sched::with_status(slot, "busy", None)).await?;
+        } else if slot.get("status").and_then(Value::as_str) == Some("busy") {
+            write_slot(s, &current, sched::with_status(slot, "free", None)).await?;
+        }
+    }
+    Ok(())
 }
 
 /// A resource claiming one of the credit extension's profiles must conform to it (422 with

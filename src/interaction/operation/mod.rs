@@ -1,7 +1,11 @@
 //! Extended operations, one file each: `$everything`, `$validate`, `$meta`, `$meta-add`,
-//! `$meta-delete`, `$reindex`, and Healporium's `$break-glass` and credit operations. They run on the same store and
+//! `$meta-delete`, `$reindex`, the Argonaut scheduling operations (`$find`, `$hold`,
+//! `$book`), and Healporium's `$break-glass` and credit operations. They run on the same store and
 //! validator as the interactions.
 
+mod appointment_book;
+mod appointment_find;
+mod appointment_hold;
 mod break_glass;
 mod claim_change;
 mod claim_defer;
@@ -379,6 +383,53 @@ pub static OPERATIONS: &[Operation] = &[
             ("creditBalance", "out", 1, "1", "Money"),
         ],
         handler: |ctx, base, op| Box::pin(credit_payoff::payoff(ctx, base, op)),
+    },
+    Operation {
+        name: "find",
+        levels: &[Level::Type],
+        types: Some(&["Appointment"]),
+        affects_state: false,
+        id: "appointment-find",
+        canonical: "http://fhir.org/guides/argonaut/scheduling/OperationDefinition/appointment-find",
+        parameters: &[
+            ("start", "in", 1, "1", "dateTime"),
+            ("end", "in", 1, "1", "dateTime"),
+            ("practitioner", "in", 0, "1", "Reference"),
+            ("location", "in", 0, "1", "Reference"),
+            ("specialty", "in", 0, "1", "Coding"),
+            ("service-type", "in", 0, "1", "Coding"),
+            ("visit-type", "in", 0, "1", "Coding"),
+            ("patient", "in", 0, "1", "Reference"),
+            ("_count", "in", 0, "1", "integer"),
+            ("return", "out", 1, "1", "Bundle"),
+        ],
+        handler: |ctx, base, op| Box::pin(appointment_find::find(ctx, base, op)),
+    },
+    Operation {
+        name: "hold",
+        levels: &[Level::Type],
+        types: Some(&["Appointment"]),
+        affects_state: true,
+        id: "appointment-hold",
+        canonical: "http://fhir.org/guides/argonaut/scheduling/OperationDefinition/appointment-hold",
+        parameters: &[
+            ("appt-resource", "in", 1, "1", "Appointment"),
+            ("return", "out", 1, "1", "Appointment"),
+        ],
+        handler: |ctx, base, op| Box::pin(appointment_hold::hold(ctx, base, op)),
+    },
+    Operation {
+        name: "book",
+        levels: &[Level::Type],
+        types: Some(&["Appointment"]),
+        affects_state: true,
+        id: "appointment-book",
+        canonical: "http://fhir.org/guides/argonaut/scheduling/OperationDefinition/appointment-book",
+        parameters: &[
+            ("appt-resource", "in", 1, "1", "Appointment"),
+            ("return", "out", 1, "1", "Appointment"),
+        ],
+        handler: |ctx, base, op| Box::pin(appointment_book::book(ctx, base, op)),
     },
     Operation {
         name: "statement",
