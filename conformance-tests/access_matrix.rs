@@ -40,6 +40,7 @@ secure_backends!(
     operations_in_bundles_follow_the_roles,
     hl7v2_feed_follows_the_roles,
     health_is_public_and_the_same_for_everyone,
+    scheduling_follows_the_roles,
 );
 
 /// What a role may see of one resource.
@@ -1967,4 +1968,142 @@ async fn health_is_public_and_the_same_for_everyone(s: SecureServer) {
         assert_eq!(v["status"], "pass", "{v}");
         assert!(bodies[0].len() < 120, "about the node only: {}", bodies[0]);
     }
+}
+
+/// Scheduling: every role may look for free slots (shared data); a patient books and holds
+/// only for herself, a practitioner only for patients in their care, pharmacists and
+/// insurers not at all; a refused booking leaves its slot free. A patient cancels her own
+/// booking (the server frees the slot she may not write herself). A practitioner writes
+/// only Schedules naming them and the Slots of those.
+async fn scheduling_follows_the_roles(s: SecureServer) {
+    let w = World::new(s).await;
+    let admin = &w.admin_setup;
+    let schedule = |id: &str, practitioner: &str| {
+        json!({"resourceType": "Schedule", "id": id,
+            "actor": [{"reference": format!("Practitioner/{practitioner}")}]})
+    };
+    let slot = |id: &str, schedule: &str, hour: usize| {
+        json!({"resourceType": "Slot", "id": id, "schedule": {"reference": format!("Schedule/{schedule}")},
+            "status": "free", "start": format!("2030-01-07T{hour:02}:00:00Z"),
+            "end": format!("2030-01-07T{hour:02}:30:00Z")})
+    };
+    admin
+        .put("Schedule/doc-sched", &schedule("doc-sched", "doc"))
+        .await
+        .expect(201);
+    admin
+        .put("Schedule/other-sched", &schedule("other-sched", "other"))
+        .await
+        .expect(201);
+    for (i, role) in ROLES.iter().enumerate() {
+        for who in ["alice", "bob"] {
+            let id = format!("slot-{who}-{role}");
+            let hour = i + if who == "bob" { 8 } else { 0 };
+            admin
+                .put(&format!("Slot/{id}"), &slot(&id, "doc-sched", hour))
+                .await
+                .expect(201);
+        }
+    }
+    let book = |slot: &str, patient: &str| {
+        json!({"resourceType": "Parameters", "parameter": [{"name": "appt-resource", "resource": {
+            "resourceType": "Appointment", "status": "proposed",
+            "slot": [{"reference": format!("Slot/{slot}")}],
+            "participant": [{"actor": {"reference": format!("Patient/{patient}")}, "status": "accepted"},
+                {"actor": {"reference": "Practitioner/doc"}, "status": "accepted"}]}}]})
+    };
+    let find = json!({"resourceType": "Parameters", "parameter": [
+        {"name": "start", "valueDateTime": "2030-01-07T00:00:00Z"},
+        {"name": "end", "valueDateTime": "2030-01-08T00:00:00Z"},
+        {"name": "practitioner", "valueReference": {"reference": "Practitioner/doc"}}]});
+    let slot_status = |id: String| async move {
+        admin.get(&format!("Slot/{id}")).await.expect(200).json()["status"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    // columns as in ROLES
+    let alice = [201, 201, 403, 403, 403, 201, 201];
+    let bob = [403, 403, 403, 403, 403, 201, 201];
+    let hold = [200, 200, 403, 403, 403, 200, 200];
+    for (col, role) in ROLES.iter().enumerate() {
+        let c = w.as_role(role);
+        let found = c.post("Appointment/$find", &find).await.expect(200).json();
+        assert!(
+            found["total"].as_u64().unwrap() >= 1,
+            "{role} finds free slots: {found}"
+        );
+        let r = c
+            .post(
+                "Appointment/$hold",
+                &book(&format!("slot-alice-{role}"), "alice"),
+            )
+            .await;
+        assert_eq!(r.status.as_u16(), hold[col], "{role} holds: {}", r.text);
+        for (patient, expected) in [("alice", alice), ("bob", bob)] {
+            let id = format!("slot-{patient}-{role}");
+            let r = c.post("Appointment/$book", &book(&id, patient)).await;
+            assert_eq!(
+                r.status.as_u16(),
+                expected[col],
+                "{role} books for {patient}: {}",
+                r.text
+            );
+            let status = slot_status(id).await;
+            if expected[col] == 201 {
+                assert_eq!(status, "busy", "{role} for {patient}");
+            } else {
+                assert_ne!(status, "busy", "{role} for {patient}: a refused booking");
+                assert_eq!(r.json()["resourceType"], "OperationOutcome");
+            }
+        }
+    }
+    // alice cancels her own booking; the slot is free again
+    let alice_token = w.as_role("patient");
+    let mine = alice_token
+        .get("Appointment?slot=Slot/slot-alice-patient")
+        .await
+        .expect(200)
+        .json();
+    let mut appt = mine["entry"][0]["resource"].clone();
+    let id = appt["id"].as_str().unwrap().to_string();
+    appt["status"] = json!("cancelled");
+    alice_token
+        .put(&format!("Appointment/{id}"), &appt)
+        .await
+        .expect(200);
+    assert_eq!(slot_status("slot-alice-patient".into()).await, "free");
+    // schedule management: a practitioner's own only
+    let doc = w.as_role("doctor");
+    doc.put("Schedule/doc-second", &schedule("doc-second", "doc"))
+        .await
+        .expect(201);
+    doc.put("Schedule/doc-fake", &schedule("doc-fake", "other"))
+        .await
+        .expect(403);
+    doc.put("Slot/doc-new", &slot("doc-new", "doc-second", 20))
+        .await
+        .expect(201);
+    doc.put("Slot/doc-sneak", &slot("doc-sneak", "other-sched", 20))
+        .await
+        .expect(403);
+    let other = w.as_role("other-doctor");
+    other
+        .put("Slot/doc-new", &slot("doc-new", "other-sched", 21))
+        .await
+        .expect(403);
+    other.delete("Slot/doc-new").await.expect(403);
+    other
+        .put("Schedule/doc-second", &schedule("doc-second", "other"))
+        .await
+        .expect(403);
+    for role in ["patient", "pharmacist", "insurer"] {
+        let r = w
+            .as_role(role)
+            .put("Slot/doc-new", &slot("doc-new", "doc-second", 22))
+            .await;
+        assert_eq!(r.status.as_u16(), 403, "{role}: {}", r.text);
+    }
+    let after = admin.get("Slot/doc-new").await.expect(200).json();
+    assert_eq!(after["start"], "2030-01-07T20:00:00Z");
 }

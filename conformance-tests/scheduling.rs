@@ -478,3 +478,95 @@ async fn fifty_parallel_bookings_of_one_slot_give_one() {
         assert_eq!(slot["status"], "busy");
     }
 }
+
+/// A patient's booking and a practitioner's schedule change each leave an AuditEvent naming
+/// who did it and what was written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bookings_and_schedule_changes_are_audited() {
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        let Some((s, _url)) = crate::common::start_with_test_principals_and(
+            backend,
+            healporium::app::AppOptions {
+                audit: true,
+                ..Default::default()
+            },
+        )
+        .await
+        else {
+            continue;
+        };
+        for r in [
+            json!({"resourceType": "Practitioner", "id": "gp"}),
+            json!({"resourceType": "Patient", "id": "p", "generalPractitioner": [{"reference": "Practitioner/gp"}]}),
+            json!({"resourceType": "Schedule", "id": "s", "actor": [{"reference": "Practitioner/gp"}]}),
+        ] {
+            s.put(
+                &format!(
+                    "{}/{}",
+                    r["resourceType"].as_str().unwrap(),
+                    r["id"].as_str().unwrap()
+                ),
+                &r,
+            )
+            .await
+            .expect(201);
+        }
+        let gp = [
+            ("x-test-scope", "user/*.cruds"),
+            ("x-test-role", "practitioner"),
+            ("x-test-user", "gee"),
+            ("x-test-fhir-user", "Practitioner/gp"),
+        ];
+        s.put_with(
+            "Slot/one",
+            &json!({"resourceType": "Slot", "id": "one", "schedule": {"reference": "Schedule/s"},
+                "status": "free", "start": "2030-01-07T09:00:00Z", "end": "2030-01-07T09:30:00Z"}),
+            &gp,
+        )
+        .await
+        .expect(201);
+        let patient = [
+            ("x-test-scope", "patient/*.cruds"),
+            ("x-test-role", "patient"),
+            ("x-test-patient", "p"),
+            ("x-test-user", "pat"),
+            ("x-test-fhir-user", "Patient/p"),
+        ];
+        let booked = s
+            .post_with(
+                "Appointment/$book",
+                &json!({"resourceType": "Appointment", "status": "proposed",
+                    "slot": [{"reference": "Slot/one"}],
+                    "participant": [{"actor": {"reference": "Practitioner/gp"}, "status": "accepted"}]}),
+                &patient,
+            )
+            .await
+            .expect(201)
+            .json();
+        // the patient was added as the participant the booking is for
+        assert!(booked.to_string().contains("Patient/p"));
+        let id = booked["id"].as_str().unwrap();
+        let events = s.get("AuditEvent?_count=200").await.expect(200).json();
+        let text = |e: &Value| e.to_string();
+        let all: Vec<&Value> = events["entry"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| &e["resource"])
+            .collect();
+        let booking = all
+            .iter()
+            .find(|e| text(e).contains("$book"))
+            .unwrap_or_else(|| panic!("{backend:?}: no $book event in {events}"));
+        assert!(
+            text(booking).contains(&format!("Appointment/{id}")),
+            "{backend:?}: {booking}"
+        );
+        assert!(text(booking).contains("pat"), "{booking}");
+        assert!(
+            all.iter()
+                .any(|e| text(e).contains("Slot/one") && text(e).contains("gee")),
+            "{backend:?}: no event of the practitioner's slot write"
+        );
+    }
+}
