@@ -101,6 +101,9 @@ pub fn resources() -> Vec<Value> {
     let mut out = vec![
         json!({"resourceType": "Organization", "id": "demo-org", "active": true,
             "name": "Healporium Demo Clinic"}),
+        json!({"resourceType": "Location", "id": "demo-clinic", "status": "active",
+            "name": "Healporium Demo Clinic, main building",
+            "managingOrganization": {"reference": "Organization/demo-org"}}),
         json!({"resourceType": "Practitioner", "id": "demo-practitioner", "active": true,
             "name": [{"family": "Smith", "given": ["Dana"], "prefix": ["Dr."]}]}),
         json!({"resourceType": "Practitioner", "id": "demo-practitioner-2", "active": true,
@@ -124,6 +127,20 @@ pub fn resources() -> Vec<Value> {
             "practitioner": {"reference": "Practitioner/demo-claims"},
             "organization": {"reference": "Organization/demo-insurer"},
             "code": [{"text": "claims reviewer"}]}),
+        // the doctors' weekly availability: the scheduling job turns it into free Slots for
+        // the next four weeks (Appointment/$find, $book)
+        demo_schedule(
+            "demo-smith-week",
+            "demo-practitioner",
+            "General practice",
+            "394814009",
+        ),
+        demo_schedule(
+            "demo-lee-week",
+            "demo-practitioner-2",
+            "Cardiology",
+            "394579002",
+        ),
     ];
     // alice and bob are Dr. Smith's patients and insured by the demo insurer; carol is
     // Dr. Lee's, and only alice has a prescription for the demo pharmacy
@@ -214,6 +231,31 @@ pub fn resources() -> Vec<Value> {
 
 /// The demo insurer's benefit plan (docs/finance.md, *Benefit plans*): a 500.00 deductible, a
 /// 3,000.00 out-of-pocket maximum, office visits and an MRI covered.
+/// A practitioner's Schedule: weekdays 09:00–12:00 and 13:00–17:00 (New York), 30-minute
+/// slots, four weeks ahead.
+fn demo_schedule(id: &str, practitioner: &str, specialty: &str, code: &str) -> Value {
+    let window = |start: &str, end: &str| {
+        let mut parts: Vec<Value> = ["mon", "tue", "wed", "thu", "fri"]
+            .iter()
+            .map(|d| json!({"url": "daysOfWeek", "valueCode": d}))
+            .collect();
+        parts.push(json!({"url": "start", "valueTime": start}));
+        parts.push(json!({"url": "end", "valueTime": end}));
+        json!({"url": "available", "extension": parts})
+    };
+    json!({"resourceType": "Schedule", "id": id, "active": true,
+        "actor": [{"reference": format!("Practitioner/{practitioner}")},
+            {"reference": "Location/demo-clinic"}],
+        "specialty": [{"coding": [{"system": "http://snomed.info/sct", "code": code,
+            "display": specialty}]}],
+        "extension": [{"url": crate::interaction::scheduling::AVAILABILITY_URL, "extension": [
+            {"url": "timeZone", "valueCode": "America/New_York"},
+            {"url": "slotMinutes", "valueInteger": 30},
+            {"url": "horizonDays", "valueInteger": 28},
+            window("09:00:00", "12:00:00"),
+            window("13:00:00", "17:00:00")]}]})
+}
+
 fn demo_plan() -> Value {
     let usd = |v: f64| json!({"value": v, "unit": "USD", "system": "urn:iso:std:iso:4217", "code": "USD"});
     let service = |code: &str, allowed: f64, copay: f64| {
@@ -370,6 +412,10 @@ pub async fn seed(ctx: &Context, auth: &dyn AuthStore, config: &Config) -> anyho
          (patient Patient/demo-alice, product standard, requestedLimit 1000.00 USD, a \
          requestId), then defer the claim with POST {base}/Claim/<id>/$defer (creditLine, \
          termMonths 6, plan installments-0, a requestId).\n\
+         Scheduling: Dr. Smith and Dr. Lee have weekday availability (Schedule/demo-smith-week, \
+         Schedule/demo-lee-week); free Slots appear within seconds. Find one with POST \
+         {base}/Appointment/$find (start, end, practitioner), book it with POST \
+         {base}/Appointment/$book (appt-resource: the proposal).\n\
          Sign in with one of these demo accounts (user / password):\n"
     ));
     for (username, password, role, fhir_user) in USERS {
