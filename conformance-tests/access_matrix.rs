@@ -41,6 +41,7 @@ secure_backends!(
     hl7v2_feed_follows_the_roles,
     health_is_public_and_the_same_for_everyone,
     scheduling_follows_the_roles,
+    subscriptions_follow_the_roles,
 );
 
 /// What a role may see of one resource.
@@ -2106,4 +2107,36 @@ async fn scheduling_follows_the_roles(s: SecureServer) {
     }
     let after = admin.get("Slot/doc-new").await.expect(200).json();
     assert_eq!(after["start"], "2030-01-07T20:00:00Z");
+}
+
+/// Subscriptions are configuration: administrators and backend services create them (each
+/// recorded as its owner, whose Guard judges every notification); every other role is
+/// refused before anything is stored, and none of them may read one.
+async fn subscriptions_follow_the_roles(s: SecureServer) {
+    let w = World::new(s).await;
+    let sub = json!({"resourceType": "Subscription", "status": "requested", "reason": "r",
+        "criteria": "Observation?subject=Patient/alice",
+        "channel": {"type": "rest-hook", "endpoint": "http://127.0.0.1:9/hook"}});
+    let expected = [403, 403, 403, 403, 403, 201, 201];
+    let mut created = Vec::new();
+    for (col, role) in ROLES.iter().enumerate() {
+        let r = w.as_role(role).post("Subscription", &sub).await;
+        assert_eq!(r.status.as_u16(), expected[col], "{role}: {}", r.text);
+        if expected[col] == 201 {
+            let v = r.json();
+            let owner = v["extension"].to_string();
+            assert!(owner.contains("subscription-owner"), "{role}: {owner}");
+            created.push(v["id"].as_str().unwrap().to_string());
+        }
+    }
+    let all = w.admin_setup.get("Subscription").await.expect(200).json();
+    assert_eq!(all["entry"].as_array().map_or(0, Vec::len), created.len());
+    for (col, role) in ROLES.iter().enumerate() {
+        let r = w
+            .as_role(role)
+            .get(&format!("Subscription/{}", created[0]))
+            .await;
+        let ok = expected[col] == 201;
+        assert_eq!(r.status.is_success(), ok, "{role} reads: {}", r.text);
+    }
 }

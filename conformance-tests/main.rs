@@ -42,6 +42,7 @@ mod search;
 mod sign_in;
 mod smart;
 mod smart_cli;
+mod subscriptions;
 mod synthea;
 mod validator_cases;
 mod validator_examples;

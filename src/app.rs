@@ -482,6 +482,18 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             worker.run(shutdown).await;
             Ok(())
         });
+        // committed versions matched against the Subscriptions (docs/subscriptions.md)
+        let shutdown = supervisor.shutdown();
+        let dispatch_ctx = ctx.clone();
+        supervisor.spawn("subscription dispatcher", async move {
+            crate::interaction::notify::run_dispatcher(
+                dispatch_ctx,
+                std::time::Duration::from_millis(50),
+                shutdown,
+            )
+            .await;
+            Ok(())
+        });
     }
     let secured = smart.is_some();
     let (app, pipeline) = router_and_feeds(store, &options, smart);
@@ -614,6 +626,34 @@ pub fn job_kinds(
                     .map_err(|_| JobError::Retry("cannot apply the adjudication".into()))?;
                 tracing::debug!(?change, "claim adjudicated");
                 Ok(())
+            }
+        }),
+    );
+    let notify_ctx = ctx.clone();
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| anyhow::anyhow!("cannot build the notification client: {e}"))?;
+    registry.register(
+        crate::interaction::subscription::NOTIFY_JOB,
+        crate::interaction::write::NOTIFY_ATTEMPTS,
+        FnHandler(move |job: crate::jobs::JobInput| {
+            let ctx = notify_ctx.clone();
+            let http = http.clone();
+            async move {
+                let id = job
+                    .payload
+                    .get("subscription")
+                    .and_then(serde_json::Value::as_str)
+                    .ok_or_else(|| JobError::Fatal("no subscription in the payload".into()))?;
+                use crate::interaction::notify::DeliveryError;
+                match crate::interaction::notify::deliver(&ctx, &http, &job.id, id).await {
+                    Ok(()) => Ok(()),
+                    Err(DeliveryError::Busy) => Err(JobError::Retry(
+                        "another delivery of this Subscription is running".into(),
+                    )),
+                    Err(DeliveryError::Failed(why)) => Err(JobError::Retry(why)),
+                }
             }
         }),
     );

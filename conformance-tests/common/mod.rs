@@ -427,6 +427,21 @@ impl Reply {
 
 impl Server {
     /// The same server, sending `Authorization: Bearer <token>` on every request.
+    /// A client of a server running elsewhere (a `healporium serve` process) at `base`.
+    pub fn at(base: &str) -> Server {
+        Server {
+            base: base.to_string(),
+            client: reqwest::Client::new(),
+            backend: Backend::Sqlite,
+            bearer: None,
+            _guard: std::sync::Arc::new(Guard {
+                _dir: None,
+                pg_schema: None,
+                task: tokio::spawn(async {}),
+            }),
+        }
+    }
+
     pub fn with_token(&self, token: &str) -> Server {
         Server {
             bearer: Some(token.to_string()),

@@ -38,6 +38,8 @@ pub struct Session {
     pub base: String,
     pub(super) integrity: bool,
     pub(super) cascade: bool,
+    /// The server's own bookkeeping write (a Subscription's status): client rules skipped.
+    pub(super) internal: bool,
     pub(super) entry: Option<String>,
     pub(super) written: Vec<Written>,
     pub(super) deleted: Vec<(String, String, Option<String>)>,
@@ -59,6 +61,7 @@ impl Session {
             base: base.to_string(),
             integrity: ctx.integrity,
             cascade: false,
+            internal: false,
             entry: None,
             written: Vec::new(),
             deleted: Vec::new(),

@@ -19,6 +19,10 @@ use std::collections::BTreeSet;
 /// adjudicated again may change what a patient deferred (`operation::claim_change`).
 pub const CLAIM_ADJUDICATED_JOB: &str = "claim-adjudicated";
 
+/// Attempts of a Subscription's delivery job: retried with capped backoff for days (the
+/// Subscription shows `error` after three failures in a row).
+pub const NOTIFY_ATTEMPTS: u32 = 10_000;
+
 /// Fails with 412 unless `if_match` names the current version.
 pub(super) fn check_if_match(
     current: Option<&StoredVersion>,
@@ -111,10 +115,17 @@ pub(super) async fn put_version(
     // the scheduling rules (docs/scheduling.md): a practitioner's own schedules only, and
     // a Schedule's availability must be well formed
     let before: Option<Value> = match live.and_then(|c| c.body.as_deref()) {
-        Some(body) if matches!(resource_type, "Appointment" | "Schedule" | "Slot") => Some(
-            serde_json::from_str(body)
-                .map_err(|_| Outcome::internal("A stored resource is not valid JSON"))?,
-        ),
+        Some(body)
+            if matches!(
+                resource_type,
+                "Appointment" | "Schedule" | "Slot" | "Subscription"
+            ) =>
+        {
+            Some(
+                serde_json::from_str(body)
+                    .map_err(|_| Outcome::internal("A stored resource is not valid JSON"))?,
+            )
+        }
         _ => None,
     };
     if let Some(before) = &before {
@@ -123,6 +134,9 @@ pub(super) async fn put_version(
     super::scheduling::check_owner(s, resource_type, &resource).await?;
     if resource_type == "Schedule" {
         super::scheduling::check_schedule(&resource)?;
+    }
+    if resource_type == "Subscription" && !s.internal {
+        super::subscription::prepare(s, &mut resource, before.as_ref())?;
     }
     if let Some(cur) = live
         && let Some(body) = &cur.body
@@ -181,6 +195,19 @@ pub(super) async fn put_version(
             payload: serde_json::json!({"schedule": id}).to_string(),
             run_at: last_updated.millis(),
             max_attempts: 5,
+        };
+        s.tx().jobs().enqueue(&job, last_updated.millis()).await?;
+    }
+    if resource_type == "Subscription"
+        && resource.get("status").and_then(Value::as_str) == Some("requested")
+    {
+        // the handshake, then whatever is owed (the outbox: only if this write commits)
+        let job = crate::store::jobs::NewJob {
+            kind: super::subscription::NOTIFY_JOB.to_string(),
+            key: Some(format!("{id}:v{version}")),
+            payload: serde_json::json!({"subscription": id}).to_string(),
+            run_at: last_updated.millis(),
+            max_attempts: NOTIFY_ATTEMPTS,
         };
         s.tx().jobs().enqueue(&job, last_updated.millis()).await?;
     }

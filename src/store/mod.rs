@@ -16,6 +16,7 @@ mod postgres;
 mod search;
 mod sql;
 mod sqlite;
+pub mod subscriptions;
 mod tx;
 
 use crate::fhir::outcome::{ErrorKind, Outcome};
@@ -33,6 +34,7 @@ pub use search::{
     Anchor, DRIVER_CAP, Form, Hit, KeyValue, ORDERED_MIN, SearchSpec, choose_forms, choose_plan,
 };
 pub use sqlite::SqliteStore;
+pub use subscriptions::{SubscriptionEvent, SubscriptionStore};
 pub use tx::{AuditTx, ParamTx};
 
 /// The HTTP verb that produced a version, as history reports it.
@@ -185,6 +187,8 @@ pub trait Store: Send + Sync + 'static {
     fn jobs(&self) -> Arc<dyn JobStore>;
     /// The feeds' inbox and dead letters in the same database.
     fn feeds(&self) -> Arc<dyn FeedStore>;
+    /// The subscriptions' outbox and delivery state in the same database.
+    fn subscriptions(&self) -> Arc<dyn SubscriptionStore>;
     /// The ledger outside write transactions (verification, reading).
     fn ledger(&self) -> Arc<dyn ledger::LedgerStore>;
     /// Notified when a transaction that enqueued a job has committed on this node (workers

@@ -94,6 +94,13 @@ impl Store for PostgresStore {
         })
     }
 
+    fn subscriptions(&self) -> std::sync::Arc<dyn super::SubscriptionStore> {
+        std::sync::Arc::new(super::subscriptions::SubscriptionSql {
+            read: self.pool.clone(),
+            write: self.pool.clone(),
+        })
+    }
+
     fn feeds(&self) -> std::sync::Arc<dyn super::FeedStore> {
         std::sync::Arc::new(super::feeds::FeedSql {
             read: self.pool.clone(),

@@ -97,6 +97,13 @@ impl Store for SqliteStore {
         })
     }
 
+    fn subscriptions(&self) -> std::sync::Arc<dyn super::SubscriptionStore> {
+        std::sync::Arc::new(super::subscriptions::SubscriptionSql {
+            read: self.read.clone(),
+            write: self.write.clone(),
+        })
+    }
+
     fn feeds(&self) -> std::sync::Arc<dyn super::FeedStore> {
         std::sync::Arc::new(super::feeds::FeedSql {
             read: self.read.clone(),
