@@ -2111,7 +2111,8 @@ async fn scheduling_follows_the_roles(s: SecureServer) {
 
 /// Subscriptions are configuration: administrators and backend services create them (each
 /// recorded as its owner, whose Guard judges every notification); every other role is
-/// refused before anything is stored, and none of them may read one.
+/// refused before anything is stored, none of them may read one, and none may bind a
+/// websocket to one.
 async fn subscriptions_follow_the_roles(s: SecureServer) {
     let w = World::new(s).await;
     let sub = json!({"resourceType": "Subscription", "status": "requested", "reason": "r",
@@ -2139,4 +2140,42 @@ async fn subscriptions_follow_the_roles(s: SecureServer) {
         let ok = expected[col] == 201;
         assert_eq!(r.status.is_success(), ok, "{role} reads: {}", r.text);
     }
+    // a websocket binds only to a Subscription its token may read; without a token the
+    // upgrade is refused
+    use futures_util::SinkExt;
+    let ws_sub = w
+        .admin_setup
+        .post(
+            "Subscription",
+            &json!({"resourceType": "Subscription", "status": "requested", "reason": "r",
+                "criteria": "Observation?subject=Patient/alice", "channel": {"type": "websocket"}}),
+        )
+        .await
+        .expect(201)
+        .json()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let url = format!("{}/websocket", w.s.server.base.replacen("http", "ws", 1));
+    for (col, role) in ROLES.iter().enumerate() {
+        let token = w.as_role(role).bearer.clone().unwrap();
+        let mut ws = crate::subscriptions::websocket(&url, Some(&token)).await;
+        ws.send(tokio_tungstenite::tungstenite::Message::Text(
+            format!("bind {ws_sub}").into(),
+        ))
+        .await
+        .unwrap();
+        let answer = crate::subscriptions::next_text(&mut ws, 5_000)
+            .await
+            .unwrap();
+        let bound = expected[col] == 201;
+        assert_eq!(
+            answer == format!("bound {ws_sub}"),
+            bound,
+            "{role}: {answer}"
+        );
+    }
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let anonymous = tokio_tungstenite::connect_async(url.into_client_request().unwrap()).await;
+    assert!(anonymous.is_err(), "a websocket without a token");
 }

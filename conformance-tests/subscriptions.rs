@@ -521,3 +521,111 @@ async fn notifications_never_carry_what_the_owner_may_not_read() {
         let _ = worker.await;
     }
 }
+
+/// A websocket client of `url` (with a bearer token when given).
+pub(crate) async fn websocket(
+    url: &str,
+    token: Option<&str>,
+) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut req = url.into_client_request().unwrap();
+    if let Some(t) = token {
+        req.headers_mut()
+            .insert("authorization", format!("Bearer {t}").parse().unwrap());
+    }
+    tokio_tungstenite::connect_async(req).await.unwrap().0
+}
+
+/// The next text message within `ms` (None: nothing came).
+pub(crate) async fn next_text(
+    ws: &mut tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+    ms: u64,
+) -> Option<String> {
+    use futures_util::StreamExt;
+    loop {
+        match tokio::time::timeout(Duration::from_millis(ms), ws.next()).await {
+            Ok(Some(Ok(tokio_tungstenite::tungstenite::Message::Text(t)))) => {
+                return Some(t.to_string());
+            }
+            Ok(Some(Ok(_))) => continue,
+            _ => return None,
+        }
+    }
+}
+
+/// R4's websocket channel: `bind <id>` → `bound <id>` (and the Subscription `active`), then
+/// `ping <id>` for each matching write and nothing for others; an unknown id is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_bind_and_ping() {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        let Some((url, _dir, _schema)) = fresh_database(backend).await else {
+            continue;
+        };
+        let node = Node::start(&url, "a", &[]);
+        let s = client(&node);
+        s.put("Patient/p", &json!({"resourceType": "Patient", "id": "p"}))
+            .await
+            .expect(201);
+        s.put("Patient/q", &json!({"resourceType": "Patient", "id": "q"}))
+            .await
+            .expect(201);
+        let sub = s
+            .post(
+                "Subscription",
+                &json!({"resourceType": "Subscription", "status": "requested", "reason": "ws",
+                    "criteria": "Observation?subject=Patient/p",
+                    "channel": {"type": "websocket"}}),
+            )
+            .await
+            .expect(201)
+            .json();
+        let id = sub["id"].as_str().unwrap().to_string();
+        // the CapabilityStatement says where
+        let cs = s.get("metadata").await.expect(200).json();
+        let ws_url = cs["rest"][0]["extension"][0]["valueUri"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert_eq!(
+            ws_url,
+            format!("ws://127.0.0.1:{}/fhir/websocket", node.port)
+        );
+        let mut ws = websocket(&ws_url, None).await;
+        ws.send(Message::Text("bind nope".into())).await.unwrap();
+        let refused = next_text(&mut ws, 5_000).await.unwrap();
+        assert!(refused.starts_with("error"), "{refused}");
+        ws.send(Message::Text(format!("bind {id}").into()))
+            .await
+            .unwrap();
+        assert_eq!(
+            next_text(&mut ws, 5_000).await.unwrap(),
+            format!("bound {id}")
+        );
+        wait_for("active", 10, async || {
+            status_of(&s, &id).await["status"] == "active"
+        })
+        .await;
+        s.post("Observation", &observation("q", "other", "laboratory"))
+            .await
+            .expect(201);
+        let at = Instant::now();
+        s.post("Observation", &observation("p", "mine", "laboratory"))
+            .await
+            .expect(201);
+        assert_eq!(
+            next_text(&mut ws, 5_000).await.unwrap(),
+            format!("ping {id}")
+        );
+        assert!(
+            at.elapsed() < Duration::from_secs(1),
+            "{backend:?}: {:?}",
+            at.elapsed()
+        );
+        // one ping per matching write: q's write sent none
+        assert_eq!(next_text(&mut ws, 500).await, None, "{backend:?}");
+    }
+}

@@ -203,7 +203,9 @@ pub fn router_and_feeds(
         trusted_hosts: options.trusted_hosts.clone().into(),
         prefix: options.prefix.as_str().into(),
     };
-    let mut app = api::router(state.clone()).merge(api::health(state.clone()));
+    let mut app = api::router(state.clone())
+        .merge(api::websocket::router(state.clone()))
+        .merge(api::health(state.clone()));
     if let Some(p) = &pipeline {
         app = app.merge(api::hl7v2::router(api::hl7v2::Hl7State {
             api: state.clone(),

@@ -8,6 +8,7 @@ pub mod hl7v2;
 mod negotiate;
 mod pages;
 pub mod smart;
+pub mod websocket;
 
 use crate::fhir::outcome::{ErrorKind, Outcome};
 use crate::fhir::resource::parse_json_object;

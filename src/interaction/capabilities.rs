@@ -121,6 +121,11 @@ pub fn statement(ctx: &Context, base: &str) -> Value {
         "patchFormat": PATCH_FORMATS,
         "rest": [{
             "mode": "server",
+            // where websocket Subscriptions bind (docs/subscriptions.md)
+            "extension": [{
+                "url": "http://hl7.org/fhir/StructureDefinition/capabilitystatement-websocket",
+                "valueUri": format!("{}/websocket", base.replacen("http", "ws", 1)),
+            }],
             "security": security,
             "resource": resources,
             "interaction": system,

@@ -30,7 +30,7 @@ type HmacSha256 = hmac::Hmac<sha2::Sha256>;
 /// Changes matched per dispatcher pass.
 const BATCH: u32 = 500;
 /// Notifications sent per delivery job before it hands over (it is enqueued again).
-const PER_JOB: u32 = 200;
+const PER_JOB: usize = 200;
 /// Failed attempts in a row before a Subscription shows `error`.
 const ERROR_AFTER: i64 = 3;
 /// How long a delivery holds its Subscription.
@@ -43,6 +43,8 @@ struct Live {
     id: String,
     resource_type: String,
     pairs: Vec<(String, String)>,
+    /// The criteria's filters (for the in-memory pre-check).
+    filters: Vec<crate::search::query::Filter>,
     guard: Guard,
     /// Versions before this (ms) are older than the Subscription.
     created: i64,
@@ -56,7 +58,10 @@ fn owed_status(s: &Value) -> bool {
     )
 }
 
-async fn live_subscriptions(ctx: &Context) -> Result<Vec<Live>, Outcome> {
+async fn live_subscriptions(
+    ctx: &Context,
+    registry: &crate::search::parameters::SearchParameters,
+) -> Result<Vec<Live>, Outcome> {
     let ids = Src::Store(ctx.store.as_ref())
         .find("Subscription", &[], 100_000)
         .await?;
@@ -72,10 +77,19 @@ async fn live_subscriptions(ctx: &Context) -> Result<Vec<Live>, Outcome> {
             continue;
         };
         let guard = Guard::load(ctx.store.as_ref(), owner(&body), "").await?;
+        let Ok(query) = crate::search::query::parse(
+            registry,
+            std::slice::from_ref(&resource_type),
+            &pairs,
+            true,
+        ) else {
+            continue; // refused on write; a parameter dropped since matches nothing
+        };
         out.push(Live {
             id,
             resource_type,
             pairs,
+            filters: query.filters,
             guard,
             created: super::subscription::created(&body),
         });
@@ -91,6 +105,45 @@ async fn read_json(ctx: &Context, rt: &str, id: &str) -> Result<Option<Value>, O
         .filter(|v| !v.deleted)
         .and_then(|v| v.body)
         .and_then(|b| serde_json::from_str(&b).ok()))
+}
+
+/// Whether the version matches the Subscription's criteria as its owner: judged in memory
+/// from its index rows where the criteria need nothing else (and the owner is not confined
+/// on the type), else searched as the owner.
+async fn matches_version(
+    ctx: &Context,
+    registry: &crate::search::parameters::SearchParameters,
+    sub: &Live,
+    v: &crate::store::StoredVersion,
+    rows: &crate::search::index::IndexRows,
+) -> Result<bool, Outcome> {
+    let mut local = Some(true);
+    for f in &sub.filters {
+        match crate::search::matching::local_matches(
+            f,
+            &v.resource_type,
+            &v.id,
+            v.last_updated.millis(),
+            rows,
+        ) {
+            Some(false) => return Ok(false),
+            Some(true) => {}
+            None => local = None,
+        }
+    }
+    if sub.guard.require(Perm::Search, &v.resource_type).is_err() {
+        return Ok(false);
+    }
+    match local {
+        Some(true) if !sub.guard.confined(Perm::Search, &v.resource_type) => Ok(true),
+        Some(true) => {
+            let mut src = Src::Store(ctx.store.as_ref());
+            sub.guard
+                .current_visible(&mut src, registry, Perm::Read, &v.resource_type, &v.id)
+                .await
+        }
+        _ => matches(ctx, sub, &v.id).await,
+    }
 }
 
 /// Whether `resource_type/id` matches the Subscription's criteria, searched as its owner.
@@ -145,8 +198,9 @@ pub async fn dispatch(ctx: &Context) -> Result<usize, Outcome> {
     let relevant = changes
         .iter()
         .any(|(_, v)| v.resource_type != "Subscription" && v.resource_type != "AuditEvent");
+    let registry = ctx.registry.current(ctx.store.as_ref()).await?.params;
     let subs = if relevant {
-        live_subscriptions(ctx).await?
+        live_subscriptions(ctx, &registry).await?
     } else {
         Vec::new()
     };
@@ -158,8 +212,19 @@ pub async fn dispatch(ctx: &Context) -> Result<usize, Outcome> {
         }
         let due =
             |s: &&Live| s.resource_type == v.resource_type && v.last_updated.millis() >= s.created;
+        if !subs.iter().any(|s| due(&s)) {
+            continue;
+        }
+        let Some(body) = v
+            .body
+            .as_deref()
+            .and_then(|b| serde_json::from_str::<Value>(b).ok())
+        else {
+            continue;
+        };
+        let rows = crate::search::index::extract_with(&body, Some(""), &registry);
         for sub in subs.iter().filter(due) {
-            if matches(ctx, sub, &v.id).await? {
+            if matches_version(ctx, &registry, sub, v, &rows).await? {
                 events.push(SubscriptionEvent {
                     subscription: sub.id.clone(),
                     seq: *seq,
@@ -505,6 +570,42 @@ pub async fn deliver(
     }
 }
 
+/// A websocket was bound to Subscription `id`: it is `active` (best effort: the pings do
+/// not depend on it).
+pub async fn websocket_bound(ctx: &Context, id: &str) {
+    if set_status(ctx, id, "active", None).await.is_err() {
+        tracing::warn!("cannot mark a websocket Subscription active");
+    }
+}
+
+/// Sends `ping <id>` to the sockets bound to Subscription `id` on this node (`owner`: the
+/// node's lease name) for each notification owed to it, in order, and marks them sent.
+pub async fn ping_bound(
+    ctx: &Context,
+    owner: &str,
+    id: &str,
+    sockets: &[tokio::sync::mpsc::Sender<String>],
+) -> Result<usize, Outcome> {
+    let store = ctx.store.subscriptions();
+    let now = Instant::now().millis();
+    if !store.lease(id, owner, now, now + LEASE_MS).await? {
+        return Ok(0);
+    }
+    let owed = store.pending(id, 200).await?;
+    for _ in &owed {
+        for s in sockets {
+            // a socket that cannot keep up loses pings, never the server its memory
+            let _ = s.try_send(format!("ping {id}"));
+        }
+    }
+    if !owed.is_empty() {
+        let seqs: Vec<i64> = owed.iter().map(|e| e.seq).collect();
+        store.sent(id, &seqs).await?;
+    }
+    store.release(id, owner, false).await?;
+    Ok(owed.len())
+}
+
 async fn deliver_leased(ctx: &Context, http: &reqwest::Client, id: &str) -> Result<(), String> {
     let store = ctx.store.subscriptions();
     let internal = |e: Outcome| {
@@ -519,6 +620,9 @@ async fn deliver_leased(ctx: &Context, http: &reqwest::Client, id: &str) -> Resu
         store.forget(id).await.map_err(|e| internal(e.into()))?;
         return Ok(());
     };
+    if sub.pointer("/channel/type").and_then(Value::as_str) == Some("websocket") {
+        return Ok(()); // the nodes with bound sockets ping them (api/websocket.rs)
+    }
     let guard = Guard::load(ctx.store.as_ref(), owner(&sub), "")
         .await
         .map_err(internal)?;
@@ -536,6 +640,7 @@ async fn deliver_leased(ctx: &Context, http: &reqwest::Client, id: &str) -> Resu
             .map_err(internal)?;
     }
     let mut sent_now = 0;
+    let mut so_far = store.sent_count(id).await.map_err(|e| internal(e.into()))?;
     loop {
         let owed = store
             .pending(id, 50)
@@ -544,19 +649,37 @@ async fn deliver_leased(ctx: &Context, http: &reqwest::Client, id: &str) -> Resu
         if owed.is_empty() || sent_now >= PER_JOB {
             break;
         }
+        // acknowledged in one transaction per batch: a node dying mid-batch sends the
+        // batch's notifications again (at least once)
+        let mut done = Vec::new();
+        let mut failure = None;
         for e in owed {
-            let so_far = store.sent_count(id).await.map_err(|e| internal(e.into()))? + 1;
-            if let Some((body, ct)) = payload(ctx, &sub, id, &guard, Some(&e), so_far)
-                .await
-                .map_err(internal)?
+            let n = so_far + 1;
+            let body = match payload(ctx, &sub, id, &guard, Some(&e), n).await {
+                Ok(b) => b,
+                Err(o) => {
+                    failure = Some(internal(o));
+                    break;
+                }
+            };
+            if let Some((body, ct)) = body
+                && let Err(why) = post(http, &sub, id, body, ct, Some(e.seq)).await
             {
-                post(http, &sub, id, body, ct, Some(e.seq)).await?;
+                failure = Some(why);
+                break;
             }
-            store
-                .sent(id, e.seq)
+            so_far = n;
+            done.push(e.seq);
+        }
+        if !done.is_empty() {
+            so_far = store
+                .sent(id, &done)
                 .await
                 .map_err(|e| internal(e.into()))?;
-            sent_now += 1;
+            sent_now += done.len();
+        }
+        if let Some(why) = failure {
+            return Err(why);
         }
     }
     if status == "error" {

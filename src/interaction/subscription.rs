@@ -183,12 +183,16 @@ pub(super) fn prepare(
         .get("channel")
         .cloned()
         .ok_or_else(|| invalid("Subscription.channel", "channel is required"))?;
-    if channel.get("type").and_then(Value::as_str) != Some("rest-hook") {
-        return Err(invalid(
-            "Subscription.channel.type",
-            "this server delivers rest-hook channels only",
-        ));
-    }
+    let websocket = match channel.get("type").and_then(Value::as_str) {
+        Some("rest-hook") => false,
+        Some("websocket") => true,
+        _ => {
+            return Err(invalid(
+                "Subscription.channel.type",
+                "this server delivers rest-hook and websocket channels",
+            ));
+        }
+    };
     let endpoint = channel
         .get("endpoint")
         .and_then(Value::as_str)
@@ -196,7 +200,7 @@ pub(super) fn prepare(
     let url = reqwest::Url::parse(endpoint).ok().filter(|u| {
         matches!(u.scheme(), "http" | "https") && u.host_str().is_some() && u.username().is_empty()
     });
-    if url.is_none() {
+    if url.is_none() && !websocket {
         return Err(invalid(
             "Subscription.channel.endpoint",
             "a rest-hook needs an http(s) endpoint URL without credentials",

@@ -29,8 +29,9 @@ pub trait SubscriptionStore: Send + Sync {
     async fn pending(&self, subscription: &str, limit: u32) -> StoreResult<Vec<SubscriptionEvent>>;
     /// Every Subscription owed something, with its oldest position.
     async fn owed(&self) -> StoreResult<Vec<(String, i64)>>;
-    /// Removes an acknowledged notification and counts it sent; the new count.
-    async fn sent(&self, subscription: &str, seq: i64) -> StoreResult<i64>;
+    /// Removes acknowledged notifications and counts them sent, in one transaction; the new
+    /// count.
+    async fn sent(&self, subscription: &str, seqs: &[i64]) -> StoreResult<i64>;
     /// Drops everything owed to a Subscription (deleted or switched off).
     async fn forget(&self, subscription: &str) -> StoreResult<()>;
     /// Takes the delivery lease of `subscription` for `owner` until `until`: free, expired,
@@ -143,22 +144,26 @@ macro_rules! subscription_store_impl {
                 .map_err(map_err)
             }
 
-            async fn sent(&self, subscription: &str, seq: i64) -> StoreResult<i64> {
+            async fn sent(&self, subscription: &str, seqs: &[i64]) -> StoreResult<i64> {
                 let mut tx = self.write.begin().await.map_err(map_err)?;
-                sqlx::query::<$db>(
-                    "DELETE FROM subscription_event WHERE subscription = $1 AND seq = $2",
-                )
-                .bind(subscription)
-                .bind(seq)
-                .execute(&mut *tx)
-                .await
-                .map_err(map_err)?;
+                for seq in seqs {
+                    sqlx::query::<$db>(
+                        "DELETE FROM subscription_event WHERE subscription = $1 AND seq = $2",
+                    )
+                    .bind(subscription)
+                    .bind(*seq)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(map_err)?;
+                }
+                let n = i64::try_from(seqs.len()).unwrap_or(i64::MAX);
                 let row: (i64,) = sqlx::query_as::<$db, _>(
-                    "INSERT INTO subscription_delivery (subscription, sent) VALUES ($1, 1) \
+                    "INSERT INTO subscription_delivery (subscription, sent) VALUES ($1, $2) \
                      ON CONFLICT (subscription) DO UPDATE SET \
-                     sent = subscription_delivery.sent + 1 RETURNING sent",
+                     sent = subscription_delivery.sent + excluded.sent RETURNING sent",
                 )
                 .bind(subscription)
+                .bind(n)
                 .fetch_one(&mut *tx)
                 .await
                 .map_err(map_err)?;
