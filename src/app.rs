@@ -643,19 +643,29 @@ pub fn job_kinds(
             let ctx = notify_ctx.clone();
             let http = http.clone();
             async move {
-                let id = job
+                // `subscription` (a handshake) or `subscriptions` (what a pass matched)
+                let mut ids: Vec<String> = job
+                    .payload
+                    .get("subscriptions")
+                    .and_then(serde_json::Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(serde_json::Value::as_str)
+                    .map(str::to_string)
+                    .collect();
+                if let Some(one) = job
                     .payload
                     .get("subscription")
                     .and_then(serde_json::Value::as_str)
-                    .ok_or_else(|| JobError::Fatal("no subscription in the payload".into()))?;
-                use crate::interaction::notify::DeliveryError;
-                match crate::interaction::notify::deliver(&ctx, &http, &job.id, id).await {
-                    Ok(()) => Ok(()),
-                    Err(DeliveryError::Busy) => Err(JobError::Retry(
-                        "another delivery of this Subscription is running".into(),
-                    )),
-                    Err(DeliveryError::Failed(why)) => Err(JobError::Retry(why)),
+                {
+                    ids.push(one.to_string());
                 }
+                if ids.is_empty() {
+                    return Err(JobError::Fatal("no subscription in the payload".into()));
+                }
+                crate::interaction::notify::deliver_all(&ctx, &http, &job.id, &ids, 16)
+                    .await
+                    .map_err(JobError::Retry)
             }
         }),
     );

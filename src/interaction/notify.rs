@@ -186,80 +186,121 @@ async fn matches(ctx: &Context, sub: &Live, id: &str) -> Result<bool, Outcome> {
         }))
 }
 
-/// One dispatcher pass: matches the next changes and records what is owed. Returns the
-/// notifications recorded.
-pub async fn dispatch(ctx: &Context) -> Result<usize, Outcome> {
-    let store = ctx.store.subscriptions();
-    let position = store.position().await?;
-    let changes = ctx.store.changes(position, BATCH).await?;
-    let Some(last) = changes.last().map(|(p, _)| *p) else {
-        return Ok(0);
-    };
-    let relevant = changes
-        .iter()
-        .any(|(_, v)| v.resource_type != "Subscription" && v.resource_type != "AuditEvent");
-    let registry = ctx.registry.current(ctx.store.as_ref()).await?.params;
-    let subs = if relevant {
-        live_subscriptions(ctx, &registry).await?
-    } else {
-        Vec::new()
-    };
-    let mut events = Vec::new();
-    for (seq, v) in &changes {
-        // deletes carry no content to match; a Subscription is not about itself
-        if v.deleted || v.resource_type == "Subscription" {
-            continue;
-        }
-        let due =
-            |s: &&Live| s.resource_type == v.resource_type && v.last_updated.millis() >= s.created;
-        if !subs.iter().any(|s| due(&s)) {
-            continue;
-        }
-        let Some(body) = v
-            .body
-            .as_deref()
-            .and_then(|b| serde_json::from_str::<Value>(b).ok())
-        else {
-            continue;
-        };
-        let rows = crate::search::index::extract_with(&body, Some(""), &registry);
-        for sub in subs.iter().filter(due) {
-            if matches_version(ctx, &registry, sub, v, &rows).await? {
-                events.push(SubscriptionEvent {
-                    subscription: sub.id.clone(),
-                    seq: *seq,
-                    resource_type: v.resource_type.clone(),
-                    resource_id: v.id.clone(),
-                    version: v.version,
-                });
-            }
-        }
-    }
-    let now = Instant::now().millis();
-    store.advance(last, &events, now).await?;
-    if !events.is_empty() {
-        enqueue_owed(ctx).await?;
-    }
-    Ok(events.len())
+/// The dispatcher of a node: its pass, and the Subscriptions it matches against (reloaded
+/// when one of them changed, and every few seconds for their owners' reach).
+#[derive(Default)]
+pub struct Dispatcher {
+    subs: Vec<Live>,
+    loaded: Option<std::time::Instant>,
 }
 
-/// Enqueues a delivery job for every Subscription owed something (keyed by its oldest owed
-/// position: a job already queued for it is not doubled).
-pub async fn enqueue_owed(ctx: &Context) -> Result<(), Outcome> {
-    let now = Instant::now().millis();
-    for (sub, first) in ctx.store.subscriptions().owed().await? {
-        let job = crate::store::jobs::NewJob {
-            kind: NOTIFY_JOB.to_string(),
-            key: Some(format!("{sub}:{first}")),
-            payload: json!({"subscription": sub}).to_string(),
-            run_at: now,
-            max_attempts: super::write::NOTIFY_ATTEMPTS,
+/// How long a loaded set of Subscriptions (and their owners' Guards) is used.
+const RELOAD_AFTER: Duration = Duration::from_secs(5);
+
+impl Dispatcher {
+    /// One pass: matches the next changes and records what is owed, then enqueues one
+    /// delivery job for the Subscriptions owed something new. Returns the notifications
+    /// recorded.
+    pub async fn pass(&mut self, ctx: &Context) -> Result<usize, Outcome> {
+        let store = ctx.store.subscriptions();
+        let position = store.position().await?;
+        let changes = ctx.store.changes(position, BATCH).await?;
+        let Some(last) = changes.last().map(|(p, _)| *p) else {
+            return Ok(0);
         };
-        ctx.store.jobs().enqueue(&job, now).await?;
+        let registry = ctx.registry.current(ctx.store.as_ref()).await?.params;
+        let stale = self.loaded.is_none_or(|at| at.elapsed() > RELOAD_AFTER)
+            || changes
+                .iter()
+                .any(|(_, v)| v.resource_type == "Subscription");
+        if stale {
+            self.subs = live_subscriptions(ctx, &registry).await?;
+            self.loaded = Some(std::time::Instant::now());
+        }
+        let subs = &self.subs;
+        let mut events = Vec::new();
+        for (seq, v) in &changes {
+            // deletes carry no content to match; a Subscription is not about itself
+            if v.deleted || v.resource_type == "Subscription" {
+                continue;
+            }
+            let due = |s: &&Live| {
+                s.resource_type == v.resource_type && v.last_updated.millis() >= s.created
+            };
+            if !subs.iter().any(|s| due(&s)) {
+                continue;
+            }
+            let Some(body) = v
+                .body
+                .as_deref()
+                .and_then(|b| serde_json::from_str::<Value>(b).ok())
+            else {
+                continue;
+            };
+            let rows = crate::search::index::extract_with(&body, Some(""), &registry);
+            for sub in subs.iter().filter(due) {
+                if matches_version(ctx, &registry, sub, v, &rows).await? {
+                    events.push(SubscriptionEvent {
+                        subscription: sub.id.clone(),
+                        seq: *seq,
+                        resource_type: v.resource_type.clone(),
+                        resource_id: v.id.clone(),
+                        version: v.version,
+                    });
+                }
+            }
+        }
+        let now = Instant::now().millis();
+        store.advance(last, &events, now).await?;
+        if !events.is_empty() {
+            let mut ids: Vec<String> = events.iter().map(|e| e.subscription.clone()).collect();
+            ids.sort();
+            ids.dedup();
+            enqueue(ctx, &format!("pass:{last}"), ids).await?;
+        }
+        Ok(events.len())
     }
+}
+
+/// Enqueues one delivery job (`key`) for `subscriptions`, leaving out those whose delivery
+/// is failing: their own job is retrying them with backoff, and carries on with what became
+/// owed meanwhile.
+async fn enqueue(ctx: &Context, key: &str, mut subscriptions: Vec<String>) -> Result<(), Outcome> {
+    let failing = ctx.store.subscriptions().failing().await?;
+    subscriptions.retain(|s| !failing.contains(s));
+    if subscriptions.is_empty() {
+        return Ok(());
+    }
+    let now = Instant::now().millis();
+    let job = crate::store::jobs::NewJob {
+        kind: NOTIFY_JOB.to_string(),
+        key: Some(key.to_string()),
+        payload: json!({"subscriptions": subscriptions}).to_string(),
+        run_at: now,
+        max_attempts: super::write::NOTIFY_ATTEMPTS,
+    };
+    ctx.store.jobs().enqueue(&job, now).await?;
     ctx.store.job_signal().notify_waiters();
     Ok(())
 }
+
+/// Enqueues a delivery job for every Subscription owed something (a job that died, a node
+/// that stopped mid-way), at most one per `SWEEP` period.
+pub async fn enqueue_owed(ctx: &Context) -> Result<(), Outcome> {
+    let owed: Vec<String> = ctx
+        .store
+        .subscriptions()
+        .owed()
+        .await?
+        .into_iter()
+        .map(|(s, _)| s)
+        .collect();
+    let period = Instant::now().millis() / i64::try_from(SWEEP.as_millis()).unwrap_or(1);
+    enqueue(ctx, &format!("sweep:{period}"), owed).await
+}
+
+/// How often everything still owed gets a delivery job of its own.
+const SWEEP: Duration = Duration::from_secs(10);
 
 /// Runs the dispatcher until `shutdown`: a pass every `every`, and at once again while
 /// changes keep coming.
@@ -268,22 +309,21 @@ pub async fn run_dispatcher(
     every: Duration,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
+    let mut dispatcher = Dispatcher::default();
     let mut since_sweep = Duration::ZERO;
     loop {
         if *shutdown.borrow() {
             break;
         }
-        let busy = match dispatch(&ctx).await {
+        let busy = match dispatcher.pass(&ctx).await {
             Ok(n) => n > 0,
             Err(_) => {
                 tracing::warn!("subscription dispatch failed; retrying");
                 false
             }
         };
-        // now and then, a delivery job for anything still owed (a job that died, a
-        // Subscription that recovered)
         since_sweep += every;
-        if since_sweep >= Duration::from_secs(30) {
+        if since_sweep >= SWEEP {
             since_sweep = Duration::ZERO;
             if enqueue_owed(&ctx).await.is_err() {
                 tracing::warn!("cannot enqueue owed notifications");
@@ -297,6 +337,41 @@ pub async fn run_dispatcher(
             _ = tokio::time::sleep(every) => {}
         }
     }
+}
+
+/// Delivers what is owed to each of `subscriptions` (at most `parallel` at once); the first
+/// failure's reason when one failed (those that succeeded are done; a retry finds nothing
+/// owed to them).
+pub async fn deliver_all(
+    ctx: &Context,
+    http: &reqwest::Client,
+    job: &str,
+    subscriptions: &[String],
+    parallel: usize,
+) -> Result<(), String> {
+    let mut set = tokio::task::JoinSet::new();
+    let mut failure = None;
+    let mut queue = subscriptions.iter().cloned();
+    loop {
+        while set.len() < parallel.max(1) {
+            let Some(id) = queue.next() else { break };
+            let (ctx, http, job) = (ctx.clone(), http.clone(), job.to_string());
+            set.spawn(async move { deliver(&ctx, &http, &job, &id).await });
+        }
+        let Some(done) = set.join_next().await else {
+            break;
+        };
+        match done {
+            Ok(Ok(()) | Err(DeliveryError::Busy)) => {}
+            Ok(Err(DeliveryError::Failed(why))) => {
+                failure.get_or_insert(why);
+            }
+            Err(_) => {
+                failure.get_or_insert_with(|| "a delivery task failed".to_string());
+            }
+        }
+    }
+    failure.map_or(Ok(()), Err)
 }
 
 /// Why a delivery attempt did not finish.
@@ -543,6 +618,28 @@ pub async fn deliver(
                 .unwrap_or_default(),
         )
     };
+    // nothing to do for an active Subscription owed nothing (the common case of a retry)
+    let quiet = store
+        .pending(id, 1)
+        .await
+        .map_err(|e| failed(e.into()))?
+        .is_empty();
+    if quiet {
+        let sub = read_json(ctx, "Subscription", id).await.map_err(failed)?;
+        if sub
+            .as_ref()
+            .and_then(|s| s.get("status"))
+            .and_then(Value::as_str)
+            != Some("requested")
+            && sub
+                .as_ref()
+                .and_then(|s| s.get("status"))
+                .and_then(Value::as_str)
+                != Some("error")
+        {
+            return Ok(());
+        }
+    }
     let now = Instant::now().millis();
     if !store
         .lease(id, job, now, now + LEASE_MS)
@@ -688,8 +785,16 @@ async fn deliver_leased(ctx: &Context, http: &reqwest::Client, id: &str) -> Resu
             .map_err(internal)?;
     }
     if sent_now >= PER_JOB {
-        // more is owed: a fresh job (keyed by the new oldest position) carries on
-        enqueue_owed(ctx).await.map_err(internal)?;
+        // more is owed: a fresh job carries on
+        let first = store
+            .pending(id, 1)
+            .await
+            .map_err(|e| internal(e.into()))?
+            .first()
+            .map_or(0, |e| e.seq);
+        enqueue(ctx, &format!("more:{id}:{first}"), vec![id.to_string()])
+            .await
+            .map_err(internal)?;
     }
     Ok(())
 }

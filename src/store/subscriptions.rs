@@ -46,6 +46,8 @@ pub trait SubscriptionStore: Send + Sync {
     /// Gives the lease back, recording whether the attempt failed; the consecutive
     /// failures after it.
     async fn release(&self, subscription: &str, owner: &str, failed: bool) -> StoreResult<i64>;
+    /// The Subscriptions whose last delivery attempt failed (their own job retries them).
+    async fn failing(&self) -> StoreResult<Vec<String>>;
     /// Notifications sent so far (for `eventsSinceSubscriptionStart`).
     async fn sent_count(&self, subscription: &str) -> StoreResult<i64>;
 }
@@ -223,6 +225,16 @@ macro_rules! subscription_store_impl {
                 .await
                 .map_err(map_err)?;
                 Ok(row.map_or(0, |r| r.0))
+            }
+
+            async fn failing(&self) -> StoreResult<Vec<String>> {
+                let rows: Vec<(String,)> = sqlx::query_as::<$db, _>(
+                    "SELECT subscription FROM subscription_delivery WHERE failures > 0",
+                )
+                .fetch_all(&self.write)
+                .await
+                .map_err(map_err)?;
+                Ok(rows.into_iter().map(|r| r.0).collect())
             }
 
             async fn sent_count(&self, subscription: &str) -> StoreResult<i64> {
