@@ -597,14 +597,7 @@ async fn the_cleanup_job_purges_what_expired() {
         .await
         .unwrap();
     let ctx = healporium::interaction::Context::new(store.clone());
-    let config = healporium::config::Config::from_args(
-        match <healporium::config::Cli as clap::Parser>::parse_from(["healporium", "serve"]).command
-        {
-            healporium::config::Command::Serve(a) => *a,
-            _ => unreachable!(),
-        },
-    )
-    .unwrap();
+    let config = crate::common::serve_config();
     let registry = healporium::app::job_kinds(&ctx, &config.jobs).unwrap();
     let w = Worker::new(
         store.clone(),

@@ -16,14 +16,7 @@ use std::sync::Arc;
 /// Runs every job that is due (the outbox jobs of Schedule writes, and others).
 async fn run_jobs(store: &Arc<dyn Store>) {
     let ctx = healporium::interaction::Context::new(store.clone());
-    let config = healporium::config::Config::from_args(
-        match <healporium::config::Cli as clap::Parser>::parse_from(["healporium", "serve"]).command
-        {
-            healporium::config::Command::Serve(a) => *a,
-            _ => unreachable!(),
-        },
-    )
-    .unwrap();
+    let config = crate::common::serve_config();
     let registry = healporium::app::job_kinds(&ctx, &config.jobs).unwrap();
     let w = healporium::jobs::Worker::new(
         store.clone(),

@@ -429,15 +429,7 @@ async fn notifications_never_carry_what_the_owner_may_not_read() {
             Duration::from_millis(25),
             stopped.clone(),
         ));
-        let config = healporium::config::Config::from_args(
-            match <healporium::config::Cli as clap::Parser>::parse_from(["healporium", "serve"])
-                .command
-            {
-                healporium::config::Command::Serve(a) => *a,
-                _ => unreachable!(),
-            },
-        )
-        .unwrap();
+        let config = crate::common::serve_config();
         let worker = healporium::jobs::Worker::new(
             store.clone(),
             healporium::app::job_kinds(&ctx, &config.jobs).unwrap(),

@@ -141,6 +141,18 @@ fn uuid_simple() -> String {
     )
 }
 
+/// The configuration `healporium serve` runs with by default (its job settings, for tests
+/// that run a worker of their own).
+pub fn serve_config() -> healporium::config::Config {
+    let cli = <healporium::config::Cli as clap::Parser>::parse_from(["healporium", "serve"]);
+    match cli.command {
+        healporium::config::Command::Serve(a) => {
+            healporium::config::Config::from_args(*a).expect("default config")
+        }
+        _ => unreachable!(),
+    }
+}
+
 /// Starts a server on a fresh database; None when the backend is not available here.
 pub async fn start(backend: Backend) -> Option<Server> {
     start_with(backend, AppOptions::default()).await
