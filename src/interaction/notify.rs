@@ -30,7 +30,7 @@ type HmacSha256 = hmac::Hmac<sha2::Sha256>;
 /// Changes matched per dispatcher pass.
 const BATCH: u32 = 500;
 /// Notifications sent per delivery job before it hands over (it is enqueued again).
-const PER_JOB: usize = 200;
+const PER_JOB: u32 = 200;
 /// Failed attempts in a row before a Subscription shows `error`.
 const ERROR_AFTER: i64 = 3;
 /// How long a delivery holds its Subscription.
@@ -648,13 +648,30 @@ pub async fn deliver(
     {
         return Err(DeliveryError::Busy);
     }
-    let result = deliver_leased(ctx, http, id).await;
+    // what was sent is acknowledged with the lease's release, in one transaction: a node
+    // dying before it sends those notifications again (at least once)
+    let mut done = Vec::new();
+    let result = deliver_leased(ctx, http, id, &mut done).await;
     let failures = store
-        .release(id, job, result.is_err())
+        .finish(id, job, &done, result.is_err())
         .await
         .map_err(|e| failed(e.into()))?;
     match result {
-        Ok(()) => Ok(()),
+        Ok(more) => {
+            if more {
+                // more is owed than one attempt sends: a fresh job carries on
+                let first = store
+                    .pending(id, 1)
+                    .await
+                    .map_err(|e| failed(e.into()))?
+                    .first()
+                    .map_or(0, |e| e.seq);
+                enqueue(ctx, &format!("more:{id}:{first}"), vec![id.to_string()])
+                    .await
+                    .map_err(failed)?;
+            }
+            Ok(())
+        }
         Err(why) => {
             if failures >= ERROR_AFTER {
                 let text = format!("{failures} delivery attempts failed in a row: {why}");
@@ -703,7 +720,14 @@ pub async fn ping_bound(
     Ok(owed.len())
 }
 
-async fn deliver_leased(ctx: &Context, http: &reqwest::Client, id: &str) -> Result<(), String> {
+/// Sends what is owed to `id` (under its lease), oldest first, pushing each position the
+/// endpoint acknowledged onto `done`; Ok(true) when more is owed than one attempt sends.
+async fn deliver_leased(
+    ctx: &Context,
+    http: &reqwest::Client,
+    id: &str,
+    done: &mut Vec<i64>,
+) -> Result<bool, String> {
     let store = ctx.store.subscriptions();
     let internal = |e: Outcome| {
         e.issues
@@ -715,10 +739,10 @@ async fn deliver_leased(ctx: &Context, http: &reqwest::Client, id: &str) -> Resu
     let Some(sub) = sub.filter(owed_status) else {
         // deleted or switched off: nothing is owed any more
         store.forget(id).await.map_err(|e| internal(e.into()))?;
-        return Ok(());
+        return Ok(false);
     };
     if sub.pointer("/channel/type").and_then(Value::as_str) == Some("websocket") {
-        return Ok(()); // the nodes with bound sockets ping them (api/websocket.rs)
+        return Ok(false); // the nodes with bound sockets ping them (api/websocket.rs)
     }
     let guard = Guard::load(ctx.store.as_ref(), owner(&sub), "")
         .await
@@ -736,67 +760,28 @@ async fn deliver_leased(ctx: &Context, http: &reqwest::Client, id: &str) -> Resu
             .await
             .map_err(internal)?;
     }
-    let mut sent_now = 0;
-    let mut so_far = store.sent_count(id).await.map_err(|e| internal(e.into()))?;
-    loop {
-        let owed = store
-            .pending(id, 50)
+    let so_far = store.sent_count(id).await.map_err(|e| internal(e.into()))?;
+    let owed = store
+        .pending(id, PER_JOB)
+        .await
+        .map_err(|e| internal(e.into()))?;
+    let more = owed.len() >= usize::try_from(PER_JOB).unwrap_or(usize::MAX);
+    for e in owed {
+        let n = so_far + i64::try_from(done.len()).unwrap_or(i64::MAX) + 1;
+        if let Some((body, ct)) = payload(ctx, &sub, id, &guard, Some(&e), n)
             .await
-            .map_err(|e| internal(e.into()))?;
-        if owed.is_empty() || sent_now >= PER_JOB {
-            break;
+            .map_err(internal)?
+        {
+            post(http, &sub, id, body, ct, Some(e.seq)).await?;
         }
-        // acknowledged in one transaction per batch: a node dying mid-batch sends the
-        // batch's notifications again (at least once)
-        let mut done = Vec::new();
-        let mut failure = None;
-        for e in owed {
-            let n = so_far + 1;
-            let body = match payload(ctx, &sub, id, &guard, Some(&e), n).await {
-                Ok(b) => b,
-                Err(o) => {
-                    failure = Some(internal(o));
-                    break;
-                }
-            };
-            if let Some((body, ct)) = body
-                && let Err(why) = post(http, &sub, id, body, ct, Some(e.seq)).await
-            {
-                failure = Some(why);
-                break;
-            }
-            so_far = n;
-            done.push(e.seq);
-        }
-        if !done.is_empty() {
-            so_far = store
-                .sent(id, &done)
-                .await
-                .map_err(|e| internal(e.into()))?;
-            sent_now += done.len();
-        }
-        if let Some(why) = failure {
-            return Err(why);
-        }
+        done.push(e.seq);
     }
     if status == "error" {
         set_status(ctx, id, "active", None)
             .await
             .map_err(internal)?;
     }
-    if sent_now >= PER_JOB {
-        // more is owed: a fresh job carries on
-        let first = store
-            .pending(id, 1)
-            .await
-            .map_err(|e| internal(e.into()))?
-            .first()
-            .map_or(0, |e| e.seq);
-        enqueue(ctx, &format!("more:{id}:{first}"), vec![id.to_string()])
-            .await
-            .map_err(internal)?;
-    }
-    Ok(())
+    Ok(more)
 }
 
 #[cfg(test)]

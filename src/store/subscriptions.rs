@@ -46,6 +46,16 @@ pub trait SubscriptionStore: Send + Sync {
     /// Gives the lease back, recording whether the attempt failed; the consecutive
     /// failures after it.
     async fn release(&self, subscription: &str, owner: &str, failed: bool) -> StoreResult<i64>;
+    /// Ends a delivery in one transaction: removes the notifications it had acknowledged,
+    /// counts them sent, and gives the lease back recording whether it failed; the
+    /// consecutive failures after it.
+    async fn finish(
+        &self,
+        subscription: &str,
+        owner: &str,
+        seqs: &[i64],
+        failed: bool,
+    ) -> StoreResult<i64>;
     /// The Subscriptions whose last delivery attempt failed (their own job retries them).
     async fn failing(&self) -> StoreResult<Vec<String>>;
     /// Notifications sent so far (for `eventsSinceSubscriptionStart`).
@@ -224,6 +234,41 @@ macro_rules! subscription_store_impl {
                 .fetch_optional(&self.write)
                 .await
                 .map_err(map_err)?;
+                Ok(row.map_or(0, |r| r.0))
+            }
+
+            async fn finish(
+                &self,
+                subscription: &str,
+                owner: &str,
+                seqs: &[i64],
+                failed: bool,
+            ) -> StoreResult<i64> {
+                let mut tx = self.write.begin().await.map_err(map_err)?;
+                for seq in seqs {
+                    sqlx::query::<$db>(
+                        "DELETE FROM subscription_event WHERE subscription = $1 AND seq = $2",
+                    )
+                    .bind(subscription)
+                    .bind(*seq)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(map_err)?;
+                }
+                let n = i64::try_from(seqs.len()).unwrap_or(i64::MAX);
+                let row: Option<(i64,)> = sqlx::query_as::<$db, _>(
+                    "UPDATE subscription_delivery SET lease_owner = NULL, lease_until = 0, \
+                     sent = sent + $1, failures = CASE WHEN $2 THEN failures + 1 ELSE 0 END \
+                     WHERE subscription = $3 AND lease_owner = $4 RETURNING failures",
+                )
+                .bind(n)
+                .bind(failed)
+                .bind(subscription)
+                .bind(owner)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(map_err)?;
+                tx.commit().await.map_err(map_err)?;
                 Ok(row.map_or(0, |r| r.0))
             }
 
