@@ -626,17 +626,11 @@ pub async fn deliver(
         .is_empty();
     if quiet {
         let sub = read_json(ctx, "Subscription", id).await.map_err(failed)?;
-        if sub
+        let status = sub
             .as_ref()
             .and_then(|s| s.get("status"))
-            .and_then(Value::as_str)
-            != Some("requested")
-            && sub
-                .as_ref()
-                .and_then(|s| s.get("status"))
-                .and_then(Value::as_str)
-                != Some("error")
-        {
+            .and_then(Value::as_str);
+        if !matches!(status, Some("requested" | "error")) {
             return Ok(());
         }
     }
@@ -712,11 +706,8 @@ pub async fn ping_bound(
             let _ = s.try_send(format!("ping {id}"));
         }
     }
-    if !owed.is_empty() {
-        let seqs: Vec<i64> = owed.iter().map(|e| e.seq).collect();
-        store.sent(id, &seqs).await?;
-    }
-    store.release(id, owner, false).await?;
+    let seqs: Vec<i64> = owed.iter().map(|e| e.seq).collect();
+    store.finish(id, owner, &seqs, false).await?;
     Ok(owed.len())
 }
 

@@ -29,9 +29,6 @@ pub trait SubscriptionStore: Send + Sync {
     async fn pending(&self, subscription: &str, limit: u32) -> StoreResult<Vec<SubscriptionEvent>>;
     /// Every Subscription owed something, with its oldest position.
     async fn owed(&self) -> StoreResult<Vec<(String, i64)>>;
-    /// Removes acknowledged notifications and counts them sent, in one transaction; the new
-    /// count.
-    async fn sent(&self, subscription: &str, seqs: &[i64]) -> StoreResult<i64>;
     /// Drops everything owed to a Subscription (deleted or switched off).
     async fn forget(&self, subscription: &str) -> StoreResult<()>;
     /// Takes the delivery lease of `subscription` for `owner` until `until`: free, expired,
@@ -43,9 +40,6 @@ pub trait SubscriptionStore: Send + Sync {
         now: i64,
         until: i64,
     ) -> StoreResult<bool>;
-    /// Gives the lease back, recording whether the attempt failed; the consecutive
-    /// failures after it.
-    async fn release(&self, subscription: &str, owner: &str, failed: bool) -> StoreResult<i64>;
     /// Ends a delivery in one transaction: removes the notifications it had acknowledged,
     /// counts them sent, and gives the lease back recording whether it failed; the
     /// consecutive failures after it.
@@ -156,33 +150,6 @@ macro_rules! subscription_store_impl {
                 .map_err(map_err)
             }
 
-            async fn sent(&self, subscription: &str, seqs: &[i64]) -> StoreResult<i64> {
-                let mut tx = self.write.begin().await.map_err(map_err)?;
-                for seq in seqs {
-                    sqlx::query::<$db>(
-                        "DELETE FROM subscription_event WHERE subscription = $1 AND seq = $2",
-                    )
-                    .bind(subscription)
-                    .bind(*seq)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(map_err)?;
-                }
-                let n = i64::try_from(seqs.len()).unwrap_or(i64::MAX);
-                let row: (i64,) = sqlx::query_as::<$db, _>(
-                    "INSERT INTO subscription_delivery (subscription, sent) VALUES ($1, $2) \
-                     ON CONFLICT (subscription) DO UPDATE SET \
-                     sent = subscription_delivery.sent + excluded.sent RETURNING sent",
-                )
-                .bind(subscription)
-                .bind(n)
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(map_err)?;
-                tx.commit().await.map_err(map_err)?;
-                Ok(row.0)
-            }
-
             async fn forget(&self, subscription: &str) -> StoreResult<()> {
                 sqlx::query::<$db>("DELETE FROM subscription_event WHERE subscription = $1")
                     .bind(subscription)
@@ -215,26 +182,6 @@ macro_rules! subscription_store_impl {
                 .map_err(map_err)?
                 .rows_affected();
                 Ok(n > 0)
-            }
-
-            async fn release(
-                &self,
-                subscription: &str,
-                owner: &str,
-                failed: bool,
-            ) -> StoreResult<i64> {
-                let row: Option<(i64,)> = sqlx::query_as::<$db, _>(
-                    "UPDATE subscription_delivery SET lease_owner = NULL, lease_until = 0, \
-                     failures = CASE WHEN $1 THEN failures + 1 ELSE 0 END \
-                     WHERE subscription = $2 AND lease_owner = $3 RETURNING failures",
-                )
-                .bind(failed)
-                .bind(subscription)
-                .bind(owner)
-                .fetch_optional(&self.write)
-                .await
-                .map_err(map_err)?;
-                Ok(row.map_or(0, |r| r.0))
             }
 
             async fn finish(
