@@ -135,7 +135,7 @@ async fn bench(label: &str, url: &str, total: usize) {
         audit: true,
         ..AppOptions::default()
     };
-    let (_, pipeline) = router_and_feeds(store, &options, None);
+    let (_, pipeline, _) = router_and_feeds(store, &options, None);
     let pipeline = pipeline.expect("the mapping set loads");
     for connections in [1, 8] {
         let (ok, secs) = over_mllp(

@@ -1,6 +1,10 @@
-//! Benchmark: read-by-id and create throughput of the real server (router, validation, store)
-//! on SQLite and PostgreSQL, next to a bare axum handler that answers with the same bytes — the
-//! HTTP limit of this machine — all driven by wrk in a separate process.
+//! Benchmark: read-by-id, search and create throughput of the real server (router, validation,
+//! store) on SQLite and PostgreSQL with the defaults `healporium serve` runs with — every
+//! request carries a bearer token that is verified, every interaction is audited (reads
+//! durably before their response) in a keyed chain — next to a bare axum handler that answers
+//! with the same bytes (the HTTP limit of this machine), all driven by wrk in a separate
+//! process. One row per database also reads with auditing and authorization off (the library
+//! defaults), to show what the audit costs.
 //!
 //! Run: `cargo bench --bench http` (needs `wrk`). PostgreSQL is included when
 //! HEALPORIUM_BENCH_DATABASE_URL (or HEALPORIUM_TEST_DATABASE_URL) is set; it runs in a fresh
@@ -32,14 +36,24 @@ struct WrkResult {
     errors: String,
 }
 
-fn wrk(url: &str, connections: u32, duration: u64, script: Option<&str>) -> WrkResult {
+fn wrk(
+    url: &str,
+    connections: u32,
+    duration: u64,
+    script: Option<&str>,
+    token: Option<&str>,
+) -> WrkResult {
     let mut cmd = Command::new("wrk");
+    let threads = connections.min(2);
     cmd.args([
-        "-t2",
+        &format!("-t{threads}"),
         &format!("-c{connections}"),
         &format!("-d{duration}s"),
         "--latency",
     ]);
+    if let Some(t) = token {
+        cmd.args(["-H", &format!("Authorization: Bearer {t}")]);
+    }
     if let Some(s) = script {
         cmd.args(["-s", s]);
     }
@@ -77,14 +91,84 @@ async fn serve(app: Router) -> String {
     format!("http://{addr}")
 }
 
-/// Seeds one Patient and returns (base URL, its id, the exact bytes a read returns).
-async fn start_healporium(url: &str) -> (String, String, Bytes) {
+/// A started server: its FHIR base, the token its requests carry, the seeded Patient's id and
+/// the exact bytes a read of it returns.
+struct Started {
+    base: String,
+    token: Option<String>,
+    id: String,
+    bytes: Bytes,
+    _dir: tempfile::TempDir,
+}
+
+/// Starts the server on `url` — with `serve`'s defaults (auditing on in a keyed chain,
+/// SMART authorization on, a backend token with `system/*.cruds`) when `defaults` — and seeds
+/// one Patient to read plus 1,000 Patients over 100 family names (`F0`…`F99`) to search.
+async fn start_healporium(url: &str, defaults: bool) -> Started {
+    use healporium::app::AuthMode;
+    use healporium::smart::PasswordCost;
+    use healporium::smart::accounts::{self, ClientKind, NewClient};
     let store = healporium::store::open(url).await.expect("store");
-    let app = router(store, &AppOptions::default());
-    let base = format!("{}/fhir", serve(app).await);
+    let dir = tempfile::tempdir().unwrap();
+    let options = if defaults {
+        AppOptions {
+            audit: true,
+            auth: AuthMode::On,
+            seal: Some(std::sync::Arc::new(
+                healporium::interaction::seal::Seal::open(&dir.path().join("audit-key")).unwrap(),
+            )),
+            ..AppOptions::default()
+        }
+    } else {
+        AppOptions::default()
+    };
+    let app = router(store.clone(), &options);
+    let origin = serve(app).await;
+    let base = format!("{origin}/fhir");
     let client = reqwest::Client::new();
-    let created: serde_json::Value = client
-        .post(format!("{base}/Patient"))
+    let token = if defaults {
+        let id = format!("bench-{}", std::process::id());
+        let scope = "system/*.cruds";
+        let secret = accounts::add_client(
+            store.auth().as_ref(),
+            NewClient {
+                client_id: Some(id.clone()),
+                name: "bench".into(),
+                kind: ClientKind::Confidential,
+                redirect_uris: Vec::new(),
+                scopes: scope.into(),
+                jwks: None,
+                jwks_url: None,
+            },
+            PasswordCost::Light,
+        )
+        .await
+        .unwrap()
+        .secret
+        .unwrap();
+        let v: serde_json::Value = client
+            .post(format!("{origin}/auth/token"))
+            .basic_auth(&id, Some(&secret))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!(
+                "grant_type=client_credentials&scope={}",
+                scope.replace('/', "%2F").replace('*', "%2A")
+            ))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        Some(v["access_token"].as_str().unwrap().to_string())
+    } else {
+        None
+    };
+    let auth = |r: reqwest::RequestBuilder| match &token {
+        Some(t) => r.bearer_auth(t),
+        None => r,
+    };
+    let created: serde_json::Value = auth(client.post(format!("{base}/Patient")))
         .header("content-type", "application/fhir+json")
         .body(PATIENT)
         .send()
@@ -94,15 +178,38 @@ async fn start_healporium(url: &str) -> (String, String, Bytes) {
         .await
         .unwrap();
     let id = created["id"].as_str().unwrap().to_string();
-    let bytes = client
-        .get(format!("{base}/Patient/{id}"))
+    let entries: Vec<serde_json::Value> = (0..1000)
+        .map(|i| {
+            serde_json::json!({"request": {"method": "POST", "url": "Patient"},
+                "resource": {"resourceType": "Patient", "name": [{"family": format!("F{}", i % 100), "given": [format!("G{i}")]}],
+                             "gender": if i % 2 == 0 { "female" } else { "male" }, "birthDate": "1970-01-01"}})
+        })
+        .collect();
+    let status = auth(client.post(&base))
+        .header("content-type", "application/fhir+json")
+        .body(
+            serde_json::json!({"resourceType": "Bundle", "type": "batch", "entry": entries})
+                .to_string(),
+        )
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert!(status.is_success(), "seeding: {status}");
+    let bytes = auth(client.get(format!("{base}/Patient/{id}")))
         .send()
         .await
         .unwrap()
         .bytes()
         .await
         .unwrap();
-    (base, id, bytes)
+    Started {
+        base,
+        token,
+        id,
+        bytes,
+        _dir: dir,
+    }
 }
 
 fn row(name: &str, r: &WrkResult, limit: Option<f64>) {
@@ -153,28 +260,56 @@ fn main() {
             backends.push(("PostgreSQL".to_string(), url, Some((admin, schema))));
         }
         println!(
-            "wrk -t2, {duration}s per run; reads with 32 connections, creates with 16; cores: {}",
+            "wrk, {duration}s per run; creates with 16 connections; cores: {}",
             std::thread::available_parallelism().map_or(0, |n| n.get())
         );
         println!();
-        println!("| run | requests/s | p50 | p99 | of HTTP limit | errors |");
-        println!("|---|---|---|---|---|---|");
         let mut read_bytes = Bytes::new();
-        let mut results = Vec::new();
+        let mut results: Vec<(String, WrkResult, Option<&str>)> = Vec::new();
+        let run = |url: String, c: u32, script: Option<&'static str>, token: Option<String>| {
+            tokio::task::spawn_blocking(move || wrk(&url, c, duration, script, token.as_deref()))
+        };
         for (name, url, _) in &backends {
-            let (base, id, bytes) = start_healporium(url).await;
-            read_bytes = bytes;
+            // the library defaults: no audit, no authorization (what the audit costs)
+            let off = start_healporium(url, false).await;
+            let read_url = format!("{}/Patient/{}", off.base, off.id);
+            let r = run(read_url, 16, None, None).await.unwrap();
+            results.push((
+                format!("{name}, audit and auth off: read by id, 16 conn"),
+                r,
+                Some("get"),
+            ));
+            // what `serve` runs with
+            let s = start_healporium(url, true).await;
+            read_bytes = s.bytes.clone();
             tokio::time::sleep(Duration::from_millis(200)).await;
-            let read_url = format!("{base}/Patient/{id}");
-            let read = tokio::task::spawn_blocking(move || wrk(&read_url, 32, duration, None))
-                .await
-                .unwrap();
-            let create_url = format!("{base}/Patient");
-            let create =
-                tokio::task::spawn_blocking(move || wrk(&create_url, 16, duration, Some(script)))
+            let read_url = format!("{}/Patient/{}", s.base, s.id);
+            for c in [1, 16, 64] {
+                let r = run(read_url.clone(), c, None, s.token.clone())
                     .await
                     .unwrap();
-            results.push((name.clone(), read, create));
+                results.push((
+                    format!("{name}: read by id, {c} conn"),
+                    r,
+                    Some(if c == 64 { "get64" } else { "get" }),
+                ));
+            }
+            let search_url = format!("{}/Patient?family=F7&_count=10", s.base);
+            let r = run(search_url, 1, None, s.token.clone()).await.unwrap();
+            results.push((
+                format!("{name}: search family=X&_count=10, 1 conn"),
+                r,
+                None,
+            ));
+            let r = run(
+                format!("{}/Patient", s.base),
+                16,
+                Some(script),
+                s.token.clone(),
+            )
+            .await
+            .unwrap();
+            results.push((format!("{name}: create, 16 conn"), r, Some("post")));
         }
         // the same bytes from a bare handler: what HTTP alone costs on this machine
         let body = read_bytes.clone();
@@ -197,20 +332,28 @@ fn main() {
                 }),
             );
         let bare_base = serve(bare).await;
-        let get_url = format!("{bare_base}/get");
-        let bare_get = tokio::task::spawn_blocking(move || wrk(&get_url, 32, duration, None))
+        let bare_get = run(format!("{bare_base}/get"), 16, None, None)
             .await
             .unwrap();
-        let post_url = format!("{bare_base}/post");
-        let bare_post =
-            tokio::task::spawn_blocking(move || wrk(&post_url, 16, duration, Some(script)))
-                .await
-                .unwrap();
-        row("bare axum: GET same bytes", &bare_get, None);
-        row("bare axum: POST echo", &bare_post, None);
-        for (name, read, create) in &results {
-            row(&format!("{name}: read by id"), read, Some(bare_get.rps));
-            row(&format!("{name}: create"), create, Some(bare_post.rps));
+        let bare_get64 = run(format!("{bare_base}/get"), 64, None, None)
+            .await
+            .unwrap();
+        let bare_post = run(format!("{bare_base}/post"), 16, Some(script), None)
+            .await
+            .unwrap();
+        println!("| run | requests/s | p50 | p99 | of HTTP limit | errors |");
+        println!("|---|---|---|---|---|---|");
+        row("bare axum: GET same bytes, 16 conn", &bare_get, None);
+        row("bare axum: GET same bytes, 64 conn", &bare_get64, None);
+        row("bare axum: POST echo, 16 conn", &bare_post, None);
+        for (name, r, limit) in &results {
+            let limit = match limit {
+                Some("get") => Some(bare_get.rps),
+                Some("get64") => Some(bare_get64.rps),
+                Some(_) => Some(bare_post.rps),
+                None => None,
+            };
+            row(name, r, limit);
         }
         for (_, _, pg) in backends {
             if let Some((admin, schema)) = pg {

@@ -42,6 +42,7 @@ secure_backends!(
     health_is_public_and_the_same_for_everyone,
     scheduling_follows_the_roles,
     subscriptions_follow_the_roles,
+    metrics_are_for_the_operator_only,
 );
 
 /// What a role may see of one resource.
@@ -2178,4 +2179,64 @@ async fn subscriptions_follow_the_roles(s: SecureServer) {
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
     let anonymous = tokio_tungstenite::connect_async(url.into_client_request().unwrap()).await;
     assert!(anonymous.is_err(), "a websocket without a token");
+}
+
+/// `GET /metrics` answers only the operator's metrics token: no token, a wrong one and every
+/// role's SMART token get 401 with nothing counted in the answer; the page names routes and
+/// states, never a patient, a resource id or a query.
+async fn metrics_are_for_the_operator_only(s: SecureServer) {
+    let w = World::new(s).await;
+    let origin = w.s.server.origin();
+    let client = &w.s.server.client;
+    // traffic that names patients, ids and queries
+    let admin = w.as_role("admin");
+    admin.get("Patient/alice").await.expect(200);
+    admin
+        .get("Observation?subject=Patient/bob&code=secret-code-123")
+        .await
+        .expect(200);
+    let mut tokens: Vec<Option<String>> = vec![None, Some("not-the-metrics-token".into())];
+    for role in ROLES {
+        tokens.push(w.as_role(role).bearer.clone());
+    }
+    for token in &tokens {
+        let mut req = client.get(format!("{origin}/metrics"));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let r = req.send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 401, "{token:?}");
+        let body = r.text().await.unwrap();
+        assert!(!body.contains("healporium_"), "{body}");
+        assert!(body.contains("OperationOutcome"), "{body}");
+    }
+    let r = client
+        .get(format!("{origin}/metrics"))
+        .bearer_auth(crate::common::secure::METRICS_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain; version=0.0.4")
+    );
+    let page = r.text().await.unwrap();
+    for needle in [
+        "healporium_http_requests_total{route=\"/fhir/{type}/{id}\",method=\"GET\",status=\"200\"}",
+        "healporium_http_requests_total{route=\"/metrics\",method=\"GET\",status=\"401\"}",
+        "healporium_http_request_duration_seconds_bucket",
+        "healporium_db_pool_connections",
+        "healporium_audit_pending",
+        "healporium_verification_age_seconds{kind=\"audit\"}",
+        "healporium_feed_backlog",
+        "healporium_subscription_lag",
+    ] {
+        assert!(page.contains(needle), "{needle} missing:\n{page}");
+    }
+    for secret in ["alice", "bob", "secret-code-123", "Observation?", "Bearer"] {
+        assert!(!page.contains(secret), "{secret} on the metrics page");
+    }
 }

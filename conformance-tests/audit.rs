@@ -36,10 +36,30 @@ macro_rules! audited_backends {
 
 audited_backends!(
     every_interaction_is_audited,
-    the_hash_chain_detects_tampering
+    the_hash_chain_detects_tampering,
+    concurrent_reads_share_one_audit_commit
 );
 
 mod refusals {
+    /// Without a metrics token the page is not on the main listener at all.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn no_metrics_without_a_token() {
+        let (s, _) = crate::common::start_with_test_principals_and(
+            crate::common::Backend::Sqlite,
+            healporium::app::AppOptions::default(),
+        )
+        .await
+        .unwrap();
+        let r = s
+            .client
+            .get(format!("{}/metrics", s.origin()))
+            .bearer_auth("anything-at-all-here")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 404);
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn sqlite_every_refusal_is_audited() {
         super::every_refusal_is_audited(crate::common::Backend::Sqlite).await;
@@ -304,8 +324,10 @@ mod sealed {
                 use sqlx::Connection;
                 let mut c = sqlx::SqliteConnection::connect(url).await.expect("connect");
                 sqlx::query(
-                    "SELECT c.seq, c.audit_id, v.body FROM audit_chain c JOIN resource_version v \
-                     ON v.resource_type = 'AuditEvent' AND v.id = c.audit_id ORDER BY c.seq",
+                    // recorded events are stored as resources, or still wait in audit_pending
+                    "SELECT c.seq, c.audit_id, COALESCE(v.body, p.body) FROM audit_chain c \
+                     LEFT JOIN resource_version v ON v.resource_type = 'AuditEvent' AND v.id = c.audit_id \
+                     LEFT JOIN audit_pending p ON p.audit_id = c.audit_id ORDER BY c.seq",
                 )
                 .fetch_all(&mut c)
                 .await
@@ -318,8 +340,10 @@ mod sealed {
                 use sqlx::Connection;
                 let mut c = sqlx::PgConnection::connect(url).await.expect("connect");
                 sqlx::query(
-                    "SELECT c.seq, c.audit_id, v.body FROM audit_chain c JOIN resource_version v \
-                     ON v.resource_type = 'AuditEvent' AND v.id = c.audit_id ORDER BY c.seq",
+                    // recorded events are stored as resources, or still wait in audit_pending
+                    "SELECT c.seq, c.audit_id, COALESCE(v.body, p.body) FROM audit_chain c \
+                     LEFT JOIN resource_version v ON v.resource_type = 'AuditEvent' AND v.id = c.audit_id \
+                     LEFT JOIN audit_pending p ON p.audit_id = c.audit_id ORDER BY c.seq",
                 )
                 .fetch_all(&mut c)
                 .await
@@ -371,15 +395,121 @@ mod sealed {
     }
 }
 
+/// The operator's metrics token of these servers.
+const METRICS: &str = "audit-tests-metrics-token";
+
 async fn start(backend: Backend) -> Option<(Server, String)> {
     start_with_test_principals_and(
         backend,
         AppOptions {
             audit: true,
+            metrics_token: Some(METRICS.to_string()),
             ..AppOptions::default()
         },
     )
     .await
+}
+
+/// A value of the metrics page (0 when absent).
+async fn metric(s: &Server, name: &str) -> f64 {
+    let page = s
+        .client
+        .get(format!("{}/metrics", s.origin()))
+        .bearer_auth(METRICS)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    page.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Reads that arrive while the audit writer waits for the database share one transaction:
+/// 24 reads held behind a lock on the chain commit in at most two transactions, every one of
+/// them still answered only after its AuditEvent is durable, each AuditEvent searchable and
+/// the chain intact. Then the indexer has left nothing waiting.
+async fn concurrent_reads_share_one_audit_commit(s: Server, url: String) {
+    s.put_with(
+        "Patient/shared",
+        &json!({"resourceType": "Patient", "id": "shared"}),
+        &DOC,
+    )
+    .await
+    .expect(201);
+    let commits = metric(&s, "healporium_audit_commits_total").await;
+    let recorded = metric(&s, "healporium_audit_events_total").await;
+    // hold what the audit writer needs: SQLite's write lock, PostgreSQL's chain lock
+    use sqlx::Connection;
+    enum Held {
+        Sqlite(sqlx::SqliteConnection),
+        Postgres(sqlx::PgConnection),
+    }
+    let lock_pg = "SELECT pg_advisory_lock(hashtextextended('key:audit-chain', 0))";
+    let mut held = match s.backend {
+        Backend::Sqlite => {
+            let mut c = sqlx::SqliteConnection::connect(&url).await.unwrap();
+            sqlx::query("BEGIN IMMEDIATE")
+                .execute(&mut c)
+                .await
+                .unwrap();
+            Held::Sqlite(c)
+        }
+        Backend::Postgres => {
+            let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
+            sqlx::query(lock_pg).execute(&mut c).await.unwrap();
+            Held::Postgres(c)
+        }
+    };
+    let reads: Vec<_> = (0..24)
+        .map(|_| {
+            let s = s.clone();
+            tokio::spawn(async move { s.get_with("Patient/shared", &DOC).await.status })
+        })
+        .collect();
+    tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+    assert!(
+        reads.iter().all(|r| !r.is_finished()),
+        "a read answered before its AuditEvent could be stored"
+    );
+    match &mut held {
+        Held::Sqlite(c) => {
+            sqlx::query("COMMIT").execute(c).await.unwrap();
+        }
+        Held::Postgres(c) => {
+            sqlx::query("SELECT pg_advisory_unlock(hashtextextended('key:audit-chain', 0))")
+                .execute(c)
+                .await
+                .unwrap();
+        }
+    }
+    for r in reads {
+        assert_eq!(r.await.unwrap().as_u16(), 200);
+    }
+    let commits = metric(&s, "healporium_audit_commits_total").await - commits;
+    let recorded = metric(&s, "healporium_audit_events_total").await - recorded;
+    assert!(recorded >= 24.0, "{recorded} events recorded");
+    assert!(
+        commits <= 3.0,
+        "{commits} transactions for {recorded} events"
+    );
+    let reads = events(&s, "entity=Patient/shared&subtype=read").await;
+    assert_eq!(reads.len(), 24);
+    // moved before the search ran; only the search's own AuditEvents (one for the patient it
+    // returned, one for the query) wait now
+    let pending = metric(&s, "healporium_audit_pending").await;
+    assert!(pending <= 2.0, "{pending} waiting");
+    let ok = healporium::app::audit_verify(&url, &no_key())
+        .await
+        .expect("intact");
+    assert!(ok.contains("intact"), "{ok}");
+    assert_eq!(
+        metric(&s, "healporium_verification_ok{kind=\"audit\"}").await,
+        1.0
+    );
+    assert!(metric(&s, "healporium_verification_age_seconds{kind=\"audit\"}").await >= 0.0);
 }
 
 const DOC: [(&str, &str); 3] = [

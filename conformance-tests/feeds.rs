@@ -392,7 +392,7 @@ async fn a_conflict_is_replayed_after_the_fix(s: Server, store: Arc<dyn Store>) 
 
 async fn mllp_over_a_real_socket(s: Server, store: Arc<dyn Store>) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let (_, pipeline) = healporium::app::router_and_feeds(store.clone(), &options(), None);
+    let (_, pipeline, _) = healporium::app::router_and_feeds(store.clone(), &options(), None);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, shutdown) = tokio::sync::watch::channel(false);

@@ -67,6 +67,8 @@ pub struct AppOptions {
     pub feed_zone: Option<String>,
     /// The feeds' mapping set (None: the one compiled in).
     pub mappings: Option<Arc<crate::feeds::mapping_set::MappingSet>>,
+    /// The bearer token `GET /metrics` asks for on the main listener (None: not served there).
+    pub metrics_token: Option<String>,
 }
 
 impl Default for AppOptions {
@@ -87,6 +89,7 @@ impl Default for AppOptions {
             finance: crate::finance::catalog::Catalog::standard(),
             feed_zone: None,
             mappings: None,
+            metrics_token: None,
         }
     }
 }
@@ -185,12 +188,17 @@ pub fn feed_pipeline(
     )))
 }
 
-/// The HTTP application and the feed pipeline it posts HL7 v2 to (shared with MLLP).
+/// The HTTP application, the feed pipeline it posts HL7 v2 to (shared with MLLP) and its
+/// metrics (for a listener of their own).
 pub fn router_and_feeds(
     store: Arc<dyn Store>,
     options: &AppOptions,
     smart: Option<Arc<Smart>>,
-) -> (Router, Option<Arc<crate::feeds::runtime::Pipeline>>) {
+) -> (
+    Router,
+    Option<Arc<crate::feeds::runtime::Pipeline>>,
+    api::metrics::MetricsState,
+) {
     let ctx = node_context(store, options, smart.is_some());
     let base = options
         .base_url
@@ -203,6 +211,7 @@ pub fn router_and_feeds(
         trusted_hosts: options.trusted_hosts.clone().into(),
         prefix: options.prefix.as_str().into(),
     };
+    let metrics_api = state.clone();
     let mut app = api::router(state.clone())
         .merge(api::websocket::router(state.clone()))
         .merge(api::health(state.clone()));
@@ -236,9 +245,19 @@ pub fn router_and_feeds(
             .merge(api::discovery(&options.prefix, false))
             .layer(cors());
     }
+    let metrics = api::metrics::MetricsState {
+        api: metrics_api,
+        metrics: api::metrics::Metrics::new(),
+        token: options.metrics_token.as_deref().map(Into::into),
+    };
     let app = app
+        .merge(api::metrics::router(metrics.clone()))
         .layer(DefaultBodyLimit::max(options.max_body_bytes))
         .layer(CatchPanicLayer::custom(|_| api::panic_response()))
+        .layer(axum::middleware::from_fn_with_state(
+            metrics.metrics.clone(),
+            api::metrics::record,
+        ))
         .layer(crate::telemetry::http_trace())
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
@@ -248,7 +267,7 @@ pub fn router_and_feeds(
             PROXY_AUTHORIZATION,
             COOKIE,
         ]));
-    (app, pipeline)
+    (app, pipeline, metrics)
 }
 
 /// CORS for browser SMART apps: any origin (tokens travel in headers, never in cookies), the
@@ -356,14 +375,23 @@ pub async fn finance_run_day(
     ))
 }
 
-/// Runs `healporium audit verify`: Ok(summary) when the chain holds, Err when it is broken.
+/// Runs `healporium audit verify`: Ok(summary) when the chain is intact, Err naming the first
+/// broken link otherwise. The outcome is recorded for `GET /metrics`.
 pub async fn audit_verify(
     database_url: &str,
     key_file: &std::path::Path,
 ) -> anyhow::Result<String> {
     let store = store::open(database_url).await?;
     let seal = crate::interaction::seal::Seal::read(key_file).map_err(|e| anyhow::anyhow!(e))?;
-    match crate::interaction::audit::verify(store.as_ref(), seal.as_ref())
+    verify_audit_on(store.as_ref(), seal.as_ref()).await
+}
+
+/// Walks the audit chain of `store` and records the outcome (kind `audit`).
+pub async fn verify_audit_on(
+    store: &dyn Store,
+    seal: Option<&crate::interaction::seal::Seal>,
+) -> anyhow::Result<String> {
+    let result = match crate::interaction::audit::verify(store, seal)
         .await
         .map_err(|o| anyhow::anyhow!("cannot read the audit trail: {:?}", o.issues))?
     {
@@ -371,37 +399,64 @@ pub async fn audit_verify(
             "audit trail intact: {n} AuditEvents, every link verified"
         )),
         crate::interaction::audit::Verified::Broken(seq, why) => {
-            anyhow::bail!("audit trail broken at record {seq}: {why}")
+            Err(anyhow::anyhow!("audit trail broken at record {seq}: {why}"))
         }
-    }
+    };
+    record_verification(store, "audit", &result).await;
+    result
 }
 
 /// Runs `healporium finance verify`: Ok(summary) when every entry balances and the trial
-/// balance is zero, Err naming the first bad entry otherwise.
+/// balance is zero, Err naming the first bad entry otherwise. The outcome is recorded for
+/// `GET /metrics`.
 pub async fn finance_verify(database_url: &str) -> anyhow::Result<String> {
     let store = store::open(database_url).await?;
+    verify_ledger_on(store.as_ref()).await
+}
+
+/// Verifies the ledger of `store` and records the outcome (kind `ledger`).
+pub async fn verify_ledger_on(store: &dyn Store) -> anyhow::Result<String> {
     let v = store
         .ledger()
         .verify()
         .await
         .map_err(|e| anyhow::anyhow!("cannot read the ledger: {e}"))?;
-    if let Some((id, why)) = &v.first_bad {
-        anyhow::bail!("ledger entry {id} does not balance: {why}");
+    let result = if let Some((id, why)) = &v.first_bad {
+        Err(anyhow::anyhow!("ledger entry {id} does not balance: {why}"))
+    } else if let Some((currency, sum)) = v.trial_balance.iter().find(|(_, s)| *s != 0) {
+        Err(anyhow::anyhow!(
+            "the trial balance in {currency} is {sum} minor units, not zero"
+        ))
+    } else {
+        let currencies: Vec<&str> = v.trial_balance.iter().map(|(c, _)| c.as_str()).collect();
+        Ok(format!(
+            "ledger sound: {} entries, {} postings, every entry balances, trial balance zero{}",
+            v.entries,
+            v.postings,
+            if currencies.is_empty() {
+                String::new()
+            } else {
+                format!(" in {}", currencies.join(", "))
+            }
+        ))
+    };
+    record_verification(store, "ledger", &result).await;
+    result
+}
+
+/// Stores a verification's outcome; a store that cannot take it is logged, not fatal (the
+/// verification's own answer matters more).
+async fn record_verification(store: &dyn Store, kind: &str, result: &anyhow::Result<String>) {
+    let (ok, detail) = match result {
+        Ok(s) => (true, s.clone()),
+        Err(e) => (false, e.to_string()),
+    };
+    if let Err(e) = store
+        .record_verification(kind, crate::smart::now_ms(), ok, &detail)
+        .await
+    {
+        tracing::warn!(kind, error = %e, "cannot record the verification's outcome");
     }
-    if let Some((currency, sum)) = v.trial_balance.iter().find(|(_, s)| *s != 0) {
-        anyhow::bail!("the trial balance in {currency} is {sum} minor units, not zero");
-    }
-    let currencies: Vec<&str> = v.trial_balance.iter().map(|(c, _)| c.as_str()).collect();
-    Ok(format!(
-        "ledger sound: {} entries, {} postings, every entry balances, trial balance zero{}",
-        v.entries,
-        v.postings,
-        if currencies.is_empty() {
-            String::new()
-        } else {
-            format!(" in {}", currencies.join(", "))
-        }
-    ))
 }
 
 /// Runs `healporium serve`.
@@ -438,6 +493,10 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         finance: config.finance.clone(),
         feed_zone: config.feed_zone.clone(),
         mappings: config.mappings.clone(),
+        metrics_token: config
+            .metrics_token
+            .as_ref()
+            .map(|t| t.expose().to_string()),
     };
     let backend = store.backend();
     let smart = match config.auth {
@@ -498,7 +557,19 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         });
     }
     let secured = smart.is_some();
-    let (app, pipeline) = router_and_feeds(store, &options, smart);
+    let (app, pipeline, metrics) = router_and_feeds(store, &options, smart);
+    if let Some(addr) = config.metrics_listen {
+        let listener = supervisor.bind("metrics", addr).await?;
+        tracing::info!(address = %addr, "metrics: http://{addr}/metrics");
+        let shutdown = supervisor.shutdown();
+        let app = api::metrics::open_router(metrics);
+        supervisor.spawn("metrics listener", async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(supervisor::stopped(shutdown))
+                .await
+                .context("metrics listener")
+        });
+    }
     // the default channel on --mllp, and every channel of the set with its own address
     let mut listeners: Vec<(std::net::SocketAddr, crate::feeds::runtime::Channel)> = Vec::new();
     if let Some(p) = &pipeline {
@@ -608,6 +679,45 @@ pub fn job_kinds(
                     .await
                     .map(|_| ())
                     .map_err(|e| JobError::Retry(format!("cannot purge finished jobs: {e}")))
+            }
+        }),
+    );
+    let settle_ctx = ctx.clone();
+    registry.register(
+        AUDIT_SETTLE,
+        3,
+        FnHandler(move |_job| {
+            let ctx = settle_ctx.clone();
+            async move {
+                let registry = ctx
+                    .registry
+                    .current(ctx.store.as_ref())
+                    .await
+                    .map_err(|_| JobError::Retry("cannot load the search parameters".into()))?
+                    .params;
+                let moved = crate::interaction::audit::settle(ctx.store.as_ref(), &registry)
+                    .await
+                    .map_err(|_| JobError::Retry("cannot store recorded AuditEvents".into()))?;
+                tracing::debug!(moved, "recorded AuditEvents stored as resources");
+                Ok(())
+            }
+        }),
+    );
+    let verify_ctx = ctx.clone();
+    registry.register(
+        VERIFY,
+        3,
+        FnHandler(move |_job| {
+            let ctx = verify_ctx.clone();
+            async move {
+                // a broken chain or ledger is recorded (and shown by /metrics), not retried
+                if let Err(e) = verify_audit_on(ctx.store.as_ref(), ctx.seal.as_deref()).await {
+                    tracing::error!(error = %e, "audit verification failed");
+                }
+                if let Err(e) = verify_ledger_on(ctx.store.as_ref()).await {
+                    tracing::error!(error = %e, "ledger verification failed");
+                }
+                Ok(())
             }
         }),
     );
@@ -728,6 +838,9 @@ pub fn job_kinds(
         Schedule::every(300),
         serde_json::json!({}),
     );
+    // recorded AuditEvents never wait long to become searchable resources
+    registry.every(AUDIT_SETTLE, Schedule::every(10), serde_json::json!({}));
+    registry.every(VERIFY, Schedule::every(3600), serde_json::json!({}));
     registry.every(
         CLEANUP,
         Schedule::every(jobs.cleanup_every_secs),
@@ -743,6 +856,10 @@ pub fn job_kinds(
 
 /// The periodic clean-up of expired rows.
 pub const CLEANUP: &str = "cleanup";
+/// The periodic move of recorded AuditEvents into searchable resources.
+pub const AUDIT_SETTLE: &str = "audit-settle";
+/// The hourly verification of the audit chain and the ledger.
+pub const VERIFY: &str = "verify";
 /// The daily purge of finished jobs.
 pub const JOB_PURGE: &str = "job-purge";
 /// The finance day: interest, late fees and missed installments on every credit line.

@@ -602,6 +602,16 @@ pub struct ServeArgs {
     #[arg(long, env = "HEALPORIUM_MLLP")]
     pub mllp: Option<String>,
 
+    /// Serve GET /metrics (Prometheus) on the main listener to requests that carry this token
+    /// (Authorization: Bearer …); at least 16 characters.
+    #[arg(long, env = "HEALPORIUM_METRICS_TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<String>,
+
+    /// Serve GET /metrics without a token on this address of its own (e.g. 127.0.0.1:9464),
+    /// for a scraper on a private network.
+    #[arg(long, env = "HEALPORIUM_METRICS_LISTEN")]
+    pub metrics_listen: Option<String>,
+
     /// The zone of HL7 v2 timestamps that carry no offset (`+01:00`); without it such a
     /// timestamp is an error (AE), never a guess.
     #[arg(long, env = "HEALPORIUM_FEED_ZONE")]
@@ -685,6 +695,23 @@ impl LimitArgs {
             resource_bytes,
             statement_timeout_ms: self.statement_timeout,
         })
+    }
+}
+
+/// A secret (a token) whose Display and Debug never show it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The secret itself, to compare with. Never log it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
     }
 }
 
@@ -780,6 +807,10 @@ pub struct Config {
     pub finance: std::sync::Arc<crate::finance::catalog::Catalog>,
     /// The MLLP listener's address, if any.
     pub mllp: Option<SocketAddr>,
+    /// The token of GET /metrics on the main listener (never printed).
+    pub metrics_token: Option<Secret>,
+    /// The address of a metrics listener of its own.
+    pub metrics_listen: Option<SocketAddr>,
     /// The default zone of HL7 v2 timestamps.
     pub feed_zone: Option<String>,
     /// An operator's mapping set (None: the compiled-in one).
@@ -879,6 +910,19 @@ impl Config {
                 None => None,
                 Some(a) => Some(a.parse().map_err(|_| {
                     format!("--mllp: '{a}' is not an address such as 127.0.0.1:2575")
+                })?),
+            },
+            metrics_token: match &args.metrics_token {
+                None => None,
+                Some(t) if t.chars().count() < 16 => {
+                    return Err("--metrics-token: at least 16 characters".to_string());
+                }
+                Some(t) => Some(Secret(t.clone())),
+            },
+            metrics_listen: match &args.metrics_listen {
+                None => None,
+                Some(a) => Some(a.parse().map_err(|_| {
+                    format!("--metrics-listen: '{a}' is not an address such as 127.0.0.1:9464")
                 })?),
             },
             feed_zone: match &args.feed_zone {

@@ -1,6 +1,6 @@
 //! Logging: a tracing subscriber (text or JSON lines) and the HTTP trace layer. Request logs
 //! carry method, path, status, latency and request id — never query strings, bodies or
-//! headers that could hold PHI or tokens.
+//! headers that could hold PHI or tokens. (Metrics: `api/metrics.rs`.)
 
 use crate::config::LogFormat;
 use axum::http::Request;

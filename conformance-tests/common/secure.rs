@@ -70,10 +70,16 @@ pub async fn start_secure(backend: Backend) -> Option<SecureServer> {
 /// Starts a server with auth On and these options (e.g. `smart.access_token_ttl_secs: 1`).
 pub async fn start_secure_with(backend: Backend, mut options: AppOptions) -> Option<SecureServer> {
     options.auth = AuthMode::On;
+    if options.metrics_token.is_none() {
+        options.metrics_token = Some(METRICS_TOKEN.to_string());
+    }
     options.smart.password_cost = PasswordCost::Light;
     let (server, store) = start_store(backend, options).await?;
     Some(SecureServer { server, store })
 }
+
+/// The operator's token for `GET /metrics` on secure test servers.
+pub const METRICS_TOKEN: &str = "metrics-token-for-tests-0123456789";
 
 /// Defines one test per backend for each `async fn name(s: SecureServer)`.
 #[macro_export]

@@ -5,6 +5,7 @@
 //! axum and http types live here and in web/ only.
 
 pub mod hl7v2;
+pub mod metrics;
 mod negotiate;
 mod pages;
 pub mod smart;

@@ -13,7 +13,7 @@
 use super::Context;
 use super::seal::{self, Seal};
 use crate::auth::Principal;
-use crate::fhir::outcome::{ErrorKind, Outcome};
+use crate::fhir::outcome::Outcome;
 use crate::fhir::resource::stamp;
 use crate::fhir::types::{Id, Instant};
 use crate::search::parameters::SearchParameters;
@@ -219,68 +219,125 @@ pub fn chain_hash(prev: &str, text: &str) -> String {
     hex(&h.finalize())
 }
 
-/// Stores an AuditEvent and links it into the chain, inside `tx`.
+/// Records an AuditEvent and links it into the chain, inside `tx`.
 pub async fn append_in(
     tx: &mut dyn Transaction,
-    registry: &SearchParameters,
     seal: Option<&Seal>,
-    mut ev: Value,
+    ev: Value,
 ) -> Result<(), Outcome> {
-    let id = Id::generate();
-    let now = Instant::now();
-    stamp(&mut ev, id.as_str(), 1, now);
-    let text = serde_json::to_string(&ev)
-        .map_err(|_| Outcome::internal("Cannot serialize an AuditEvent"))?;
-    let mut index = crate::search::index::extract_with(&ev, None, registry);
-    // an AuditEvent never keeps what it names from being deleted
-    index.links.clear();
+    append_many_in(tx, seal, vec![ev]).await
+}
+
+/// Records AuditEvents and links them into the chain in their order, inside `tx`: the chain
+/// is locked and its last link read once, and every event goes into one multi-row INSERT of
+/// `audit_pending` and one of the chain, however many events there are. They become
+/// searchable resources when [`settle`] moves them (before anything reads AuditEvents).
+pub async fn append_many_in(
+    tx: &mut dyn Transaction,
+    seal: Option<&Seal>,
+    events: Vec<Value>,
+) -> Result<(), Outcome> {
+    if events.is_empty() {
+        return Ok(());
+    }
     tx.lock_key(CHAIN_LOCK).await?;
-    let prev = tx
+    let mut prev = tx
         .audit()
         .last_audit_hash()
         .await?
         .unwrap_or_else(|| GENESIS.to_string());
-    // keyed with the server's audit key when there is one; the previous link is committed
-    // (it was read under the chain lock), so it is what the signed head records
-    let hash = match seal {
-        Some(seal) => {
-            seal.record_head(&prev);
-            seal.link(&prev, &text)
-        }
-        None => chain_hash(&prev, &text),
-    };
-    tx.write(&NewVersion {
-        resource_type: "AuditEvent".to_string(),
-        id: id.to_string(),
-        version: 1,
-        previous: None,
-        last_updated: now,
-        method: Method::Post,
-        body: Some(text),
-        index,
-    })
-    .await?;
-    tx.audit().append_audit(id.as_str(), &prev, &hash).await?;
+    // the previous link is committed (it was read under the chain lock), so it is what the
+    // signed head records
+    if let Some(seal) = seal {
+        seal.record_head(&prev);
+    }
+    let mut rows = Vec::with_capacity(events.len());
+    let mut links = Vec::with_capacity(events.len());
+    for mut ev in events {
+        let id = Id::generate();
+        let now = Instant::now();
+        stamp(&mut ev, id.as_str(), 1, now);
+        let text = serde_json::to_string(&ev)
+            .map_err(|_| Outcome::internal("Cannot serialize an AuditEvent"))?;
+        // keyed with the server's audit key when there is one
+        let hash = match seal {
+            Some(seal) => seal.link(&prev, &text),
+            None => chain_hash(&prev, &text),
+        };
+        links.push((
+            id.to_string(),
+            std::mem::replace(&mut prev, hash.clone()),
+            hash,
+        ));
+        rows.push((id.to_string(), now.millis(), text));
+    }
+    tx.audit().append_pending(&rows).await?;
+    tx.audit().append_audits(&links).await?;
     Ok(())
 }
 
-/// Stores an AuditEvent in its own transaction (reads, failures), retried on contention.
-pub async fn append(ctx: &Context, ev: Value) -> Result<(), Outcome> {
-    let registry = ctx.registry.current(ctx.store.as_ref()).await?.params;
-    let mut attempt = 0;
+/// The lock key serializing the indexer's moves.
+const SETTLE_LOCK: &str = "audit-settle";
+/// Pending AuditEvents moved per transaction.
+const SETTLE_BATCH: u32 = 1000;
+
+/// Stores the pending AuditEvents as resources (version, current pointer, index rows) in
+/// large batches, each in one transaction that also removes them from `audit_pending`.
+/// Called before every interaction that can return AuditEvents, by the audit writer when a
+/// backlog builds up, and periodically. Returns how many were moved.
+pub async fn settle(store: &dyn Store, registry: &SearchParameters) -> Result<u64, Outcome> {
+    if !store.audit_pending().await? {
+        return Ok(0);
+    }
+    let mut moved = 0u64;
+    let started = std::time::Instant::now();
     loop {
-        let result = async {
-            let mut tx = ctx.store.begin().await?;
-            append_in(tx.as_mut(), &registry, ctx.seal.as_deref(), ev.clone()).await?;
+        let mut tx = store.begin().await?;
+        tx.lock_key(SETTLE_LOCK).await?;
+        let rows = tx.audit().pending(SETTLE_BATCH).await?;
+        let Some(last) = rows.last().map(|r| r.0) else {
             tx.commit().await?;
-            Ok::<(), Outcome>(())
+            break;
+        };
+        let full = rows.len() >= SETTLE_BATCH as usize;
+        let mut versions = Vec::with_capacity(rows.len());
+        for (_, id, recorded, body) in rows {
+            let ev: Value = serde_json::from_str(&body)
+                .map_err(|_| Outcome::internal("A recorded AuditEvent is not JSON"))?;
+            let mut index = crate::search::index::extract_with(&ev, None, registry);
+            // an AuditEvent never keeps what it names from being deleted
+            index.links.clear();
+            versions.push(NewVersion {
+                resource_type: "AuditEvent".to_string(),
+                id,
+                version: 1,
+                previous: None,
+                last_updated: Instant::from_millis(recorded),
+                method: Method::Post,
+                body: Some(body),
+                index,
+            });
         }
-        .await;
-        match result {
-            Err(o) if o.kind == ErrorKind::Contention && attempt < 4 => attempt += 1,
-            r => return r,
+        moved += versions.len() as u64;
+        tx.write_new(&versions).await?;
+        tx.audit().remove_pending(last).await?;
+        tx.commit().await?;
+        if !full {
+            break;
         }
     }
+    tracing::debug!(
+        moved,
+        ms = started.elapsed().as_secs_f64() * 1000.0,
+        "recorded AuditEvents stored as resources"
+    );
+    Ok(moved)
+}
+
+/// Stores an AuditEvent outside any write (a refusal, a sign-in), durably before it returns:
+/// through the node's group commit ([`super::audit_writer`]).
+pub async fn append(ctx: &Context, ev: Value) -> Result<(), Outcome> {
+    append_all(ctx, vec![ev]).await
 }
 
 /// The outcome of walking the chain.
@@ -316,12 +373,36 @@ pub async fn verify(store: &dyn Store, seal: Option<&Seal>) -> Result<Verified, 
             .iter()
             .map(|(_, id, _, _)| ("AuditEvent".to_string(), id.clone()))
             .collect();
-        let bodies: std::collections::HashMap<String, String> = store
+        let mut bodies: std::collections::HashMap<String, String> = store
             .read_many(&keys)
             .await?
             .into_iter()
             .filter_map(|v| v.body.map(|b| (v.id, b.to_string())))
             .collect();
+        // recorded events the indexer has not stored as resources yet
+        let unsettled: Vec<String> = keys
+            .iter()
+            .filter(|(_, id)| !bodies.contains_key(id))
+            .map(|(_, id)| id.clone())
+            .collect();
+        if !unsettled.is_empty() {
+            bodies.extend(store.pending_audit_bodies(&unsettled).await?);
+            // moved by the indexer between the two reads
+            let moved: Vec<(String, String)> = unsettled
+                .iter()
+                .filter(|id| !bodies.contains_key(*id))
+                .map(|id| ("AuditEvent".to_string(), id.clone()))
+                .collect();
+            if !moved.is_empty() {
+                bodies.extend(
+                    store
+                        .read_many(&moved)
+                        .await?
+                        .into_iter()
+                        .filter_map(|v| v.body.map(|b| (v.id, b.to_string()))),
+                );
+            }
+        }
         for (seq, id, link_prev, hash) in links {
             if link_prev != prev {
                 return Ok(Verified::Broken(
@@ -372,7 +453,8 @@ pub async fn verify(store: &dyn Store, seal: Option<&Seal>) -> Result<Verified, 
                 .into(),
         ));
     }
-    let stored = store.live_ids("AuditEvent").await?.len() as u64;
+    let stored =
+        store.live_ids("AuditEvent").await?.len() as u64 + store.audit_pending_count().await?;
     if stored > count {
         return Ok(Verified::Broken(
             after,
@@ -468,29 +550,14 @@ pub fn split(r: Record, items: &[(String, Vec<String>)], requester: Option<&str>
     out
 }
 
-/// Stores several AuditEvents in one transaction (a search's per-patient records), retried on
-/// contention.
+/// Stores several AuditEvents (a search's per-patient records) in one transaction, durably
+/// before it returns: concurrent requests' events share that transaction and its fsync
+/// ([`super::audit_writer`]).
 pub async fn append_all(ctx: &Context, events: Vec<Value>) -> Result<(), Outcome> {
     if events.is_empty() {
         return Ok(());
     }
-    let registry = ctx.registry.current(ctx.store.as_ref()).await?.params;
-    let mut attempt = 0;
-    loop {
-        let result = async {
-            let mut tx = ctx.store.begin().await?;
-            for ev in &events {
-                append_in(tx.as_mut(), &registry, ctx.seal.as_deref(), ev.clone()).await?;
-            }
-            tx.commit().await?;
-            Ok::<(), Outcome>(())
-        }
-        .await;
-        match result {
-            Err(o) if o.kind == ErrorKind::Contention && attempt < 4 => attempt += 1,
-            r => return r,
-        }
-    }
+    ctx.audit_writer.submit(ctx, events).await
 }
 
 #[cfg(test)]

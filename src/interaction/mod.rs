@@ -6,6 +6,7 @@
 //! and runs inside the same database transaction as the write it guards.
 
 pub mod audit;
+pub mod audit_writer;
 mod bundle;
 pub mod capabilities;
 mod conditional;
@@ -80,6 +81,8 @@ pub struct Context {
     pub seal: Option<Arc<seal::Seal>>,
     /// The credit extension's canonical base, artifacts, products and plans.
     pub finance: Arc<crate::finance::catalog::Catalog>,
+    /// The node's group commit of AuditEvents outside writes (shared by cloned contexts).
+    pub audit_writer: Arc<audit_writer::AuditWriter>,
 }
 
 impl Context {
@@ -100,6 +103,7 @@ impl Context {
             limits: crate::fhir::limits::Limits::default(),
             seal: None,
             finance: crate::finance::catalog::Catalog::standard(),
+            audit_writer: audit_writer::AuditWriter::new(),
         }
     }
 }
@@ -127,6 +131,11 @@ pub async fn handle(ctx: &Context, req: FhirRequest) -> Result<FhirResponse, Out
         },
         ..ctx.clone()
     };
+    // recorded AuditEvents become resources before anything can read them
+    if may_return_audit_events(&interaction) {
+        let registry = ctx.registry.current(ctx.store.as_ref()).await?.params;
+        audit::settle(ctx.store.as_ref(), &registry).await?;
+    }
     let mut record = recording::audit_record(&interaction);
     let writes = record.as_ref().is_some_and(|r| r.1);
     let result = run(
@@ -146,6 +155,43 @@ pub async fn handle(ctx: &Context, req: FhirRequest) -> Result<FhirResponse, Out
         recording::record_after(ctx, &base, r, &result).await?;
     }
     result
+}
+
+/// Whether an interaction can return AuditEvents (or count them), so that the recorded ones
+/// waiting in `audit_pending` must be stored as resources first.
+fn may_return_audit_events(interaction: &Interaction) -> bool {
+    const AE: &str = "AuditEvent";
+    match interaction {
+        Interaction::Capabilities
+        | Interaction::Create { .. }
+        | Interaction::Update { .. }
+        | Interaction::Patch { .. }
+        | Interaction::Delete { .. } => false,
+        Interaction::Read { resource_type, .. } | Interaction::VRead { resource_type, .. } => {
+            resource_type == AE
+        }
+        Interaction::History { scope, .. } => match scope {
+            crate::store::HistoryScope::System => true,
+            crate::store::HistoryScope::Type(t) | crate::store::HistoryScope::Instance(t, _) => {
+                t == AE
+            }
+        },
+        Interaction::Bundle { .. } => true,
+        // `$everything` returns them when `_type` asks
+        Interaction::Operation(op) => {
+            op.name == "everything" || op.resource_type.as_deref().is_none_or(|t| t == AE)
+        }
+        Interaction::Search(req) => match &req.scope {
+            search::SearchScope::Type(t) => {
+                t == AE
+                    || req
+                        .pairs
+                        .iter()
+                        .any(|(k, v)| k == "_page" || k.contains(AE) || v.contains(AE))
+            }
+            search::SearchScope::System | search::SearchScope::Compartment { .. } => true,
+        },
+    }
 }
 
 async fn run(

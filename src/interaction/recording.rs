@@ -173,10 +173,9 @@ pub(crate) async fn audit_in_session(
         ..audit::Record::default()
     };
     // one record per patient whose data the write touched (and one for the rest)
-    let registry = s.registry.clone();
-    for part in audit::split(record, &items, requester_patient(ctx)) {
-        let ev = audit::event(&ctx.requester, &part);
-        audit::append_in(s.tx(), &registry, ctx.seal.as_deref(), ev).await?;
-    }
-    Ok(())
+    let events = audit::split(record, &items, requester_patient(ctx))
+        .iter()
+        .map(|part| audit::event(&ctx.requester, part))
+        .collect();
+    audit::append_many_in(s.tx(), ctx.seal.as_deref(), events).await
 }

@@ -257,6 +257,30 @@ pub trait Store: Send + Sync + 'static {
         after_seq: i64,
         limit: u32,
     ) -> StoreResult<Vec<(i64, String, String, String)>>;
+    /// This node's connection pools: (pool name, open connections, idle ones, maximum).
+    fn pool_stats(&self) -> Vec<(&'static str, u32, u32, u32)>;
+    /// The newest position of the change feed (0 when empty).
+    async fn change_head(&self) -> StoreResult<i64>;
+    /// HL7 v2 messages received and not yet answered, and when the oldest was received.
+    async fn feed_backlog(&self) -> StoreResult<(i64, Option<i64>)>;
+    /// Notifications matched and not yet delivered.
+    async fn subscription_owed(&self) -> StoreResult<i64>;
+    /// Records the outcome of a verification (`audit`, `ledger`).
+    async fn record_verification(
+        &self,
+        kind: &str,
+        at: i64,
+        ok: bool,
+        detail: &str,
+    ) -> StoreResult<()>;
+    /// The last verification of each kind: (kind, when, passed).
+    async fn verifications(&self) -> StoreResult<Vec<(String, i64, bool)>>;
+    /// Whether AuditEvents wait to be stored as resources (see `audit_pending`).
+    async fn audit_pending(&self) -> StoreResult<bool>;
+    /// The bodies of pending AuditEvents among `ids`: (id, body).
+    async fn pending_audit_bodies(&self, ids: &[String]) -> StoreResult<Vec<(String, String)>>;
+    /// How many AuditEvents wait to be stored as resources.
+    async fn audit_pending_count(&self) -> StoreResult<u64>;
     /// Index state of custom search parameters: (base, code, status).
     async fn param_states(&self) -> StoreResult<Vec<(String, String, String)>>;
     /// Sets a custom parameter's index state (`pending`, `reindexing`, `ready`).
@@ -325,6 +349,9 @@ pub trait Transaction: Send {
     ) -> StoreResult<()>;
     /// Writes a version; fails with Conflict when `previous` is no longer current.
     async fn write(&mut self, version: &NewVersion) -> StoreResult<()>;
+    /// Writes the first versions of new resources (each with a body, none with a previous
+    /// version) in multi-row statements shared by all of them.
+    async fn write_new(&mut self, versions: &[NewVersion]) -> StoreResult<()>;
     /// The audit chain, in this transaction.
     fn audit(&mut self) -> &mut dyn AuditTx;
     /// Custom parameters' index state, in this transaction.

@@ -281,6 +281,78 @@ where
     Ok(seq)
 }
 
+/// Writes the first versions of new resources (each with a body and no previous version) in
+/// multi-row INSERTs shared by all of them; returns their sequence numbers.
+pub(super) async fn write_new_versions<DB>(
+    conn: &mut DB::Connection,
+    versions: &[NewVersion],
+) -> StoreResult<Vec<i64>>
+where
+    DB: Database,
+    for<'e> &'e mut DB::Connection: sqlx::Executor<'e, Database = DB>,
+    DB::Arguments: sqlx::IntoArguments<DB>,
+    for<'q> String: Encode<'q, DB> + Type<DB>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<&'q str>: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<String>: Encode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+    for<'q> bool: Encode<'q, DB> + Type<DB>,
+    for<'r> i64: Decode<'r, DB>,
+    usize: ColumnIndex<DB::Row>,
+    for<'q> Option<i64>: Encode<'q, DB> + Type<DB>,
+    for<'q> f64: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<f64>: Encode<'q, DB> + Type<DB>,
+{
+    if versions
+        .iter()
+        .any(|v| v.previous.is_some() || v.body.is_none())
+    {
+        return Err(StoreError::Internal(
+            "write_new_versions takes only first versions with a body".into(),
+        ));
+    }
+    let mut seqs = Vec::with_capacity(versions.len());
+    for chunk in versions.chunks(INSERT_CHUNK) {
+        let mut qb = QueryBuilder::<DB>::new(
+            "INSERT INTO resource_version \
+             (resource_type, id, version, last_updated, method, deleted, body) ",
+        );
+        qb.push_values(chunk, |mut b, v| {
+            b.push_bind(v.resource_type.clone())
+                .push_bind(v.id.clone())
+                .push_bind(v.version)
+                .push_bind(v.last_updated.millis())
+                .push_bind(v.method.as_str().to_string())
+                .push_bind(false)
+                .push_bind(v.body.clone());
+        });
+        qb.push(" RETURNING seq");
+        let rows = qb.build().fetch_all(&mut *conn).await.map_err(map_err)?;
+        for row in rows {
+            seqs.push(row.try_get::<i64, _>(0).map_err(map_err)?);
+        }
+        let mut qb = QueryBuilder::<DB>::new(
+            "INSERT INTO resource (resource_type, id, version, deleted, last_updated) ",
+        );
+        qb.push_values(chunk, |mut b, v| {
+            b.push_bind(v.resource_type.clone())
+                .push_bind(v.id.clone())
+                .push_bind(v.version)
+                .push_bind(false)
+                .push_bind(v.last_updated.millis());
+        });
+        qb.build().execute(&mut *conn).await.map_err(map_err)?;
+    }
+    let owners: Vec<(&str, &str, &crate::search::index::IndexRows)> = versions
+        .iter()
+        .map(|v| (v.resource_type.as_str(), v.id.as_str(), &v.index))
+        .collect();
+    insert_index_rows_of::<DB>(conn, &owners, true).await?;
+    // the change feed numbers versions in this order
+    seqs.sort_unstable();
+    Ok(seqs)
+}
+
 /// Every table holding index rows of a resource.
 pub(super) const INDEX_TABLES: &[&str] = &[
     "resource_token",
@@ -338,11 +410,37 @@ where
     for<'q> f64: Encode<'q, DB> + Type<DB>,
     for<'q> Option<f64>: Encode<'q, DB> + Type<DB>,
 {
+    insert_index_rows_of::<DB>(conn, &[(rt, id, index)], links).await
+}
+
+/// Inserts the index rows of several resources (links too when `links`), in multi-row
+/// INSERTs shared by all of them.
+pub(super) async fn insert_index_rows_of<DB>(
+    conn: &mut DB::Connection,
+    owners: &[(&str, &str, &crate::search::index::IndexRows)],
+    links: bool,
+) -> StoreResult<()>
+where
+    DB: Database,
+    for<'e> &'e mut DB::Connection: sqlx::Executor<'e, Database = DB>,
+    DB::Arguments: sqlx::IntoArguments<DB>,
+    for<'q> String: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<String>: Encode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<i64>: Encode<'q, DB> + Type<DB>,
+    for<'q> f64: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<f64>: Encode<'q, DB> + Type<DB>,
+{
     macro_rules! insert {
-        ($rows:expr, $sql:literal, |$b:ident, $r:ident| $push:expr) => {
-            for chunk in $rows.chunks(INSERT_CHUNK) {
+        ($field:ident, $sql:literal, |$b:ident, $r:ident| $push:expr) => {
+            let rows: Vec<_> = owners
+                .iter()
+                .flat_map(|(rt, id, index)| index.$field.iter().map(move |r| (*rt, *id, r)))
+                .collect();
+            for chunk in rows.chunks(INSERT_CHUNK) {
                 let mut qb = QueryBuilder::<DB>::new($sql);
-                qb.push_values(chunk, |mut $b, $r| {
+                qb.push_values(chunk, |mut $b, item| {
+                    let (rt, id, $r) = *item;
                     $b.push_bind(rt.to_string()).push_bind(id.to_string());
                     $push;
                 });
@@ -351,7 +449,7 @@ where
         };
     }
     insert!(
-        index.tokens,
+        tokens,
         "INSERT INTO resource_token (resource_type, id, param, system, code, grp) ",
         |b, t| b
             .push_bind(t.param.clone())
@@ -360,7 +458,7 @@ where
             .push_bind(t.grp)
     );
     insert!(
-        index.references,
+        references,
         "INSERT INTO resource_reference (resource_type, id, param, target_type, target_id, grp) ",
         |b, r| b
             .push_bind(r.param.clone())
@@ -369,7 +467,7 @@ where
             .push_bind(r.grp)
     );
     insert!(
-        index.strings,
+        strings,
         "INSERT INTO search_string (resource_type, id, param, norm, exact, grp) ",
         |b, r| b
             .push_bind(r.param.clone())
@@ -378,7 +476,7 @@ where
             .push_bind(r.grp)
     );
     insert!(
-        index.dates,
+        dates,
         "INSERT INTO search_date (resource_type, id, param, low, high, grp) ",
         |b, r| b
             .push_bind(r.param.clone())
@@ -387,7 +485,7 @@ where
             .push_bind(r.grp)
     );
     insert!(
-        index.numbers,
+        numbers,
         "INSERT INTO search_number (resource_type, id, param, value, grp) ",
         |b, r| b
             .push_bind(r.param.clone())
@@ -395,7 +493,7 @@ where
             .push_bind(r.grp)
     );
     insert!(
-        index.quantities,
+        quantities,
         "INSERT INTO search_quantity (resource_type, id, param, value, system, code, unit, \
          cvalue, ccode, grp) ",
         |b, r| b
@@ -409,7 +507,7 @@ where
             .push_bind(r.grp)
     );
     insert!(
-        index.uris,
+        uris,
         "INSERT INTO search_uri (resource_type, id, param, value, grp) ",
         |b, r| b
             .push_bind(r.param.clone())
@@ -417,15 +515,29 @@ where
             .push_bind(r.grp)
     );
     if links {
-        let links: Vec<&crate::search::index::LinkRow> =
-            index.links.iter().filter(|l| l.version.is_none()).collect();
-        insert!(
-            links,
-            "INSERT INTO resource_link (resource_type, id, target_type, target_id) ",
-            |b, l| b
-                .push_bind(l.target_type.clone())
-                .push_bind(l.target_id.clone())
-        );
+        let rows: Vec<(&str, &str, &crate::search::index::LinkRow)> = owners
+            .iter()
+            .flat_map(|(rt, id, index)| {
+                index
+                    .links
+                    .iter()
+                    .filter(|l| l.version.is_none())
+                    .map(move |l| (*rt, *id, l))
+            })
+            .collect();
+        for chunk in rows.chunks(INSERT_CHUNK) {
+            let mut qb = QueryBuilder::<DB>::new(
+                "INSERT INTO resource_link (resource_type, id, target_type, target_id) ",
+            );
+            qb.push_values(chunk, |mut b, item| {
+                let (rt, id, l) = *item;
+                b.push_bind(rt.to_string())
+                    .push_bind(id.to_string())
+                    .push_bind(l.target_type.clone())
+                    .push_bind(l.target_id.clone());
+            });
+            qb.build().execute(&mut *conn).await.map_err(map_err)?;
+        }
     }
     Ok(())
 }

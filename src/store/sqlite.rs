@@ -356,6 +356,111 @@ impl Store for SqliteStore {
         .map_err(map_err)
     }
 
+    fn pool_stats(&self) -> Vec<(&'static str, u32, u32, u32)> {
+        let stat = |name, pool: &SqlitePool| {
+            let idle = u32::try_from(pool.num_idle()).unwrap_or(u32::MAX);
+            (
+                name,
+                pool.size(),
+                idle,
+                pool.options().get_max_connections(),
+            )
+        };
+        vec![
+            stat("sqlite-read", &self.read),
+            stat("sqlite-write", &self.write),
+        ]
+    }
+
+    async fn change_head(&self) -> StoreResult<i64> {
+        sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM resource_version")
+            .fetch_one(&self.read)
+            .await
+            .map_err(map_err)
+    }
+
+    async fn feed_backlog(&self) -> StoreResult<(i64, Option<i64>)> {
+        sqlx::query_as(
+            "SELECT COUNT(*), MIN(received) FROM feed_message WHERE state = 'processing'",
+        )
+        .fetch_one(&self.read)
+        .await
+        .map_err(map_err)
+    }
+
+    async fn subscription_owed(&self) -> StoreResult<i64> {
+        sqlx::query_scalar("SELECT COUNT(*) FROM subscription_event")
+            .fetch_one(&self.read)
+            .await
+            .map_err(map_err)
+    }
+
+    async fn record_verification(
+        &self,
+        kind: &str,
+        at: i64,
+        ok: bool,
+        detail: &str,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO verification (kind, at, ok, detail) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (kind) DO UPDATE SET at = excluded.at, ok = excluded.ok, \
+             detail = excluded.detail",
+        )
+        .bind(kind)
+        .bind(at)
+        .bind(ok)
+        .bind(detail)
+        .execute(&self.write)
+        .await
+        .map(|_| ())
+        .map_err(map_err)
+    }
+
+    async fn verifications(&self) -> StoreResult<Vec<(String, i64, bool)>> {
+        sqlx::query_as("SELECT kind, at, ok FROM verification ORDER BY kind")
+            .fetch_all(&self.read)
+            .await
+            .map_err(map_err)
+    }
+
+    async fn audit_pending(&self) -> StoreResult<bool> {
+        let any: Option<i64> = sqlx::query_scalar("SELECT seq FROM audit_pending LIMIT 1")
+            .fetch_optional(&self.read)
+            .await
+            .map_err(map_err)?;
+        Ok(any.is_some())
+    }
+
+    async fn pending_audit_bodies(&self, ids: &[String]) -> StoreResult<Vec<(String, String)>> {
+        let mut out = Vec::new();
+        for chunk in ids.chunks(500) {
+            let mut qb = sqlx::QueryBuilder::<Sqlite>::new(
+                "SELECT audit_id, body FROM audit_pending WHERE audit_id IN (",
+            );
+            let mut list = qb.separated(", ");
+            for id in chunk {
+                list.push_bind(id.clone());
+            }
+            qb.push(")");
+            let rows: Vec<(String, String)> = qb
+                .build_query_as()
+                .fetch_all(&self.read)
+                .await
+                .map_err(map_err)?;
+            out.extend(rows);
+        }
+        Ok(out)
+    }
+
+    async fn audit_pending_count(&self) -> StoreResult<u64> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM audit_pending")
+            .fetch_one(&self.read)
+            .await
+            .map_err(map_err)?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
     async fn param_states(&self) -> StoreResult<Vec<(String, String, String)>> {
         sqlx::query_as("SELECT base, code, status FROM search_param_state ORDER BY base, code")
             .fetch_all(&self.read)

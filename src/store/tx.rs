@@ -32,6 +32,14 @@ pub trait AuditTx: Send {
         prev_hash: &str,
         hash: &str,
     ) -> StoreResult<()>;
+    /// Appends AuditEvents to the hash chain in their order: (id, prev hash, hash).
+    async fn append_audits(&mut self, links: &[(String, String, String)]) -> StoreResult<()>;
+    /// Records AuditEvents to be stored as resources by the indexer: (id, recorded ms, body).
+    async fn append_pending(&mut self, rows: &[(String, i64, String)]) -> StoreResult<()>;
+    /// The oldest pending AuditEvents: (seq, id, recorded ms, body), in order.
+    async fn pending(&mut self, limit: u32) -> StoreResult<Vec<(i64, String, i64, String)>>;
+    /// Removes pending AuditEvents up to `seq` (they were stored as resources).
+    async fn remove_pending(&mut self, upto: i64) -> StoreResult<()>;
 }
 
 /// Custom search parameters' index state inside a write transaction.
@@ -175,6 +183,12 @@ macro_rules! transaction_impl {
                 Ok(())
             }
 
+            async fn write_new(&mut self, versions: &[NewVersion]) -> StoreResult<()> {
+                let seqs = sql::write_new_versions::<$db>(&mut self.tx, versions).await?;
+                self.written.extend(seqs);
+                Ok(())
+            }
+
             fn audit(&mut self) -> &mut dyn AuditTx {
                 self
             }
@@ -239,6 +253,62 @@ macro_rules! transaction_impl {
                 .execute(&mut *self.tx)
                 .await
                 .map_err(map_err)?;
+                Ok(())
+            }
+
+            async fn append_pending(&mut self, rows: &[(String, i64, String)]) -> StoreResult<()> {
+                for chunk in rows.chunks(300) {
+                    let mut qb = QueryBuilder::<$db>::new(
+                        "INSERT INTO audit_pending (audit_id, recorded, body) ",
+                    );
+                    qb.push_values(chunk, |mut b, (id, recorded, body)| {
+                        b.push_bind(id.clone())
+                            .push_bind(*recorded)
+                            .push_bind(body.clone());
+                    });
+                    qb.build().execute(&mut *self.tx).await.map_err(map_err)?;
+                }
+                Ok(())
+            }
+
+            async fn pending(
+                &mut self,
+                limit: u32,
+            ) -> StoreResult<Vec<(i64, String, i64, String)>> {
+                sqlx::query_as::<$db, (i64, String, i64, String)>(
+                    "SELECT seq, audit_id, recorded, body FROM audit_pending ORDER BY seq LIMIT $1",
+                )
+                .bind(i64::from(limit))
+                .fetch_all(&mut *self.tx)
+                .await
+                .map_err(map_err)
+            }
+
+            async fn remove_pending(&mut self, upto: i64) -> StoreResult<()> {
+                sqlx::query::<$db>("DELETE FROM audit_pending WHERE seq <= $1")
+                    .bind(upto)
+                    .execute(&mut *self.tx)
+                    .await
+                    .map_err(map_err)?;
+                Ok(())
+            }
+
+            async fn append_audits(
+                &mut self,
+                links: &[(String, String, String)],
+            ) -> StoreResult<()> {
+                // rows are numbered in the order of the VALUES list, the chain's order
+                for chunk in links.chunks(300) {
+                    let mut qb = QueryBuilder::<$db>::new(
+                        "INSERT INTO audit_chain (audit_id, prev_hash, hash) ",
+                    );
+                    qb.push_values(chunk, |mut b, (id, prev, hash)| {
+                        b.push_bind(id.clone())
+                            .push_bind(prev.clone())
+                            .push_bind(hash.clone());
+                    });
+                    qb.build().execute(&mut *self.tx).await.map_err(map_err)?;
+                }
                 Ok(())
             }
         }
