@@ -1239,7 +1239,17 @@ async fn key_rotation_keeps_old_tokens_valid(s: SecureServer) {
         kids.contains(&old_kid.as_str()) && kids.contains(&new_kid.as_str()),
         "{kids:?}"
     );
-    // the fresh node signs with the new key
+    // the fresh node signs with the new key (for a registered client: tokens of unknown
+    // clients are refused)
+    s.add_client(
+        "x",
+        ClientKind::Confidential,
+        &[],
+        "system/*.rs",
+        None,
+        None,
+    )
+    .await;
     let grant = healporium::smart::tokens::Grant {
         client_id: "x".into(),
         scope: "system/*.rs".into(),

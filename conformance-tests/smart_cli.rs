@@ -1,8 +1,16 @@
 //! The authorization features of the `healporium` binary: `user add`, `client add`,
 //! `key rotate`, `serve` requiring tokens by default, `--insecure-no-auth` warning at start
-//! and in the CapabilityStatement, and `--demo` printing how to sign in.
+//! and in the CapabilityStatement, and `--demo` printing how to sign in; and, on both
+//! databases, managing accounts and clients beside a running server (`user list|show|
+//! disable|enable|remove|reset-password`, `client list|show|disable|enable|remove|
+//! rotate-secret`) with what each change does to sign-ins, token requests and issued tokens.
 
 use crate::cli::{bin, free_port};
+use crate::common::secure::{
+    APP_SCOPES, PASSWORD, REDIRECT_URI, SecureServer, TokenSet, pkce, request_field, unique,
+};
+use crate::secure_backends;
+use healporium::smart::accounts::ClientKind;
 use serde_json::{Value, json};
 use std::io::Write;
 use std::path::Path;
@@ -561,4 +569,509 @@ async fn demo_seeds_data_and_prints_how_to_sign_in() {
     assert_eq!(r.status(), 403, "{}", r.text().await.unwrap());
     assert!(out.contains("Appointment/$find"), "{out}");
     stop(child);
+}
+
+secure_backends!(
+    user_list_and_show_print_no_secrets_and_unknown_names_fail,
+    a_disabled_user_cannot_sign_in_refresh_or_use_tokens_until_enabled,
+    a_removed_users_tokens_are_refused,
+    reset_password_refuses_the_old_one_and_revokes_refresh_tokens,
+    client_list_and_show_print_no_secrets_and_unknown_ids_fail,
+    a_disabled_client_gets_no_tokens_and_its_tokens_are_refused_until_enabled,
+    a_removed_clients_tokens_are_refused,
+    rotate_secret_replaces_a_confidential_clients_secret,
+);
+
+/// `healporium ARGS --database-url <the server's database>`, standard input `stdin`.
+async fn cli(s: &SecureServer, args: &[&str], stdin: Option<&str>) -> Output {
+    cli_with(s, args, None, stdin).await
+}
+
+/// [`cli`] with `HEALPORIUM_PASSWORD` set to `password`.
+async fn cli_with(
+    s: &SecureServer,
+    args: &[&str],
+    password: Option<&str>,
+    stdin: Option<&str>,
+) -> Output {
+    let mut all: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    all.extend(["--database-url".to_string(), s.database_url.clone()]);
+    let password = password.map(str::to_string);
+    let stdin = stdin.map(str::to_string);
+    tokio::task::spawn_blocking(move || {
+        let dir = tempfile::tempdir().unwrap();
+        let args: Vec<&str> = all.iter().map(String::as_str).collect();
+        let env: Vec<(&str, &str)> = password
+            .iter()
+            .map(|p| ("HEALPORIUM_PASSWORD", p.as_str()))
+            .collect();
+        run(dir.path(), &args, &env, stdin.as_deref())
+    })
+    .await
+    .unwrap()
+}
+
+/// Runs a command that must succeed; its standard output.
+async fn ok(s: &SecureServer, args: &[&str]) -> String {
+    let out = cli(s, args, None).await;
+    assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+    text(&out.stdout)
+}
+
+/// Runs a command that must fail with one line on standard error containing `needle`.
+async fn fails(s: &SecureServer, args: &[&str], needle: &str) {
+    let out = cli(s, args, Some("")).await;
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{args:?}: {}",
+        text(&out.stdout)
+    );
+    let err = text(&out.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
+    assert!(err.contains(needle), "{args:?}: {err}");
+    assert!(out.stdout.is_empty(), "{args:?}");
+}
+
+/// What output about accounts and clients must never contain.
+fn assert_no_secrets(out: &str, secrets: &[&str]) {
+    assert!(!out.contains("argon2"), "a hash in {out}");
+    for secret in secrets {
+        assert!(!out.contains(secret), "a secret in {out}");
+    }
+}
+
+/// Status of a FHIR search with `token`.
+async fn fhir_status(s: &SecureServer, token: &str) -> u16 {
+    s.with_token(token).get("Patient").await.status.as_u16()
+}
+
+/// Opens a sign-in page of `app` and signs in: the status of the answer (200: consent).
+async fn sign_in(s: &SecureServer, app: &str, user: &str, password: &str) -> (u16, String) {
+    let (_, challenge) = pkce();
+    let query = [
+        ("response_type", "code"),
+        ("client_id", app),
+        ("redirect_uri", REDIRECT_URI),
+        ("scope", "openid user/*.rs"),
+        ("state", "x"),
+        ("aud", s.base.as_str()),
+        ("code_challenge", challenge.as_str()),
+        ("code_challenge_method", "S256"),
+    ];
+    let url = format!(
+        "{}/auth/authorize?{}",
+        s.origin(),
+        serde_urlencoded::to_string(query).unwrap()
+    );
+    let page = s.client.get(url).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    let request = request_field(&page.text().await.unwrap());
+    let r = s
+        .auth_post(
+            "login",
+            &[
+                ("request", request.as_str()),
+                ("username", user),
+                ("password", password),
+            ],
+            None,
+        )
+        .await;
+    let status = r.status().as_u16();
+    (status, r.text().await.unwrap())
+}
+
+/// A refresh of a public app's token: (status, JSON).
+async fn refresh(s: &SecureServer, app: &str, token: &str) -> (u16, Value) {
+    let r = s
+        .auth_post(
+            "token",
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", token),
+                ("client_id", app),
+            ],
+            None,
+        )
+        .await;
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap())
+}
+
+/// A new practitioner signed in to a new public app with offline_access: (user, app, tokens).
+async fn signed_in(s: &SecureServer) -> (String, String, TokenSet) {
+    let user = unique("doc");
+    s.add_user(&user, "practitioner", Some("Practitioner/7"))
+        .await;
+    let app = s.add_public_app().await;
+    let t = s
+        .authorize(&app, &user, "openid offline_access user/*.rs", None, None)
+        .await;
+    assert_eq!(fhir_status(s, &t.access_token).await, 200);
+    assert!(t.refresh_token.is_some());
+    (user, app, t)
+}
+
+/// client_credentials with a client secret: (status, JSON).
+async fn client_token(s: &SecureServer, id: &str, secret: &str) -> (u16, Value) {
+    let r = s
+        .auth_post(
+            "token",
+            &[
+                ("grant_type", "client_credentials"),
+                ("scope", "system/*.rs"),
+            ],
+            Some((id, secret)),
+        )
+        .await;
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap())
+}
+
+async fn user_list_and_show_print_no_secrets_and_unknown_names_fail(s: SecureServer) {
+    s.add_user("alice", "patient", Some("Patient/p1")).await;
+    s.add_user("bob", "practitioner", None).await;
+    let list = ok(&s, &["user", "list"]).await;
+    let lines: Vec<&str> = list.lines().collect();
+    assert!(lines[0].starts_with("username"), "{list}");
+    for column in ["role", "fhirUser", "created", "disabled"] {
+        assert!(lines[0].contains(column), "{list}");
+    }
+    let alice = lines.iter().find(|l| l.starts_with("alice ")).unwrap();
+    for field in ["patient", "Patient/p1", "no"] {
+        assert!(alice.contains(field), "{alice}");
+    }
+    let bob = lines.iter().find(|l| l.starts_with("bob ")).unwrap();
+    assert!(bob.contains("practitioner") && bob.ends_with("no"), "{bob}");
+    assert!(list.contains("(2 user(s))"), "{list}");
+    assert_no_secrets(&list, &[PASSWORD]);
+    let show = ok(&s, &["user", "show", "alice"]).await;
+    for line in [
+        "username: alice",
+        "role: patient",
+        "fhirUser: Patient/p1",
+        "disabled: no",
+    ] {
+        assert!(show.contains(line), "{line} in {show}");
+    }
+    assert!(show.contains("created: 20"), "{show}");
+    assert_no_secrets(&show, &[PASSWORD]);
+    // unknown names: one line, exit code 1, for every command
+    for command in ["show", "disable", "enable", "remove"] {
+        fails(&s, &["user", command, "nobody"], "no user 'nobody'").await;
+    }
+    let out = cli(
+        &s,
+        &["user", "reset-password", "nobody"],
+        Some("a-long-password-1\n"),
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("no user 'nobody'"));
+    // a too short new password is refused before anything changes
+    let out = cli(&s, &["user", "reset-password", "alice"], Some("short\n")).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("at least 8"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(!text(&out.stderr).contains("short"));
+    let app = s.add_public_app().await;
+    assert_eq!(sign_in(&s, &app, "bob", PASSWORD).await.0, 200);
+}
+
+async fn a_disabled_user_cannot_sign_in_refresh_or_use_tokens_until_enabled(s: SecureServer) {
+    let (user, app, t) = signed_in(&s).await;
+    let refresh_token = t.refresh_token.clone().unwrap();
+    let out = ok(&s, &["user", "disable", &user]).await;
+    assert!(out.contains(&format!("disabled user {user}")), "{out}");
+    assert!(
+        ok(&s, &["user", "show", &user])
+            .await
+            .contains("disabled: yes")
+    );
+    let list = ok(&s, &["user", "list"]).await;
+    let line = list.lines().find(|l| l.starts_with(&user)).unwrap();
+    assert!(line.ends_with("yes"), "{line}");
+    // the access token issued before is refused on the next request
+    let r = s.with_token(&t.access_token).get("Patient").await;
+    assert_eq!(r.status, 401, "{}", r.text);
+    assert!(
+        r.header("www-authenticate")
+            .unwrap()
+            .contains("invalid_token"),
+        "{:?}",
+        r.headers
+    );
+    // no refresh
+    let (status, body) = refresh(&s, &app, &refresh_token).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_grant"))
+    );
+    // sign-in is refused exactly like a wrong password (nothing says the account exists)
+    let (status, page) = sign_in(&s, &app, &user, PASSWORD).await;
+    let (wrong_status, wrong_page) = sign_in(&s, &app, "no-such-user", PASSWORD).await;
+    assert_eq!(status, 401);
+    assert_eq!(status, wrong_status);
+    assert!(page.contains("Wrong user name or password"), "{page}");
+    let (strip_a, strip_b) = (
+        page.replace(&request_field(&page), ""),
+        wrong_page.replace(&request_field(&wrong_page), ""),
+    );
+    assert_eq!(strip_a, strip_b.replace("no-such-user", &user));
+    // enabled: everything works again, the same tokens included
+    let out = ok(&s, &["user", "enable", &user]).await;
+    assert!(out.contains(&format!("enabled user {user}")), "{out}");
+    assert_eq!(fhir_status(&s, &t.access_token).await, 200);
+    let (status, body) = refresh(&s, &app, &refresh_token).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(sign_in(&s, &app, &user, PASSWORD).await.0, 200);
+}
+
+async fn a_removed_users_tokens_are_refused(s: SecureServer) {
+    let (user, app, t) = signed_in(&s).await;
+    let out = ok(&s, &["user", "remove", &user]).await;
+    assert!(out.contains(&format!("removed user {user}")), "{out}");
+    assert_eq!(fhir_status(&s, &t.access_token).await, 401);
+    let (status, _) = refresh(&s, &app, t.refresh_token.as_deref().unwrap()).await;
+    assert_eq!(status, 400);
+    assert_eq!(sign_in(&s, &app, &user, PASSWORD).await.0, 401);
+    fails(&s, &["user", "show", &user], "no user").await;
+    assert!(!ok(&s, &["user", "list"]).await.contains(&user));
+}
+
+async fn reset_password_refuses_the_old_one_and_revokes_refresh_tokens(s: SecureServer) {
+    let (user, app, t) = signed_in(&s).await;
+    let new_password = "a-brand-new-password-2";
+    let out = cli(
+        &s,
+        &["user", "reset-password", &user],
+        Some(&format!("{new_password}\n")),
+    )
+    .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains(&format!("new password for user {user}")));
+    assert!(!text(&out.stdout).contains(new_password));
+    assert_eq!(sign_in(&s, &app, &user, PASSWORD).await.0, 401);
+    assert_eq!(sign_in(&s, &app, &user, new_password).await.0, 200);
+    let (status, body) = refresh(&s, &app, t.refresh_token.as_deref().unwrap()).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_grant"))
+    );
+    // the password also comes from HEALPORIUM_PASSWORD, like `user add`
+    let out = cli_with(
+        &s,
+        &["user", "reset-password", &user],
+        Some("third-password-3"),
+        None,
+    )
+    .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(sign_in(&s, &app, &user, new_password).await.0, 401);
+    assert_eq!(sign_in(&s, &app, &user, "third-password-3").await.0, 200);
+}
+
+async fn client_list_and_show_print_no_secrets_and_unknown_ids_fail(s: SecureServer) {
+    let secret = s
+        .add_client(
+            "svc",
+            ClientKind::Confidential,
+            &[],
+            "system/*.rs",
+            None,
+            None,
+        )
+        .await
+        .unwrap();
+    let jwks = json!({"keys": [{"kty": "EC", "crv": "P-384", "kid": "k1",
+        "x": "iA7lWQLzVrKGEFjfGMfMHfTEZ2KnLiKU7JuNT3E7ygsfE7ygsfE7ygsfE7ygsfE7",
+        "y": "ygsfE7ygsfE7ygsfE7ygsfE7ygsfE7ygsfE7ygsfE7ygsfE7ygsfE7ygsfE7ygsf"}]});
+    s.add_client(
+        "bulk",
+        ClientKind::Backend,
+        &[],
+        "system/*.rs",
+        Some(&jwks),
+        None,
+    )
+    .await;
+    s.add_client(
+        "web",
+        ClientKind::Public,
+        &[REDIRECT_URI],
+        APP_SCOPES,
+        None,
+        None,
+    )
+    .await;
+    let list = ok(&s, &["client", "list"]).await;
+    for (id, kind) in [
+        ("svc", "confidential"),
+        ("bulk", "backend"),
+        ("web", "public"),
+    ] {
+        let line = list
+            .lines()
+            .find(|l| l.starts_with(&format!("{id} ")))
+            .unwrap_or_else(|| panic!("{id} in {list}"));
+        assert!(line.contains(kind) && line.contains(" no "), "{line}");
+    }
+    assert!(list.contains("(3 client(s))"), "{list}");
+    assert_no_secrets(&list, &[&secret]);
+    let show = ok(&s, &["client", "show", "svc"]).await;
+    for line in [
+        "client_id: svc",
+        "type: confidential",
+        "scopes: system/*.rs",
+        "disabled: no",
+    ] {
+        assert!(show.contains(line), "{line} in {show}");
+    }
+    assert_no_secrets(&show, &[&secret]);
+    let show = ok(&s, &["client", "show", "bulk"]).await;
+    assert!(show.contains("keys: k1 (EC)"), "{show}");
+    assert!(!show.contains("iA7lWQ"), "key material in {show}");
+    let show = ok(&s, &["client", "show", "web"]).await;
+    assert!(
+        show.contains(&format!("redirect URIs: {REDIRECT_URI}")),
+        "{show}"
+    );
+    for command in ["show", "disable", "enable", "remove", "rotate-secret"] {
+        fails(&s, &["client", command, "nope"], "no client 'nope'").await;
+    }
+}
+
+async fn a_disabled_client_gets_no_tokens_and_its_tokens_are_refused_until_enabled(
+    s: SecureServer,
+) {
+    let secret = s
+        .add_client(
+            "svc",
+            ClientKind::Confidential,
+            &[],
+            "system/*.rs",
+            None,
+            None,
+        )
+        .await
+        .unwrap();
+    let (status, t) = client_token(&s, "svc", &secret).await;
+    assert_eq!(status, 200, "{t}");
+    let token = t["access_token"].as_str().unwrap().to_string();
+    assert_eq!(fhir_status(&s, &token).await, 200);
+    // a public app with a user's code and refresh token in hand
+    let (_, app, user_tokens) = signed_in(&s).await;
+    let user = unique("doc");
+    s.add_user(&user, "practitioner", None).await;
+    let (code, verifier) = s
+        .code(&app, &user, "openid offline_access user/*.rs", None, None)
+        .await;
+
+    let out = ok(&s, &["client", "disable", "svc"]).await;
+    assert!(out.contains("disabled client svc"), "{out}");
+    ok(&s, &["client", "disable", &app]).await;
+    assert!(
+        ok(&s, &["client", "show", "svc"])
+            .await
+            .contains("disabled: yes")
+    );
+    let r = s.with_token(&token).get("Patient").await;
+    assert_eq!(r.status, 401, "{}", r.text);
+    assert!(r.text.contains("client"), "{}", r.text);
+    assert_eq!(fhir_status(&s, &user_tokens.access_token).await, 401);
+    let (status, body) = client_token(&s, "svc", &secret).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (401, Some("invalid_client"))
+    );
+    let (status, body) = s.exchange(&app, None, &code, &verifier).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (401, Some("invalid_client"))
+    );
+    let (status, body) = refresh(&s, &app, user_tokens.refresh_token.as_deref().unwrap()).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (401, Some("invalid_client"))
+    );
+
+    let out = ok(&s, &["client", "enable", "svc"]).await;
+    assert!(out.contains("enabled client svc"), "{out}");
+    ok(&s, &["client", "enable", &app]).await;
+    assert_eq!(fhir_status(&s, &token).await, 200);
+    assert_eq!(fhir_status(&s, &user_tokens.access_token).await, 200);
+    let (status, t) = client_token(&s, "svc", &secret).await;
+    assert_eq!(status, 200, "{t}");
+    let (status, body) = refresh(&s, &app, user_tokens.refresh_token.as_deref().unwrap()).await;
+    assert_eq!(status, 200, "{body}");
+}
+
+async fn a_removed_clients_tokens_are_refused(s: SecureServer) {
+    let secret = s
+        .add_client(
+            "svc",
+            ClientKind::Confidential,
+            &[],
+            "system/*.rs",
+            None,
+            None,
+        )
+        .await
+        .unwrap();
+    let (_, t) = client_token(&s, "svc", &secret).await;
+    let token = t["access_token"].as_str().unwrap().to_string();
+    assert_eq!(fhir_status(&s, &token).await, 200);
+    let out = ok(&s, &["client", "remove", "svc"]).await;
+    assert!(out.contains("removed client svc"), "{out}");
+    assert_eq!(fhir_status(&s, &token).await, 401);
+    let (status, body) = client_token(&s, "svc", &secret).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (401, Some("invalid_client"))
+    );
+    fails(&s, &["client", "show", "svc"], "no client 'svc'").await;
+}
+
+async fn rotate_secret_replaces_a_confidential_clients_secret(s: SecureServer) {
+    let old = s
+        .add_client(
+            "svc",
+            ClientKind::Confidential,
+            &[],
+            "system/*.rs",
+            None,
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(client_token(&s, "svc", &old).await.0, 200);
+    let out = ok(&s, &["client", "rotate-secret", "svc"]).await;
+    let new = out
+        .lines()
+        .find_map(|l| l.strip_prefix("client_secret: "))
+        .unwrap_or_else(|| panic!("{out}"))
+        .to_string();
+    assert_ne!(new, old);
+    let (status, body) = client_token(&s, "svc", &old).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (401, Some("invalid_client"))
+    );
+    let (status, body) = client_token(&s, "svc", &new).await;
+    assert_eq!(status, 200, "{body}");
+    // shown once: show and list do not repeat it
+    assert_no_secrets(&ok(&s, &["client", "show", "svc"]).await, &[&new]);
+    assert_no_secrets(&ok(&s, &["client", "list"]).await, &[&new]);
+    // only confidential clients have a secret
+    let app = s.add_public_app().await;
+    fails(
+        &s,
+        &["client", "rotate-secret", &app],
+        "only confidential clients have a secret",
+    )
+    .await;
 }

@@ -2,6 +2,7 @@
 //! kinds, and runs the HTTP listener and the job workers under one [`supervisor`] until
 //! Ctrl-C or SIGTERM.
 
+pub mod accounts;
 pub mod feeds;
 pub mod supervisor;
 
@@ -12,8 +13,7 @@ use crate::config::Config;
 use crate::fhir::definitions::Definitions;
 use crate::fhir::validation::Validator;
 use crate::interaction::Context;
-use crate::smart::accounts::{NewClient, NewUser};
-use crate::smart::{PasswordCost, Smart, SmartConfig};
+use crate::smart::{Smart, SmartConfig};
 use crate::store::{self, Store};
 use anyhow::Context as _;
 use axum::Router;
@@ -990,39 +990,6 @@ pub async fn jobs_command(command: crate::config::JobsCommand) -> anyhow::Result
             Ok(out)
         }
     }
-}
-
-/// Runs `healporium user add`: registers an account (password hashed with argon2).
-pub async fn user_add(database_url: &str, user: NewUser) -> anyhow::Result<String> {
-    let store = admin_store(database_url).await?;
-    let name = user.username.clone();
-    let role = user.role.as_str();
-    let fhir_user = user.fhir_user.clone();
-    crate::smart::accounts::add_user(store.auth().as_ref(), user, PasswordCost::Standard)
-        .await
-        .map_err(anyhow::Error::msg)?;
-    Ok(format!(
-        "added user {name} ({role}{})",
-        fhir_user.map(|f| format!(", {f}")).unwrap_or_default()
-    ))
-}
-
-/// Runs `healporium client add`: registers a client; a confidential client's secret is in
-/// the returned text, the only time it is shown.
-pub async fn client_add(database_url: &str, client: NewClient) -> anyhow::Result<String> {
-    let store = admin_store(database_url).await?;
-    let kind = client.kind.as_str();
-    let reg =
-        crate::smart::accounts::add_client(store.auth().as_ref(), client, PasswordCost::Standard)
-            .await
-            .map_err(anyhow::Error::msg)?;
-    let mut out = format!("added {kind} client\nclient_id: {}", reg.client_id);
-    if let Some(secret) = reg.secret {
-        out.push_str(&format!(
-            "\nclient_secret: {secret}\n(store the secret now: it is not shown again)"
-        ));
-    }
-    Ok(out)
 }
 
 /// Runs `healporium key rotate`: a new signing key signs from now on; keys retired longer

@@ -372,6 +372,45 @@ pub enum UserCommand {
     /// Add an account. The password comes from --password, HEALPORIUM_PASSWORD or the first
     /// line of standard input.
     Add(UserAddArgs),
+    /// Every account: username, role, fhirUser, created, disabled.
+    List(AuthListArgs),
+    /// One account.
+    Show(UserNameArgs),
+    /// Refuse the account's sign-ins, refreshes and access tokens (until `user enable`).
+    Disable(UserNameArgs),
+    /// Let a disabled account sign in again.
+    Enable(UserNameArgs),
+    /// Delete the account (its tokens are refused from then on).
+    Remove(UserNameArgs),
+    /// Set a new password and revoke the account's refresh tokens. The password comes from
+    /// --password, HEALPORIUM_PASSWORD or the first line of standard input.
+    ResetPassword(UserPasswordArgs),
+}
+
+/// `user list` and `client list`.
+#[derive(Debug, Args)]
+pub struct AuthListArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct UserNameArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// The name the user signs in with.
+    pub username: String,
+}
+
+#[derive(Debug, Args)]
+pub struct UserPasswordArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// The name the user signs in with.
+    pub username: String,
+    /// The new password (prefer HEALPORIUM_PASSWORD or standard input: flags show in `ps`).
+    #[arg(long, env = "HEALPORIUM_PASSWORD", hide_env_values = true)]
+    pub password: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -406,6 +445,26 @@ pub struct UserAddArgs {
 pub enum ClientCommand {
     /// Register a client. A confidential client's secret is printed once.
     Add(ClientAddArgs),
+    /// Every client: id, type, created, disabled, name.
+    List(AuthListArgs),
+    /// One client (its keys by kid; never a secret).
+    Show(ClientIdArgs),
+    /// Refuse the client's token requests and its access tokens (until `client enable`).
+    Disable(ClientIdArgs),
+    /// Let a disabled client get tokens again.
+    Enable(ClientIdArgs),
+    /// Delete the client (its tokens are refused from then on).
+    Remove(ClientIdArgs),
+    /// Give a confidential client a new secret, printed once; the old one stops working.
+    RotateSecret(ClientIdArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ClientIdArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// The client id.
+    pub id: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -44,7 +44,8 @@ fn usage(message: &str) -> ExitCode {
     ExitCode::from(2)
 }
 
-/// The password of `user add`: the flag or HEALPORIUM_PASSWORD, else the first line of stdin.
+/// The password of `user add` and `user reset-password`: the flag or HEALPORIUM_PASSWORD, else
+/// the first line of stdin.
 fn password(given: Option<String>) -> Result<String, String> {
     if let Some(p) = given {
         return Ok(p);
@@ -86,6 +87,89 @@ fn new_client(args: ClientAddArgs) -> Result<NewClient, String> {
         jwks,
         jwks_url: args.jwks_url,
     })
+}
+
+/// `healporium user …`.
+fn user_command(command: UserCommand) -> ExitCode {
+    use healporium::app::accounts as a;
+    match command {
+        UserCommand::Add(args) => {
+            let role = match Role::parse(&args.role) {
+                Ok(r) => r,
+                Err(e) => return usage(&format!("--role: {e}")),
+            };
+            let password = match password(args.password) {
+                Ok(p) => p,
+                Err(e) => return usage(&e),
+            };
+            let user = NewUser {
+                username: args.username,
+                password,
+                role,
+                fhir_user: args.fhir_user,
+            };
+            admin(async move { a::user_add(&args.database_url, user).await })
+        }
+        UserCommand::List(args) => {
+            admin(async move { a::user_list(&args.database.database_url).await })
+        }
+        UserCommand::Show(args) => {
+            admin(async move { a::user_show(&args.database.database_url, &args.username).await })
+        }
+        UserCommand::Disable(args) => admin(async move {
+            a::user_set_disabled(&args.database.database_url, &args.username, true).await
+        }),
+        UserCommand::Enable(args) => admin(async move {
+            a::user_set_disabled(&args.database.database_url, &args.username, false).await
+        }),
+        UserCommand::Remove(args) => {
+            admin(async move { a::user_remove(&args.database.database_url, &args.username).await })
+        }
+        UserCommand::ResetPassword(args) => {
+            let password = match password(args.password) {
+                Ok(p) => p,
+                Err(e) => return usage(&e),
+            };
+            admin(async move {
+                a::user_reset_password(&args.database.database_url, &args.username, &password).await
+            })
+        }
+    }
+}
+
+/// `healporium client …`.
+fn client_command(command: ClientCommand) -> ExitCode {
+    use healporium::app::accounts as a;
+    match command {
+        ClientCommand::Add(args) => {
+            let url = args.database_url.clone();
+            let client = match new_client(args) {
+                Ok(c) => c,
+                Err(e) => return usage(&e),
+            };
+            admin(async move { a::client_add(&url, client).await })
+        }
+        ClientCommand::List(args) => {
+            admin(async move { a::client_list(&args.database.database_url).await })
+        }
+        ClientCommand::Show(args) => {
+            admin(async move { a::client_show(&args.database.database_url, &args.id).await })
+        }
+        ClientCommand::Disable(args) => admin(async move {
+            a::client_set_disabled(&args.database.database_url, &args.id, true).await
+        }),
+        ClientCommand::Enable(args) => admin(async move {
+            a::client_set_disabled(&args.database.database_url, &args.id, false).await
+        }),
+        ClientCommand::Remove(args) => {
+            admin(async move { a::client_remove(&args.database.database_url, &args.id).await })
+        }
+        ClientCommand::RotateSecret(args) => {
+            admin(
+                async move { a::client_rotate_secret(&args.database.database_url, &args.id).await },
+            )
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -138,31 +222,8 @@ fn main() -> ExitCode {
                 healporium::app::reindex(&args.database_url, base.as_deref(), args.all).await
             })
         }
-        Command::User(UserCommand::Add(args)) => {
-            let role = match Role::parse(&args.role) {
-                Ok(r) => r,
-                Err(e) => return usage(&format!("--role: {e}")),
-            };
-            let password = match password(args.password) {
-                Ok(p) => p,
-                Err(e) => return usage(&e),
-            };
-            let user = NewUser {
-                username: args.username,
-                password,
-                role,
-                fhir_user: args.fhir_user,
-            };
-            admin(async move { healporium::app::user_add(&args.database_url, user).await })
-        }
-        Command::Client(ClientCommand::Add(args)) => {
-            let url = args.database_url.clone();
-            let client = match new_client(args) {
-                Ok(c) => c,
-                Err(e) => return usage(&e),
-            };
-            admin(async move { healporium::app::client_add(&url, client).await })
-        }
+        Command::User(command) => user_command(command),
+        Command::Client(command) => client_command(command),
         Command::Key(KeyCommand::Rotate(args)) => {
             let ttl = i64::try_from(args.access_token_ttl).unwrap_or(3600);
             admin(async move { healporium::app::key_rotate(&args.database_url, ttl).await })

@@ -176,6 +176,18 @@ pub async fn start_tuned(
     options: AppOptions,
     store_options: healporium::store::StoreOptions,
 ) -> Option<(Server, std::sync::Arc<dyn healporium::store::Store>)> {
+    start_at(backend, options, store_options)
+        .await
+        .map(|(server, store, _)| (server, store))
+}
+
+/// [`start_tuned`], also returning the database URL (for running `healporium` commands on
+/// the server's database).
+pub async fn start_at(
+    backend: Backend,
+    options: AppOptions,
+    store_options: healporium::store::StoreOptions,
+) -> Option<(Server, std::sync::Arc<dyn healporium::store::Store>, String)> {
     let (url, dir, pg_schema) = fresh_database(backend).await?;
     let store = healporium::store::open_with(&url, &store_options)
         .await
@@ -183,6 +195,7 @@ pub async fn start_tuned(
     Some((
         serve(backend, store.clone(), &options, dir, pg_schema).await,
         store,
+        url,
     ))
 }
 

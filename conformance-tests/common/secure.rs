@@ -13,7 +13,7 @@
 //! }
 //! ```
 
-use super::{Backend, Server, start_store};
+use super::{Backend, Server, start_at};
 use healporium::app::{AppOptions, AuthMode};
 use healporium::smart::PasswordCost;
 use healporium::smart::accounts::{self, ClientKind, NewClient, NewUser, Role};
@@ -25,6 +25,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub struct SecureServer {
     pub server: Server,
     pub store: Arc<dyn healporium::store::Store>,
+    /// The server's database, for `healporium` commands run beside it.
+    pub database_url: String,
 }
 
 impl std::ops::Deref for SecureServer {
@@ -74,8 +76,13 @@ pub async fn start_secure_with(backend: Backend, mut options: AppOptions) -> Opt
         options.metrics_token = Some(METRICS_TOKEN.to_string());
     }
     options.smart.password_cost = PasswordCost::Light;
-    let (server, store) = start_store(backend, options).await?;
-    Some(SecureServer { server, store })
+    let (server, store, database_url) =
+        start_at(backend, options, healporium::store::StoreOptions::default()).await?;
+    Some(SecureServer {
+        server,
+        store,
+        database_url,
+    })
 }
 
 /// The operator's token for `GET /metrics` on secure test servers.

@@ -1,5 +1,6 @@
 //! Accounts and clients: parsing what `healporium user add` / `client add` (and `--demo`)
-//! register, storing it (passwords and secrets only as argon2 hashes), reading it back, and
+//! register, storing it (passwords and secrets only as argon2 hashes), reading it back (a
+//! disabled account or client reads as absent: every flow refuses it as unknown), and
 //! deciding which requested scopes a client and user may be granted.
 
 use super::SmartError;
@@ -87,6 +88,14 @@ fn valid_name(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"-._@".contains(&b))
 }
 
+/// A password long enough to be accepted.
+pub(super) fn check_password(password: &str) -> Result<(), String> {
+    if password.chars().count() < 8 {
+        return Err("the password needs at least 8 characters".to_string());
+    }
+    Ok(())
+}
+
 /// Registers a user; one-line errors for bad input or a taken name.
 pub async fn add_user(
     store: &dyn AuthStore,
@@ -99,9 +108,7 @@ pub async fn add_user(
             user.username.chars().take(40).collect::<String>()
         ));
     }
-    if user.password.chars().count() < 8 {
-        return Err("the password needs at least 8 characters".to_string());
-    }
+    check_password(&user.password)?;
     check_fhir_user(user.role, user.fhir_user.as_deref())?;
     let hash = crypto::hash_password(&user.password, cost)?;
     let row = UserRow {
@@ -110,6 +117,7 @@ pub async fn add_user(
         role: user.role.as_str().to_string(),
         fhir_user: user.fhir_user,
         created: super::now_ms(),
+        disabled: false,
     };
     store.insert_user(&row).await.map_err(|e| match e {
         StoreError::Conflict => format!("user '{}' exists already", user.username),
@@ -135,8 +143,9 @@ pub async fn sign_in(
     Ok(found.filter(|_| ok))
 }
 
+/// The account named `username`; None when there is none or it is disabled.
 pub async fn user(store: &dyn AuthStore, username: &str) -> Result<Option<User>, SmartError> {
-    let Some(row) = store.user(username).await? else {
+    let Some(row) = store.user(username).await?.filter(|r| !r.disabled) else {
         return Ok(None);
     };
     let role = Role::parse(&row.role).map_err(SmartError::Internal)?;
@@ -303,6 +312,7 @@ pub async fn add_client(
         jwks,
         jwks_url: client.jwks_url.clone(),
         created: super::now_ms(),
+        disabled: false,
     };
     store.insert_client(&row).await.map_err(|e| match e {
         StoreError::Conflict => format!("client '{client_id}' exists already"),
@@ -311,8 +321,9 @@ pub async fn add_client(
     Ok(Registered { client_id, secret })
 }
 
+/// The client `client_id`; None when there is none or it is disabled.
 pub async fn client(store: &dyn AuthStore, client_id: &str) -> Result<Option<Client>, SmartError> {
-    let Some(row) = store.client(client_id).await? else {
+    let Some(row) = store.client(client_id).await?.filter(|r| !r.disabled) else {
         return Ok(None);
     };
     let kind = ClientKind::parse(&row.kind).map_err(SmartError::Internal)?;

@@ -230,6 +230,15 @@ impl Smart {
         if grant.aud != fhir_base {
             return Err(invalid());
         }
+        // a disabled or removed account cannot refresh; the token is kept (not rotated), so
+        // it works again once the account is enabled
+        if let Some(username) = &grant.username
+            && accounts::user(self.store.as_ref(), username)
+                .await?
+                .is_none()
+        {
+            return Err(invalid());
+        }
         if let Some(narrower) = &form.scope {
             let asked: Vec<&str> = narrower.split_whitespace().collect();
             if asked.iter().any(|s| !grant.has_scope(s)) {
@@ -326,6 +335,7 @@ impl Smart {
                 .insert_refresh_token(
                     &crypto::digest(&refresh),
                     &grant.client_id,
+                    grant.username.as_deref(),
                     &json,
                     &family,
                     refresh_expires.unwrap_or(now + ttl * 1000),

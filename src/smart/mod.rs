@@ -13,6 +13,7 @@ pub mod authorize;
 pub mod crypto;
 pub mod grants;
 pub mod keys;
+pub mod manage;
 pub mod tokens;
 
 use crate::store::{AuthStore, StoreError};

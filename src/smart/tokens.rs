@@ -1,11 +1,12 @@
 //! Access and id tokens: RS256 JWTs signed with the current key. An access token carries
 //! iss, sub, aud (the FHIR base URL), exp, iat, jti, scope, client_id and the SMART context
 //! (patient, encounter, fhirUser); every FHIR request verifies signature, expiry, audience and
-//! revocation and turns the claims into a [`Principal`]. Also introspection (RFC 7662) and
-//! revocation (RFC 7009).
+//! standing (not revoked; client and user still registered and enabled — one query) and turns
+//! the claims into a [`Principal`]. Also introspection (RFC 7662) and revocation (RFC 7009).
 
 use super::{Smart, SmartError, crypto, now_ms};
 use crate::auth::{Principal, Role, parse_scopes};
+use crate::store::auth::TokenStanding;
 use jsonwebtoken::{Algorithm, Header, Validation};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -176,10 +177,23 @@ impl Smart {
                 "The access token carries no role; sign in again",
             ));
         }
-        if self.store.is_token_id_revoked(&claims.jti).await? {
-            return Err(SmartError::invalid_token("The access token was revoked"));
+        // one query: revoked, or its client or user disabled or removed since it was issued
+        let standing = self
+            .store
+            .token_standing(&claims.jti, &claims.client_id, claims.username.as_deref())
+            .await?;
+        match standing {
+            TokenStanding::Valid => Ok(claims),
+            TokenStanding::Revoked => {
+                Err(SmartError::invalid_token("The access token was revoked"))
+            }
+            TokenStanding::ClientInactive => Err(SmartError::invalid_token(
+                "The access token's client is disabled or no longer registered",
+            )),
+            TokenStanding::UserInactive => Err(SmartError::invalid_token(
+                "The access token's user is disabled or no longer exists",
+            )),
         }
-        Ok(claims)
     }
 
     /// Checks signature (and, when asked, expiry and audience) of one of our access tokens.

@@ -1,4 +1,5 @@
-//! The authorization server's tables (migrations `*_auth.sql`): accounts, OAuth clients,
+//! The authorization server's tables (migrations `*_auth.sql`, `*_accounts_disabled.sql`):
+//! accounts and OAuth clients (each with a disabled flag the per-request token check reads),
 //! signing keys, pending authorization requests, codes, refresh tokens, revoked token ids,
 //! used client-assertion ids and EHR launch contexts. One [`AuthStore`] trait; the SQL is
 //! written once (both dialects accept it) and implemented for SQLite and PostgreSQL by a macro.
@@ -18,6 +19,8 @@ pub struct UserRow {
     pub role: String,
     pub fhir_user: Option<String>,
     pub created: i64,
+    /// A disabled account cannot sign in or refresh, and its access tokens are refused.
+    pub disabled: bool,
 }
 
 /// A registered OAuth client.
@@ -35,6 +38,8 @@ pub struct ClientRow {
     pub jwks: Option<String>,
     pub jwks_url: Option<String>,
     pub created: i64,
+    /// A disabled client gets no tokens, and its access tokens are refused.
+    pub disabled: bool,
 }
 
 /// A token signing key.
@@ -65,6 +70,18 @@ pub struct RefreshRow {
     pub revoked: bool,
 }
 
+/// Whether an access token may still be used, beyond its signature and expiry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenStanding {
+    Valid,
+    /// Its id was revoked (RFC 7009).
+    Revoked,
+    /// Its client was disabled or removed.
+    ClientInactive,
+    /// Its user was disabled or removed.
+    UserInactive,
+}
+
 /// An EHR launch context.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LaunchRow {
@@ -93,10 +110,32 @@ pub struct AccessGrantRow {
 pub trait AuthStore: Send + Sync + 'static {
     /// Adds a user; Conflict when the name is taken.
     async fn insert_user(&self, user: &UserRow) -> StoreResult<()>;
+    /// The account, disabled or not.
     async fn user(&self, username: &str) -> StoreResult<Option<UserRow>>;
+    /// Every account, by name.
+    async fn users(&self) -> StoreResult<Vec<UserRow>>;
+    /// Disables or enables an account; false when there is none.
+    async fn set_user_disabled(&self, username: &str, disabled: bool) -> StoreResult<bool>;
+    /// Replaces an account's password hash and revokes its refresh tokens, in one
+    /// transaction; false when there is no such account.
+    async fn set_password(&self, username: &str, hash: &str) -> StoreResult<bool>;
+    /// Deletes an account with its refresh tokens and break-glass grants, in one
+    /// transaction; false when there was none.
+    async fn remove_user(&self, username: &str) -> StoreResult<bool>;
     /// Adds a client; Conflict when the id is taken.
     async fn insert_client(&self, client: &ClientRow) -> StoreResult<()>;
+    /// The client, disabled or not.
     async fn client(&self, client_id: &str) -> StoreResult<Option<ClientRow>>;
+    /// Every client, by id.
+    async fn clients(&self) -> StoreResult<Vec<ClientRow>>;
+    /// Disables or enables a client; false when there is none.
+    async fn set_client_disabled(&self, client_id: &str, disabled: bool) -> StoreResult<bool>;
+    /// Replaces a confidential client's secret hash; false when there is no confidential
+    /// client `client_id`.
+    async fn set_client_secret(&self, client_id: &str, hash: &str) -> StoreResult<bool>;
+    /// Deletes a client with its refresh tokens and launch contexts, in one transaction;
+    /// false when there was none.
+    async fn remove_client(&self, client_id: &str) -> StoreResult<bool>;
 
     /// Every signing key, newest first.
     async fn signing_keys(&self) -> StoreResult<Vec<KeyRow>>;
@@ -121,10 +160,12 @@ pub trait AuthStore: Send + Sync + 'static {
     /// Marks an unused, unexpired code used and returns its grant; None otherwise.
     async fn redeem_code(&self, hash: &str, now: i64) -> StoreResult<Option<String>>;
 
+    /// Stores a refresh token (by hash) of `client_id`, for the account `username`.
     async fn insert_refresh_token(
         &self,
         hash: &str,
         client_id: &str,
+        username: Option<&str>,
         grant: &str,
         family: &str,
         expires: i64,
@@ -137,7 +178,15 @@ pub trait AuthStore: Send + Sync + 'static {
 
     /// Records a revoked access token id until it expires.
     async fn revoke_token_id(&self, jti: &str, expires: i64) -> StoreResult<()>;
-    async fn is_token_id_revoked(&self, jti: &str) -> StoreResult<bool>;
+    /// Whether the access token `jti` of `client_id` (and `username`) may still be used: not
+    /// revoked, its client and user present and enabled. One query: it runs on every FHIR
+    /// request.
+    async fn token_standing(
+        &self,
+        jti: &str,
+        client_id: &str,
+        username: Option<&str>,
+    ) -> StoreResult<TokenStanding>;
 
     /// Records a client-assertion id; false when the client used it already (a replay).
     async fn use_assertion_id(
@@ -180,7 +229,7 @@ pub struct AuthSql<DB: sqlx::Database> {
     pub(super) write: Pool<DB>,
 }
 
-type UserTuple = (String, String, String, Option<String>, i64);
+type UserTuple = (String, String, String, Option<String>, i64, bool);
 #[allow(clippy::type_complexity)]
 type ClientTuple = (
     String,
@@ -192,6 +241,7 @@ type ClientTuple = (
     Option<String>,
     Option<String>,
     i64,
+    bool,
 );
 type KeyTuple = (String, String, String, String, i64, Option<i64>);
 type LaunchTuple = (
@@ -210,6 +260,7 @@ fn user_row(t: UserTuple) -> UserRow {
         role: t.2,
         fhir_user: t.3,
         created: t.4,
+        disabled: t.5,
     }
 }
 
@@ -224,6 +275,7 @@ fn client_row(t: ClientTuple) -> ClientRow {
         jwks: t.6,
         jwks_url: t.7,
         created: t.8,
+        disabled: t.9,
     }
 }
 
@@ -249,6 +301,30 @@ fn launch_row(t: LaunchTuple) -> LaunchRow {
     }
 }
 
+/// The columns of a [`UserRow`] (a macro, for `concat!`).
+macro_rules! user_columns {
+    () => {
+        "username, password_hash, role, fhir_user, created, disabled"
+    };
+}
+
+/// The columns of a [`ClientRow`].
+macro_rules! client_columns {
+    () => {
+        "client_id, name, kind, secret_hash, redirect_uris, scopes, jwks, jwks_url, created, \
+         disabled"
+    };
+}
+
+/// Why an access token is refused (0: it is not), in one statement: its id revoked, its
+/// client missing or disabled, its user (when it has one) missing or disabled.
+const TOKEN_STANDING: &str = "SELECT CAST(CASE \
+    WHEN EXISTS (SELECT 1 FROM auth_revoked_token WHERE jti = $1) THEN 1 \
+    WHEN NOT EXISTS (SELECT 1 FROM auth_client WHERE client_id = $2 AND disabled = FALSE) THEN 2 \
+    WHEN $3 IS NOT NULL AND NOT EXISTS \
+        (SELECT 1 FROM auth_user WHERE username = $3 AND disabled = FALSE) THEN 3 \
+    ELSE 0 END AS BIGINT)";
+
 /// What the clean-up job deletes: rows past their expiry.
 const PURGE_EXPIRED: [&str; 7] = [
     "DELETE FROM auth_request WHERE expires < $1",
@@ -266,14 +342,15 @@ macro_rules! auth_store_impl {
         impl AuthStore for AuthSql<$db> {
             async fn insert_user(&self, u: &UserRow) -> StoreResult<()> {
                 sqlx::query::<$db>(
-                    "INSERT INTO auth_user (username, password_hash, role, fhir_user, created) \
-                     VALUES ($1, $2, $3, $4, $5)",
+                    "INSERT INTO auth_user (username, password_hash, role, fhir_user, created, \
+                     disabled) VALUES ($1, $2, $3, $4, $5, $6)",
                 )
                 .bind(&u.username)
                 .bind(&u.password_hash)
                 .bind(&u.role)
                 .bind(&u.fhir_user)
                 .bind(u.created)
+                .bind(u.disabled)
                 .execute(&self.write)
                 .await
                 .map(|_| ())
@@ -281,21 +358,91 @@ macro_rules! auth_store_impl {
             }
 
             async fn user(&self, username: &str) -> StoreResult<Option<UserRow>> {
-                let row: Option<UserTuple> = sqlx::query_as(
-                    "SELECT username, password_hash, role, fhir_user, created FROM auth_user \
-                     WHERE username = $1",
+                let row: Option<UserTuple> = sqlx::query_as(concat!(
+                    "SELECT ",
+                    user_columns!(),
+                    " FROM auth_user WHERE username = $1"
+                ))
+                    .bind(username)
+                    .fetch_optional(&self.read)
+                    .await
+                    .map_err(map_err)?;
+                Ok(row.map(user_row))
+            }
+
+            async fn users(&self) -> StoreResult<Vec<UserRow>> {
+                let rows: Vec<UserTuple> = sqlx::query_as(concat!(
+                    "SELECT ",
+                    user_columns!(),
+                    " FROM auth_user ORDER BY username"
+                ))
+                    .fetch_all(&self.read)
+                    .await
+                    .map_err(map_err)?;
+                Ok(rows.into_iter().map(user_row).collect())
+            }
+
+            async fn set_user_disabled(&self, username: &str, disabled: bool) -> StoreResult<bool> {
+                sqlx::query::<$db>("UPDATE auth_user SET disabled = $2 WHERE username = $1")
+                    .bind(username)
+                    .bind(disabled)
+                    .execute(&self.write)
+                    .await
+                    .map(|r| r.rows_affected() > 0)
+                    .map_err(map_err)
+            }
+
+            async fn set_password(&self, username: &str, hash: &str) -> StoreResult<bool> {
+                let mut tx = self.write.begin().await.map_err(map_err)?;
+                let found = sqlx::query::<$db>(
+                    "UPDATE auth_user SET password_hash = $2 WHERE username = $1",
                 )
                 .bind(username)
-                .fetch_optional(&self.read)
+                .bind(hash)
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?
+                .rows_affected()
+                    > 0;
+                sqlx::query::<$db>(
+                    "UPDATE auth_refresh_token SET revoked = TRUE WHERE username = $1",
+                )
+                .bind(username)
+                .execute(&mut *tx)
                 .await
                 .map_err(map_err)?;
-                Ok(row.map(user_row))
+                tx.commit().await.map_err(map_err)?;
+                Ok(found)
+            }
+
+            async fn remove_user(&self, username: &str) -> StoreResult<bool> {
+                let mut tx = self.write.begin().await.map_err(map_err)?;
+                for sql in [
+                    "DELETE FROM auth_refresh_token WHERE username = $1",
+                    "DELETE FROM auth_access_grant WHERE username = $1",
+                ] {
+                    sqlx::query::<$db>(sql)
+                        .bind(username)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(map_err)?;
+                }
+                let found = sqlx::query::<$db>("DELETE FROM auth_user WHERE username = $1")
+                    .bind(username)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(map_err)?
+                    .rows_affected()
+                    > 0;
+                tx.commit().await.map_err(map_err)?;
+                Ok(found)
             }
 
             async fn insert_client(&self, c: &ClientRow) -> StoreResult<()> {
                 sqlx::query::<$db>(
                     "INSERT INTO auth_client (client_id, name, kind, secret_hash, redirect_uris, \
-                     scopes, jwks, jwks_url, created) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                     scopes, jwks, jwks_url, created, disabled) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
                 )
                 .bind(&c.client_id)
                 .bind(&c.name)
@@ -306,6 +453,7 @@ macro_rules! auth_store_impl {
                 .bind(&c.jwks)
                 .bind(&c.jwks_url)
                 .bind(c.created)
+                .bind(c.disabled)
                 .execute(&self.write)
                 .await
                 .map(|_| ())
@@ -313,15 +461,78 @@ macro_rules! auth_store_impl {
             }
 
             async fn client(&self, client_id: &str) -> StoreResult<Option<ClientRow>> {
-                let row: Option<ClientTuple> = sqlx::query_as(
-                    "SELECT client_id, name, kind, secret_hash, redirect_uris, scopes, jwks, \
-                     jwks_url, created FROM auth_client WHERE client_id = $1",
+                let row: Option<ClientTuple> = sqlx::query_as(concat!(
+                    "SELECT ",
+                    client_columns!(),
+                    " FROM auth_client WHERE client_id = $1"
+                ))
+                    .bind(client_id)
+                    .fetch_optional(&self.read)
+                    .await
+                    .map_err(map_err)?;
+                Ok(row.map(client_row))
+            }
+
+            async fn clients(&self) -> StoreResult<Vec<ClientRow>> {
+                let rows: Vec<ClientTuple> = sqlx::query_as(concat!(
+                    "SELECT ",
+                    client_columns!(),
+                    " FROM auth_client ORDER BY client_id"
+                ))
+                    .fetch_all(&self.read)
+                    .await
+                    .map_err(map_err)?;
+                Ok(rows.into_iter().map(client_row).collect())
+            }
+
+            async fn set_client_disabled(
+                &self,
+                client_id: &str,
+                disabled: bool,
+            ) -> StoreResult<bool> {
+                sqlx::query::<$db>("UPDATE auth_client SET disabled = $2 WHERE client_id = $1")
+                    .bind(client_id)
+                    .bind(disabled)
+                    .execute(&self.write)
+                    .await
+                    .map(|r| r.rows_affected() > 0)
+                    .map_err(map_err)
+            }
+
+            async fn set_client_secret(&self, client_id: &str, hash: &str) -> StoreResult<bool> {
+                sqlx::query::<$db>(
+                    "UPDATE auth_client SET secret_hash = $2 \
+                     WHERE client_id = $1 AND kind = 'confidential'",
                 )
                 .bind(client_id)
-                .fetch_optional(&self.read)
+                .bind(hash)
+                .execute(&self.write)
                 .await
-                .map_err(map_err)?;
-                Ok(row.map(client_row))
+                .map(|r| r.rows_affected() > 0)
+                .map_err(map_err)
+            }
+
+            async fn remove_client(&self, client_id: &str) -> StoreResult<bool> {
+                let mut tx = self.write.begin().await.map_err(map_err)?;
+                for sql in [
+                    "DELETE FROM auth_refresh_token WHERE client_id = $1",
+                    "DELETE FROM auth_launch WHERE client_id = $1",
+                ] {
+                    sqlx::query::<$db>(sql)
+                        .bind(client_id)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(map_err)?;
+                }
+                let found = sqlx::query::<$db>("DELETE FROM auth_client WHERE client_id = $1")
+                    .bind(client_id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(map_err)?
+                    .rows_affected()
+                    > 0;
+                tx.commit().await.map_err(map_err)?;
+                Ok(found)
             }
 
             async fn signing_keys(&self) -> StoreResult<Vec<KeyRow>> {
@@ -492,19 +703,21 @@ macro_rules! auth_store_impl {
                 &self,
                 hash: &str,
                 client_id: &str,
+                username: Option<&str>,
                 grant: &str,
                 family: &str,
                 expires: i64,
             ) -> StoreResult<()> {
                 sqlx::query::<$db>(
                     "INSERT INTO auth_refresh_token (token_hash, client_id, grant_json, \
-                     expires, revoked, family) VALUES ($1, $2, $3, $4, FALSE, $5)",
+                     expires, revoked, family, username) VALUES ($1, $2, $3, $4, FALSE, $5, $6)",
                 )
                 .bind(hash)
                 .bind(client_id)
                 .bind(grant)
                 .bind(expires)
                 .bind(family)
+                .bind(username)
                 .execute(&self.write)
                 .await
                 .map(|_| ())
@@ -566,14 +779,25 @@ macro_rules! auth_store_impl {
                 .map_err(map_err)
             }
 
-            async fn is_token_id_revoked(&self, jti: &str) -> StoreResult<bool> {
-                let n: i64 =
-                    sqlx::query_scalar("SELECT COUNT(*) FROM auth_revoked_token WHERE jti = $1")
-                        .bind(jti)
-                        .fetch_one(&self.read)
-                        .await
-                        .map_err(map_err)?;
-                Ok(n > 0)
+            async fn token_standing(
+                &self,
+                jti: &str,
+                client_id: &str,
+                username: Option<&str>,
+            ) -> StoreResult<TokenStanding> {
+                let why: i64 = sqlx::query_scalar(TOKEN_STANDING)
+                    .bind(jti)
+                    .bind(client_id)
+                    .bind(username)
+                    .fetch_one(&self.read)
+                    .await
+                    .map_err(map_err)?;
+                Ok(match why {
+                    0 => TokenStanding::Valid,
+                    1 => TokenStanding::Revoked,
+                    2 => TokenStanding::ClientInactive,
+                    _ => TokenStanding::UserInactive,
+                })
             }
 
             async fn use_assertion_id(
