@@ -278,28 +278,26 @@ pub async fn append_many_in(
 
 /// The lock key serializing the indexer's moves.
 const SETTLE_LOCK: &str = "audit-settle";
-/// Pending AuditEvents moved per transaction.
-const SETTLE_BATCH: u32 = 1000;
+/// Pending AuditEvents moved per transaction: small enough that the transaction holds
+/// SQLite's one writer for tens of milliseconds, not a request's whole patience.
+const SETTLE_BATCH: u32 = 250;
 
 /// Stores the pending AuditEvents as resources (version, current pointer, index rows) in
-/// large batches, each in one transaction that also removes them from `audit_pending`.
-/// Called before every interaction that can return AuditEvents, by the audit writer when a
-/// backlog builds up, and periodically. Returns how many were moved.
+/// batches, each in one transaction that also removes them from `audit_pending`. Their index
+/// rows are computed before the transaction begins, so the writer is held only for the
+/// INSERTs. Called before every interaction that can return AuditEvents, by the audit writer
+/// when a backlog builds up, and periodically. Returns how many were moved.
 pub async fn settle(store: &dyn Store, registry: &SearchParameters) -> Result<u64, Outcome> {
-    if !store.audit_pending().await? {
-        return Ok(0);
-    }
     let mut moved = 0u64;
     let started = std::time::Instant::now();
     loop {
-        let mut tx = store.begin().await?;
-        tx.lock_key(SETTLE_LOCK).await?;
-        let rows = tx.audit().pending(SETTLE_BATCH).await?;
-        let Some(last) = rows.last().map(|r| r.0) else {
-            tx.commit().await?;
+        let rows = store.pending_audits(SETTLE_BATCH).await?;
+        let (Some(first), Some(last)) = (rows.first().map(|r| r.0), rows.last().map(|r| r.0))
+        else {
             break;
         };
         let full = rows.len() >= SETTLE_BATCH as usize;
+        let count = rows.len() as u64;
         let mut versions = Vec::with_capacity(rows.len());
         for (_, id, recorded, body) in rows {
             let ev: Value = serde_json::from_str(&body)
@@ -318,19 +316,27 @@ pub async fn settle(store: &dyn Store, registry: &SearchParameters) -> Result<u6
                 index,
             });
         }
-        moved += versions.len() as u64;
+        let mut tx = store.begin().await?;
+        tx.lock_key(SETTLE_LOCK).await?;
+        // another node (or task) moved some of them meanwhile: read again
+        if tx.audit().remove_pending(first, last).await? != count {
+            drop(tx);
+            continue;
+        }
         tx.write_new(&versions).await?;
-        tx.audit().remove_pending(last).await?;
         tx.commit().await?;
+        moved += count;
         if !full {
             break;
         }
     }
-    tracing::debug!(
-        moved,
-        ms = started.elapsed().as_secs_f64() * 1000.0,
-        "recorded AuditEvents stored as resources"
-    );
+    if moved > 0 {
+        tracing::debug!(
+            moved,
+            ms = started.elapsed().as_secs_f64() * 1000.0,
+            "recorded AuditEvents stored as resources"
+        );
+    }
     Ok(moved)
 }
 

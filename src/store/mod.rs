@@ -275,8 +275,8 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<()>;
     /// The last verification of each kind: (kind, when, passed).
     async fn verifications(&self) -> StoreResult<Vec<(String, i64, bool)>>;
-    /// Whether AuditEvents wait to be stored as resources (see `audit_pending`).
-    async fn audit_pending(&self) -> StoreResult<bool>;
+    /// The oldest pending AuditEvents: (seq, id, recorded ms, body), in order.
+    async fn pending_audits(&self, limit: u32) -> StoreResult<Vec<(i64, String, i64, String)>>;
     /// The bodies of pending AuditEvents among `ids`: (id, body).
     async fn pending_audit_bodies(&self, ids: &[String]) -> StoreResult<Vec<(String, String)>>;
     /// How many AuditEvents wait to be stored as resources.

@@ -424,12 +424,14 @@ impl Store for SqliteStore {
             .map_err(map_err)
     }
 
-    async fn audit_pending(&self) -> StoreResult<bool> {
-        let any: Option<i64> = sqlx::query_scalar("SELECT seq FROM audit_pending LIMIT 1")
-            .fetch_optional(&self.read)
-            .await
-            .map_err(map_err)?;
-        Ok(any.is_some())
+    async fn pending_audits(&self, limit: u32) -> StoreResult<Vec<(i64, String, i64, String)>> {
+        sqlx::query_as(
+            "SELECT seq, audit_id, recorded, body FROM audit_pending ORDER BY seq LIMIT $1",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(&self.read)
+        .await
+        .map_err(map_err)
     }
 
     async fn pending_audit_bodies(&self, ids: &[String]) -> StoreResult<Vec<(String, String)>> {

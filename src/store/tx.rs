@@ -36,10 +36,9 @@ pub trait AuditTx: Send {
     async fn append_audits(&mut self, links: &[(String, String, String)]) -> StoreResult<()>;
     /// Records AuditEvents to be stored as resources by the indexer: (id, recorded ms, body).
     async fn append_pending(&mut self, rows: &[(String, i64, String)]) -> StoreResult<()>;
-    /// The oldest pending AuditEvents: (seq, id, recorded ms, body), in order.
-    async fn pending(&mut self, limit: u32) -> StoreResult<Vec<(i64, String, i64, String)>>;
-    /// Removes pending AuditEvents up to `seq` (they were stored as resources).
-    async fn remove_pending(&mut self, upto: i64) -> StoreResult<()>;
+    /// Removes the pending AuditEvents `first..=last` (they are being stored as resources);
+    /// returns how many were there.
+    async fn remove_pending(&mut self, first: i64, last: i64) -> StoreResult<u64>;
 }
 
 /// Custom search parameters' index state inside a write transaction.
@@ -271,26 +270,14 @@ macro_rules! transaction_impl {
                 Ok(())
             }
 
-            async fn pending(
-                &mut self,
-                limit: u32,
-            ) -> StoreResult<Vec<(i64, String, i64, String)>> {
-                sqlx::query_as::<$db, (i64, String, i64, String)>(
-                    "SELECT seq, audit_id, recorded, body FROM audit_pending ORDER BY seq LIMIT $1",
-                )
-                .bind(i64::from(limit))
-                .fetch_all(&mut *self.tx)
-                .await
-                .map_err(map_err)
-            }
-
-            async fn remove_pending(&mut self, upto: i64) -> StoreResult<()> {
-                sqlx::query::<$db>("DELETE FROM audit_pending WHERE seq <= $1")
-                    .bind(upto)
+            async fn remove_pending(&mut self, first: i64, last: i64) -> StoreResult<u64> {
+                sqlx::query::<$db>("DELETE FROM audit_pending WHERE seq >= $1 AND seq <= $2")
+                    .bind(first)
+                    .bind(last)
                     .execute(&mut *self.tx)
                     .await
-                    .map_err(map_err)?;
-                Ok(())
+                    .map(|r| r.rows_affected())
+                    .map_err(map_err)
             }
 
             async fn append_audits(
