@@ -41,7 +41,17 @@ fn bad_configuration_is_one_clear_line() {
     )
     .unwrap();
     let catalog_path = catalog.display().to_string();
+    let config = dir.path().join("healporium.toml");
+    std::fs::write(&config, "lisen = \"127.0.0.1:1\"\n").unwrap();
+    let config_path = config.display().to_string();
+    let short_token = dir.path().join("short.toml");
+    std::fs::write(&short_token, "metrics-token = \"short\"\n").unwrap();
+    let short_token_path = short_token.display().to_string();
     for args in [
+        vec!["serve", "--config", &config_path],
+        vec!["serve", "--config", "/nonexistent/healporium.toml"],
+        vec!["serve", "--config", &short_token_path],
+        vec!["serve", "--metrics-listen", "nowhere"],
         vec!["serve", "--listen", "nowhere"],
         vec![
             "serve",
@@ -63,6 +73,12 @@ fn bad_configuration_is_one_clear_line() {
         assert!(!err.contains("secret"), "secrets never print: {err}");
         assert!(!err.contains("panicked"));
     }
+    let out = bin()
+        .args(["serve", "--config", &config_path])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("'lisen' is not a setting of serve"), "{err}");
     let out = bin()
         .args(["serve", "--credit-catalog", &catalog_path])
         .output()

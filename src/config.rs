@@ -30,6 +30,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the FHIR server.
+    #[command(args_override_self = true)]
     Serve(Box<ServeArgs>),
     /// Rebuild the index rows of custom search parameters (online: the server may keep
     /// running against the same database).
@@ -576,6 +577,12 @@ pub enum OnOff {
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
+    /// Settings from a TOML file whose keys are these flags' names (`listen = "0.0.0.0:8080"`,
+    /// `insecure-no-auth = true`, `trusted-hosts = ["a", "b"]`). Flags given on the command
+    /// line win over the file, and the file over environment variables.
+    #[arg(long, env = "HEALPORIUM_CONFIG")]
+    pub config: Option<std::path::PathBuf>,
+
     /// Address and port to listen on.
     #[arg(long, env = "HEALPORIUM_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: String,
@@ -755,6 +762,102 @@ impl LimitArgs {
             statement_timeout_ms: self.statement_timeout,
         })
     }
+}
+
+/// The process's arguments with `serve --config FILE` (or HEALPORIUM_CONFIG) expanded: the
+/// file's settings become flags placed before the command line's own, which therefore win
+/// (serve takes the last value of a flag given twice). Other commands pass through.
+// config.rs is the one reader of the process environment (see .clippy.toml)
+#[allow(clippy::disallowed_methods)]
+pub fn args_with_config_file() -> Result<Vec<std::ffi::OsString>, String> {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let from_env = std::env::var_os("HEALPORIUM_CONFIG").map(std::path::PathBuf::from);
+    expand_config_file(args, from_env)
+}
+
+/// [`args_with_config_file`] over given arguments and environment value.
+pub fn expand_config_file(
+    args: Vec<std::ffi::OsString>,
+    from_env: Option<std::path::PathBuf>,
+) -> Result<Vec<std::ffi::OsString>, String> {
+    let Some(serve) = args.iter().position(|a| a == "serve") else {
+        return Ok(args);
+    };
+    let mut path = from_env;
+    let mut i = serve + 1;
+    while let Some(a) = args.get(i) {
+        let a = a.to_string_lossy();
+        if a == "--config" {
+            path = args.get(i + 1).map(std::path::PathBuf::from);
+            i += 1;
+        } else if let Some(p) = a.strip_prefix("--config=") {
+            path = Some(std::path::PathBuf::from(p));
+        }
+        i += 1;
+    }
+    let Some(path) = path else {
+        return Ok(args);
+    };
+    let flags = config_file_flags(&path)?;
+    let mut out: Vec<std::ffi::OsString> = Vec::with_capacity(args.len() + flags.len());
+    out.extend(args.iter().take(serve + 1).cloned());
+    out.extend(flags.into_iter().map(Into::into));
+    out.extend(args.iter().skip(serve + 1).cloned());
+    Ok(out)
+}
+
+/// The flags a config file stands for, in its order; an unknown key, a table or a bad file is a
+/// one-line error naming the file (and the key).
+fn config_file_flags(path: &std::path::Path) -> Result<Vec<String>, String> {
+    use clap::CommandFactory;
+    let shown = path.display();
+    let text = std::fs::read_to_string(path).map_err(|e| format!("--config {shown}: {e}"))?;
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| format!("--config {shown}: {}", e.message()))?;
+    let cli = Cli::command();
+    let serve = cli
+        .find_subcommand("serve")
+        .ok_or_else(|| "--config: no serve command".to_string())?;
+    let mut flags = Vec::new();
+    for (key, value) in table {
+        let Some(arg) = serve
+            .get_arguments()
+            .find(|a| a.get_long() == Some(key.as_str()) && key != "config" && key != "help")
+        else {
+            return Err(format!(
+                "--config {shown}: '{key}' is not a setting of serve (see serve --help)"
+            ));
+        };
+        let takes_value = arg.get_action().takes_values();
+        let scalar = |v: &toml::Value| match v {
+            toml::Value::String(s) => Ok(s.clone()),
+            toml::Value::Integer(n) => Ok(n.to_string()),
+            toml::Value::Float(f) => Ok(f.to_string()),
+            toml::Value::Boolean(b) => Ok(b.to_string()),
+            _ => Err(format!(
+                "--config {shown}: '{key}' takes a string, number or boolean"
+            )),
+        };
+        match (&value, takes_value) {
+            (toml::Value::Boolean(true), false) => flags.push(format!("--{key}")),
+            (toml::Value::Boolean(false), false) => {}
+            (_, false) => {
+                return Err(format!("--config {shown}: '{key}' is true or false"));
+            }
+            (toml::Value::Array(items), true) => {
+                for item in items {
+                    flags.push(format!("--{key}"));
+                    flags.push(scalar(item)?);
+                }
+            }
+            (v, true) => {
+                flags.push(format!("--{key}"));
+                flags.push(scalar(v)?);
+            }
+        }
+    }
+    Ok(flags)
 }
 
 /// A secret (a token) whose Display and Debug never show it.
@@ -1011,6 +1114,53 @@ mod tests {
             Command::Serve(a) => Config::from_args(*a),
             _ => Err("not serve".to_string()),
         }
+    }
+
+    fn with_file(toml: &str, extra: &[&str]) -> Result<Config, String> {
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let path = dir.path().join("healporium.toml");
+        std::fs::write(&path, toml).map_err(|e| e.to_string())?;
+        let mut argv: Vec<std::ffi::OsString> = vec!["healporium".into(), "serve".into()];
+        argv.push("--config".into());
+        argv.push(path.clone().into());
+        argv.extend(extra.iter().map(Into::into));
+        let argv = expand_config_file(argv, None)?;
+        let cli = Cli::try_parse_from(argv).map_err(|e| e.to_string())?;
+        match cli.command {
+            Command::Serve(a) => Config::from_args(*a),
+            _ => Err("not serve".to_string()),
+        }
+    }
+
+    #[test]
+    fn a_config_file_sets_flags_and_the_command_line_wins() {
+        let file = "listen = \"0.0.0.0:9090\"\ndatabase-url = \"sqlite:/tmp/x.db\"\n\
+                    insecure-no-auth = true\ntrusted-hosts = [\"a.example\", \"b.example\"]\n\
+                    max-body-bytes = 2048\n";
+        let c = with_file(file, &[]).unwrap();
+        assert_eq!(c.listen.to_string(), "0.0.0.0:9090");
+        assert_eq!(c.database_url.expose(), "sqlite:/tmp/x.db");
+        assert_eq!(c.auth, AuthMode::Off);
+        assert_eq!(c.trusted_hosts, vec!["a.example", "b.example"]);
+        let c = with_file(file, &["--listen", "127.0.0.1:7000"]).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:7000");
+        assert_eq!(c.database_url.expose(), "sqlite:/tmp/x.db");
+        // false leaves a switch off
+        let c = with_file("insecure-no-auth = false\n", &[]).unwrap();
+        assert_eq!(c.auth, AuthMode::On);
+    }
+
+    #[test]
+    fn a_bad_config_file_is_one_line_naming_the_key() {
+        let e = with_file("lisen = \"x\"\n", &[]).unwrap_err();
+        assert!(e.contains("'lisen' is not a setting of serve"), "{e}");
+        let e = with_file("listen = { a = 1 }\n", &[]).unwrap_err();
+        assert!(e.contains("'listen' takes a string"), "{e}");
+        let e = with_file("insecure-no-auth = \"yes\"\n", &[]).unwrap_err();
+        assert!(e.contains("'insecure-no-auth' is true or false"), "{e}");
+        let e = with_file("listen = \n", &[]).unwrap_err();
+        assert!(e.starts_with("--config "), "{e}");
+        assert!(!e.contains('\n'), "{e}");
     }
 
     #[test]

@@ -173,7 +173,14 @@ fn client_command(command: ClientCommand) -> ExitCode {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let args = match healporium::config::args_with_config_file() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let cli = Cli::parse_from(args);
     match cli.command {
         Command::Audit(healporium::config::AuditCommand::Verify(args)) => {
             healporium::telemetry::init(healporium::config::LogFormat::Text, "warn");
