@@ -12,6 +12,7 @@ pub mod feeds;
 mod heavy;
 pub mod jobs;
 pub mod ledger;
+mod operator;
 mod postgres;
 mod search;
 mod sql;

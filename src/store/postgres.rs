@@ -386,19 +386,13 @@ impl Store for PostgresStore {
     }
 
     async fn feed_backlog(&self) -> StoreResult<(i64, Option<i64>)> {
-        sqlx::query_as(
-            "SELECT COUNT(*), MIN(received) FROM feed_message WHERE state = 'processing'",
-        )
-        .fetch_one(&self.pool)
-        .await
-        .map_err(map_err)
+        let mut conn = self.pool.acquire().await.map_err(map_err)?;
+        super::operator::feed_backlog::<Postgres>(&mut conn).await
     }
 
     async fn subscription_owed(&self) -> StoreResult<i64> {
-        sqlx::query_scalar("SELECT COUNT(*) FROM subscription_event")
-            .fetch_one(&self.pool)
-            .await
-            .map_err(map_err)
+        let mut conn = self.pool.acquire().await.map_err(map_err)?;
+        super::operator::count_rows::<Postgres>(&mut conn, "subscription_event").await
     }
 
     async fn record_verification(
@@ -408,64 +402,28 @@ impl Store for PostgresStore {
         ok: bool,
         detail: &str,
     ) -> StoreResult<()> {
-        sqlx::query(
-            "INSERT INTO verification (kind, at, ok, detail) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (kind) DO UPDATE SET at = excluded.at, ok = excluded.ok, \
-             detail = excluded.detail",
-        )
-        .bind(kind)
-        .bind(at)
-        .bind(ok)
-        .bind(detail)
-        .execute(&self.pool)
-        .await
-        .map(|_| ())
-        .map_err(map_err)
+        let mut conn = self.pool.acquire().await.map_err(map_err)?;
+        super::operator::record_verification::<Postgres>(&mut conn, kind, at, ok, detail).await
     }
 
     async fn verifications(&self) -> StoreResult<Vec<(String, i64, bool)>> {
-        sqlx::query_as("SELECT kind, at, ok FROM verification ORDER BY kind")
-            .fetch_all(&self.pool)
-            .await
-            .map_err(map_err)
+        let mut conn = self.pool.acquire().await.map_err(map_err)?;
+        super::operator::verifications::<Postgres>(&mut conn).await
     }
 
     async fn pending_audits(&self, limit: u32) -> StoreResult<Vec<(i64, String, i64, String)>> {
-        sqlx::query_as(
-            "SELECT seq, audit_id, recorded, body FROM audit_pending ORDER BY seq LIMIT $1",
-        )
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(map_err)
+        let mut conn = self.pool.acquire().await.map_err(map_err)?;
+        super::operator::pending_audits::<Postgres>(&mut conn, limit).await
     }
 
     async fn pending_audit_bodies(&self, ids: &[String]) -> StoreResult<Vec<(String, String)>> {
-        let mut out = Vec::new();
-        for chunk in ids.chunks(500) {
-            let mut qb = sqlx::QueryBuilder::<Postgres>::new(
-                "SELECT audit_id, body FROM audit_pending WHERE audit_id IN (",
-            );
-            let mut list = qb.separated(", ");
-            for id in chunk {
-                list.push_bind(id.clone());
-            }
-            qb.push(")");
-            let rows: Vec<(String, String)> = qb
-                .build_query_as()
-                .fetch_all(&self.pool)
-                .await
-                .map_err(map_err)?;
-            out.extend(rows);
-        }
-        Ok(out)
+        let mut conn = self.pool.acquire().await.map_err(map_err)?;
+        super::operator::pending_audit_bodies::<Postgres>(&mut conn, ids).await
     }
 
     async fn audit_pending_count(&self) -> StoreResult<u64> {
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM audit_pending")
-            .fetch_one(&self.pool)
-            .await
-            .map_err(map_err)?;
+        let mut conn = self.pool.acquire().await.map_err(map_err)?;
+        let n = super::operator::count_rows::<Postgres>(&mut conn, "audit_pending").await?;
         Ok(u64::try_from(n).unwrap_or(0))
     }
 
