@@ -219,15 +219,6 @@ pub fn chain_hash(prev: &str, text: &str) -> String {
     hex(&h.finalize())
 }
 
-/// Records an AuditEvent and links it into the chain, inside `tx`.
-pub async fn append_in(
-    tx: &mut dyn Transaction,
-    seal: Option<&Seal>,
-    ev: Value,
-) -> Result<(), Outcome> {
-    append_many_in(tx, seal, vec![ev]).await
-}
-
 /// Records AuditEvents and links them into the chain in their order, inside `tx`: the chain
 /// is locked and its last link read once, and every event goes into one multi-row INSERT of
 /// `audit_pending` and one of the chain, however many events there are. They become
@@ -235,7 +226,7 @@ pub async fn append_in(
 pub async fn append_many_in(
     tx: &mut dyn Transaction,
     seal: Option<&Seal>,
-    events: Vec<Value>,
+    events: &[&Value],
 ) -> Result<(), Outcome> {
     if events.is_empty() {
         return Ok(());
@@ -253,7 +244,9 @@ pub async fn append_many_in(
     }
     let mut rows = Vec::with_capacity(events.len());
     let mut links = Vec::with_capacity(events.len());
-    for mut ev in events {
+    for ev in events {
+        // the one copy: the stamped event is what is recorded and hashed
+        let mut ev = (*ev).clone();
         let id = Id::generate();
         let now = Instant::now();
         stamp(&mut ev, id.as_str(), 1, now);

@@ -155,10 +155,11 @@ impl AuditWriter {
             emptied: false,
         };
         while let Some(batch) = idle.writer.take() {
-            let events: Vec<Value> = batch.iter().flat_map(|p| p.events.clone()).collect();
+            let events: Vec<&Value> = batch.iter().flat_map(|p| p.events.iter()).collect();
             let (requests, count) = (batch.len(), events.len());
             let started = std::time::Instant::now();
-            let stored = store(&sink, events).await;
+            let stored = store(&sink, &events).await;
+            drop(events);
             tracing::debug!(
                 requests,
                 events = count,
@@ -181,7 +182,8 @@ impl AuditWriter {
                 }
                 Err(_) => {
                     for p in batch {
-                        let result = store(&sink, p.events).await;
+                        let events: Vec<&Value> = p.events.iter().collect();
+                        let result = store(&sink, &events).await;
                         let _ = p.done.send(result);
                     }
                 }
@@ -212,12 +214,12 @@ impl Drop for Idle<'_> {
 }
 
 /// Stores `events` in one transaction, retried on contention.
-async fn store(sink: &Sink, events: Vec<Value>) -> Result<(), Outcome> {
+async fn store(sink: &Sink, events: &[&Value]) -> Result<(), Outcome> {
     let mut attempt = 1;
     loop {
         let result = async {
             let mut tx = sink.store.begin().await?;
-            super::audit::append_many_in(tx.as_mut(), sink.seal.as_deref(), events.clone()).await?;
+            super::audit::append_many_in(tx.as_mut(), sink.seal.as_deref(), events).await?;
             tx.commit().await?;
             Ok::<(), Outcome>(())
         }

@@ -173,9 +173,10 @@ pub(crate) async fn audit_in_session(
         ..audit::Record::default()
     };
     // one record per patient whose data the write touched (and one for the rest)
-    let events = audit::split(record, &items, requester_patient(ctx))
+    let events: Vec<Value> = audit::split(record, &items, requester_patient(ctx))
         .iter()
         .map(|part| audit::event(&ctx.requester, part))
         .collect();
-    audit::append_many_in(s.tx(), ctx.seal.as_deref(), events).await
+    let events: Vec<&Value> = events.iter().collect();
+    audit::append_many_in(s.tx(), ctx.seal.as_deref(), &events).await
 }
