@@ -43,6 +43,7 @@ secure_backends!(
     scheduling_follows_the_roles,
     subscriptions_follow_the_roles,
     metrics_are_for_the_operator_only,
+    openapi_is_public_and_names_no_data,
 );
 
 /// What a role may see of one resource.
@@ -2223,7 +2224,11 @@ async fn metrics_are_for_the_operator_only(s: SecureServer) {
             .unwrap()
             .starts_with("text/plain; version=0.0.4")
     );
-    let page = r.text().await.unwrap();
+    // every node's page (one in single-node mode): request counters are per node
+    let page = r.text().await.unwrap()
+        + &crate::common::metrics_pages(&w.s.server, crate::common::secure::METRICS_TOKEN)
+            .await
+            .concat();
     for needle in [
         "healporium_http_requests_total{route=\"/fhir/{type}/{id}\",method=\"GET\",status=\"200\"}",
         "healporium_http_requests_total{route=\"/metrics\",method=\"GET\",status=\"401\"}",
@@ -2239,4 +2244,43 @@ async fn metrics_are_for_the_operator_only(s: SecureServer) {
     for secret in ["alice", "bob", "secret-code-123", "Observation?", "Bearer"] {
         assert!(!page.contains(secret), "{secret} on the metrics page");
     }
+}
+
+/// `GET /openapi.json` describes the API, never data: every caller (no token, a bad one,
+/// every role) gets the same document, and it names none of the world's patients or ids.
+async fn openapi_is_public_and_names_no_data(s: SecureServer) {
+    let w = World::new(s).await;
+    let origin = w.s.server.origin();
+    let client = &w.s.server.client;
+    let mut tokens: Vec<Option<String>> = vec![None, Some("not-a-token".into())];
+    for role in ROLES {
+        tokens.push(w.as_role(role).bearer.clone());
+    }
+    let mut bodies = Vec::new();
+    for token in &tokens {
+        let mut req = client.get(format!("{origin}/openapi.json"));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let r = req.send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 200, "{token:?}");
+        bodies.push(r.text().await.unwrap());
+    }
+    assert!(
+        bodies.windows(2).all(|b| b[0] == b[1]),
+        "the same for everyone"
+    );
+    for secret in ["alice", "bob-hiv", "Patient/bob", "alice-rx", "Bearer ey"] {
+        assert!(
+            !bodies[0].contains(secret),
+            "{secret} in the OpenAPI document"
+        );
+    }
+    let r = client
+        .post(format!("{origin}/openapi.json"))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 405);
 }

@@ -33,6 +33,7 @@ mod history;
 mod hl7v2_samples;
 mod hostile;
 mod jobs;
+mod openapi;
 mod operations;
 mod patch;
 mod profiles;

@@ -57,18 +57,22 @@ fn text(b: &[u8]) -> String {
 
 /// `serve` with output going to files in `dir`; waits until the port answers.
 fn spawn_serve(dir: &Path, extra: &[&str]) -> (Child, String) {
-    let listen = format!("127.0.0.1:{}", free_port());
+    spawn_serve_at(dir, &format!("127.0.0.1:{}", free_port()), extra)
+}
+
+/// [`spawn_serve`] on `listen` (a restart on the same address).
+fn spawn_serve_at(dir: &Path, listen: &str, extra: &[&str]) -> (Child, String) {
+    spawn_serve_on(dir, listen, "sqlite:auth.db", extra)
+}
+
+/// [`spawn_serve_at`] on the database `database_url`.
+fn spawn_serve_on(dir: &Path, listen: &str, database_url: &str, extra: &[&str]) -> (Child, String) {
+    let listen = listen.to_string();
     let out = std::fs::File::create(dir.join("stdout.txt")).unwrap();
     let err = std::fs::File::create(dir.join("stderr.txt")).unwrap();
     let mut child = bin()
         .current_dir(dir)
-        .args([
-            "serve",
-            "--listen",
-            &listen,
-            "--database-url",
-            "sqlite:auth.db",
-        ])
+        .args(["serve", "--listen", &listen, "--database-url", database_url])
         .args(extra)
         .env_remove("DATABASE_URL")
         .env_remove("HEALPORIUM_BASE_URL")
@@ -413,6 +417,446 @@ async fn insecure_no_auth_warns_at_start_and_in_metadata() {
     assert!(err.contains("WARNING: authorization is off"), "{err}");
 }
 
+/// The line printed after the one containing `label`, trimmed.
+fn printed_line_after(out: &str, label: &str) -> String {
+    let mut lines = out.lines().skip_while(|l| !l.contains(label));
+    lines.next();
+    lines
+        .next()
+        .unwrap_or_else(|| panic!("{label} in {out}"))
+        .trim()
+        .to_string()
+}
+
+/// The first printed line (trimmed) that starts with `start` and contains `needle`.
+fn printed_line(out: &str, start: &str, needle: &str) -> String {
+    out.lines()
+        .map(str::trim)
+        .find(|l| l.starts_with(start) && l.contains(needle))
+        .unwrap_or_else(|| panic!("{start} … {needle} in {out}"))
+        .to_string()
+}
+
+/// Runs `script` with bash, as a user pasting the demo's commands would; its standard output.
+fn bash(script: &str) -> String {
+    let out = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(script)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{script}: {}", text(&out.stderr));
+    text(&out.stdout)
+}
+
+/// Waits until `--demo` has printed its instructions; what it printed.
+async fn demo_output(dir: &Path) -> String {
+    let mut out = String::new();
+    for _ in 0..300 {
+        out = std::fs::read_to_string(dir.join("stdout.txt")).unwrap();
+        if out.contains("Discovery:") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    out
+}
+
+/// The demo, as a newcomer runs it: the printed doctor's link opened on `localhost`, the
+/// printed curl lines pasted into a shell (the code exchange, a read, a write), an edit, and
+/// a restart of `--demo` on the same database that keeps the edit and what was written.
+#[tokio::test]
+async fn demo_signs_in_on_localhost_writes_with_the_printed_commands_and_keeps_edits() {
+    let dir = tempfile::tempdir().unwrap();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let (child, origin) = spawn_serve_at(dir.path(), &listen, &["--demo"]);
+    let out = demo_output(dir.path()).await;
+    let link = printed_line_after(&out, "to read and write, as a doctor");
+    assert!(
+        link.starts_with(&format!("{origin}/auth/authorize?")),
+        "{link}"
+    );
+    // the browser uses localhost, for the page and for the audience
+    let link = link.replace("127.0.0.1", "localhost");
+    let local = origin.replace("127.0.0.1", "localhost");
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let page = http.get(&link).send().await.unwrap();
+    assert_eq!(page.status(), 200, "{link}");
+    let request = crate::common::secure::request_field(&page.text().await.unwrap());
+    let consent = http
+        .post(format!("{local}/auth/login"))
+        .form_body(&[
+            ("request", request.as_str()),
+            ("username", "drsmith"),
+            ("password", "drsmith-demo-pw"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(consent.status(), 200);
+    let done = http
+        .post(format!("{local}/auth/consent"))
+        .form_body(&[("request", request.as_str()), ("decision", "allow")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(done.status(), 303);
+    let code = crate::common::secure::redirect_params(done.headers()["location"].to_str().unwrap())
+        .into_iter()
+        .find(|(k, _)| k == "code")
+        .unwrap()
+        .1;
+    // step 3 as printed (on 127.0.0.1), with the code pasted between the quotes
+    assert!(out.contains("CODE='paste-the-code-here'"), "{out}");
+    let exchange = printed_line(&out, "curl -s '", "/auth/token");
+    let answer = bash(&format!("CODE='{code}'\n{exchange}"));
+    let t: Value = serde_json::from_str(&answer).unwrap_or_else(|e| panic!("{e}: {answer}"));
+    let token = t["access_token"].as_str().unwrap_or_else(|| panic!("{t}"));
+    assert!(t["scope"].as_str().unwrap().contains("user/"), "{t}");
+    // step 4 as printed: a read and a write
+    let read = printed_line(&out, "curl -s '", "/Patient/demo-alice'");
+    let alice: Value = serde_json::from_str(&bash(&format!("TOKEN='{token}'\n{read}"))).unwrap();
+    assert_eq!(alice["id"], "demo-alice", "{alice}");
+    let write = printed_line(&out, "curl -s '", "/Observation'");
+    let written = bash(&format!("TOKEN='{token}'\n{write} -w '\\n%{{http_code}}'"));
+    assert!(written.ends_with("\n201"), "{written}");
+    // an edit, then a restart of --demo on the same database and address
+    let mut edited = alice.clone();
+    edited["telecom"] = json!([{"system": "phone", "value": "+1 555 0100"}]);
+    let r = http
+        .put(format!("{origin}/fhir/Patient/demo-alice"))
+        .bearer_auth(token)
+        .header("content-type", "application/fhir+json")
+        .body(edited.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    stop(child);
+    let (child, _) = spawn_serve_at(dir.path(), &listen, &["--demo"]);
+    let again = demo_output(dir.path()).await;
+    assert!(again.contains("Discovery:"), "{again}");
+    let now: Value = http
+        .get(format!("{origin}/fhir/Patient/demo-alice"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(now["telecom"][0]["value"], "+1 555 0100", "{now}");
+    assert_eq!(now["meta"]["versionId"], "2", "{now}");
+    let hr: Value = http
+        .get(format!(
+            "{origin}/fhir/Observation?subject=Patient/demo-alice&code=8867-4"
+        ))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        hr["total"], 2,
+        "the seeded and the written heart rate: {hr}"
+    );
+    // the demo claim was not submitted twice
+    let claims: Value = http
+        .get(format!("{origin}/fhir/Claim?patient=Patient/demo-alice"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(claims["total"], 1, "{claims}");
+    stop(child);
+}
+
+/// Signs in through the browser pages at `origin` with the authorization link `link`; the code.
+async fn browser_code(
+    http: &reqwest::Client,
+    origin: &str,
+    link: &str,
+    user: &str,
+    pw: &str,
+) -> String {
+    let page = http.get(link).send().await.unwrap();
+    assert_eq!(page.status(), 200, "{link}");
+    let request = crate::common::secure::request_field(&page.text().await.unwrap());
+    let consent = http
+        .post(format!("{origin}/auth/login"))
+        .form_body(&[
+            ("request", request.as_str()),
+            ("username", user),
+            ("password", pw),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(consent.status(), 200);
+    let done = http
+        .post(format!("{origin}/auth/consent"))
+        .form_body(&[("request", request.as_str()), ("decision", "allow")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(done.status(), 303);
+    crate::common::secure::redirect_params(done.headers()["location"].to_str().unwrap())
+        .into_iter()
+        .find(|(k, _)| k == "code")
+        .unwrap()
+        .1
+}
+
+/// Scale-out with real processes: three `healporium serve` on one PostgreSQL database with
+/// one `--base-url` (the load balancer's), each started with `--demo` (the second and third
+/// find the demo there and add nothing). A sign-in on one node, its code exchanged on another
+/// and the token used on the third; a custom SearchParameter stored through one node is
+/// described by another at once; a search's paging cursor made by one is followed on another;
+/// failed sign-ins counted on every node lock the account on all; a key rotated by the CLI
+/// signs the refreshed token one node issues and the others verify.
+#[tokio::test]
+async fn three_serve_processes_share_one_postgres_database() {
+    let Some((url, _, _)) = crate::common::fresh_database(crate::common::Backend::Postgres).await
+    else {
+        eprintln!("skipped: HEALPORIUM_TEST_DATABASE_URL not set");
+        return;
+    };
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let listens: Vec<String> = (0..3)
+        .map(|_| format!("127.0.0.1:{}", free_port()))
+        .collect();
+    let base = format!("http://{}/fhir", listens[0]);
+    let mut children = Vec::new();
+    let mut origins = Vec::new();
+    let mut printed = String::new();
+    for (dir, listen) in dirs.iter().zip(&listens) {
+        let (child, origin) =
+            spawn_serve_on(dir.path(), listen, &url, &["--demo", "--base-url", &base]);
+        printed = demo_output(dir.path()).await;
+        assert!(printed.contains("Discovery:"), "{printed}");
+        children.push(child);
+        origins.push(origin);
+    }
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    // sign in on node 0, exchange the code on node 1, use the token on node 2
+    let link = printed_line_after(&printed, "to read and write, as a doctor");
+    let code = browser_code(&http, &origins[0], &link, "admin", "admin-demo-pw").await;
+    let exchange = |origin: String, form: Vec<(&'static str, String)>| {
+        let http = http.clone();
+        async move {
+            let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            let r = http
+                .post(format!("{origin}/auth/token"))
+                .form_body(&form)
+                .send()
+                .await
+                .unwrap();
+            let status = r.status();
+            let t: Value = r.json().await.unwrap();
+            assert_eq!(status, 200, "{t}");
+            t
+        }
+    };
+    let t = exchange(
+        origins[1].clone(),
+        vec![
+            ("grant_type", "authorization_code".into()),
+            ("client_id", "demo-app".into()),
+            ("redirect_uri", "http://localhost:9000/callback".into()),
+            (
+                "code_verifier",
+                "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk".into(),
+            ),
+            ("code", code),
+        ],
+    )
+    .await;
+    let token = t["access_token"].as_str().unwrap().to_string();
+    let get = |origin: &str, path: &str, token: &str| {
+        http.get(format!("{origin}/fhir/{path}"))
+            .bearer_auth(token)
+            .send()
+    };
+    assert_eq!(
+        get(&origins[2], "Patient/demo-alice", &token)
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    // a custom SearchParameter written through node 0 is known to node 1 at once
+    let sp = json!({"resourceType": "SearchParameter", "url": "http://example.org/sp/nickname",
+        "name": "nickname", "status": "active", "code": "nickname", "base": ["Patient"],
+        "type": "string", "expression": "Patient.name.where(use = 'nickname').given",
+        "description": "a nickname"});
+    let r = http
+        .post(format!("{}/fhir/SearchParameter", origins[0]))
+        .bearer_auth(&token)
+        .header("content-type", "application/fhir+json")
+        .body(sp.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    let doc: Value = http
+        .get(format!("{}/openapi.json", origins[1]))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let params = doc["paths"]["/fhir/Patient"]["get"]["parameters"].to_string();
+    assert!(
+        params.contains("\"nickname\""),
+        "node 1 does not know it yet"
+    );
+    // a paging cursor made by node 0 is followed on node 2
+    let first: Value = get(&origins[0], "Patient?_count=1", &token)
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let next = first["link"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["relation"] == "next")
+        .unwrap_or_else(|| panic!("{first}"))["url"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let rest = next.strip_prefix(&base).unwrap_or_else(|| panic!("{next}"));
+    let second: Value = http
+        .get(format!("{}/fhir{rest}", origins[2]))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = |b: &Value| {
+        b["entry"][0]["resource"]["id"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    };
+    assert!(!id(&second).is_empty(), "{second}");
+    assert_ne!(id(&first), id(&second));
+    // five wrong passwords for bob, spread over the nodes, lock him out on every node
+    let reader = printed_line_after(&printed, "to read, as a patient");
+    for i in 0..5 {
+        let origin = &origins[i % 3];
+        let page = http
+            .get(reader.replace(&listens[0], &listens[i % 3]))
+            .send()
+            .await
+            .unwrap();
+        let request = crate::common::secure::request_field(&page.text().await.unwrap());
+        let r = http
+            .post(format!("{origin}/auth/login"))
+            .form_body(&[
+                ("request", request.as_str()),
+                ("username", "bob"),
+                ("password", "wrong"),
+            ])
+            .send()
+            .await
+            .unwrap();
+        assert_ne!(r.status(), 303);
+    }
+    let origin = &origins[2];
+    let page = http
+        .get(reader.replace(&listens[0], &listens[2]))
+        .send()
+        .await
+        .unwrap();
+    let request = crate::common::secure::request_field(&page.text().await.unwrap());
+    let r = http
+        .post(format!("{origin}/auth/login"))
+        .form_body(&[
+            ("request", request.as_str()),
+            ("username", "bob"),
+            ("password", "bob-demo-pw"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    let html = r.text().await.unwrap();
+    assert!(html.contains("Too many failed sign-ins"), "{html}");
+    // a key rotated by the CLI: node 1 refreshes the token with it, nodes 0 and 2 verify it
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(
+        dir.path(),
+        &["key", "rotate", "--database-url", &url],
+        &[],
+        None,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let kid = |token: &str| {
+        let header = token.split('.').next().unwrap().to_string();
+        use base64::Engine;
+        let json = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(header)
+            .unwrap();
+        serde_json::from_slice::<Value>(&json).unwrap()["kid"].clone()
+    };
+    let mut refreshed = Value::Null;
+    let mut refresh = t["refresh_token"].as_str().unwrap().to_string();
+    // a node signs with the key it loaded for up to 30 s (the old key keeps verifying)
+    for _ in 0..200 {
+        refreshed = exchange(
+            origins[1].clone(),
+            vec![
+                ("grant_type", "refresh_token".into()),
+                ("client_id", "demo-app".into()),
+                ("refresh_token", refresh.clone()),
+            ],
+        )
+        .await;
+        // refresh tokens rotate: the next exchange uses the new one
+        refresh = refreshed["refresh_token"].as_str().unwrap().to_string();
+        if kid(refreshed["access_token"].as_str().unwrap()) != kid(&token) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let new = refreshed["access_token"].as_str().unwrap();
+    assert_ne!(kid(new), kid(&token), "the new key signs");
+    for origin in [&origins[0], &origins[2]] {
+        assert_eq!(
+            get(origin, "Patient/demo-alice", new)
+                .await
+                .unwrap()
+                .status(),
+            200
+        );
+        // the old key keeps verifying until its tokens expire
+        assert_eq!(
+            get(origin, "Patient/demo-alice", &token)
+                .await
+                .unwrap()
+                .status(),
+            200
+        );
+    }
+    for child in children {
+        stop(child);
+    }
+}
+
 #[tokio::test]
 async fn demo_seeds_data_and_prints_how_to_sign_in() {
     let dir = tempfile::tempdir().unwrap();
@@ -443,11 +887,7 @@ async fn demo_seeds_data_and_prints_how_to_sign_in() {
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();
-    let url = out
-        .lines()
-        .find_map(|l| l.strip_prefix("1. open "))
-        .unwrap()
-        .to_string();
+    let url = printed_line_after(&out, "to read, as a patient");
     let html = http.get(&url).send().await.unwrap().text().await.unwrap();
     let request = crate::common::secure::request_field(&html);
     let consent = http

@@ -214,7 +214,8 @@ pub fn router_and_feeds(
     let metrics_api = state.clone();
     let mut app = api::router(state.clone())
         .merge(api::websocket::router(state.clone()))
-        .merge(api::health(state.clone()));
+        .merge(api::health(state.clone()))
+        .merge(api::openapi::router(state.clone()));
     if let Some(p) = &pipeline {
         app = app.merge(api::hl7v2::router(api::hl7v2::Hl7State {
             api: state.clone(),

@@ -292,26 +292,11 @@ fn demo_claim() -> Value {
             "net": {"value": 1500.00, "currency": "USD"}}]})
 }
 
-/// Seeds the demo data, accounts and app; returns the instructions to print.
-pub async fn seed(ctx: &Context, auth: &dyn AuthStore, config: &Config) -> anyhow::Result<String> {
-    let base = config
-        .base_url
-        .clone()
-        .unwrap_or_else(|| format!("http://{}{}", config.listen, config.prefix));
-    let entries: Vec<Value> = resources()
-        .into_iter()
-        .map(|r| {
-            let url = format!(
-                "{}/{}",
-                r.get("resourceType").and_then(Value::as_str).unwrap_or(""),
-                r.get("id").and_then(Value::as_str).unwrap_or("")
-            );
-            json!({"resource": r, "request": {"method": "PUT", "url": url}})
-        })
-        .collect();
+/// PUTs `entries` in one transaction, as the server itself.
+async fn put_all(ctx: &Context, base: &str, entries: Vec<Value>) -> anyhow::Result<()> {
     let bundle = json!({"resourceType": "Bundle", "type": "transaction", "entry": entries});
     let request = FhirRequest {
-        base: base.clone(),
+        base: base.to_string(),
         interaction: Interaction::Bundle { bundle },
         preconditions: Preconditions::default(),
         cascade: false,
@@ -324,10 +309,13 @@ pub async fn seed(ctx: &Context, auth: &dyn AuthStore, config: &Config) -> anyho
     interaction::handle(ctx, request)
         .await
         .map_err(|o| anyhow::anyhow!("cannot seed the demo data: {:?}", o.issues))?;
-    // alice's MRI, adjudicated by the demo insurer's plan: what she owes can be deferred
-    // (a second seed answers "duplicate", which is fine)
+    Ok(())
+}
+
+/// Submits alice's MRI claim (adjudicated natively by the demo plan).
+async fn submit_claim(ctx: &Context, base: &str) -> anyhow::Result<()> {
     let submit = FhirRequest {
-        base: base.clone(),
+        base: base.to_string(),
         interaction: Interaction::Operation(interaction::operation::OperationRequest {
             name: "submit".into(),
             resource_type: Some("Claim".into()),
@@ -347,6 +335,41 @@ pub async fn seed(ctx: &Context, auth: &dyn AuthStore, config: &Config) -> anyho
     interaction::handle(ctx, submit)
         .await
         .map_err(|o| anyhow::anyhow!("cannot submit the demo claim: {:?}", o.issues))?;
+    Ok(())
+}
+
+/// Seeds the demo data, accounts and app; returns the instructions to print.
+pub async fn seed(ctx: &Context, auth: &dyn AuthStore, config: &Config) -> anyhow::Result<String> {
+    let base = config
+        .base_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{}{}", config.listen, config.prefix));
+    // only what was never there: a restart keeps what demo users changed or deleted
+    let mut entries: Vec<Value> = Vec::new();
+    for r in resources() {
+        let resource_type = r.get("resourceType").and_then(Value::as_str).unwrap_or("");
+        let id = r.get("id").and_then(Value::as_str).unwrap_or("");
+        let existing = ctx
+            .store
+            .read(resource_type, id)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot read the demo data: {e:?}"))?;
+        if existing.is_none() {
+            let url = format!("{resource_type}/{id}");
+            entries.push(json!({"resource": r, "request": {"method": "PUT", "url": url}}));
+        }
+    }
+    let first_start = entries
+        .iter()
+        .any(|e| e.pointer("/request/url").and_then(Value::as_str) == Some("Patient/demo-alice"));
+    if !entries.is_empty() {
+        put_all(ctx, &base, entries).await?;
+    }
+    // alice's MRI, adjudicated by the demo insurer's plan on the first start: what she owes
+    // can be deferred (a restart leaves the claim, and what was done with it, as it is)
+    if first_start {
+        submit_claim(ctx, &base).await?;
+    }
     let cost = crate::smart::PasswordCost::Standard;
     for (username, password, role, fhir_user) in USERS {
         let user = NewUser {
@@ -384,22 +407,28 @@ pub async fn seed(ctx: &Context, auth: &dyn AuthStore, config: &Config) -> anyho
         .strip_suffix(&config.prefix)
         .unwrap_or(&base)
         .to_string();
-    let authorize = crate::smart::authorize::redirect_with(
-        &format!("{origin}/auth/authorize"),
-        &[
-            ("response_type", "code"),
-            ("client_id", CLIENT_ID),
-            ("redirect_uri", REDIRECT_URI),
-            (
-                "scope",
-                "openid fhirUser launch/patient patient/*.rs offline_access",
-            ),
-            ("state", "demo"),
-            ("aud", &base),
-            ("code_challenge", CHALLENGE),
-            ("code_challenge_method", "S256"),
-        ],
-    );
+    let authorize = |scope: &str| {
+        crate::smart::authorize::redirect_with(
+            &format!("{origin}/auth/authorize"),
+            &[
+                ("response_type", "code"),
+                ("client_id", CLIENT_ID),
+                ("redirect_uri", REDIRECT_URI),
+                ("scope", scope),
+                ("state", "demo"),
+                ("aud", &base),
+                ("code_challenge", CHALLENGE),
+                ("code_challenge_method", "S256"),
+            ],
+        )
+    };
+    let reader = authorize("openid fhirUser launch/patient patient/*.rs offline_access");
+    let writer = authorize("openid fhirUser user/*.cruds offline_access");
+    let observation = json!({"resourceType": "Observation", "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
+        "subject": {"reference": "Patient/demo-alice"},
+        "valueQuantity": {"value": 64, "unit": "beats/minute",
+            "system": "http://unitsofmeasure.org", "code": "/min"}});
     let mut text = String::new();
     text.push_str(&format!(
         "Healporium demo is ready. FHIR base: {base}\n\
@@ -427,13 +456,26 @@ pub async fn seed(ctx: &Context, auth: &dyn AuthStore, config: &Config) -> anyho
     }
     text.push_str(&format!(
         "Demo SMART app: client_id {CLIENT_ID} (public), redirect_uri {REDIRECT_URI}\n\
-         Try the authorization-code flow by hand:\n\
-         1. open {authorize}\n\
-         2. sign in (e.g. alice), allow, and copy the code from the address bar after the \
-         redirect (nothing listens on port 9000)\n\
-         3. curl -s {origin}/auth/token -d grant_type=authorization_code -d client_id={CLIENT_ID} \
-         -d redirect_uri={REDIRECT_URI} -d code_verifier={VERIFIER} -d code=<code>\n\
-         4. curl -s {base}/Patient/demo-alice -H 'Authorization: Bearer <access_token>'\n\
+         Try the authorization-code flow by hand (the address may use 127.0.0.1 or localhost):\n\
+         1. open one of these in a browser\n\
+         \x20  to read, as a patient (sign in as alice):\n\
+         \x20  {reader}\n\
+         \x20  to read and write, as a doctor (sign in as drsmith):\n\
+         \x20  {writer}\n\
+         2. sign in, allow, and copy the code from the address bar after the redirect \
+         (nothing listens on port 9000: the page does not load, the address holds ?code=...)\n\
+         3. exchange it within two minutes: paste it between the quotes, then run the curl line\n\
+         \x20  CODE='paste-the-code-here'\n\
+         \x20  curl -s '{origin}/auth/token' -d grant_type=authorization_code \
+         -d client_id={CLIENT_ID} --data-urlencode 'redirect_uri={REDIRECT_URI}' \
+         -d code_verifier={VERIFIER} --data-urlencode \"code=$CODE\"\n\
+         4. use the access_token from the answer\n\
+         \x20  TOKEN='paste-the-access_token-here'\n\
+         \x20  curl -s '{base}/Patient/demo-alice' -H \"Authorization: Bearer $TOKEN\"\n\
+         \x20  curl -s '{base}/Observation' -H \"Authorization: Bearer $TOKEN\" \
+         -H 'Content-Type: application/fhir+json' -d '{observation}'\n\
+         \x20  (the second writes a heart rate to alice's record: drsmith's token may, alice's \
+         read-only one gets 403)\n\
          Discovery: {base}/.well-known/smart-configuration\n"
     ));
     Ok(text)

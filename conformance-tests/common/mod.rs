@@ -42,12 +42,15 @@ pub struct Server {
 struct Guard {
     _dir: Option<tempfile::TempDir>,
     pg_schema: Option<(String, String)>,
-    task: tokio::task::JoinHandle<()>,
+    /// The listeners: the server's, or its nodes' and the round-robin proxy's.
+    tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Drop for Guard {
     fn drop(&mut self) {
-        self.task.abort();
+        for task in &self.tasks {
+            task.abort();
+        }
         if let Some((admin_url, schema)) = self.pg_schema.take() {
             // best effort: the CI database itself is dropped at the end of the run anyway
             let _ = std::thread::spawn(move || {
@@ -192,8 +195,12 @@ pub async fn start_at(
     let store = healporium::store::open_with(&url, &store_options)
         .await
         .expect("open store");
+    let apps = node_routers(backend, &url, &store_options, store.clone(), |s| {
+        healporium::app::router(s, &options)
+    })
+    .await;
     Some((
-        serve(backend, store.clone(), &options, dir, pg_schema).await,
+        listen(backend, apps, &options.prefix, dir, pg_schema).await,
         store,
         url,
     ))
@@ -211,12 +218,25 @@ pub async fn start_pair(
     let tuned = healporium::store::open_with(&url, &store_options)
         .await
         .expect("open store");
-    let first = serve(backend, plain, &options, None, None).await;
-    let second = serve(backend, tuned, &options, dir, pg_schema).await;
+    let first = node_routers(
+        backend,
+        &url,
+        &healporium::store::StoreOptions::default(),
+        plain,
+        |s| healporium::app::router(s, &options),
+    )
+    .await;
+    let first = listen(backend, first, &options.prefix, None, None).await;
+    let second = node_routers(backend, &url, &store_options, tuned, |s| {
+        healporium::app::router(s, &options)
+    })
+    .await;
+    let second = listen(backend, second, &options.prefix, dir, pg_schema).await;
     Some((first, second))
 }
 
-/// Serves `store` on a new port (`dir`/`pg_schema`: what to clean up with the server).
+/// Serves `store` on a new port (`dir`/`pg_schema`: what to clean up with the server); one
+/// node, whatever [`test_nodes`] says.
 pub async fn serve(
     backend: Backend,
     store: std::sync::Arc<dyn healporium::store::Store>,
@@ -224,28 +244,125 @@ pub async fn serve(
     dir: Option<tempfile::TempDir>,
     pg_schema: Option<(String, String)>,
 ) -> Server {
-    let app = healporium::app::router(store, options)
-        .into_make_service_with_connect_info::<std::net::SocketAddr>();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let task = tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
+    let app = healporium::app::router(store, options);
+    listen(backend, vec![app], &options.prefix, dir, pg_schema).await
+}
+
+/// How many nodes serve each PostgreSQL test server: `HEALPORIUM_TEST_NODES` (default 1).
+/// With more, the suite runs in scale-out mode: that many independent nodes — each its own
+/// router, store pool, caches, audit writer and authorization server state, as separate
+/// `healporium serve` processes have — on one database, behind a round-robin proxy, so
+/// consecutive requests of a test land on different nodes and anything a node kept only in
+/// its own memory shows up as a failure. SQLite servers are always one node (one file, one
+/// writer: SQLite is not the scale-out store).
+pub fn test_nodes(backend: Backend) -> usize {
+    match backend {
+        Backend::Sqlite => 1,
+        Backend::Postgres => std::env::var("HEALPORIUM_TEST_NODES")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .filter(|n: &usize| *n >= 1)
+            .unwrap_or(1),
+    }
+}
+
+/// The routers of a server's nodes: the first on `store`, each other one on a store of its
+/// own opened on `url`.
+pub async fn node_routers(
+    backend: Backend,
+    url: &str,
+    store_options: &healporium::store::StoreOptions,
+    store: std::sync::Arc<dyn healporium::store::Store>,
+    router: impl Fn(std::sync::Arc<dyn healporium::store::Store>) -> axum::Router,
+) -> Vec<axum::Router> {
+    let mut apps = vec![router(store)];
+    for _ in 1..test_nodes(backend) {
+        let own = healporium::store::open_with(url, store_options)
+            .await
+            .expect("open a node's store");
+        apps.push(router(own));
+    }
+    apps
+}
+
+/// Listens with `apps` on new ports: one app is the server; several are nodes behind a
+/// round-robin TCP proxy (each connection to the next node; the test client opens one
+/// connection per request, so requests alternate).
+pub async fn listen(
+    backend: Backend,
+    apps: Vec<axum::Router>,
+    prefix: &str,
+    dir: Option<tempfile::TempDir>,
+    pg_schema: Option<(String, String)>,
+) -> Server {
+    let mut tasks = Vec::new();
+    let mut addrs = Vec::new();
+    for app in apps {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        addrs.push(listener.local_addr().expect("addr"));
+        let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
+        tasks.push(tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        }));
+    }
+    let mut client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none());
+    let addr = if addrs.len() == 1 {
+        addrs[0]
+    } else {
+        let front = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = front.local_addr().expect("addr");
+        tasks.push(tokio::spawn(round_robin(front, addrs)));
+        client = client.pool_max_idle_per_host(0);
+        addr
+    };
     Server {
-        base: format!("http://{addr}{}", options.prefix),
-        client: reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .expect("http client"),
+        base: format!("http://{addr}{prefix}"),
+        client: client.build().expect("http client"),
         backend,
         bearer: None,
         _guard: std::sync::Arc::new(Guard {
             _dir: dir,
             pg_schema,
-            task,
+            tasks,
         }),
+    }
+}
+
+/// The `/metrics` page of every node of `s` (metrics are per node, as with separate
+/// processes): one scrape per node, in turn through the round-robin proxy.
+pub async fn metrics_pages(s: &Server, token: &str) -> Vec<String> {
+    let mut pages = Vec::new();
+    for _ in 0..test_nodes(s.backend) {
+        let r = s
+            .client
+            .get(format!("{}/metrics", s.origin()))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("scrape");
+        pages.push(r.text().await.expect("metrics page"));
+    }
+    pages
+}
+
+/// A layer-4 load balancer: each accepted connection is piped to the next node in turn.
+async fn round_robin(front: tokio::net::TcpListener, nodes: Vec<std::net::SocketAddr>) {
+    let mut next = 0usize;
+    loop {
+        let Ok((mut inbound, _)) = front.accept().await else {
+            continue;
+        };
+        let node = nodes[next % nodes.len()];
+        next += 1;
+        tokio::spawn(async move {
+            if let Ok(mut outbound) = tokio::net::TcpStream::connect(node).await {
+                let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+            }
+        });
     }
 }
 
@@ -265,34 +382,15 @@ pub async fn start_with_test_principals_and(
     options: AppOptions,
 ) -> Option<(Server, String)> {
     let (url, dir, pg_schema) = fresh_database(backend).await?;
-    let store = healporium::store::open(&url).await.expect("open store");
-    let app = healporium::app::router(store, &options)
-        .layer(axum::middleware::from_fn(inject_test_principal));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+    let store_options = healporium::store::StoreOptions::default();
+    let store = healporium::store::open_with(&url, &store_options)
         .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let task = tokio::spawn(async move {
-        let _ = axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-        )
-        .await;
-    });
-    Some((
-        Server {
-            base: format!("http://{addr}/fhir"),
-            client: reqwest::Client::new(),
-            backend,
-            bearer: None,
-            _guard: std::sync::Arc::new(Guard {
-                _dir: dir,
-                pg_schema,
-                task,
-            }),
-        },
-        url,
-    ))
+        .expect("open store");
+    let apps = node_routers(backend, &url, &store_options, store, |s| {
+        healporium::app::router(s, &options).layer(axum::middleware::from_fn(inject_test_principal))
+    })
+    .await;
+    Some((listen(backend, apps, "/fhir", dir, pg_schema).await, url))
 }
 
 async fn inject_test_principal(
@@ -462,7 +560,7 @@ impl Server {
             _guard: std::sync::Arc::new(Guard {
                 _dir: None,
                 pg_schema: None,
-                task: tokio::spawn(async {}),
+                tasks: Vec::new(),
             }),
         }
     }

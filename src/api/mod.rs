@@ -7,6 +7,7 @@
 pub mod hl7v2;
 pub mod metrics;
 mod negotiate;
+pub mod openapi;
 mod pages;
 pub mod smart;
 pub mod websocket;

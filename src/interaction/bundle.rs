@@ -992,7 +992,10 @@ async fn execute(
             }
             Ok(r)
         }
-        Plan::Other(Interaction::Capabilities) => Ok(super::capabilities::response(ctx, base)),
+        Plan::Other(Interaction::Capabilities) => {
+            ctx.registry.current(ctx.store.as_ref()).await?;
+            Ok(super::capabilities::response(ctx, base))
+        }
         Plan::Other(Interaction::History { scope, params }) => {
             super::history::history(ctx, base, scope, params).await
         }

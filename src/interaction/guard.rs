@@ -372,7 +372,8 @@ impl Guard {
         resource_type: &str,
         id: &str,
     ) -> Result<(), Outcome> {
-        let registry = ctx.registry.current(ctx.store.as_ref()).await?.params;
+        // the policy's parameters are built in: a loaded registry serves
+        let registry = ctx.registry.cached(ctx.store.as_ref()).await?.params;
         let mut src = Src::Store(ctx.store.as_ref());
         if self
             .current_visible(&mut src, &registry, perm, resource_type, id)

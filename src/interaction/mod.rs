@@ -204,7 +204,11 @@ async fn run(
     prefer: PreferReturn,
 ) -> Result<FhirResponse, Outcome> {
     match interaction {
-        Interaction::Capabilities => Ok(capabilities::response(ctx, base)),
+        Interaction::Capabilities => {
+            // the custom SearchParameters as stored now
+            ctx.registry.current(ctx.store.as_ref()).await?;
+            Ok(capabilities::response(ctx, base))
+        }
         Interaction::Read { resource_type, id } => {
             read::read(ctx, &resource_type, &id, &preconditions).await
         }

@@ -1,7 +1,10 @@
 //! The search-parameter registry a node works with: R4's parameters plus the custom
 //! SearchParameter resources in the store, and which custom parameters still wait for a
-//! reindex. Reloaded at most every few seconds (so stateless nodes sharing one database pick
-//! up each other's parameters) and at once after this node writes a SearchParameter.
+//! reindex. [`Registry::current`] compares the store's registry generation (bumped in the
+//! transaction of every change) with the one it loaded, so stateless nodes sharing one
+//! database know each other's parameters from the moment they are committed;
+//! [`Registry::cached`] trusts what it loaded for a few seconds, for the access policy (whose
+//! parameters are built in).
 
 use crate::fhir::outcome::Outcome;
 use crate::search::parameters::{SearchParameters, custom_from_resource};
@@ -23,7 +26,8 @@ pub struct Loaded {
 }
 
 pub struct Registry {
-    inner: RwLock<(Loaded, Option<Instant>)>,
+    /// What was loaded, when, and the store's generation it was loaded at.
+    inner: RwLock<(Loaded, Option<Instant>, i64)>,
     /// The SearchParameters every node knows: the credit extension's.
     builtin: Vec<serde_json::Value>,
 }
@@ -50,7 +54,7 @@ impl Registry {
             pending: Arc::new(HashSet::new()),
         };
         Registry {
-            inner: RwLock::new((loaded, None)),
+            inner: RwLock::new((loaded, None, -1)),
             builtin,
         }
     }
@@ -63,7 +67,7 @@ impl Registry {
         }
     }
 
-    /// The next [`Registry::current`] reloads.
+    /// The next [`Registry::current`] or [`Registry::cached`] reloads.
     pub fn invalidate(&self) {
         match self.inner.write() {
             Ok(mut g) => g.1 = None,
@@ -71,8 +75,23 @@ impl Registry {
         }
     }
 
-    /// The registry, reloaded from the store when stale.
+    /// The registry as committed now: reloaded when the store's generation moved (one small
+    /// query per call).
     pub async fn current(&self, store: &dyn Store) -> Result<Loaded, Outcome> {
+        let generation = store.registry_generation().await?;
+        let fresh = match self.inner.read() {
+            Ok(g) => g.1.is_some() && g.2 == generation,
+            Err(_) => false,
+        };
+        if fresh {
+            return Ok(self.snapshot());
+        }
+        self.reload(store, generation).await
+    }
+
+    /// The registry, trusted for a few seconds after it was loaded: enough for R4's and the
+    /// access policy's parameters, which never change while the server runs.
+    pub async fn cached(&self, store: &dyn Store) -> Result<Loaded, Outcome> {
         let fresh = match self.inner.read() {
             Ok(g) => g.1.is_some_and(|at| at.elapsed() < RELOAD_AFTER),
             Err(_) => false,
@@ -80,10 +99,17 @@ impl Registry {
         if fresh {
             return Ok(self.snapshot());
         }
+        let generation = store.registry_generation().await?;
+        self.reload(store, generation).await
+    }
+
+    /// Loads the registry, as of `generation` (read before the load: a change committed
+    /// meanwhile makes the next call load again).
+    async fn reload(&self, store: &dyn Store, generation: i64) -> Result<Loaded, Outcome> {
         let loaded = load(store, &self.builtin).await?;
         match self.inner.write() {
-            Ok(mut g) => *g = (loaded.clone(), Some(Instant::now())),
-            Err(p) => *p.into_inner() = (loaded.clone(), Some(Instant::now())),
+            Ok(mut g) => *g = (loaded.clone(), Some(Instant::now()), generation),
+            Err(p) => *p.into_inner() = (loaded.clone(), Some(Instant::now()), generation),
         }
         Ok(loaded)
     }

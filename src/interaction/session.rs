@@ -121,7 +121,11 @@ impl Session {
     }
 
     /// Commits what was written, unchecked: `integrity::finish` checks first.
-    pub(super) async fn commit(self) -> Result<(), Outcome> {
+    pub(super) async fn commit(mut self) -> Result<(), Outcome> {
+        if self.registry_changed {
+            // every node sharing the database reloads before its next search or write
+            self.tx.params().bump_registry_generation().await?;
+        }
         self.tx.commit().await?;
         if self.registry_changed {
             self.registries.invalidate();

@@ -195,7 +195,11 @@ impl Smart {
                 ));
             }
         }
-        if p.aud.as_deref().map(|a| a.trim_end_matches('/')) != Some(fhir_base) {
+        if !p
+            .aud
+            .as_deref()
+            .is_some_and(|a| super::same_base(fhir_base, a))
+        {
             return Err(fail(
                 &pending,
                 "invalid_request",

@@ -188,7 +188,7 @@ impl Smart {
                 "code_verifier does not match the code_challenge (PKCE)",
             ));
         }
-        if stored.grant.aud != fhir_base {
+        if !super::same_base(&stored.grant.aud, fhir_base) {
             return Err(SmartError::invalid_grant(
                 "The code was issued for another server",
             ));
@@ -227,7 +227,7 @@ impl Smart {
         if row.expires <= now_ms() {
             return Err(invalid());
         }
-        if grant.aud != fhir_base {
+        if !super::same_base(&grant.aud, fhir_base) {
             return Err(invalid());
         }
         // a disabled or removed account cannot refresh; the token is kept (not rotated), so

@@ -184,3 +184,76 @@ impl Smart {
 pub fn now_ms() -> i64 {
     crate::fhir::types::Instant::now().millis()
 }
+
+/// The spellings of one FHIR base URL a token or a code is good for: the URL itself and,
+/// when its host is a loopback name (`localhost`, `127.0.0.1`, `[::1]`), the same URL with
+/// each of the others — a browser on `localhost` and a `curl` on `127.0.0.1` reach the same
+/// server. Any other host stands only for itself.
+pub fn base_aliases(base: &str) -> Vec<String> {
+    let base = base.trim_end_matches('/');
+    let Some((scheme, rest)) = base.split_once("://") else {
+        return vec![base.to_string()];
+    };
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((h, p)) if !p.contains(']') => (h, Some(p)),
+        _ => (authority, None),
+    };
+    const LOOPBACK: [&str; 3] = ["localhost", "127.0.0.1", "[::1]"];
+    if !LOOPBACK.iter().any(|l| l.eq_ignore_ascii_case(host)) {
+        return vec![base.to_string()];
+    }
+    let mut out = vec![base.to_string()];
+    for name in LOOPBACK {
+        let port = port.map(|p| format!(":{p}")).unwrap_or_default();
+        let alias = format!("{scheme}://{name}{port}{path}");
+        if !out.contains(&alias) {
+            out.push(alias);
+        }
+    }
+    out
+}
+
+/// Whether `a` and `b` name the same FHIR base ([`base_aliases`]).
+pub fn same_base(a: &str, b: &str) -> bool {
+    base_aliases(a).iter().any(|x| x == b.trim_end_matches('/'))
+}
+
+#[cfg(test)]
+mod base_tests {
+    use super::*;
+
+    #[test]
+    fn loopback_names_are_one_server_other_hosts_are_not() {
+        assert!(same_base(
+            "http://127.0.0.1:8080/fhir",
+            "http://localhost:8080/fhir"
+        ));
+        assert!(same_base(
+            "http://localhost:8080/fhir",
+            "http://[::1]:8080/fhir/"
+        ));
+        assert!(same_base("http://localhost/fhir", "http://127.0.0.1/fhir"));
+        assert!(!same_base(
+            "http://127.0.0.1:8080/fhir",
+            "http://localhost:8081/fhir"
+        ));
+        assert!(!same_base(
+            "http://127.0.0.1:8080/fhir",
+            "http://localhost:8080/other"
+        ));
+        assert!(!same_base(
+            "https://127.0.0.1:8080/fhir",
+            "http://localhost:8080/fhir"
+        ));
+        assert!(!same_base(
+            "https://fhir.example/fhir",
+            "https://localhost/fhir"
+        ));
+        assert!(!same_base(
+            "http://localhost.evil.example:8080/fhir",
+            "http://127.0.0.1:8080/fhir"
+        ));
+        assert_eq!(base_aliases("https://fhir.example/fhir").len(), 1);
+    }
+}

@@ -220,8 +220,9 @@ impl Smart {
         v.set_required_spec_claims(&["exp", "iat", "iss", "aud", "sub"]);
         match aud {
             Some(aud) => {
-                v.set_audience(&[aud]);
-                v.set_issuer(&[aud]);
+                let aliases = super::base_aliases(aud);
+                v.set_audience(&aliases);
+                v.set_issuer(&aliases);
             }
             None => v.validate_aud = false,
         }
@@ -285,7 +286,7 @@ impl Smart {
         };
         let grant: Grant = serde_json::from_str(&row.grant_json)
             .map_err(|e| SmartError::Internal(format!("stored grant: {e}")))?;
-        if row.revoked || row.expires <= now_ms() || grant.aud != aud {
+        if row.revoked || row.expires <= now_ms() || !super::same_base(&grant.aud, aud) {
             return Ok(json!({"active": false}));
         }
         let mut out = json!({

@@ -286,6 +286,9 @@ pub trait Store: Send + Sync + 'static {
     async fn param_states(&self) -> StoreResult<Vec<(String, String, String)>>;
     /// Sets a custom parameter's index state (`pending`, `reindexing`, `ready`).
     async fn set_param_state(&self, base: &str, code: &str, status: &str) -> StoreResult<()>;
+    /// The search-parameter registry's generation: bumped by every change of a custom
+    /// parameter or its index state, in the transaction that makes it.
+    async fn registry_generation(&self) -> StoreResult<i64>;
     /// A paging cursor: (created, payload).
     async fn load_cursor(&self, id: &str) -> StoreResult<Option<(i64, String)>>;
     /// Live resources referencing `target_type/target_id` anywhere (at most `limit`).

@@ -439,6 +439,10 @@ impl Store for PostgresStore {
         sql::set_param_state::<Postgres>(&mut conn, base, code, status).await
     }
 
+    async fn registry_generation(&self) -> StoreResult<i64> {
+        sql::registry_generation::<Postgres, _>(&self.pool).await
+    }
+
     async fn load_cursor(&self, id: &str) -> StoreResult<Option<(i64, String)>> {
         sqlx::query_as("SELECT created, payload FROM search_cursor WHERE id = $1")
             .bind(id)

@@ -864,7 +864,38 @@ where
     .execute(&mut *conn)
     .await
     .map_err(map_err)?;
+    bump_registry_generation::<DB>(conn).await
+}
+
+/// The search-parameter registry changed: every node reloads it before its next search or write.
+pub(super) async fn bump_registry_generation<DB>(conn: &mut DB::Connection) -> StoreResult<()>
+where
+    DB: Database,
+    for<'e> &'e mut DB::Connection: sqlx::Executor<'e, Database = DB>,
+    DB::Arguments: sqlx::IntoArguments<DB>,
+{
+    sqlx::query::<DB>("UPDATE registry_generation SET generation = generation + 1 WHERE id = 1")
+        .execute(&mut *conn)
+        .await
+        .map_err(map_err)?;
     Ok(())
+}
+
+/// The registry's generation ([`bump_registry_generation`]).
+pub(super) async fn registry_generation<'c, DB, E>(executor: E) -> StoreResult<i64>
+where
+    DB: Database,
+    E: sqlx::Executor<'c, Database = DB>,
+    for<'r> i64: sqlx::Decode<'r, DB> + Type<DB>,
+    for<'r> (i64,): sqlx::FromRow<'r, DB::Row>,
+    DB::Arguments: sqlx::IntoArguments<DB>,
+{
+    let row: Option<(i64,)> =
+        sqlx::query_as::<DB, (i64,)>("SELECT generation FROM registry_generation WHERE id = 1")
+            .fetch_optional(executor)
+            .await
+            .map_err(map_err)?;
+    Ok(row.map_or(0, |r| r.0))
 }
 
 /// Deletes a resource's rows of `params` in every index table, then inserts `rows`.

@@ -433,6 +433,10 @@ impl Store for SqliteStore {
         sql::set_param_state::<Sqlite>(&mut conn, base, code, status).await
     }
 
+    async fn registry_generation(&self) -> StoreResult<i64> {
+        sql::registry_generation::<Sqlite, _>(&self.read).await
+    }
+
     async fn load_cursor(&self, id: &str) -> StoreResult<Option<(i64, String)>> {
         sqlx::query_as("SELECT created, payload FROM search_cursor WHERE id = $1")
             .bind(id)

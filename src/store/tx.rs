@@ -46,6 +46,8 @@ pub trait AuditTx: Send {
 pub trait ParamTx: Send {
     /// Sets a custom parameter's index state (`pending`, `reindexing`, `ready`).
     async fn set_param_state(&mut self, base: &str, code: &str, status: &str) -> StoreResult<()>;
+    /// The registry changed (a SearchParameter deleted): every node reloads it.
+    async fn bump_registry_generation(&mut self) -> StoreResult<()>;
 }
 
 /// A database transaction of either dialect.
@@ -309,6 +311,10 @@ macro_rules! transaction_impl {
                 status: &str,
             ) -> StoreResult<()> {
                 sql::set_param_state::<$db>(&mut self.tx, base, code, status).await
+            }
+
+            async fn bump_registry_generation(&mut self) -> StoreResult<()> {
+                sql::bump_registry_generation::<$db>(&mut self.tx).await
             }
         }
 
