@@ -355,6 +355,21 @@ fn main() {
             };
             row(name, r, limit);
         }
+        // every server of the run lives in this process: its memory after the whole run
+        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        let kb = |key: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(key))
+                .and_then(|v| v.split_whitespace().next())
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        println!(
+            "\nmemory after the whole run (every server above, one process): RSS {} MB, peak {} MB",
+            kb("VmRSS:") / 1024,
+            kb("VmHWM:") / 1024
+        );
         for (_, _, pg) in backends {
             if let Some((admin, schema)) = pg {
                 use sqlx::Connection;

@@ -591,9 +591,11 @@ async fn the_cleanup_job_purges_what_expired() {
         return;
     };
     let old = Instant::now().millis() - 3 * 24 * 3_600_000;
-    store.save_cursor("old", old, "{}").await.unwrap();
     store
-        .save_cursor("new", Instant::now().millis(), "{}")
+        .save_cursors(&[
+            ("old".into(), old, "{}".into()),
+            ("new".into(), Instant::now().millis(), "{}".into()),
+        ])
         .await
         .unwrap();
     let ctx = healporium::interaction::Context::new(store.clone());

@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 use std::collections::HashSet;
 
 backends!(
+    a_search_with_one_page_links_only_itself,
     data_driven_cases,
     includes_and_revincludes,
     summary_and_elements,
@@ -1509,4 +1510,123 @@ async fn missing_means_the_tested_element_is_absent(s: Server) {
             sorted(vec![ids[1].clone(), ids[2].clone()])
         );
     }
+}
+
+/// `_total=accurate` counts from the index alone: with the table of resource bodies renamed
+/// away, `_summary=count` still answers the exact total, while a search that returns the
+/// resources cannot.
+async fn accurate_totals_never_read_resource_bodies(backend: crate::common::Backend) {
+    use sqlx::Connection;
+    let Some((s, _, url)) = crate::common::start_at(
+        backend,
+        healporium::app::AppOptions::default(),
+        healporium::store::StoreOptions::default(),
+    )
+    .await
+    else {
+        eprintln!("skipped: HEALPORIUM_TEST_DATABASE_URL not set");
+        return;
+    };
+    let entries: Vec<Value> = (0..30)
+        .map(|i| {
+            json!({"resource": {"resourceType": "Patient", "name": [{"family": "Counted",
+                "given": [format!("N{i}")]}], "gender": if i % 3 == 0 { "female" } else { "male" }},
+                "request": {"method": "POST", "url": "Patient"}})
+        })
+        .collect();
+    s.post(
+        "",
+        &json!({"resourceType": "Bundle", "type": "transaction", "entry": entries}),
+    )
+    .await
+    .expect(200);
+    let count = |q: &'static str| {
+        let s = s.clone();
+        async move { s.get(q).await.expect(200).json()["total"].clone() }
+    };
+    assert_eq!(
+        count("Patient?family=Counted&_summary=count&_total=accurate").await,
+        30
+    );
+    let rename = |from: &str, to: &str| format!("ALTER TABLE {from} RENAME TO {to}");
+    match backend {
+        crate::common::Backend::Sqlite => {
+            let mut c = sqlx::SqliteConnection::connect(&url).await.unwrap();
+            sqlx::query(sqlx::AssertSqlSafe(rename(
+                "resource_version",
+                "hidden_bodies",
+            )))
+            .execute(&mut c)
+            .await
+            .unwrap();
+        }
+        crate::common::Backend::Postgres => {
+            let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
+            sqlx::query(sqlx::AssertSqlSafe(rename(
+                "resource_version",
+                "hidden_bodies",
+            )))
+            .execute(&mut c)
+            .await
+            .unwrap();
+        }
+    }
+    assert_eq!(
+        count("Patient?family=Counted&_summary=count&_total=accurate").await,
+        30
+    );
+    assert_eq!(
+        count("Patient?family=Counted&gender=female&_summary=count&_total=accurate").await,
+        10
+    );
+    assert_eq!(count("Patient?_summary=count&_total=accurate").await, 30);
+    // the bodies are needed, and gone
+    let r = s.get("Patient?family=Counted").await;
+    assert_ne!(r.status.as_u16(), 200, "{}", r.text);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accurate_totals_never_read_resource_bodies_sqlite() {
+    accurate_totals_never_read_resource_bodies(crate::common::Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accurate_totals_never_read_resource_bodies_postgres() {
+    accurate_totals_never_read_resource_bodies(crate::common::Backend::Postgres).await;
+}
+
+/// A search whose first page holds every match needs no cursor: its only link is `self`.
+/// One with more pages links `first` and `next` as opaque cursors, and its last page links
+/// `first` and `previous`.
+async fn a_search_with_one_page_links_only_itself(s: Server) {
+    for i in 0..3 {
+        s.create(&json!({"resourceType": "Patient", "name": [{"family": "Onepage", "given": [format!("G{i}")]}]}))
+            .await;
+    }
+    let one = s
+        .get("Patient?family=Onepage&_count=3")
+        .await
+        .expect(200)
+        .json();
+    let relations: Vec<&str> = one["link"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["relation"].as_str().unwrap())
+        .collect();
+    assert_eq!(relations, ["self"], "{one}");
+    assert_eq!(one["entry"].as_array().unwrap().len(), 3);
+    let first = s
+        .get("Patient?family=Onepage&_count=2")
+        .await
+        .expect(200)
+        .json();
+    let next = link(&first, "next").unwrap_or_else(|| panic!("{first}"));
+    assert!(link(&first, "first").unwrap().contains("_page="), "{first}");
+    assert!(link(&first, "previous").is_none());
+    let last = s.get(&rel(&s, &next)).await.expect(200).json();
+    assert_eq!(last["entry"].as_array().unwrap().len(), 1, "{last}");
+    assert!(link(&last, "next").is_none(), "{last}");
+    assert_eq!(link(&last, "first"), link(&first, "first"));
+    assert!(link(&last, "previous").unwrap().contains("_page="));
 }

@@ -16,6 +16,9 @@ pub struct Supervisor {
     shutdown: watch::Sender<bool>,
     services: JoinSet<(String, anyhow::Result<()>)>,
     drain: Duration,
+    /// SIGTERM and SIGINT, caught from the moment the node starts (a signal that arrives
+    /// while it is still starting is a clean stop too, never the default exit).
+    signals: Signals,
 }
 
 impl Supervisor {
@@ -24,6 +27,7 @@ impl Supervisor {
             shutdown: watch::channel(false).0,
             services: JoinSet::new(),
             drain,
+            signals: Signals::catch(),
         }
     }
 
@@ -58,7 +62,7 @@ impl Supervisor {
     pub async fn run(mut self) -> anyhow::Result<()> {
         let mut first_error = None;
         tokio::select! {
-            _ = stop_signal() => tracing::info!("stopping: signal received"),
+            _ = self.signals.next() => tracing::info!("stopping: signal received"),
             ended = self.services.join_next() => {
                 if let Some(r) = ended {
                     first_error = outcome(r);
@@ -112,25 +116,52 @@ fn outcome(
     }
 }
 
-/// Resolves on SIGTERM or SIGINT (Ctrl-C).
-async fn stop_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// SIGTERM and SIGINT (Ctrl-C) handlers, installed when created.
+struct Signals {
     #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+    terminate: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    interrupt: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn catch() -> Signals {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Signals {
+                terminate: signal(SignalKind::terminate()).ok(),
+                interrupt: signal(SignalKind::interrupt()).ok(),
             }
-            Err(_) => std::future::pending::<()>().await,
         }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = terminate => {},
+        #[cfg(not(unix))]
+        Signals {}
+    }
+
+    /// Resolves on the next SIGTERM or SIGINT.
+    async fn next(&mut self) {
+        #[cfg(unix)]
+        {
+            tokio::select! {
+                _ = recv(self.terminate.as_mut()) => {},
+                _ = recv(self.interrupt.as_mut()) => {},
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+/// The next delivery of `signal` (never, when it could not be caught).
+#[cfg(unix)]
+async fn recv(signal: Option<&mut tokio::signal::unix::Signal>) {
+    match signal {
+        Some(s) => {
+            s.recv().await;
+        }
+        None => std::future::pending::<()>().await,
     }
 }
 

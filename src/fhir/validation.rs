@@ -59,11 +59,18 @@ impl Validator {
     }
 
     /// Builds every type's schema now instead of on first use.
+    /// Builds every resource type's validator now (each is otherwise built on first use).
     pub fn warm_up(&self) -> Result<(), String> {
+        self.check_datatypes()?;
         for t in self.defs.resource_types() {
             self.schema(t)?;
         }
         Ok(())
+    }
+
+    /// Loads the datatypes schema every resource schema refers to.
+    pub fn check_datatypes(&self) -> Result<(), String> {
+        DATATYPES.as_ref().map(|_| ()).map_err(Clone::clone)
     }
 
     fn schema(&self, resource_type: &str) -> Result<&jsonschema::Validator, String> {
@@ -806,6 +813,12 @@ fn unreferenced_contained(resource: &Value, expr: &str, issues: &mut Vec<Issue>)
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// `serve` builds a type's validator on its first write: every one must build.
+    #[test]
+    fn every_resource_types_validator_builds() {
+        assert_eq!(Validator::r4().warm_up(), Ok(()));
+    }
 
     fn issues(v: Value) -> (ErrorKind, Vec<(String, String)>) {
         let o = Validator::r4().validate(&v).expect_err("should be invalid");

@@ -123,12 +123,15 @@ async fn load_cursor(ctx: &Context, token: &str) -> Result<CursorState, Outcome>
         .map_err(|_| Outcome::internal("A stored paging cursor cannot be read"))
 }
 
-async fn save_cursor(ctx: &Context, state: &CursorState) -> Result<String, Outcome> {
+/// A new paging cursor for `state`, added to `rows` (saved with the page's others); its id.
+fn new_cursor(
+    rows: &mut Vec<(String, i64, String)>,
+    state: &CursorState,
+) -> Result<String, Outcome> {
     let id = uuid::Uuid::new_v4().simple().to_string();
     let payload = serde_json::to_string(state)
         .map_err(|_| Outcome::internal("A paging cursor cannot be written"))?;
-    let now = Instant::now().millis();
-    ctx.store.save_cursor(&id, now, &payload).await?;
+    rows.push((id.clone(), Instant::now().millis(), payload));
     Ok(id)
 }
 
@@ -304,19 +307,12 @@ async fn run(
             hits.reverse();
         }
     }
-    // links: self (the query as used), first/next/previous (opaque cursors)
-    let first_id = match &state.first {
-        _ if !paging => String::new(),
-        Some(f) => f.clone(),
-        None => {
-            let first = CursorState {
-                anchor: None,
-                backwards: false,
-                first: None,
-                ..state.clone()
-            };
-            save_cursor(ctx, &first).await?
-        }
+    // links: self (the query as used), first/next/previous (opaque cursors, saved together;
+    // a search whose first page is its only page has no other page to link to, and no cursor)
+    let (has_next, has_prev) = if state.backwards {
+        (state.anchor.is_some(), more)
+    } else {
+        (more, state.anchor.is_some())
     };
     let scope_url = scope_url(base, &state.scope);
     let page_url = |id: &str| format!("{base}?_page={id}");
@@ -328,40 +324,44 @@ async fn run(
     };
     let mut links = vec![json!({"relation": "self", "url": self_link})];
     let counting = counting || !paging; // no paging links without cursors
-    if !counting {
+    let mut cursors: Vec<(String, i64, String)> = Vec::new();
+    let only_page = state.first.is_none() && !has_next && !has_prev;
+    if !counting && !only_page {
+        let first_id = match &state.first {
+            Some(f) => f.clone(),
+            None => {
+                let first = CursorState {
+                    anchor: None,
+                    backwards: false,
+                    first: None,
+                    ..state.clone()
+                };
+                new_cursor(&mut cursors, &first)?
+            }
+        };
         links.push(json!({"relation": "first", "url": page_url(&first_id)}));
+        if has_prev && let Some(h) = hits.first() {
+            let prev = CursorState {
+                anchor: Some(anchor_of(h)),
+                backwards: true,
+                first: Some(first_id.clone()),
+                ..state.clone()
+            };
+            let id = new_cursor(&mut cursors, &prev)?;
+            links.push(json!({"relation": "previous", "url": page_url(&id)}));
+        }
+        if has_next && let Some(h) = hits.last() {
+            let next = CursorState {
+                anchor: Some(anchor_of(h)),
+                backwards: false,
+                first: Some(first_id),
+                ..state.clone()
+            };
+            let id = new_cursor(&mut cursors, &next)?;
+            links.push(json!({"relation": "next", "url": page_url(&id)}));
+        }
     }
-    let (has_next, has_prev) = if state.backwards {
-        (state.anchor.is_some(), more)
-    } else {
-        (more, state.anchor.is_some())
-    };
-    if !counting
-        && has_prev
-        && let Some(h) = hits.first()
-    {
-        let prev = CursorState {
-            anchor: Some(anchor_of(h)),
-            backwards: true,
-            first: Some(first_id.clone()),
-            ..state.clone()
-        };
-        let id = save_cursor(ctx, &prev).await?;
-        links.push(json!({"relation": "previous", "url": page_url(&id)}));
-    }
-    if !counting
-        && has_next
-        && let Some(h) = hits.last()
-    {
-        let next = CursorState {
-            anchor: Some(anchor_of(h)),
-            backwards: false,
-            first: Some(first_id.clone()),
-            ..state.clone()
-        };
-        let id = save_cursor(ctx, &next).await?;
-        links.push(json!({"relation": "next", "url": page_url(&id)}));
-    }
+    ctx.store.save_cursors(&cursors).await?;
     // the resources of the page, in hit order
     let keys: Vec<(String, String)> = hits
         .iter()

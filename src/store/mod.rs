@@ -250,8 +250,11 @@ pub trait Store: Send + Sync + 'static {
         param: Option<&str>,
         limit: usize,
     ) -> StoreResult<Vec<(String, String)>>;
-    /// Stores a paging cursor (expired ones are purged by the clean-up job).
-    async fn save_cursor(&self, id: &str, created: i64, payload: &str) -> StoreResult<()>;
+    /// Stores a page's paging cursors, (id, created, payload) each, in one statement (expired
+    /// ones are purged by the clean-up job). A cursor is not worth an fsync of its own: on
+    /// PostgreSQL the insert commits asynchronously (a crash may lose the newest cursors,
+    /// whose links then answer "expired"), never anything else.
+    async fn save_cursors(&self, rows: &[(String, i64, String)]) -> StoreResult<()>;
     /// The AuditEvent hash chain from `after_seq` on, in order: (seq, audit id, prev, hash).
     async fn audit_chain(
         &self,

@@ -341,14 +341,24 @@ impl Store for PostgresStore {
         Ok(out)
     }
 
-    async fn save_cursor(&self, id: &str, created: i64, payload: &str) -> StoreResult<()> {
-        sqlx::query("INSERT INTO search_cursor (id, created, payload) VALUES ($1, $2, $3)")
-            .bind(id)
-            .bind(created)
-            .bind(payload)
-            .execute(&self.pool)
+    async fn save_cursors(&self, rows: &[(String, i64, String)]) -> StoreResult<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await.map_err(map_err)?;
+        sqlx::query("SET LOCAL synchronous_commit = off")
+            .execute(&mut *tx)
             .await
             .map_err(map_err)?;
+        let mut qb: sqlx::QueryBuilder<Postgres> =
+            sqlx::QueryBuilder::new("INSERT INTO search_cursor (id, created, payload) ");
+        qb.push_values(rows, |mut b, (id, created, payload)| {
+            b.push_bind(id.as_str())
+                .push_bind(*created)
+                .push_bind(payload.as_str());
+        });
+        qb.build().execute(&mut *tx).await.map_err(map_err)?;
+        tx.commit().await.map_err(map_err)?;
         Ok(())
     }
 
