@@ -633,15 +633,25 @@ async fn three_serve_processes_share_one_postgres_database() {
         .map(|_| format!("127.0.0.1:{}", free_port()))
         .collect();
     let base = format!("http://{}/fhir", listens[0]);
-    let mut children = Vec::new();
+    // stopped when the test ends, passed or failed
+    struct Nodes(Vec<Child>);
+    impl Drop for Nodes {
+        fn drop(&mut self) {
+            for child in &mut self.0 {
+                child.kill().ok();
+                child.wait().ok();
+            }
+        }
+    }
+    let mut nodes = Nodes(Vec::new());
     let mut origins = Vec::new();
     let mut printed = String::new();
     for (dir, listen) in dirs.iter().zip(&listens) {
         let (child, origin) =
             spawn_serve_on(dir.path(), listen, &url, &["--demo", "--base-url", &base]);
+        nodes.0.push(child);
         printed = demo_output(dir.path()).await;
         assert!(printed.contains("Discovery:"), "{printed}");
-        children.push(child);
         origins.push(origin);
     }
     let http = reqwest::Client::builder()
@@ -852,9 +862,7 @@ async fn three_serve_processes_share_one_postgres_database() {
             200
         );
     }
-    for child in children {
-        stop(child);
-    }
+    drop(nodes);
 }
 
 #[tokio::test]
