@@ -465,6 +465,7 @@ async fn tuned(backend: Backend, ms: u64, n: usize) -> Option<(Server, String)> 
         options,
         StoreOptions {
             statement_timeout_ms: ms,
+            ..StoreOptions::default()
         },
     )
     .await?;

@@ -1630,3 +1630,78 @@ async fn a_search_with_one_page_links_only_itself(s: Server) {
     assert_eq!(link(&last, "first"), link(&first, "first"));
     assert!(link(&last, "previous").unwrap().contains("_page="));
 }
+
+/// `--search-replica-url`: searches and their counts run on the replica, everything else on
+/// the primary. The "replica" here is a database of its own that differs from the primary on
+/// purpose (a real one follows it), so the test sees which one answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn searches_run_on_the_search_replica_postgres() {
+    let Some((primary, _, primary_schema)) = crate::common::fresh_database(Backend::Postgres).await
+    else {
+        eprintln!("skipped: HEALPORIUM_TEST_DATABASE_URL not set");
+        return;
+    };
+    let Some((replica, _, replica_schema)) = crate::common::fresh_database(Backend::Postgres).await
+    else {
+        return;
+    };
+    let twin =
+        |id: &str| json!({"resourceType": "Patient", "id": id, "name": [{"family": "Twin"}]});
+    let r = healporium::store::open(&replica).await.unwrap();
+    let rs = crate::common::serve(
+        Backend::Postgres,
+        r,
+        &AppOptions::default(),
+        None,
+        replica_schema,
+    )
+    .await;
+    rs.put("Patient/same", &twin("same")).await.expect(201);
+    rs.put("Patient/extra", &twin("extra")).await.expect(201);
+    let p = healporium::store::open_with(
+        &primary,
+        &healporium::store::StoreOptions {
+            search_replica_url: Some(replica.clone()),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let ps = crate::common::serve(
+        Backend::Postgres,
+        p,
+        &AppOptions::default(),
+        None,
+        primary_schema,
+    )
+    .await;
+    ps.put("Patient/same", &twin("same")).await.expect(201);
+    // the count is the replica's
+    let count = ps
+        .get("Patient?family=Twin&_summary=count")
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(count["total"], 2, "{count}");
+    // a read is the primary's
+    ps.get("Patient/extra").await.expect(404);
+    // a search's matches come from the replica, their bodies from the primary (what the
+    // primary does not hold is left out)
+    let page = ps.get("Patient?family=Twin").await.expect(200).json();
+    let ids: Vec<&str> = page["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["resource"]["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["same"], "{page}");
+    // writes go to the primary only
+    ps.put("Patient/third", &twin("third")).await.expect(201);
+    let on_replica = rs
+        .get("Patient?family=Twin&_summary=count")
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(on_replica["total"], 2);
+    ps.get("Patient/third").await.expect(200);
+}

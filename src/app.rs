@@ -470,6 +470,10 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         config.database_url.expose(),
         &store::StoreOptions {
             statement_timeout_ms: config.limits.statement_timeout_ms,
+            search_replica_url: config
+                .search_replica_url
+                .as_ref()
+                .map(|u| u.expose().to_string()),
         },
     )
     .await?;

@@ -597,6 +597,13 @@ pub struct ServeArgs {
     )]
     pub database_url: String,
 
+    /// PostgreSQL only: a read replica for searches (`postgres://…`). Searches and their
+    /// counts run there; reads, writes, paging cursors and everything else on
+    /// --database-url. A replica lags its primary: a search may not yet find what was just
+    /// written.
+    #[arg(long, env = "HEALPORIUM_SEARCH_REPLICA_URL", hide_env_values = true)]
+    pub search_replica_url: Option<String>,
+
     /// The public URL of the FHIR API, as clients reach it (for links and Location headers),
     /// e.g. https://fhir.example.org/fhir. Default: http://<Host header>/fhir when the Host
     /// is trusted (--trusted-hosts), else http://localhost/fhir.
@@ -943,6 +950,8 @@ impl fmt::Debug for DatabaseUrl {
 pub struct Config {
     pub listen: SocketAddr,
     pub database_url: DatabaseUrl,
+    /// A PostgreSQL read replica for searches.
+    pub search_replica_url: Option<DatabaseUrl>,
     pub base_url: Option<String>,
     pub trusted_hosts: Vec<String>,
     /// Path prefix of the FHIR API.
@@ -1007,6 +1016,20 @@ impl Config {
             )
         })?;
         let database_url = DatabaseUrl::parse(&args.database_url)?;
+        let search_replica_url = match &args.search_replica_url {
+            None => None,
+            Some(u) => {
+                let replica = DatabaseUrl::parse(u)
+                    .map_err(|e| e.replace("--database-url", "--search-replica-url"))?;
+                if !replica.is_postgres() || !database_url.is_postgres() {
+                    return Err(
+                        "--search-replica-url: a PostgreSQL replica of a PostgreSQL --database-url"
+                            .to_string(),
+                    );
+                }
+                Some(replica)
+            }
+        };
         let base_url = match args.base_url {
             None => None,
             Some(b) => {
@@ -1039,6 +1062,7 @@ impl Config {
         Ok(Config {
             listen,
             database_url,
+            search_replica_url,
             base_url,
             trusted_hosts: args
                 .trusted_hosts
@@ -1104,6 +1128,39 @@ impl Config {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_search_replica_needs_postgresql_on_both_sides() {
+        let parse = |extra: &[&str]| {
+            let mut argv = vec!["healporium", "serve"];
+            argv.extend_from_slice(extra);
+            match <Cli as clap::Parser>::try_parse_from(argv) {
+                Ok(Cli {
+                    command: Command::Serve(a),
+                    ..
+                }) => Config::from_args(*a),
+                _ => Err("not serve".to_string()),
+            }
+        };
+        let pg = "postgres://u@db/fhir";
+        let replica = "postgres://u@replica/fhir";
+        let c = parse(&["--database-url", pg, "--search-replica-url", replica]).unwrap();
+        assert_eq!(
+            c.search_replica_url.map(|u| u.expose().to_string()),
+            Some(replica.to_string())
+        );
+        let e = parse(&["--search-replica-url", replica]).unwrap_err();
+        assert!(e.contains("--search-replica-url"), "{e}");
+        let e = parse(&["--database-url", pg, "--search-replica-url", "sqlite:x.db"]).unwrap_err();
+        assert!(e.contains("--search-replica-url"), "{e}");
+        assert!(
+            parse(&["--database-url", pg])
+                .unwrap()
+                .search_replica_url
+                .is_none()
+        );
+    }
+
     use super::*;
 
     fn args(extra: &[&str]) -> Result<Config, String> {

@@ -377,17 +377,20 @@ pub async fn open(url: &str) -> anyhow::Result<Arc<dyn Store>> {
 }
 
 /// How a store runs its statements.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct StoreOptions {
     /// A statement (on SQLite: a search) running longer is cancelled, and the request gets a
     /// `too-costly` OperationOutcome.
     pub statement_timeout_ms: u64,
+    /// PostgreSQL: a read replica that runs searches and their counts.
+    pub search_replica_url: Option<String>,
 }
 
 impl Default for StoreOptions {
     fn default() -> Self {
         StoreOptions {
             statement_timeout_ms: crate::fhir::limits::Limits::default().statement_timeout_ms,
+            search_replica_url: None,
         }
     }
 }

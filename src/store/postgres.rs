@@ -23,6 +23,9 @@ use std::time::Duration;
 
 pub struct PostgresStore {
     pool: PgPool,
+    /// Where searches and their counts run: a read replica when configured, else `pool`.
+    search: PgPool,
+    replica: bool,
     heavy: Heavy,
     /// The database collates text bytewise (C/POSIX): ids sort by the primary key as is.
     c_ids: bool,
@@ -72,8 +75,31 @@ impl PostgresStore {
             .await
             .context("cannot connect to PostgreSQL")?;
         let c_ids = matches!(collation.as_str(), "C" | "POSIX" | "C.UTF-8" | "C.utf8");
+        // searches on a read replica: same settings, read-only transactions, no migrations
+        // (the replica follows the primary's schema)
+        let search = match &opts.search_replica_url {
+            None => pool.clone(),
+            Some(url) => {
+                let replica = PgConnectOptions::from_str(url)
+                    .context("invalid PostgreSQL URL of the search replica")?
+                    .options([
+                        ("plan_cache_mode", "force_custom_plan"),
+                        ("statement_timeout", timeout.as_str()),
+                        ("client_connection_check_interval", "1000"),
+                        ("default_transaction_read_only", "on"),
+                    ]);
+                PgPoolOptions::new()
+                    .max_connections(CONNECTIONS)
+                    .acquire_timeout(Duration::from_secs(30))
+                    .connect_with(replica)
+                    .await
+                    .context("cannot connect to the search replica")?
+            }
+        };
         Ok(PostgresStore {
+            replica: opts.search_replica_url.is_some(),
             pool,
+            search,
             heavy: Heavy::new(CONNECTIONS, opts.statement_timeout_ms),
             c_ids,
             wake: Default::default(),
@@ -210,7 +236,7 @@ impl Store for PostgresStore {
 
     async fn search(&self, spec: &SearchSpec<'_>) -> StoreResult<Vec<Hit>> {
         let _slot = self.heavy.enter().await?;
-        let mut guard = Closing::new(self.pool.acquire().await.map_err(map_err)?);
+        let mut guard = Closing::new(self.search.acquire().await.map_err(map_err)?);
         let conn = guard.conn()?;
         let forms = plan_forms::<Postgres>(conn, true, spec).await?;
         let spec = &SearchSpec {
@@ -248,7 +274,7 @@ impl Store for PostgresStore {
     }
 
     async fn explain_search(&self, spec: &SearchSpec<'_>) -> StoreResult<String> {
-        let mut conn = self.pool.acquire().await.map_err(map_err)?;
+        let mut conn = self.search.acquire().await.map_err(map_err)?;
         let forms = plan_forms::<Postgres>(&mut conn, true, spec).await?;
         let spec = &SearchSpec {
             forms: &forms,
@@ -278,7 +304,7 @@ impl Store for PostgresStore {
 
     async fn count(&self, types: &[String], filters: &[Filter]) -> StoreResult<u64> {
         let _slot = self.heavy.enter().await?;
-        let mut guard = Closing::new(self.pool.acquire().await.map_err(map_err)?);
+        let mut guard = Closing::new(self.search.acquire().await.map_err(map_err)?);
         let n: i64 = Compiler::new(true, self.c_ids)
             .count::<Postgres>(types, filters)
             .build_query_scalar()
@@ -379,13 +405,19 @@ impl Store for PostgresStore {
     }
 
     fn pool_stats(&self) -> Vec<(&'static str, u32, u32, u32)> {
-        let idle = u32::try_from(self.pool.num_idle()).unwrap_or(u32::MAX);
-        vec![(
-            "postgres",
-            self.pool.size(),
-            idle,
-            self.pool.options().get_max_connections(),
-        )]
+        let stats = |name: &'static str, pool: &PgPool| {
+            (
+                name,
+                pool.size(),
+                u32::try_from(pool.num_idle()).unwrap_or(u32::MAX),
+                pool.options().get_max_connections(),
+            )
+        };
+        let mut out = vec![stats("postgres", &self.pool)];
+        if self.replica {
+            out.push(stats("postgres-search-replica", &self.search));
+        }
+        out
     }
 
     async fn change_head(&self) -> StoreResult<i64> {
