@@ -993,7 +993,7 @@ async fn execute(
             Ok(r)
         }
         Plan::Other(Interaction::Capabilities) => {
-            ctx.registry.current(ctx.store.as_ref()).await?;
+            let _ = ctx.registry.current(ctx.store.as_ref()).await;
             Ok(super::capabilities::response(ctx, base))
         }
         Plan::Other(Interaction::History { scope, params }) => {

@@ -78,7 +78,17 @@ impl Registry {
     /// The registry as committed now: reloaded when the store's generation moved (one small
     /// query per call).
     pub async fn current(&self, store: &dyn Store) -> Result<Loaded, Outcome> {
-        let generation = store.registry_generation().await?;
+        let generation = match store.registry_generation().await {
+            Ok(g) => g,
+            // the database did not answer that small query (a statement timeout, a pool at
+            // its limit): what was loaded a moment ago serves, as before generations existed
+            Err(e) => match self.inner.read() {
+                Ok(g) if g.1.is_some_and(|at| at.elapsed() < RELOAD_AFTER) => {
+                    return Ok(g.0.clone());
+                }
+                _ => return Err(e.into()),
+            },
+        };
         let fresh = match self.inner.read() {
             Ok(g) => g.1.is_some() && g.2 == generation,
             Err(_) => false,
