@@ -14,8 +14,9 @@ use std::collections::HashMap;
 use std::sync::RwLock;
 use std::time::{Duration, Instant};
 
-/// How long a node trusts its cached keys before looking at the database again.
-const RELOAD_AFTER: Duration = Duration::from_secs(30);
+/// How long a node trusts its cached keys before looking at the database again: a key made
+/// by `key rotate` on any node signs everywhere, and a removed one stops verifying, within it.
+const RELOAD_AFTER: Duration = Duration::from_secs(5);
 /// At most one reload per this interval is triggered by unknown `kid`s.
 const MISS_RELOAD_AFTER: Duration = Duration::from_secs(2);
 
