@@ -1,4 +1,5 @@
-//! `GET /openapi.json`: an OpenAPI 3.0 description of this server, generated at request time
+//! `GET /openapi.json`: an OpenAPI 3.0 description of this server, generated (and cached per
+//! registry and base URL)
 //! from what the server itself dispatches — the CapabilityStatement (resource types, their
 //! interactions and search parameters, custom SearchParameters included), the operation
 //! table ([`crate::interaction::operation::OPERATIONS`]) and the edge's routes listed in
@@ -8,13 +9,16 @@
 use super::{ApiState, base_url};
 use crate::interaction::capabilities;
 use crate::interaction::operation::{Level, OPERATIONS, Operation};
+use crate::search::parameters::SearchParameters;
 use axum::Router;
 use axum::extract::State;
 use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use bytes::Bytes;
 use serde_json::{Map, Value, json};
+use std::sync::{Arc, Mutex};
 
 pub const PATH: &str = "/openapi.json";
 
@@ -210,20 +214,51 @@ pub const EDGE: &[EdgeRoute] = &[
     ),
 ];
 
-/// `GET /openapi.json`.
-pub fn router(state: ApiState) -> Router {
-    Router::new().route(PATH, get(document)).with_state(state)
+/// The document last generated, for the base URL and the registry it was made for: a public
+/// 2.7 MB document that takes a tenth of a second to generate is generated once per change,
+/// not once per request (anyone may ask for it, as often as they like).
+type Cached = Option<(String, Arc<SearchParameters>, Bytes)>;
+
+#[derive(Clone)]
+struct DocState {
+    api: ApiState,
+    cache: Arc<Mutex<Cached>>,
 }
 
-async fn document(State(state): State<ApiState>, headers: HeaderMap) -> Response {
-    let base = base_url(&state, &headers);
+/// `GET /openapi.json`.
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route(PATH, get(document))
+        .with_state(DocState {
+            api: state,
+            cache: Arc::new(Mutex::new(None)),
+        })
+}
+
+async fn document(State(state): State<DocState>, headers: HeaderMap) -> Response {
+    let api = &state.api;
+    let base = base_url(api, &headers);
     // the custom SearchParameters as stored now (the last loaded ones if the store fails)
-    let _ = state.ctx.registry.current(state.ctx.store.as_ref()).await;
-    let doc = generate(&state, &base);
+    let _ = api.ctx.registry.current(api.ctx.store.as_ref()).await;
+    let params = api.ctx.registry.snapshot().params;
+    let cached = state.cache.lock().ok().and_then(|c| match c.as_ref() {
+        Some((b, p, doc)) if *b == base && Arc::ptr_eq(p, &params) => Some(doc.clone()),
+        _ => None,
+    });
+    let body = match cached {
+        Some(doc) => doc,
+        None => {
+            let doc = Bytes::from(generate(api, &base).to_string());
+            if let Ok(mut c) = state.cache.lock() {
+                *c = Some((base, params, doc.clone()));
+            }
+            doc
+        }
+    };
     (
         StatusCode::OK,
         [(CONTENT_TYPE, HeaderValue::from_static("application/json"))],
-        doc.to_string(),
+        body,
     )
         .into_response()
 }
