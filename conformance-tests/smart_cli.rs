@@ -482,32 +482,7 @@ async fn demo_signs_in_on_localhost_writes_with_the_printed_commands_and_keeps_e
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();
-    let page = http.get(&link).send().await.unwrap();
-    assert_eq!(page.status(), 200, "{link}");
-    let request = crate::common::secure::request_field(&page.text().await.unwrap());
-    let consent = http
-        .post(format!("{local}/auth/login"))
-        .form_body(&[
-            ("request", request.as_str()),
-            ("username", "drsmith"),
-            ("password", "drsmith-demo-pw"),
-        ])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(consent.status(), 200);
-    let done = http
-        .post(format!("{local}/auth/consent"))
-        .form_body(&[("request", request.as_str()), ("decision", "allow")])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(done.status(), 303);
-    let code = crate::common::secure::redirect_params(done.headers()["location"].to_str().unwrap())
-        .into_iter()
-        .find(|(k, _)| k == "code")
-        .unwrap()
-        .1;
+    let code = browser_code(&http, &local, &link, "drsmith", "drsmith-demo-pw").await;
     // step 3 as printed (on 127.0.0.1), with the code pasted between the quotes
     assert!(out.contains("CODE='paste-the-code-here'"), "{out}");
     let exchange = printed_line(&out, "curl -s '", "/auth/token");
@@ -896,31 +871,7 @@ async fn demo_seeds_data_and_prints_how_to_sign_in() {
         .build()
         .unwrap();
     let url = printed_line_after(&out, "to read, as a patient");
-    let html = http.get(&url).send().await.unwrap().text().await.unwrap();
-    let request = crate::common::secure::request_field(&html);
-    let consent = http
-        .post(format!("{origin}/auth/login"))
-        .form_body(&[
-            ("request", request.as_str()),
-            ("username", "alice"),
-            ("password", "alice-demo-pw"),
-        ])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(consent.status(), 200);
-    let done = http
-        .post(format!("{origin}/auth/consent"))
-        .form_body(&[("request", request.as_str()), ("decision", "allow")])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(done.status(), 303);
-    let code = crate::common::secure::redirect_params(done.headers()["location"].to_str().unwrap())
-        .into_iter()
-        .find(|(k, _)| k == "code")
-        .unwrap()
-        .1;
+    let code = browser_code(&http, &origin, &url, "alice", "alice-demo-pw").await;
     let t: Value = http
         .post(format!("{origin}/auth/token"))
         .form_body(&[
