@@ -119,9 +119,40 @@ async fn every_advertised_interaction_works(s: Server) {
             other => panic!("advertised system interaction {other} has no conformance check"),
         }
     }
-    for op in cs["rest"][0]["operation"].as_array().unwrap() {
-        let name = op["name"].as_str().unwrap();
-        s.get(&format!("${name}")).await.expect(200);
+    let kick = [
+        ("accept", "application/fhir+json"),
+        ("prefer", "respond-async"),
+    ];
+    let mut export_status = String::new();
+    let mut ops: Vec<&str> = cs["rest"][0]["operation"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|op| op["name"].as_str().unwrap())
+        .collect();
+    // the export first: the status and file operations need its job
+    ops.sort_by_key(|n| *n != "export");
+    for name in ops {
+        match name {
+            // Bulk Data: asynchronous (no worker runs here: the job stays queued)
+            "export" => {
+                let r = s.get_with("$export", &kick).await.expect(202);
+                export_status = r.header("content-location").unwrap().to_string();
+            }
+            "bulk-status" => {
+                let path = export_status.split("/fhir/").nth(1).unwrap();
+                s.get(path).await.expect(202);
+            }
+            "bulk-file" => {
+                let id = export_status.split("_jobId=").nth(1).unwrap();
+                s.get(&format!("$bulk-file?_jobId={id}&file=1"))
+                    .await
+                    .expect(404);
+            }
+            _ => {
+                s.get(&format!("${name}")).await.expect(200);
+            }
+        }
     }
     let patient = s.create(&json!({"resourceType": "Patient"})).await;
     let entry = cs["rest"][0]["resource"]
@@ -142,6 +173,12 @@ async fn every_advertised_interaction_works(s: Server) {
             }
             _ => json!({"resourceType": "Parameters"}),
         };
+        if name == "export" {
+            s.post_with("Patient/$export", &params, &kick)
+                .await
+                .expect(202);
+            continue;
+        }
         s.post(&format!("Patient/{patient}/${name}"), &params)
             .await
             .expect(200);

@@ -18,6 +18,7 @@ mod access_matrix;
 mod access_tokens;
 mod architecture;
 mod audit;
+mod bulk;
 mod bundles;
 mod capabilities;
 mod cli;

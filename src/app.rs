@@ -69,6 +69,8 @@ pub struct AppOptions {
     pub mappings: Option<Arc<crate::feeds::mapping_set::MappingSet>>,
     /// The bearer token `GET /metrics` asks for on the main listener (None: not served there).
     pub metrics_token: Option<String>,
+    /// Bulk Data: how long results stay, file sizes, polling interval.
+    pub bulk: crate::interaction::bulk::Settings,
 }
 
 impl Default for AppOptions {
@@ -90,6 +92,7 @@ impl Default for AppOptions {
             feed_zone: None,
             mappings: None,
             metrics_token: None,
+            bulk: crate::interaction::bulk::Settings::default(),
         }
     }
 }
@@ -126,6 +129,7 @@ fn node_context(store: Arc<dyn Store>, options: &AppOptions, secured: bool) -> C
     ctx.prefix = options.prefix.clone();
     ctx.limits = options.limits;
     ctx.seal = options.seal.clone();
+    ctx.bulk = options.bulk;
     ctx.security = if secured {
         Security::Smart
     } else {
@@ -486,6 +490,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         max_body_bytes: config.max_body_bytes,
         referential_integrity: config.referential_integrity,
         search_page_ttl_ms: config.search_page_ttl_ms,
+        bulk: config.bulk,
         break_glass_ttl_ms: config.break_glass_ttl_ms,
         audit: config.audit,
         auth: config.auth,
@@ -533,6 +538,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     if config.jobs.worker.concurrency > 0 {
         let ctx = Context {
             page_ttl_ms: options.search_page_ttl_ms,
+            bulk: options.bulk,
             registry: Arc::new(crate::interaction::registry::Registry::for_catalog(
                 &options.finance,
             )),
@@ -668,7 +674,11 @@ pub fn job_kinds(
                     ctx.store.auth().purge_expired(now).await.map_err(|e| {
                         JobError::Retry(format!("cannot purge expired grants: {e}"))
                     })?;
-                tracing::debug!(cursors, auth, "expired rows purged");
+                let bulk =
+                    ctx.store.bulk().purge(now).await.map_err(|e| {
+                        JobError::Retry(format!("cannot purge expired bulk data: {e}"))
+                    })?;
+                tracing::debug!(cursors, auth, bulk, "expired rows purged");
                 Ok(())
             }
         }),
@@ -726,6 +736,23 @@ pub fn job_kinds(
                     tracing::error!(error = %e, "ledger verification failed");
                 }
                 Ok(())
+            }
+        }),
+    );
+    let bulk_ctx = ctx.clone();
+    registry.register(
+        crate::interaction::bulk::EXPORT_JOB,
+        crate::interaction::bulk::EXPORT_ATTEMPTS,
+        FnHandler(move |job: crate::jobs::JobInput| {
+            let ctx = bulk_ctx.clone();
+            async move {
+                let id = job
+                    .payload
+                    .get("id")
+                    .and_then(serde_json::Value::as_str)
+                    .ok_or_else(|| JobError::Fatal("no id in the payload".into()))?;
+                let last = job.attempt >= i64::from(crate::interaction::bulk::EXPORT_ATTEMPTS);
+                crate::interaction::bulk::run_job(&ctx, id, last).await
             }
         }),
     );

@@ -634,6 +634,15 @@ pub struct ServeArgs {
     #[arg(long, env = "HEALPORIUM_SEARCH_PAGE_TTL", default_value_t = 3600)]
     pub search_page_ttl: u64,
 
+    /// How long a finished Bulk Data export's manifest and files can be fetched, in seconds.
+    #[arg(long, env = "HEALPORIUM_BULK_TTL", default_value_t = 3600)]
+    pub bulk_ttl: u64,
+
+    /// Size after which a Bulk Data output file is closed and the next one of its type
+    /// begun, in megabytes.
+    #[arg(long, env = "HEALPORIUM_BULK_FILE_SIZE", default_value_t = 64)]
+    pub bulk_file_size: u64,
+
     /// How long a break-glass grant (a practitioner's emergency access to one patient,
     /// `Patient/[id]/$break-glass`) lasts, in seconds.
     #[arg(long, env = "HEALPORIUM_BREAK_GLASS_TTL", default_value_t = 1800)]
@@ -962,6 +971,8 @@ pub struct Config {
     pub search_page_ttl_ms: i64,
     /// Lifetime of break-glass grants, in milliseconds.
     pub break_glass_ttl_ms: i64,
+    /// Bulk Data results' lifetime and file size.
+    pub bulk: crate::interaction::bulk::Settings,
     pub audit: bool,
     pub log_format: LogFormat,
     pub log: String,
@@ -1048,6 +1059,12 @@ impl Config {
         if args.search_page_ttl == 0 || args.search_page_ttl > 7 * 24 * 3600 {
             return Err("--search-page-ttl: between 1 second and 7 days".to_string());
         }
+        if args.bulk_ttl < 60 || args.bulk_ttl > 7 * 24 * 3600 {
+            return Err("--bulk-ttl: between 1 minute and 7 days".to_string());
+        }
+        if args.bulk_file_size == 0 || args.bulk_file_size > 4096 {
+            return Err("--bulk-file-size: between 1 and 4096 megabytes".to_string());
+        }
         if args.break_glass_ttl < 60 || args.break_glass_ttl > 24 * 3600 {
             return Err("--break-glass-ttl: between 1 minute and 24 hours".to_string());
         }
@@ -1075,6 +1092,11 @@ impl Config {
             referential_integrity: args.referential_integrity == OnOff::On,
             search_page_ttl_ms: i64::try_from(args.search_page_ttl).unwrap_or(3600) * 1000,
             break_glass_ttl_ms: i64::try_from(args.break_glass_ttl).unwrap_or(1800) * 1000,
+            bulk: crate::interaction::bulk::Settings {
+                ttl_ms: i64::try_from(args.bulk_ttl).unwrap_or(3600) * 1000,
+                file_bytes: usize::try_from(args.bulk_file_size).unwrap_or(64) << 20,
+                ..crate::interaction::bulk::Settings::default()
+            },
             audit: args.audit == OnOff::On,
             log_format: args.log_format,
             log: args.log,

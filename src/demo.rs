@@ -324,6 +324,8 @@ async fn submit_claim(ctx: &Context, base: &str) -> anyhow::Result<()> {
             method: interaction::operation::OperationMethod::Post,
             query: Vec::new(),
             body: Some(demo_claim()),
+            prefer: None,
+            accept: None,
         }),
         preconditions: Preconditions::default(),
         cascade: false,

@@ -131,6 +131,7 @@ impl IntoResponse for ApiError {
 
 const FHIR_JSON: &str = "application/fhir+json; charset=utf-8";
 const PLAIN_JSON: &str = "application/json; charset=utf-8";
+const FHIR_NDJSON: &str = "application/fhir+ndjson";
 
 type ApiResult = Result<Response, ApiError>;
 
@@ -267,6 +268,30 @@ fn respond(response: FhirResponse, format: Format) -> ApiResult {
     {
         headers.insert(axum::http::header::CONTENT_LOCATION, h);
     }
+    for (name, value) in &response.headers {
+        if let Ok(v) = HeaderValue::from_str(value) {
+            headers.insert(*name, v);
+        }
+    }
+    if let Some(Body::Ndjson(source)) = &response.body {
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static(FHIR_NDJSON));
+        let stream = futures_util::stream::unfold(Some(source.clone()), |state| async move {
+            let mut source = state?;
+            match source.next_chunk().await {
+                Ok(Some(text)) => Some((Ok::<_, std::io::Error>(Bytes::from(text)), Some(source))),
+                Ok(None) => None,
+                // the status line is sent: a failed chunk can only cut the body short
+                Err(o) => Some((Err(std::io::Error::other(o.to_string())), None)),
+            }
+        });
+        return Ok((status, headers, axum::body::Body::from_stream(stream)).into_response());
+    }
+    if format.ndjson && response.body.is_some() {
+        return Err(ApiError(Outcome::new(
+            ErrorKind::NotAcceptable,
+            "Only bulk data files are NDJSON; ask for application/fhir+json",
+        )));
+    }
     let body = match (&response.body, response.status) {
         (_, Status::NotModified | Status::NoContent) | (None, _) => Vec::new(),
         (Some(Body::Raw(text)), _) if !format.pretty => text.as_bytes().to_vec(),
@@ -292,6 +317,14 @@ fn respond(response: FhirResponse, format: Format) -> ApiResult {
     }
     // an empty body gets no Content-Type (axum would call a byte vector octet-stream)
     Ok((status, headers, axum::body::Body::from(body)).into_response())
+}
+
+/// A request header's text (None when absent or not visible ASCII).
+fn header_text(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.chars().take(1024).collect())
 }
 
 /// What every FHIR handler takes from the request head: headers, the query (decoded and
@@ -419,7 +452,16 @@ impl FromRequestParts<ApiState> for Call {
                 "The URL path contains a NUL character (%00)",
             )));
         }
-        let format = negotiate(&parts.headers, &query)?;
+        let format = match negotiate(&parts.headers, &query) {
+            Ok(f) => f,
+            // the Bulk Data kick-off judges its own Accept header (400, as the IG says)
+            Err(_) if parts.uri.path().ends_with("/$export") => Format {
+                pretty: false,
+                plain_json: false,
+                ndjson: false,
+            },
+            Err(o) => return Err(ApiError(o)),
+        };
         Ok(Call {
             source: peer_address(&parts.headers, &parts.extensions),
             reached: parts.extensions.get::<Reached>().cloned(),
@@ -541,6 +583,8 @@ impl Call {
             method,
             query: self.query.clone(),
             body,
+            prefer: header_text(&self.headers, "prefer"),
+            accept: header_text(&self.headers, "accept"),
         };
         self.run(state, Interaction::Operation(op)).await
     }
@@ -844,6 +888,21 @@ async fn delete_conditional(
     FhirPath(resource_type): FhirPath<String>,
     call: Call,
 ) -> ApiResult {
+    // `DELETE [base]/$bulk-status?…` cancels an asynchronous request
+    if let Some(op) = resource_type.strip_prefix('$') {
+        let op = OperationRequest {
+            name: op.to_string(),
+            resource_type: None,
+            id: None,
+            version: None,
+            method: OperationMethod::Delete,
+            query: call.query.clone(),
+            body: None,
+            prefer: header_text(&call.headers, "prefer"),
+            accept: header_text(&call.headers, "accept"),
+        };
+        return call.run(&state, Interaction::Operation(op)).await;
+    }
     let target = call.criteria();
     call.run(
         &state,
@@ -1004,6 +1063,7 @@ mod tests {
         let format = Format {
             pretty: false,
             plain_json: false,
+            ndjson: false,
         };
         let Ok(http) = respond(r, format) else {
             panic!("a 202 renders");

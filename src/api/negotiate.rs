@@ -15,6 +15,8 @@ pub struct Format {
     /// Answer with `application/json` instead of `application/fhir+json` (the client asked
     /// for plain JSON only).
     pub plain_json: bool,
+    /// The client accepts only NDJSON (a Bulk Data file download): a JSON body is 406.
+    pub ndjson: bool,
 }
 
 /// FHIR versions whose JSON we serve: R4, and R4B (its core resources are R4's), because
@@ -26,6 +28,7 @@ enum MediaKind {
     FhirJson,
     Json,
     Any,
+    Ndjson,
     Other,
 }
 
@@ -34,6 +37,7 @@ fn classify(essence: &str) -> MediaKind {
         "application/fhir+json" | "application/json+fhir" | "json" => MediaKind::FhirJson,
         "application/json" | "text/json" => MediaKind::Json,
         "*/*" | "application/*" => MediaKind::Any,
+        "application/fhir+ndjson" | "application/ndjson" | "ndjson" => MediaKind::Ndjson,
         _ => MediaKind::Other,
     }
 }
@@ -70,10 +74,12 @@ pub fn negotiate(headers: &HeaderMap, query: &[(String, String)]) -> Result<Form
             MediaKind::FhirJson | MediaKind::Any if version_ok(&params) => Ok(Format {
                 pretty,
                 plain_json: false,
+                ndjson: false,
             }),
             MediaKind::Json if version_ok(&params) => Ok(Format {
                 pretty,
                 plain_json: true,
+                ndjson: false,
             }),
             _ => Err(Outcome::new(
                 ErrorKind::NotAcceptable,
@@ -85,6 +91,7 @@ pub fn negotiate(headers: &HeaderMap, query: &[(String, String)]) -> Result<Form
         return Ok(Format {
             pretty,
             plain_json: false,
+            ndjson: false,
         });
     };
     let accept = accept.to_str().unwrap_or("");
@@ -92,6 +99,7 @@ pub fn negotiate(headers: &HeaderMap, query: &[(String, String)]) -> Result<Form
         return Ok(Format {
             pretty,
             plain_json: false,
+            ndjson: false,
         });
     }
     let mut best: Option<MediaKind> = None;
@@ -109,17 +117,25 @@ pub fn negotiate(headers: &HeaderMap, query: &[(String, String)]) -> Result<Form
                 break;
             }
             MediaKind::Json => best = Some(MediaKind::Json),
-            MediaKind::Other => {}
+            MediaKind::Ndjson if best.is_none() => best = Some(MediaKind::Ndjson),
+            MediaKind::Ndjson | MediaKind::Other => {}
         }
     }
     match best {
         Some(MediaKind::Json) => Ok(Format {
             pretty,
             plain_json: true,
+            ndjson: false,
+        }),
+        Some(MediaKind::Ndjson) => Ok(Format {
+            pretty: false,
+            plain_json: false,
+            ndjson: true,
         }),
         Some(_) => Ok(Format {
             pretty,
             plain_json: false,
+            ndjson: false,
         }),
         None => Err(Outcome::new(
             ErrorKind::NotAcceptable,

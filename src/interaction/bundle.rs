@@ -570,6 +570,8 @@ fn operation_request(
         } else {
             None
         },
+        prefer: None,
+        accept: None,
     };
     // an operation this server does not define answers as its REST call does
     Ok((op, affects_state.unwrap_or(false)))

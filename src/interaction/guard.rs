@@ -710,7 +710,7 @@ impl Guard {
 
 /// The compartment filter of `resource_type` for `owners`: the patient itself for Patient,
 /// its patient links, and what it is visible through (a proxy's targets).
-fn compartment(registry: &SearchParameters, resource_type: &str, owners: &Owners) -> Filter {
+pub fn compartment(registry: &SearchParameters, resource_type: &str, owners: &Owners) -> Filter {
     let policy = Policy::get();
     let mut alts: Vec<Vec<Filter>> = Vec::new();
     if resource_type == "Patient" {

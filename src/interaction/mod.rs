@@ -7,6 +7,7 @@
 
 pub mod audit;
 pub mod audit_writer;
+pub mod bulk;
 mod bundle;
 pub mod capabilities;
 mod conditional;
@@ -83,6 +84,8 @@ pub struct Context {
     pub finance: Arc<crate::finance::catalog::Catalog>,
     /// The node's group commit of AuditEvents outside writes (shared by cloned contexts).
     pub audit_writer: Arc<audit_writer::AuditWriter>,
+    /// Bulk Data: how long results stay, file sizes, polling interval.
+    pub bulk: bulk::Settings,
 }
 
 impl Context {
@@ -104,6 +107,7 @@ impl Context {
             seal: None,
             finance: crate::finance::catalog::Catalog::standard(),
             audit_writer: audit_writer::AuditWriter::new(),
+            bulk: bulk::Settings::default(),
         }
     }
 }

@@ -26,6 +26,8 @@ pub(super) async fn record_after(
         let value = match body {
             Body::Json(v) => Some(v.clone()),
             Body::Raw(text) => serde_json::from_str::<Value>(text).ok(),
+            // a bulk data file: the download is recorded as the operation it is
+            Body::Ndjson(_) => None,
         };
         if let Some(v) = value {
             let registry = ctx.registry.current(ctx.store.as_ref()).await?.params;

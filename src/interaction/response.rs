@@ -33,6 +33,8 @@ impl Status {
 pub enum Body {
     Raw(Arc<str>),
     Json(Value),
+    /// A Bulk Data file: NDJSON read from the store chunk by chunk while it is sent.
+    Ndjson(super::bulk::files::ChunkSource),
 }
 
 impl Body {
@@ -41,6 +43,10 @@ impl Body {
             Body::Json(v) => Ok(v.clone()),
             Body::Raw(s) => serde_json::from_str(s)
                 .map_err(|_| Outcome::internal("A stored resource is not valid JSON")),
+            Body::Ndjson(_) => Err(Outcome::new(
+                crate::fhir::outcome::ErrorKind::NotAcceptable,
+                "A bulk data file is NDJSON, not a JSON resource",
+            )),
         }
     }
 }
@@ -57,6 +63,8 @@ pub struct FhirResponse {
     pub issues: Vec<Issue>,
     /// `Content-Location`: the status URL of an accepted asynchronous request.
     pub content_location: Option<String>,
+    /// Other response headers (lower-case names): `X-Progress`, `Retry-After`, `Expires`.
+    pub headers: Vec<(&'static str, String)>,
 }
 
 impl FhirResponse {
@@ -79,6 +87,7 @@ impl FhirResponse {
             last_modified: None,
             issues: Vec::new(),
             content_location: None,
+            headers: Vec::new(),
         }
     }
 }

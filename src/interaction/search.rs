@@ -585,6 +585,25 @@ async fn includes(
     Ok(out)
 }
 
+/// The filters of a search of `resource_type` by `pairs` as the request's token may read it:
+/// the query parsed strictly, its chains and `_has` confined, the guard's filters joined and
+/// value sets resolved — what a bulk export runs per type.
+pub(crate) async fn export_filters(
+    ctx: &Context,
+    registry: &SearchParameters,
+    resource_type: &str,
+    pairs: &[(String, String)],
+) -> Result<Vec<Filter>, Outcome> {
+    ctx.guard.require(Perm::Read, resource_type)?;
+    let types = [resource_type.to_string()];
+    let mut q = query::parse(registry, &types, pairs, true)?;
+    ctx.guard.confine(registry, &mut q.filters)?;
+    q.filters
+        .extend(ctx.guard.filters(registry, Perm::Read, resource_type)?);
+    resolve_value_sets(ctx, &mut q.filters).await?;
+    Ok(q.filters)
+}
+
 /// Replaces `code:in=url` / `code:not-in=url` with the codes of the stored ValueSet, and
 /// `code:above=system|code` / `code:below=…` with the codes related in the stored CodeSystem.
 async fn resolve_value_sets(ctx: &Context, filters: &mut [Filter]) -> Result<(), Outcome> {

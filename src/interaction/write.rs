@@ -61,6 +61,7 @@ pub(super) fn existing(base: &str, v: &StoredVersion, status: Status) -> FhirRes
         last_modified: Some(v.last_updated),
         issues: Vec::new(),
         content_location: None,
+        headers: Vec::new(),
     }
 }
 
@@ -249,6 +250,7 @@ pub(super) async fn put_version(
         last_modified: Some(last_updated),
         issues: Vec::new(),
         content_location: None,
+        headers: Vec::new(),
     })
 }
 

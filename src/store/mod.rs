@@ -8,6 +8,7 @@
 //! the expected previous version, so a concurrent writer can never be lost silently.
 
 pub mod auth;
+pub mod bulk;
 pub mod feeds;
 mod heavy;
 pub mod jobs;
@@ -28,6 +29,7 @@ use async_trait::async_trait;
 use std::sync::Arc;
 
 pub use auth::AuthStore;
+pub use bulk::{BulkFileRow, BulkJobRow, BulkStore, NewBulkJob};
 pub use feeds::{Begun, DeadLetterRow, FeedMessageRow, FeedStore, Finish, NewFeedMessage};
 pub use jobs::{AttemptRow, Claimed, JobRow, JobState, JobStore, JobTx, NewJob};
 pub use postgres::PostgresStore;
@@ -188,6 +190,8 @@ pub trait Store: Send + Sync + 'static {
     fn jobs(&self) -> Arc<dyn JobStore>;
     /// The feeds' inbox and dead letters in the same database.
     fn feeds(&self) -> Arc<dyn FeedStore>;
+    /// Bulk Data jobs and their files in the same database.
+    fn bulk(&self) -> Arc<dyn BulkStore>;
     /// The subscriptions' outbox and delivery state in the same database.
     fn subscriptions(&self) -> Arc<dyn SubscriptionStore>;
     /// The ledger outside write transactions (verification, reading).

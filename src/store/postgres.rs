@@ -127,6 +127,13 @@ impl Store for PostgresStore {
         })
     }
 
+    fn bulk(&self) -> std::sync::Arc<dyn super::BulkStore> {
+        std::sync::Arc::new(super::bulk::BulkSql {
+            read: self.pool.clone(),
+            write: self.pool.clone(),
+        })
+    }
+
     fn feeds(&self) -> std::sync::Arc<dyn super::FeedStore> {
         std::sync::Arc::new(super::feeds::FeedSql {
             read: self.pool.clone(),

@@ -115,6 +115,13 @@ impl Store for SqliteStore {
         })
     }
 
+    fn bulk(&self) -> std::sync::Arc<dyn super::BulkStore> {
+        std::sync::Arc::new(super::bulk::BulkSql {
+            read: self.read.clone(),
+            write: self.write.clone(),
+        })
+    }
+
     fn feeds(&self) -> std::sync::Arc<dyn super::FeedStore> {
         std::sync::Arc::new(super::feeds::FeedSql {
             read: self.read.clone(),

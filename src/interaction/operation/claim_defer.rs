@@ -83,6 +83,8 @@ pub(super) async fn defer(
         method: OperationMethod::Post,
         query: op.query.clone(),
         body: Some(json!({"resourceType": "Parameters", "parameter": parameters})),
+        prefer: None,
+        accept: None,
     };
     super::credit_draw::draw(ctx, base, &draw).await
 }

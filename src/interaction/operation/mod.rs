@@ -115,8 +115,88 @@ impl Operation {
     }
 }
 
+/// The parameters of `$export` at system level.
+const EXPORT_PARAMS: &[Param] = &[
+    ("_outputFormat", "in", 0, "1", "string"),
+    ("_since", "in", 0, "1", "instant"),
+    ("_type", "in", 0, "*", "string"),
+    ("_elements", "in", 0, "*", "string"),
+    ("includeAssociatedData", "in", 0, "*", "code"),
+    ("_typeFilter", "in", 0, "*", "string"),
+];
+
+/// The parameters of `$export` on Patient and on a Group.
+const EXPORT_PATIENT_PARAMS: &[Param] = &[
+    ("_outputFormat", "in", 0, "1", "string"),
+    ("_since", "in", 0, "1", "instant"),
+    ("_type", "in", 0, "*", "string"),
+    ("_elements", "in", 0, "*", "string"),
+    ("patient", "in", 0, "*", "Reference"),
+    ("includeAssociatedData", "in", 0, "*", "code"),
+    ("_typeFilter", "in", 0, "*", "string"),
+];
+
 /// Every operation of this server.
 pub static OPERATIONS: &[Operation] = &[
+    Operation {
+        name: "export",
+        levels: &[Level::System],
+        types: None,
+        affects_state: false,
+        id: "export",
+        canonical: "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/export",
+        parameters: EXPORT_PARAMS,
+        handler: |ctx, base, op| {
+            Box::pin(crate::interaction::bulk::export::kick_off(ctx, base, op))
+        },
+    },
+    Operation {
+        name: "export",
+        levels: &[Level::Type],
+        types: Some(&["Patient"]),
+        affects_state: false,
+        id: "patient-export",
+        canonical: "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/patient-export",
+        parameters: EXPORT_PATIENT_PARAMS,
+        handler: |ctx, base, op| {
+            Box::pin(crate::interaction::bulk::export::kick_off(ctx, base, op))
+        },
+    },
+    Operation {
+        name: "export",
+        levels: &[Level::Instance],
+        types: Some(&["Group"]),
+        affects_state: false,
+        id: "group-export",
+        canonical: "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/group-export",
+        parameters: EXPORT_PATIENT_PARAMS,
+        handler: |ctx, base, op| {
+            Box::pin(crate::interaction::bulk::export::kick_off(ctx, base, op))
+        },
+    },
+    Operation {
+        name: "bulk-status",
+        levels: &[Level::System],
+        types: None,
+        affects_state: false,
+        id: "bulk-status",
+        canonical: "https://healporium.example/fhir/OperationDefinition/bulk-status",
+        parameters: &[("_jobId", "in", 1, "1", "string")],
+        handler: |ctx, base, op| Box::pin(crate::interaction::bulk::status(ctx, base, op)),
+    },
+    Operation {
+        name: "bulk-file",
+        levels: &[Level::System],
+        types: None,
+        affects_state: false,
+        id: "bulk-file",
+        canonical: "https://healporium.example/fhir/OperationDefinition/bulk-file",
+        parameters: &[
+            ("_jobId", "in", 1, "1", "string"),
+            ("file", "in", 1, "1", "integer"),
+        ],
+        handler: |ctx, base, op| Box::pin(crate::interaction::bulk::file(ctx, base, op)),
+    },
     Operation {
         name: "validate",
         levels: &[Level::Type, Level::Instance],
@@ -455,7 +535,7 @@ async fn reindex_op(
 ) -> Result<FhirResponse, Outcome> {
     ctx.guard.require_system(crate::auth::Perm::Update)?;
     match op.method {
-        OperationMethod::Get => reindex::status(ctx).await,
+        OperationMethod::Get | OperationMethod::Delete => reindex::status(ctx).await,
         OperationMethod::Post => {
             let all = op
                 .param("all")
@@ -486,6 +566,8 @@ pub fn definition(id: &str) -> Option<Value> {
 pub enum OperationMethod {
     Get,
     Post,
+    /// `DELETE [base]/$bulk-status?…` (cancelling an asynchronous request).
+    Delete,
 }
 
 /// An operation call: `[base]/$op`, `[base]/Type/$op`, `[base]/Type/id/$op` or
@@ -502,6 +584,10 @@ pub struct OperationRequest {
     pub query: Vec<(String, String)>,
     /// A POST body (a Parameters resource, or for `$validate` the resource itself).
     pub body: Option<Value>,
+    /// The `Prefer` header (asynchronous requests: `respond-async`, `handling=lenient`).
+    pub prefer: Option<String>,
+    /// The `Accept` header as sent.
+    pub accept: Option<String>,
 }
 
 impl OperationRequest {
@@ -537,6 +623,12 @@ pub(super) async fn run(
         (Some(_), None) => Level::Type,
         (Some(_), Some(_)) => Level::Instance,
     };
+    if op.method == OperationMethod::Delete && op.name != "bulk-status" {
+        return Err(Outcome::new(
+            ErrorKind::MethodNotAllowed,
+            "Only an asynchronous request's status URL accepts DELETE",
+        ));
+    }
     match OPERATIONS
         .iter()
         .find(|o| o.name == op.name && o.applies(level, op.resource_type.as_deref()))
