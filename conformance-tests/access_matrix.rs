@@ -44,6 +44,7 @@ secure_backends!(
     subscriptions_follow_the_roles,
     metrics_are_for_the_operator_only,
     openapi_is_public_and_names_no_data,
+    bulk_export_follows_the_roles,
 );
 
 /// What a role may see of one resource.
@@ -2283,4 +2284,135 @@ async fn openapi_is_public_and_names_no_data(s: SecureServer) {
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 405);
+}
+
+/// Exports every role's kick-off (system level and Patient level) and returns what its
+/// files hold, as type/id keys; the status and files are read with the role's own token.
+async fn exported(w: &World, role: &str, path: &str) -> Vec<String> {
+    let kick = [
+        ("accept", "application/fhir+json"),
+        ("prefer", "respond-async"),
+    ];
+    let s = w.as_role(role);
+    let r = s.get_with(path, &kick).await.expect(202);
+    let status = r.header("content-location").unwrap().to_string();
+    let status = status.split("/fhir/").nth(1).unwrap().to_string();
+    crate::bulk::run_jobs(&w.s.store, Default::default()).await;
+    let m = s.get(&status).await.expect(200).json();
+    assert_eq!(m["requiresAccessToken"], true);
+    // nobody else may poll, download or cancel it: as if it did not exist
+    for other in ROLES.iter().filter(|r| **r != role) {
+        w.as_role(other).get(&status).await.expect(404);
+        w.as_role(other).delete(&status).await.expect(404);
+    }
+    let mut keys = Vec::new();
+    for o in m["output"].as_array().unwrap() {
+        let file = o["url"]
+            .as_str()
+            .unwrap()
+            .split("/fhir/")
+            .nth(1)
+            .unwrap()
+            .to_string();
+        for other in ROLES.iter().filter(|r| **r != role) {
+            w.as_role(other).get(&file).await.expect(404);
+        }
+        // without a token: 401
+        let anonymous = crate::common::Server::at(&w.s.server.url(""));
+        assert_eq!(anonymous.get(&file).await.status.as_u16(), 401);
+        let r = s
+            .get_with(&file, &[("accept", "application/fhir+ndjson")])
+            .await
+            .expect(200);
+        for line in r.text.lines() {
+            let v: Value = serde_json::from_str(line).unwrap();
+            assert_eq!(v["resourceType"], o["type"]);
+            keys.push(format!(
+                "{}/{}",
+                v["resourceType"].as_str().unwrap(),
+                v["id"].as_str().unwrap()
+            ));
+        }
+    }
+    keys.sort();
+    keys
+}
+
+/// A Bulk Data export is a search of every type by the kick-off's token: each role's system
+/// export holds exactly what the role may read of the world, its Patient-level export only
+/// the compartments within its reach, and the kick-off, status, download and cancel are
+/// audited.
+async fn bulk_export_follows_the_roles(s: SecureServer) {
+    let Some(s) = audited(s).await else { return };
+    let w = World::new(s).await;
+    for (col, role) in ROLES.iter().enumerate() {
+        let all = exported(&w, role, "$export").await;
+        for (key, sees) in WORLD {
+            assert_eq!(
+                all.contains(&key.to_string()),
+                sees[col] == Y,
+                "{role}'s system export and {key} ({:?}): {all:?}",
+                sees[col]
+            );
+        }
+        let patients = exported(&w, role, "Patient/$export").await;
+        for key in &patients {
+            assert!(
+                all.contains(key),
+                "{role}: {key} only in the Patient export"
+            );
+        }
+        assert!(
+            !patients
+                .iter()
+                .any(|k| k.starts_with("Practitioner/") || k.starts_with("Organization/")),
+            "{role}: {patients:?}"
+        );
+        if col == 0 {
+            // the patient's own Patient-level export is her compartment
+            for k in [
+                "Patient/alice",
+                "Observation/alice-obs",
+                "MedicationRequest/alice-rx",
+            ] {
+                assert!(patients.contains(&k.to_string()), "{patients:?}");
+            }
+            assert!(!patients.iter().any(|k| k.contains("bob")), "{patients:?}");
+        }
+    }
+    // a Group the role may not read cannot be exported
+    let kick = [
+        ("accept", "application/fhir+json"),
+        ("prefer", "respond-async"),
+    ];
+    w.as_role("patient")
+        .get_with("Group/both/$export", &kick)
+        .await
+        .expect(403);
+    let group = exported(&w, "backend", "Group/both/$export").await;
+    assert!(
+        group.contains(&"Observation/bob-hiv".to_string()),
+        "{group:?}"
+    );
+    // audited: kick-off, status, download and cancel
+    let alice = w.as_role("patient");
+    let r = alice.get_with("Patient/$export", &kick).await.expect(202);
+    let status = r
+        .header("content-location")
+        .unwrap()
+        .split("/fhir/")
+        .nth(1)
+        .unwrap()
+        .to_string();
+    alice.delete(&status).await.expect(202);
+    let events = w
+        .as_role("admin")
+        .get("AuditEvent?_count=1000")
+        .await
+        .expect(200)
+        .json()
+        .to_string();
+    for op in ["$export", "$bulk-status", "$bulk-file"] {
+        assert!(events.contains(op), "no {op} AuditEvent");
+    }
 }

@@ -392,6 +392,7 @@ pub async fn kick_off(
     }
     if let Some(group) = &params.group {
         let id = Id::parse(group)?;
+        ctx.guard.require(Perm::Read, "Group")?;
         ctx.guard
             .check_stored(ctx, Perm::Read, "Group", id.as_str())
             .await?;
@@ -501,6 +502,7 @@ fn end_of(s: &str) -> Option<i64> {
 
 /// The patients of a Group at `at`: Patient members not inactive whose period covers it.
 async fn members(ctx: &Context, base: &str, group: &str, at: i64) -> Result<Vec<String>, Outcome> {
+    ctx.guard.require(Perm::Read, "Group")?;
     ctx.guard
         .check_stored(ctx, Perm::Read, "Group", group)
         .await?;
@@ -654,13 +656,20 @@ pub async fn run(ctx: &Context, job: &BulkJobRow) -> Result<(), Outcome> {
             .defs
             .resource_types()
             .iter()
+            // the audit trail only when `_type` names it, as with `$everything`: it is the
+            // server's record of access, not the patients' data
             .filter(|t| {
-                (owners.is_none() || in_compartment(&registry, t))
+                *t != "AuditEvent"
+                    && (owners.is_none() || in_compartment(&registry, t))
                     && ctx.guard.require(Perm::Read, t).is_ok()
             })
             .cloned()
             .collect(),
     };
+    if types.iter().any(|t| t == "AuditEvent") {
+        // recorded AuditEvents become resources before they can be read
+        crate::interaction::audit::settle(ctx.store.as_ref(), &registry).await?;
+    }
     let mut files = Files::new(ctx.store.clone(), &job.id, ctx.bulk.file_bytes);
     for note in &params.notes {
         let outcome = crate::fhir::outcome::operation_outcome(&[Issue::warning(
