@@ -2297,7 +2297,7 @@ async fn exported(w: &World, role: &str, path: &str) -> Vec<String> {
     let r = s.get_with(path, &kick).await.expect(202);
     let status = r.header("content-location").unwrap().to_string();
     let status = status.split("/fhir/").nth(1).unwrap().to_string();
-    crate::bulk::run_jobs(&w.s.store, Default::default()).await;
+    crate::bulk::run_jobs(&w.s.store, &Default::default()).await;
     let m = s.get(&status).await.expect(200).json();
     assert_eq!(m["requiresAccessToken"], true);
     // nobody else may poll, download or cancel it: as if it did not exist
@@ -2394,6 +2394,22 @@ async fn bulk_export_follows_the_roles(s: SecureServer) {
         group.contains(&"Observation/bob-hiv".to_string()),
         "{group:?}"
     );
+    // `$import` fetches URLs and writes anything: server administration only
+    let manifest = json!({"resourceType": "Parameters", "parameter": [{"name": "input", "part": [
+        {"name": "type", "valueCode": "Patient"},
+        {"name": "url", "valueUri": "https://example.invalid/p.ndjson"}]}]});
+    for role in ROLES {
+        let r = w
+            .as_role(role)
+            .post_with("$import", &manifest, &[("prefer", "respond-async")])
+            .await;
+        let expected = if matches!(role, "admin" | "backend") {
+            202
+        } else {
+            403
+        };
+        r.expect(expected);
+    }
     // audited: kick-off, status, download and cancel
     let alice = w.as_role("patient");
     let r = alice.get_with("Patient/$export", &kick).await.expect(202);

@@ -20,9 +20,9 @@ const KICK: &[(&str, &str)] = &[
 ];
 
 /// Runs every due job of the server's kinds to its end, as a node's worker does.
-pub async fn run_jobs(store: &Arc<dyn Store>, settings: Settings) -> usize {
+pub async fn run_jobs(store: &Arc<dyn Store>, settings: &Settings) -> usize {
     let ctx = healporium::interaction::Context {
-        bulk: settings,
+        bulk: settings.clone(),
         ..healporium::interaction::Context::new(store.clone())
     };
     let config = healporium::config::JobConfig {
@@ -60,7 +60,7 @@ struct Bulk {
 
 async fn start(backend: Backend, settings: Settings) -> Option<Bulk> {
     let options = AppOptions {
-        bulk: settings,
+        bulk: settings.clone(),
         ..AppOptions::default()
     };
     let (s, store) = crate::common::start_store(backend, options).await?;
@@ -87,13 +87,13 @@ async fn kick(s: &Server, path: &str) -> String {
 
 /// Runs the jobs and polls until the manifest is there.
 async fn manifest(b: &Bulk, status: &str) -> Value {
-    manifest_on(&b.s, &b.store, b.settings, status).await
+    manifest_on(&b.s, &b.store, &b.settings, status).await
 }
 
 async fn manifest_on(
     s: &Server,
     store: &Arc<dyn Store>,
-    settings: Settings,
+    settings: &Settings,
     status: &str,
 ) -> Value {
     for _ in 0..50 {
@@ -404,7 +404,7 @@ async fn kick_off_refuses_what_it_cannot_honour(b: Bulk) {
     // DELETE on anything but a status URL
     s.delete("$export").await.expect(405);
     // nothing of the refused kick-offs left a job behind
-    assert_eq!(run_jobs(&b.store, b.settings).await, 0);
+    assert_eq!(run_jobs(&b.store, &b.settings).await, 0);
 }
 
 async fn type_since_and_type_filter_select_resources(b: Bulk) {
@@ -534,7 +534,7 @@ async fn cancel_removes_the_job_and_its_files(b: Bulk) {
     s.delete(&status).await.expect(202);
     s.get(&status).await.expect(404);
     s.delete(&status).await.expect(404);
-    run_jobs(&b.store, b.settings).await;
+    run_jobs(&b.store, &b.settings).await;
     s.get(&status).await.expect(404);
     // cancelled after it finished: the files go too
     let status = kick(s, "$export?_type=Patient").await;
@@ -598,7 +598,7 @@ async fn a_job_that_cannot_run_fails_visibly(b: Bulk) {
     .await;
     let status = kick(s, "Group/gone/$export").await;
     assert!(s.delete("Group/gone").await.status.is_success());
-    run_jobs(&b.store, b.settings).await;
+    run_jobs(&b.store, &b.settings).await;
     let r = s.get(&status).await;
     assert_eq!(r.status.as_u16(), 500, "{}", r.text);
     assert!(r.text.contains("Group/gone"), "{}", r.text);
@@ -625,4 +625,333 @@ async fn files_split_by_size_and_expire(b: Bulk) {
     s.get(&rel(s, files[0]["url"].as_str().unwrap()))
         .await
         .expect(404);
+}
+
+mod imports {
+    bulk_backends!(
+        healporium::interaction::bulk::Settings::default();
+        import_refuses_what_it_cannot_read,
+        synthea_exported_and_imported_into_a_fresh_database_is_the_same,
+    );
+}
+
+/// A server whose `$import` reads files from a directory of its own.
+async fn start_with_import_dir(backend: Backend) -> Option<(Bulk, tempfile::TempDir)> {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = Settings {
+        import_dir: Some(dir.path().to_path_buf()),
+        ..Settings::default()
+    };
+    Some((start(backend, settings).await?, dir))
+}
+
+fn import_manifest(inputs: &[(&str, &str)]) -> Value {
+    let mut parameter =
+        vec![json!({"name": "inputFormat", "valueCode": "application/fhir+ndjson"})];
+    for (t, url) in inputs {
+        parameter.push(json!({"name": "input", "part": [
+            {"name": "type", "valueCode": t}, {"name": "url", "valueUri": url}]}));
+    }
+    json!({"resourceType": "Parameters", "parameter": parameter})
+}
+
+/// Kicks off an import; runs it; returns its manifest.
+async fn import(b: &Bulk, body: &Value) -> Value {
+    let r =
+        b.s.post_with("$import", body, &[("prefer", "respond-async")])
+            .await
+            .expect(202);
+    let status = rel(&b.s, r.header("content-location").unwrap());
+    manifest(b, &status).await
+}
+
+async fn lines_of(s: &Server, files: &Value) -> Vec<Value> {
+    let mut out = Vec::new();
+    for f in files.as_array().unwrap() {
+        let r = s.get(&rel(s, f["url"].as_str().unwrap())).await.expect(200);
+        out.extend(
+            r.text
+                .lines()
+                .map(|l| serde_json::from_str::<Value>(l).unwrap()),
+        );
+    }
+    out
+}
+
+macro_rules! import_backends {
+    ($($name:ident),* $(,)?) => {
+        mod import_files {
+            mod sqlite {
+                $(
+                    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                    async fn $name() {
+                        if let Some((b, dir)) = super::super::start_with_import_dir($crate::common::Backend::Sqlite).await {
+                            super::super::$name(b, dir).await;
+                        }
+                    }
+                )*
+            }
+            mod postgres {
+                $(
+                    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                    async fn $name() {
+                        match super::super::start_with_import_dir($crate::common::Backend::Postgres).await {
+                            Some((b, dir)) => super::super::$name(b, dir).await,
+                            None => eprintln!("skipped: HEALPORIUM_TEST_DATABASE_URL not set"),
+                        }
+                    }
+                )*
+            }
+        }
+    };
+}
+
+import_backends!(import_reads_files_and_reports_every_failed_line);
+
+async fn import_reads_files_and_reports_every_failed_line(b: Bulk, dir: tempfile::TempDir) {
+    let s = &b.s;
+    let patients = [
+        patient("a", "Ames", "female").to_string(),
+        patient("b", "Baker", "male").to_string(),
+        "{not json".to_string(),
+        json!({"resourceType": "Patient", "id": "c", "gender": "robot"}).to_string(),
+        observation("wrong-file", "a").to_string(),
+        String::new(),
+        json!({"resourceType": "Patient", "name": [{"family": "NoId"}]}).to_string(),
+    ];
+    std::fs::write(dir.path().join("patients.ndjson"), patients.join("\n")).unwrap();
+    std::fs::create_dir(dir.path().join("sub")).unwrap();
+    let observations = [
+        observation("o1", "a").to_string(),
+        observation("o2", "b").to_string(),
+        observation("o3", "nobody").to_string(),
+    ];
+    std::fs::write(
+        dir.path().join("sub/obs.ndjson"),
+        observations.join("\n") + "\n",
+    )
+    .unwrap();
+    let obs_url = format!("file://{}", dir.path().join("sub/obs.ndjson").display());
+    let m = import(
+        &b,
+        &import_manifest(&[("Patient", "patients.ndjson"), ("Observation", &obs_url)]),
+    )
+    .await;
+    assert_eq!(m["request"], s.url("$import"));
+    // what was written
+    for p in [
+        "Patient/a",
+        "Patient/b",
+        "Observation/o1",
+        "Observation/o2",
+        "Observation/o3",
+    ] {
+        s.get(p).await.expect(200);
+    }
+    s.get("Patient/c").await.expect(404);
+    s.get("Observation/wrong-file").await.expect(404);
+    let noid = s.get("Patient?family=NoId").await.expect(200).json();
+    assert_eq!(noid["entry"].as_array().map(Vec::len), Some(1), "{noid}");
+    // one summary per input
+    let summaries = lines_of(s, &m["output"]).await;
+    assert_eq!(summaries.len(), 2);
+    let first = summaries[0]["issue"][0]["diagnostics"].as_str().unwrap();
+    assert!(
+        first.contains("3 resources imported, 3 lines failed"),
+        "{first}"
+    );
+    // every failure by input and line, and the dangling reference
+    let errors = lines_of(s, &m["error"]).await;
+    let text: Vec<String> = errors
+        .iter()
+        .map(|e| e["issue"][0]["diagnostics"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(errors.len(), 4, "{text:?}");
+    for (needle, at) in [
+        ("patients.ndjson line 3", None),
+        ("patients.ndjson line 4", Some("Patient.gender")),
+        ("patients.ndjson line 5", None),
+        ("Observation/o3 refers to Patient/nobody", None),
+    ] {
+        let e = errors
+            .iter()
+            .find(|e| {
+                e["issue"][0]["diagnostics"]
+                    .as_str()
+                    .unwrap()
+                    .contains(needle)
+            })
+            .unwrap_or_else(|| panic!("no {needle}: {text:?}"));
+        if let Some(at) = at {
+            assert!(e.to_string().contains(at), "{e}");
+        }
+    }
+    // importing again changes nothing that matters: the same ids
+    import(&b, &import_manifest(&[("Observation", "sub/obs.ndjson")])).await;
+    let all = s
+        .get("Observation?_total=accurate")
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(all["total"], 3);
+    // nothing outside the directory
+    for url in [
+        "../outside.ndjson",
+        "/etc/passwd",
+        "file:///etc/passwd",
+        "missing.ndjson",
+    ] {
+        let r = s
+            .post_with(
+                "$import",
+                &import_manifest(&[("Patient", url)]),
+                &[("prefer", "respond-async")],
+            )
+            .await
+            .expect(400);
+        assert!(
+            r.expressions().contains(&"input.url".to_string()),
+            "{url}: {}",
+            r.text
+        );
+    }
+}
+
+async fn import_refuses_what_it_cannot_read(b: Bulk) {
+    let s = &b.s;
+    // (what the server queued at its start)
+    run_jobs(&b.store, &b.settings).await;
+    let body = import_manifest(&[("Patient", "p.ndjson")]);
+    // asynchronous only
+    s.post("$import", &body).await.expect(400);
+    // no import directory: files are refused, and nothing is queued
+    let r = s
+        .post_with("$import", &body, &[("prefer", "respond-async")])
+        .await
+        .expect(400);
+    assert!(r.text.contains("import directory"), "{}", r.text);
+    let r = s
+        .post_with(
+            "$import",
+            &import_manifest(&[("NoSuchType", "https://example.org/x.ndjson")]),
+            &[("prefer", "respond-async")],
+        )
+        .await
+        .expect(400);
+    assert!(r.expressions().contains(&"input.type".to_string()));
+    s.post_with(
+        "$import",
+        &json!({"resourceType": "Parameters"}),
+        &[("prefer", "respond-async")],
+    )
+    .await
+    .expect(400);
+    s.get_with("$import", &[("prefer", "respond-async")])
+        .await
+        .expect(400);
+    assert_eq!(run_jobs(&b.store, &b.settings).await, 0);
+    // a source that cannot be fetched is reported, not fatal
+    let m = import(
+        &b,
+        &import_manifest(&[("Patient", &format!("{}/nosuchfile", s.origin()))]),
+    )
+    .await;
+    let errors = lines_of(s, &m["error"]).await;
+    assert_eq!(errors.len(), 1);
+    assert!(errors[0].to_string().contains("404"), "{}", errors[0]);
+}
+
+/// Every resource (type and id → JSON without meta) in an export's files.
+async fn exported_bodies(s: &Server, m: &Value) -> std::collections::BTreeMap<String, Value> {
+    outputs(s, m)
+        .await
+        .into_iter()
+        .map(|mut r| {
+            let key = format!(
+                "{}/{}",
+                r["resourceType"].as_str().unwrap(),
+                r["id"].as_str().unwrap()
+            );
+            r.as_object_mut().unwrap().remove("meta");
+            (key, r)
+        })
+        .collect()
+}
+
+async fn synthea_exported_and_imported_into_a_fresh_database_is_the_same(a: Bulk) {
+    crate::synthea::load_all(&a.s).await;
+    let m = manifest(&a, &kick(&a.s, "$export").await).await;
+    let original = exported_bodies(&a.s, &m).await;
+    assert!(original.len() > 6000, "{}", original.len());
+    // a fresh database pulls the files from the first server (ping and pull)
+    let b = start(a.s.backend, Settings::default()).await.unwrap();
+    let inputs: Vec<(String, String)> = m["output"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| {
+            (
+                o["type"].as_str().unwrap().to_string(),
+                o["url"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let refs: Vec<(&str, &str)> = inputs
+        .iter()
+        .map(|(t, u)| (t.as_str(), u.as_str()))
+        .collect();
+    let im = import(&b, &import_manifest(&refs)).await;
+    assert_eq!(lines_of(&b.s, &im["error"]).await, Vec::<Value>::new());
+    let again = manifest(&b, &kick(&b.s, "$export").await).await;
+    let copied = exported_bodies(&b.s, &again).await;
+    assert_eq!(copied.len(), original.len());
+    for (k, v) in &original {
+        assert_eq!(copied.get(k), Some(v), "{k}");
+    }
+}
+
+/// `healporium import ndjson DIR` does what `$import` does, from the command line: ids kept,
+/// each failed line named by file and line, exit code 1 when something failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn import_ndjson_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite:{}", dir.path().join("import.db").display());
+    let files = dir.path().join("in");
+    std::fs::create_dir(&files).unwrap();
+    let patients = [
+        patient("a", "Ames", "female"),
+        patient("b", "Baker", "male"),
+    ];
+    let text: Vec<String> = patients.iter().map(Value::to_string).collect();
+    std::fs::write(files.join("1-patients.ndjson"), text.join("\n")).unwrap();
+    std::fs::write(
+        files.join("2-obs.ndjson"),
+        format!(
+            "{}\n{{\"resourceType\": \"Observation\"}}\n",
+            observation("o1", "a")
+        ),
+    )
+    .unwrap();
+    std::fs::write(files.join("notes.txt"), "not NDJSON").unwrap();
+    let out = crate::cli::bin()
+        .args([
+            "import",
+            "ndjson",
+            &files.display().to_string(),
+            "--database-url",
+            &db,
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("3 resources imported, 1 lines failed, 0 dangling"),
+        "{err}"
+    );
+    assert!(err.contains("2-obs.ndjson line 2"), "{err}");
+    let store = healporium::store::open(&db).await.unwrap();
+    for (t, id) in [("Patient", "a"), ("Patient", "b"), ("Observation", "o1")] {
+        assert!(store.read(t, id).await.unwrap().is_some(), "{t}/{id}");
+    }
 }

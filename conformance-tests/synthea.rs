@@ -270,3 +270,23 @@ async fn realistic_searches(s: &Server, file: &str, response: &Value, patient: &
         assert_eq!(b["total"], 1, "{file}: _has");
     }
 }
+
+/// Loads every Synthea bundle: the hospital and practitioner batches, then each patient's
+/// transaction (for tests that need the data set, such as the Bulk Data round trip).
+pub async fn load_all(s: &Server) {
+    let mut files: Vec<String> = std::fs::read_dir(shared().join("synthea"))
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .collect();
+    files.sort_by_key(|f| {
+        (
+            !f.starts_with("hospital"),
+            !f.starts_with("practitioner"),
+            f.clone(),
+        )
+    });
+    for f in &files {
+        post_file(s, f).await;
+    }
+}

@@ -129,7 +129,7 @@ fn node_context(store: Arc<dyn Store>, options: &AppOptions, secured: bool) -> C
     ctx.prefix = options.prefix.clone();
     ctx.limits = options.limits;
     ctx.seal = options.seal.clone();
-    ctx.bulk = options.bulk;
+    ctx.bulk = options.bulk.clone();
     ctx.security = if secured {
         Security::Smart
     } else {
@@ -490,7 +490,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         max_body_bytes: config.max_body_bytes,
         referential_integrity: config.referential_integrity,
         search_page_ttl_ms: config.search_page_ttl_ms,
-        bulk: config.bulk,
+        bulk: config.bulk.clone(),
         break_glass_ttl_ms: config.break_glass_ttl_ms,
         audit: config.audit,
         auth: config.auth,
@@ -538,7 +538,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     if config.jobs.worker.concurrency > 0 {
         let ctx = Context {
             page_ttl_ms: options.search_page_ttl_ms,
-            bulk: options.bulk,
+            bulk: options.bulk.clone(),
+            audit: options.audit,
+            seal: options.seal.clone(),
             registry: Arc::new(crate::interaction::registry::Registry::for_catalog(
                 &options.finance,
             )),
@@ -745,6 +747,23 @@ pub fn job_kinds(
         crate::interaction::bulk::EXPORT_ATTEMPTS,
         FnHandler(move |job: crate::jobs::JobInput| {
             let ctx = bulk_ctx.clone();
+            async move {
+                let id = job
+                    .payload
+                    .get("id")
+                    .and_then(serde_json::Value::as_str)
+                    .ok_or_else(|| JobError::Fatal("no id in the payload".into()))?;
+                let last = job.attempt >= i64::from(crate::interaction::bulk::EXPORT_ATTEMPTS);
+                crate::interaction::bulk::run_job(&ctx, id, last).await
+            }
+        }),
+    );
+    let import_ctx = ctx.clone();
+    registry.register(
+        crate::interaction::bulk::import::IMPORT_JOB,
+        crate::interaction::bulk::EXPORT_ATTEMPTS,
+        FnHandler(move |job: crate::jobs::JobInput| {
+            let ctx = import_ctx.clone();
             async move {
                 let id = job
                     .payload

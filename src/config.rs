@@ -113,6 +113,19 @@ pub enum ImportCommand {
     /// map file of your own): one resource per row, errors by row and column, the other rows
     /// imported; importing again changes nothing.
     Csv(ImportCsvArgs),
+    /// FHIR NDJSON files (one resource per line; a directory: its `*.ndjson` files), as
+    /// `$import` does: ids kept, every resource validated and indexed, failures reported by
+    /// file and line, references checked once at the end.
+    Ndjson(ImportNdjsonArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ImportNdjsonArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// NDJSON files or directories.
+    #[arg(required = true)]
+    pub paths: Vec<std::path::PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -643,6 +656,11 @@ pub struct ServeArgs {
     #[arg(long, env = "HEALPORIUM_BULK_FILE_SIZE", default_value_t = 64)]
     pub bulk_file_size: u64,
 
+    /// The directory `$import` may read NDJSON files from (files elsewhere are refused;
+    /// without it, `$import` takes only http(s) URLs).
+    #[arg(long, env = "HEALPORIUM_IMPORT_DIR")]
+    pub import_dir: Option<std::path::PathBuf>,
+
     /// How long a break-glass grant (a practitioner's emergency access to one patient,
     /// `Patient/[id]/$break-glass`) lasts, in seconds.
     #[arg(long, env = "HEALPORIUM_BREAK_GLASS_TTL", default_value_t = 1800)]
@@ -1095,6 +1113,7 @@ impl Config {
             bulk: crate::interaction::bulk::Settings {
                 ttl_ms: i64::try_from(args.bulk_ttl).unwrap_or(3600) * 1000,
                 file_bytes: usize::try_from(args.bulk_file_size).unwrap_or(64) << 20,
+                import_dir: args.import_dir.clone(),
                 ..crate::interaction::bulk::Settings::default()
             },
             audit: args.audit == OnOff::On,

@@ -213,6 +213,9 @@ fn main() -> ExitCode {
         Command::Import(healporium::config::ImportCommand::Csv(args)) => {
             admin(healporium::app::feeds::import_csv(args))
         }
+        Command::Import(healporium::config::ImportCommand::Ndjson(args)) => {
+            admin(healporium::app::feeds::import_ndjson(args))
+        }
         Command::Finance(healporium::config::FinanceCommand::RunDay(args)) => admin(async move {
             healporium::app::finance_run_day(&args.database.database_url, &args.date, &args.finance)
                 .await

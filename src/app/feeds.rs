@@ -440,6 +440,113 @@ pub async fn import_csv(args: ImportCsvArgs) -> anyhow::Result<String> {
     }
 }
 
+/// The NDJSON files of `paths` (a directory: its `*.ndjson` files, sorted).
+fn ndjson_files(paths: &[std::path::PathBuf]) -> anyhow::Result<Vec<std::path::PathBuf>> {
+    let mut out = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            let mut found: Vec<std::path::PathBuf> = std::fs::read_dir(p)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?
+                .filter_map(Result::ok)
+                .map(|e| e.path())
+                .filter(|f| f.extension().is_some_and(|x| x == "ndjson"))
+                .collect();
+            found.sort();
+            out.extend(found);
+        } else if p.is_file() {
+            out.push(p.clone());
+        } else {
+            anyhow::bail!("{}: no such file or directory", p.display());
+        }
+    }
+    Ok(out)
+}
+
+/// Runs `healporium import ndjson`: what `$import` does, from files, with a progress bar
+/// over the bytes read.
+pub async fn import_ndjson(args: crate::config::ImportNdjsonArgs) -> anyhow::Result<String> {
+    use crate::interaction::bulk::import::{Importer, Lines};
+    let files = ndjson_files(&args.paths)?;
+    let bytes: u64 = files
+        .iter()
+        .filter_map(|f| std::fs::metadata(f).ok())
+        .map(|m| m.len())
+        .sum();
+    let store = admin_store(&args.database.database_url).await?;
+    let options = AppOptions {
+        audit: true,
+        ..AppOptions::default()
+    };
+    let ctx = node_context(store, &options, false);
+    let bar = indicatif::ProgressBar::with_draw_target(
+        Some(bytes),
+        indicatif::ProgressDrawTarget::stderr(),
+    );
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} {msg}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let started = std::time::Instant::now();
+    let mut importer = Importer::new(&ctx, "http://localhost/fhir", None, None);
+    for f in &files {
+        let name = f.display().to_string();
+        bar.set_message(name.clone());
+        let dir = f.parent().map(std::path::Path::to_path_buf);
+        let mut lines = match Lines::open(&name, dir.as_deref(), None).await {
+            Ok(l) => l,
+            Err(why) => {
+                importer
+                    .unreadable(&name, &why)
+                    .await
+                    .map_err(|o| anyhow::anyhow!("{}", o.to_resource()))?;
+                continue;
+            }
+        };
+        let mut line = 0u64;
+        loop {
+            let text = match lines.next_line().await {
+                Ok(Some(t)) => t,
+                Ok(None) => break,
+                Err(why) => {
+                    importer
+                        .unreadable(&name, &why)
+                        .await
+                        .map_err(|o| anyhow::anyhow!("{}", o.to_resource()))?;
+                    break;
+                }
+            };
+            line += 1;
+            bar.inc(text.len() as u64 + 1);
+            importer
+                .line(&name, None, line, &text)
+                .await
+                .map_err(|o| anyhow::anyhow!("{}", o.to_resource()))?;
+        }
+    }
+    let dangling = importer
+        .check_references()
+        .await
+        .map_err(|o| anyhow::anyhow!("{}", o.to_resource()))?;
+    bar.finish_and_clear();
+    let secs = started.elapsed().as_secs_f64();
+    let mut report = format!(
+        "{} resources imported, {} lines failed, {dangling} dangling references, in {secs:.1} s ({:.0} resources/s)\n",
+        importer.imported,
+        importer.failed,
+        importer.imported as f64 / secs.max(0.001)
+    );
+    for f in &importer.failures {
+        report.push_str(f);
+        report.push('\n');
+    }
+    if importer.failed > 0 || dangling > 0 {
+        anyhow::bail!("{report}");
+    }
+    Ok(report)
+}
+
 #[cfg(test)]
 mod tests {
     use super::split_messages;

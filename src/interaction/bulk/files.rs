@@ -40,6 +40,16 @@ impl Files {
         }
     }
 
+    /// The number the next file will get.
+    pub fn next_file(&self) -> i64 {
+        self.next_file + i64::from(self.open.is_some())
+    }
+
+    /// Numbers the files from `n` on (after those another writer of the job made).
+    pub fn skip_to(&mut self, n: i64) {
+        self.next_file = self.next_file.max(n);
+    }
+
     /// Appends one line (a resource's JSON without newlines) to the current file of
     /// `resource_type` (`kind`: output or error), beginning a new file when needed.
     pub async fn line(

@@ -13,6 +13,7 @@
 
 pub mod export;
 pub mod files;
+pub mod import;
 
 use super::operation::{OperationMethod, OperationRequest};
 use super::{Body, Context, FhirResponse, Status};
@@ -28,7 +29,7 @@ pub const EXPORT_JOB: &str = "bulk-export";
 pub const EXPORT_ATTEMPTS: u32 = 3;
 
 /// A node's bulk data settings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
     /// How long a finished job's manifest and files stay (ms).
     pub ttl_ms: i64,
@@ -36,6 +37,8 @@ pub struct Settings {
     pub file_bytes: usize,
     /// `Retry-After` of a status answer while the job runs (seconds).
     pub retry_after_secs: u64,
+    /// The directory `$import` may read files from (None: no files, only http(s) URLs).
+    pub import_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for Settings {
@@ -44,6 +47,7 @@ impl Default for Settings {
             ttl_ms: 3_600_000,
             file_bytes: 64 << 20,
             retry_after_secs: 2,
+            import_dir: None,
         }
     }
 }
@@ -294,6 +298,7 @@ pub async fn run_job(ctx: &Context, id: &str, last: bool) -> Result<(), crate::j
     }
     let result = match job.kind.as_str() {
         "export" => export::run(ctx, &job).await,
+        "import" => import::run(ctx, &job).await,
         other => Err(Outcome::internal(format!("unknown bulk job kind {other}"))),
     };
     let now = Instant::now().millis();

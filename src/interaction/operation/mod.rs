@@ -175,6 +175,22 @@ pub static OPERATIONS: &[Operation] = &[
         },
     },
     Operation {
+        name: "import",
+        levels: &[Level::System],
+        types: None,
+        affects_state: true,
+        id: "import",
+        canonical: "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/import",
+        parameters: &[
+            ("inputFormat", "in", 0, "1", "code"),
+            ("inputSource", "in", 0, "1", "uri"),
+            ("input", "in", 1, "*", ""),
+        ],
+        handler: |ctx, base, op| {
+            Box::pin(crate::interaction::bulk::import::kick_off(ctx, base, op))
+        },
+    },
+    Operation {
         name: "bulk-status",
         levels: &[Level::System],
         types: None,
