@@ -155,7 +155,10 @@ async fn run_bulk(n: &Node, kick: reqwest::RequestBuilder) -> Value {
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 202, "{}", r.text().await.unwrap());
-    let status = r.headers()["content-location"].to_str().unwrap().to_string();
+    let status = r.headers()["content-location"]
+        .to_str()
+        .unwrap()
+        .to_string();
     let client = reqwest::Client::new();
     loop {
         n.worker.tick().await;
@@ -210,7 +213,7 @@ where
     let mut rows = sqlx::query::<DB>(
         "SELECT v.body FROM resource r JOIN resource_version v ON v.resource_type = \
          r.resource_type AND v.id = r.id AND v.version = r.version \
-         WHERE r.resource_type = 'Patient' AND r.deleted = 0",
+         WHERE r.resource_type = 'Patient' AND NOT r.deleted",
     )
     .fetch(pool);
     let mut n = 0;
@@ -324,7 +327,12 @@ async fn run(urls: Urls, count: usize) {
     let label = urls.label;
     let a = node(&urls.source, settings.clone()).await;
     let secs = load(&a, count).await;
-    row(&format!("{label}: load through the server (batch PUT)"), count, secs, None);
+    row(
+        &format!("{label}: load through the server (batch PUT)"),
+        count,
+        secs,
+        None,
+    );
     let (n, secs) = match pool(&urls.source).await {
         Pool::Sqlite(p) => raw_select(&p).await,
         Pool::Postgres(p) => raw_select(&p).await,

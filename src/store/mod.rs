@@ -231,6 +231,17 @@ pub trait Store: Send + Sync + 'static {
     async fn read_many(&self, keys: &[(String, String)]) -> StoreResult<Vec<StoredVersion>>;
     /// Ids of the live resources of a type.
     async fn live_ids(&self, resource_type: &str) -> StoreResult<Vec<String>>;
+    /// The current live versions of `resource_type` last updated in `[since, until]` with
+    /// ids after `after`, in id order, at most `limit`: one query per page of an unconfined
+    /// Bulk Data export (no index tables, no second read for the bodies).
+    async fn current_page(
+        &self,
+        resource_type: &str,
+        since: i64,
+        until: i64,
+        after: &str,
+        limit: u32,
+    ) -> StoreResult<Vec<StoredVersion>>;
     /// One page of a search, in sort order.
     async fn search(&self, spec: &SearchSpec<'_>) -> StoreResult<Vec<Hit>>;
     /// The database's plan for a search page (`EXPLAIN`), for benchmarks and diagnostics.

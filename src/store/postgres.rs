@@ -226,6 +226,18 @@ impl Store for PostgresStore {
         sql::read_many::<Postgres>(&mut conn, keys).await
     }
 
+    async fn current_page(
+        &self,
+        resource_type: &str,
+        since: i64,
+        until: i64,
+        after: &str,
+        limit: u32,
+    ) -> StoreResult<Vec<StoredVersion>> {
+        let mut conn = self.pool.acquire().await.map_err(map_err)?;
+        sql::current_page::<Postgres>(&mut conn, resource_type, since, until, after, limit).await
+    }
+
     async fn live_ids(&self, resource_type: &str) -> StoreResult<Vec<String>> {
         let mut conn = self.pool.acquire().await.map_err(map_err)?;
         sql::live_ids::<Postgres>(&mut conn, resource_type).await

@@ -762,6 +762,50 @@ where
     Ok(out)
 }
 
+/// A page of an unconfined export: the current live versions of `resource_type` last
+/// updated in `[since, until]`, with ids after `after`, in id order (the primary key's).
+pub(super) async fn current_page<DB>(
+    conn: &mut DB::Connection,
+    resource_type: &str,
+    since: i64,
+    until: i64,
+    after: &str,
+    limit: u32,
+) -> StoreResult<Vec<StoredVersion>>
+where
+    DB: Database,
+    for<'e> &'e mut DB::Connection: sqlx::Executor<'e, Database = DB>,
+    DB::Arguments: sqlx::IntoArguments<DB>,
+    for<'q> String: Encode<'q, DB> + Type<DB>,
+    for<'q> bool: Encode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+    for<'r> i64: Decode<'r, DB> + Type<DB>,
+    for<'r> String: Decode<'r, DB>,
+    for<'r> bool: Decode<'r, DB> + Type<DB>,
+    usize: ColumnIndex<DB::Row>,
+{
+    let rows = sqlx::query::<DB>(sqlx::AssertSqlSafe(format!(
+        "SELECT {VERSION_COLUMNS} FROM resource r JOIN resource_version v \
+         ON v.resource_type = r.resource_type AND v.id = r.id AND v.version = r.version \
+         WHERE r.resource_type = $1 AND r.deleted = $2 AND r.last_updated >= $3 \
+         AND r.last_updated <= $4 AND r.id > $5 ORDER BY r.id LIMIT $6"
+    )))
+    .bind(resource_type.to_string())
+    .bind(false)
+    .bind(since)
+    .bind(until)
+    .bind(after.to_string())
+    .bind(i64::from(limit))
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(map_err)?;
+    let mut out = Vec::with_capacity(rows.len());
+    for row in &rows {
+        out.push(version_from_row(row)?.1);
+    }
+    Ok(out)
+}
+
 /// Ids of the live resources of a type.
 pub(super) async fn live_ids<DB>(
     conn: &mut DB::Connection,

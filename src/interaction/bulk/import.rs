@@ -517,15 +517,21 @@ impl<'a> Importer<'a> {
         }
         let batch = std::mem::take(&mut self.batch);
         let entries: Vec<Value> = batch.iter().map(|(_, e)| e.clone()).collect();
-        if let Ok(response) = self.bundle("transaction", entries.clone()).await {
-            let results = response.get("entry").and_then(Value::as_array);
-            for e in results.into_iter().flatten() {
-                if let Some(k) = Self::written_key(e) {
-                    self.written.push(k);
+        match self.bundle("transaction", entries.clone()).await {
+            Ok(response) => {
+                let results = response.get("entry").and_then(Value::as_array);
+                for e in results.into_iter().flatten() {
+                    if let Some(k) = Self::written_key(e) {
+                        self.written.push(k);
+                    }
                 }
+                self.imported += batch.len() as u64;
+                return Ok(());
             }
-            self.imported += batch.len() as u64;
-            return Ok(());
+            Err(o) => tracing::debug!(
+                error = %o.issues.first().map(|i| i.diagnostics.as_str()).unwrap_or(""),
+                "an import transaction failed; its lines are written one by one"
+            ),
         }
         // some entry failed: each on its own, to know which
         let response = match self.bundle("batch", entries).await {
