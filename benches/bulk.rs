@@ -1,6 +1,6 @@
 //! Benchmark: Bulk Data export and import throughput, next to the limits of the same
 //! database — a raw SELECT of the same rows' JSON, and a raw INSERT of the same lines into a
-//! two-column table (250 per transaction, as the import commits) — and the peak memory above
+//! two-column table (as many per transaction as the import commits) — and the peak memory above
 //! idle while exporting and downloading.
 //!
 //! It loads N Patients (default 100,000; `-- --patients N`) through the server, then times:
@@ -227,7 +227,8 @@ where
     (n, start.elapsed().as_secs_f64())
 }
 
-/// The limit of import: the same lines inserted as they are, 250 per transaction.
+/// The limit of import: the same lines inserted as they are, as many per transaction as the
+/// import commits together.
 async fn raw_insert<DB>(pool: &sqlx::Pool<DB>, dir: &Path) -> (usize, f64)
 where
     DB: sqlx::Database,
@@ -250,7 +251,7 @@ where
     for f in files {
         let text = std::fs::read_to_string(f).unwrap();
         let lines: Vec<&str> = text.lines().collect();
-        for chunk in lines.chunks(250) {
+        for chunk in lines.chunks(healporium::interaction::bulk::import::BATCH) {
             let mut tx = pool.begin().await.unwrap();
             for line in chunk {
                 // parsed, as the import must, to find the id

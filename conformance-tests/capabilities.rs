@@ -143,6 +143,14 @@ async fn every_advertised_interaction_works(s: Server) {
                 let path = export_status.split("/fhir/").nth(1).unwrap();
                 s.get(path).await.expect(202);
             }
+            "import" => {
+                let manifest = json!({"resourceType": "Parameters", "parameter": [{"name": "input",
+                    "part": [{"name": "type", "valueCode": "Patient"},
+                             {"name": "url", "valueUri": "https://example.invalid/p.ndjson"}]}]});
+                s.post_with("$import", &manifest, &[("prefer", "respond-async")])
+                    .await
+                    .expect(202);
+            }
             "bulk-file" => {
                 let id = export_status.split("_jobId=").nth(1).unwrap();
                 s.get(&format!("$bulk-file?_jobId={id}&file=1"))

@@ -785,10 +785,14 @@ where
     usize: ColumnIndex<DB::Row>,
 {
     let rows = sqlx::query::<DB>(sqlx::AssertSqlSafe(format!(
-        "SELECT {VERSION_COLUMNS} FROM resource r JOIN resource_version v \
+        // the page's keys first (the primary key, in order), then their bodies: the join
+        // never sees more than a page, whatever the planner knows of the tables
+        "SELECT {VERSION_COLUMNS} FROM (SELECT resource_type, id, version FROM resource \
+         WHERE resource_type = $1 AND deleted = $2 AND last_updated >= $3 \
+         AND last_updated <= $4 AND id > $5 ORDER BY id LIMIT $6) r \
+         JOIN resource_version v \
          ON v.resource_type = r.resource_type AND v.id = r.id AND v.version = r.version \
-         WHERE r.resource_type = $1 AND r.deleted = $2 AND r.last_updated >= $3 \
-         AND r.last_updated <= $4 AND r.id > $5 ORDER BY r.id LIMIT $6"
+         ORDER BY r.id"
     )))
     .bind(resource_type.to_string())
     .bind(false)

@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 /// The job kind of an import on the queue.
 pub const IMPORT_JOB: &str = "bulk-import";
 /// Resources per transaction.
-pub const BATCH: usize = 250;
+pub const BATCH: usize = 100;
 /// The longest line read (a larger resource is reported, not read).
 const MAX_LINE: usize = 16 << 20;
 /// Inputs of one manifest, at most.
