@@ -963,3 +963,39 @@ async fn import_ndjson_from_the_command_line() {
         assert!(store.read(t, id).await.unwrap().is_some(), "{t}/{id}");
     }
 }
+
+mod throttled {
+    bulk_backends!(
+        healporium::interaction::bulk::Settings::default();
+        a_client_has_at_most_five_jobs_in_progress,
+    );
+}
+
+/// Each job copies data and holds a worker: a client may have five queued or running; the
+/// sixth kick-off is 429 until one finishes or is cancelled.
+async fn a_client_has_at_most_five_jobs_in_progress(b: Bulk) {
+    world(&b.s).await;
+    let s = &b.s;
+    let mut statuses = Vec::new();
+    for _ in 0..5 {
+        statuses.push(kick(s, "$export?_type=Patient").await);
+    }
+    let r = s.get_with("$export?_type=Patient", KICK).await.expect(429);
+    assert!(
+        r.text.contains("five") || r.text.contains('5'),
+        "{}",
+        r.text
+    );
+    s.post_with(
+        "$import",
+        &import_manifest(&[("Patient", "https://example.invalid/p.ndjson")]),
+        &[("prefer", "respond-async")],
+    )
+    .await
+    .expect(429);
+    s.delete(&statuses[0]).await.expect(202);
+    kick(s, "$export?_type=Patient").await;
+    // finished jobs do not count
+    manifest(&b, &statuses[1]).await;
+    kick(s, "$export?_type=Patient").await;
+}

@@ -39,6 +39,8 @@ pub enum ErrorKind {
     /// (the statement timeout): asking again as it is will not help.
     TooCostly,
     NotImplemented,
+    /// The client has too much in progress (Bulk Data jobs); it may ask again later.
+    TooManyRequests,
     /// The database is unreachable or overloaded; retrying may help.
     Unavailable,
     /// Concurrent transactions collided (deadlock, serialization failure); the whole
@@ -69,6 +71,7 @@ impl ErrorKind {
             ErrorKind::PayloadTooLarge => (413, "too-long"),
             ErrorKind::TooCostly => (400, "too-costly"),
             ErrorKind::NotImplemented => (501, "not-supported"),
+            ErrorKind::TooManyRequests => (429, "throttled"),
             ErrorKind::Unavailable => (503, "transient"),
             ErrorKind::Contention => (503, "transient"),
             ErrorKind::Internal => (500, "exception"),

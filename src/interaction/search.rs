@@ -596,7 +596,7 @@ pub(crate) async fn export_filters(
 ) -> Result<Vec<Filter>, Outcome> {
     ctx.guard.require(Perm::Read, resource_type)?;
     let types = [resource_type.to_string()];
-    let mut q = query::parse(registry, &types, pairs, true)?;
+    let mut q = query::parse_limited(registry, &types, pairs, true, None, &ctx.limits)?;
     ctx.guard.confine(registry, &mut q.filters)?;
     q.filters
         .extend(ctx.guard.filters(registry, Perm::Read, resource_type)?);

@@ -59,6 +59,8 @@ pub struct BulkFileRow {
 pub trait BulkStore: Send + Sync {
     async fn create(&self, job: &NewBulkJob) -> StoreResult<()>;
     async fn job(&self, id: &str) -> StoreResult<Option<BulkJobRow>>;
+    /// Jobs of `owner` accepted or running.
+    async fn active(&self, owner: &str) -> StoreResult<u64>;
     /// Moves the job from one of `from` to `to` (with its progress, error, end and expiry);
     /// false when it was in none of them.
     async fn transition(
@@ -160,6 +162,18 @@ macro_rules! bulk_store_impl {
                     expires: r.12,
                     error: r.13,
                 }))
+            }
+
+            async fn active(&self, owner: &str) -> StoreResult<u64> {
+                let (n,): (i64,) = sqlx::query_as::<$db, _>(
+                    "SELECT COUNT(*) FROM bulk_job WHERE owner = $1 \
+                     AND state IN ('accepted', 'running')",
+                )
+                .bind(owner)
+                .fetch_one(&self.write)
+                .await
+                .map_err(map_err)?;
+                Ok(u64::try_from(n).unwrap_or(0))
             }
 
             async fn transition(

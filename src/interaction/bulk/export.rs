@@ -306,7 +306,14 @@ pub async fn kick_off(
             let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query)
                 .map_err(|_| bad("A _typeFilter query is not URL-encoded", "_typeFilter"))?;
             // parsed now, as the job will: a search this server cannot run fails here
-            if let Err(o) = crate::search::query::parse(&registry, &[t.to_string()], &pairs, true) {
+            if let Err(o) = crate::search::query::parse_limited(
+                &registry,
+                &[t.to_string()],
+                &pairs,
+                true,
+                None,
+                &ctx.limits,
+            ) {
                 let why = o
                     .issues
                     .first()
@@ -408,6 +415,7 @@ pub async fn kick_off(
         }
     }
 
+    super::check_active(ctx).await?;
     // the job
     let id = Id::generate().to_string();
     let now = Instant::now().millis();

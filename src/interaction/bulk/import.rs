@@ -209,6 +209,7 @@ pub async fn kick_off(
             local_path(ctx.bulk.import_dir.as_deref(), &i.url)?;
         }
     }
+    super::check_active(ctx).await?;
     let id = Id::generate().to_string();
     let now = Instant::now().millis();
     let bulk = ctx.store.bulk();

@@ -27,6 +27,24 @@ use serde_json::{Value, json};
 pub const EXPORT_JOB: &str = "bulk-export";
 /// Attempts of an export job (a restart after a node died counts as one).
 pub const EXPORT_ATTEMPTS: u32 = 3;
+/// Jobs one client and user may have queued or running at once: each copies data and holds
+/// a worker, so a token cannot fill the disk or the queue by asking again and again.
+pub const MAX_ACTIVE_JOBS: u64 = 5;
+
+/// 429 when the caller has [`MAX_ACTIVE_JOBS`] queued or running.
+pub async fn check_active(ctx: &Context) -> Result<(), Outcome> {
+    let owner = owner_of(ctx.guard.principal());
+    if ctx.store.bulk().active(&owner).await? >= MAX_ACTIVE_JOBS {
+        return Err(Outcome::new(
+            ErrorKind::TooManyRequests,
+            format!(
+                "{MAX_ACTIVE_JOBS} bulk data jobs of this client are queued or running: wait \
+                 for one to finish, or cancel one"
+            ),
+        ));
+    }
+    Ok(())
+}
 
 /// A node's bulk data settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
