@@ -754,7 +754,9 @@ pub fn job_kinds(
                     .and_then(serde_json::Value::as_str)
                     .ok_or_else(|| JobError::Fatal("no id in the payload".into()))?;
                 let last = job.attempt >= i64::from(crate::interaction::bulk::EXPORT_ATTEMPTS);
-                crate::interaction::bulk::run_job(&ctx, id, last).await
+                crate::interaction::bulk::run_job(&ctx, id, last)
+                    .await
+                    .map_err(JobError::Retry)
             }
         }),
     );
@@ -771,7 +773,9 @@ pub fn job_kinds(
                     .and_then(serde_json::Value::as_str)
                     .ok_or_else(|| JobError::Fatal("no id in the payload".into()))?;
                 let last = job.attempt >= i64::from(crate::interaction::bulk::EXPORT_ATTEMPTS);
-                crate::interaction::bulk::run_job(&ctx, id, last).await
+                crate::interaction::bulk::run_job(&ctx, id, last)
+                    .await
+                    .map_err(JobError::Retry)
             }
         }),
     );

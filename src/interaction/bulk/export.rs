@@ -8,12 +8,12 @@
 //! page and appended to chunked files, so neither the job nor a download ever holds a type.
 
 use super::files::Files;
+use super::{Call, Method};
 use super::{EXPORT_JOB, owner_of, principal_from, principal_json, status_url};
 use crate::auth::Perm;
 use crate::fhir::outcome::{ErrorKind, Issue, Outcome};
 use crate::fhir::types::{Id, Instant};
 use crate::interaction::guard::{Guard, compartment, patient_links};
-use crate::interaction::operation::{OperationMethod, OperationRequest};
 use crate::interaction::{Body, Context, FhirResponse, Status};
 use crate::search::query::{Filter, Owners};
 use crate::store::{Anchor, BulkJobRow, NewBulkJob, SearchSpec};
@@ -64,7 +64,7 @@ fn bad(msg: impl Into<String>, at: &str) -> Outcome {
 }
 
 /// Every value of parameter `name`: repeated query parameters, then the Parameters body's.
-fn values(op: &OperationRequest, name: &str) -> Vec<Value> {
+fn values(op: &Call, name: &str) -> Vec<Value> {
     let mut out: Vec<Value> = op
         .query
         .iter()
@@ -94,7 +94,7 @@ fn values(op: &OperationRequest, name: &str) -> Vec<Value> {
     out
 }
 
-fn strings(op: &OperationRequest, name: &str) -> Vec<String> {
+fn strings(op: &Call, name: &str) -> Vec<String> {
     values(op, name)
         .into_iter()
         .filter_map(|v| v.as_str().map(str::to_string))
@@ -102,7 +102,7 @@ fn strings(op: &OperationRequest, name: &str) -> Vec<String> {
 }
 
 /// The names of every parameter given, in the query and the body.
-fn names(op: &OperationRequest) -> Vec<String> {
+fn names(op: &Call) -> Vec<String> {
     let mut out: Vec<String> = op.query.iter().map(|(k, _)| k.clone()).collect();
     if let Some(params) = op
         .body
@@ -147,11 +147,7 @@ fn in_compartment(
 }
 
 /// The `$export` kick-off.
-pub async fn kick_off(
-    ctx: &Context,
-    base: &str,
-    op: &OperationRequest,
-) -> Result<FhirResponse, Outcome> {
+pub async fn kick_off(ctx: &Context, base: &str, op: &Call) -> Result<FhirResponse, Outcome> {
     let level = match (op.resource_type.as_deref(), op.id.as_deref()) {
         (None, None) => "system",
         (Some("Patient"), None) => "patient",
@@ -162,7 +158,7 @@ pub async fn kick_off(
             ));
         }
     };
-    if op.method == OperationMethod::Delete {
+    if op.method == Method::Delete {
         return Err(Outcome::new(
             ErrorKind::MethodNotAllowed,
             "$export is kicked off with GET or POST",
@@ -351,7 +347,7 @@ pub async fn kick_off(
     }
     let patients = values(op, "patient");
     if !patients.is_empty() {
-        if level == "system" || op.method != OperationMethod::Post {
+        if level == "system" || op.method != Method::Post {
             return Err(bad(
                 "patient is a parameter of POST Patient/$export and Group/[id]/$export",
                 "patient",
@@ -449,10 +445,12 @@ pub async fn kick_off(
         created: now,
     })
     .await?;
-    let job = crate::jobs::job(EXPORT_JOB, &json!({"id": id}), now);
     let job = crate::store::NewJob {
+        kind: EXPORT_JOB.to_string(),
+        key: None,
+        payload: json!({"id": id}).to_string(),
+        run_at: now,
         max_attempts: super::EXPORT_ATTEMPTS,
-        ..job
     };
     if let Err(e) = ctx.store.jobs().enqueue(&job, now).await {
         let _ = bulk

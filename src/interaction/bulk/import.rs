@@ -9,11 +9,11 @@
 //! The same [`Importer`] serves `healporium import ndjson` on the command line.
 
 use super::files::Files;
+use super::{Call, Method};
 use super::{owner_of, principal_from, principal_json, status_url};
 use crate::auth::{Perm, Principal};
 use crate::fhir::outcome::{ErrorKind, Issue, Outcome};
 use crate::fhir::types::{Id, Instant};
-use crate::interaction::operation::{OperationMethod, OperationRequest};
 use crate::interaction::{
     Body, Context, FhirRequest, FhirResponse, Interaction, Preconditions, PreferReturn, Status,
 };
@@ -155,12 +155,8 @@ fn is_http(url: &str) -> bool {
 }
 
 /// `POST [base]/$import`.
-pub async fn kick_off(
-    ctx: &Context,
-    base: &str,
-    op: &OperationRequest,
-) -> Result<FhirResponse, Outcome> {
-    if op.resource_type.is_some() || op.method != OperationMethod::Post {
+pub async fn kick_off(ctx: &Context, base: &str, op: &Call) -> Result<FhirResponse, Outcome> {
+    if op.resource_type.is_some() || op.method != Method::Post {
         return Err(Outcome::bad_request(
             "$import is a POST of a manifest to the server's base",
         ));
@@ -227,8 +223,11 @@ pub async fn kick_off(
     })
     .await?;
     let job = crate::store::NewJob {
+        kind: IMPORT_JOB.to_string(),
+        key: None,
+        payload: json!({"id": id}).to_string(),
+        run_at: now,
         max_attempts: super::EXPORT_ATTEMPTS,
-        ..crate::jobs::job(IMPORT_JOB, &json!({"id": id}), now)
     };
     if let Err(e) = ctx.store.jobs().enqueue(&job, now).await {
         let _ = bulk
@@ -807,7 +806,8 @@ mod tests {
 
     #[test]
     fn files_outside_the_import_directory_are_refused() {
-        let dir = std::env::temp_dir().join(format!("hp-import-{}", std::process::id()));
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_path_buf();
         std::fs::create_dir_all(dir.join("in")).unwrap();
         std::fs::write(dir.join("in/a.ndjson"), "{}\n").unwrap();
         std::fs::write(dir.join("secret.ndjson"), "{}\n").unwrap();
@@ -818,6 +818,5 @@ mod tests {
         assert!(local_path(Some(&root), &abs).is_err());
         assert!(local_path(Some(&root), &format!("file://{abs}")).is_err());
         assert!(local_path(None, "a.ndjson").is_err());
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

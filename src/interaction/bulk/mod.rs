@@ -15,13 +15,34 @@ pub mod export;
 pub mod files;
 pub mod import;
 
-use super::operation::{OperationMethod, OperationRequest};
 use super::{Body, Context, FhirResponse, Status};
 use crate::auth::{Principal, Role};
 use crate::fhir::outcome::{ErrorKind, Issue, Outcome};
 use crate::fhir::types::Instant;
 use crate::store::BulkJobRow;
 use serde_json::{Value, json};
+
+/// How a bulk operation was called (the operation layer's request, as this module needs it).
+#[derive(Debug, Clone)]
+pub struct Call {
+    pub method: Method,
+    pub resource_type: Option<String>,
+    pub id: Option<String>,
+    pub query: Vec<(String, String)>,
+    pub body: Option<Value>,
+    /// The `Prefer` header.
+    pub prefer: Option<String>,
+    /// The `Accept` header.
+    pub accept: Option<String>,
+}
+
+/// The HTTP method of a [`Call`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    Get,
+    Post,
+    Delete,
+}
 
 /// The job kind of an export on the queue.
 pub const EXPORT_JOB: &str = "bulk-export";
@@ -122,7 +143,7 @@ fn unknown_job() -> Outcome {
 }
 
 /// The job named by `_jobId`, if the caller owns it and it has not expired or been cancelled.
-async fn owned_job(ctx: &Context, op: &OperationRequest) -> Result<BulkJobRow, Outcome> {
+async fn owned_job(ctx: &Context, op: &Call) -> Result<BulkJobRow, Outcome> {
     let id = op
         .query
         .iter()
@@ -144,19 +165,15 @@ async fn owned_job(ctx: &Context, op: &OperationRequest) -> Result<BulkJobRow, O
 }
 
 /// `$bulk-status`: GET polls, DELETE cancels.
-pub async fn status(
-    ctx: &Context,
-    _base: &str,
-    op: &OperationRequest,
-) -> Result<FhirResponse, Outcome> {
+pub async fn status(ctx: &Context, _base: &str, op: &Call) -> Result<FhirResponse, Outcome> {
     let job = owned_job(ctx, op).await?;
     match op.method {
-        OperationMethod::Delete => cancel(ctx, &job).await,
-        OperationMethod::Post => Err(Outcome::new(
+        Method::Delete => cancel(ctx, &job).await,
+        Method::Post => Err(Outcome::new(
             ErrorKind::MethodNotAllowed,
             "Poll the status with GET; cancel with DELETE",
         )),
-        OperationMethod::Get => poll(ctx, &job).await,
+        Method::Get => poll(ctx, &job).await,
     }
 }
 
@@ -258,12 +275,8 @@ async fn poll(ctx: &Context, job: &BulkJobRow) -> Result<FhirResponse, Outcome> 
 
 /// `$bulk-file`: one output or error file of a finished job, as NDJSON streamed from the
 /// store.
-pub async fn file(
-    ctx: &Context,
-    _base: &str,
-    op: &OperationRequest,
-) -> Result<FhirResponse, Outcome> {
-    if op.method != OperationMethod::Get {
+pub async fn file(ctx: &Context, _base: &str, op: &Call) -> Result<FhirResponse, Outcome> {
+    if op.method != Method::Get {
         return Err(Outcome::new(
             ErrorKind::MethodNotAllowed,
             "Bulk data files are downloaded with GET",
@@ -301,13 +314,13 @@ fn clip(s: &str, n: usize) -> String {
 
 /// Runs one attempt of a job (the queue's handler): `last` when no attempt follows, so a
 /// failure is final and shown as the job's failure.
-pub async fn run_job(ctx: &Context, id: &str, last: bool) -> Result<(), crate::jobs::JobError> {
-    use crate::jobs::JobError;
+/// `Err`: try again later (the queue retries).
+pub async fn run_job(ctx: &Context, id: &str, last: bool) -> Result<(), String> {
     let bulk = ctx.store.bulk();
     let job = bulk
         .job(id)
         .await
-        .map_err(|e| JobError::Retry(format!("cannot read the bulk job: {e}")))?;
+        .map_err(|e| format!("cannot read the bulk job: {e}"))?;
     let Some(job) = job else {
         return Ok(());
     };
@@ -341,6 +354,6 @@ pub async fn run_job(ctx: &Context, id: &str, last: bool) -> Result<(), crate::j
                 .await;
             Ok(())
         }
-        Err(o) => Err(JobError::Retry(format!("bulk job attempt failed: {o}"))),
+        Err(o) => Err(format!("bulk job attempt failed: {o}")),
     }
 }

@@ -115,6 +115,24 @@ impl Operation {
     }
 }
 
+/// An operation call as the Bulk Data module takes it.
+fn bulk_call(op: &OperationRequest) -> crate::interaction::bulk::Call {
+    use crate::interaction::bulk::Method;
+    crate::interaction::bulk::Call {
+        method: match op.method {
+            OperationMethod::Get => Method::Get,
+            OperationMethod::Post => Method::Post,
+            OperationMethod::Delete => Method::Delete,
+        },
+        resource_type: op.resource_type.clone(),
+        id: op.id.clone(),
+        query: op.query.clone(),
+        body: op.body.clone(),
+        prefer: op.prefer.clone(),
+        accept: op.accept.clone(),
+    }
+}
+
 /// The parameters of `$export` at system level.
 const EXPORT_PARAMS: &[Param] = &[
     ("_outputFormat", "in", 0, "1", "string"),
@@ -147,7 +165,9 @@ pub static OPERATIONS: &[Operation] = &[
         canonical: "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/export",
         parameters: EXPORT_PARAMS,
         handler: |ctx, base, op| {
-            Box::pin(crate::interaction::bulk::export::kick_off(ctx, base, op))
+            Box::pin(async move {
+                crate::interaction::bulk::export::kick_off(ctx, base, &bulk_call(op)).await
+            })
         },
     },
     Operation {
@@ -159,7 +179,9 @@ pub static OPERATIONS: &[Operation] = &[
         canonical: "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/patient-export",
         parameters: EXPORT_PATIENT_PARAMS,
         handler: |ctx, base, op| {
-            Box::pin(crate::interaction::bulk::export::kick_off(ctx, base, op))
+            Box::pin(async move {
+                crate::interaction::bulk::export::kick_off(ctx, base, &bulk_call(op)).await
+            })
         },
     },
     Operation {
@@ -171,7 +193,9 @@ pub static OPERATIONS: &[Operation] = &[
         canonical: "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/group-export",
         parameters: EXPORT_PATIENT_PARAMS,
         handler: |ctx, base, op| {
-            Box::pin(crate::interaction::bulk::export::kick_off(ctx, base, op))
+            Box::pin(async move {
+                crate::interaction::bulk::export::kick_off(ctx, base, &bulk_call(op)).await
+            })
         },
     },
     Operation {
@@ -187,7 +211,9 @@ pub static OPERATIONS: &[Operation] = &[
             ("input", "in", 1, "*", ""),
         ],
         handler: |ctx, base, op| {
-            Box::pin(crate::interaction::bulk::import::kick_off(ctx, base, op))
+            Box::pin(async move {
+                crate::interaction::bulk::import::kick_off(ctx, base, &bulk_call(op)).await
+            })
         },
     },
     Operation {
@@ -198,7 +224,11 @@ pub static OPERATIONS: &[Operation] = &[
         id: "bulk-status",
         canonical: "https://healporium.example/fhir/OperationDefinition/bulk-status",
         parameters: &[("_jobId", "in", 1, "1", "string")],
-        handler: |ctx, base, op| Box::pin(crate::interaction::bulk::status(ctx, base, op)),
+        handler: |ctx, base, op| {
+            Box::pin(
+                async move { crate::interaction::bulk::status(ctx, base, &bulk_call(op)).await },
+            )
+        },
     },
     Operation {
         name: "bulk-file",
@@ -211,7 +241,9 @@ pub static OPERATIONS: &[Operation] = &[
             ("_jobId", "in", 1, "1", "string"),
             ("file", "in", 1, "1", "integer"),
         ],
-        handler: |ctx, base, op| Box::pin(crate::interaction::bulk::file(ctx, base, op)),
+        handler: |ctx, base, op| {
+            Box::pin(async move { crate::interaction::bulk::file(ctx, base, &bulk_call(op)).await })
+        },
     },
     Operation {
         name: "validate",
