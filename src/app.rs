@@ -741,44 +741,31 @@ pub fn job_kinds(
             }
         }),
     );
-    let bulk_ctx = ctx.clone();
-    registry.register(
+    // exports and imports: one handler, the job row says which
+    for kind in [
         crate::interaction::bulk::EXPORT_JOB,
-        crate::interaction::bulk::EXPORT_ATTEMPTS,
-        FnHandler(move |job: crate::jobs::JobInput| {
-            let ctx = bulk_ctx.clone();
-            async move {
-                let id = job
-                    .payload
-                    .get("id")
-                    .and_then(serde_json::Value::as_str)
-                    .ok_or_else(|| JobError::Fatal("no id in the payload".into()))?;
-                let last = job.attempt >= i64::from(crate::interaction::bulk::EXPORT_ATTEMPTS);
-                crate::interaction::bulk::run_job(&ctx, id, last)
-                    .await
-                    .map_err(JobError::Retry)
-            }
-        }),
-    );
-    let import_ctx = ctx.clone();
-    registry.register(
         crate::interaction::bulk::import::IMPORT_JOB,
-        crate::interaction::bulk::EXPORT_ATTEMPTS,
-        FnHandler(move |job: crate::jobs::JobInput| {
-            let ctx = import_ctx.clone();
-            async move {
-                let id = job
-                    .payload
-                    .get("id")
-                    .and_then(serde_json::Value::as_str)
-                    .ok_or_else(|| JobError::Fatal("no id in the payload".into()))?;
-                let last = job.attempt >= i64::from(crate::interaction::bulk::EXPORT_ATTEMPTS);
-                crate::interaction::bulk::run_job(&ctx, id, last)
-                    .await
-                    .map_err(JobError::Retry)
-            }
-        }),
-    );
+    ] {
+        let bulk_ctx = ctx.clone();
+        registry.register(
+            kind,
+            crate::interaction::bulk::EXPORT_ATTEMPTS,
+            FnHandler(move |job: crate::jobs::JobInput| {
+                let ctx = bulk_ctx.clone();
+                async move {
+                    let id = job
+                        .payload
+                        .get("id")
+                        .and_then(serde_json::Value::as_str)
+                        .ok_or_else(|| JobError::Fatal("no id in the payload".into()))?;
+                    let last = job.attempt >= i64::from(crate::interaction::bulk::EXPORT_ATTEMPTS);
+                    crate::interaction::bulk::run_job(&ctx, id, last)
+                        .await
+                        .map_err(JobError::Retry)
+                }
+            }),
+        );
+    }
     let change_ctx = ctx.clone();
     registry.register(
         crate::interaction::write::CLAIM_ADJUDICATED_JOB,

@@ -431,41 +431,23 @@ pub async fn kick_off(ctx: &Context, base: &str, op: &Call) -> Result<FhirRespon
             serde_urlencoded::to_string(&op.query).unwrap_or_default()
         )
     };
-    let bulk = ctx.store.bulk();
-    bulk.create(&NewBulkJob {
-        id: id.clone(),
-        kind: "export".to_string(),
-        owner: owner_of(ctx.guard.principal()),
-        principal: ctx.guard.principal().map(principal_json),
-        request,
-        base: base.to_string(),
-        params: serde_json::to_string(&params)
-            .map_err(|_| Outcome::internal("Cannot store the export's parameters"))?,
-        transaction_time: now,
-        created: now,
-    })
+    super::queue(
+        ctx,
+        NewBulkJob {
+            id: id.clone(),
+            kind: "export".to_string(),
+            owner: owner_of(ctx.guard.principal()),
+            principal: ctx.guard.principal().map(principal_json),
+            request,
+            base: base.to_string(),
+            params: serde_json::to_string(&params)
+                .map_err(|_| Outcome::internal("Cannot store the export's parameters"))?,
+            transaction_time: now,
+            created: now,
+        },
+        EXPORT_JOB,
+    )
     .await?;
-    let job = crate::store::NewJob {
-        kind: EXPORT_JOB.to_string(),
-        key: None,
-        payload: json!({"id": id}).to_string(),
-        run_at: now,
-        max_attempts: super::EXPORT_ATTEMPTS,
-    };
-    if let Err(e) = ctx.store.jobs().enqueue(&job, now).await {
-        let _ = bulk
-            .transition(
-                &id,
-                &["accepted"],
-                "failed",
-                Some("could not be queued"),
-                Some(now),
-                Some(now),
-            )
-            .await;
-        return Err(e.into());
-    }
-    ctx.store.job_signal().notify_waiters();
     let mut r = FhirResponse::new(Status::Accepted);
     r.content_location = Some(status_url(base, &id));
     let mut issues = vec![Issue::information(

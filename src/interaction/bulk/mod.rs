@@ -19,7 +19,7 @@ use super::{Body, Context, FhirResponse, Status};
 use crate::auth::{Principal, Role};
 use crate::fhir::outcome::{ErrorKind, Issue, Outcome};
 use crate::fhir::types::Instant;
-use crate::store::BulkJobRow;
+use crate::store::{BulkJobRow, NewBulkJob};
 use serde_json::{Value, json};
 
 /// How a bulk operation was called (the operation layer's request, as this module needs it).
@@ -51,6 +51,36 @@ pub const EXPORT_ATTEMPTS: u32 = 3;
 /// Jobs one client and user may have queued or running at once: each copies data and holds
 /// a worker, so a token cannot fill the disk or the queue by asking again and again.
 pub const MAX_ACTIVE_JOBS: u64 = 5;
+
+/// Stores a kicked-off job and puts it on the queue as `job_kind`; a job that cannot be
+/// queued is marked failed, never left accepted.
+pub(super) async fn queue(ctx: &Context, job: NewBulkJob, job_kind: &str) -> Result<(), Outcome> {
+    let bulk = ctx.store.bulk();
+    bulk.create(&job).await?;
+    let now = job.created;
+    let queued = crate::store::NewJob {
+        kind: job_kind.to_string(),
+        key: None,
+        payload: json!({"id": job.id}).to_string(),
+        run_at: now,
+        max_attempts: EXPORT_ATTEMPTS,
+    };
+    if let Err(e) = ctx.store.jobs().enqueue(&queued, now).await {
+        let _ = bulk
+            .transition(
+                &job.id,
+                &["accepted"],
+                "failed",
+                Some("could not be queued"),
+                Some(now),
+                Some(now),
+            )
+            .await;
+        return Err(e.into());
+    }
+    ctx.store.job_signal().notify_waiters();
+    Ok(())
+}
 
 /// 429 when the caller has [`MAX_ACTIVE_JOBS`] queued or running.
 pub async fn check_active(ctx: &Context) -> Result<(), Outcome> {
