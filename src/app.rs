@@ -71,6 +71,8 @@ pub struct AppOptions {
     pub metrics_token: Option<String>,
     /// Bulk Data: how long results stay, file sizes, polling interval.
     pub bulk: crate::interaction::bulk::Settings,
+    /// The web app takes card payments through the built-in demo processor (`--demo`).
+    pub demo_payments: bool,
 }
 
 impl Default for AppOptions {
@@ -93,6 +95,7 @@ impl Default for AppOptions {
             mappings: None,
             metrics_token: None,
             bulk: crate::interaction::bulk::Settings::default(),
+            demo_payments: false,
         }
     }
 }
@@ -234,6 +237,17 @@ pub fn router_and_feeds(
         }));
     }
     if let Some(smart) = smart {
+        // the web app (`/app/`): a SMART app of this server, beside the API (no token layer:
+        // it signs people in and carries their tokens itself)
+        let web = crate::web::router(crate::web::WebState {
+            ctx: state.ctx.clone(),
+            smart: smart.clone(),
+            base_url: state.base_url.clone(),
+            prefix: state.prefix.clone(),
+            trusted_hosts: state.trusted_hosts.clone(),
+            demo_payments: options.demo_payments,
+            live: Arc::default(),
+        });
         let smart_state = SmartState { api: state, smart };
         app = app
             .layer(axum::middleware::from_fn_with_state(
@@ -243,7 +257,8 @@ pub fn router_and_feeds(
             .merge(api::smart::router(smart_state.clone()))
             .merge(api::discovery(&options.prefix, true))
             .layer(cors())
-            .merge(api::smart::pages(smart_state));
+            .merge(api::smart::pages(smart_state))
+            .merge(web);
     } else {
         // browser apps can be tried against a local server without authorization too
         app = app
@@ -510,6 +525,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             .metrics_token
             .as_ref()
             .map(|t| t.expose().to_string()),
+        demo_payments: config.demo,
     };
     let backend = store.backend();
     let smart = match config.auth {

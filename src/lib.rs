@@ -12,7 +12,8 @@
 //!   Launch authorization server (clients, users, codes, tokens, keys); [`jobs`]: durable
 //!   background jobs (the outbox, workers, periodic schedules); [`feeds`]: hospital feeds on
 //!   the mapping set in mappings/.
-//! - L4 [`api`]: the axum edge — routes, extractors, the ErrorKind → HTTP table in use.
+//! - L4 [`api`]: the axum edge — routes, extractors, the ErrorKind → HTTP table in use;
+//!   [`web`]: the web app at `/app/`, a SMART app of this server (askama pages).
 //! - [`app`] wires it together ([`demo`] seeds `serve --demo`); [`config`] and [`telemetry`]
 //!   serve `main`.
 
@@ -32,3 +33,4 @@ pub mod search;
 pub mod smart;
 pub mod store;
 pub mod telemetry;
+pub mod web;

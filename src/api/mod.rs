@@ -210,37 +210,12 @@ fn refuse_nul(pairs: &[(String, String)]) -> Result<(), ApiError> {
 /// port), and `http://localhost` otherwise — an arbitrary Host never becomes a link, a
 /// `Location` or the token issuer.
 fn base_url(state: &ApiState, headers: &HeaderMap) -> String {
-    if let Some(b) = &state.base_url {
-        return b.to_string();
-    }
-    let host = headers
-        .get(HOST)
-        .and_then(|h| h.to_str().ok())
-        .filter(|h| {
-            !h.is_empty()
-                && h.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b))
-        })
-        .filter(|h| trusted_host(h, &state.trusted_hosts))
-        .unwrap_or("localhost");
-    format!("http://{host}{}", state.prefix)
-}
-
-/// Whether `host` (with or without a port) is a loopback name or one of `trusted`.
-fn trusted_host(host: &str, trusted: &[String]) -> bool {
-    let name = match host.rsplit_once(':') {
-        Some((n, port)) if !n.ends_with(']') || host.starts_with('[') => {
-            if port.bytes().all(|b| b.is_ascii_digit()) && !n.is_empty() {
-                n
-            } else {
-                host
-            }
-        }
-        _ => host,
-    };
-    let name = name.to_ascii_lowercase();
-    matches!(name.as_str(), "localhost" | "127.0.0.1" | "[::1]")
-        || trusted.iter().any(|t| t.eq_ignore_ascii_case(&name))
+    crate::auth::discovery::fhir_base(
+        state.base_url.as_deref(),
+        headers.get(HOST).and_then(|h| h.to_str().ok()),
+        &state.trusted_hosts,
+        &state.prefix,
+    )
 }
 
 /// Builds the HTTP response of a successful interaction.

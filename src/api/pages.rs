@@ -49,7 +49,8 @@ pub struct ConsentPage<'a> {
     role: &'static str,
     fhir_user: Option<&'a str>,
     app: &'a str,
-    scopes: &'a [String],
+    /// Each scope in plain words, and the scope itself.
+    scopes: Vec<(String, &'a str)>,
     ehr_launch: bool,
     launch_patient: Option<&'a str>,
     request: &'a str,
@@ -81,7 +82,11 @@ impl<'a> ConsentPage<'a> {
             role: user.role.as_str(),
             fhir_user: user.fhir_user.as_deref(),
             app: &pending.client_name,
-            scopes: &pending.scopes,
+            scopes: pending
+                .scopes
+                .iter()
+                .map(|s| (crate::auth::scopes::plain_words(s), s.as_str()))
+                .collect(),
             ehr_launch: pending.ehr_launch,
             launch_patient: pending.launch_patient.as_deref(),
             request,

@@ -603,6 +603,16 @@ async fn login(
         .sign_in(&request, &username, &password, address.as_deref())
         .await
     {
+        // the server's own web app needs no consent: it is the server
+        Ok(SignIn::Consent(pending, user))
+            if pending.client_id == crate::smart::WEB_CLIENT_ID
+                && !pending.needs_patient_pick(&user) =>
+        {
+            match state.smart.decide(&request, true, None).await {
+                Ok(url) => see_other(&url),
+                Err(e) => authorize_failure(e),
+            }
+        }
         Ok(SignIn::Consent(pending, user)) => {
             let patients = if pending.needs_patient_pick(&user) {
                 patient_choices(&state, &headers, &user, None).await

@@ -217,3 +217,42 @@ mod tests {
         );
     }
 }
+
+/// The FHIR base URL of a request: the configured one, else `http://{Host}{prefix}` when the
+/// `Host` header is a well-formed loopback name or one of `trusted`, else `localhost`.
+pub fn fhir_base(
+    configured: Option<&str>,
+    host: Option<&str>,
+    trusted: &[String],
+    prefix: &str,
+) -> String {
+    if let Some(b) = configured {
+        return b.to_string();
+    }
+    let host = host
+        .filter(|h| {
+            !h.is_empty()
+                && h.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b))
+        })
+        .filter(|h| trusted_host(h, trusted))
+        .unwrap_or("localhost");
+    format!("http://{host}{prefix}")
+}
+
+/// Whether `host` (with or without a port) is a loopback name or one of `trusted`.
+fn trusted_host(host: &str, trusted: &[String]) -> bool {
+    let name = match host.rsplit_once(':') {
+        Some((n, port)) if !n.ends_with(']') || host.starts_with('[') => {
+            if port.bytes().all(|b| b.is_ascii_digit()) && !n.is_empty() {
+                n
+            } else {
+                host
+            }
+        }
+        _ => host,
+    };
+    let name = name.to_ascii_lowercase();
+    matches!(name.as_str(), "localhost" | "127.0.0.1" | "[::1]")
+        || trusted.iter().any(|t| t.eq_ignore_ascii_case(&name))
+}

@@ -228,3 +228,130 @@ mod tests {
         }
     }
 }
+
+/// What a scope grants, in words a person reads on a consent page ("See and search your
+/// observations (results, vital signs and health logs)"); the scope string itself is shown
+/// beside it for those who want it.
+pub fn plain_words(scope: &str) -> String {
+    match scope {
+        "openid" | "fhirUser" | "profile" => {
+            return "Know who you are: your name and which record is yours".to_string();
+        }
+        "launch" | "launch/patient" | "launch/encounter" => {
+            return "Know which patient or visit you are working on".to_string();
+        }
+        "offline_access" => return "Stay connected until you take access back".to_string(),
+        "online_access" => return "Stay connected while you use it".to_string(),
+        _ => {}
+    }
+    let Some(g) = parse_one(scope) else {
+        return "An access the server does not recognise (it will not be granted)".to_string();
+    };
+    let verbs: Vec<&str> = [
+        (Perm::Read, "see"),
+        (Perm::Search, "search"),
+        (Perm::Create, "add to"),
+        (Perm::Update, "change"),
+        (Perm::Delete, "delete"),
+    ]
+    .iter()
+    .filter(|(p, _)| g.perms & p.bit() != 0)
+    .map(|(_, w)| *w)
+    .collect();
+    let verbs = match verbs.as_slice() {
+        [] => "use".to_string(),
+        [one] => (*one).to_string(),
+        [rest @ .., last] => format!("{} and {last}", rest.join(", ")),
+    };
+    let whose = match g.context {
+        ScopeContext::Patient => "your",
+        ScopeContext::User => "the",
+        ScopeContext::System => "all",
+    };
+    let what = match g.resource_type.as_deref() {
+        None => "health and billing records".to_string(),
+        Some(t) => type_in_words(t),
+    };
+    let mut text = format!("{verbs} {whose} {what}");
+    if g.context == ScopeContext::User {
+        text.push_str(" you may see in your role");
+    }
+    if g.query.is_some() {
+        text.push_str(", of one kind only");
+    }
+    let mut chars = text.chars();
+    chars
+        .next()
+        .map(|c| c.to_uppercase().collect::<String>() + chars.as_str())
+        .unwrap_or_default()
+}
+
+/// A resource type in words: the common ones by name, the rest split at capitals.
+fn type_in_words(t: &str) -> String {
+    let known = match t {
+        "Observation" => "results, vital signs and health logs",
+        "MedicationRequest" => "prescriptions",
+        "MedicationDispense" => "dispensed medicines",
+        "AllergyIntolerance" => "allergies",
+        "Condition" => "conditions and problems",
+        "Encounter" => "visits",
+        "Appointment" => "appointments",
+        "Patient" => "patient details",
+        "Claim" => "insurance claims",
+        "ClaimResponse" => "insurance decisions",
+        "ExplanationOfBenefit" => "explanations of benefits",
+        "Account" => "accounts and credit lines",
+        "Immunization" => "immunizations",
+        "Communication" => "messages",
+        _ => "",
+    };
+    if !known.is_empty() {
+        return known.to_string();
+    }
+    let mut words = String::new();
+    for (i, c) in t.chars().enumerate() {
+        if c.is_ascii_uppercase() && i > 0 {
+            words.push(' ');
+        }
+        words.push(c.to_ascii_lowercase());
+    }
+    words.push_str(" records");
+    words
+}
+
+#[cfg(test)]
+mod plain_words_tests {
+    use super::plain_words;
+
+    #[test]
+    fn scopes_read_as_sentences() {
+        for (scope, words) in [
+            (
+                "patient/Observation.rs",
+                "See and search your results, vital signs and health logs",
+            ),
+            (
+                "user/*.cruds",
+                "See, search, add to, change and delete the health and billing records you may see in your role",
+            ),
+            (
+                "patient/Account.read",
+                "See and search your accounts and credit lines",
+            ),
+            (
+                "system/DeviceRequest.c",
+                "Add to all device request records",
+            ),
+            (
+                "offline_access",
+                "Stay connected until you take access back",
+            ),
+            (
+                "nonsense",
+                "An access the server does not recognise (it will not be granted)",
+            ),
+        ] {
+            assert_eq!(plain_words(scope), words, "{scope}");
+        }
+    }
+}

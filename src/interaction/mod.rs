@@ -16,6 +16,7 @@ mod delete;
 pub mod guard;
 mod history;
 mod integrity;
+pub mod live;
 pub mod notify;
 pub mod operation;
 mod patch;

@@ -152,6 +152,13 @@ impl Smart {
             .ok_or_else(|| AuthorizeError::Page("The application is not registered".into()))?;
         let redirect_uri = match (&p.redirect_uri, client.redirect_uris.as_slice()) {
             (Some(r), registered) if registered.iter().any(|u| u == r) => r.clone(),
+            // the web app returns to the origin it is served from
+            (Some(r), _)
+                if client.client_id == super::WEB_CLIENT_ID
+                    && *r == super::web_redirect(fhir_base) =>
+            {
+                r.clone()
+            }
             (None, [only]) => only.clone(),
             _ => {
                 return Err(AuthorizeError::Page(

@@ -180,6 +180,56 @@ impl Smart {
     }
 }
 
+/// The web app's client: a public client of the server's own (`/app/`), registered on first
+/// use. Its one redirect URI is the callback on the origin of the FHIR base being signed in
+/// to, so it works under any base URL without registration by hand; it is otherwise a client
+/// like any other (an operator may disable it, its tokens are checked and audited alike).
+pub const WEB_CLIENT_ID: &str = "healporium-web";
+
+/// The web app's callback path, on the server's origin.
+pub const WEB_CALLBACK: &str = "/app/callback";
+
+/// What the web app may be granted; a user's role and the patient context narrow it.
+pub const WEB_SCOPES: &str = "openid fhirUser online_access patient/*.cruds user/*.cruds";
+
+/// The origin (`scheme://host[:port]`) of an absolute URL.
+pub fn origin_of(url: &str) -> &str {
+    let after = url.find("://").map_or(0, |i| i + 3);
+    match url[after..].find('/') {
+        Some(i) => &url[..after + i],
+        None => url,
+    }
+}
+
+/// The web app's redirect URI for the FHIR base `fhir_base`.
+pub fn web_redirect(fhir_base: &str) -> String {
+    format!("{}{WEB_CALLBACK}", origin_of(fhir_base))
+}
+
+impl Smart {
+    /// Registers the web app's client unless it exists (a disabled one stays disabled).
+    pub async fn ensure_web_client(&self, fhir_base: &str) -> Result<(), SmartError> {
+        if self.store.client(WEB_CLIENT_ID).await?.is_some() {
+            return Ok(());
+        }
+        let client = accounts::NewClient {
+            client_id: Some(WEB_CLIENT_ID.to_string()),
+            name: "Healporium".to_string(),
+            kind: accounts::ClientKind::Public,
+            redirect_uris: vec![web_redirect(fhir_base)],
+            scopes: WEB_SCOPES.to_string(),
+            jwks: None,
+            jwks_url: None,
+        };
+        match accounts::add_client(self.store.as_ref(), client, self.config.password_cost).await {
+            Ok(_) => Ok(()),
+            // another node registered it first
+            Err(e) if e.contains("exists already") => Ok(()),
+            Err(e) => Err(SmartError::Internal(e)),
+        }
+    }
+}
+
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
     crate::fhir::types::Instant::now().millis()
