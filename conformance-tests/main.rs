@@ -48,3 +48,4 @@ mod subscriptions;
 mod synthea;
 mod validator_cases;
 mod validator_examples;
+mod web;

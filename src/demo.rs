@@ -266,6 +266,15 @@ fn demo_plan() -> Value {
                 {"type": {"coding": [{"code": "coinsurance"}]},
                     "value": {"value": 20, "unit": "%", "system": "http://unitsofmeasure.org", "code": "%"}}]}]})
     };
+    // a knee replacement is always reviewed by the insurer (the claim is queued)
+    let mut knee = service("27447", 30000.00, 0.0);
+    if let Some(o) = knee.as_object_mut() {
+        o.insert(
+            "extension".into(),
+            json!([{"url": "https://healporium.example/fhir/StructureDefinition/pend",
+                "valueBoolean": true}]),
+        );
+    }
     json!({"resourceType": "InsurancePlan", "id": "demo-gold", "status": "active",
         "identifier": [{"system": "https://healporium.example/fhir/plan", "value": "demo-gold"}],
         "name": "Demo Gold", "ownedBy": {"reference": "Organization/demo-insurer"},
@@ -273,23 +282,48 @@ fn demo_plan() -> Value {
             "generalCost": [
                 {"type": {"coding": [{"code": "deductible"}]}, "cost": {"value": 500.00, "currency": "USD"}},
                 {"type": {"coding": [{"code": "out-of-pocket-max"}]}, "cost": {"value": 3000.00, "currency": "USD"}}],
-            "specificCost": [service("99213", 150.00, 25.00), service("70553", 1200.00, 0.0)]}]})
+            "specificCost": [service("99213", 150.00, 25.00), service("70553", 1200.00, 0.0),
+                knee]}]})
 }
 
-/// Alice's MRI claim, submitted (adjudicated natively) when the demo is seeded.
-fn demo_claim() -> Value {
-    json!({"resourceType": "Claim", "status": "active",
-        "identifier": [{"system": "https://healporium.example/fhir/demo-claims", "value": "alice-mri-1"}],
+/// The demo claims, submitted (adjudicated natively) when the demo is seeded: alice's MRI
+/// (adjudicated: she owes 640.00 USD) and bob's knee replacement (queued for the insurer's
+/// review).
+pub fn claims() -> Vec<Value> {
+    let claim = |who: &str, key: &str, day: &str, code: &str, display: &str, net: f64| {
+        json!({"resourceType": "Claim", "status": "active",
+        "identifier": [{"system": "https://healporium.example/fhir/demo-claims", "value": key}],
         "type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/claim-type", "code": "professional"}]},
-        "use": "claim", "patient": {"reference": "Patient/demo-alice"},
-        "billablePeriod": {"start": "2026-03-02"}, "created": "2026-03-03",
+        "use": "claim", "patient": {"reference": format!("Patient/demo-{who}")},
+        "billablePeriod": {"start": day}, "created": day,
         "provider": {"reference": "Organization/demo-org"},
+        "insurer": {"reference": "Organization/demo-insurer"},
         "priority": {"coding": [{"code": "normal"}]},
-        "insurance": [{"sequence": 1, "focal": true, "coverage": {"reference": "Coverage/demo-alice-coverage"}}],
+        "insurance": [{"sequence": 1, "focal": true,
+            "coverage": {"reference": format!("Coverage/demo-{who}-coverage")}}],
         "item": [{"sequence": 1,
-            "productOrService": {"coding": [{"system": "http://www.ama-assn.org/go/cpt", "code": "70553",
-                "display": "MRI brain"}]},
-            "net": {"value": 1500.00, "currency": "USD"}}]})
+            "productOrService": {"coding": [{"system": "http://www.ama-assn.org/go/cpt", "code": code,
+                "display": display}]},
+            "net": {"value": net, "currency": "USD"}}]})
+    };
+    vec![
+        claim(
+            "alice",
+            "alice-mri-1",
+            "2026-03-02",
+            "70553",
+            "MRI brain",
+            1500.00,
+        ),
+        claim(
+            "bob",
+            "bob-knee-1",
+            "2026-04-14",
+            "27447",
+            "Total knee replacement",
+            32000.00,
+        ),
+    ]
 }
 
 /// PUTs `entries` in one transaction, as the server itself.
@@ -312,8 +346,15 @@ async fn put_all(ctx: &Context, base: &str, entries: Vec<Value>) -> anyhow::Resu
     Ok(())
 }
 
-/// Submits alice's MRI claim (adjudicated natively by the demo plan).
-async fn submit_claim(ctx: &Context, base: &str) -> anyhow::Result<()> {
+/// Submits the demo claims (adjudicated natively by the demo plan).
+async fn submit_claims(ctx: &Context, base: &str) -> anyhow::Result<()> {
+    for claim in claims() {
+        submit_claim(ctx, base, claim).await?;
+    }
+    Ok(())
+}
+
+async fn submit_claim(ctx: &Context, base: &str, claim: Value) -> anyhow::Result<()> {
     let submit = FhirRequest {
         base: base.to_string(),
         interaction: Interaction::Operation(interaction::operation::OperationRequest {
@@ -323,7 +364,7 @@ async fn submit_claim(ctx: &Context, base: &str) -> anyhow::Result<()> {
             version: None,
             method: interaction::operation::OperationMethod::Post,
             query: Vec::new(),
-            body: Some(demo_claim()),
+            body: Some(claim),
             prefer: None,
             accept: None,
         }),
@@ -370,7 +411,7 @@ pub async fn seed(ctx: &Context, auth: &dyn AuthStore, config: &Config) -> anyho
     // alice's MRI, adjudicated by the demo insurer's plan on the first start: what she owes
     // can be deferred (a restart leaves the claim, and what was done with it, as it is)
     if first_start {
-        submit_claim(ctx, &base).await?;
+        submit_claims(ctx, &base).await?;
     }
     let cost = crate::smart::PasswordCost::Standard;
     for (username, password, role, fhir_user) in USERS {
@@ -433,13 +474,14 @@ pub async fn seed(ctx: &Context, auth: &dyn AuthStore, config: &Config) -> anyho
             "system": "http://unitsofmeasure.org", "code": "/min"}});
     let mut text = String::new();
     text.push_str(&format!(
-        "Healporium demo is ready. FHIR base: {base}\n\
+        "Healporium demo is ready. The web app: {origin}/app/ (sign in with an account \
+         below; card payments take the test card 4242 4242 4242 4242). FHIR base: {base}\n\
          Demo data: Organization/demo-org, Practitioner/demo-practitioner (alice's and bob's \
          doctor), Patient/demo-alice, Patient/demo-bob, Patient/demo-carol (each with an \
          Encounter and two Observations), a pharmacy with alice's prescription and an insurer \
          covering alice and bob (plan InsurancePlan/demo-gold).\n\
          Finance: alice's MRI claim is adjudicated (ClaimResponse?patient=Patient/demo-alice: \
-         she owes 640.00 USD). Open her credit line with POST {base}/Account/$credit-apply \
+         she owes 640.00 USD); bob's knee replacement waits for the insurer's review. Open her credit line with POST {base}/Account/$credit-apply \
          (patient Patient/demo-alice, product standard, requestedLimit 1000.00 USD, a \
          requestId), then defer the claim with POST {base}/Claim/<id>/$defer (creditLine, \
          termMonths 6, plan installments-0, a requestId).\n\

@@ -8,8 +8,10 @@
 
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod fhir_xml;
 pub mod secure;
+pub mod web;
 
 pub use secure::{SecureServer, TokenSet, start_secure, start_secure_with};
 

@@ -198,26 +198,6 @@ pub enum AuthMode {
     On,
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn endpoints_follow_the_base() {
-        let e = Endpoints::new("https://fhir.example.org/fhir", "/fhir");
-        assert_eq!(e.issuer, "https://fhir.example.org/fhir");
-        assert_eq!(e.token, "https://fhir.example.org/auth/token");
-        let c = e.smart_configuration();
-        assert_eq!(c["code_challenge_methods_supported"], json!(["S256"]));
-        assert!(
-            c["capabilities"]
-                .as_array()
-                .unwrap()
-                .contains(&json!("permission-v2"))
-        );
-    }
-}
-
 /// The FHIR base URL of a request: the configured one, else `http://{Host}{prefix}` when the
 /// `Host` header is a well-formed loopback name or one of `trusted`, else `localhost`.
 pub fn fhir_base(
@@ -255,4 +235,24 @@ fn trusted_host(host: &str, trusted: &[String]) -> bool {
     let name = name.to_ascii_lowercase();
     matches!(name.as_str(), "localhost" | "127.0.0.1" | "[::1]")
         || trusted.iter().any(|t| t.eq_ignore_ascii_case(&name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_follow_the_base() {
+        let e = Endpoints::new("https://fhir.example.org/fhir", "/fhir");
+        assert_eq!(e.issuer, "https://fhir.example.org/fhir");
+        assert_eq!(e.token, "https://fhir.example.org/auth/token");
+        let c = e.smart_configuration();
+        assert_eq!(c["code_challenge_methods_supported"], json!(["S256"]));
+        assert!(
+            c["capabilities"]
+                .as_array()
+                .unwrap()
+                .contains(&json!("permission-v2"))
+        );
+    }
 }

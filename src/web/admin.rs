@@ -24,15 +24,15 @@ pub fn routes() -> Router<WebState> {
         .route("/app/admin/clients/{id}/{action}", post(client_action))
 }
 
-fn admin(session: &Session) -> Result<(), Response> {
+fn admin(session: &Session) -> Result<(), Box<Response>> {
     match session.role() {
         Some(Role::Admin) => Ok(()),
-        _ => Err(message(
+        _ => Err(Box::new(message(
             StatusCode::NOT_FOUND,
             session,
             "Not found",
             "This page is for administrators.",
-        )),
+        ))),
     }
 }
 
@@ -72,7 +72,7 @@ struct AdminPage {
 
 pub async fn home(state: &WebState, session: &Session) -> Response {
     if let Err(r) = admin(session) {
-        return r;
+        return *r;
     }
     admin_page(state, session, None, None).await
 }
@@ -158,7 +158,7 @@ async fn admin_page(
 async fn add_user(State(state): State<WebState>, form: Form) -> Response {
     let session = &form.session;
     if let Err(r) = admin(session) {
-        return r;
+        return *r;
     }
     let role = match form.get("role").map(Role::parse) {
         Some(Ok(r)) => r,
@@ -189,7 +189,7 @@ async fn user_action(
 ) -> Response {
     let session = &form.session;
     if let Err(r) = admin(session) {
-        return r;
+        return *r;
     }
     let auth = state.ctx.store.auth();
     let result = match action.as_str() {
@@ -222,7 +222,7 @@ async fn client_action(
 ) -> Response {
     let session = &form.session;
     if let Err(r) = admin(session) {
-        return r;
+        return *r;
     }
     let auth = state.ctx.store.auth();
     let result = match action.as_str() {

@@ -55,15 +55,15 @@ pub const MEDICINES: &[(&str, &str)] = &[
     ("198405", "omeprazole 20 MG Delayed Release Oral Capsule"),
 ];
 
-fn practitioner(session: &Session) -> Result<String, Response> {
+fn practitioner(session: &Session) -> Result<String, Box<Response>> {
     match (session.role(), session.own("Practitioner")) {
         (Some(Role::Practitioner), Some(p)) => Ok(p.to_string()),
-        _ => Err(message(
+        _ => Err(Box::new(message(
             StatusCode::NOT_FOUND,
             session,
             "Not found",
             "This page is for doctors.",
-        )),
+        ))),
     }
 }
 
@@ -84,7 +84,7 @@ struct HomePage {
 pub async fn home(state: &WebState, session: &Session) -> Response {
     let me = match practitioner(session) {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let fhir = Fhir::new(&state.ctx, session);
     let today = view::today(&session.zone);
@@ -171,7 +171,7 @@ struct PatientsPage {
 /// `GET /app/patients?q=`: the patients the doctor may see, by name.
 async fn patients(State(state): State<WebState>, session: Session, Query(q): Query<Q>) -> Response {
     if let Err(r) = practitioner(&session) {
-        return r;
+        return *r;
     }
     let fhir = Fhir::new(&state.ctx, &session);
     let query = q.q.clone().unwrap_or_default();
@@ -241,7 +241,7 @@ async fn chart(
     Query(q): Query<Q>,
 ) -> Response {
     if let Err(r) = practitioner(&session) {
-        return r;
+        return *r;
     }
     let fhir = Fhir::new(&state.ctx, &session);
     let Ok(p) = fhir.read("Patient", &id).await else {
@@ -352,7 +352,7 @@ async fn prescribe(State(state): State<WebState>, Path(id): Path<String>, form: 
     let session = &form.session;
     let me = match practitioner(session) {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let chosen = form.get("medicine").unwrap_or("");
     let Some((code, display)) = MEDICINES
@@ -385,7 +385,11 @@ async fn prescribe(State(state): State<WebState>, Path(id): Path<String>, form: 
         .get("pharmacy")
         .filter(|p| crate::fhir::types::is_valid_id(p))
     {
-        rx["dispenseRequest"] = json!({"performer": {"reference": format!("Organization/{ph}")}});
+        super::fhir::set(
+            &mut rx,
+            "dispenseRequest",
+            json!({"performer": {"reference": format!("Organization/{ph}")}}),
+        );
     }
     let fhir = Fhir::new(&state.ctx, session);
     match fhir.create(rx).await {
@@ -405,7 +409,7 @@ async fn note(State(state): State<WebState>, Path(id): Path<String>, form: Form)
     let session = &form.session;
     let me = match practitioner(session) {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let Some(summary) = form.get("note").filter(|n| n.len() <= 4000) else {
         return message(
@@ -456,7 +460,7 @@ struct InboxPage {
 async fn inbox(State(state): State<WebState>, session: Session, Query(q): Query<Q>) -> Response {
     let me = match practitioner(&session) {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let fhir = Fhir::new(&state.ctx, &session);
     let messages = fhir
@@ -534,7 +538,7 @@ async fn answer_task(
 ) -> Response {
     let session = &form.session;
     if let Err(r) = practitioner(session) {
-        return r;
+        return *r;
     }
     let status = if form.get("decision") == Some("approve") {
         "completed"
@@ -544,7 +548,7 @@ async fn answer_task(
     let fhir = Fhir::new(&state.ctx, session);
     let result = async {
         let mut t = fhir.read("Task", &id).await?;
-        t["status"] = json!(status);
+        super::fhir::set(&mut t, "status", json!(status));
         fhir.update(t).await
     }
     .await;
@@ -604,7 +608,7 @@ async fn availability(
 ) -> Response {
     let me = match practitioner(&session) {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let fhir = Fhir::new(&state.ctx, &session);
     let schedules = fhir
@@ -677,7 +681,7 @@ async fn availability(
 async fn save_availability(State(state): State<WebState>, form: Form) -> Response {
     let session = &form.session;
     if let Err(r) = practitioner(session) {
-        return r;
+        return *r;
     }
     let Some(id) = form.get("schedule") else {
         return super::not_found().await;
@@ -722,7 +726,7 @@ async fn save_availability(State(state): State<WebState>, form: Form) -> Respons
         others.push(
             json!({"url": crate::interaction::scheduling::AVAILABILITY_URL, "extension": parts}),
         );
-        s["extension"] = json!(others);
+        super::fhir::set(&mut s, "extension", json!(others));
         fhir.update(s).await
     }
     .await;

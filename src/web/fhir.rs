@@ -148,6 +148,18 @@ fn type_of(resource: &Value) -> Result<String, Outcome> {
         .ok_or_else(|| Outcome::new(ErrorKind::Invalid, "no resourceType"))
 }
 
+/// A decimal as an exact JSON number (rust_decimal serializes as a string).
+pub fn decimal(d: rust_decimal::Decimal) -> Value {
+    serde_json::from_str(&d.to_string()).unwrap_or(Value::Null)
+}
+
+/// Sets `key` of a JSON object (nothing for other values).
+pub fn set(v: &mut Value, key: &str, value: Value) {
+    if let Some(o) = v.as_object_mut() {
+        o.insert(key.to_string(), value);
+    }
+}
+
 /// The resources of a Bundle's entries with search mode `mode` (or every entry when the
 /// entries carry no mode).
 pub fn entries(bundle: &Value, mode: &str) -> Vec<Value> {

@@ -164,25 +164,37 @@ pub fn observation(
         "subject": {"reference": format!("Patient/{patient}")},
         "effectiveDateTime": when});
     if k.category == VITAL {
-        o["meta"] = json!({"profile": ["http://hl7.org/fhir/StructureDefinition/vitalsigns"]});
+        super::fhir::set(
+            &mut o,
+            "meta",
+            json!({"profile": ["http://hl7.org/fhir/StructureDefinition/vitalsigns"]}),
+        );
     }
     if let Some(p) = performer {
-        o["performer"] = json!([{"reference": p}]);
+        super::fhir::set(&mut o, "performer", json!([{"reference": p}]));
     }
     match k.components {
         Some(parts) => {
-            o["component"] = json!(parts
+            super::fhir::set(&mut o, "component", json!(parts
                 .iter()
                 .zip(values)
                 .map(|((code, display), v)| json!({"code": coding(code, display), "valueQuantity": quantity(*v)}))
-                .collect::<Vec<_>>());
+                .collect::<Vec<_>>()));
         }
         None => {
-            o["valueQuantity"] = quantity(values.first().copied().unwrap_or_default());
+            super::fhir::set(
+                &mut o,
+                "valueQuantity",
+                quantity(values.first().copied().unwrap_or_default()),
+            );
         }
     }
     if let Some(a) = activity.filter(|a| !a.is_empty()) {
-        o["component"] = json!([{"code": coding("73985-4", "Exercise activity"), "valueCodeableConcept": {"text": a}}]);
+        super::fhir::set(
+            &mut o,
+            "component",
+            json!([{"code": coding("73985-4", "Exercise activity"), "valueCodeableConcept": {"text": a}}]),
+        );
     }
     o
 }
@@ -615,6 +627,10 @@ async fn chart(
     };
     let (range, days) = range_of(q.range.as_deref());
     let fhir = Fhir::new(&state.ctx, &session);
+    // someone else's chart: only a patient the session may see (else, as if there were none)
+    if session.role() != Some(Role::Patient) && fhir.read("Patient", &patient).await.is_err() {
+        return super::not_found().await;
+    }
     let Ok(series) = load(&fhir, k, &patient, days).await else {
         return super::not_found().await;
     };

@@ -25,15 +25,15 @@ pub fn routes() -> Router<WebState> {
         .route("/app/members", get(members))
 }
 
-fn insurer(session: &Session) -> Result<(), Response> {
+fn insurer(session: &Session) -> Result<(), Box<Response>> {
     match session.role() {
         Some(Role::Insurer) => Ok(()),
-        _ => Err(message(
+        _ => Err(Box::new(message(
             StatusCode::NOT_FOUND,
             session,
             "Not found",
             "This page is for insurers.",
-        )),
+        ))),
     }
 }
 
@@ -76,7 +76,7 @@ fn total<'v>(cr: &'v Value, category: &str) -> Option<&'v Value> {
 
 pub async fn home(state: &WebState, session: &Session) -> Response {
     if let Err(r) = insurer(session) {
-        return r;
+        return *r;
     }
     let fhir = Fhir::new(&state.ctx, session);
     let found = match fhir
@@ -171,7 +171,7 @@ async fn claim(
     Query(q): Query<Q>,
 ) -> Response {
     if let Err(r) = insurer(&session) {
-        return r;
+        return *r;
     }
     let fhir = Fhir::new(&state.ctx, &session);
     let Ok(c) = fhir.read("Claim", &id).await else {
@@ -275,7 +275,7 @@ fn category_words(code: &str) -> String {
 async fn finish(State(state): State<WebState>, Path(id): Path<String>, form: Form) -> Response {
     let session = &form.session;
     if let Err(r) = insurer(session) {
-        return r;
+        return *r;
     }
     let fhir = Fhir::new(&state.ctx, session);
     let Ok(c) = fhir.read("Claim", &id).await else {
@@ -291,7 +291,7 @@ async fn finish(State(state): State<WebState>, Path(id): Path<String>, form: For
         .unwrap_or(json!({"display": "Insurer"}));
     let adj = "http://terminology.hl7.org/CodeSystem/adjudication";
     let carin = "http://hl7.org/fhir/us/carin-bb/CodeSystem/C4BBAdjudication";
-    let line = |system: &str, code: &str, value: rust_decimal::Decimal, currency: &str| json!({"category": {"coding": [{"system": system, "code": code}]}, "amount": {"value": value, "currency": currency}});
+    let line = |system: &str, code: &str, value: rust_decimal::Decimal, currency: &str| json!({"category": {"coding": [{"system": system, "code": code}]}, "amount": {"value": super::fhir::decimal(money2(value)), "currency": currency}});
     let mut items = Vec::new();
     let (mut submitted, mut benefit, mut member) = (
         rust_decimal::Decimal::ZERO,
@@ -358,6 +358,13 @@ async fn finish(State(state): State<WebState>, Path(id): Path<String>, form: For
     }
 }
 
+/// An amount with two decimals (USD cents), as ClaimResponses carry it.
+fn money2(value: rust_decimal::Decimal) -> rust_decimal::Decimal {
+    let mut v = value.round_dp(2);
+    v.rescale(2);
+    v
+}
+
 trait Blank {
     fn if_blank(self, other: &str) -> String;
 }
@@ -383,7 +390,7 @@ struct MembersPage {
 /// `GET /app/members[?q=name]`: the coverages of the insurer's members, by name.
 async fn members(State(state): State<WebState>, session: Session, Query(q): Query<Q>) -> Response {
     if let Err(r) = insurer(&session) {
-        return r;
+        return *r;
     }
     let fhir = Fhir::new(&state.ctx, &session);
     let query = q.q.clone().unwrap_or_default();

@@ -40,15 +40,15 @@ pub struct Done {
 }
 
 /// The patient of a patient's session; other roles are told these pages are not theirs.
-fn own_patient(session: &Session) -> Result<String, Response> {
+fn own_patient(session: &Session) -> Result<String, Box<Response>> {
     match (session.role(), session.patient()) {
         (Some(Role::Patient), Some(p)) => Ok(p.to_string()),
-        _ => Err(message(
+        _ => Err(Box::new(message(
             StatusCode::NOT_FOUND,
             session,
             "Not found",
             "This page is for patients.",
-        )),
+        ))),
     }
 }
 
@@ -98,7 +98,7 @@ struct HomePage {
 pub async fn home(state: &WebState, session: &Session) -> Response {
     let patient = match own_patient(session) {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let fhir = Fhir::new(&state.ctx, session);
     let subject = format!("Patient/{patient}");
@@ -212,7 +212,7 @@ fn observation_item(o: &Value, zone: &jiff::tz::TimeZone) -> Item {
         title: concept(o.get("code")),
         detail: value.trim().to_string(),
         when: when(
-            &o.get("effectiveDateTime")
+            o.get("effectiveDateTime")
                 .or_else(|| o.pointer("/effectivePeriod/start"))
                 .and_then(Value::as_str)
                 .unwrap_or(""),
@@ -246,7 +246,7 @@ const TIMELINE: &[(&str, &str, &str)] = &[
 async fn records(State(state): State<WebState>, session: Session) -> Response {
     let patient = match own_patient(&session) {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let fhir = Fhir::new(&state.ctx, &session);
     let subject = format!("Patient/{patient}");
@@ -358,7 +358,10 @@ async fn record(
     session: Session,
     Path((resource_type, id)): Path<(String, String)>,
 ) -> Response {
-    if !TIMELINE.iter().any(|(t, _, _)| *t == resource_type) {
+    if let Err(r) = own_patient(&session) {
+        return *r;
+    }
+    if !TIMELINE.iter().any(|(t, _, _)| *t == resource_type) && resource_type != "Invoice" {
         return super::not_found().await;
     }
     let fhir = Fhir::new(&state.ctx, &session);
@@ -526,7 +529,7 @@ async fn appointments_page(
 ) -> Response {
     let patient = match own_patient(session) {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let fhir = Fhir::new(&state.ctx, session);
     let subject = format!("Patient/{patient}");
@@ -708,7 +711,7 @@ async fn book(State(state): State<WebState>, form: Form) -> Response {
     let session = &form.session;
     let patient = match own_patient(session) {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let (Some(slot), Some(practitioner)) = (form.get("slot"), form.get("practitioner")) else {
         return appointments_page(
@@ -748,14 +751,14 @@ async fn set_status(
     status: &str,
 ) -> Result<Value, crate::fhir::outcome::Outcome> {
     let mut a = fhir.read("Appointment", id).await?;
-    a["status"] = json!(status);
+    super::fhir::set(&mut a, "status", json!(status));
     fhir.update(a).await
 }
 
 async fn cancel(State(state): State<WebState>, Path(id): Path<String>, form: Form) -> Response {
     let session = &form.session;
     if let Err(r) = own_patient(session) {
-        return r;
+        return *r;
     }
     let fhir = Fhir::new(&state.ctx, session);
     match set_status(&fhir, &id, "cancelled").await {
@@ -924,8 +927,10 @@ pub async fn load_bills(
             can_defer: !queued
                 && !on_plan
                 && owe.is_some_and(|m| {
-                    m.get("value")
-                        .is_some_and(|v| v.to_string() != "0" && v.to_string() != "0.00")
+                    m.get("value").is_some_and(|v| {
+                        v.as_f64().is_some_and(|x| x > 0.0)
+                            || v.to_string().parse::<f64>().is_ok_and(|x| x > 0.0)
+                    })
                 }),
             charged,
             insurer_paid,
@@ -1048,7 +1053,7 @@ async fn bills_page(
 ) -> Response {
     let patient = match own_patient(session) {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let fhir = Fhir::new(&state.ctx, session);
     let bills = tryp!(session, load_bills(&fhir, &patient, &session.zone).await);
@@ -1131,7 +1136,7 @@ async fn defer_quote(
 ) -> Response {
     let patient = match own_patient(&session) {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let fhir = Fhir::new(&state.ctx, &session);
     let bills = tryp!(&session, load_bills(&fhir, &patient, &session.zone).await);
@@ -1212,7 +1217,7 @@ async fn defer(State(state): State<WebState>, Path(claim): Path<String>, form: F
     let session = &form.session;
     let patient = match own_patient(session) {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let fhir = Fhir::new(&state.ctx, session);
     let line = match line_of(&fhir, &patient).await {
@@ -1262,7 +1267,7 @@ async fn credit_apply(State(state): State<WebState>, form: Form) -> Response {
     let session = &form.session;
     let patient = match own_patient(session) {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let limit = form.get("limit").unwrap_or("");
     let Ok(amount) = limit.replace(',', "").parse::<rust_decimal::Decimal>() else {
@@ -1283,7 +1288,7 @@ async fn credit_apply(State(state): State<WebState>, form: Form) -> Response {
         ("product", json!({"valueCode": "standard"})),
         (
             "requestedLimit",
-            json!({"valueMoney": {"value": amount.round_dp(2), "currency": "USD"}}),
+            json!({"valueMoney": {"value": super::fhir::decimal(amount.round_dp(2)), "currency": "USD"}}),
         ),
         (
             "requestId",
@@ -1318,7 +1323,7 @@ async fn pay(State(state): State<WebState>, form: Form) -> Response {
     let session = &form.session;
     let patient = match own_patient(session) {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     if !state.demo_payments {
         return bills_page(&state, session, None, Some("Card payments are not set up on this server; pay by the means your statement gives.".into())).await;
@@ -1361,7 +1366,7 @@ async fn pay(State(state): State<WebState>, form: Form) -> Response {
     let body = parameters(vec![
         (
             "amount",
-            json!({"valueMoney": {"value": amount.round_dp(2), "currency": "USD"}}),
+            json!({"valueMoney": {"value": super::fhir::decimal(amount.round_dp(2)), "currency": "USD"}}),
         ),
         (
             "requestId",
@@ -1411,7 +1416,7 @@ async fn messages_page(
 ) -> Response {
     let patient = match own_patient(session) {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let fhir = Fhir::new(&state.ctx, session);
     let subject = format!("Patient/{patient}");
@@ -1496,7 +1501,7 @@ async fn send_message(State(state): State<WebState>, form: Form) -> Response {
     let session = &form.session;
     let patient = match own_patient(session) {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let Some(body) = form.get("message").filter(|m| m.len() <= 4000) else {
         return messages_page(
@@ -1533,7 +1538,7 @@ async fn refill(State(state): State<WebState>, Path(rx): Path<String>, form: For
     let session = &form.session;
     let patient = match own_patient(session) {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let fhir = Fhir::new(&state.ctx, session);
     let Ok(request) = fhir.read("MedicationRequest", &rx).await else {
@@ -1549,7 +1554,7 @@ async fn refill(State(state): State<WebState>, Path(rx): Path<String>, form: For
         "requester": {"reference": format!("Patient/{patient}")},
         "authoredOn": jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string()});
     if let Some(prescriber) = request.pointer("/requester/reference") {
-        task["owner"] = json!({"reference": prescriber});
+        super::fhir::set(&mut task, "owner", json!({"reference": prescriber}));
     }
     match fhir.create(task).await {
         Ok(_) => see_other("/app/messages?done=refill"),
@@ -1592,7 +1597,7 @@ async fn profile(
 ) -> Response {
     let patient = match own_patient(&session) {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let fhir = Fhir::new(&state.ctx, &session);
     let p = tryp!(&session, fhir.read("Patient", &patient).await);
@@ -1617,7 +1622,7 @@ async fn save_profile(State(state): State<WebState>, form: Form) -> Response {
     let session = &form.session;
     let patient = match own_patient(session) {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let fhir = Fhir::new(&state.ctx, session);
     let mut p = tryp!(session, fhir.read("Patient", &patient).await);
@@ -1719,7 +1724,7 @@ struct AccessPage {
 async fn access(State(state): State<WebState>, session: Session) -> Response {
     let patient = match own_patient(&session) {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let fhir = Fhir::new(&state.ctx, &session);
     let events = tryp!(

@@ -26,15 +26,15 @@ pub fn routes() -> Router<WebState> {
         .route("/app/rx/{id}/issue", post(issue))
 }
 
-fn pharmacist(session: &Session) -> Result<Option<String>, Response> {
+fn pharmacist(session: &Session) -> Result<Option<String>, Box<Response>> {
     match session.role() {
         Some(Role::Pharmacist) => Ok(session.own("Practitioner").map(str::to_string)),
-        _ => Err(message(
+        _ => Err(Box::new(message(
             StatusCode::NOT_FOUND,
             session,
             "Not found",
             "This page is for pharmacists.",
-        )),
+        ))),
     }
 }
 
@@ -53,7 +53,7 @@ struct QueuePage {
 
 pub async fn home(state: &WebState, session: &Session) -> Response {
     if let Err(r) = pharmacist(session) {
-        return r;
+        return *r;
     }
     home_page(state, session, None).await
 }
@@ -155,7 +155,7 @@ async fn prescription(
     Query(d): Query<Done>,
 ) -> Response {
     if let Err(r) = pharmacist(&session) {
-        return r;
+        return *r;
     }
     let fhir = Fhir::new(&state.ctx, &session);
     let Ok(rx) = fhir.read("MedicationRequest", &id).await else {
@@ -237,10 +237,14 @@ fn dispense_of(rx: &Value, id: &str, me: Option<&str>, status: &str) -> Value {
         "subject": rx.get("subject").cloned().unwrap_or(Value::Null),
         "authorizingPrescription": [{"reference": format!("MedicationRequest/{id}")}]});
     if let Some(p) = me {
-        d["performer"] = json!([{"actor": {"reference": format!("Practitioner/{p}")}}]);
+        super::fhir::set(
+            &mut d,
+            "performer",
+            json!([{"actor": {"reference": format!("Practitioner/{p}")}}]),
+        );
     }
     if let Some(dosage) = rx.get("dosageInstruction") {
-        d["dosageInstruction"] = dosage.clone();
+        super::fhir::set(&mut d, "dosageInstruction", dosage.clone());
     }
     d
 }
@@ -249,7 +253,7 @@ async fn dispense(State(state): State<WebState>, Path(id): Path<String>, form: F
     let session = &form.session;
     let me = match pharmacist(session) {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let fhir = Fhir::new(&state.ctx, session);
     let Ok(rx) = fhir.read("MedicationRequest", &id).await else {
@@ -272,13 +276,24 @@ async fn dispense(State(state): State<WebState>, Path(id): Path<String>, form: F
         );
     };
     let mut d = dispense_of(&rx, &id, me.as_deref(), "completed");
-    d["quantity"] = json!({"value": quantity, "unit": "tablet", "system": "http://terminology.hl7.org/CodeSystem/v3-orderableDrugForm", "code": "TAB"});
-    d["daysSupply"] =
-        json!({"value": days, "unit": "days", "system": "http://unitsofmeasure.org", "code": "d"});
-    d["whenHandedOver"] = json!(
-        jiff::Timestamp::now()
-            .strftime("%Y-%m-%dT%H:%M:%SZ")
-            .to_string()
+    super::fhir::set(
+        &mut d,
+        "quantity",
+        json!({"value": quantity, "unit": "tablet", "system": "http://terminology.hl7.org/CodeSystem/v3-orderableDrugForm", "code": "TAB"}),
+    );
+    super::fhir::set(
+        &mut d,
+        "daysSupply",
+        json!({"value": days, "unit": "days", "system": "http://unitsofmeasure.org", "code": "d"}),
+    );
+    super::fhir::set(
+        &mut d,
+        "whenHandedOver",
+        json!(
+            jiff::Timestamp::now()
+                .strftime("%Y-%m-%dT%H:%M:%SZ")
+                .to_string()
+        ),
     );
     match fhir.create(d).await {
         Ok(_) => see_other(&format!("/app/rx/{id}?done=dispensed")),
@@ -295,7 +310,7 @@ async fn issue(State(state): State<WebState>, Path(id): Path<String>, form: Form
     let session = &form.session;
     let me = match pharmacist(session) {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let Some(reason) = form.get("reason").filter(|r| r.len() <= 2000) else {
         return message(
@@ -310,8 +325,12 @@ async fn issue(State(state): State<WebState>, Path(id): Path<String>, form: Form
         return super::not_found().await;
     };
     let mut d = dispense_of(&rx, &id, me.as_deref(), "declined");
-    d["statusReasonCodeableConcept"] = json!({"text": reason});
-    d["note"] = json!([{"text": reason}]);
+    super::fhir::set(
+        &mut d,
+        "statusReasonCodeableConcept",
+        json!({"text": reason}),
+    );
+    super::fhir::set(&mut d, "note", json!([{"text": reason}]));
     match fhir.create(d).await {
         Ok(_) => see_other(&format!("/app/rx/{id}?done=flagged")),
         Err(o) => message(

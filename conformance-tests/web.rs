@@ -1,0 +1,755 @@
+//! The web app over HTTP, on both databases: signing in through the server's own
+//! authorization server, the session's cookies and headers, CSRF, sign-out and idle expiry,
+//! live updates confined by the Guard, and every page for every role (the web row of the
+//! access matrix). The journeys in a real browser are in `web_browser.rs`.
+
+use crate::common::secure::{SecureServer, start_secure_with};
+use crate::common::web::{Web, demo_world};
+use crate::common::{Backend, Server};
+use crate::secure_backends;
+use healporium::app::AppOptions;
+use serde_json::{Value, json};
+use std::time::Duration;
+
+secure_backends!(
+    signing_in_makes_a_guarded_session,
+    forms_without_the_csrf_token_change_nothing,
+    signing_out_revokes_the_tokens,
+    pages_follow_the_roles,
+    a_patient_cannot_reach_another_patients_pages,
+    health_log_entries_are_coded_observations,
+    live_updates_tell_only_what_the_session_may_read,
+    finance_journey_over_http,
+);
+
+/// Sign-in: `/` leads to the app, the app to the sign-in page of the authorization server, and
+/// back with a session held in HttpOnly, SameSite cookies on `/app` only; every page has a
+/// CSP without inline script; the consent page is skipped for the server's own app only.
+async fn signing_in_makes_a_guarded_session(s: SecureServer) {
+    demo_world(&s).await;
+    let origin = s.origin();
+    let web = Web::new(&origin);
+    let root = web.get("/").await;
+    assert_eq!(root.status, 303);
+    assert_eq!(root.location(), "/app/");
+    let app = web.get("/app/").await;
+    assert_eq!(app.location(), "/app/signin");
+    let start = web.get("/app/signin").await;
+    let authorize = start.location().to_string();
+    assert!(
+        authorize.starts_with(&format!("{origin}/auth/authorize?")),
+        "{authorize}"
+    );
+    for part in [
+        "client_id=healporium-web",
+        "code_challenge_method=S256",
+        "redirect_uri=http%3A%2F%2F127.0.0.1",
+    ] {
+        assert!(authorize.contains(part), "{part} in {authorize}");
+    }
+    let flow = start
+        .headers
+        .get("set-cookie")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        flow.contains("HttpOnly") && flow.contains("SameSite=Lax") && flow.contains("Path=/app"),
+        "{flow}"
+    );
+
+    let web = Web::sign_in(&origin, "alice").await;
+    let home = web.get("/app/").await;
+    assert_eq!(home.status, 200);
+    assert!(
+        home.text.contains("Next appointment") && home.text.contains("$640.00"),
+        "{}",
+        home.text
+    );
+    let csp = home
+        .headers
+        .get("content-security-policy")
+        .unwrap()
+        .to_str()
+        .unwrap();
+    assert!(
+        csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"),
+        "{csp}"
+    );
+    assert_eq!(home.headers.get("cache-control").unwrap(), "no-store");
+    assert_eq!(home.headers.get("x-frame-options").unwrap(), "DENY");
+    // the session's token is alice's, for the web client, confined to her record
+    let token = web.cookie("hp_at").unwrap();
+    let mine = Server::at(&s.base).with_token(&token);
+    mine.get("Patient/demo-alice").await.expect(200);
+    mine.get("Patient/demo-bob").await.expect(404);
+    // the script and style are files
+    let js = web.get("/app/static/app.js").await;
+    assert_eq!(js.status, 200);
+    assert!(
+        js.headers
+            .get("content-type")
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .starts_with("text/javascript")
+    );
+    assert_eq!(web.get("/app/static/nothing.js").await.status, 404);
+    // a page outside the app's routes is a page, not JSON
+    let missing = web.get("/app/no/such/page").await;
+    assert_eq!(missing.status, 404);
+    assert!(missing.text.contains("<h1>Not found</h1>"));
+    // another app still gets the consent page
+    let app_id = s.add_public_app().await;
+    let (code, _) = s
+        .code(&app_id, "alice", "openid patient/*.rs", None, None)
+        .await;
+    assert!(!code.is_empty());
+}
+
+/// A form posted without the CSRF token, or with another session's, is refused (403) and
+/// writes nothing.
+async fn forms_without_the_csrf_token_change_nothing(s: SecureServer) {
+    demo_world(&s).await;
+    let origin = s.origin();
+    let alice = Web::sign_in(&origin, "alice").await;
+    let bob = Web::sign_in(&origin, "bob").await;
+    let admin = s.admin().await;
+    let count = || async {
+        admin
+            .get("Observation?code=http://loinc.org|29463-7&_summary=count")
+            .await
+            .json()["total"]
+            .as_u64()
+            .unwrap()
+    };
+    let before = count().await;
+    let entry = [
+        ("kind", "weight"),
+        ("value", "72.5"),
+        ("date", "2026-12-01"),
+        ("time", "08:00"),
+    ];
+    let none = alice.post("/app/health/log", &entry).await;
+    assert_eq!(none.status, 403, "{}", none.text);
+    let bobs = bob.get("/app/health").await.field("csrf");
+    let mut forged = vec![("csrf", bobs.as_str())];
+    forged.extend_from_slice(&entry);
+    assert_eq!(alice.post("/app/health/log", &forged).await.status, 403);
+    assert_eq!(count().await, before);
+    // with her own token it is written
+    let ok = alice.submit("/app/health", "/app/health/log", &entry).await;
+    assert_eq!(ok.status, 303, "{}", ok.text);
+    assert_eq!(count().await, before + 1);
+}
+
+/// Signing out revokes the access and refresh tokens: the old cookie no longer opens a page
+/// nor the FHIR API. An idle session ends with its token; an active one is refreshed.
+async fn signing_out_revokes_the_tokens(s: SecureServer) {
+    demo_world(&s).await;
+    let origin = s.origin();
+    let web = Web::sign_in(&origin, "alice").await;
+    let token = web.cookie("hp_at").unwrap();
+    let out = web.submit("/app/", "/app/signout", &[]).await;
+    assert_eq!(out.status, 200);
+    assert!(out.text.contains("You are signed out"));
+    assert!(web.cookie("hp_at").is_none());
+    web.set_cookie("hp_at", &token);
+    assert_eq!(web.get("/app/").await.location(), "/app/signin");
+    Server::at(&s.base)
+        .with_token(&token)
+        .get("Patient/demo-alice")
+        .await
+        .expect(401);
+}
+
+/// Idle sessions expire: with 4-second tokens, a page loaded in the second half of a token's
+/// life refreshes it (a new cookie), and a session left alone longer than a lifetime ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_sessions_expire_and_active_ones_are_refreshed() {
+    let mut options = AppOptions::default();
+    options.smart.access_token_ttl_secs = 4;
+    let s = start_secure_with(Backend::Sqlite, options).await.unwrap();
+    demo_world(&s).await;
+    let web = Web::sign_in(&s.origin(), "alice").await;
+    let first = web.cookie("hp_at").unwrap();
+    tokio::time::sleep(Duration::from_millis(2600)).await;
+    assert_eq!(web.get("/app/").await.status, 200);
+    let second = web.cookie("hp_at").unwrap();
+    assert_ne!(first, second, "an active session gets a fresh token");
+    tokio::time::sleep(Duration::from_millis(5600)).await;
+    assert_eq!(
+        web.get("/app/").await.location(),
+        "/app/signin",
+        "an idle session ends"
+    );
+}
+
+/// Every page for every role: a role's own pages answer 200, other roles' pages say they are
+/// not theirs (404), and pages about records out of reach are not found.
+async fn pages_follow_the_roles(s: SecureServer) {
+    demo_world(&s).await;
+    let origin = s.origin();
+    let patient_pages = [
+        "/app/",
+        "/app/health",
+        "/app/health/chart.svg?kind=weight",
+        "/app/records",
+        "/app/records/Observation/demo-alice-hr",
+        "/app/appointments",
+        "/app/bills",
+        "/app/messages",
+        "/app/profile",
+        "/app/access",
+    ];
+    let doctor_pages = [
+        "/app/patients",
+        "/app/patients/demo-alice",
+        "/app/inbox",
+        "/app/availability",
+    ];
+    let pharmacy_pages = ["/app/rx/demo-alice-rx"];
+    let claim = s
+        .admin()
+        .await
+        .get("Claim?patient=Patient/demo-alice")
+        .await
+        .json()["entry"][0]["resource"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let claim_page = format!("/app/claims/{claim}");
+    let insurer_pages = [claim_page.as_str(), "/app/members"];
+    // (user, pages answering 200)
+    let roles: [(&str, Vec<&str>); 5] = [
+        ("alice", patient_pages.to_vec()),
+        ("drsmith", [&["/app/"][..], &doctor_pages[..]].concat()),
+        ("pharmacist", [&["/app/"][..], &pharmacy_pages[..]].concat()),
+        ("insurer", [&["/app/"][..], &insurer_pages[..]].concat()),
+        ("admin", vec!["/app/"]),
+    ];
+    let every: Vec<&str> = patient_pages
+        .iter()
+        .chain(&doctor_pages)
+        .chain(&pharmacy_pages)
+        .chain(&insurer_pages)
+        .copied()
+        .collect();
+    for (user, own) in &roles {
+        let web = Web::sign_in(&origin, user).await;
+        for page in &every {
+            let got = web.get(page).await;
+            let expected = if own.contains(page) { 200 } else { 404 };
+            assert_eq!(
+                got.status.as_u16(),
+                expected,
+                "{user} GET {page}: {}",
+                got.text.chars().take(400).collect::<String>()
+            );
+        }
+    }
+    // out of reach: Dr. Smith does not care for carol; the insurer does not cover carol
+    let smith = Web::sign_in(&origin, "drsmith").await;
+    assert_eq!(smith.get("/app/patients/demo-carol").await.status, 404);
+    assert!(!smith.get("/app/patients").await.text.contains("Carol"));
+    let insurer = Web::sign_in(&origin, "insurer").await;
+    assert!(!insurer.get("/app/members").await.text.contains("Carol"));
+    let admin = s.admin().await;
+    let carol_claim = admin
+        .post("Claim", &json!({"resourceType": "Claim", "status": "active",
+            "type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/claim-type", "code": "professional"}]},
+            "use": "claim", "patient": {"reference": "Patient/demo-carol"}, "created": "2026-05-01",
+            "provider": {"reference": "Organization/demo-org"}, "priority": {"coding": [{"code": "normal"}]},
+            "insurance": [{"sequence": 1, "focal": true, "coverage": {"display": "self-pay"}}]}))
+        .await
+        .expect(201)
+        .json()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        insurer
+            .get(&format!("/app/claims/{carol_claim}"))
+            .await
+            .status,
+        404
+    );
+    // the pharmacist's queue holds alice's prescription, the doctor's patients alice and bob
+    let pharmacist = Web::sign_in(&origin, "pharmacist").await;
+    assert!(pharmacist.get("/app/").await.text.contains("metformin"));
+    let list = smith.get("/app/patients").await.text;
+    assert!(list.contains("Alice") && list.contains("Bob"), "{list}");
+    // forms of other roles are refused the same way (and change nothing)
+    let alice = Web::sign_in(&origin, "alice").await;
+    let refused = alice
+        .submit(
+            "/app/",
+            "/app/patients/demo-alice/prescribe",
+            &[("medicine", "860975"), ("dosage", "daily")],
+        )
+        .await;
+    assert_eq!(refused.status, 404);
+    let refused = alice
+        .submit("/app/", "/app/admin/users/bob/disable", &[])
+        .await;
+    assert_eq!(refused.status, 404);
+    assert_eq!(
+        Web::sign_in(&origin, "bob").await.get("/app/").await.status,
+        200
+    );
+}
+
+/// Editing a URL reaches nothing of another patient: records, charts, bills and the
+/// appointment and refill forms answer "not found" and change nothing.
+async fn a_patient_cannot_reach_another_patients_pages(s: SecureServer) {
+    demo_world(&s).await;
+    let alice = Web::sign_in(&s.origin(), "alice").await;
+    for page in [
+        "/app/records/Observation/demo-bob-hr",
+        "/app/records/Encounter/demo-bob-visit",
+        "/app/records/Patient/demo-bob",
+        "/app/health/chart.svg?kind=hr&patient=demo-bob",
+    ] {
+        let got = alice.get(page).await;
+        if page.contains("chart.svg") {
+            // a patient's chart is always her own: the patient parameter is ignored
+            assert!(!got.text.contains("72 beats/min on"), "{page}");
+        } else {
+            assert_eq!(got.status, 404, "{page}");
+            assert!(!got.text.contains("Meyer"), "{page}");
+        }
+    }
+    let bob_rx = s
+        .admin()
+        .await
+        .post("MedicationRequest", &json!({"resourceType": "MedicationRequest", "status": "active", "intent": "order",
+            "medicationCodeableConcept": {"text": "bob's medicine"}, "subject": {"reference": "Patient/demo-bob"}}))
+        .await
+        .expect(201)
+        .json()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        alice
+            .submit("/app/", &format!("/app/refill/{bob_rx}"), &[])
+            .await
+            .status,
+        404
+    );
+    let bill = s
+        .admin()
+        .await
+        .get("Claim?patient=Patient/demo-bob")
+        .await
+        .json()["entry"][0]["resource"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        alice.get(&format!("/app/bills/{bill}/defer")).await.status,
+        404
+    );
+    let tasks = s.admin().await.get("Task?_summary=count").await.json()["total"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(tasks, 0);
+}
+
+/// A weight and a blood pressure logged on the health page are vital-signs Observations
+/// with LOINC codes and UCUM units, and the chart shows them; bad values are refused beside
+/// their field.
+async fn health_log_entries_are_coded_observations(s: SecureServer) {
+    demo_world(&s).await;
+    let alice = Web::sign_in(&s.origin(), "alice").await;
+    let today = alice.get("/app/health").await.field("date");
+    let w = alice
+        .submit(
+            "/app/health",
+            "/app/health/log",
+            &[
+                ("kind", "weight"),
+                ("value", "72.5"),
+                ("date", &today),
+                ("time", "00:00"),
+            ],
+        )
+        .await;
+    assert_eq!(w.status, 303, "{}", w.text);
+    let bp = alice
+        .submit(
+            "/app/health",
+            "/app/health/log",
+            &[
+                ("kind", "bp"),
+                ("value", "128"),
+                ("value2", "84"),
+                ("date", &today),
+                ("time", "00:01"),
+            ],
+        )
+        .await;
+    assert_eq!(bp.status, 303);
+    let admin = s.admin().await;
+    let weight = admin
+        .get("Observation?code=http://loinc.org|29463-7&patient=Patient/demo-alice")
+        .await
+        .json();
+    let o = &weight["entry"][0]["resource"];
+    assert_eq!(o["valueQuantity"]["code"], "kg");
+    assert_eq!(o["valueQuantity"]["value"].to_string(), "72.5");
+    assert_eq!(
+        o["meta"]["profile"][0],
+        "http://hl7.org/fhir/StructureDefinition/vitalsigns"
+    );
+    assert_eq!(o["performer"][0]["reference"], "Patient/demo-alice");
+    let bp = admin
+        .get("Observation?code=http://loinc.org|85354-6&patient=Patient/demo-alice")
+        .await
+        .json();
+    let comps = &bp["entry"][0]["resource"]["component"];
+    assert_eq!(comps[0]["code"]["coding"][0]["code"], "8480-6");
+    assert_eq!(comps[1]["valueQuantity"]["value"].to_string(), "84");
+    let page = alice.get("/app/health?range=week").await.text;
+    assert!(
+        page.contains("Weight over the last week: 1 entry, from 72.5 to 72.5 kg"),
+        "{page}"
+    );
+    let svg = alice
+        .get("/app/health/chart.svg?kind=weight&range=week")
+        .await;
+    assert_eq!(
+        svg.headers.get("content-type").unwrap(),
+        "image/svg+xml; charset=utf-8"
+    );
+    assert!(
+        svg.text.contains("<circle") && svg.text.contains("72.5 kg on"),
+        "{}",
+        svg.text
+    );
+    for (value, says) in [
+        ("heavy", "as a number"),
+        ("900", "between 0 and 500"),
+        ("72.55", "at most 1 decimal"),
+    ] {
+        let bad = alice
+            .submit(
+                "/app/health",
+                "/app/health/log",
+                &[("kind", "weight"), ("value", value), ("date", &today)],
+            )
+            .await;
+        assert_eq!(bad.status, 422, "{value}");
+        assert!(
+            bad.text.contains(says) && bad.text.contains("id=\"weight-error\""),
+            "{value}: {}",
+            bad.text
+        );
+        assert!(!bad.text.contains("OperationOutcome"));
+    }
+    // the doctor records vitals in the chart and sees the patient's log
+    let smith = Web::sign_in(&s.origin(), "drsmith").await;
+    let hr = smith
+        .submit(
+            "/app/patients/demo-alice",
+            "/app/health/log",
+            &[
+                ("kind", "hr"),
+                ("value", "66"),
+                ("patient", "demo-alice"),
+                ("date", &today),
+                ("time", "00:02"),
+            ],
+        )
+        .await;
+    assert_eq!(hr.status, 303, "{}", hr.text);
+    assert_eq!(hr.location(), "/app/patients/demo-alice?done=recorded");
+    let svg = smith
+        .get("/app/health/chart.svg?kind=weight&range=week&patient=demo-alice")
+        .await;
+    assert!(svg.text.contains("72.5 kg on"));
+    let hidden = smith
+        .get("/app/health/chart.svg?kind=hr&range=year&patient=demo-carol")
+        .await;
+    assert_eq!(hidden.status, 404);
+}
+
+/// Live updates: a stream watching Observations says `changed` when one the session may read
+/// changes, and says nothing about other patients' — nor about types it does not watch.
+async fn live_updates_tell_only_what_the_session_may_read(s: SecureServer) {
+    demo_world(&s).await;
+    let origin = s.origin();
+    let alice = Web::sign_in(&origin, "alice").await;
+    let client = reqwest::Client::new();
+    let mut stream = client
+        .get(format!("{origin}/app/events?watch=Observation"))
+        .header(
+            "cookie",
+            format!("hp_at={}", alice.cookie("hp_at").unwrap()),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    assert_eq!(
+        stream.headers().get("content-type").unwrap(),
+        "text/event-stream"
+    );
+    let admin = s.admin().await;
+    let obs = |patient: &str| {
+        json!({"resourceType": "Observation", "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
+        "subject": {"reference": format!("Patient/{patient}")},
+        "valueQuantity": {"value": 70, "unit": "/min", "system": "http://unitsofmeasure.org", "code": "/min"}})
+    };
+    admin
+        .post("Observation", &obs("demo-bob"))
+        .await
+        .expect(201);
+    admin
+        .post(
+            "Encounter",
+            &json!({"resourceType": "Encounter", "status": "planned",
+        "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB"},
+        "subject": {"reference": "Patient/demo-alice"}}),
+        )
+        .await
+        .expect(201);
+    let quiet = tokio::time::timeout(Duration::from_millis(2500), stream.chunk()).await;
+    let said: String = match quiet {
+        Ok(Ok(Some(b))) => String::from_utf8_lossy(&b).to_string(),
+        _ => String::new(),
+    };
+    assert!(
+        !said.contains("changed"),
+        "bob's observation and an unwatched type said: {said}"
+    );
+    admin
+        .post("Observation", &obs("demo-alice"))
+        .await
+        .expect(201);
+    let mut got = String::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !got.contains("event: changed") && tokio::time::Instant::now() < deadline {
+        if let Ok(Ok(Some(b))) = tokio::time::timeout(Duration::from_secs(3), stream.chunk()).await
+        {
+            got.push_str(&String::from_utf8_lossy(&b));
+        }
+    }
+    assert!(got.contains("event: changed\ndata: Observation"), "{got}");
+    // a session holds a bounded number of streams
+    let mut held = Vec::new();
+    for _ in 0..5 {
+        held.push(
+            client
+                .get(format!("{origin}/app/events?watch=Observation"))
+                .header(
+                    "cookie",
+                    format!("hp_at={}", alice.cookie("hp_at").unwrap()),
+                )
+                .send()
+                .await
+                .unwrap(),
+        );
+    }
+    let over = client
+        .get(format!("{origin}/app/events?watch=Observation"))
+        .header(
+            "cookie",
+            format!("hp_at={}", alice.cookie("hp_at").unwrap()),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(over.status(), 429);
+    // without a session there is no stream
+    assert_eq!(
+        client
+            .get(format!("{origin}/app/events?watch=Observation"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+}
+
+/// The finance journey over HTTP: open a credit line, see the quote with its schedule, defer
+/// alice's bill, pay the first installment with the demo card (refused with another card),
+/// and the insurer finishing bob's queued claim changes what bob owes.
+async fn finance_journey_over_http(s: SecureServer) {
+    demo_world(&s).await;
+    let origin = s.origin();
+    let alice = Web::sign_in(&origin, "alice").await;
+    let opened = alice
+        .submit(
+            "/app/bills",
+            "/app/credit/apply",
+            &[("limit", "1000"), ("requestId", "t1")],
+        )
+        .await;
+    assert_eq!(
+        opened.location(),
+        "/app/bills?done=opened",
+        "{}",
+        opened.text
+    );
+    let admin = s.admin().await;
+    let claim = admin.get("Claim?patient=Patient/demo-alice").await.json()["entry"][0]["resource"]
+        ["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let quote = alice.get(&format!("/app/bills/{claim}/defer?term=6")).await;
+    assert_eq!(quote.status, 200, "{}", quote.text);
+    assert!(
+        quote.text.contains("$106.67</strong> a month")
+            && quote.text.contains("$640.00</strong> in all"),
+        "{}",
+        quote.text
+    );
+    assert_eq!(quote.text.matches("<tr><td>").count(), 6);
+    let deferred = alice
+        .submit(
+            &format!("/app/bills/{claim}/defer"),
+            &format!("/app/bills/{claim}/defer"),
+            &[("term", "6"), ("requestId", "t2")],
+        )
+        .await;
+    assert_eq!(
+        deferred.location(),
+        "/app/bills?done=deferred",
+        "{}",
+        deferred.text
+    );
+    let bills = alice.get("/app/bills").await.text;
+    assert!(
+        bills.contains("On your plan")
+            && bills.contains("you owe <strong id=\"line-balance\">$640.00"),
+        "{bills}"
+    );
+    let declined = alice
+        .submit(
+            "/app/bills",
+            "/app/credit/pay",
+            &[
+                ("amount", "106.67"),
+                ("card", "4000 0000 0000 0002"),
+                ("requestId", "t3"),
+            ],
+        )
+        .await;
+    assert_eq!(declined.status, 422);
+    // demo payments are off on this server: no payment is taken at all
+    assert!(declined.text.contains("not set up"), "{}", declined.text);
+    let line = admin
+        .get("Account?patient=Patient/demo-alice&type=credit-line")
+        .await
+        .json();
+    assert!(line["total"].as_u64().unwrap_or(1) >= 1);
+    // bob's claim waits for review; the insurer finishes it and bob's bill changes
+    let bob = Web::sign_in(&origin, "bob").await;
+    assert!(
+        bob.get("/app/bills")
+            .await
+            .text
+            .contains("reviewing this claim")
+    );
+    let bob_claim =
+        admin.get("Claim?patient=Patient/demo-bob").await.json()["entry"][0]["resource"]["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+    let insurer = Web::sign_in(&origin, "insurer").await;
+    let queue = insurer.get("/app/").await.text;
+    assert!(
+        queue.find("Total knee replacement").unwrap() < queue.find("MRI brain").unwrap(),
+        "queued first: {queue}"
+    );
+    let finished = insurer
+        .submit(
+            &format!("/app/claims/{bob_claim}"),
+            &format!("/app/claims/{bob_claim}/finish"),
+            &[("pays-1", "30000"), ("note", "ok")],
+        )
+        .await;
+    assert_eq!(finished.status, 303, "{}", finished.text);
+    let after = bob.get("/app/bills").await.text;
+    assert!(
+        after.contains("Your insurer paid $30,000.00. You owe $2,000.00."),
+        "{after}"
+    );
+    let value: Value = admin
+        .get(&format!(
+            "ClaimResponse?request=Claim/{bob_claim}&outcome=complete"
+        ))
+        .await
+        .json();
+    assert_eq!(
+        value["entry"][0]["resource"]["total"][2]["amount"]["value"].to_string(),
+        "2000.00"
+    );
+}
+
+/// With the demo processor (`--demo`), a card payment pays the installment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_card_payments_pay_installments() {
+    let options = AppOptions {
+        demo_payments: true,
+        ..AppOptions::default()
+    };
+    let s = start_secure_with(Backend::Sqlite, options).await.unwrap();
+    demo_world(&s).await;
+    let alice = Web::sign_in(&s.origin(), "alice").await;
+    alice
+        .submit(
+            "/app/bills",
+            "/app/credit/apply",
+            &[("limit", "1000"), ("requestId", "p1")],
+        )
+        .await;
+    let admin = s.admin().await;
+    let claim = admin.get("Claim?patient=Patient/demo-alice").await.json()["entry"][0]["resource"]
+        ["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    alice
+        .submit(
+            &format!("/app/bills/{claim}/defer"),
+            &format!("/app/bills/{claim}/defer"),
+            &[("term", "6"), ("requestId", "p2")],
+        )
+        .await;
+    let declined = alice
+        .submit(
+            "/app/bills",
+            "/app/credit/pay",
+            &[
+                ("amount", "106.67"),
+                ("card", "4000 0000 0000 0002"),
+                ("requestId", "p3"),
+            ],
+        )
+        .await;
+    assert!(declined.text.contains("declined"), "{}", declined.text);
+    let paid = alice
+        .submit(
+            "/app/bills",
+            "/app/credit/pay",
+            &[
+                ("amount", "106.67"),
+                ("card", "4242 4242 4242 4242"),
+                ("requestId", "p4"),
+            ],
+        )
+        .await;
+    assert_eq!(paid.location(), "/app/bills?done=paid", "{}", paid.text);
+    let bills = alice.get("/app/bills").await.text;
+    assert!(bills.contains("class=\"status-paid\">paid"), "{bills}");
+    assert!(bills.contains("$533.33"), "{bills}");
+    // recorded by the processor, not by alice's token
+    let pr = admin.get("PaymentReconciliation").await.json();
+    assert_eq!(pr["entry"].as_array().unwrap().len(), 1);
+}
