@@ -49,3 +49,4 @@ mod synthea;
 mod validator_cases;
 mod validator_examples;
 mod web;
+mod web_browser;
