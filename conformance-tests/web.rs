@@ -20,6 +20,8 @@ secure_backends!(
     health_log_entries_are_coded_observations,
     live_updates_tell_only_what_the_session_may_read,
     finance_journey_over_http,
+    a_caregiver_acts_only_for_the_person_they_care_for,
+    refill_requests_and_messages_reach_the_doctor,
 );
 
 /// Sign-in: `/` leads to the app, the app to the sign-in page of the authorization server, and
@@ -752,4 +754,170 @@ async fn demo_card_payments_pay_installments() {
     // recorded by the processor, not by alice's token
     let pr = admin.get("PaymentReconciliation").await.json();
     assert_eq!(pr["entry"].as_array().unwrap().len(), 1);
+}
+
+/// A caregiver (a patient-role account whose record is a RelatedPerson) signs in to the
+/// record of the person they look after, confined like that patient's own token: nobody
+/// else's record, and nothing once the RelatedPerson is no longer active.
+async fn a_caregiver_acts_only_for_the_person_they_care_for(s: SecureServer) {
+    demo_world(&s).await;
+    let admin = s.admin().await;
+    let mut rp = json!({"resourceType": "RelatedPerson", "id": "carol-parent", "active": true,
+        "patient": {"reference": "Patient/demo-carol"},
+        "relationship": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-RoleCode", "code": "PRN"}]}],
+        "name": [{"family": "Nguyen", "given": ["Linh"]}]});
+    admin
+        .put("RelatedPerson/carol-parent", &rp)
+        .await
+        .expect(201);
+    s.add_user("linh", "patient", Some("RelatedPerson/carol-parent"))
+        .await;
+    let linh = Web::sign_in(&s.origin(), "linh").await;
+    let home = linh.get("/app/").await.text;
+    assert!(
+        home.contains("You are looking after Carol Nguyen") && home.contains("caregiver"),
+        "{home}"
+    );
+    assert_eq!(
+        linh.get("/app/records/Observation/demo-carol-hr")
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        linh.get("/app/records/Observation/demo-alice-hr")
+            .await
+            .status,
+        404
+    );
+    let records = linh.get("/app/records").await.text;
+    assert!(
+        records.contains("Heart rate") && !records.contains("metformin"),
+        "{records}"
+    );
+    // what the caregiver logs is the patient's, performed by the caregiver
+    let today = linh.get("/app/health").await.field("date");
+    let w = linh
+        .submit(
+            "/app/health",
+            "/app/health/log",
+            &[
+                ("kind", "weight"),
+                ("value", "31.5"),
+                ("date", &today),
+                ("time", "00:00"),
+            ],
+        )
+        .await;
+    assert_eq!(w.status, 303, "{}", w.text);
+    let o = admin
+        .get("Observation?code=http://loinc.org|29463-7&patient=Patient/demo-carol")
+        .await
+        .json();
+    assert_eq!(
+        o["entry"][0]["resource"]["performer"][0]["reference"],
+        "RelatedPerson/carol-parent"
+    );
+    // the relationship ends: so does the access, at the next request
+    rp["active"] = json!(false);
+    admin
+        .put("RelatedPerson/carol-parent", &rp)
+        .await
+        .expect(200);
+    assert_eq!(
+        linh.get("/app/records/Observation/demo-carol-hr")
+            .await
+            .status,
+        404
+    );
+    // and signing in again gives no record at all
+    let again = Web::new(&s.origin());
+    let login = again.visit("/app/").await;
+    let back = again
+        .post(
+            "/auth/login",
+            &[
+                ("request", &login.field("request")),
+                ("username", "linh"),
+                ("password", crate::common::secure::PASSWORD),
+            ],
+        )
+        .await;
+    let page = again.visit(back.location()).await;
+    assert_eq!(page.status, 404, "{}", page.text);
+}
+
+/// A patient's refill request (a Task to the prescriber) and message reach the doctor's
+/// inbox; the doctor approves the refill and the patient sees it.
+async fn refill_requests_and_messages_reach_the_doctor(s: SecureServer) {
+    demo_world(&s).await;
+    let alice = Web::sign_in(&s.origin(), "alice").await;
+    let rx = alice
+        .get("/app/records/MedicationRequest/demo-alice-rx")
+        .await;
+    assert!(
+        rx.text.contains("Ask my doctor for a refill"),
+        "{}",
+        rx.text
+    );
+    let sent = alice
+        .submit(
+            "/app/records/MedicationRequest/demo-alice-rx",
+            "/app/refill/demo-alice-rx",
+            &[],
+        )
+        .await;
+    assert_eq!(
+        sent.location(),
+        "/app/messages?done=refill",
+        "{}",
+        sent.text
+    );
+    let msg = alice
+        .submit(
+            "/app/messages",
+            "/app/messages",
+            &[("message", "My ankle is swollen since Monday.")],
+        )
+        .await;
+    assert_eq!(msg.location(), "/app/messages?done=sent");
+    let too_long = "x".repeat(4001);
+    let refused = alice
+        .submit("/app/messages", "/app/messages", &[("message", &too_long)])
+        .await;
+    assert_eq!(refused.status, 422);
+    assert!(refused.text.contains("id=\"message-error\""));
+    let smith = Web::sign_in(&s.origin(), "drsmith").await;
+    let inbox = smith.get("/app/inbox").await;
+    assert!(
+        inbox.text.contains("Refill: metformin") && inbox.text.contains("My ankle is swollen"),
+        "{}",
+        inbox.text
+    );
+    let task = s
+        .admin()
+        .await
+        .get("Task?patient=Patient/demo-alice")
+        .await
+        .json()["entry"][0]["resource"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let done = smith
+        .submit(
+            "/app/inbox",
+            &format!("/app/inbox/task/{task}"),
+            &[("decision", "approve")],
+        )
+        .await;
+    assert_eq!(done.status, 303, "{}", done.text);
+    assert!(alice.get("/app/messages").await.text.contains("done"));
+    // a patient changes no Task, even her own
+    let own = s.admin().await.get(&format!("Task/{task}")).await.json();
+    let token = alice.cookie("hp_at").unwrap();
+    crate::common::Server::at(&s.base)
+        .with_token(&token)
+        .put(&format!("Task/{task}"), &own)
+        .await
+        .expect(403);
 }

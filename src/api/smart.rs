@@ -608,7 +608,12 @@ async fn login(
             if pending.client_id == crate::smart::WEB_CLIENT_ID
                 && !pending.needs_patient_pick(&user) =>
         {
-            match state.smart.decide(&request, true, None).await {
+            let cared_for = caregiver_patient(&state, &user).await;
+            match state
+                .smart
+                .decide(&request, true, cared_for.as_deref())
+                .await
+            {
                 Ok(url) => see_other(&url),
                 Err(e) => authorize_failure(e),
             }
@@ -708,6 +713,11 @@ async fn consent(
             return page_error("There is no such patient; go back and choose another");
         }
     }
+    // a caregiver acts for the patient of their RelatedPerson, never one from the form
+    let patient = match state.smart.pending(&request).await {
+        Ok((_, Some(u))) if u.is_caregiver() => caregiver_patient(&state, &u).await,
+        _ => patient,
+    };
     match state
         .smart
         .decide(&request, approve, patient.as_deref())
@@ -716,6 +726,24 @@ async fn consent(
         Ok(url) => see_other(&url),
         Err(e) => authorize_failure(e),
     }
+}
+
+/// The patient a caregiver acts for: the `patient` of their active RelatedPerson, read from
+/// the store (as the Guard's reach reads it at every request). None for other users.
+async fn caregiver_patient(state: &SmartState, user: &User) -> Option<String> {
+    let id = user.fhir_user.as_deref()?.strip_prefix("RelatedPerson/")?;
+    if !user.is_caregiver() {
+        return None;
+    }
+    let stored = state.api.ctx.store.read("RelatedPerson", id).await.ok()??;
+    let rp: Value = serde_json::from_str(stored.body.as_deref()?).ok()?;
+    if rp.get("active").and_then(Value::as_bool) == Some(false) {
+        return None;
+    }
+    rp.pointer("/patient/reference")
+        .and_then(Value::as_str)?
+        .strip_prefix("Patient/")
+        .map(str::to_string)
 }
 
 /// The signed-in user as the picker and the consent checks see them: their role, reading

@@ -1,4 +1,6 @@
-//! Which patients a role sees, resolved when a request starts: the user's own Patient; a
+//! Which patients a role sees, resolved when a request starts: the user's own Patient (or,
+//! for a caregiver whose account is a RelatedPerson, the patient of that RelatedPerson while
+//! it is active); a
 //! practitioner's care relationships (general practitioner, CareTeam, Encounter, Appointment,
 //! EpisodeOfCare — as the practitioner, one of their PractitionerRoles or their organizations)
 //! and break-glass grants; the patients with prescriptions for a pharmacist's pharmacy; an
@@ -42,17 +44,33 @@ pub(super) async fn reach_of(store: &dyn Store, p: &Principal) -> Result<Option<
     match rp.patients {
         Patients::All => return Ok(None),
         Patients::Own => {
-            let own = p
-                .fhir_user
-                .as_deref()
-                .and_then(|f| f.strip_prefix("Patient/"))
-                .map(str::to_string);
-            return Ok(Some(match own {
-                Some(id) => Filter::Id {
-                    ids: vec![id],
+            let user = p.fhir_user.as_deref().unwrap_or("");
+            return Ok(Some(if let Some(id) = user.strip_prefix("Patient/") {
+                Filter::Id {
+                    ids: vec![id.to_string()],
                     negate: false,
-                },
-                None => nothing(),
+                }
+            } else if let Some(id) = user.strip_prefix("RelatedPerson/") {
+                // a caregiver: the patient of their RelatedPerson while it is active
+                has(
+                    "RelatedPerson",
+                    "patient",
+                    Filter::Any(vec![vec![
+                        Filter::Id {
+                            ids: vec![id.to_string()],
+                            negate: false,
+                        },
+                        param(
+                            "active",
+                            vec![Pred::Token {
+                                system: None,
+                                code: Some("true".to_string()),
+                            }],
+                        ),
+                    ]]),
+                )
+            } else {
+                nothing()
             }));
         }
         Patients::Care => {

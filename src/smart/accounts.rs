@@ -31,6 +31,16 @@ impl User {
         self.fhir_user.as_deref()?.strip_prefix("Patient/")
     }
 
+    /// A caregiver: a patient-role account whose `fhirUser` is a RelatedPerson; they act
+    /// for that RelatedPerson's patient, confined like the patient's own token.
+    pub fn is_caregiver(&self) -> bool {
+        self.role == Role::Patient
+            && self
+                .fhir_user
+                .as_deref()
+                .is_some_and(|f| f.starts_with("RelatedPerson/"))
+    }
+
     /// A user with no password, for unit tests of what is shown about a user.
     #[cfg(test)]
     pub(crate) fn for_tests(username: &str, role: Role, fhir_user: Option<&str>) -> User {
@@ -73,8 +83,12 @@ fn check_fhir_user(role: Role, fhir_user: Option<&str>) -> Result<(), String> {
                     "--fhir-user '{f}' is not a reference such as Patient/123 or Practitioner/7"
                 ));
             }
-            if role == Role::Patient && t != "Patient" {
-                return Err("a patient's --fhir-user is Patient/<id>".to_string());
+            // a caregiver's account is the RelatedPerson through which they act for a patient
+            if role == Role::Patient && t != "Patient" && t != "RelatedPerson" {
+                return Err(
+                    "a patient's --fhir-user is Patient/<id> (or a caregiver's RelatedPerson/<id>)"
+                        .to_string(),
+                );
             }
             Ok(())
         }

@@ -413,6 +413,9 @@ impl Smart {
             pending.launch_patient.clone()
         } else if let Some(own) = user.own_patient() {
             Some(own.to_string())
+        } else if user.is_caregiver() {
+            // the patient of the caregiver's RelatedPerson, resolved by the caller
+            patient.filter(|p| is_valid_id(p)).map(str::to_string)
         } else if pending.needs_patient_pick(&user) {
             match patient {
                 Some(p) if is_valid_id(p) => Some(p.to_string()),

@@ -87,6 +87,8 @@ pub struct Item {
 #[template(path = "patient_home.html", config = "src/web/templates/askama.toml")]
 struct HomePage {
     shell: Shell,
+    /// A caregiver's person.
+    caring_for: Option<String>,
     next: Option<Item>,
     owed: String,
     line: Option<Line>,
@@ -152,6 +154,11 @@ pub async fn home(state: &WebState, session: &Session) -> Response {
             when: i.due.clone(),
             href: "/app/bills#plan".into(),
         });
+    let caring_for = if session.caregiver() {
+        fhir.read("Patient", &patient).await.ok().map(|p| name(&p))
+    } else {
+        None
+    };
     let shell = Shell::new(
         session,
         "Welcome",
@@ -161,6 +168,7 @@ pub async fn home(state: &WebState, session: &Session) -> Response {
         StatusCode::OK,
         &HomePage {
             shell,
+            caring_for,
             next,
             owed: bills.owed_text,
             line: bills.line,
@@ -1430,7 +1438,11 @@ async fn messages_page(
     )
     .iter()
     .map(|c| Item {
-        title: if text(c, "/sender/reference") == subject {
+        title: if text(c, "/sender/reference") == subject
+            || session
+                .author()
+                .is_some_and(|a| text(c, "/sender/reference") == a)
+        {
             "You wrote".into()
         } else {
             "Your care team wrote".into()
@@ -1520,7 +1532,7 @@ async fn send_message(State(state): State<WebState>, form: Form) -> Response {
         .collect();
     let communication = json!({"resourceType": "Communication", "status": "completed",
         "subject": {"reference": format!("Patient/{patient}")},
-        "sender": {"reference": format!("Patient/{patient}")},
+        "sender": {"reference": session.author().unwrap_or_else(|| format!("Patient/{patient}"))},
         "recipient": recipients,
         "sent": jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
         "payload": [{"contentString": body}]});
@@ -1551,7 +1563,7 @@ async fn refill(State(state): State<WebState>, Path(rx): Path<String>, form: For
         "description": format!("Refill: {medicine}"),
         "focus": {"reference": format!("MedicationRequest/{rx}")},
         "for": {"reference": format!("Patient/{patient}")},
-        "requester": {"reference": format!("Patient/{patient}")},
+        "requester": {"reference": session.author().unwrap_or_else(|| format!("Patient/{patient}"))},
         "authoredOn": jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string()});
     if let Some(prescriber) = request.pointer("/requester/reference") {
         super::fhir::set(&mut task, "owner", json!({"reference": prescriber}));

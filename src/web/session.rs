@@ -76,7 +76,23 @@ impl Session {
         self.principal.role
     }
 
-    /// The patient this session acts for (a patient's own record).
+    /// A caregiver acting for the patient of their RelatedPerson.
+    pub fn caregiver(&self) -> bool {
+        self.role() == Some(Role::Patient)
+            && self
+                .principal
+                .fhir_user
+                .as_deref()
+                .is_some_and(|f| f.starts_with("RelatedPerson/"))
+    }
+
+    /// Who writes as this session: their `fhirUser` (a Patient, a caregiver's RelatedPerson,
+    /// a Practitioner).
+    pub fn author(&self) -> Option<String> {
+        self.principal.fhir_user.clone()
+    }
+
+    /// The patient this session acts for (a patient's own record, or a caregiver's person).
     pub fn patient(&self) -> Option<&str> {
         self.principal.patient_context.as_deref()
     }

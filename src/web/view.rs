@@ -65,7 +65,11 @@ impl Shell {
                 .collect(),
             title: section,
             user: session.username.clone(),
-            role: session.role().map_or("", role_words),
+            role: if session.caregiver() {
+                "caregiver"
+            } else {
+                session.role().map_or("", role_words)
+            },
             csrf: session.csrf.clone(),
             watch: watch.to_string(),
             flash: None,
