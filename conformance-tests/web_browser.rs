@@ -12,7 +12,7 @@ use crate::common::secure::{PASSWORD, SecureServer, start_secure_with};
 use crate::common::web::demo_world;
 use crate::common::{Backend, postgres_url};
 use healporium::app::AppOptions;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(15);
@@ -65,11 +65,11 @@ struct Person {
 }
 
 impl Person {
-    async fn new(origin: &str, shots: &PathBuf, width: u32) -> Person {
+    async fn new(origin: &str, shots: &Path, width: u32) -> Person {
         Person {
             b: Browser::start(width, if width < 600 { 844 } else { 900 }).await,
             origin: origin.to_string(),
-            shots: shots.clone(),
+            shots: shots.to_path_buf(),
             problems: Vec::new(),
         }
     }
