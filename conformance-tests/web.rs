@@ -631,6 +631,15 @@ async fn finance_journey_over_http(s: SecureServer) {
             && bills.contains("you owe <strong id=\"line-balance\">$640.00"),
         "{bills}"
     );
+    assert!(
+        bills.contains("What your insurer explained")
+            && bills.contains("Billed $1,500.00. Your plan allows $1,200.00. Your insurer paid $560.00. Your share is $640.00"),
+        "{bills}"
+    );
+    let statement = alice.submit("/app/bills", "/app/credit/statement", &[]).await;
+    assert_eq!(statement.location(), "/app/bills?done=statement#plan");
+    let bills = alice.get("/app/bills").await.text;
+    assert!(bills.contains("Statement of"), "{bills}");
     let declined = alice
         .submit(
             "/app/bills",

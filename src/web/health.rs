@@ -602,7 +602,8 @@ struct ChartSvg {
     lines: Vec<Line>,
     band: Option<(f64, f64)>,
     y_labels: Vec<(f64, String)>,
-    x_labels: Vec<(f64, String)>,
+    /// (x, label, text-anchor): the first label starts at its tick, the last ends at it.
+    x_labels: Vec<(f64, String, &'static str)>,
     empty: bool,
 }
 
@@ -686,7 +687,8 @@ async fn chart(
     let y_labels = (0..=4)
         .map(|i| {
             let v = lo + (hi - lo) * f64::from(i) / 4.0;
-            (round(y(v)), format!("{v:.0}"))
+            let places = if hi - lo < 10.0 { 1 } else { 0 };
+            (round(y(v)), format!("{v:.places$}"))
         })
         .collect();
     let x_labels = (0..=3)
@@ -699,7 +701,12 @@ async fn chart(
                         .to_string()
                 })
                 .unwrap_or_default();
-            (round(x(t)), label)
+            let anchor = match i {
+                0 => "start",
+                3 => "end",
+                _ => "middle",
+            };
+            (round(x(t)), label, anchor)
         })
         .collect();
     let svg = ChartSvg {

@@ -28,6 +28,7 @@ pub fn routes() -> Router<WebState> {
         .route("/app/bills/{claim}/defer", get(defer_quote).post(defer))
         .route("/app/credit/apply", post(credit_apply))
         .route("/app/credit/pay", post(pay))
+        .route("/app/credit/statement", post(statement))
         .route("/app/messages", get(messages).post(send_message))
         .route("/app/refill/{rx}", post(refill))
         .route("/app/profile", get(profile).post(save_profile))
@@ -815,6 +816,8 @@ pub struct Bills {
     pub owed_text: String,
     pub statements: Vec<Item>,
     pub next_amount: String,
+    /// Explanations of benefits, in plain words.
+    pub eobs: Vec<Item>,
 }
 
 /// The total of `category` in a ClaimResponse (or EOB) as Money.
@@ -1020,8 +1023,34 @@ pub async fn load_bills(
             .collect(),
         None => Vec::new(),
     };
+    let eobs = fhir
+        .search(
+            "ExplanationOfBenefit",
+            &[("patient", &subject), ("_sort", "-created"), ("_count", "50")],
+        )
+        .await?
+        .iter()
+        .map(|e| {
+            let service = concept(e.pointer("/item/0/productOrService")).if_empty("Care");
+            let provider = text(e, "/provider/display");
+            Item {
+                title: service,
+                detail: format!(
+                    "Billed {}. Your plan allows {}. Your insurer paid {}. Your share is {}{}.",
+                    money_of(total(e, "submitted")),
+                    money_of(total(e, "eligible")),
+                    money_of(total(e, "benefit")),
+                    money_of(total(e, "memberliability")),
+                    if provider.is_empty() { String::new() } else { format!(" (from {provider})") }
+                ),
+                when: when(&text(e, "/billablePeriod/start").if_empty(&text(e, "/created")), zone),
+                href: String::new(),
+            }
+        })
+        .collect();
     let owed_text = super::view::money(&json!(owed_minor.to_string()), &currency);
     Ok(Bills {
+        eobs,
         claims: views,
         installments,
         line,
@@ -1390,6 +1419,32 @@ async fn pay(State(state): State<WebState>, form: Form) -> Response {
         .await
     {
         Ok(_) => see_other("/app/bills?done=paid"),
+        Err(o) => {
+            let (_, text) = problem(&o, &[]);
+            bills_page(&state, session, None, Some(text)).await
+        }
+    }
+}
+
+/// `POST /app/credit/statement`: today's statement of the credit line (`$statement`); asking
+/// again the same day returns the same one.
+async fn statement(State(state): State<WebState>, form: Form) -> Response {
+    let session = &form.session;
+    let patient = match own_patient(session) {
+        Ok(p) => p,
+        Err(r) => return *r,
+    };
+    let fhir = Fhir::new(&state.ctx, session);
+    let line = match line_of(&fhir, &patient).await {
+        Ok(Some(l)) => l,
+        Ok(None) => return super::not_found().await,
+        Err(o) => return failed(session, &o),
+    };
+    match fhir
+        .operation(Some("Account"), Some(&line), "statement", parameters(vec![]))
+        .await
+    {
+        Ok(_) => see_other("/app/bills?done=statement#plan"),
         Err(o) => {
             let (_, text) = problem(&o, &[]);
             bills_page(&state, session, None, Some(text)).await

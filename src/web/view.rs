@@ -272,6 +272,7 @@ pub fn flash(done: Option<&str>) -> Option<&'static str> {
         "flagged" => "The prescriber has been told.",
         "finished" => "The claim is finished.",
         "updated" => "Updated.",
+        "statement" => "Your statement is ready.",
         _ => return None,
     })
 }
