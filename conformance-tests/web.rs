@@ -22,6 +22,7 @@ secure_backends!(
     finance_journey_over_http,
     a_caregiver_acts_only_for_the_person_they_care_for,
     refill_requests_and_messages_reach_the_doctor,
+    phone_and_watch_exports_are_imported_once,
 );
 
 /// Sign-in: `/` leads to the app, the app to the sign-in page of the authorization server, and
@@ -636,7 +637,9 @@ async fn finance_journey_over_http(s: SecureServer) {
             && bills.contains("Billed $1,500.00. Your plan allows $1,200.00. Your insurer paid $560.00. Your share is $640.00"),
         "{bills}"
     );
-    let statement = alice.submit("/app/bills", "/app/credit/statement", &[]).await;
+    let statement = alice
+        .submit("/app/bills", "/app/credit/statement", &[])
+        .await;
     assert_eq!(statement.location(), "/app/bills?done=statement#plan");
     let bills = alice.get("/app/bills").await.text;
     assert!(bills.contains("Statement of"), "{bills}");
@@ -929,4 +932,116 @@ async fn refill_requests_and_messages_reach_the_doctor(s: SecureServer) {
         .put(&format!("Task/{task}"), &own)
         .await
         .expect(403);
+}
+
+/// A CSV of steps and workouts and Apple Health's export.xml are imported into the health
+/// log as coded Observations; importing the same file again adds nothing; a bad file is
+/// refused beside the form; only a patient imports, with the CSRF token.
+async fn phone_and_watch_exports_are_imported_once(s: SecureServer) {
+    demo_world(&s).await;
+    let alice = Web::sign_in(&s.origin(), "alice").await;
+    let csrf = alice.get("/app/health").await.field("csrf");
+    let csv = "Date,Step count,Move Minutes count,Activity\n2026-11-30,8200,35,walking\n2026-12-01,10450,,\n";
+    let first = alice
+        .post_file("/app/health/import", &[("csrf", &csrf)], "fit.csv", csv)
+        .await;
+    assert_eq!(first.status, 200, "{}", first.text);
+    assert!(
+        first
+            .text
+            .contains("Imported 3 new readings; 0 were already"),
+        "{}",
+        first.text
+    );
+    let again = alice
+        .post_file("/app/health/import", &[("csrf", &csrf)], "fit.csv", csv)
+        .await;
+    assert!(
+        again
+            .text
+            .contains("Imported 0 new readings; 3 were already"),
+        "{}",
+        again.text
+    );
+    let xml = r#"<?xml version="1.0" encoding="UTF-8"?>
+<HealthData locale="en_US">
+ <Record type="HKQuantityTypeIdentifierStepCount" unit="count" value="1200" startDate="2026-12-02 08:00:00 +0000" endDate="2026-12-02 08:10:00 +0000"/>
+ <Record type="HKQuantityTypeIdentifierBodyMass" unit="kg" value="71.8" startDate="2026-12-02 07:00:00 +0000" endDate="2026-12-02 07:00:00 +0000"/>
+ <Record type="HKQuantityTypeIdentifierBloodPressureSystolic" unit="mmHg" value="118" startDate="2026-12-02 07:05:00 +0000" endDate="2026-12-02 07:05:00 +0000"/>
+ <Record type="HKQuantityTypeIdentifierBloodPressureDiastolic" unit="mmHg" value="76" startDate="2026-12-02 07:05:00 +0000" endDate="2026-12-02 07:05:00 +0000"/>
+ <Workout workoutActivityType="HKWorkoutActivityTypeSwimming" duration="40" durationUnit="min" startDate="2026-12-02 18:00:00 +0000" endDate="2026-12-02 18:40:00 +0000"/>
+</HealthData>"#;
+    let apple = alice
+        .post_file("/app/health/import", &[("csrf", &csrf)], "export.xml", xml)
+        .await;
+    assert!(
+        apple.text.contains("Imported 4 new readings"),
+        "{}",
+        apple.text
+    );
+    let again = alice
+        .post_file("/app/health/import", &[("csrf", &csrf)], "export.xml", xml)
+        .await;
+    assert!(
+        again
+            .text
+            .contains("Imported 0 new readings; 4 were already"),
+        "{}",
+        again.text
+    );
+    let admin = s.admin().await;
+    let count = |code: &'static str| {
+        let admin = admin.clone();
+        async move {
+            admin.get(&format!("Observation?patient=Patient/demo-alice&code=http://loinc.org|{code}&_summary=count")).await.json()["total"].as_u64().unwrap()
+        }
+    };
+    assert_eq!(
+        count("55423-8").await,
+        3,
+        "steps: two days from the CSV, one from the watch"
+    );
+    assert_eq!(count("55411-3").await, 2, "a walk and a swim");
+    assert_eq!(count("29463-7").await, 1);
+    assert_eq!(count("85354-6").await, 1);
+    let swim = admin
+        .get("Observation?patient=Patient/demo-alice&code=http://loinc.org|55411-3&date=2026-12-02")
+        .await
+        .json();
+    let o = &swim["entry"][0]["resource"];
+    assert_eq!(o["valueQuantity"]["code"], "min");
+    assert_eq!(
+        o["component"][0]["valueCodeableConcept"]["text"],
+        "Swimming"
+    );
+    assert_eq!(o["identifier"][0]["system"], "urn:healporium:device-import");
+    // refusals: not a health export, no CSRF token, not a patient
+    let bad = alice
+        .post_file(
+            "/app/health/import",
+            &[("csrf", &csrf)],
+            "notes.csv",
+            "hello,world\n1,2\n",
+        )
+        .await;
+    assert_eq!(bad.status, 422);
+    assert!(
+        bad.text.contains("id=\"import-error\"") && bad.text.contains("date column"),
+        "{}",
+        bad.text
+    );
+    let forged = alice
+        .post_file("/app/health/import", &[("csrf", "nope")], "fit.csv", csv)
+        .await;
+    assert_eq!(forged.status, 403);
+    let smith = Web::sign_in(&s.origin(), "drsmith").await;
+    let theirs = smith.get("/app/patients").await.field("csrf");
+    assert_eq!(
+        smith
+            .post_file("/app/health/import", &[("csrf", &theirs)], "fit.csv", csv)
+            .await
+            .status,
+        404
+    );
+    assert_eq!(count("55423-8").await, 3);
 }

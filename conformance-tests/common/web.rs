@@ -159,6 +159,39 @@ impl Web {
         self.page(resp).await
     }
 
+    /// A multipart form post with one file (`file`).
+    pub async fn post_file(
+        &self,
+        path: &str,
+        fields: &[(&str, &str)],
+        file_name: &str,
+        content: &str,
+    ) -> Page {
+        let boundary = "----healporium-test-boundary";
+        let mut body = String::new();
+        for (k, v) in fields {
+            body.push_str(&format!(
+                "--{boundary}\r\nContent-Disposition: form-data; name=\"{k}\"\r\n\r\n{v}\r\n"
+            ));
+        }
+        body.push_str(&format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{file_name}\"\r\nContent-Type: application/octet-stream\r\n\r\n{content}\r\n--{boundary}--\r\n"
+        ));
+        let resp = self
+            .client
+            .post(self.url(path))
+            .header(COOKIE, self.cookies())
+            .header(
+                "content-type",
+                format!("multipart/form-data; boundary={boundary}"),
+            )
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        self.page(resp).await
+    }
+
     async fn page(&self, resp: reqwest::Response) -> Page {
         self.keep(resp.headers());
         Page {

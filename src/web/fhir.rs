@@ -179,6 +179,15 @@ pub fn entries(bundle: &Value, mode: &str) -> Vec<Value> {
         .unwrap_or_default()
 }
 
+/// Every entry of a Bundle, whole (`response`, `resource`…).
+pub fn entries_raw(bundle: &Value) -> Vec<Value> {
+    bundle
+        .get("entry")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default()
+}
+
 /// A Parameters resource of `(name, value)` pairs, each value an object holding one
 /// `valueX` (or `resource`) key.
 pub fn parameters(params: Vec<(&str, Value)>) -> Value {

@@ -11,6 +11,7 @@
 
 mod admin;
 mod clinician;
+mod device;
 mod fhir;
 mod health;
 mod insurer;

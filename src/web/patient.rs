@@ -1026,7 +1026,11 @@ pub async fn load_bills(
     let eobs = fhir
         .search(
             "ExplanationOfBenefit",
-            &[("patient", &subject), ("_sort", "-created"), ("_count", "50")],
+            &[
+                ("patient", &subject),
+                ("_sort", "-created"),
+                ("_count", "50"),
+            ],
         )
         .await?
         .iter()
@@ -1041,9 +1045,16 @@ pub async fn load_bills(
                     money_of(total(e, "eligible")),
                     money_of(total(e, "benefit")),
                     money_of(total(e, "memberliability")),
-                    if provider.is_empty() { String::new() } else { format!(" (from {provider})") }
+                    if provider.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" (from {provider})")
+                    }
                 ),
-                when: when(&text(e, "/billablePeriod/start").if_empty(&text(e, "/created")), zone),
+                when: when(
+                    &text(e, "/billablePeriod/start").if_empty(&text(e, "/created")),
+                    zone,
+                ),
                 href: String::new(),
             }
         })
@@ -1441,7 +1452,12 @@ async fn statement(State(state): State<WebState>, form: Form) -> Response {
         Err(o) => return failed(session, &o),
     };
     match fhir
-        .operation(Some("Account"), Some(&line), "statement", parameters(vec![]))
+        .operation(
+            Some("Account"),
+            Some(&line),
+            "statement",
+            parameters(vec![]),
+        )
         .await
     {
         Ok(_) => see_other("/app/bills?done=statement#plan"),
