@@ -31,6 +31,62 @@ async fn postgres() {
     journeys(Backend::Postgres).await;
 }
 
+/// With JavaScript switched off, the core journeys work the same: sign in, log a weight and
+/// see it charted, book a visit, defer a bill.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_javascript() {
+    if !browser_present() {
+        return;
+    }
+    let s: SecureServer = start_secure_with(Backend::Sqlite, AppOptions::default())
+        .await
+        .unwrap();
+    demo_world(&s).await;
+    let ctx = healporium::interaction::Context::new(s.store.clone());
+    healporium::interaction::slots::run_slots_job(&ctx, None, healporium::smart::now_ms())
+        .await
+        .unwrap();
+    let origin = s.origin();
+    let mut p = Person {
+        b: Browser::start_with(390, 844, false).await,
+        origin: origin.clone(),
+        shots: shots(Backend::Sqlite),
+        problems: Vec::new(),
+    };
+    p.sign_in("alice").await;
+    let script = p.b.execute("return 1;", vec![]).await;
+    assert_eq!(
+        script.as_u64(),
+        Some(1),
+        "WebDriver itself still runs scripts"
+    );
+    let cookie = p.b.execute("return document.cookie;", vec![]).await;
+    assert!(
+        !cookie.as_str().unwrap_or("").contains("hp_tz"),
+        "the page's own script did not run"
+    );
+    p.go("/app/health", "health log without script").await;
+    p.type_in("#weight-value", "70.1").await;
+    p.click("#log-weight button[type=submit]").await;
+    p.b.wait_for_text("Saved to your health log", WAIT).await;
+    assert!(p.b.page_text().await.contains("from 70.1 to 70.1 kg"));
+    p.go("/app/appointments", "appointments without script")
+        .await;
+    p.click("form.grid button[type=submit]").await;
+    p.click("#offers button").await;
+    p.b.wait_for_text("Your appointment is booked", WAIT).await;
+    p.go("/app/bills", "bills without script").await;
+    p.click("form[action=\"/app/credit/apply\"] button").await;
+    p.b.wait_for_text("Your credit line is open", WAIT).await;
+    p.click("a.button[href$=\"/defer\"]").await;
+    p.click("main form[method=post][action$=\"/defer\"] button")
+        .await;
+    p.b.wait_for_text("The bill is now on your payment plan", WAIT)
+        .await;
+    assert!(p.problems.is_empty(), "{:#?}", p.problems);
+    p.b.quit().await;
+}
+
 /// Whether the browser is there; under CI its absence fails the run.
 fn browser_present() -> bool {
     if browser::available() {

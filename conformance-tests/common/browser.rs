@@ -130,6 +130,11 @@ impl Browser {
     /// Starts chromedriver on a free port and a headless Chromium session whose viewport is
     /// `width`×`height`.
     pub async fn start(width: u32, height: u32) -> Browser {
+        Browser::start_with(width, height, true).await
+    }
+
+    /// As [`Browser::start`], with JavaScript switched off when `script` is false.
+    pub async fn start_with(width: u32, height: u32, script: bool) -> Browser {
         let driver_bin = find_binary("chromedriver")
             .expect("chromedriver not installed (check browser::available())");
         let chromium =
@@ -200,6 +205,7 @@ impl Browser {
                     format!("--user-data-dir={}", browser.profile.path().display()),
                     format!("--window-size={width},{height}"),
                 ],
+                "prefs": {"profile.managed_default_content_settings.javascript": if script { 1 } else { 2 }},
             },
         }}});
         let created = call(

@@ -217,3 +217,77 @@ pub(crate) fn message(status: StatusCode, session: &Session, title: &str, text: 
 async fn not_found() -> Response {
     page(StatusCode::NOT_FOUND, &session::PublicMessage::not_found())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every template of the app escapes every value (askama's HTML escaping; nothing marked
+    /// safe), carries no inline script, inline style or event handler (the CSP would refuse
+    /// them: script and style come only from /app/static/), names its one script as a file,
+    /// and every page extends the one layout.
+    #[test]
+    fn templates_escape_everything_and_hold_no_inline_code() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/web/templates");
+        let mut pages = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().to_string();
+            if name == "askama.toml" {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap();
+            assert!(
+                text.starts_with("{#"),
+                "{name} must start with a {{# … #}} comment"
+            );
+            let code = text.replace(' ', "");
+            for banned in [
+                "|safe",
+                "filtersafe",
+                "escape=\"none\"",
+                "<style",
+                "style=",
+                "onclick",
+                "onload",
+                "onsubmit",
+                "javascript:",
+            ] {
+                assert!(!code.contains(banned), "{name} has {banned}");
+            }
+            for (i, _) in text.match_indices("<script") {
+                let tag = &text[i..i + text[i..].find("</script>").unwrap()];
+                assert_eq!(
+                    tag, "<script src=\"/app/static/app.js\" defer>",
+                    "{name}: inline script"
+                );
+            }
+            if name.ends_with(".html") && !["layout.html", "public.html"].contains(&name.as_str()) {
+                assert!(text.contains("{% extends \"layout.html\" %}"), "{name}");
+                pages += 1;
+            }
+        }
+        assert!(pages > 15, "{pages}");
+    }
+
+    /// A hostile value reaches a page as text, escaped once: in the title, the heading, the
+    /// watched types, the user name, the form token and the text.
+    #[test]
+    fn values_are_escaped() {
+        const HOSTILE: &str = "<script>\"a'&b</script>";
+        let session = session::Session::for_tests(HOSTILE);
+        let html = MessagePage {
+            shell: view::Shell::new(&session, HOSTILE, HOSTILE),
+            text: HOSTILE,
+        }
+        .render()
+        .unwrap();
+        assert!(!html.contains("<script>\""), "{html}");
+        assert_eq!(
+            html.matches("&#60;script&#62;&#34;a&#39;&#38;b&#60;/script&#62;")
+                .count(),
+            6,
+            "{html}"
+        );
+    }
+}

@@ -107,6 +107,25 @@ impl Session {
     }
 }
 
+#[cfg(test)]
+impl Session {
+    /// A patient's session named `username`, for tests of what pages show.
+    pub fn for_tests(username: &str) -> Session {
+        Session {
+            principal: Principal {
+                role: Some(Role::Patient),
+                user: Some(username.to_string()),
+                ..Principal::system()
+            },
+            username: username.to_string(),
+            csrf: username.to_string(),
+            base: "http://localhost/fhir".into(),
+            zone: jiff::tz::TimeZone::UTC,
+            token: String::new(),
+        }
+    }
+}
+
 fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers
         .get_all(COOKIE)
