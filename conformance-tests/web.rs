@@ -23,6 +23,7 @@ secure_backends!(
     a_caregiver_acts_only_for_the_person_they_care_for,
     refill_requests_and_messages_reach_the_doctor,
     phone_and_watch_exports_are_imported_once,
+    staff_forms_answer_beside_the_field,
 );
 
 /// Sign-in: `/` leads to the app, the app to the sign-in page of the authorization server, and
@@ -1044,4 +1045,84 @@ async fn phone_and_watch_exports_are_imported_once(s: SecureServer) {
         404
     );
     assert_eq!(count("55423-8").await, 3);
+}
+
+/// The doctor's and pharmacist's forms: a refused prescription keeps what was typed and says
+/// what is wrong beside the field; a pharmacist's issue reaches the prescriber's chart.
+async fn staff_forms_answer_beside_the_field(s: SecureServer) {
+    demo_world(&s).await;
+    let smith = Web::sign_in(&s.origin(), "drsmith").await;
+    let chart = "/app/patients/demo-alice";
+    let bad = smith
+        .submit(
+            chart,
+            "/app/patients/demo-alice/prescribe",
+            &[("medicine", "unicorn dust"), ("dosage", "twice")],
+        )
+        .await;
+    assert_eq!(bad.status, 422);
+    assert!(
+        bad.text.contains("id=\"medicine-error\"")
+            && bad.text.contains("Choose a medicine from the list"),
+        "{}",
+        bad.text
+    );
+    assert!(bad.text.contains("value=\"unicorn dust\"") && bad.text.contains("value=\"twice\""));
+    let empty = smith
+        .submit(chart, "/app/patients/demo-alice/note", &[("note", "")])
+        .await;
+    assert_eq!(empty.status, 422);
+    assert!(empty.text.contains("id=\"note-error\""));
+    let ok = smith
+        .submit(
+            chart,
+            "/app/patients/demo-alice/prescribe",
+            &[
+                ("medicine", "amoxicillin 500 MG Oral Capsule"),
+                ("dosage", "1 capsule 3 times a day"),
+                ("pharmacy", "demo-pharmacy"),
+            ],
+        )
+        .await;
+    assert_eq!(ok.location(), "/app/patients/demo-alice?done=prescribed");
+    let note = smith
+        .submit(
+            chart,
+            "/app/patients/demo-alice/note",
+            &[("note", "Ear infection; antibiotics for a week.")],
+        )
+        .await;
+    assert_eq!(note.status, 303);
+    let rx = s
+        .admin()
+        .await
+        .get("MedicationRequest?patient=Patient/demo-alice&code=308136")
+        .await
+        .json()["entry"][0]["resource"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        s.admin()
+            .await
+            .get(&format!("MedicationRequest/{rx}"))
+            .await
+            .json()["medicationCodeableConcept"]["coding"][0]["system"],
+        "http://www.nlm.nih.gov/research/umls/rxnorm"
+    );
+    let pharmacist = Web::sign_in(&s.origin(), "pharmacist").await;
+    let held = pharmacist
+        .submit(
+            &format!("/app/rx/{rx}"),
+            &format!("/app/rx/{rx}/issue"),
+            &[("reason", "Allergic to penicillin per the patient")],
+        )
+        .await;
+    assert_eq!(held.status, 303, "{}", held.text);
+    let page = smith.get(chart).await.text;
+    assert!(
+        page.contains("held by the pharmacy: Allergic to penicillin per the patient"),
+        "{page}"
+    );
+    assert!(page.contains("Note: Ear infection"), "{page}");
 }

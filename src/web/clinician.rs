@@ -219,6 +219,7 @@ pub struct Vital {
 #[template(path = "chart.html", config = "src/web/templates/askama.toml")]
 struct ChartPage {
     shell: Shell,
+    entered: Entered,
     patient: String,
     born: String,
     problems: Vec<String>,
@@ -240,9 +241,50 @@ async fn chart(
     Path(id): Path<String>,
     Query(q): Query<Q>,
 ) -> Response {
-    if let Err(r) = practitioner(&session) {
+    chart_page(&state, &session, &id, q.done.as_deref(), Entered::default()).await
+}
+
+/// What the doctor entered in the chart's forms, kept when it is refused, with the
+/// problem beside its field (`medicine`, `dosage`, `note`).
+#[derive(Default)]
+pub struct Entered {
+    pub medicine: String,
+    pub dosage: String,
+    pub note: String,
+    pub errors: Vec<(&'static str, String)>,
+}
+
+impl Entered {
+    fn error(field: &'static str, text: impl Into<String>, form: &Form) -> Entered {
+        Entered {
+            medicine: form.get("medicine").unwrap_or("").to_string(),
+            dosage: form.get("dosage").unwrap_or("").to_string(),
+            note: form.get("note").unwrap_or("").to_string(),
+            errors: vec![(field, text.into())],
+        }
+    }
+
+    /// The problem with `field`, if any.
+    pub fn error_of(&self, field: &str) -> Option<&str> {
+        self.errors
+            .iter()
+            .find(|(f, _)| *f == field)
+            .map(|(_, e)| e.as_str())
+    }
+}
+
+async fn chart_page(
+    state: &WebState,
+    session: &Session,
+    id: &str,
+    done: Option<&str>,
+    entered: Entered,
+) -> Response {
+    if let Err(r) = practitioner(session) {
         return *r;
     }
+    let session = session.clone();
+    let id = id.to_string();
     let fhir = Fhir::new(&state.ctx, &session);
     let Ok(p) = fhir.read("Patient", &id).await else {
         return super::not_found().await;
@@ -283,16 +325,25 @@ async fn chart(
     ] {
         for r in get(t, vec![("_sort", "-_lastUpdated".into())]).await {
             let (date, title) = summary(t, &r);
-            let title = if t == "ClinicalImpression" {
-                format!("Note: {}", text(&r, "/summary"))
-            } else {
-                title
+            let title = match t {
+                "ClinicalImpression" => format!("Note: {}", text(&r, "/summary")),
+                "MedicationDispense" if text(&r, "/status") == "declined" => format!(
+                    "{title} — held by the pharmacy: {}",
+                    concept(r.get("statusReasonCodeableConcept"))
+                ),
+                _ => title,
+            };
+            let kind = match t {
+                "Encounter" => "Visit",
+                "ClinicalImpression" => "Note",
+                "MedicationDispense" => "Pharmacy",
+                _ => "Result",
             };
             timeline.push((
                 date.clone(),
                 Item {
                     title,
-                    detail: t.to_string(),
+                    detail: kind.to_string(),
                     when: when(&date, &session.zone),
                     href: String::new(),
                 },
@@ -316,11 +367,16 @@ async fn chart(
         &format!("Patients: {}", name(&p)),
         "Observation,MedicationRequest,MedicationDispense,Encounter",
     )
-    .with_flash(view::flash(q.done.as_deref()));
+    .with_flash(view::flash(done));
     page(
-        StatusCode::OK,
+        if entered.errors.is_empty() {
+            StatusCode::OK
+        } else {
+            StatusCode::UNPROCESSABLE_ENTITY
+        },
         &ChartPage {
             shell,
+            entered,
             patient: id.clone(),
             born: when(&text(&p, "/birthDate"), &session.zone),
             problems,
@@ -359,20 +415,16 @@ async fn prescribe(State(state): State<WebState>, Path(id): Path<String>, form: 
         .iter()
         .find(|(c, d)| *c == chosen || d.eq_ignore_ascii_case(chosen))
     else {
-        return message(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            session,
-            "Not prescribed",
-            "Choose a medicine from the list.",
-        );
+        let e = Entered::error("medicine", "Choose a medicine from the list.", &form);
+        return chart_page(&state, session, &id, None, e).await;
     };
     let Some(dosage) = form.get("dosage").filter(|d| d.len() <= 500) else {
-        return message(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            session,
-            "Not prescribed",
+        let e = Entered::error(
+            "dosage",
             "Write the dosage, such as \"1 tablet twice a day\".",
+            &form,
         );
+        return chart_page(&state, session, &id, None, e).await;
     };
     let mut rx = json!({"resourceType": "MedicationRequest", "status": "active", "intent": "order",
         "medicationCodeableConcept": {"coding": [{"system": "http://www.nlm.nih.gov/research/umls/rxnorm",
@@ -394,12 +446,11 @@ async fn prescribe(State(state): State<WebState>, Path(id): Path<String>, form: 
     let fhir = Fhir::new(&state.ctx, session);
     match fhir.create(rx).await {
         Ok(_) => see_other(&format!("/app/patients/{id}?done=prescribed")),
-        Err(o) => message(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            session,
-            "Not prescribed",
-            &problem(&o, &[]).1,
-        ),
+        Err(o) => {
+            let (field, text) = problem(&o, &[("dosage", "dosage"), ("medication", "medicine")]);
+            let e = Entered::error(field.unwrap_or("medicine"), text, &form);
+            chart_page(&state, session, &id, None, e).await
+        }
     }
 }
 
@@ -412,12 +463,8 @@ async fn note(State(state): State<WebState>, Path(id): Path<String>, form: Form)
         Err(r) => return *r,
     };
     let Some(summary) = form.get("note").filter(|n| n.len() <= 4000) else {
-        return message(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            session,
-            "Not recorded",
-            "Write the note (up to 4,000 characters).",
-        );
+        let e = Entered::error("note", "Write the note (up to 4,000 characters).", &form);
+        return chart_page(&state, session, &id, None, e).await;
     };
     let now = jiff::Timestamp::now()
         .strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -440,12 +487,10 @@ async fn note(State(state): State<WebState>, Path(id): Path<String>, form: Form)
     let fhir = Fhir::new(&state.ctx, session);
     match fhir.transaction(entries).await {
         Ok(_) => see_other(&format!("/app/patients/{id}?done=recorded")),
-        Err(o) => message(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            session,
-            "Not recorded",
-            &problem(&o, &[]).1,
-        ),
+        Err(o) => {
+            let e = Entered::error("note", problem(&o, &[]).1, &form);
+            chart_page(&state, session, &id, None, e).await
+        }
     }
 }
 

@@ -331,6 +331,15 @@ async fn issue(State(state): State<WebState>, Path(id): Path<String>, form: Form
         json!({"text": reason}),
     );
     super::fhir::set(&mut d, "note", json!([{"text": reason}]));
+    super::fhir::set(
+        &mut d,
+        "whenPrepared",
+        json!(
+            jiff::Timestamp::now()
+                .strftime("%Y-%m-%dT%H:%M:%SZ")
+                .to_string()
+        ),
+    );
     match fhir.create(d).await {
         Ok(_) => see_other(&format!("/app/rx/{id}?done=flagged")),
         Err(o) => message(
