@@ -542,7 +542,21 @@ async fn live_updates_tell_only_what_the_session_may_read(s: SecureServer) {
         }
     }
     assert!(got.contains("event: changed\ndata: Observation"), "{got}");
-    // a session holds a bounded number of streams
+    // without a session there is no stream
+    assert_eq!(
+        client
+            .get(format!("{origin}/app/events?watch=Observation"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    // a session holds a bounded number of streams on a node (behind a round-robin proxy of
+    // several nodes, the streams spread over them)
+    if crate::common::test_nodes(s.backend) > 1 {
+        return;
+    }
     let mut held = Vec::new();
     for _ in 0..5 {
         held.push(
@@ -567,16 +581,6 @@ async fn live_updates_tell_only_what_the_session_may_read(s: SecureServer) {
         .await
         .unwrap();
     assert_eq!(over.status(), 429);
-    // without a session there is no stream
-    assert_eq!(
-        client
-            .get(format!("{origin}/app/events?watch=Observation"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        401
-    );
 }
 
 /// The finance journey over HTTP: open a credit line, see the quote with its schedule, defer
