@@ -483,6 +483,22 @@ async fn demo_signs_in_on_localhost_writes_with_the_printed_commands_and_keeps_e
         .build()
         .unwrap();
     let code = browser_code(&http, &local, &link, "drsmith", "drsmith-demo-pw").await;
+    // the web app is served at / → /app/, its sign-in on the same authorization server
+    assert!(
+        out.contains(&format!("The web app: {origin}/app/")),
+        "{out}"
+    );
+    let root = http.get(format!("{origin}/")).send().await.unwrap();
+    assert_eq!(root.status(), 303);
+    assert_eq!(root.headers()["location"], "/app/");
+    let app = http.get(format!("{origin}/app/")).send().await.unwrap();
+    assert_eq!(app.headers()["location"], "/app/signin");
+    let css = http
+        .get(format!("{origin}/app/static/app.css"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(css.status(), 200);
     // step 3 as printed (on 127.0.0.1), with the code pasted between the quotes
     assert!(out.contains("CODE='paste-the-code-here'"), "{out}");
     let exchange = printed_line(&out, "curl -s '", "/auth/token");

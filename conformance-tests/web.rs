@@ -24,6 +24,7 @@ secure_backends!(
     refill_requests_and_messages_reach_the_doctor,
     phone_and_watch_exports_are_imported_once,
     staff_forms_answer_beside_the_field,
+    the_administrator_manages_accounts_and_apps,
 );
 
 /// Sign-in: `/` leads to the app, the app to the sign-in page of the authorization server, and
@@ -1129,4 +1130,135 @@ async fn staff_forms_answer_beside_the_field(s: SecureServer) {
         "{page}"
     );
     assert!(page.contains("Note: Ear infection"), "{page}");
+}
+
+/// The administrator adds an account, disables it (it can no longer sign in), enables it,
+/// sets a new password; adds a confidential app whose secret is shown once, gives it a new
+/// one, and disables it. The overview shows jobs and verifications.
+async fn the_administrator_manages_accounts_and_apps(s: SecureServer) {
+    demo_world(&s).await;
+    let origin = s.origin();
+    let admin = Web::sign_in(&origin, "admin").await;
+    let home = admin.get("/app/").await.text;
+    assert!(
+        home.contains("Accounts") && home.contains("Jobs") && home.contains("Verifications"),
+        "{home}"
+    );
+    let added = admin
+        .submit(
+            "/app/",
+            "/app/admin/users",
+            &[
+                ("username", "nurse1"),
+                ("password", crate::common::secure::PASSWORD),
+                ("role", "practitioner"),
+                ("record", "Practitioner/demo-practitioner-2"),
+            ],
+        )
+        .await;
+    assert_eq!(added.location(), "/app/?done=saved", "{}", added.text);
+    Web::sign_in(&origin, "nurse1").await;
+    let off = admin
+        .submit("/app/", "/app/admin/users/nurse1/disable", &[])
+        .await;
+    assert_eq!(off.status, 303);
+    let refused = Web::new(&origin);
+    let login = refused.visit("/app/").await;
+    let back = refused
+        .post(
+            "/auth/login",
+            &[
+                ("request", &login.field("request")),
+                ("username", "nurse1"),
+                ("password", crate::common::secure::PASSWORD),
+            ],
+        )
+        .await;
+    assert_eq!(back.status, 401, "a disabled account cannot sign in");
+    admin
+        .submit("/app/", "/app/admin/users/nurse1/enable", &[])
+        .await;
+    let short = admin
+        .submit(
+            "/app/",
+            "/app/admin/users/nurse1/password",
+            &[("password", "x")],
+        )
+        .await;
+    assert_eq!(short.status, 422);
+    assert!(short.text.contains("class=\"error\""));
+    let own = admin
+        .submit("/app/", "/app/admin/users/admin/disable", &[])
+        .await;
+    assert!(own.text.contains("You cannot disable your own account"));
+    // an app with a secret, shown once
+    let app = admin
+        .submit(
+            "/app/",
+            "/app/admin/clients",
+            &[
+                ("client_id", "billing-sync"),
+                ("name", "Billing sync"),
+                ("kind", "confidential"),
+                ("redirect_uri", "https://billing.example/cb"),
+                ("scopes", "system/Claim.rs"),
+            ],
+        )
+        .await;
+    assert_eq!(app.status, 200, "{}", app.text);
+    assert!(
+        app.text
+            .contains("The secret of <strong>billing-sync</strong> is <code>"),
+        "{}",
+        app.text
+    );
+    assert!(
+        !admin.get("/app/").await.text.contains("The secret of"),
+        "shown only once"
+    );
+    let again = admin
+        .submit("/app/", "/app/admin/clients/billing-sync/secret", &[])
+        .await;
+    assert!(
+        again
+            .text
+            .contains("The secret of <strong>billing-sync</strong>")
+    );
+    let disabled = admin
+        .submit("/app/", "/app/admin/clients/billing-sync/disable", &[])
+        .await;
+    assert_eq!(disabled.status, 303);
+    let web_itself = admin
+        .submit("/app/", "/app/admin/clients/healporium-web/disable", &[])
+        .await;
+    assert!(web_itself.text.contains("cannot disable itself"));
+}
+
+/// Behind https (a base URL with https), the session's cookies are `Secure`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cookies_are_secure_behind_https() {
+    let options = AppOptions {
+        base_url: Some("https://healporium.example/fhir".into()),
+        ..AppOptions::default()
+    };
+    let s = start_secure_with(Backend::Sqlite, options).await.unwrap();
+    let web = Web::new(&s.origin());
+    let start = web.get("/app/signin").await;
+    let cookie = start.headers.get("set-cookie").unwrap().to_str().unwrap();
+    assert!(
+        cookie.contains("; Secure") && cookie.contains("HttpOnly"),
+        "{cookie}"
+    );
+    assert!(
+        start
+            .location()
+            .starts_with("https://healporium.example/auth/authorize?"),
+        "{}",
+        start.location()
+    );
+    assert!(
+        start
+            .location()
+            .contains("redirect_uri=https%3A%2F%2Fhealporium.example%2Fapp%2Fcallback")
+    );
 }

@@ -252,6 +252,27 @@ async fn journeys(backend: Backend) {
         .await;
     assert_eq!(drawn.as_u64(), Some(640), "the chart image loads");
     patient.shoot("health-log", 390).await;
+    // imports what her phone exported
+    let export = tempfile::tempdir().unwrap();
+    let csv = export.path().join("steps.csv");
+    std::fs::write(
+        &csv,
+        "Date,Step count,Move Minutes count,Activity\n2026-12-01,8200,35,walking\n",
+    )
+    .unwrap();
+    patient
+        .b
+        .find("#import-file")
+        .await
+        .send_keys(&csv.to_string_lossy())
+        .await;
+    patient.click("#import button").await;
+    patient
+        .b
+        .wait_for_text("Imported 2 new readings", WAIT)
+        .await;
+    patient.check("import").await;
+    patient.shoot("health-import", 390).await;
 
     // ---- books a visit and cancels it
     patient.go("/app/appointments", "appointments").await;
@@ -313,6 +334,11 @@ async fn journeys(backend: Backend) {
     let paid = patient.b.find_all("td.status-paid").await;
     assert_eq!(paid.len(), 1, "one installment paid");
     patient.shoot("bills-plan", 390).await;
+    patient.go("/app/records", "records").await;
+    patient.click("ol.timeline a").await;
+    patient.b.wait_for_text("Back to records", WAIT).await;
+    patient.check("a record").await;
+    patient.shoot("record", 390).await;
     for (page, name) in [
         ("/app/records", "records"),
         ("/app/messages", "messages"),

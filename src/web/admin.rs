@@ -21,6 +21,7 @@ pub fn routes() -> Router<WebState> {
     Router::new()
         .route("/app/admin/users", post(add_user))
         .route("/app/admin/users/{name}/{action}", post(user_action))
+        .route("/app/admin/clients", post(add_client))
         .route("/app/admin/clients/{id}/{action}", post(client_action))
 }
 
@@ -68,13 +69,15 @@ struct AdminPage {
     checks: Vec<(String, String, bool)>,
     error: Option<String>,
     roles: Vec<&'static str>,
+    /// A client id and secret just made, shown once.
+    secret: Option<(String, String)>,
 }
 
 pub async fn home(state: &WebState, session: &Session) -> Response {
     if let Err(r) = admin(session) {
         return *r;
     }
-    admin_page(state, session, None, None).await
+    admin_page(state, session, None, None, None).await
 }
 
 fn at(ms: i64, zone: &jiff::tz::TimeZone) -> String {
@@ -88,6 +91,7 @@ async fn admin_page(
     session: &Session,
     done: Option<&str>,
     error: Option<String>,
+    secret: Option<(String, String)>,
 ) -> Response {
     let auth = state.ctx.store.auth();
     let users = manage::users(auth.as_ref())
@@ -150,6 +154,7 @@ async fn admin_page(
             checks,
             error,
             roles: vec!["patient", "practitioner", "pharmacist", "insurer", "admin"],
+            secret,
         },
     )
 }
@@ -162,7 +167,7 @@ async fn add_user(State(state): State<WebState>, form: Form) -> Response {
     }
     let role = match form.get("role").map(Role::parse) {
         Some(Ok(r)) => r,
-        _ => return admin_page(&state, session, None, Some("Choose a role.".into())).await,
+        _ => return admin_page(&state, session, None, Some("Choose a role.".into()), None).await,
     };
     let user = NewUser {
         username: form.get("username").unwrap_or("").to_string(),
@@ -178,7 +183,7 @@ async fn add_user(State(state): State<WebState>, form: Form) -> Response {
     .await
     {
         Ok(()) => see_other("/app/?done=saved"),
-        Err(e) => admin_page(&state, session, None, Some(e)).await,
+        Err(e) => admin_page(&state, session, None, Some(e), None).await,
     }
 }
 
@@ -211,7 +216,7 @@ async fn user_action(
     };
     match result {
         Ok(()) => see_other("/app/?done=updated"),
-        Err(e) => admin_page(&state, session, None, Some(e)).await,
+        Err(e) => admin_page(&state, session, None, Some(e), None).await,
     }
 }
 
@@ -233,10 +238,62 @@ async fn client_action(
             Err("The web app cannot disable itself; use `healporium client disable`.".to_string())
         }
         "enable" => manage::set_client_disabled(auth.as_ref(), &id, false).await,
+        "secret" => {
+            return match manage::rotate_secret(auth.as_ref(), &id, state.smart.config.password_cost)
+                .await
+            {
+                Ok(secret) => {
+                    admin_page(&state, session, Some("updated"), None, Some((id, secret))).await
+                }
+                Err(e) => admin_page(&state, session, None, Some(e), None).await,
+            };
+        }
         _ => return super::not_found().await,
     };
     match result {
         Ok(()) => see_other("/app/?done=updated"),
-        Err(e) => admin_page(&state, session, None, Some(e)).await,
+        Err(e) => admin_page(&state, session, None, Some(e), None).await,
+    }
+}
+
+/// `POST /app/admin/clients`: registers an app (public or confidential, with its redirect
+/// URI and the scopes it may be granted); a confidential app's secret is shown once.
+async fn add_client(State(state): State<WebState>, form: Form) -> Response {
+    let session = &form.session;
+    if let Err(r) = admin(session) {
+        return *r;
+    }
+    let kind = match form.get("kind") {
+        Some("confidential") => crate::smart::accounts::ClientKind::Confidential,
+        _ => crate::smart::accounts::ClientKind::Public,
+    };
+    let client = crate::smart::accounts::NewClient {
+        client_id: form.get("client_id").map(str::to_string),
+        name: form.get("name").unwrap_or("App").to_string(),
+        kind,
+        redirect_uris: form
+            .get("redirect_uri")
+            .map(|u| vec![u.to_string()])
+            .unwrap_or_default(),
+        scopes: form.get("scopes").unwrap_or("").to_string(),
+        jwks: None,
+        jwks_url: None,
+    };
+    match accounts::add_client(
+        state.ctx.store.auth().as_ref(),
+        client,
+        state.smart.config.password_cost,
+    )
+    .await
+    {
+        Ok(r) => {
+            let shown = r.secret.map(|s| (r.client_id.clone(), s));
+            if shown.is_some() {
+                admin_page(&state, session, Some("saved"), None, shown).await
+            } else {
+                see_other("/app/?done=saved")
+            }
+        }
+        Err(e) => admin_page(&state, session, None, Some(e), None).await,
     }
 }
