@@ -47,10 +47,12 @@ const WATCHABLE: &[&str] = &[
     "Patient",
 ];
 
-/// The node's open streams, per user.
+/// The node's open streams, per user, and the change feed's head as last read (shared by
+/// every stream, so an idle feed costs the node one small query per tick, not one per stream).
 #[derive(Default)]
 pub struct Streams {
     open: Mutex<HashMap<String, usize>>,
+    head: Mutex<Option<(std::time::Instant, i64)>>,
 }
 
 /// One open stream; closing it (drop) gives the place back.
@@ -60,6 +62,21 @@ struct Ticket {
 }
 
 impl Streams {
+    /// The change feed's head, read at most once per tick for the whole node.
+    async fn head(&self, ctx: &crate::interaction::Context) -> Option<i64> {
+        if let Ok(cached) = self.head.lock()
+            && let Some((at, head)) = *cached
+            && at.elapsed() < TICK / 2
+        {
+            return Some(head);
+        }
+        let head = crate::interaction::live::position(ctx).await.ok()?;
+        if let Ok(mut cached) = self.head.lock() {
+            *cached = Some((std::time::Instant::now(), head));
+        }
+        Some(head)
+    }
+
     fn take(self: &Arc<Self>, user: &str) -> Option<Ticket> {
         let mut open = self.open.lock().ok()?;
         let total: usize = open.values().sum();
@@ -143,6 +160,11 @@ pub async fn events(
                     .is_err()
             {
                 return None;
+            }
+            // nothing new since this stream's position: no query of its own
+            match f.state.live.head(&f.state.ctx).await {
+                Some(head) if head > f.position => {}
+                _ => continue,
             }
             let changes = match crate::interaction::live::changes(
                 &f.state.ctx,
