@@ -105,12 +105,36 @@ async fn signing_in_makes_a_guarded_session(s: SecureServer) {
     let missing = web.get("/app/no/such/page").await;
     assert_eq!(missing.status, 404);
     assert!(missing.text.contains("<h1>Not found</h1>"));
-    // another app still gets the consent page
+    // another app still gets the consent page, which says in words what each scope grants
     let app_id = s.add_public_app().await;
-    let (code, _) = s
-        .code(&app_id, "alice", "openid patient/*.rs", None, None)
+    let other = Web::new(&origin);
+    let authorize = format!(
+        "/auth/authorize?response_type=code&client_id={app_id}&redirect_uri={}&scope={}&state=s&aud={}&code_challenge={}&code_challenge_method=S256",
+        "http%3A%2F%2Flocalhost%3A9999%2Fcallback",
+        "openid%20patient%2FObservation.rs%20patient%2FAccount.r",
+        s.base.replace(':', "%3A").replace('/', "%2F"),
+        "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
+    );
+    let login = other.get(&authorize).await;
+    assert_eq!(login.status, 200, "{}", login.text);
+    let consent = other
+        .post(
+            "/auth/login",
+            &[
+                ("request", &login.field("request")),
+                ("username", "alice"),
+                ("password", crate::common::secure::PASSWORD),
+            ],
+        )
         .await;
-    assert!(!code.is_empty());
+    assert_eq!(consent.status, 200, "{}", consent.text);
+    for words in [
+        "See and search your results, vital signs and health logs",
+        "See your accounts and credit lines",
+        "Know who you are",
+    ] {
+        assert!(consent.text.contains(words), "{words}: {}", consent.text);
+    }
 }
 
 /// A form posted without the CSRF token, or with another session's, is refused (403) and
