@@ -45,6 +45,7 @@ secure_backends!(
     metrics_are_for_the_operator_only,
     openapi_is_public_and_names_no_data,
     bulk_export_follows_the_roles,
+    web_pages_follow_the_roles,
 );
 
 /// What a role may see of one resource.
@@ -2431,4 +2432,122 @@ async fn bulk_export_follows_the_roles(s: SecureServer) {
     for op in ["$export", "$bulk-status", "$bulk-file"] {
         assert!(events.contains(op), "no {op} AuditEvent");
     }
+}
+
+/// The web app (`/app/`), every page for every role, on the demo world: a role's own pages answer 200, other roles' pages say they are
+/// not theirs (404), and pages about records out of reach are not found.
+async fn web_pages_follow_the_roles(s: SecureServer) {
+    crate::common::web::demo_world(&s).await;
+    let origin = s.origin();
+    let patient_pages = [
+        "/app/",
+        "/app/health",
+        "/app/health/chart.svg?kind=weight",
+        "/app/records",
+        "/app/records/Observation/demo-alice-hr",
+        "/app/appointments",
+        "/app/bills",
+        "/app/messages",
+        "/app/profile",
+        "/app/access",
+    ];
+    let doctor_pages = [
+        "/app/patients",
+        "/app/patients/demo-alice",
+        "/app/inbox",
+        "/app/availability",
+    ];
+    let pharmacy_pages = ["/app/rx/demo-alice-rx"];
+    let claim = s
+        .admin()
+        .await
+        .get("Claim?patient=Patient/demo-alice")
+        .await
+        .json()["entry"][0]["resource"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let claim_page = format!("/app/claims/{claim}");
+    let insurer_pages = [claim_page.as_str(), "/app/members"];
+    // (user, pages answering 200)
+    let roles: [(&str, Vec<&str>); 5] = [
+        ("alice", patient_pages.to_vec()),
+        ("drsmith", [&["/app/"][..], &doctor_pages[..]].concat()),
+        ("pharmacist", [&["/app/"][..], &pharmacy_pages[..]].concat()),
+        ("insurer", [&["/app/"][..], &insurer_pages[..]].concat()),
+        ("admin", vec!["/app/"]),
+    ];
+    let every: Vec<&str> = patient_pages
+        .iter()
+        .chain(&doctor_pages)
+        .chain(&pharmacy_pages)
+        .chain(&insurer_pages)
+        .copied()
+        .collect();
+    for (user, own) in &roles {
+        let web = crate::common::web::Web::sign_in(&origin, user).await;
+        for page in &every {
+            let got = web.get(page).await;
+            let expected = if own.contains(page) { 200 } else { 404 };
+            assert_eq!(
+                got.status.as_u16(),
+                expected,
+                "{user} GET {page}: {}",
+                got.text.chars().take(400).collect::<String>()
+            );
+        }
+    }
+    // out of reach: Dr. Smith does not care for carol; the insurer does not cover carol
+    let smith = crate::common::web::Web::sign_in(&origin, "drsmith").await;
+    assert_eq!(smith.get("/app/patients/demo-carol").await.status, 404);
+    assert!(!smith.get("/app/patients").await.text.contains("Carol"));
+    let insurer = crate::common::web::Web::sign_in(&origin, "insurer").await;
+    assert!(!insurer.get("/app/members").await.text.contains("Carol"));
+    let admin = s.admin().await;
+    let carol_claim = admin
+        .post("Claim", &json!({"resourceType": "Claim", "status": "active",
+            "type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/claim-type", "code": "professional"}]},
+            "use": "claim", "patient": {"reference": "Patient/demo-carol"}, "created": "2026-05-01",
+            "provider": {"reference": "Organization/demo-org"}, "priority": {"coding": [{"code": "normal"}]},
+            "insurance": [{"sequence": 1, "focal": true, "coverage": {"display": "self-pay"}}]}))
+        .await
+        .expect(201)
+        .json()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        insurer
+            .get(&format!("/app/claims/{carol_claim}"))
+            .await
+            .status,
+        404
+    );
+    // the pharmacist's queue holds alice's prescription, the doctor's patients alice and bob
+    let pharmacist = crate::common::web::Web::sign_in(&origin, "pharmacist").await;
+    assert!(pharmacist.get("/app/").await.text.contains("metformin"));
+    let list = smith.get("/app/patients").await.text;
+    assert!(list.contains("Alice") && list.contains("Bob"), "{list}");
+    // forms of other roles are refused the same way (and change nothing)
+    let alice = crate::common::web::Web::sign_in(&origin, "alice").await;
+    let refused = alice
+        .submit(
+            "/app/",
+            "/app/patients/demo-alice/prescribe",
+            &[("medicine", "860975"), ("dosage", "daily")],
+        )
+        .await;
+    assert_eq!(refused.status, 404);
+    let refused = alice
+        .submit("/app/", "/app/admin/users/bob/disable", &[])
+        .await;
+    assert_eq!(refused.status, 404);
+    assert_eq!(
+        crate::common::web::Web::sign_in(&origin, "bob")
+            .await
+            .get("/app/")
+            .await
+            .status,
+        200
+    );
 }

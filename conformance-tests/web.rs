@@ -1,7 +1,8 @@
 //! The web app over HTTP, on both databases: signing in through the server's own
 //! authorization server, the session's cookies and headers, CSRF, sign-out and idle expiry,
-//! live updates confined by the Guard, and every page for every role (the web row of the
-//! access matrix). The journeys in a real browser are in `web_browser.rs`.
+//! live updates confined by the Guard. Every page for every role is the web row of the
+//! access matrix (`access_matrix::web_pages_follow_the_roles`); the journeys in a real
+//! browser are in `web_browser.rs`.
 
 use crate::common::secure::{SecureServer, start_secure_with};
 use crate::common::web::{Web, demo_world};
@@ -15,7 +16,6 @@ secure_backends!(
     signing_in_makes_a_guarded_session,
     forms_without_the_csrf_token_change_nothing,
     signing_out_revokes_the_tokens,
-    pages_follow_the_roles,
     a_patient_cannot_reach_another_patients_pages,
     health_log_entries_are_coded_observations,
     live_updates_tell_only_what_the_session_may_read,
@@ -212,120 +212,6 @@ async fn idle_sessions_expire_and_active_ones_are_refreshed() {
         web.get("/app/").await.location(),
         "/app/signin",
         "an idle session ends"
-    );
-}
-
-/// Every page for every role: a role's own pages answer 200, other roles' pages say they are
-/// not theirs (404), and pages about records out of reach are not found.
-async fn pages_follow_the_roles(s: SecureServer) {
-    demo_world(&s).await;
-    let origin = s.origin();
-    let patient_pages = [
-        "/app/",
-        "/app/health",
-        "/app/health/chart.svg?kind=weight",
-        "/app/records",
-        "/app/records/Observation/demo-alice-hr",
-        "/app/appointments",
-        "/app/bills",
-        "/app/messages",
-        "/app/profile",
-        "/app/access",
-    ];
-    let doctor_pages = [
-        "/app/patients",
-        "/app/patients/demo-alice",
-        "/app/inbox",
-        "/app/availability",
-    ];
-    let pharmacy_pages = ["/app/rx/demo-alice-rx"];
-    let claim = s
-        .admin()
-        .await
-        .get("Claim?patient=Patient/demo-alice")
-        .await
-        .json()["entry"][0]["resource"]["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let claim_page = format!("/app/claims/{claim}");
-    let insurer_pages = [claim_page.as_str(), "/app/members"];
-    // (user, pages answering 200)
-    let roles: [(&str, Vec<&str>); 5] = [
-        ("alice", patient_pages.to_vec()),
-        ("drsmith", [&["/app/"][..], &doctor_pages[..]].concat()),
-        ("pharmacist", [&["/app/"][..], &pharmacy_pages[..]].concat()),
-        ("insurer", [&["/app/"][..], &insurer_pages[..]].concat()),
-        ("admin", vec!["/app/"]),
-    ];
-    let every: Vec<&str> = patient_pages
-        .iter()
-        .chain(&doctor_pages)
-        .chain(&pharmacy_pages)
-        .chain(&insurer_pages)
-        .copied()
-        .collect();
-    for (user, own) in &roles {
-        let web = Web::sign_in(&origin, user).await;
-        for page in &every {
-            let got = web.get(page).await;
-            let expected = if own.contains(page) { 200 } else { 404 };
-            assert_eq!(
-                got.status.as_u16(),
-                expected,
-                "{user} GET {page}: {}",
-                got.text.chars().take(400).collect::<String>()
-            );
-        }
-    }
-    // out of reach: Dr. Smith does not care for carol; the insurer does not cover carol
-    let smith = Web::sign_in(&origin, "drsmith").await;
-    assert_eq!(smith.get("/app/patients/demo-carol").await.status, 404);
-    assert!(!smith.get("/app/patients").await.text.contains("Carol"));
-    let insurer = Web::sign_in(&origin, "insurer").await;
-    assert!(!insurer.get("/app/members").await.text.contains("Carol"));
-    let admin = s.admin().await;
-    let carol_claim = admin
-        .post("Claim", &json!({"resourceType": "Claim", "status": "active",
-            "type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/claim-type", "code": "professional"}]},
-            "use": "claim", "patient": {"reference": "Patient/demo-carol"}, "created": "2026-05-01",
-            "provider": {"reference": "Organization/demo-org"}, "priority": {"coding": [{"code": "normal"}]},
-            "insurance": [{"sequence": 1, "focal": true, "coverage": {"display": "self-pay"}}]}))
-        .await
-        .expect(201)
-        .json()["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    assert_eq!(
-        insurer
-            .get(&format!("/app/claims/{carol_claim}"))
-            .await
-            .status,
-        404
-    );
-    // the pharmacist's queue holds alice's prescription, the doctor's patients alice and bob
-    let pharmacist = Web::sign_in(&origin, "pharmacist").await;
-    assert!(pharmacist.get("/app/").await.text.contains("metformin"));
-    let list = smith.get("/app/patients").await.text;
-    assert!(list.contains("Alice") && list.contains("Bob"), "{list}");
-    // forms of other roles are refused the same way (and change nothing)
-    let alice = Web::sign_in(&origin, "alice").await;
-    let refused = alice
-        .submit(
-            "/app/",
-            "/app/patients/demo-alice/prescribe",
-            &[("medicine", "860975"), ("dosage", "daily")],
-        )
-        .await;
-    assert_eq!(refused.status, 404);
-    let refused = alice
-        .submit("/app/", "/app/admin/users/bob/disable", &[])
-        .await;
-    assert_eq!(refused.status, 404);
-    assert_eq!(
-        Web::sign_in(&origin, "bob").await.get("/app/").await.status,
-        200
     );
 }
 
