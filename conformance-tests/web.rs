@@ -25,6 +25,7 @@ secure_backends!(
     phone_and_watch_exports_are_imported_once,
     staff_forms_answer_beside_the_field,
     the_administrator_manages_accounts_and_apps,
+    dates_show_in_the_chosen_zone,
 );
 
 /// Sign-in: `/` leads to the app, the app to the sign-in page of the authorization server, and
@@ -171,6 +172,43 @@ async fn forms_without_the_csrf_token_change_nothing(s: SecureServer) {
     let ok = alice.submit("/app/health", "/app/health/log", &entry).await;
     assert_eq!(ok.status, 303, "{}", ok.text);
     assert_eq!(count().await, before + 1);
+}
+
+/// Dates show in the person's zone: set by the script from the browser, or by the form at
+/// the foot of every page without it.
+async fn dates_show_in_the_chosen_zone(s: SecureServer) {
+    demo_world(&s).await;
+    let alice = Web::sign_in(&s.origin(), "alice").await;
+    // alice's visit was at 09:00 UTC on 10 Jan 2026
+    assert!(
+        alice
+            .get("/app/records")
+            .await
+            .text
+            .contains("Sat 10 Jan 2026, 09:00")
+    );
+    let set = alice
+        .submit("/app/", "/app/zone", &[("zone", "America/New_York")])
+        .await;
+    assert_eq!(set.location(), "/app/?done=zone");
+    assert!(
+        alice
+            .get("/app/records")
+            .await
+            .text
+            .contains("Sat 10 Jan 2026, 04:00")
+    );
+    let bad = alice
+        .submit("/app/", "/app/zone", &[("zone", "Mars/Olympus")])
+        .await;
+    assert_eq!(bad.status, 422);
+    assert!(
+        alice
+            .get("/app/")
+            .await
+            .text
+            .contains("value=\"America/New_York\"")
+    );
 }
 
 /// Signing out revokes the access and refresh tokens: the old cookie no longer opens a page

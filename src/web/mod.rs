@@ -72,6 +72,7 @@ pub fn router(state: WebState) -> Router {
         .route("/app/signin", get(session::sign_in))
         .route(session::CALLBACK, get(session::callback))
         .route("/app/signout", post(session::sign_out))
+        .route("/app/zone", post(session::set_zone))
         .route("/app/", get(home))
         .route("/app/events", get(live::events))
         .merge(patient::routes())

@@ -470,3 +470,27 @@ impl IntoResponse for PublicMessage<'_> {
         page(StatusCode::OK, &self)
     }
 }
+
+/// `POST /app/zone`: the time zone dates are shown in (an IANA name), kept in a cookie — the
+/// way to set it without JavaScript (with it, the browser's zone is set by itself).
+pub async fn set_zone(form: Form) -> Response {
+    let zone = form.get("zone").unwrap_or("");
+    if zone.len() > 64 || jiff::tz::TimeZone::get(zone).is_err() {
+        return super::message(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            &form.session,
+            "Time zone not changed",
+            "Give a time zone such as Europe/Berlin or America/New_York.",
+        );
+    }
+    let mut resp = see_other("/app/?done=zone");
+    let value = zone.replace('/', "%2F");
+    let mut c = format!("{ZONE}={value}; Path=/app; SameSite=Lax; Max-Age=31536000");
+    if secure(&form.session.base) {
+        c.push_str("; Secure");
+    }
+    if let Ok(v) = HeaderValue::from_str(&c) {
+        resp.headers_mut().append(SET_COOKIE, v);
+    }
+    resp
+}

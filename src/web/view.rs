@@ -27,6 +27,8 @@ pub struct Shell {
     pub watch: String,
     /// A message about what was just done.
     pub flash: Option<&'static str>,
+    /// The time zone dates are shown in (IANA name).
+    pub zone: String,
 }
 
 impl Shell {
@@ -73,6 +75,7 @@ impl Shell {
             csrf: session.csrf.clone(),
             watch: watch.to_string(),
             flash: None,
+            zone: session.zone.iana_name().unwrap_or("UTC").to_string(),
         }
     }
 
@@ -273,6 +276,7 @@ pub fn flash(done: Option<&str>) -> Option<&'static str> {
         "finished" => "The claim is finished.",
         "updated" => "Updated.",
         "statement" => "Your statement is ready.",
+        "zone" => "Times are now shown in the time zone you chose.",
         _ => return None,
     })
 }
