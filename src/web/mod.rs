@@ -272,7 +272,8 @@ mod tests {
     }
 
     /// A hostile value reaches a page as text, escaped once: in the title, the heading, the
-    /// watched types, the user name, the form token and the text.
+    /// watched types, the user name, the form token (of the sign-out and zone forms) and the
+    /// text.
     #[test]
     fn values_are_escaped() {
         const HOSTILE: &str = "<script>\"a'&b</script>";
