@@ -288,7 +288,7 @@ mod tests {
         assert_eq!(
             html.matches("&#60;script&#62;&#34;a&#39;&#38;b&#60;/script&#62;")
                 .count(),
-            6,
+            7,
             "{html}"
         );
     }
