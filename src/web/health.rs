@@ -11,7 +11,7 @@ use super::{WebState, page, see_other};
 use crate::auth::Role;
 use askama::Template;
 use axum::Router;
-use axum::extract::{Multipart, Query, State};
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use axum::response::{IntoResponse, Response};
@@ -24,7 +24,6 @@ pub fn routes() -> Router<WebState> {
         .route("/app/health", get(health))
         .route("/app/health/log", post(log))
         .route("/app/health/chart.svg", get(chart))
-        .route("/app/health/import", post(import))
 }
 
 /// A kind of entry: its LOINC code, unit, category and reference range.
@@ -225,7 +224,7 @@ fn values_of(k: &Kind, o: &Value) -> Vec<f64> {
 }
 
 /// The patient a health page is about: the patient's own, or for a doctor the one named.
-fn subject(session: &Session, named: Option<&str>) -> Option<String> {
+pub(super) fn subject(session: &Session, named: Option<&str>) -> Option<String> {
     match session.role() {
         Some(Role::Patient) => session.patient().map(str::to_string),
         _ => named
@@ -793,143 +792,4 @@ mod tests {
         assert_eq!(trend(&s(&[70.0, 70.5, 70.2])), "steady");
         assert_eq!(trend(&s(&[70.0])), "one reading so far");
     }
-}
-
-#[derive(Template)]
-#[template(path = "imported.html", config = "src/web/templates/askama.toml")]
-struct ImportedPage {
-    shell: Shell,
-    new: usize,
-    same: usize,
-    kinds: Vec<(&'static str, usize)>,
-    error: Option<String>,
-}
-
-/// `POST /app/health/import` (multipart: `csrf`, `file`): a phone's or watch's export into
-/// the health log, in one transaction of conditional updates on each reading's identifier.
-async fn import(
-    State(state): State<WebState>,
-    session: Session,
-    mut multipart: Multipart,
-) -> Response {
-    let Some(patient) = subject(&session, None).filter(|_| session.role() == Some(Role::Patient))
-    else {
-        return super::not_found().await;
-    };
-    let mut csrf = String::new();
-    let mut file: Option<(String, Vec<u8>)> = None;
-    let too_large = || {
-        imported(
-            &session,
-            Err("The file is too large or did not arrive whole; export a shorter period.".into()),
-        )
-    };
-    loop {
-        let field = match multipart.next_field().await {
-            Ok(Some(f)) => f,
-            Ok(None) => break,
-            Err(_) => return too_large(),
-        };
-        match field.name() {
-            Some("csrf") => csrf = field.text().await.unwrap_or_default(),
-            Some("file") => {
-                let name = field.file_name().unwrap_or("").to_ascii_lowercase();
-                match field.bytes().await {
-                    Ok(b) => file = Some((name, b.to_vec())),
-                    Err(_) => return too_large(),
-                }
-            }
-            _ => {}
-        }
-    }
-    if !crate::smart::crypto::constant_time_eq(&csrf, &session.csrf) {
-        return super::message(
-            StatusCode::FORBIDDEN,
-            &session,
-            "This form has expired",
-            "Go back, reload the page and send it again. Nothing was changed.",
-        );
-    }
-    let Some((name, bytes)) = file.filter(|(_, b)| !b.is_empty()) else {
-        return imported(
-            &session,
-            Err("Choose the file your phone or watch exported.".into()),
-        );
-    };
-    let Ok(text) = std::str::from_utf8(&bytes) else {
-        return imported(&session, Err("The file is not text (CSV or XML).".into()));
-    };
-    let apple = name.ends_with(".xml") || text.trim_start().starts_with('<');
-    let readings = if apple {
-        super::device::from_apple_health(text, &session.zone)
-    } else {
-        super::device::from_csv(text, &session.zone)
-    };
-    let readings = match readings {
-        Ok(r) if r.is_empty() => {
-            return imported(
-                &session,
-                Err("The file holds no readings the health log takes.".into()),
-            );
-        }
-        Ok(r) => r,
-        Err(e) => return imported(&session, Err(e)),
-    };
-    let performer = session.author();
-    let entries: Vec<Value> = readings
-        .iter()
-        .map(|r| {
-            let value = format!("{patient}-{}", r.key.replace('|', "-"));
-            let mut o = observation(r.kind, &patient, performer.as_deref(), &r.values, &r.at, r.activity.as_deref());
-            super::fhir::set(&mut o, "identifier", json!([{"system": super::device::IDENTIFIER_SYSTEM, "value": value}]));
-            json!({"resource": o, "request": {"method": "PUT",
-                "url": format!("Observation?identifier={}|{value}", super::device::IDENTIFIER_SYSTEM)}})
-        })
-        .collect();
-    let fhir = Fhir::new(&state.ctx, &session);
-    let result = match fhir.transaction(entries).await {
-        Ok(r) => r,
-        Err(o) => return imported(&session, Err(problem(&o, &[]).1)),
-    };
-    let statuses: Vec<String> = super::fhir::entries_raw(&result)
-        .iter()
-        .map(|e| view::text(e, "/response/status"))
-        .collect();
-    let new = statuses.iter().filter(|s| s.starts_with("201")).count();
-    let mut kinds: Vec<(&'static str, usize)> = Vec::new();
-    for r in &readings {
-        match kinds.iter_mut().find(|(l, _)| *l == r.kind.label) {
-            Some(k) => k.1 += 1,
-            None => kinds.push((r.kind.label, 1)),
-        }
-    }
-    imported(&session, Ok((new, readings.len() - new, kinds)))
-}
-
-type Counts = (usize, usize, Vec<(&'static str, usize)>);
-
-fn imported(session: &Session, result: Result<Counts, String>) -> Response {
-    let (status, page_data) = match result {
-        Ok((new, same, kinds)) => (
-            StatusCode::OK,
-            ImportedPage {
-                shell: Shell::new(session, "Health log: import", ""),
-                new,
-                same,
-                kinds,
-                error: None,
-            },
-        ),
-        Err(e) => (
-            StatusCode::UNPROCESSABLE_ENTITY,
-            ImportedPage {
-                shell: Shell::new(session, "Health log: import", ""),
-                new: 0,
-                same: 0,
-                kinds: Vec::new(),
-                error: Some(e),
-            },
-        ),
-    };
-    page(status, &page_data)
 }

@@ -77,6 +77,7 @@ pub fn router(state: WebState) -> Router {
         .route("/app/events", get(live::events))
         .merge(patient::routes())
         .merge(health::routes())
+        .merge(device::routes())
         .merge(clinician::routes())
         .merge(pharmacy::routes())
         .merge(insurer::routes())
