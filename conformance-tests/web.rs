@@ -1210,3 +1210,49 @@ async fn cookies_are_secure_behind_https() {
             .contains("redirect_uri=https%3A%2F%2Fhealporium.example%2Fapp%2Fcallback")
     );
 }
+
+/// "Who has seen my record" reads the audit trail in words: the doctor who opened the chart by
+/// name, an app by its id, and the patient's own visits only counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn who_has_seen_my_record_reads_the_audit_trail() {
+    let options = AppOptions {
+        audit: true,
+        ..AppOptions::default()
+    };
+    let s = start_secure_with(Backend::Sqlite, options).await.unwrap();
+    demo_world(&s).await;
+    let alice = Web::sign_in(&s.origin(), "alice").await;
+    alice.get("/app/records").await;
+    let smith = Web::sign_in(&s.origin(), "drsmith").await;
+    assert_eq!(smith.get("/app/patients/demo-alice").await.status, 200);
+    let app = s.add_public_app().await;
+    let token = s
+        .authorize(
+            &app,
+            "drsmith",
+            "openid fhirUser user/Observation.rs",
+            None,
+            None,
+        )
+        .await;
+    Server::at(&s.base)
+        .with_token(&token.access_token)
+        .get("Observation?patient=Patient/demo-alice")
+        .await
+        .expect(200);
+    let page = alice.get("/app/access").await.text;
+    assert!(
+        page.contains("Dr. Dana Smith looked at patient details"),
+        "{page}"
+    );
+    assert!(page.contains("Dr. Dana Smith searched"), "{page}");
+    assert!(page.contains(&format!("(through the app {app})")), "{page}");
+    assert!(
+        !page.contains("Alice Lopez looked at"),
+        "her own visits are only counted: {page}"
+    );
+    assert!(page.contains("of those 200 were you"), "{page}");
+    // bob's record was not opened by anyone but the set-up
+    let bob = Web::sign_in(&s.origin(), "bob").await;
+    assert!(!bob.get("/app/access").await.text.contains("Dana Smith"));
+}

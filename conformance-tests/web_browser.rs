@@ -208,8 +208,10 @@ async fn journeys(backend: Backend) {
     if !browser_present() {
         return;
     }
+    // as `serve --demo` runs: auditing on, the demo card processor
     let options = AppOptions {
         demo_payments: true,
+        audit: true,
         ..AppOptions::default()
     };
     let s: SecureServer = start_secure_with(backend, options).await.unwrap();
@@ -343,7 +345,6 @@ async fn journeys(backend: Backend) {
         ("/app/records", "records"),
         ("/app/messages", "messages"),
         ("/app/profile", "profile"),
-        ("/app/access", "access"),
     ] {
         patient.go(page, name).await;
         patient.shoot(name, 390).await;
@@ -412,6 +413,14 @@ async fn journeys(backend: Backend) {
         patient.not_reloaded().await,
         "the records page updated in place"
     );
+    // who has seen her record: the doctor and the pharmacist, by name
+    patient.go("/app/access", "access").await;
+    let seen = patient.b.page_text().await;
+    assert!(
+        seen.contains("Dr. Dana Smith looked at") && seen.contains("Sam Okafor"),
+        "{seen}"
+    );
+    patient.shoot("access", 390).await;
     staff.sign_out().await;
 
     // ---- an insurer finishes a queued claim, and the patient's bill changes live

@@ -1800,6 +1800,8 @@ async fn save_profile(State(state): State<WebState>, form: Form) -> Response {
 struct AccessPage {
     shell: Shell,
     events: Vec<Item>,
+    /// How many of the latest events were the person's own.
+    own: usize,
 }
 
 /// `GET /app/access`: who has seen or changed the record, from the AuditEvents of the
@@ -1817,66 +1819,95 @@ async fn access(State(state): State<WebState>, session: Session) -> Response {
             &[
                 ("patient", &format!("Patient/{patient}")),
                 ("_sort", "-date"),
-                ("_count", "50")
+                ("_count", "200")
             ]
         )
         .await
     );
-    let items = events
-        .iter()
-        .map(|e| {
-            let who = e
-                .get("agent")
-                .and_then(Value::as_array)
-                .and_then(|a| {
-                    a.iter()
-                        .find(|x| x.get("requestor").and_then(Value::as_bool) == Some(true))
-                        .or(a.first())
-                })
-                .map(|a| {
-                    let n = text(a, "/who/display");
-                    if n.is_empty() {
-                        text(a, "/altId").if_empty("Someone")
-                    } else {
-                        n
-                    }
-                })
-                .unwrap_or_else(|| "Someone".into());
-            let action = match text(e, "/action").as_str() {
-                "C" => "added to",
-                "U" => "changed",
-                "D" => "deleted from",
-                "E" => "worked with",
-                _ => "looked at",
-            };
-            let what = e
-                .get("entity")
-                .and_then(Value::as_array)
-                .and_then(|es| {
-                    es.iter()
-                        .find_map(|x| x.pointer("/what/reference").and_then(Value::as_str))
-                })
-                .and_then(|r| r.split('/').next())
-                .map(|t| crate::auth::scopes::plain_words(&format!("patient/{t}.r")))
-                .map(|w| {
-                    w.trim_start_matches("See and search your ")
-                        .trim_start_matches("See your ")
-                        .to_string()
-                })
-                .unwrap_or_else(|| "your record".into());
-            Item {
-                title: format!("{who} {action} {what}"),
-                detail: String::new(),
-                when: when(&text(e, "/recorded"), &session.zone),
-                href: String::new(),
+    // who each requestor is, in words: a person's name where the record shows it
+    let me = session.author();
+    let mut names: std::collections::BTreeMap<String, String> = std::collections::BTreeMap::new();
+    let mut items = Vec::new();
+    let mut own = 0usize;
+    for e in &events {
+        let agent = e
+            .get("agent")
+            .and_then(Value::as_array)
+            .and_then(|a| {
+                a.iter()
+                    .find(|x| x.get("requestor").and_then(Value::as_bool) == Some(true))
+                    .or(a.first())
+            })
+            .cloned()
+            .unwrap_or(Value::Null);
+        let reference = text(&agent, "/who/reference");
+        if !reference.is_empty() && me.as_deref() == Some(reference.as_str()) {
+            own += 1;
+            continue;
+        }
+        let who = if let Some(n) = names.get(&reference) {
+            n.clone()
+        } else {
+            let mut n = String::new();
+            if let Some((t, id)) = reference.split_once('/')
+                && let Ok(r) = fhir.read(t, id).await
+            {
+                n = name(&r);
             }
-        })
-        .collect();
+            if n.is_empty() {
+                n = text(&agent, "/name");
+            }
+            if n.is_empty() {
+                n = text(&agent, "/who/display").if_empty("Someone");
+            }
+            names.insert(reference.clone(), n.clone());
+            n
+        };
+        let app = text(&agent, "/altId");
+        let through = if app.is_empty() || app == crate::smart::WEB_CLIENT_ID {
+            String::new()
+        } else {
+            format!(" (through the app {app})")
+        };
+        let action = match text(e, "/action").as_str() {
+            "C" => "added to",
+            "U" => "changed",
+            "D" => "deleted from",
+            "E" => "searched",
+            _ => "looked at",
+        };
+        let what = e
+            .get("entity")
+            .and_then(Value::as_array)
+            .and_then(|es| {
+                es.iter()
+                    .filter(|x| text(x, "/role/code") != "1")
+                    .find_map(|x| x.pointer("/what/reference").and_then(Value::as_str))
+            })
+            .and_then(|r| r.split('/').next())
+            .map(|t| crate::auth::scopes::plain_words(&format!("patient/{t}.r")))
+            .map(|w| {
+                w.trim_start_matches("See and search your ")
+                    .trim_start_matches("See your ")
+                    .to_string()
+            })
+            .unwrap_or_else(|| "your record".into());
+        if items.len() >= 50 {
+            continue;
+        }
+        items.push(Item {
+            title: format!("{who} {action} {what}{through}"),
+            detail: String::new(),
+            when: when(&text(e, "/recorded"), &session.zone),
+            href: String::new(),
+        });
+    }
     page(
         StatusCode::OK,
         &AccessPage {
             shell: Shell::new(&session, "Who has seen my record", ""),
             events: items,
+            own,
         },
     )
 }
