@@ -821,6 +821,16 @@ async fn refill_requests_and_messages_reach_the_doctor(s: SecureServer) {
     let rx = alice
         .get("/app/records/MedicationRequest/demo-alice-rx")
         .await;
+    // references read as names: the prescriber, the clinic of a visit
+    assert!(rx.text.contains("Dr. Dana Smith"), "{}", rx.text);
+    let visit = alice
+        .get("/app/records/Encounter/demo-alice-visit")
+        .await
+        .text;
+    assert!(
+        visit.contains("Healporium Demo Clinic") && !visit.contains("Organization/demo-org"),
+        "{visit}"
+    );
     assert!(
         rx.text.contains("Ask my doctor for a refill"),
         "{}",

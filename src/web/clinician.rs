@@ -361,6 +361,10 @@ async fn chart_page(
         .iter()
         .map(|o| (text(o, "/id"), text(o, "/name")))
         .collect();
+    let facts = facts(
+        &super::patient::with_names(&fhir, p.clone()).await,
+        &session.zone,
+    );
     let now = jiff::Timestamp::now().to_zoned(session.zone.clone());
     let shell = Shell::new(
         &session,
@@ -397,7 +401,7 @@ async fn chart_page(
             pharmacies,
             date: now.date().to_string(),
             time: now.time().strftime("%H:%M").to_string(),
-            facts: facts(&p, &session.zone),
+            facts,
         },
     )
 }

@@ -387,10 +387,66 @@ async fn record(
         StatusCode::OK,
         &RecordPage {
             shell: Shell::new(&session, &format!("Records: {title}"), ""),
-            facts: facts(&r, &session.zone),
+            facts: facts(&with_names(&fhir, r.clone()).await, &session.zone),
             refill,
         },
     )
+}
+
+/// The resource with a `display` on each top-level reference that has none, read (as the
+/// person) from the resource it names — so facts say "Healporium Demo Clinic", not
+/// `Organization/demo-org`. At most 10 lookups; what cannot be read stays a reference.
+pub async fn with_names(fhir: &Fhir<'_>, mut r: Value) -> Value {
+    let mut refs: Vec<String> = Vec::new();
+    if let Some(o) = r.as_object() {
+        for v in o.values() {
+            let items: Vec<&Value> = match v {
+                Value::Array(a) => a.iter().collect(),
+                other => vec![other],
+            };
+            for item in items {
+                if item.get("display").is_none()
+                    && let Some(reference) = item.get("reference").and_then(Value::as_str)
+                    && reference.split('/').count() == 2
+                    && !refs.iter().any(|x| x == reference)
+                {
+                    refs.push(reference.to_string());
+                }
+            }
+        }
+    }
+    let mut names = Vec::new();
+    for reference in refs.into_iter().take(10) {
+        if let Some((t, id)) = reference.split_once('/')
+            && let Ok(target) = fhir.read(t, id).await
+        {
+            let n = name(&target);
+            if !n.is_empty() {
+                names.push((reference, n));
+            }
+        }
+    }
+    if let Some(o) = r.as_object_mut() {
+        for v in o.values_mut() {
+            let items: Vec<&mut Value> = match v {
+                Value::Array(a) => a.iter_mut().collect(),
+                other => vec![other],
+            };
+            for item in items {
+                let reference = item
+                    .get("reference")
+                    .and_then(Value::as_str)
+                    .map(str::to_string);
+                if let Some(reference) = reference
+                    && let Some((_, n)) = names.iter().find(|(x, _)| *x == reference)
+                    && item.get("display").is_none()
+                {
+                    super::fhir::set(item, "display", json!(n));
+                }
+            }
+        }
+    }
+    r
 }
 
 /// The facts of a resource in words, element by element (narrative, metadata and
