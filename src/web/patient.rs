@@ -468,6 +468,10 @@ pub fn facts(r: &Value, zone: &jiff::tz::TimeZone) -> Vec<(String, String)> {
 }
 
 fn label(key: &str) -> String {
+    // a choice type's value (`valueQuantity`, `valueString`…) is the value
+    if key.starts_with("value") && key.len() > 5 {
+        return "Value".to_string();
+    }
     let mut out = String::new();
     for (i, c) in key.chars().enumerate() {
         if c.is_ascii_uppercase() {
@@ -479,7 +483,7 @@ fn label(key: &str) -> String {
             out.push(c);
         }
     }
-    out.replace("value ", "").replace("date time", "date")
+    out.replace(" date time", " date")
 }
 
 fn words(v: &Value, zone: &jiff::tz::TimeZone) -> String {
@@ -1966,4 +1970,21 @@ async fn access(State(state): State<WebState>, session: Session) -> Response {
             own,
         },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn elements_read_as_labels() {
+        for (key, out) in [
+            ("valueQuantity", "Value"),
+            ("effectiveDateTime", "Effective date"),
+            ("generalPractitioner", "General practitioner"),
+            ("status", "Status"),
+        ] {
+            assert_eq!(label(key), out);
+        }
+    }
 }
