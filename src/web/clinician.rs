@@ -7,7 +7,7 @@ use super::fhir::{Fhir, entries, problem};
 use super::health::KINDS;
 use super::patient::{Item, facts, summary};
 use super::session::{Form, Session};
-use super::view::{self, Shell, concept, name, text, when};
+use super::view::{self, OrIfEmpty, Shell, concept, name, text, when};
 use super::{WebState, message, page, see_other};
 use crate::auth::Role;
 use askama::Template;
@@ -525,7 +525,7 @@ async fn inbox(State(state): State<WebState>, session: Session, Query(q): Query<
         .unwrap_or_default()
         .iter()
         .map(|c| Item {
-            title: text(c, "/sender/display").if_empty_then(|| "A patient".to_string()),
+            title: text(c, "/sender/display").or_if_empty("A patient"),
             detail: text(c, "/payload/0/contentString"),
             when: when(&text(c, "/sent"), &session.zone),
             href: view::ref_id(c, "/subject/reference", "Patient")
@@ -567,16 +567,6 @@ async fn inbox(State(state): State<WebState>, session: Session, Query(q): Query<
             tasks,
         },
     )
-}
-
-trait OrElse {
-    fn if_empty_then(self, f: impl FnOnce() -> String) -> String;
-}
-
-impl OrElse for String {
-    fn if_empty_then(self, f: impl FnOnce() -> String) -> String {
-        if self.is_empty() { f() } else { self }
-    }
 }
 
 /// `POST /app/inbox/task/{id}`: approve (completed) or decline (rejected) a refill request.
@@ -700,7 +690,7 @@ async fn availability(
             };
             Availability {
                 id: text(s, "/id"),
-                title: concept(s.pointer("/specialty/0")).if_empty_then(|| "Schedule".into()),
+                title: concept(s.pointer("/specialty/0")).or_if_empty("Schedule"),
                 days: DAYS
                     .iter()
                     .map(|(c, l)| (*c, *l, days.iter().any(|d| d == c)))

@@ -6,7 +6,9 @@
 use super::fhir::{Fhir, entries, problem};
 use super::patient::Item;
 use super::session::{Form, Session};
-use super::view::{self, Shell, concept, money_of, name, text, when};
+use super::view::{
+    self, OrIfEmpty, Shell, claim_total, concept, money_of, name, newest_response, text, when,
+};
 use super::{WebState, message, page, see_other};
 use crate::auth::Role;
 use askama::Template;
@@ -56,24 +58,6 @@ struct QueuePage {
     rows: Vec<Row>,
 }
 
-fn newest<'a>(responses: &'a [Value], claim: &str) -> Option<&'a Value> {
-    responses
-        .iter()
-        .filter(|r| text(r, "/request/reference") == format!("Claim/{claim}"))
-        .max_by(|a, b| {
-            (text(a, "/created"), text(a, "/meta/lastUpdated"))
-                .cmp(&(text(b, "/created"), text(b, "/meta/lastUpdated")))
-        })
-}
-
-fn total<'v>(cr: &'v Value, category: &str) -> Option<&'v Value> {
-    cr.get("total")
-        .and_then(Value::as_array)?
-        .iter()
-        .find(|t| text(t, "/category/coding/0/code") == category)
-        .and_then(|t| t.get("amount"))
-}
-
 pub async fn home(state: &WebState, session: &Session) -> Response {
     if let Err(r) = insurer(session) {
         return *r;
@@ -109,7 +93,7 @@ pub async fn home(state: &WebState, session: &Session) -> Response {
         .iter()
         .map(|c| {
             let id = text(c, "/id");
-            let cr = newest(&responses, &id);
+            let cr = newest_response(&responses, &id);
             let (state, queued) = match cr.map(|r| text(r, "/outcome")).as_deref() {
                 Some("queued") => ("Waiting for review", true),
                 Some("complete") => ("Finished", false),
@@ -181,7 +165,7 @@ async fn claim(
         .search("ClaimResponse", &[("request", &format!("Claim/{id}"))])
         .await
         .unwrap_or_default();
-    let cr = newest(&responses, &id);
+    let cr = newest_response(&responses, &id);
     let pid = view::ref_id(&c, "/patient/reference", "Patient").unwrap_or_default();
     let patient = fhir
         .read("Patient", &pid)
@@ -229,9 +213,12 @@ async fn claim(
         .map(|e| Item {
             title: format!(
                 "Explanation of benefits: paid {}",
-                money_of(total(e, "benefit"))
+                money_of(claim_total(e, "benefit"))
             ),
-            detail: format!("member pays {}", money_of(total(e, "memberliability"))),
+            detail: format!(
+                "member pays {}",
+                money_of(claim_total(e, "memberliability"))
+            ),
             when: when(&text(e, "/created"), &session.zone),
             href: String::new(),
         })
@@ -285,7 +272,7 @@ async fn finish(State(state): State<WebState>, Path(id): Path<String>, form: For
         .search("ClaimResponse", &[("request", &format!("Claim/{id}"))])
         .await
         .unwrap_or_default();
-    let insurer_ref = newest(&responses, &id)
+    let insurer_ref = newest_response(&responses, &id)
         .and_then(|r| r.get("insurer").cloned())
         .or_else(|| c.get("insurer").cloned())
         .unwrap_or(json!({"display": "Insurer"}));
@@ -310,7 +297,7 @@ async fn finish(State(state): State<WebState>, Path(id): Path<String>, form: For
             .pointer("/net/value")
             .and_then(|v| v.to_string().parse().ok())
             .unwrap_or_default();
-        currency = text(i, "/net/currency").if_blank("USD");
+        currency = text(i, "/net/currency").or_if_empty("USD");
         let Some(pays) = form
             .get(&format!("pays-{seq}"))
             .and_then(|v| {
@@ -365,20 +352,6 @@ fn money2(value: rust_decimal::Decimal) -> rust_decimal::Decimal {
     v
 }
 
-trait Blank {
-    fn if_blank(self, other: &str) -> String;
-}
-
-impl Blank for String {
-    fn if_blank(self, other: &str) -> String {
-        if self.is_empty() {
-            other.to_string()
-        } else {
-            self
-        }
-    }
-}
-
 #[derive(Template)]
 #[template(path = "members.html", config = "src/web/templates/askama.toml")]
 struct MembersPage {
@@ -422,7 +395,7 @@ async fn members(State(state): State<WebState>, session: Session, Query(q): Quer
                     .unwrap_or_default(),
                 detail: format!(
                     "{} — {}",
-                    text(c, "/class/0/name").if_blank("plan"),
+                    text(c, "/class/0/name").or_if_empty("plan"),
                     text(c, "/status")
                 ),
                 when: when(&text(c, "/period/start"), &session.zone),

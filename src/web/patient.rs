@@ -5,7 +5,7 @@
 
 use super::fhir::{Fhir, entries, param, parameters, problem};
 use super::session::{Form, Session};
-use super::view::{self, Shell, concept, money_of, name, text, when};
+use super::view::{self, OrIfEmpty, Shell, claim_total, concept, money_of, name, text, when};
 use super::{WebState, message, page, see_other};
 use crate::auth::Role;
 use askama::Template;
@@ -314,7 +314,7 @@ pub fn summary(resource_type: &str, r: &Value) -> (String, String) {
     match resource_type {
         "Encounter" => (
             first(&["/period/start"]),
-            concept(r.pointer("/type/0")).if_empty("Visit"),
+            concept(r.pointer("/type/0")).or_if_empty("Visit"),
         ),
         "Condition" => (
             first(&["/recordedDate", "/onsetDateTime"]),
@@ -337,20 +337,6 @@ pub fn summary(resource_type: &str, r: &Value) -> (String, String) {
             concept(r.get("vaccineCode")),
         ),
         _ => (first(&["/meta/lastUpdated"]), resource_type.to_string()),
-    }
-}
-
-trait IfEmpty {
-    fn if_empty(self, other: &str) -> String;
-}
-
-impl IfEmpty for String {
-    fn if_empty(self, other: &str) -> String {
-        if self.is_empty() {
-            other.to_string()
-        } else {
-            self
-        }
     }
 }
 
@@ -880,15 +866,6 @@ pub struct Bills {
     pub eobs: Vec<Item>,
 }
 
-/// The total of `category` in a ClaimResponse (or EOB) as Money.
-fn total<'v>(cr: &'v Value, category: &str) -> Option<&'v Value> {
-    cr.get("total")
-        .and_then(Value::as_array)?
-        .iter()
-        .find(|t| text(t, "/category/coding/0/code") == category)
-        .and_then(|t| t.get("amount"))
-}
-
 fn extension<'v>(v: &'v Value, url_suffix: &str) -> Option<&'v Value> {
     v.get("extension")
         .and_then(Value::as_array)?
@@ -955,16 +932,10 @@ pub async fn load_bills(
     let mut currency = "USD".to_string();
     for c in &claims {
         let id = text(c, "/id");
-        let newest = responses
-            .iter()
-            .filter(|r| text(r, "/request/reference") == format!("Claim/{id}"))
-            .max_by(|a, b| {
-                (text(a, "/created"), text(a, "/meta/lastUpdated"))
-                    .cmp(&(text(b, "/created"), text(b, "/meta/lastUpdated")))
-            });
+        let newest = view::newest_response(&responses, &id);
         let queued = newest.is_none_or(|r| text(r, "/outcome") == "queued");
         let on_plan = claim_financed(&responses, &id, &financed);
-        let owe = newest.and_then(|r| total(r, "memberliability"));
+        let owe = newest.and_then(|r| claim_total(r, "memberliability"));
         if let Some(m) = owe
             && !queued
             && !on_plan
@@ -975,11 +946,11 @@ pub async fn load_bills(
             {
                 owed_minor += v;
             }
-            currency = text(m, "/currency").if_empty("USD");
+            currency = text(m, "/currency").or_if_empty("USD");
         }
         let charged = money_of(c.pointer("/total").or_else(|| c.pointer("/item/0/net")));
         let insurer_paid = newest
-            .map(|r| money_of(total(r, "benefit")))
+            .map(|r| money_of(claim_total(r, "benefit")))
             .unwrap_or_default();
         let you_owe = money_of(owe);
         let words = if queued {
@@ -990,9 +961,9 @@ pub async fn load_bills(
             format!("The care cost {charged}. Your insurer paid {insurer_paid}. You owe {you_owe}.")
         };
         views.push(ClaimView {
-            title: concept(c.pointer("/item/0/productOrService")).if_empty("Care"),
+            title: concept(c.pointer("/item/0/productOrService")).or_if_empty("Care"),
             date: when(
-                &text(c, "/billablePeriod/start").if_empty(&text(c, "/created")),
+                &text(c, "/billablePeriod/start").or_if_empty(&text(c, "/created")),
                 zone,
             ),
             can_defer: !queued
@@ -1095,16 +1066,16 @@ pub async fn load_bills(
         .await?
         .iter()
         .map(|e| {
-            let service = concept(e.pointer("/item/0/productOrService")).if_empty("Care");
+            let service = concept(e.pointer("/item/0/productOrService")).or_if_empty("Care");
             let provider = text(e, "/provider/display");
             Item {
                 title: service,
                 detail: format!(
                     "Billed {}. Your plan allows {}. Your insurer paid {}. Your share is {}{}.",
-                    money_of(total(e, "submitted")),
-                    money_of(total(e, "eligible")),
-                    money_of(total(e, "benefit")),
-                    money_of(total(e, "memberliability")),
+                    money_of(claim_total(e, "submitted")),
+                    money_of(claim_total(e, "eligible")),
+                    money_of(claim_total(e, "benefit")),
+                    money_of(claim_total(e, "memberliability")),
                     if provider.is_empty() {
                         String::new()
                     } else {
@@ -1112,7 +1083,7 @@ pub async fn load_bills(
                     }
                 ),
                 when: when(
-                    &text(e, "/billablePeriod/start").if_empty(&text(e, "/created")),
+                    &text(e, "/billablePeriod/start").or_if_empty(&text(e, "/created")),
                     zone,
                 ),
                 href: String::new(),
@@ -1265,7 +1236,7 @@ async fn defer_quote(
     );
     let owe = responses
         .first()
-        .and_then(|r| total(r, "memberliability"))
+        .and_then(|r| claim_total(r, "memberliability"))
         .cloned()
         .unwrap_or(Value::Null);
     let term = q
@@ -1918,7 +1889,7 @@ async fn access(State(state): State<WebState>, session: Session) -> Response {
                 n = text(&agent, "/name");
             }
             if n.is_empty() {
-                n = text(&agent, "/who/display").if_empty("Someone");
+                n = text(&agent, "/who/display").or_if_empty("Someone");
             }
             names.insert(reference.clone(), n.clone());
             n

@@ -115,6 +115,43 @@ pub fn text(v: &Value, pointer: &str) -> String {
         .to_string()
 }
 
+/// A string, or `other` when it is empty.
+pub trait OrIfEmpty {
+    fn or_if_empty(self, other: &str) -> String;
+}
+
+impl OrIfEmpty for String {
+    fn or_if_empty(self, other: &str) -> String {
+        if self.is_empty() {
+            other.to_string()
+        } else {
+            self
+        }
+    }
+}
+
+/// The newest ClaimResponse of `Claim/{claim}` among `responses` (by `created`, then
+/// `meta.lastUpdated`).
+pub fn newest_response<'a>(responses: &'a [Value], claim: &str) -> Option<&'a Value> {
+    let request = format!("Claim/{claim}");
+    responses
+        .iter()
+        .filter(|r| text(r, "/request/reference") == request)
+        .max_by(|a, b| {
+            (text(a, "/created"), text(a, "/meta/lastUpdated"))
+                .cmp(&(text(b, "/created"), text(b, "/meta/lastUpdated")))
+        })
+}
+
+/// The Money of the total of `category` in a ClaimResponse or ExplanationOfBenefit.
+pub fn claim_total<'v>(cr: &'v Value, category: &str) -> Option<&'v Value> {
+    cr.get("total")
+        .and_then(Value::as_array)?
+        .iter()
+        .find(|t| text(t, "/category/coding/0/code") == category)
+        .and_then(|t| t.get("amount"))
+}
+
 /// A CodeableConcept in words: its text, else the first coding's display, else its code.
 pub fn concept(cc: Option<&Value>) -> String {
     let Some(cc) = cc else {
